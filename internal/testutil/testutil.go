@@ -1,0 +1,60 @@
+// Package testutil finds the test inputs that live outside the repository:
+// the shared real-hardware fixtures and the testdata of Go modules.
+package testutil
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// RepoRoot is the directory holding go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+// Fixtures is the shared fixtures directory (../shared/fixtures beside the
+// repository, or $COCOON_FIXTURES). The fixtures are part of every checkout
+// CI makes, so a missing directory fails the test rather than skipping it.
+func Fixtures(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("COCOON_FIXTURES")
+	if dir == "" {
+		dir = filepath.Join(RepoRoot(t), "..", "shared", "fixtures")
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("shared fixtures not found (set COCOON_FIXTURES): %v", err)
+	}
+	return dir
+}
+
+// ModuleDir is the module cache directory of a dependency, for tests that
+// read the real evidence some modules ship in their testdata.
+func ModuleDir(t testing.TB, module string) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
+	if err != nil {
+		t.Fatalf("go list -m %s: %v", module, err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		t.Fatalf("module %s is not in the module cache (run go mod download)", module)
+	}
+	return dir
+}
