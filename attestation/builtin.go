@@ -1,0 +1,63 @@
+package attestation
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/types"
+
+	"github.com/cocoon-cc/cocoon/policy"
+	"github.com/cocoon-cc/cocoon/rvps"
+	"github.com/cocoon-cc/cocoon/store"
+)
+
+// PolicyNamespace is the store namespace of attestation policies.
+const PolicyNamespace = "attestation-policies"
+
+// DefaultCPUPolicy appraises sample, SNP, TDX and TPM claims against the
+// reference values Trustee's default policy names.
+//
+//go:embed policies/default_cpu.rego
+var DefaultCPUPolicy string
+
+// ReferenceValueBuiltin is the Rego builtin query_reference_value(name):
+// the named reference value from the RVPS, or null when there is none.
+func ReferenceValueBuiltin(rv *rvps.Service) func(*rego.Rego) {
+	return rego.Function1(&rego.Function{
+		Name:             "query_reference_value",
+		Decl:             types.NewFunction(types.Args(types.S), types.A),
+		Memoize:          true,
+		Nondeterministic: true,
+	}, func(bctx rego.BuiltinContext, name *ast.Term) (*ast.Term, error) {
+		s, ok := name.Value.(ast.String)
+		if !ok {
+			return nil, fmt.Errorf("query_reference_value: name must be a string")
+		}
+		v, err := rv.Query(bctx.Context, string(s))
+		if err != nil {
+			return nil, err
+		}
+		if v == nil {
+			return ast.NullTerm(), nil
+		}
+		val, err := ast.ValueFromReader(bytes.NewReader(v))
+		if err != nil {
+			return nil, err
+		}
+		return ast.NewTerm(val), nil
+	})
+}
+
+// NewPolicies returns the attestation policy engine over s, with the
+// query_reference_value builtin and the default CPU policy installed.
+func NewPolicies(ctx context.Context, s store.Store, rv *rvps.Service) (*policy.Engine, error) {
+	e := policy.New(s, PolicyNamespace, ReferenceValueBuiltin(rv))
+	if err := e.SetDefault(ctx, DefaultPolicyID+"_cpu", DefaultCPUPolicy); err != nil {
+		return nil, fmt.Errorf("attestation: default policy: %w", err)
+	}
+	return e, nil
+}

@@ -1,0 +1,180 @@
+package ear
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	gojose "github.com/go-jose/go-jose/v4"
+)
+
+// Token errors; each failed check has its own.
+var (
+	ErrMalformedToken = errors.New("malformed token")
+	ErrUntrustedKey   = errors.New("token signed by an untrusted key")
+	ErrBadSignature   = errors.New("token signature is invalid")
+	ErrExpired        = errors.New("token expired")
+	ErrNotYetValid    = errors.New("token issued in the future")
+)
+
+// Signer signs EAR tokens with an ES256 key.
+type Signer struct {
+	key    *ecdsa.PrivateKey
+	jwk    gojose.JSONWebKey
+	signer gojose.Signer
+}
+
+// NewSigner wraps a P-256 private key; chain, if any, is published as the
+// header JWK's x5c so verifiers can check the key against a CA.
+func NewSigner(key *ecdsa.PrivateKey, chain []*x509.Certificate) (*Signer, error) {
+	if key.Curve != elliptic.P256() {
+		return nil, errors.New("ear: only P-256 signing keys make ES256 tokens")
+	}
+	jwk := gojose.JSONWebKey{Key: key, Algorithm: string(gojose.ES256), Certificates: chain}
+	s, err := gojose.NewSigner(gojose.SigningKey{Algorithm: gojose.ES256, Key: jwk},
+		(&gojose.SignerOptions{EmbedJWK: true}).WithType("JWT"))
+	if err != nil {
+		return nil, fmt.Errorf("ear: %w", err)
+	}
+	return &Signer{key: key, jwk: jwk.Public(), signer: s}, nil
+}
+
+// Public is the verification key, for /.well-known/jwks.json.
+func (s *Signer) Public() gojose.JSONWebKey { return s.jwk }
+
+// Sign serializes and signs claims as a compact JWT.
+func (s *Signer) Sign(c *Claims) (string, error) {
+	body, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("ear: %w", err)
+	}
+	obj, err := s.signer.Sign(body)
+	if err != nil {
+		return "", fmt.Errorf("ear: %w", err)
+	}
+	return obj.CompactSerialize()
+}
+
+// VerifierOptions says which token signers are trusted.
+type VerifierOptions struct {
+	// Keys are trusted signing keys (this service's own, trusted JWK sets).
+	Keys []gojose.JSONWebKey
+	// Roots are CAs a header JWK's x5c chain may lead to.
+	Roots *x509.CertPool
+	// InsecureHeaderJWK trusts any key in the token header. Trustee offers
+	// it for development; it makes the signature worthless.
+	InsecureHeaderJWK bool
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// Leeway tolerates clock skew on iat and exp.
+	Leeway time.Duration
+}
+
+// Verifier checks EAR tokens.
+type Verifier struct {
+	opts VerifierOptions
+}
+
+// NewVerifier returns a Verifier for opts.
+func NewVerifier(opts VerifierOptions) *Verifier {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Verifier{opts: opts}
+}
+
+// Verify checks a token's signature and validity period and returns its
+// claims both typed and raw (the raw form is the resource policy's input).
+func (v *Verifier) Verify(token string) (*Claims, map[string]any, error) {
+	if strings.Count(token, ".") != 2 {
+		return nil, nil, fmt.Errorf("%w: not a compact JWS", ErrMalformedToken)
+	}
+	obj, err := gojose.ParseSignedCompact(token, []gojose.SignatureAlgorithm{gojose.ES256})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrMalformedToken, err)
+	}
+	payload, err := v.verifySignature(obj)
+	if err != nil {
+		return nil, nil, err
+	}
+	var c Claims
+	var raw map[string]any
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrMalformedToken, err)
+	}
+	if err := json.Unmarshal(payload, &raw); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrMalformedToken, err)
+	}
+	now := v.opts.Now()
+	if c.Expiry == 0 || now.After(time.Unix(c.Expiry, 0).Add(v.opts.Leeway)) {
+		return nil, nil, ErrExpired
+	}
+	if now.Add(v.opts.Leeway).Before(time.Unix(c.IssuedAt, 0)) {
+		return nil, nil, ErrNotYetValid
+	}
+	return &c, raw, nil
+}
+
+func (v *Verifier) verifySignature(obj *gojose.JSONWebSignature) ([]byte, error) {
+	hdr := obj.Signatures[0].Header
+	if hdr.JSONWebKey != nil {
+		if !v.trusts(hdr.JSONWebKey) {
+			return nil, ErrUntrustedKey
+		}
+		return verifyWith(obj, hdr.JSONWebKey.Key)
+	}
+	for _, k := range v.opts.Keys {
+		if hdr.KeyID != "" && k.KeyID != "" && k.KeyID != hdr.KeyID {
+			continue
+		}
+		if out, err := obj.Verify(k.Key); err == nil {
+			return out, nil
+		}
+	}
+	return nil, ErrUntrustedKey
+}
+
+func verifyWith(obj *gojose.JSONWebSignature, key any) ([]byte, error) {
+	out, err := obj.Verify(key)
+	if err != nil {
+		return nil, ErrBadSignature
+	}
+	return out, nil
+}
+
+// trusts decides whether a header JWK is one of ours, chains to a trusted
+// CA, or (insecurely) is trusted blindly.
+func (v *Verifier) trusts(jwk *gojose.JSONWebKey) bool {
+	if v.opts.InsecureHeaderJWK {
+		return true
+	}
+	pub, ok := jwk.Key.(*ecdsa.PublicKey)
+	if !ok {
+		return false
+	}
+	for _, k := range v.opts.Keys {
+		if tk, ok := k.Key.(*ecdsa.PublicKey); ok && tk.Equal(pub) {
+			return true
+		}
+	}
+	if v.opts.Roots == nil || len(jwk.Certificates) == 0 {
+		return false
+	}
+	leaf := jwk.Certificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range jwk.Certificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: v.opts.Roots, Intermediates: inter,
+		CurrentTime: v.opts.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		return false
+	}
+	lk, ok := leaf.PublicKey.(*ecdsa.PublicKey)
+	return ok && lk.Equal(pub)
+}

@@ -1,0 +1,117 @@
+# Cocoon's default attestation policy for CPU TEEs.
+#
+# It produces the AR4SI trust vector of an EAR appraisal. Every claim starts
+# at the value meaning "not verified" and is raised only when the evidence's
+# claims match the reference values registered in the RVPS, under the names
+# Trustee's default policy uses, so reference values carry over unchanged.
+package policy
+
+import rego.v1
+
+# 33: executables not recognized.
+default executables := 33
+
+# 97: hardware not recognized.
+default hardware := 97
+
+# 36: security-relevant configuration unavailable.
+default configuration := 36
+
+default file_system := 0
+
+default instance_identity := 0
+
+default runtime_opaque := 0
+
+default storage_opaque := 0
+
+default sourced_data := 0
+
+trust_claims := {
+	"executables": executables,
+	"hardware": hardware,
+	"configuration": configuration,
+	"file-system": file_system,
+	"instance-identity": instance_identity,
+	"runtime-opaque": runtime_opaque,
+	"storage-opaque": storage_opaque,
+	"sourced-data": sourced_data,
+}
+
+# --- sample: no security, for tests; Cocoon's resource policy refuses it.
+
+executables := 3 if {
+	input.sample.launch_digest in query_reference_value("launch_digest")
+}
+
+hardware := 2 if {
+	input.sample.svn in query_reference_value("svn")
+	input.sample.platform_version.major == query_reference_value("major_version")
+	input.sample.platform_version.minor >= query_reference_value("minimum_minor_version")
+}
+
+configuration := 2 if {
+	input.sample.debug == false
+}
+
+# --- AMD SEV-SNP
+
+executables := 3 if {
+	input.snp.measurement in query_reference_value("snp_launch_measurement")
+}
+
+hardware := 2 if {
+	input.snp.reported_tcb_bootloader in query_reference_value("snp_bootloader")
+	input.snp.reported_tcb_microcode in query_reference_value("snp_microcode")
+	input.snp.reported_tcb_snp in query_reference_value("snp_snp_svn")
+	input.snp.reported_tcb_tee in query_reference_value("snp_tee_svn")
+}
+
+# 2: a known, approved configuration.
+configuration := 2 if {
+	snp_safe_config
+	input.snp.platform_smt_enabled == query_reference_value("snp_smt_enabled")
+	input.snp.platform_tsme_enabled == query_reference_value("snp_tsme_enabled")
+	input.snp.policy_abi_major == query_reference_value("snp_guest_abi_major")
+	input.snp.policy_abi_minor == query_reference_value("snp_guest_abi_minor")
+	input.snp.policy_single_socket == query_reference_value("snp_single_socket")
+	input.snp.policy_smt_allowed == query_reference_value("snp_smt_allowed")
+} else := 3 if {
+	# 3: no known vulnerability in what was checked.
+	snp_safe_config
+}
+
+snp_safe_config if {
+	input.snp.policy_debug_allowed == false
+	input.snp.policy_migrate_ma == false
+}
+
+# --- Intel TDX
+
+executables := 3 if {
+	input.tdx.quote.body.rtmr_1 in query_reference_value("rtmr_1")
+	input.tdx.quote.body.rtmr_2 in query_reference_value("rtmr_2")
+}
+
+hardware := 2 if {
+	input.tdx.quote.header.tee_type == "81000000"
+	input.tdx.quote.header.vendor_id == "939a7233f79c4ca9940a0db3957f0607"
+	input.tdx.quote.body.mr_td in query_reference_value("mr_td")
+	input.tdx.tcb_status == "UpToDate"
+}
+
+configuration := 2 if {
+	input.tdx.td_attributes.debug == false
+	input.tdx.quote.body.xfam in query_reference_value("xfam")
+}
+
+# --- TPM: the attestation key must be one the owner registered.
+
+hardware := 2 if {
+	input.tpm.ak_public in query_reference_value("trusted_aks")
+}
+
+executables := 3 if {
+	input.tpm.ak_public in query_reference_value("trusted_aks")
+	input.tpm.pcr11 in query_reference_value("tpm_pcr11")
+}

@@ -1,0 +1,219 @@
+// Package policy stores Rego policies and evaluates them with OPA. The KBS
+// uses it for its resource policy and the attestation service for its
+// attestation policies; both follow Trustee: `package policy`, Rego v1 or
+// v0 syntax, one document per policy id.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/cocoon-cc/cocoon/store"
+)
+
+// Errors of the policy engine.
+var (
+	ErrNotFound = errors.New("policy not found")
+	ErrInvalid  = errors.New("invalid policy")
+	ErrEval     = errors.New("policy evaluation failed")
+)
+
+// MaxSize bounds a policy's text.
+const MaxSize = 1 << 20
+
+// noNetwork are builtins a policy may not call: an appraisal must depend on
+// the evidence and the stored reference values only.
+var noNetwork = map[string]struct{}{"http.send": {}, "net.lookup_ip_addr": {}, "opa.runtime": {}}
+
+// Engine keeps policies in a store namespace and caches them compiled.
+type Engine struct {
+	store store.Store
+	ns    string
+	opts  []func(*rego.Rego)
+
+	mu       sync.RWMutex
+	compiled map[string]*compiled
+}
+
+type compiled struct {
+	text    string
+	module  *ast.Module
+	mu      sync.Mutex // guards queries
+	queries map[string]*prepared
+}
+
+type prepared struct {
+	query rego.PreparedEvalQuery
+	data  storage.Store
+}
+
+// New returns an Engine over namespace ns of s; opts (custom builtins) are
+// added to every query.
+func New(s store.Store, ns string, opts ...func(*rego.Rego)) *Engine {
+	return &Engine{store: s, ns: ns, opts: opts, compiled: map[string]*compiled{}}
+}
+
+// Parse checks that text is a Rego module of package policy, trying Rego v1
+// syntax first and v0 (Trustee's older policies) second.
+func Parse(id, text string) (*ast.Module, error) {
+	if len(text) > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrInvalid, len(text), MaxSize)
+	}
+	mod, err := ast.ParseModuleWithOpts(id+".rego", text, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		var err0 error
+		if mod, err0 = ast.ParseModuleWithOpts(id+".rego", text, ast.ParserOptions{RegoVersion: ast.RegoV0}); err0 != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	if mod == nil {
+		return nil, fmt.Errorf("%w: empty module", ErrInvalid)
+	}
+	if got := mod.Package.Path.String(); got != "data.policy" {
+		return nil, fmt.Errorf("%w: package is %s, want policy", ErrInvalid, got)
+	}
+	return mod, nil
+}
+
+// Set validates, compiles and stores a policy, replacing any other of that id.
+func (e *Engine) Set(ctx context.Context, id, text string) error {
+	c, err := e.compile(ctx, id, text)
+	if err != nil {
+		return err
+	}
+	if err := e.store.Put(ctx, e.ns, id, []byte(text)); err != nil {
+		return fmt.Errorf("policy: store %s: %w", id, err)
+	}
+	e.mu.Lock()
+	e.compiled[id] = c
+	e.mu.Unlock()
+	return nil
+}
+
+// SetDefault stores text as policy id unless one is stored already.
+func (e *Engine) SetDefault(ctx context.Context, id, text string) error {
+	if _, err := e.store.Get(ctx, e.ns, id); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return e.Set(ctx, id, text)
+}
+
+// Get returns a policy's text.
+func (e *Engine) Get(ctx context.Context, id string) (string, error) {
+	v, err := e.store.Get(ctx, e.ns, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return string(v), err
+}
+
+// List returns the stored policy ids.
+func (e *Engine) List(ctx context.Context) ([]string, error) { return e.store.List(ctx, e.ns) }
+
+// compile parses text and checks it compiles; the queries themselves are
+// prepared on first use.
+func (e *Engine) compile(ctx context.Context, id, text string) (*compiled, error) {
+	mod, err := Parse(id, text)
+	if err != nil {
+		return nil, err
+	}
+	c := &compiled{text: text, module: mod, queries: map[string]*prepared{}}
+	// Preparing a query compiles the module: do it now so a bad policy is
+	// refused when it is set, not when it is first used.
+	if _, err := c.prepare(ctx, "data.policy", e.opts); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *compiled) prepare(ctx context.Context, query string, opts []func(*rego.Rego)) (*prepared, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.queries[query]; ok {
+		return p, nil
+	}
+	data := inmem.New()
+	args := append([]func(*rego.Rego){
+		rego.Query(query),
+		rego.ParsedModule(c.module),
+		rego.Store(data),
+		rego.UnsafeBuiltins(noNetwork),
+		rego.StrictBuiltinErrors(true),
+	}, opts...)
+	q, err := rego.New(args...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	p := &prepared{query: q, data: data}
+	c.queries[query] = p
+	return p, nil
+}
+
+// load returns the compiled policy id, compiling the stored text on first
+// use (after a restart).
+func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
+	e.mu.RLock()
+	c, ok := e.compiled[id]
+	e.mu.RUnlock()
+	if ok {
+		return c, nil
+	}
+	text, err := e.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if c, err = e.compile(ctx, id, text); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.compiled[id] = c
+	e.mu.Unlock()
+	return c, nil
+}
+
+// Eval evaluates query (e.g. "data.policy.allow") of policy id with input
+// and, when data is not nil, that document as `data` beside the policy. The
+// result is nil when the query is undefined.
+func (e *Engine) Eval(ctx context.Context, id, query string, input, data map[string]any) (any, error) {
+	c, err := e.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.prepare(ctx, query, e.opts)
+	if err != nil {
+		return nil, err
+	}
+	opts := []rego.EvalOption{rego.EvalInput(input)}
+	if data != nil {
+		// Per-request data is written in a transaction that is never
+		// committed, so concurrent evaluations never see each other's data.
+		txn, err := p.data.NewTransaction(ctx, storage.WriteParams)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrEval, err)
+		}
+		defer p.data.Abort(ctx, txn)
+		for k, v := range data {
+			if err := p.data.Write(ctx, txn, storage.AddOp, storage.Path{k}, v); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrEval, err)
+			}
+		}
+		opts = append(opts, rego.EvalTransaction(txn))
+	}
+	rs, err := p.query.Eval(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEval, err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, nil
+	}
+	return rs[0].Expressions[0].Value, nil
+}

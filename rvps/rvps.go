@@ -1,0 +1,136 @@
+// Package rvps is the reference value provider service: it takes signed or
+// plain provenance messages, extracts named reference values from them and
+// answers the attestation policy's query_reference_value lookups.
+package rvps
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cocoon-cc/cocoon/store"
+)
+
+// MessageVersion is the only provenance message version accepted.
+const MessageVersion = "0.1.0"
+
+// DefaultValidity is how long a reference value lives unless told otherwise.
+const DefaultValidity = 365 * 24 * time.Hour
+
+// Namespace is the store namespace of reference values.
+const Namespace = "reference-values"
+
+// Errors of the RVPS.
+var (
+	ErrMalformedMessage   = errors.New("malformed reference value message")
+	ErrUnsupportedVersion = errors.New("unsupported reference value message version")
+	ErrUnsupportedType    = errors.New("unsupported reference value provenance type")
+)
+
+// Message registers reference values.
+type Message struct {
+	Version string `json:"version"`
+	Type    string `json:"type"`
+	Payload string `json:"payload"`
+}
+
+// ReferenceValue is a stored value with its expiry.
+type ReferenceValue struct {
+	Version    string          `json:"version"`
+	Name       string          `json:"name"`
+	Expiration time.Time       `json:"expiration"`
+	Value      json.RawMessage `json:"value"`
+}
+
+// Extractor turns a provenance payload into reference values.
+type Extractor interface {
+	Extract(payload string) (map[string]json.RawMessage, error)
+}
+
+// Service stores and serves reference values.
+type Service struct {
+	store      store.Store
+	extractors map[string]Extractor
+	validity   time.Duration
+	now        func() time.Time
+}
+
+// New returns a Service over s with the sample extractor registered.
+func New(s store.Store) *Service {
+	return &Service{store: s, extractors: map[string]Extractor{"sample": Sample{}},
+		validity: DefaultValidity, now: time.Now}
+}
+
+// Register verifies a provenance message and stores the values it carries.
+func (s *Service) Register(ctx context.Context, raw []byte) ([]string, error) {
+	var m Message
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedMessage, err)
+	}
+	if m.Version != MessageVersion {
+		return nil, fmt.Errorf("%w: %q, want %s", ErrUnsupportedVersion, m.Version, MessageVersion)
+	}
+	ex, ok := s.extractors[m.Type]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnsupportedType, m.Type)
+	}
+	values, err := ex.Extract(m.Payload)
+	if err != nil {
+		return nil, err
+	}
+	exp := s.now().Add(s.validity).UTC().Truncate(time.Second)
+	names := make([]string, 0, len(values))
+	for name, v := range values {
+		rv, _ := json.Marshal(ReferenceValue{Version: MessageVersion, Name: name, Expiration: exp, Value: v})
+		if err := s.store.Put(ctx, Namespace, name, rv); err != nil {
+			return nil, fmt.Errorf("rvps: store %s: %w", name, err)
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+// Query returns the value named name, or nil when there is none or it
+// expired: an expired reference value must not vouch for anything.
+func (s *Service) Query(ctx context.Context, name string) (json.RawMessage, error) {
+	raw, err := s.store.Get(ctx, Namespace, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rv ReferenceValue
+	if err := json.Unmarshal(raw, &rv); err != nil {
+		return nil, fmt.Errorf("rvps: stored %s: %w", name, err)
+	}
+	if !s.now().Before(rv.Expiration) {
+		return nil, nil
+	}
+	return rv.Value, nil
+}
+
+// Sample is the "sample" provenance: base64 of a JSON object mapping names
+// to values, with no signature. Fit for tests and trusted admins only.
+type Sample struct{}
+
+// Extract implements Extractor.
+func (Sample) Extract(payload string) (map[string]json.RawMessage, error) {
+	b, err := base64.StdEncoding.DecodeString(payload)
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformedMessage, err)
+	}
+	var values map[string]json.RawMessage
+	if err := json.Unmarshal(b, &values); err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformedMessage, err)
+	}
+	for name := range values {
+		if name == "" || len(name) > 256 {
+			return nil, fmt.Errorf("%w: bad reference value name", ErrMalformedMessage)
+		}
+	}
+	return values, nil
+}
