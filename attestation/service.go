@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gowebpki/jcs"
-
 	"github.com/cocoon-cc/cocoon/attestation/ear"
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/initdata"
@@ -192,11 +190,7 @@ func (r Request) reportData() ([]byte, map[string]any, error) {
 	if r.RuntimeData == nil {
 		return r.RawRuntimeData, nil, nil
 	}
-	b, err := json.Marshal(r.RuntimeData)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrRuntimeData, err)
-	}
-	canon, err := jcs.Transform(b)
+	canon, err := protocol.CanonicalJSON(r.RuntimeData)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrRuntimeData, err)
 	}

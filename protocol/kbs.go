@@ -75,3 +75,6 @@ type Response struct {
 	Ciphertext   string `json:"ciphertext"`
 	Tag          string `json:"tag"`
 }
+
+// AdminRole is the role claim of Cocoon's own admin tokens.
+const AdminRole = "admin"

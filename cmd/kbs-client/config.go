@@ -1,0 +1,191 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cocoon-cc/cocoon/kbs/client"
+	"github.com/cocoon-cc/cocoon/kbs/respolicy"
+)
+
+type adminFlags struct {
+	tokenFile, privateKey string
+}
+
+func (f *adminFlags) admin(g *globals) (*client.Admin, error) {
+	hc, err := g.http()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case f.tokenFile != "" && f.privateKey != "":
+		return nil, errors.New("give --admin-token-file or --auth-private-key, not both")
+	case f.privateKey != "":
+		k, err := loadSigner(f.privateKey)
+		if err != nil {
+			return nil, err
+		}
+		return client.NewAdminWithKey(g.url, hc, k), nil
+	case f.tokenFile != "":
+		b, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		return client.NewAdmin(g.url, hc, strings.TrimSpace(string(b))), nil
+	}
+	return nil, errors.New("admin calls need --admin-token-file or --auth-private-key")
+}
+
+func configCmd(g *globals) *cobra.Command {
+	f := &adminFlags{}
+	c := &cobra.Command{Use: "config", Short: "Configure the KBS (admin API)"}
+	c.PersistentFlags().StringVar(&f.tokenFile, "admin-token-file", "", "admin bearer token (JWT) file")
+	c.PersistentFlags().StringVar(&f.privateKey, "auth-private-key", "", "admin private key (PEM) to sign short-lived admin tokens with")
+	run := func(fn func(*cobra.Command, *client.Admin, []string) error) func(*cobra.Command, []string) error {
+		return func(c *cobra.Command, args []string) error {
+			a, err := f.admin(g)
+			if err != nil {
+				return err
+			}
+			return fn(c, a, args)
+		}
+	}
+	c.AddCommand(setResourceCmd(run), deleteResourceCmd(run), setResourcePolicyCmd(run),
+		setAttestationPolicyCmd(run), setSampleRVCmd(run), getRVCmd(run))
+	return c
+}
+
+type runner func(func(*cobra.Command, *client.Admin, []string) error) func(*cobra.Command, []string) error
+
+func setResourceCmd(run runner) *cobra.Command {
+	var path, file string
+	c := &cobra.Command{Use: "set-resource", Short: "Store a confidential resource", Args: cobra.NoArgs,
+		RunE: run(func(c *cobra.Command, a *client.Admin, _ []string) error {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			return a.SetResource(c.Context(), path, data)
+		})}
+	c.Flags().StringVar(&path, "path", "", "resource path, e.g. default/key/1")
+	c.Flags().StringVar(&file, "resource-file", "", "file holding the resource")
+	c.MarkFlagRequired("path")
+	c.MarkFlagRequired("resource-file")
+	return c
+}
+
+func deleteResourceCmd(run runner) *cobra.Command {
+	var path string
+	c := &cobra.Command{Use: "delete-resource", Short: "Delete a confidential resource", Args: cobra.NoArgs,
+		RunE: run(func(c *cobra.Command, a *client.Admin, _ []string) error {
+			return a.DeleteResource(c.Context(), path)
+		})}
+	c.Flags().StringVar(&path, "path", "", "resource path")
+	c.MarkFlagRequired("path")
+	return c
+}
+
+func setResourcePolicyCmd(run runner) *cobra.Command {
+	var file string
+	var allowAll, denyAll, affirming, def bool
+	c := &cobra.Command{Use: "set-resource-policy", Short: "Set the resource policy", Args: cobra.NoArgs,
+		RunE: run(func(c *cobra.Command, a *client.Admin, _ []string) error {
+			var text string
+			switch {
+			case file != "":
+				b, err := os.ReadFile(file)
+				if err != nil {
+					return err
+				}
+				text = string(b)
+			case allowAll:
+				text = respolicy.AllowAll
+			case denyAll:
+				text = respolicy.DenyAll
+			case affirming:
+				text = respolicy.Affirming
+			case def:
+				text = respolicy.Default
+			default:
+				return errors.New("give --policy-file, --allow-all, --deny-all, --affirming or --default")
+			}
+			return a.SetResourcePolicy(c.Context(), text)
+		})}
+	c.Flags().StringVar(&file, "policy-file", "", "Rego policy file")
+	c.Flags().BoolVar(&allowAll, "allow-all", false, "release every resource to any verified token")
+	c.Flags().BoolVar(&denyAll, "deny-all", false, "release nothing")
+	c.Flags().BoolVar(&affirming, "affirming", false, "release only to tokens whose appraisal is affirming")
+	c.Flags().BoolVar(&def, "default", false, "restore the default policy (affirming, never the sample TEE)")
+	c.MarkFlagsMutuallyExclusive("policy-file", "allow-all", "deny-all", "affirming", "default")
+	return c
+}
+
+func setAttestationPolicyCmd(run runner) *cobra.Command {
+	var file, typ, id string
+	c := &cobra.Command{Use: "set-attestation-policy", Short: "Set an attestation policy", Args: cobra.NoArgs,
+		RunE: run(func(c *cobra.Command, a *client.Admin, _ []string) error {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			return a.SetAttestationPolicy(c.Context(), id, typ, string(b))
+		})}
+	c.Flags().StringVar(&file, "policy-file", "", "Rego policy file")
+	c.Flags().StringVar(&typ, "type", "rego", "policy type")
+	c.Flags().StringVar(&id, "id", "default_cpu", "policy id")
+	c.MarkFlagRequired("policy-file")
+	return c
+}
+
+func setSampleRVCmd(run runner) *cobra.Command {
+	var asInt, asBool, single bool
+	c := &cobra.Command{Use: "set-sample-reference-value NAME VALUE", Short: "Register a reference value (sample provenance)",
+		Args: cobra.ExactArgs(2),
+		RunE: run(func(c *cobra.Command, a *client.Admin, args []string) error {
+			var v any = args[1]
+			switch {
+			case asInt:
+				n, err := strconv.ParseInt(args[1], 10, 64)
+				if err != nil {
+					return fmt.Errorf("value %q is not an integer", args[1])
+				}
+				v = n
+			case asBool:
+				b, err := strconv.ParseBool(args[1])
+				if err != nil {
+					return fmt.Errorf("value %q is not a bool", args[1])
+				}
+				v = b
+			}
+			if !single {
+				v = []any{v}
+			}
+			return a.RegisterSampleReferenceValue(c.Context(), args[0], v)
+		})}
+	c.Flags().BoolVar(&asInt, "as-integer", false, "the value is an integer")
+	c.Flags().BoolVar(&asBool, "as-bool", false, "the value is a bool")
+	c.Flags().BoolVar(&single, "as-single-value", false, "register the value alone, not in a list")
+	c.MarkFlagsMutuallyExclusive("as-integer", "as-bool")
+	return c
+}
+
+func getRVCmd(run runner) *cobra.Command {
+	var id string
+	c := &cobra.Command{Use: "get-reference-value", Short: "Print a reference value", Args: cobra.NoArgs,
+		RunE: run(func(c *cobra.Command, a *client.Admin, _ []string) error {
+			v, err := a.GetReferenceValue(c.Context(), id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.OutOrStdout(), string(v))
+			return nil
+		})}
+	c.Flags().StringVar(&id, "id", "", "reference value name")
+	c.MarkFlagRequired("id")
+	return c
+}

@@ -1,0 +1,246 @@
+package kbs
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	gojose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/cocoon-cc/cocoon/protocol"
+)
+
+// Admin authorization errors.
+var (
+	ErrAdminNoToken   = errors.New("no admin bearer token")
+	ErrAdminBadToken  = errors.New("admin token is not valid")
+	ErrAdminForbidden = errors.New("role not allowed for this endpoint")
+	ErrAdminDenyAll   = errors.New("admin API disabled (DenyAll)")
+)
+
+// Authorization modes, named as Trustee names them.
+const (
+	ModeAuthenticated    = "AuthenticatedAuthorization"
+	ModeDenyAll          = "DenyAll"
+	ModeInsecureAllowAll = "InsecureAllowAll"
+)
+
+// AdminRole is the role Cocoon's own admin tokens carry.
+const AdminRole = protocol.AdminRole
+
+type issuer struct {
+	name, audience string
+	keys           []crypto.PublicKey
+}
+
+type acl struct {
+	role string
+	re   *regexp.Regexp
+}
+
+// Admin decides who may call the admin endpoints.
+type Admin struct {
+	mode    string
+	issuers []issuer
+	acls    []acl
+	now     func() time.Time
+}
+
+// AdminIdentity is who an authorized admin call came from, for audit lines.
+type AdminIdentity struct {
+	Role, Issuer, Subject string
+}
+
+// NewAdmin builds the authorizer from [admin]. With no mode configured it
+// never falls back to allowing everyone: it generates an Ed25519 key pair
+// in dataDir (once) and trusts tokens signed by it for role "admin".
+func NewAdmin(c AdminConfig, dataDir string, log interface{ Info(string, ...any) }) (*Admin, error) {
+	a := &Admin{mode: c.AuthorizationMode, now: time.Now}
+	switch c.AuthorizationMode {
+	case ModeDenyAll, ModeInsecureAllowAll:
+		return a, nil
+	case "":
+		priv, pub, err := EnsureAdminKey(dataDir)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("admin API: no [admin] configured; trusting tokens signed by the generated key",
+			"private_key", priv, "public_key", pub, "role", AdminRole)
+		c.Authentication.BearerJWT.IdentityProviders = []IdentityProvider{{PublicKeyURI: pub}}
+		c.Authorization.RegexACL.ACLs = []ACL{{Role: AdminRole, AllowedEndpoints: "^/kbs/v0/.+$"}}
+		a.mode = ModeAuthenticated
+	case ModeAuthenticated:
+	default:
+		return nil, fmt.Errorf("admin: unknown authorization_mode %q", c.AuthorizationMode)
+	}
+	return a, a.configure(c)
+}
+
+func (a *Admin) configure(c AdminConfig) error {
+	idps := c.Authentication.BearerJWT.IdentityProviders
+	if len(idps) == 0 {
+		return errors.New("admin: AuthenticatedAuthorization needs at least one identity provider")
+	}
+	for _, idp := range idps {
+		keys, err := loadVerificationKeys(idp)
+		if err != nil {
+			return err
+		}
+		a.issuers = append(a.issuers, issuer{name: idp.Issuer, audience: idp.Audience, keys: keys})
+	}
+	seen := map[string]bool{}
+	for _, r := range c.Authorization.RegexACL.ACLs {
+		if seen[r.Role] {
+			return fmt.Errorf("admin: role %q has two ACL entries", r.Role)
+		}
+		seen[r.Role] = true
+		re, err := regexp.Compile(r.AllowedEndpoints)
+		if err != nil {
+			return fmt.Errorf("admin: ACL for role %q: %w", r.Role, err)
+		}
+		a.acls = append(a.acls, acl{role: r.Role, re: re})
+	}
+	return nil
+}
+
+func loadVerificationKeys(idp IdentityProvider) ([]crypto.PublicKey, error) {
+	switch {
+	case idp.PublicKeyURI != "":
+		b, err := os.ReadFile(strings.TrimPrefix(idp.PublicKeyURI, "file://"))
+		if err != nil {
+			return nil, fmt.Errorf("admin: public_key_uri: %w", err)
+		}
+		k, err := ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("admin: public_key_uri %s: %w", idp.PublicKeyURI, err)
+		}
+		return []crypto.PublicKey{k}, nil
+	case idp.JWKSetURI != "":
+		b, err := os.ReadFile(strings.TrimPrefix(idp.JWKSetURI, "file://"))
+		if err != nil {
+			return nil, fmt.Errorf("admin: jwk_set_uri: %w", err)
+		}
+		var set gojose.JSONWebKeySet
+		if err := json.Unmarshal(b, &set); err != nil {
+			return nil, fmt.Errorf("admin: jwk_set_uri %s: %w", idp.JWKSetURI, err)
+		}
+		var keys []crypto.PublicKey
+		for _, k := range set.Keys {
+			keys = append(keys, k.Key)
+		}
+		return keys, nil
+	}
+	return nil, errors.New("admin: identity provider needs public_key_uri or jwk_set_uri")
+}
+
+// ParsePublicKeyPEM reads an Ed25519 or ECDSA public key.
+func ParsePublicKeyPEM(b []byte) (crypto.PublicKey, error) {
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, errors.New("no PEM block")
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	switch k.(type) {
+	case ed25519.PublicKey, *ecdsa.PublicKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("unsupported admin key type %T", k)
+}
+
+type adminClaims struct {
+	jwt.Claims
+	Role string `json:"role"`
+}
+
+// Check authorizes an admin request.
+func (a *Admin) Check(r *http.Request) (*AdminIdentity, error) {
+	switch a.mode {
+	case ModeInsecureAllowAll:
+		return &AdminIdentity{Role: "insecure-allow-all"}, nil
+	case ModeDenyAll:
+		return nil, ErrAdminDenyAll
+	}
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || raw == "" {
+		return nil, ErrAdminNoToken
+	}
+	claims, iss, err := a.verify(strings.TrimSpace(raw))
+	if err != nil {
+		return nil, err
+	}
+	for _, rule := range a.acls {
+		if rule.role == claims.Role && rule.re.MatchString(r.URL.RequestURI()) {
+			return &AdminIdentity{Role: claims.Role, Issuer: iss, Subject: claims.Subject}, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: role %q, path %s", ErrAdminForbidden, claims.Role, r.URL.Path)
+}
+
+func (a *Admin) verify(raw string) (*adminClaims, string, error) {
+	tok, err := jwt.ParseSigned(raw, []gojose.SignatureAlgorithm{gojose.EdDSA, gojose.ES256, gojose.ES384})
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrAdminBadToken, err)
+	}
+	for _, iss := range a.issuers {
+		for _, k := range iss.keys {
+			var c adminClaims
+			if tok.Claims(k, &c) != nil {
+				continue
+			}
+			exp := jwt.Expected{Issuer: iss.name, Time: a.now()}
+			if iss.audience != "" {
+				exp.AnyAudience = jwt.Audience{iss.audience}
+			}
+			if c.Expiry == nil {
+				return nil, "", fmt.Errorf("%w: no exp claim", ErrAdminBadToken)
+			}
+			if err := c.ValidateWithLeeway(exp, 30*time.Second); err != nil {
+				return nil, "", fmt.Errorf("%w: %v", ErrAdminBadToken, err)
+			}
+			if c.Role == "" {
+				return nil, "", fmt.Errorf("%w: no role claim", ErrAdminBadToken)
+			}
+			return &c, iss.name, nil
+		}
+	}
+	return nil, "", fmt.Errorf("%w: no trusted key verifies it", ErrAdminBadToken)
+}
+
+// EnsureAdminKey returns the paths of the KBS's own admin key pair in
+// dataDir, generating it on first use.
+func EnsureAdminKey(dataDir string) (privPath, pubPath string, err error) {
+	dir := filepath.Join(dataDir, "admin")
+	privPath, pubPath = filepath.Join(dir, "private.key"), filepath.Join(dir, "public.pub")
+	if _, err := os.Stat(pubPath); err == nil {
+		return privPath, pubPath, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("admin: %w", err)
+	}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
+	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
+	if err := os.WriteFile(privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), 0o600); err != nil {
+		return "", "", fmt.Errorf("admin: %w", err)
+	}
+	if err := os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644); err != nil {
+		return "", "", fmt.Errorf("admin: %w", err)
+	}
+	return privPath, pubPath, nil
+}

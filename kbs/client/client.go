@@ -1,0 +1,231 @@
+// Package client is the KBS protocol client: the RCAR handshake, resource
+// fetches and the admin API. kbs-client, the attestation agent and the
+// tests all use it, against a Cocoon KBS or Trustee's.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cocoon-cc/cocoon/guest/attester"
+	"github.com/cocoon-cc/cocoon/jose"
+	"github.com/cocoon-cc/cocoon/protocol"
+)
+
+// MaxResponseSize bounds what is read from the KBS.
+const MaxResponseSize = 16 << 20
+
+// HTTPClient returns an HTTP client for the KBS at url: with a cookie jar
+// (the RCAR session), trusting certFile's PEM roots for https when given.
+func HTTPClient(certFile string) (*http.Client, error) {
+	jar, _ := cookiejar.New(nil)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	if certFile != "" {
+		pem, err := os.ReadFile(certFile)
+		if err != nil {
+			return nil, fmt.Errorf("kbs client: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("kbs client: no certificate in %s", certFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Jar: jar, Transport: tr, Timeout: 60 * time.Second}, nil
+}
+
+// Client runs the RCAR handshake and fetches resources.
+type Client struct {
+	url      string
+	http     *http.Client
+	attester attester.Attester
+	key      *jose.TEEKey
+	initData []byte
+
+	mu    sync.Mutex
+	token string
+}
+
+// Options configure a Client.
+type Options struct {
+	// HTTP is the client to use; it must keep cookies. HTTPClient("") if nil.
+	HTTP *http.Client
+	// Key is the TEE key; a new P-256 key if nil.
+	Key *jose.TEEKey
+	// InitData is the initdata TOML the TEE was launched with, if any.
+	InitData []byte
+	// Token is an attestation token obtained before (used as a bearer
+	// token; Key must be the key it vouches for).
+	Token string
+}
+
+// New returns a Client for the KBS at url, attesting with a.
+func New(url string, a attester.Attester, o Options) (*Client, error) {
+	var err error
+	if o.HTTP == nil {
+		if o.HTTP, err = HTTPClient(""); err != nil {
+			return nil, err
+		}
+	}
+	if o.Key == nil {
+		if o.Key, err = jose.GenerateTEEKey("EC"); err != nil {
+			return nil, err
+		}
+	}
+	return &Client{url: strings.TrimRight(url, "/"), http: o.HTTP, attester: a, key: o.Key,
+		initData: o.InitData, token: o.Token}, nil
+}
+
+// Key is the client's TEE key.
+func (c *Client) Key() *jose.TEEKey { return c.key }
+
+// Attest runs the RCAR handshake and returns the attestation token.
+func (c *Client) Attest(ctx context.Context) (string, error) {
+	if c.attester == nil {
+		return "", errors.New("kbs client: no attester to attest with")
+	}
+	var ch protocol.Challenge
+	req := protocol.Request{Version: protocol.Version, Tee: c.attester.Tee(), ExtraParams: json.RawMessage(`{}`)}
+	if err := c.do(ctx, http.MethodPost, "/kbs/v0/auth", "", req, &ch); err != nil {
+		return "", fmt.Errorf("auth: %w", err)
+	}
+	att, err := c.attestation(ctx, ch.Nonce)
+	if err != nil {
+		return "", err
+	}
+	var tok protocol.AttestationToken
+	if err := c.do(ctx, http.MethodPost, "/kbs/v0/attest", "", att, &tok); err != nil {
+		return "", fmt.Errorf("attest: %w", err)
+	}
+	c.mu.Lock()
+	c.token = tok.Token
+	c.mu.Unlock()
+	return tok.Token, nil
+}
+
+// attestation builds the Attestation answering nonce.
+func (c *Client) attestation(ctx context.Context, nonce string) (*protocol.Attestation, error) {
+	additional := ""
+	rd, err := protocol.ReportData(protocol.RuntimeDataClaims(nonce, c.key.Public(), &additional))
+	if err != nil {
+		return nil, err
+	}
+	ev, err := c.attester.Evidence(ctx, rd)
+	if err != nil {
+		return nil, fmt.Errorf("evidence: %w", err)
+	}
+	att := &protocol.Attestation{
+		RuntimeData: protocol.RuntimeData{Nonce: nonce, TeePubKey: c.key.Public()},
+		TeeEvidence: protocol.CompositeEvidence{Primary: ev, Additional: additional},
+	}
+	if c.initData != nil {
+		att.InitData = &protocol.InitData{Format: "toml", Body: string(c.initData)}
+	}
+	return att, nil
+}
+
+// GetResource returns the plaintext of repo/type/tag, attesting first when
+// there is no token yet and once more when the KBS no longer accepts it.
+func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
+	c.mu.Lock()
+	haveToken := c.token != ""
+	c.mu.Unlock()
+	if !haveToken {
+		if _, err := c.Attest(ctx); err != nil {
+			return nil, err
+		}
+	}
+	out, err := c.getResource(ctx, path)
+	var kerr *protocol.Error
+	if errors.As(err, &kerr) && c.attester != nil &&
+		(kerr.Kind == protocol.KindTokenNotFound || kerr.Kind == protocol.KindTokenVerifier) {
+		if _, err := c.Attest(ctx); err != nil {
+			return nil, err
+		}
+		return c.getResource(ctx, path)
+	}
+	return out, err
+}
+
+func (c *Client) getResource(ctx context.Context, path string) ([]byte, error) {
+	c.mu.Lock()
+	token := c.token
+	c.mu.Unlock()
+	var resp protocol.Response
+	if err := c.do(ctx, http.MethodGet, "/kbs/v0/resource/"+strings.TrimPrefix(path, "/"), token, nil, &resp); err != nil {
+		return nil, fmt.Errorf("get resource %s: %w", path, err)
+	}
+	return c.key.Decrypt(&resp)
+}
+
+// do sends a JSON request (body nil for none) and decodes a JSON answer
+// into out (nil to ignore it). KBS error bodies become *protocol.Error.
+func (c *Client) do(ctx context.Context, method, path, bearer string, body, out any) error {
+	var rd io.Reader
+	if raw, ok := body.([]byte); ok {
+		rd = bytes.NewReader(raw)
+	} else if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	return Do(ctx, c.http, method, c.url+path, bearer, rd, out)
+}
+
+// Do performs one KBS API call.
+func Do(ctx context.Context, hc *http.Client, method, url, bearer string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseSize))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var info protocol.ErrorInformation
+		if json.Unmarshal(b, &info) == nil {
+			if kerr, ok := protocol.ParseErrorInformation(info); ok {
+				return kerr
+			}
+		}
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = b
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package kbs
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the KBS configuration. The TOML keys are Trustee's, so a
+// Trustee kbs-config.toml works; keys Cocoon does not use are logged.
+type Config struct {
+	HTTPServer         HTTPServerConfig `toml:"http_server"`
+	AttestationToken   TokenConfig      `toml:"attestation_token"`
+	AttestationService ASConfig         `toml:"attestation_service"`
+	Admin              AdminConfig      `toml:"admin"`
+	StorageBackend     StorageConfig    `toml:"storage_backend"`
+	Plugins            []PluginConfig   `toml:"plugins"`
+	JWE                JWEConfig        `toml:"jwe"`
+	DataDir            string           `toml:"data_dir"`
+	Logging            LoggingConfig    `toml:"logging"`
+}
+
+// HTTPServerConfig is [http_server].
+type HTTPServerConfig struct {
+	Sockets      []string `toml:"sockets"`
+	InsecureHTTP bool     `toml:"insecure_http"`
+	PrivateKey   string   `toml:"private_key"`
+	Certificate  string   `toml:"certificate"`
+	// PayloadRequestSize is the request body limit in MiB.
+	PayloadRequestSize int `toml:"payload_request_size"`
+}
+
+// TokenConfig is [attestation_token]: whose tokens the KBS accepts besides
+// its own attestation service's.
+type TokenConfig struct {
+	TrustedCertsPaths []string `toml:"trusted_certs_paths"`
+	TrustedJWKSets    []string `toml:"trusted_jwk_sets"`
+	InsecureHeaderJWK bool     `toml:"insecure_header_jwk"`
+}
+
+// ASConfig is [attestation_service].
+type ASConfig struct {
+	Type string `toml:"type"`
+	// Timeout is the RCAR session lifetime in minutes.
+	Timeout     int               `toml:"timeout"`
+	TokenBroker TokenBrokerConfig `toml:"attestation_token_broker"`
+	RVPS        struct {
+		Type string `toml:"type"`
+	} `toml:"rvps_config"`
+}
+
+// TokenBrokerConfig is [attestation_service.attestation_token_broker].
+type TokenBrokerConfig struct {
+	DurationMin int           `toml:"duration_min"`
+	IssuerName  string        `toml:"issuer_name"`
+	Signer      *SignerConfig `toml:"signer"`
+}
+
+// SignerConfig names a PEM P-256 token signing key (and its certificate
+// chain). Without it the key is generated once and kept in the store.
+type SignerConfig struct {
+	KeyPath  string `toml:"key_path"`
+	CertPath string `toml:"cert_path"`
+}
+
+// AdminConfig is [admin].
+type AdminConfig struct {
+	AuthorizationMode string `toml:"authorization_mode"`
+	Authentication    struct {
+		BearerJWT struct {
+			IdentityProviders []IdentityProvider `toml:"identity_providers"`
+		} `toml:"bearer_jwt"`
+	} `toml:"authentication"`
+	Authorization struct {
+		RegexACL struct {
+			ACLs []ACL `toml:"acls"`
+		} `toml:"regex_acl"`
+	} `toml:"authorization"`
+}
+
+// IdentityProvider is a trusted issuer of admin tokens.
+type IdentityProvider struct {
+	Issuer       string `toml:"issuer"`
+	Audience     string `toml:"audience"`
+	PublicKeyURI string `toml:"public_key_uri"`
+	JWKSetURI    string `toml:"jwk_set_uri"`
+}
+
+// ACL lets a role reach the endpoints its regex matches.
+type ACL struct {
+	Role             string `toml:"role"`
+	AllowedEndpoints string `toml:"allowed_endpoints"`
+}
+
+// StorageConfig is [storage_backend].
+type StorageConfig struct {
+	StorageType string `toml:"storage_type"`
+	Backends    struct {
+		Embedded struct {
+			Path string `toml:"path"`
+			// SealingKeyPath holds the key that encrypts every stored
+			// value; by default <path>/sealing.key. Keep it apart from the
+			// database (a tmpfs, a mounted secret) to protect backups.
+			SealingKeyPath string `toml:"sealing_key_path"`
+		} `toml:"embedded"`
+		LocalFS struct {
+			DirPath string `toml:"dir_path"`
+		} `toml:"local_fs"`
+	} `toml:"backends"`
+}
+
+// PluginConfig is one [[plugins]] entry.
+type PluginConfig struct {
+	Name string `toml:"name"`
+}
+
+// JWEConfig is [jwe], a Cocoon extension.
+type JWEConfig struct {
+	// AllowRSA1_5 accepts TEE keys that ask for RSA1_5 key wrapping,
+	// which is open to padding-oracle attacks. Only for old guests.
+	AllowRSA1_5 bool `toml:"allow_rsa1_5"`
+}
+
+// LoggingConfig is [logging], a Cocoon extension.
+type LoggingConfig struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// Defaults of the configuration.
+const (
+	DefaultSocket         = "127.0.0.1:8080"
+	DefaultPayloadMiB     = 2
+	DefaultSessionMinutes = 5
+	DefaultTokenMinutes   = 5
+	DefaultDataDir        = "/var/lib/cocoon/kbs"
+)
+
+// LoadConfig reads a TOML configuration file.
+func LoadConfig(path string, log *slog.Logger) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(b, log)
+}
+
+// ParseConfig decodes TOML configuration and applies the defaults.
+func ParseConfig(b []byte, log *slog.Logger) (*Config, error) {
+	var c Config
+	md, err := toml.Decode(string(b), &c)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	for _, k := range md.Undecoded() {
+		log.Warn("configuration key not used by Cocoon", "key", k.String())
+	}
+	return &c, c.normalize()
+}
+
+func (c *Config) normalize() error {
+	if len(c.HTTPServer.Sockets) == 0 {
+		c.HTTPServer.Sockets = []string{DefaultSocket}
+	}
+	if c.HTTPServer.PayloadRequestSize <= 0 {
+		c.HTTPServer.PayloadRequestSize = DefaultPayloadMiB
+	}
+	if !c.HTTPServer.InsecureHTTP && (c.HTTPServer.PrivateKey == "" || c.HTTPServer.Certificate == "") {
+		return fmt.Errorf("config: [http_server] needs private_key and certificate, or insecure_http = true")
+	}
+	if c.AttestationService.Timeout <= 0 {
+		c.AttestationService.Timeout = DefaultSessionMinutes
+	}
+	if c.AttestationService.TokenBroker.DurationMin <= 0 {
+		c.AttestationService.TokenBroker.DurationMin = DefaultTokenMinutes
+	}
+	switch c.AttestationService.Type {
+	case "", "coco_as_builtin", "CoCoASBuiltIn":
+	default:
+		return fmt.Errorf("config: attestation_service type %q is not supported (use coco_as_builtin)", c.AttestationService.Type)
+	}
+	return c.normalizeStorage()
+}
+
+func (c *Config) normalizeStorage() error {
+	s := &c.StorageBackend
+	switch s.StorageType {
+	case "", "Embedded":
+		s.StorageType = "Embedded"
+	case "LocalFs", "LocalJson":
+		// Trustee's file backends become the embedded store in their directory.
+		s.StorageType = "Embedded"
+		if s.Backends.Embedded.Path == "" {
+			s.Backends.Embedded.Path = s.Backends.LocalFS.DirPath
+		}
+	case "Memory":
+	default:
+		return fmt.Errorf("config: storage_type %q is not supported (Embedded, Memory)", s.StorageType)
+	}
+	if c.DataDir == "" {
+		c.DataDir = s.Backends.Embedded.Path
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if s.StorageType == "Embedded" && s.Backends.Embedded.Path == "" {
+		s.Backends.Embedded.Path = c.DataDir
+	}
+	return nil
+}

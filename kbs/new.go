@@ -1,0 +1,230 @@
+package kbs
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	gojose "github.com/go-jose/go-jose/v4"
+
+	"github.com/cocoon-cc/cocoon/attestation"
+	"github.com/cocoon-cc/cocoon/attestation/ear"
+	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/kbs/respolicy"
+	"github.com/cocoon-cc/cocoon/policy"
+	"github.com/cocoon-cc/cocoon/rvps"
+	"github.com/cocoon-cc/cocoon/store"
+	"github.com/cocoon-cc/cocoon/store/bolt"
+	"github.com/cocoon-cc/cocoon/store/memory"
+	"github.com/cocoon-cc/cocoon/store/sealed"
+)
+
+// KeyNamespace holds the service's own keys.
+const KeyNamespace = "keys"
+
+const signerKeyName = "ear-signer"
+
+// New builds a KBS from its configuration and the verifiers to use.
+func New(ctx context.Context, cfg *Config, verifiers verifier.Registry, log *slog.Logger) (*Server, error) {
+	st, err := OpenStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newServer(ctx, cfg, st, verifiers, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verifier.Registry, log *slog.Logger) (*Server, error) {
+	rv := rvps.New(st)
+	policies, err := attestation.NewPolicies(ctx, st, rv)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := loadSigner(ctx, cfg.AttestationService.TokenBroker.Signer, st)
+	if err != nil {
+		return nil, err
+	}
+	as := attestation.New(verifiers, policies, signer, attestation.Config{
+		TokenDuration: time.Duration(cfg.AttestationService.TokenBroker.DurationMin) * time.Minute,
+		Issuer:        cfg.AttestationService.TokenBroker.IssuerName,
+	})
+	tokens, err := newTokenVerifier(cfg.AttestationToken, signer)
+	if err != nil {
+		return nil, err
+	}
+	admin, err := NewAdmin(cfg.Admin, cfg.DataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	rp := policy.New(st, ResourcePolicyNamespace)
+	if err := rp.SetDefault(ctx, ResourcePolicyID, respolicy.Default); err != nil {
+		return nil, fmt.Errorf("kbs: default resource policy: %w", err)
+	}
+	if err := checkPlugins(cfg.Plugins); err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg: cfg, store: st, as: as, rvps: rv, tokens: tokens, admin: admin, log: log,
+		resources: &resources{store: st, policy: rp},
+		sessions:  &sessions{store: st, timeout: time.Duration(cfg.AttestationService.Timeout) * time.Minute, now: time.Now},
+		metrics:   newMetrics(),
+		now:       time.Now,
+	}, nil
+}
+
+func checkPlugins(plugins []PluginConfig) error {
+	for _, p := range plugins {
+		if p.Name != "resource" {
+			return fmt.Errorf("kbs: plugin %q is not available (resource)", p.Name)
+		}
+	}
+	return nil
+}
+
+// OpenStore opens the configured storage backend. The embedded store seals
+// every value with a key kept beside it or at sealing_key_path.
+func OpenStore(cfg *Config) (store.Store, error) {
+	if cfg.StorageBackend.StorageType == "Memory" {
+		return memory.New(), nil
+	}
+	emb := cfg.StorageBackend.Backends.Embedded
+	b, err := bolt.Open(emb.Path)
+	if err != nil {
+		return nil, err
+	}
+	keyPath := emb.SealingKeyPath
+	if keyPath == "" {
+		keyPath = filepath.Join(emb.Path, "sealing.key")
+	}
+	key, err := sealed.LoadOrCreateKey(keyPath)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return sealed.New(b, key)
+}
+
+// loadSigner returns the token signer: the configured PEM key, or the key
+// kept in the store, generated on first start. Keeping it is what lets
+// tokens outlive a restart.
+func loadSigner(ctx context.Context, c *SignerConfig, st store.Store) (*ear.Signer, error) {
+	if c != nil && c.KeyPath != "" {
+		return signerFromFiles(c)
+	}
+	der, err := st.Get(ctx, KeyNamespace, signerKeyName)
+	if errors.Is(err, store.ErrNotFound) {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, _ = x509.MarshalPKCS8PrivateKey(k)
+		if err := st.Update(ctx, KeyNamespace, signerKeyName, func(old []byte) ([]byte, error) {
+			if old != nil { // another replica won the race: use its key
+				der = old
+				return old, nil
+			}
+			return der, nil
+		}); err != nil {
+			return nil, fmt.Errorf("kbs: store token key: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("kbs: load token key: %w", err)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("kbs: stored token key: %w", err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, errors.New("kbs: stored token key is not ECDSA")
+	}
+	return ear.NewSigner(ek, nil)
+}
+
+func signerFromFiles(c *SignerConfig) (*ear.Signer, error) {
+	b, err := os.ReadFile(c.KeyPath)
+	if err != nil {
+		return nil, fmt.Errorf("kbs: token signer key: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("kbs: token signer key %s: no PEM block", c.KeyPath)
+	}
+	var k any
+	if k, err = x509.ParsePKCS8PrivateKey(block.Bytes); err != nil {
+		if k, err = x509.ParseECPrivateKey(block.Bytes); err != nil {
+			return nil, fmt.Errorf("kbs: token signer key %s: %w", c.KeyPath, err)
+		}
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("kbs: token signer key %s is not ECDSA P-256", c.KeyPath)
+	}
+	var chain []*x509.Certificate
+	if c.CertPath != "" {
+		if chain, err = readCerts(c.CertPath); err != nil {
+			return nil, err
+		}
+	}
+	return ear.NewSigner(ek, chain)
+}
+
+func readCerts(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("kbs: %w", err)
+	}
+	var certs []*x509.Certificate
+	for block, rest := pem.Decode(b); block != nil; block, rest = pem.Decode(rest) {
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("kbs: %s: %w", path, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("kbs: %s: no certificate", path)
+	}
+	return certs, nil
+}
+
+// newTokenVerifier trusts the built-in AS's key plus [attestation_token].
+func newTokenVerifier(c TokenConfig, signer *ear.Signer) (*ear.Verifier, error) {
+	opts := ear.VerifierOptions{Keys: []gojose.JSONWebKey{signer.Public()},
+		InsecureHeaderJWK: c.InsecureHeaderJWK, Leeway: 30 * time.Second}
+	for _, p := range c.TrustedJWKSets {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("kbs: trusted_jwk_sets: %w", err)
+		}
+		var set gojose.JSONWebKeySet
+		if err := json.Unmarshal(b, &set); err != nil {
+			return nil, fmt.Errorf("kbs: trusted_jwk_sets %s: %w", p, err)
+		}
+		opts.Keys = append(opts.Keys, set.Keys...)
+	}
+	if len(c.TrustedCertsPaths) > 0 {
+		opts.Roots = x509.NewCertPool()
+		for _, p := range c.TrustedCertsPaths {
+			certs, err := readCerts(p)
+			if err != nil {
+				return nil, err
+			}
+			for _, cert := range certs {
+				opts.Roots.AddCert(cert)
+			}
+		}
+	}
+	return ear.NewVerifier(opts), nil
+}

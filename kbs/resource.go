@@ -1,0 +1,227 @@
+package kbs
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/cocoon-cc/cocoon/attestation/ear"
+	"github.com/cocoon-cc/cocoon/jose"
+	"github.com/cocoon-cc/cocoon/policy"
+	"github.com/cocoon-cc/cocoon/protocol"
+	"github.com/cocoon-cc/cocoon/store"
+)
+
+// Store namespaces and ids of the resource plugin.
+const (
+	ResourceNamespace       = "resources"
+	ResourcePolicyNamespace = "resource-policy"
+	ResourcePolicyID        = "resource-policy"
+)
+
+// MaxResourceSize bounds a stored resource.
+const MaxResourceSize = 1 << 20
+
+// segmentRE is the shape of a resource path segment; it cannot be "." or
+// "..", so a path never leaves its repository.
+var segmentRE = regexp.MustCompile(`^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$`)
+
+// ResourcePath is repository/type/tag.
+type ResourcePath struct{ Repository, Type, Tag string }
+
+func (p ResourcePath) String() string { return p.Repository + "/" + p.Type + "/" + p.Tag }
+
+// ParseResourcePath checks a "repo/type/tag" path.
+func ParseResourcePath(s string) (ResourcePath, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) != 3 {
+		return ResourcePath{}, protocol.Errorf(protocol.KindInvalidPath, "resource path %q must be repository/type/tag", s)
+	}
+	for _, p := range parts {
+		if len(p) > 255 || !segmentRE.MatchString(p) {
+			return ResourcePath{}, protocol.Errorf(protocol.KindInvalidPath, "bad resource path segment %q", p)
+		}
+	}
+	return ResourcePath{parts[0], parts[1], parts[2]}, nil
+}
+
+type resources struct {
+	store  store.Store
+	policy *policy.Engine
+}
+
+func (s *Server) resource(w http.ResponseWriter, r *http.Request, rest string) error {
+	path, err := ParseResourcePath(rest)
+	if err != nil {
+		return err
+	}
+	switch r.Method {
+	case http.MethodGet:
+		return s.releaseResource(w, r, path)
+	case http.MethodPost, http.MethodPut:
+		return s.adminCall(w, r, func(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+			return s.setResource(w, r, id, path)
+		})
+	case http.MethodDelete:
+		return s.adminCall(w, r, func(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+			if err := s.resources.store.Delete(r.Context(), ResourceNamespace, path.String()); err != nil {
+				return err
+			}
+			s.audit(r, id, "delete-resource", "path", path.String())
+			return nil
+		})
+	}
+	return protocol.Errorf(protocol.KindMethodNotAllowed, "%s not allowed on resource", r.Method)
+}
+
+func (s *Server) setResource(w http.ResponseWriter, r *http.Request, id *AdminIdentity, path ResourcePath) error {
+	b, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	if len(b) > MaxResourceSize {
+		return protocol.Errorf(protocol.KindPayloadTooLarge, "resource over %d bytes", MaxResourceSize)
+	}
+	if err := s.resources.store.Put(r.Context(), ResourceNamespace, path.String(), b); err != nil {
+		return err
+	}
+	s.audit(r, id, "set-resource", "path", path.String(), "bytes", len(b))
+	return nil
+}
+
+// releaseResource checks the caller's token, asks the resource policy and
+// answers with the resource sealed to the token's TEE key.
+func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path ResourcePath) error {
+	token, err := s.tokenOf(r)
+	if err != nil {
+		return err
+	}
+	claims, raw, err := s.tokens.Verify(token)
+	if err != nil {
+		return &protocol.Error{Kind: protocol.KindTokenVerifier, Detail: err.Error(), Err: err}
+	}
+	if err := s.decide(r.Context(), raw, path, r.URL.Query()); err != nil {
+		return err
+	}
+	pub, err := teePubKeyOf(claims)
+	if err != nil {
+		return err
+	}
+	data, err := s.resources.store.Get(r.Context(), ResourceNamespace, path.String())
+	if errors.Is(err, store.ErrNotFound) {
+		return protocol.Errorf(protocol.KindResourceNotFound, "resource %s not found", path)
+	}
+	if err != nil {
+		return err
+	}
+	resp, err := jose.Encrypt(pub, data, s.cfg.JWE.AllowRSA1_5)
+	if err != nil {
+		return &protocol.Error{Kind: protocol.KindJwe, Detail: err.Error(), Err: err}
+	}
+	s.metrics.releases.Inc()
+	s.log.Info("audit", "action", "release-resource", "path", path.String(), "remote", r.RemoteAddr,
+		"tee", teeOf(claims), "status", claims.Submods["cpu0"].Status)
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// tokenOf finds the attestation token: the attested session's, or a bearer
+// token.
+func (s *Server) tokenOf(r *http.Request) (string, error) {
+	if _, err := r.Cookie(protocol.SessionCookie); err == nil {
+		sess, err := s.sessionOf(r)
+		if err == nil && sess.Token != "" {
+			return sess.Token, nil
+		}
+	}
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+		return strings.TrimSpace(tok), nil
+	}
+	return "", protocol.Errorf(protocol.KindTokenNotFound, "no attested session and no bearer token")
+}
+
+// decide evaluates the resource policy: input = the token's claims, data =
+// the plugin, path and query. Anything but true denies.
+func (s *Server) decide(ctx context.Context, claims map[string]any, path ResourcePath, query map[string][]string) error {
+	q := map[string]any{}
+	for k, v := range query {
+		q[k] = v[0]
+	}
+	data := map[string]any{
+		"plugin":        "resource",
+		"resource-path": []any{path.Repository, path.Type, path.Tag},
+		"query":         q,
+	}
+	out, err := s.resources.policy.Eval(ctx, ResourcePolicyID, "data.policy.allow", claims, data)
+	if err != nil {
+		s.metrics.decisions.WithLabelValues("error").Inc()
+		return &protocol.Error{Kind: protocol.KindPolicyEngine, Detail: err.Error(), Err: err}
+	}
+	if allow, ok := out.(bool); !ok || !allow {
+		s.metrics.decisions.WithLabelValues("deny").Inc()
+		return protocol.Errorf(protocol.KindPolicyDeny, "resource policy denied %s", path)
+	}
+	s.metrics.decisions.WithLabelValues("allow").Inc()
+	return nil
+}
+
+// teePubKeyOf reads the TEE key the token vouches for.
+func teePubKeyOf(c *ear.Claims) (protocol.TeePubKey, error) {
+	var k protocol.TeePubKey
+	var rd struct {
+		TeePubKey *protocol.TeePubKey `json:"tee-pubkey"`
+	}
+	cpu, ok := c.Submods["cpu0"]
+	if !ok {
+		return k, protocol.Errorf(protocol.KindTokenVerifier, "token has no cpu0 submodule")
+	}
+	raw, ok := cpu.AnnotatedEvidence["runtime_data_claims"]
+	if !ok || json.Unmarshal(raw, &rd) != nil || rd.TeePubKey == nil {
+		return k, protocol.Errorf(protocol.KindTokenVerifier, "token carries no tee-pubkey")
+	}
+	return *rd.TeePubKey, nil
+}
+
+// teeOf names the TEE a token's cpu0 appraisal is about, for audit lines.
+func teeOf(c *ear.Claims) string {
+	for k := range c.Submods["cpu0"].AnnotatedEvidence {
+		switch k {
+		case "report_data", "runtime_data_claims", "init_data", "init_data_claims":
+		default:
+			return k
+		}
+	}
+	return ""
+}
+
+func (s *Server) setResourcePolicy(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+	var req struct {
+		Policy string `json:"policy"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	text, err := decodePolicy(req.Policy)
+	if err != nil {
+		return err
+	}
+	if err := s.resources.policy.Set(r.Context(), ResourcePolicyID, text); err != nil {
+		return policyError(err)
+	}
+	s.audit(r, id, "set-resource-policy", "bytes", len(text))
+	return nil
+}
+
+func (s *Server) getResourcePolicy(w http.ResponseWriter, r *http.Request, _ *AdminIdentity) error {
+	text, err := s.resources.policy.Get(r.Context(), ResourcePolicyID)
+	if err != nil {
+		return fmt.Errorf("resource policy: %w", err)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"policy": base64.RawURLEncoding.EncodeToString([]byte(text))})
+	return nil
+}

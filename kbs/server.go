@@ -1,0 +1,308 @@
+// Package kbs is the Key Broker Service: it speaks Trustee's KBS protocol
+// 0.4.0 (RCAR handshake, resources sealed to the TEE key in a JWE, admin
+// endpoints) over HTTP, with a built-in attestation service.
+package kbs
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cocoon-cc/cocoon/attestation"
+	"github.com/cocoon-cc/cocoon/attestation/ear"
+	"github.com/cocoon-cc/cocoon/policy"
+	"github.com/cocoon-cc/cocoon/protocol"
+	"github.com/cocoon-cc/cocoon/rvps"
+	"github.com/cocoon-cc/cocoon/store"
+)
+
+// Prefix is the root of the KBS API.
+const Prefix = "/kbs/v0/"
+
+// Server is a KBS.
+type Server struct {
+	cfg       *Config
+	store     store.Store
+	as        *attestation.Service
+	rvps      *rvps.Service
+	resources *resources
+	tokens    *ear.Verifier
+	admin     *Admin
+	sessions  *sessions
+	metrics   *metrics
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// Handler routes the KBS API, /metrics, /healthz and the token JWKS.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(Prefix, s.api)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	return mux
+}
+
+// Close releases the store.
+func (s *Server) Close() error { return s.store.Close() }
+
+// SweepSessions deletes expired sessions until ctx ends.
+func (s *Server) SweepSessions(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := s.sessions.sweep(ctx); err != nil {
+				s.log.Warn("session sweep failed", "err", err)
+			} else if n > 0 {
+				s.log.Debug("expired sessions deleted", "count", n)
+			}
+		}
+	}
+}
+
+// statusWriter remembers the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// api dispatches /kbs/v0/<endpoint>/<rest...>.
+func (s *Server) api(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	endpoint, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, Prefix), "/")
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("panic serving request", "path", r.URL.Path, "panic", v)
+			s.fail(sw, r, protocol.Errorf(protocol.KindInternal, "internal error"))
+		}
+		label := endpointLabel(endpoint)
+		s.metrics.requests.WithLabelValues(label, r.Method, strconv.Itoa(sw.code)).Inc()
+		s.metrics.latency.WithLabelValues(label).Observe(time.Since(start).Seconds())
+	}()
+	r.Body = http.MaxBytesReader(sw, r.Body, int64(s.cfg.HTTPServer.PayloadRequestSize)<<20)
+	if err := s.route(sw, r, endpoint, rest); err != nil {
+		s.fail(sw, r, err)
+	}
+}
+
+func endpointLabel(e string) string {
+	switch e {
+	case "auth", "attest", "resource", "attestation-policy", "resource-policy", "reference-value":
+		return e
+	}
+	return "other"
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request, endpoint, rest string) error {
+	m := r.Method
+	switch {
+	case endpoint == "auth" && m == http.MethodPost:
+		return s.auth(w, r)
+	case endpoint == "attest" && m == http.MethodPost:
+		return s.attest(w, r)
+	case endpoint == "attestation-policy" && m == http.MethodPost:
+		return s.adminCall(w, r, s.setAttestationPolicy)
+	case endpoint == "resource-policy" && m == http.MethodPost:
+		return s.adminCall(w, r, s.setResourcePolicy)
+	case endpoint == "resource-policy" && m == http.MethodGet:
+		return s.adminCall(w, r, s.getResourcePolicy)
+	case endpoint == "reference-value" && m == http.MethodPost:
+		return s.adminCall(w, r, s.registerReferenceValue)
+	case endpoint == "reference-value" && m == http.MethodGet:
+		return s.adminCall(w, r, func(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+			return s.getReferenceValue(w, r, rest)
+		})
+	case endpoint == "resource":
+		return s.resource(w, r, rest)
+	case endpoint == "auth", endpoint == "attest", endpoint == "attestation-policy",
+		endpoint == "resource-policy", endpoint == "reference-value":
+		return protocol.Errorf(protocol.KindMethodNotAllowed, "%s not allowed on %s", m, endpoint)
+	case endpoint == "":
+		return protocol.Errorf(protocol.KindInvalidPath, "empty request path")
+	}
+	return protocol.Errorf(protocol.KindPluginNotFound, "plugin %q not found", endpoint)
+}
+
+// fail writes a KBS error body. Internal details never reach the client.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var kerr *protocol.Error
+	if !errors.As(err, &kerr) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			kerr = protocol.Errorf(protocol.KindPayloadTooLarge, "request body over %d bytes", tooBig.Limit)
+		} else {
+			s.log.Error("request failed", "path", r.URL.Path, "err", err)
+			kerr = protocol.Errorf(protocol.KindInternal, "internal error")
+		}
+	}
+	if kerr.Status() >= 500 {
+		s.log.Error("request failed", "path", r.URL.Path, "kind", kerr.Kind, "err", err)
+	} else {
+		s.log.Info("request refused", "path", r.URL.Path, "kind", kerr.Kind, "detail", kerr.Detail)
+	}
+	writeJSON(w, kerr.Status(), kerr.Info())
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// readBody reads the (size-limited) body.
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, protocol.Errorf(protocol.KindPayloadTooLarge, "request body over %d bytes", tooBig.Limit)
+	}
+	if err != nil {
+		return nil, protocol.Errorf(protocol.KindSerde, "read body: %v", err)
+	}
+	return b, nil
+}
+
+// decodeJSON reads the body into v; anything but exactly one JSON value
+// is a SerdeError.
+func decodeJSON(r *http.Request, v any) error {
+	b, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	return unmarshalStrict(b, v)
+}
+
+func unmarshalStrict(b []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	if err := dec.Decode(v); err != nil {
+		return protocol.Errorf(protocol.KindSerde, "malformed JSON: %v", err)
+	}
+	if dec.More() {
+		return protocol.Errorf(protocol.KindSerde, "malformed JSON: trailing data")
+	}
+	return nil
+}
+
+func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.as.Signer().Public()}})
+}
+
+// adminCall authorizes an admin request, then runs fn.
+func (s *Server) adminCall(w http.ResponseWriter, r *http.Request, fn func(http.ResponseWriter, *http.Request, *AdminIdentity) error) error {
+	id, err := s.admin.Check(r)
+	if err != nil {
+		s.log.Warn("audit: admin call refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
+		return &protocol.Error{Kind: protocol.KindAdminAuth, Detail: err.Error(), Err: err}
+	}
+	return fn(w, r, id)
+}
+
+func (s *Server) audit(r *http.Request, id *AdminIdentity, action string, attrs ...any) {
+	s.log.Info("audit", append([]any{"action", action, "role", id.Role, "subject", id.Subject,
+		"issuer", id.Issuer, "remote", r.RemoteAddr}, attrs...)...)
+}
+
+// decodePolicy reads the base64url (no padding, as Trustee's clients send;
+// padded is accepted too) Rego text of a policy request.
+func decodePolicy(b64 string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(b64, "="))
+	if err != nil {
+		return "", protocol.Errorf(protocol.KindSetPolicy, "policy is not base64url: %v", err)
+	}
+	return string(b), nil
+}
+
+func policyError(err error) error {
+	if errors.Is(err, policy.ErrInvalid) {
+		return protocol.Errorf(protocol.KindSetPolicy, "%v", err)
+	}
+	return err
+}
+
+func (s *Server) setAttestationPolicy(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+	var req struct {
+		Type     string `json:"type"`
+		PolicyID string `json:"policy_id"`
+		Policy   string `json:"policy"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Type != "" && req.Type != "rego" {
+		return protocol.Errorf(protocol.KindSetPolicy, "policy type %q is not supported (rego)", req.Type)
+	}
+	if req.PolicyID == "" {
+		req.PolicyID = attestation.DefaultPolicyID + "_cpu"
+	}
+	if !validPolicyID(req.PolicyID) {
+		return protocol.Errorf(protocol.KindSetPolicy, "bad policy_id %q", req.PolicyID)
+	}
+	text, err := decodePolicy(req.Policy)
+	if err != nil {
+		return err
+	}
+	if err := s.as.Policies().Set(r.Context(), req.PolicyID, text); err != nil {
+		return policyError(err)
+	}
+	s.audit(r, id, "set-attestation-policy", "policy_id", req.PolicyID, "bytes", len(text))
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func validPolicyID(id string) bool {
+	return len(id) > 0 && len(id) <= 128 && segmentRE.MatchString(id)
+}
+
+func (s *Server) registerReferenceValue(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+	b, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	names, err := s.rvps.Register(r.Context(), b)
+	if errors.Is(err, rvps.ErrMalformedMessage) || errors.Is(err, rvps.ErrUnsupportedType) || errors.Is(err, rvps.ErrUnsupportedVersion) {
+		return protocol.Errorf(protocol.KindRvps, "%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	s.audit(r, id, "register-reference-value", "names", names)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (s *Server) getReferenceValue(w http.ResponseWriter, r *http.Request, name string) error {
+	if name == "" {
+		return protocol.Errorf(protocol.KindInvalidPath, "reference value id missing")
+	}
+	v, err := s.rvps.Query(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		v = json.RawMessage("null")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(v)
+	return nil
+}
