@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests drive for real (a software TPM,
+# ...) when they are missing, and downloads the Go modules. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# command -> Debian package
+declare -A need=(
+  [swtpm]=swtpm
+  [swtpm_setup]=swtpm-tools
+  [tpm2_startup]=tpm2-tools
+  [curl]=curl
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+  else
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+go mod download
