@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// provisionSample registers the sample TEE's reference values and an
+// "affirming" resource policy through kbs-client.
+func provisionSample(t *testing.T, url, adminKey string) {
+	t.Helper()
+	provisionSampleWith(t, []string{"--url", url}, adminKey)
+}
+
+func provisionSampleWith(t *testing.T, global []string, adminKey string) {
+	t.Helper()
+	admin := append(append([]string{}, global...), "config", "--auth-private-key", adminKey)
+	for _, rv := range [][]string{
+		{"launch_digest", "abcde"},
+		{"svn", "1"},
+		{"major_version", "1", "--as-integer", "--as-single-value"},
+		{"minimum_minor_version", "1", "--as-integer", "--as-single-value"},
+	} {
+		mustClient(t, append(append(admin, "set-sample-reference-value"), rv...)...)
+	}
+	mustClient(t, append(admin, "set-resource-policy", "--affirming")...)
+}
+
+func TestKBSClientEndToEnd(t *testing.T) {
+	data := t.TempDir()
+	cfg, url := kbsConfig(t, data, "http", "")
+	k := startKBS(t, cfg, url, data, nil)
+	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("s3cr3t\n"), 0o600)
+
+	mustClient(t, append(admin, "set-resource", "--path", "default/key/1", "--resource-file", secret)...)
+
+	// Cocoon's default policy never releases to the sample TEE.
+	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/1"); err == nil ||
+		!strings.Contains(err.Error(), "PolicyDeny") {
+		t.Fatalf("default policy released to the sample TEE: %v", err)
+	}
+
+	provisionSample(t, url, k.adminKey())
+	if got := mustClient(t, append(admin, "get-reference-value", "--id", "svn")...); got != `["1"]` {
+		t.Fatalf("get-reference-value svn = %s", got)
+	}
+	out := mustClient(t, "--url", url, "get-resource", "--path", "default/key/1")
+	if b, _ := base64.StdEncoding.DecodeString(out); string(b) != "s3cr3t\n" {
+		t.Fatalf("get-resource = %q", out)
+	}
+
+	// Deny-all takes effect at once; delete removes the resource.
+	mustClient(t, append(admin, "set-resource-policy", "--deny-all")...)
+	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/1"); err == nil ||
+		!strings.Contains(err.Error(), "PolicyDeny") {
+		t.Fatalf("deny-all released: %v", err)
+	}
+	mustClient(t, append(admin, "set-resource-policy", "--allow-all")...)
+	mustClient(t, append(admin, "delete-resource", "--path", "default/key/1")...)
+	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/1"); err == nil ||
+		!strings.Contains(err.Error(), "ResourceNotFound") {
+		t.Fatalf("deleted resource: %v", err)
+	}
+
+	// Admin calls without credentials, or with a stranger's key, are refused.
+	if _, err := kbsClient(t, "--url", url, "config", "set-resource-policy", "--allow-all"); err == nil {
+		t.Fatal("admin call without credentials succeeded")
+	}
+	stranger := writeEd25519Key(t)
+	if _, err := kbsClient(t, "--url", url, "config", "--auth-private-key", stranger, "set-resource-policy", "--allow-all"); err == nil ||
+		!strings.Contains(err.Error(), "AdminAuthAccess") {
+		t.Fatalf("stranger's admin key: %v", err)
+	}
+
+	// The audit log names every admin change and the release.
+	for _, want := range []string{"action=set-resource", "action=set-resource-policy", "action=release-resource", "action=delete-resource"} {
+		if !strings.Contains(k.log.String(), want) {
+			t.Errorf("audit log lacks %s", want)
+		}
+	}
+	if strings.Contains(k.log.String(), "s3cr3t") {
+		t.Error("the secret appears in the KBS log")
+	}
+}
+
+func writeEd25519Key(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "key.pem")
+	out, err := exec.Command("openssl", "genpkey", "-algorithm", "ed25519", "-out", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl genpkey: %v %s", err, out)
+	}
+	return path
+}
+
+func TestKBSRestartKeepsResourcesAndTokens(t *testing.T) {
+	data := t.TempDir()
+	cfg, url := kbsConfig(t, data, "http", "")
+	k := startKBS(t, cfg, url, data, nil)
+	provisionSample(t, url, k.adminKey())
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("survives"), 0o600)
+	mustClient(t, "--url", url, "config", "--auth-private-key", k.adminKey(),
+		"set-resource", "--path", "default/key/restart", "--resource-file", secret)
+
+	ic := newIndependentClient(t, url, "P-256")
+	token := ic.attest(t)
+	k.stop()
+
+	k = startKBS(t, cfg, url, data, nil)
+	// A new client connection holding only the old token (as a bearer).
+	ic2 := newIndependentClient(t, url, "P-256")
+	ic2.key, ic2.jwk = ic.key, ic.jwk
+	if got := ic2.getResourceBearer(t, token, "default/key/restart"); string(got) != "survives" {
+		t.Fatalf("after restart got %q", got)
+	}
+	// The session cookie of before the restart still works too.
+	if got := ic.getResource(t, "default/key/restart"); string(got) != "survives" {
+		t.Fatalf("session after restart got %q", got)
+	}
+}
+
+func TestKBSServesTLS(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSigned(t)
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, certPEM, 0o600)
+	os.WriteFile(key, keyPEM, 0o600)
+	data := t.TempDir()
+	cfg, url := kbsConfig(t, data, "https", "")
+	// Add the key pair to [http_server].
+	b, _ := os.ReadFile(cfg)
+	b = []byte(strings.Replace(string(b), "insecure_http = false", "insecure_http = false\nprivate_key = \""+key+"\"\ncertificate = \""+cert+"\"", 1))
+	os.WriteFile(cfg, b, 0o600)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	k := startKBS(t, cfg, url, data, hc)
+	global := []string{"--url", url, "--cert-file", cert}
+	provisionSampleWith(t, global, k.adminKey())
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("over tls"), 0o600)
+	mustClient(t, append(global, "config", "--auth-private-key", k.adminKey(),
+		"set-resource", "--path", "default/key/tls", "--resource-file", secret)...)
+	out := mustClient(t, append(global, "get-resource", "--path", "default/key/tls")...)
+	if b, _ := base64.StdEncoding.DecodeString(out); string(b) != "over tls" {
+		t.Fatalf("get-resource over TLS = %q", out)
+	}
+	// A client that does not trust the KBS's certificate gets nothing.
+	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/tls"); err == nil {
+		t.Fatal("an untrusted TLS server was accepted")
+	}
+}
+
+func TestKBSRefusesPlainHTTPByDefault(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kbs.toml")
+	os.WriteFile(path, []byte("[http_server]\nsockets = [\"127.0.0.1:0\"]\n"), 0o600)
+	out, err := exec.Command(bin(t, "kbs"), "--config", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "insecure_http") {
+		t.Fatalf("kbs without TLS keys nor insecure_http: err=%v out=%s", err, out)
+	}
+}
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(k)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
