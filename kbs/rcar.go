@@ -57,7 +57,7 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return attestErr(err)
 	}
-	token, _, err := s.as.Evaluate(r.Context(), reqs, "")
+	token, claims, err := s.as.Evaluate(r.Context(), reqs, "")
 	if err != nil {
 		s.metrics.attestations.WithLabelValues(string(sess.Tee), "failure").Inc()
 		if errors.Is(err, attestation.ErrVerification) || errors.Is(err, attestation.ErrNoTrustClaims) ||
@@ -72,6 +72,9 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 		return &protocol.Error{Kind: protocol.KindAttestation, Detail: "attestation failed: " + err.Error(), Err: err}
 	}
 	s.metrics.attestations.WithLabelValues(string(sess.Tee), "success").Inc()
+	if err := s.tokens.Remember(token, claims); err != nil {
+		return err
+	}
 	if token, err = s.sessions.attested(r.Context(), sess.ID, token); err != nil {
 		return err
 	}

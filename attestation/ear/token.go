@@ -2,12 +2,14 @@ package ear
 
 import (
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/elliptic"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	gojose "github.com/go-jose/go-jose/v4"
@@ -75,9 +77,23 @@ type VerifierOptions struct {
 	Leeway time.Duration
 }
 
-// Verifier checks EAR tokens.
+// cacheSize bounds the verified-token cache.
+const cacheSize = 4096
+
+// Verifier checks EAR tokens. Tokens it has verified (or that its own
+// service issued) are remembered until they expire, so a guest fetching
+// several resources pays for one signature check; the validity period is
+// checked on every use.
 type Verifier struct {
 	opts VerifierOptions
+
+	mu    sync.RWMutex
+	cache map[[sha256.Size]byte]verified
+}
+
+type verified struct {
+	claims *Claims
+	raw    map[string]any
 }
 
 // NewVerifier returns a Verifier for opts.
@@ -85,39 +101,91 @@ func NewVerifier(opts VerifierOptions) *Verifier {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Verifier{opts: opts}
+	return &Verifier{opts: opts, cache: map[[sha256.Size]byte]verified{}}
+}
+
+// Remember records a token this process signed itself as verified.
+func (v *Verifier) Remember(token string, c *Claims) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	v.remember(token, verified{claims: c, raw: raw})
+	return nil
+}
+
+func (v *Verifier) remember(token string, e verified) {
+	k := sha256.Sum256([]byte(token))
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.cache) >= cacheSize {
+		now := v.opts.Now().Unix()
+		for k, old := range v.cache {
+			// Expired entries go first; failing that, any (map order is random).
+			if old.claims.Expiry < now || len(v.cache) >= cacheSize {
+				delete(v.cache, k)
+			}
+		}
+	}
+	v.cache[k] = e
 }
 
 // Verify checks a token's signature and validity period and returns its
-// claims both typed and raw (the raw form is the resource policy's input).
+// claims both typed and raw (the raw form is the resource policy's input;
+// callers must not modify either).
 func (v *Verifier) Verify(token string) (*Claims, map[string]any, error) {
+	k := sha256.Sum256([]byte(token))
+	v.mu.RLock()
+	e, ok := v.cache[k]
+	v.mu.RUnlock()
+	if !ok {
+		var err error
+		if e, err = v.verify(token); err != nil {
+			return nil, nil, err
+		}
+		v.remember(token, e)
+	}
+	if err := v.checkPeriod(e.claims); err != nil {
+		return nil, nil, err
+	}
+	return e.claims, e.raw, nil
+}
+
+func (v *Verifier) checkPeriod(c *Claims) error {
+	now := v.opts.Now()
+	if c.Expiry == 0 || now.After(time.Unix(c.Expiry, 0).Add(v.opts.Leeway)) {
+		return ErrExpired
+	}
+	if now.Add(v.opts.Leeway).Before(time.Unix(c.IssuedAt, 0)) {
+		return ErrNotYetValid
+	}
+	return nil
+}
+
+func (v *Verifier) verify(token string) (verified, error) {
 	if strings.Count(token, ".") != 2 {
-		return nil, nil, fmt.Errorf("%w: not a compact JWS", ErrMalformedToken)
+		return verified{}, fmt.Errorf("%w: not a compact JWS", ErrMalformedToken)
 	}
 	obj, err := gojose.ParseSignedCompact(token, []gojose.SignatureAlgorithm{gojose.ES256})
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrMalformedToken, err)
+		return verified{}, fmt.Errorf("%w: %v", ErrMalformedToken, err)
 	}
 	payload, err := v.verifySignature(obj)
 	if err != nil {
-		return nil, nil, err
+		return verified{}, err
 	}
-	var c Claims
-	var raw map[string]any
-	if err := json.Unmarshal(payload, &c); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrMalformedToken, err)
+	e := verified{claims: &Claims{}}
+	if err := json.Unmarshal(payload, e.claims); err != nil {
+		return verified{}, fmt.Errorf("%w: %v", ErrMalformedToken, err)
 	}
-	if err := json.Unmarshal(payload, &raw); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrMalformedToken, err)
+	if err := json.Unmarshal(payload, &e.raw); err != nil {
+		return verified{}, fmt.Errorf("%w: %v", ErrMalformedToken, err)
 	}
-	now := v.opts.Now()
-	if c.Expiry == 0 || now.After(time.Unix(c.Expiry, 0).Add(v.opts.Leeway)) {
-		return nil, nil, ErrExpired
-	}
-	if now.Add(v.opts.Leeway).Before(time.Unix(c.IssuedAt, 0)) {
-		return nil, nil, ErrNotYetValid
-	}
-	return &c, raw, nil
+	return e, nil
 }
 
 func (v *Verifier) verifySignature(obj *gojose.JSONWebSignature) ([]byte, error) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifiers"
@@ -16,6 +17,9 @@ import (
 )
 
 func main() {
+	// The KBS allocates many short-lived objects per request and holds
+	// little: trading some memory for less GC work raises throughput.
+	debug.SetGCPercent(400)
 	var path string
 	for _, name := range []string{"c", "config", "config-file"} {
 		flag.StringVar(&path, name, "", "configuration file (TOML, Trustee's keys)")

@@ -1,0 +1,76 @@
+package kbs
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	sampleverifier "github.com/cocoon-cc/cocoon/attestation/verifier/sample"
+	"github.com/cocoon-cc/cocoon/guest/attester/sample"
+	"github.com/cocoon-cc/cocoon/kbs/client"
+	"github.com/cocoon-cc/cocoon/kbs/respolicy"
+	"github.com/cocoon-cc/cocoon/protocol"
+)
+
+// BenchmarkHandshakeInProcess runs full handshakes against an in-process
+// server, per storage backend, to separate the server's cost from the
+// binary's and the network's.
+func BenchmarkHandshakeInProcess(b *testing.B) {
+	for _, storage := range []string{"Memory", "Embedded"} {
+		b.Run(storage, func(b *testing.B) {
+			cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+[http_server]
+insecure_http = true
+[storage_backend]
+storage_type = %q
+[storage_backend.backends.embedded]
+path = %q
+`, storage, b.TempDir())), slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			srv, err := New(ctx, cfg, verifier.Registry{protocol.TeeSample: sampleverifier.Verifier{}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			for name, v := range map[string]any{"launch_digest": []string{"abcde"}, "svn": []string{"1"}, "major_version": 1, "minimum_minor_version": 1} {
+				raw := fmt.Sprintf(`{"version":"0.1.0","type":"sample","payload":"%s"}`, b64(fmt.Sprintf(`{%q: %s}`, name, jsonOf(v))))
+				if _, err := srv.rvps.Register(ctx, []byte(raw)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			srv.resources.policy.Set(ctx, ResourcePolicyID, respolicy.Affirming)
+			srv.resources.store.Put(ctx, ResourceNamespace, "default/key/b", []byte("x"))
+			ts := httptest.NewServer(srv.Handler())
+			defer ts.Close()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					jar, _ := cookiejar.New(nil)
+					c, _ := client.New(ts.URL, sample.Attester{}, client.Options{HTTP: &http.Client{Jar: jar}})
+					if _, err := c.GetResource(ctx, "default/key/b"); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func jsonOf(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cocoon-cc/cocoon/guest/attester/sample"
+	"github.com/cocoon-cc/cocoon/kbs/client"
+)
+
+// BenchmarkRCAR measures full handshakes against the real kbs binary (HTTP
+// over loopback, embedded durable store): auth + attest (sample TEE, policy
+// appraisal, EAR signing) + one resource fetch (token verification,
+// resource policy, JWE sealing and opening), with 1, 8 and 64 concurrent
+// clients. The same run measures the crypto floor: the signatures, key
+// agreements and AES-GCM operations one handshake needs, done alone with the
+// same concurrency; %floor is throughput over floor throughput.
+func BenchmarkRCAR(b *testing.B) {
+	t := &testing.T{}
+	data := b.TempDir()
+	cfg, url := kbsConfig(t, data, "http", "[logging]\nlevel = \"warn\"\n"+os.Getenv("BENCH_EXTRA"))
+	k := startKBS(t, cfg, url, data, nil)
+	defer k.stop()
+	provisionSample(t, url, k.adminKey())
+	secret := filepath.Join(b.TempDir(), "secret")
+	os.WriteFile(secret, []byte("benchmark secret"), 0o600)
+	mustClient(t, "--url", url, "config", "--auth-private-key", k.adminKey(),
+		"set-resource", "--path", "default/key/bench", "--resource-file", secret)
+	if t.Failed() {
+		b.Fatal("setup failed")
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 128
+	for _, clients := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			lat := make([]time.Duration, 0, b.N)
+			var mu sync.Mutex
+			start := time.Now()
+			run(b.N, clients, func() {
+				t0 := time.Now()
+				if err := handshake(url, tr); err != nil {
+					b.Error(err)
+				}
+				d := time.Since(t0)
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			})
+			elapsed := time.Since(start)
+			b.StopTimer()
+			floor := measureFloor(b.N, clients)
+			slices.Sort(lat)
+			rate := float64(b.N) / elapsed.Seconds()
+			b.ReportMetric(rate, "handshakes/s")
+			b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+			b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+			b.ReportMetric(float64(b.N)/floor.Seconds(), "floor-handshakes/s")
+			b.ReportMetric(100*floor.Seconds()/elapsed.Seconds(), "%floor")
+		})
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// run calls fn n times from workers goroutines.
+func run(n, workers int, fn func()) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				fn()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// handshake is one guest: new TEE key, auth, attest, fetch and decrypt.
+func handshake(url string, tr http.RoundTripper) error {
+	jar, _ := cookiejar.New(nil)
+	c, err := client.New(url, sample.Attester{}, client.Options{HTTP: &http.Client{Jar: jar, Transport: tr}})
+	if err != nil {
+		return err
+	}
+	got, err := c.GetResource(context.Background(), "default/key/bench")
+	if err != nil {
+		return err
+	}
+	if string(got) != "benchmark secret" {
+		return fmt.Errorf("got %q", got)
+	}
+	return nil
+}
+
+// measureFloor does n handshakes' worth of cryptography with workers
+// goroutines: the guest's key generation, the EAR token's ES256 signature
+// and its verification at the fetch, the JWE's ECDH-ES (ephemeral key and
+// agreement on both sides) and its AES-GCM seal and open.
+func measureFloor(n, workers int) time.Duration {
+	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	msg := make([]byte, 1024)
+	digest := sha256.Sum256(msg)
+	start := time.Now()
+	run(n, workers, func() {
+		guest, _ := ecdh.P256().GenerateKey(rand.Reader)
+		sig, _ := ecdsa.SignASN1(rand.Reader, signer, digest[:])
+		if !ecdsa.VerifyASN1(&signer.PublicKey, digest[:], sig) {
+			panic("floor: verify")
+		}
+		eph, _ := ecdh.P256().GenerateKey(rand.Reader)
+		z1, _ := eph.ECDH(guest.PublicKey())
+		z2, _ := guest.ECDH(eph.PublicKey())
+		cek := sha256.Sum256(z1)
+		block, _ := aes.NewCipher(cek[:])
+		gcm, _ := cipher.NewGCM(block)
+		nonce := make([]byte, 12)
+		ct := gcm.Seal(nil, nonce, msg[:16], nil)
+		kek := sha256.Sum256(z2)
+		block2, _ := aes.NewCipher(kek[:])
+		gcm2, _ := cipher.NewGCM(block2)
+		gcm2.Open(nil, nonce, ct, nil)
+	})
+	return time.Since(start)
+}
