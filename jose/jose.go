@@ -26,13 +26,17 @@ import (
 
 // Key-wrapping algorithms of the protocol.
 const (
-	AlgECDHES = "ECDH-ES+A256KW"
+	AlgECDHES  = "ECDH-ES+A256KW"
 	AlgRSAOAEP = "RSA-OAEP-256"
 	AlgRSA15   = "RSA1_5"
 )
 
 // MinRSABits is the smallest RSA TEE key accepted.
 const MinRSABits = 2048
+
+// MaxRSABits is the largest RSA TEE key accepted: sealing to a larger
+// modulus costs the KBS time quadratic in its size.
+const MaxRSABits = 16384
 
 // Errors for a TEE key or a JWE that cannot be used.
 var (
@@ -103,8 +107,11 @@ func parseRSA(k protocol.TeePubKey, allowRSA15 bool) (crypto.PublicKey, gojose.K
 	if err != nil || !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 || e.Bit(0) == 0 {
 		return nil, "", fmt.Errorf("%w: bad exponent", ErrInvalidKey)
 	}
-	if n.BitLen() < MinRSABits {
-		return nil, "", fmt.Errorf("%w: RSA key of %d bits, want at least %d", ErrInvalidKey, n.BitLen(), MinRSABits)
+	if n.BitLen() < MinRSABits || n.BitLen() > MaxRSABits {
+		return nil, "", fmt.Errorf("%w: RSA key of %d bits, want %d to %d", ErrInvalidKey, n.BitLen(), MinRSABits, MaxRSABits)
+	}
+	if n.Bit(0) == 0 {
+		return nil, "", fmt.Errorf("%w: RSA modulus is even", ErrInvalidKey)
 	}
 	return &rsa.PublicKey{N: n, E: int(e.Int64())}, alg, nil
 }
