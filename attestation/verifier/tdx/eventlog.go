@@ -1,0 +1,231 @@
+package tdx
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"hash"
+)
+
+// TCG algorithm identifiers (TCG Algorithm Registry) and the names Trustee
+// gives them in claims.
+const (
+	algSHA1   = 0x4
+	algSHA256 = 0xb
+	algSHA384 = 0xc
+	algSHA512 = 0xd
+	algSM3    = 0x12
+)
+
+var algNames = map[uint16]string{
+	0x1: "RSA", 0x3: "TDES", algSHA1: "SHA-1", algSHA256: "SHA-256",
+	algSHA384: "SHA-384", algSHA512: "SHA-512", algSM3: "SM3",
+}
+
+// digestSizes are the sizes a Spec ID event must declare for hash algorithms.
+var digestSizes = map[uint16]uint16{algSHA1: 20, algSHA256: 32, algSHA384: 48, algSHA512: 64, algSM3: 32}
+
+// Event types of the TCG PC Client Platform Firmware Profile.
+const (
+	evNoAction = 0x3
+)
+
+// specIDSignature starts the first event of a crypto-agile log.
+var specIDSignature = []byte("Spec ID Event03\x00")
+
+// EventLog is a parsed TCG2 crypto-agile event log, such as the TDX CC
+// event log (CCEL) and the runtime events guest-components append to it.
+type EventLog struct {
+	Events []Event
+}
+
+// Event is one measured event. Index is the CC measurement register index:
+// 0 is MRTD, 1 to 4 are RTMR0 to RTMR3.
+type Event struct {
+	Index   uint32
+	Type    uint32
+	Digests []Digest
+	Data    []byte
+	// Details are the parsed event data, keyed as Trustee's claims are.
+	Details map[string]any
+	// DigestMatchesEvent reports that every digest is the hash of Data.
+	// Many events measure something else than their data, so false is normal.
+	DigestMatchesEvent bool
+}
+
+// Digest is one digest of an event.
+type Digest struct {
+	Alg   uint16
+	Value []byte
+}
+
+// ParseEventLog parses a crypto-agile event log. Parsing stops at the end
+// of the data or at padding (an event header of all zeros or all ones).
+func ParseEventLog(b []byte) (*EventLog, error) {
+	p := &logParser{c: cursor{b: b}}
+	if err := p.specID(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEventLogFormat, err)
+	}
+	log := &EventLog{}
+	for len(p.c.b) > 0 {
+		if len(p.c.b) < 8 {
+			return nil, fmt.Errorf("%w: %d trailing bytes", ErrEventLogFormat, len(p.c.b))
+		}
+		if head := binary.LittleEndian.Uint64(p.c.b); head == 0 || head == ^uint64(0) {
+			break
+		}
+		ev, err := p.event()
+		if err != nil {
+			return nil, fmt.Errorf("%w: event %d: %v", ErrEventLogFormat, len(log.Events), err)
+		}
+		log.Events = append(log.Events, ev)
+	}
+	return log, nil
+}
+
+type logParser struct {
+	c     cursor
+	sizes map[uint16]uint16 // digest sizes from the Spec ID event
+}
+
+// specID parses the first event, TCG_EfiSpecIDEvent in the legacy format,
+// which declares the digest algorithms of the following events.
+func (p *logParser) specID() error {
+	p.c.u32() // MR index
+	typ := p.c.u32()
+	p.c.take(sha1Size)
+	data := &cursor{b: p.c.take(int(p.c.u32()))}
+	if p.c.err != nil {
+		return p.c.err
+	}
+	if typ != evNoAction || !bytes.Equal(data.take(len(specIDSignature)), specIDSignature) {
+		return fmt.Errorf("first event is not a Spec ID event")
+	}
+	data.take(8) // platform class, spec version, errata, uintn size
+	n := data.u32()
+	p.sizes = make(map[uint16]uint16)
+	for i := uint32(0); i < n && data.err == nil; i++ {
+		alg, size := data.u16(), data.u16()
+		if _, ok := algNames[alg]; !ok && data.err == nil {
+			return fmt.Errorf("unknown digest algorithm %#x", alg)
+		}
+		if want, ok := digestSizes[alg]; ok && want != size {
+			return fmt.Errorf("algorithm %#x declared with %d-byte digests", alg, size)
+		}
+		p.sizes[alg] = size
+	}
+	vendor := data.take(1)
+	if vendor != nil {
+		data.take(int(vendor[0]))
+	}
+	return exactlyConsumed(data)
+}
+
+const sha1Size = 20
+
+// event parses one TCG_PCR_EVENT2.
+func (p *logParser) event() (Event, error) {
+	ev := Event{Index: p.c.u32(), Type: p.c.u32()}
+	if _, ok := eventTypeNames[ev.Type]; !ok && p.c.err == nil {
+		return ev, fmt.Errorf("unknown event type %#x", ev.Type)
+	}
+	n := p.c.u32()
+	for i := uint32(0); i < n && p.c.err == nil; i++ {
+		alg := p.c.u16()
+		size, ok := p.sizes[alg]
+		if !ok && p.c.err == nil {
+			return ev, fmt.Errorf("digest algorithm %#x not declared in the Spec ID event", alg)
+		}
+		ev.Digests = append(ev.Digests, Digest{Alg: alg, Value: p.c.take(int(size))})
+	}
+	ev.Data = p.c.take(int(p.c.u32()))
+	if p.c.err != nil {
+		return ev, p.c.err
+	}
+	var err error
+	if ev.DigestMatchesEvent, err = digestsMatch(ev.Data, ev.Digests); err != nil {
+		return ev, err
+	}
+	if ev.Details, err = parseDetails(ev.Type, ev.Data); err != nil {
+		return ev, fmt.Errorf("%s: %v", eventTypeNames[ev.Type], err)
+	}
+	return ev, nil
+}
+
+func digestsMatch(data []byte, digests []Digest) (bool, error) {
+	for _, d := range digests {
+		h, err := newHash(d.Alg)
+		if err != nil {
+			return false, err
+		}
+		h.Write(data)
+		if !bytes.Equal(h.Sum(nil), d.Value) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func newHash(alg uint16) (hash.Hash, error) {
+	switch alg {
+	case algSHA256:
+		return sha256.New(), nil
+	case algSHA384:
+		return sha512.New384(), nil
+	case algSHA512:
+		return sha512.New(), nil
+	}
+	return nil, fmt.Errorf("unsupported digest algorithm %s", algNames[alg])
+}
+
+// ReplayRTMRs recomputes RTMR0 to RTMR3 from the events of CC MR indexes 1
+// to 4: RTMR = SHA-384(RTMR || digest) from zero, in log order. Every event
+// of those indexes must carry a SHA-384 digest, otherwise it would show up
+// in the claims without being covered by the quote.
+func (l *EventLog) ReplayRTMRs() ([4][48]byte, error) {
+	var rtmrs [4][48]byte
+	for i, ev := range l.Events {
+		if ev.Index < 1 || ev.Index > 4 {
+			continue
+		}
+		extended := false
+		for _, d := range ev.Digests {
+			if d.Alg != algSHA384 {
+				continue
+			}
+			h := sha512.New384()
+			h.Write(rtmrs[ev.Index-1][:])
+			h.Write(d.Value)
+			h.Sum(rtmrs[ev.Index-1][:0])
+			extended = true
+		}
+		if !extended {
+			return rtmrs, fmt.Errorf("%w: event %d for RTMR%d has no SHA-384 digest", ErrEventLogFormat, i, ev.Index-1)
+		}
+	}
+	return rtmrs, nil
+}
+
+// claims renders the log as Trustee's uefi_event_logs claim.
+func (l *EventLog) claims() []any {
+	out := make([]any, len(l.Events))
+	for i, ev := range l.Events {
+		digests := make([]any, len(ev.Digests))
+		for j, d := range ev.Digests {
+			digests[j] = map[string]any{"alg": algNames[d.Alg], "digest": hex.EncodeToString(d.Value)}
+		}
+		out[i] = map[string]any{
+			"index":                ev.Index,
+			"type_name":            eventTypeNames[ev.Type],
+			"digests":              digests,
+			"event":                base64.StdEncoding.EncodeToString(ev.Data),
+			"details":              ev.Details,
+			"digest_matches_event": ev.DigestMatchesEvent,
+		}
+	}
+	return out
+}
