@@ -44,7 +44,12 @@ type TokenConfig struct {
 type ASConfig struct {
 	Type string `toml:"type"`
 	// Timeout is the RCAR session lifetime in minutes.
-	Timeout     int               `toml:"timeout"`
+	Timeout int `toml:"timeout"`
+	// ASAddr is the remote attestation service of type coco_as_restful.
+	ASAddr string `toml:"as_addr"`
+	// ASCertFile is the PEM root the remote service's TLS certificate
+	// chains to, when it is not in the system pool.
+	ASCertFile  string            `toml:"as_cert_file"`
 	TokenBroker TokenBrokerConfig `toml:"attestation_token_broker"`
 	RVPS        struct {
 		Type string `toml:"type"`
@@ -129,6 +134,12 @@ type LoggingConfig struct {
 	Format string `toml:"format"`
 }
 
+// Attestation service types.
+const (
+	ASBuiltin = "coco_as_builtin"
+	ASRestful = "coco_as_restful"
+)
+
 // Defaults of the configuration.
 const (
 	DefaultSocket         = "127.0.0.1:8080"
@@ -178,8 +189,13 @@ func (c *Config) normalize() error {
 	}
 	switch c.AttestationService.Type {
 	case "", "coco_as_builtin", "CoCoASBuiltIn":
+		c.AttestationService.Type = ASBuiltin
+	case ASRestful:
+		if c.AttestationService.ASAddr == "" {
+			return fmt.Errorf("config: attestation_service type %s needs as_addr", ASRestful)
+		}
 	default:
-		return fmt.Errorf("config: attestation_service type %q is not supported (use coco_as_builtin)", c.AttestationService.Type)
+		return fmt.Errorf("config: attestation_service type %q is not supported (%s, %s)", c.AttestationService.Type, ASBuiltin, ASRestful)
 	}
 	return c.normalizeStorage()
 }

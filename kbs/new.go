@@ -49,41 +49,58 @@ func New(ctx context.Context, cfg *Config, verifiers verifier.Registry, log *slo
 }
 
 func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verifier.Registry, log *slog.Logger) (*Server, error) {
-	rv := rvps.New(st)
-	policies, err := attestation.NewPolicies(ctx, st, rv)
-	if err != nil {
+	srv := &Server{cfg: cfg, store: st, log: log, metrics: newMetrics(), now: time.Now,
+		sessions: &sessions{store: st, timeout: time.Duration(cfg.AttestationService.Timeout) * time.Minute, now: time.Now}}
+	var keys []gojose.JSONWebKey
+	var remote *remoteAS
+	if cfg.AttestationService.Type == ASRestful {
+		var err error
+		if remote, keys, err = newRemoteAS(ctx, cfg.AttestationService); err != nil {
+			return nil, err
+		}
+		srv.as = remote
+	} else {
+		as, rv, err := newBuiltinAS(ctx, cfg, st, verifiers)
+		if err != nil {
+			return nil, err
+		}
+		srv.as, srv.builtin, srv.rvps = as, as, rv
+		keys = []gojose.JSONWebKey{as.Signer().Public()}
+	}
+	var err error
+	if srv.tokens, err = newTokenVerifier(cfg.AttestationToken, keys); err != nil {
 		return nil, err
 	}
-	signer, err := loadSigner(ctx, cfg.AttestationService.TokenBroker.Signer, st)
-	if err != nil {
-		return nil, err
+	srv.jwks = keys
+	if remote != nil {
+		remote.tokens = srv.tokens
 	}
-	as := attestation.New(verifiers, policies, signer, attestation.Config{
-		TokenDuration: time.Duration(cfg.AttestationService.TokenBroker.DurationMin) * time.Minute,
-		Issuer:        cfg.AttestationService.TokenBroker.IssuerName,
-	})
-	tokens, err := newTokenVerifier(cfg.AttestationToken, signer)
-	if err != nil {
-		return nil, err
-	}
-	admin, err := NewAdmin(cfg.Admin, cfg.DataDir, log)
-	if err != nil {
+	if srv.admin, err = NewAdmin(cfg.Admin, cfg.DataDir, log); err != nil {
 		return nil, err
 	}
 	rp := policy.New(st, ResourcePolicyNamespace)
 	if err := rp.SetDefault(ctx, ResourcePolicyID, respolicy.Default); err != nil {
 		return nil, fmt.Errorf("kbs: default resource policy: %w", err)
 	}
-	if err := checkPlugins(cfg.Plugins); err != nil {
-		return nil, err
+	srv.resources = &resources{store: st, policy: rp}
+	return srv, checkPlugins(cfg.Plugins)
+}
+
+// newBuiltinAS wires the attestation service that runs inside the KBS.
+func newBuiltinAS(ctx context.Context, cfg *Config, st store.Store, verifiers verifier.Registry) (*attestation.Service, *rvps.Service, error) {
+	rv := rvps.New(st)
+	policies, err := attestation.NewPolicies(ctx, st, rv)
+	if err != nil {
+		return nil, nil, err
 	}
-	return &Server{
-		cfg: cfg, store: st, as: as, rvps: rv, tokens: tokens, admin: admin, log: log,
-		resources: &resources{store: st, policy: rp},
-		sessions:  &sessions{store: st, timeout: time.Duration(cfg.AttestationService.Timeout) * time.Minute, now: time.Now},
-		metrics:   newMetrics(),
-		now:       time.Now,
-	}, nil
+	signer, err := loadSigner(ctx, cfg.AttestationService.TokenBroker.Signer, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	return attestation.New(verifiers, policies, signer, attestation.Config{
+		TokenDuration: time.Duration(cfg.AttestationService.TokenBroker.DurationMin) * time.Minute,
+		Issuer:        cfg.AttestationService.TokenBroker.IssuerName,
+	}), rv, nil
 }
 
 func checkPlugins(plugins []PluginConfig) error {
@@ -199,9 +216,10 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// newTokenVerifier trusts the built-in AS's key plus [attestation_token].
-func newTokenVerifier(c TokenConfig, signer *ear.Signer) (*ear.Verifier, error) {
-	opts := ear.VerifierOptions{Keys: []gojose.JSONWebKey{signer.Public()},
+// newTokenVerifier trusts the attestation service's keys plus
+// [attestation_token].
+func newTokenVerifier(c TokenConfig, keys []gojose.JSONWebKey) (*ear.Verifier, error) {
+	opts := ear.VerifierOptions{Keys: keys,
 		InsecureHeaderJWK: c.InsecureHeaderJWK, Leeway: 30 * time.Second}
 	for _, p := range c.TrustedJWKSets {
 		b, err := os.ReadFile(p)

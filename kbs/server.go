@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	gojose "github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cocoon-cc/cocoon/attestation"
@@ -32,8 +33,10 @@ const Prefix = "/kbs/v0/"
 type Server struct {
 	cfg       *Config
 	store     store.Store
-	as        *attestation.Service
-	rvps      *rvps.Service
+	as        attestationService
+	builtin   *attestation.Service // nil with a remote attestation service
+	rvps      *rvps.Service        // nil with a remote attestation service
+	jwks      []gojose.JSONWebKey
 	resources *resources
 	tokens    *ear.Verifier
 	admin     *Admin
@@ -49,7 +52,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(Prefix, s.api)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)
 	return mux
 }
 
@@ -203,8 +206,8 @@ func unmarshalStrict(b []byte, v any) error {
 	return nil
 }
 
-func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"keys": []any{s.as.Signer().Public()}})
+func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"keys": s.jwks})
 }
 
 // adminCall authorizes an admin request, then runs fn.
@@ -261,7 +264,10 @@ func (s *Server) setAttestationPolicy(w http.ResponseWriter, r *http.Request, id
 	if err != nil {
 		return err
 	}
-	if err := s.as.Policies().Set(r.Context(), req.PolicyID, text); err != nil {
+	if s.builtin == nil {
+		return errRemoteAS
+	}
+	if err := s.builtin.Policies().Set(r.Context(), req.PolicyID, text); err != nil {
 		return policyError(err)
 	}
 	s.audit(r, id, "set-attestation-policy", "policy_id", req.PolicyID, "bytes", len(text))
@@ -274,6 +280,9 @@ func validPolicyID(id string) bool {
 }
 
 func (s *Server) registerReferenceValue(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+	if s.rvps == nil {
+		return errRemoteAS
+	}
 	b, err := readBody(r)
 	if err != nil {
 		return err
@@ -294,6 +303,9 @@ func (s *Server) registerReferenceValue(w http.ResponseWriter, r *http.Request, 
 func (s *Server) getReferenceValue(w http.ResponseWriter, r *http.Request, name string) error {
 	if name == "" {
 		return protocol.Errorf(protocol.KindInvalidPath, "reference value id missing")
+	}
+	if s.rvps == nil {
+		return errRemoteAS
 	}
 	v, err := s.rvps.Query(r.Context(), name)
 	if err != nil {
