@@ -39,6 +39,10 @@ func Parse(body []byte) (*Document, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	// The TOML decoder silently drops a non-table value for a map.
+	if t := md.Type("data"); t != "" && t != "Hash" {
+		return nil, fmt.Errorf("%w: data must be a table, not %s", ErrInvalid, t)
+	}
 	if un := md.Undecoded(); len(un) > 0 {
 		return nil, fmt.Errorf("%w: unknown key %s", ErrInvalid, un[0])
 	}
