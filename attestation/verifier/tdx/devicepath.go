@@ -121,7 +121,7 @@ func hardDriveNode(d []byte) (string, error) {
 	var format, signature string
 	switch d[36] {
 	case 1:
-		format, signature = "MBR", fmt.Sprintf("%#010x", binary.LittleEndian.Uint32(d[20:]))
+		format, signature = "MBR", fmt.Sprintf("0x%08x", binary.LittleEndian.Uint32(d[20:]))
 	case 2:
 		format, signature = "GPT", uefiGUID(d[20:36])
 	default:

@@ -25,7 +25,7 @@ import (
 var sampleTime = time.Date(2023, time.July, 1, 1, 0, 0, 0, time.UTC)
 
 // sampleFMSPC is the FMSPC of the sample TCB info, of go-tdx-guest's SPR
-// quote and of Trustee's tdx_quote_4.dat.
+// quote and of Trustee's tdx_quote_4.dat (sampleQuote).
 const sampleFMSPC = "50806F000000"
 
 func readFile(t testing.TB, path ...string) []byte {
@@ -52,9 +52,15 @@ func goTDXData(t testing.TB, name string) []byte {
 	return readFile(t, testutil.ModuleDir(t, "github.com/google/go-tdx-guest"), "testing/testdata", name)
 }
 
-// sprQuote is go-tdx-guest's real SPR quote, consistent with its sample
-// collateral.
+// sprQuote is go-tdx-guest's real SPR quote. Its platform's TCB is below
+// every level of the sample TCB info, so it fails with ErrTCBNotSupported,
+// as go-tdx-guest's own tests expect.
 func sprQuote(t testing.TB) []byte { return goTDXData(t, "tdx_prod_quote_SPR_E4.dat") }
+
+// sampleQuote is Trustee's real v4 quote. Its platform has the FMSPC and
+// PCK CA of the sample collateral and an up-to-date TCB, so it verifies
+// fully against go-tdx-guest's sample collateral at sampleTime.
+func sampleQuote(t testing.TB) []byte { return trusteeData(t, "tdx_quote_4.dat") }
 
 func mustParse(t testing.TB, b []byte) *Quote {
 	t.Helper()

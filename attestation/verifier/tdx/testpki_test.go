@@ -173,11 +173,15 @@ type testCollateral struct {
 
 // loadJSONMember decodes one member of a PCS response into a map.
 func loadJSONMember(t testing.TB, body []byte, member string) map[string]any {
-	var env map[string]map[string]any
+	var env map[string]json.RawMessage
 	if err := json.Unmarshal(body, &env); err != nil {
 		t.Fatal(err)
 	}
-	return env[member]
+	var doc map[string]any
+	if err := json.Unmarshal(env[member], &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
 }
 
 // newTestCollateral starts from real Intel documents and moves their
@@ -195,8 +199,8 @@ func newTestCollateral(t testing.TB, tcbInfoBody, qeIdentityBody []byte, fmspc s
 	return c
 }
 
-// sampleTestCollateral is go-tdx-guest's sample collateral, for the SPR
-// platform.
+// sampleTestCollateral is go-tdx-guest's sample collateral, for the
+// platform of sampleQuote.
 func sampleTestCollateral(t testing.TB) *testCollateral {
 	return newTestCollateral(t, testdata.TcbInfoBody, testdata.QeIdentityBody, sampleFMSPC)
 }
