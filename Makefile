@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       := bin
 BINARIES  := $(notdir $(wildcard cmd/*))
-TEST_FLAGS ?= -timeout 30m
+TEST_FLAGS ?= -count=1 -timeout 30m
 
 .PHONY: all build deps test test-short bench demo fuzz clean
 

@@ -244,3 +244,12 @@ func EnsureAdminKey(dataDir string) (privPath, pubPath string, err error) {
 	}
 	return privPath, pubPath, nil
 }
+
+// Authorize is Check for APIs that only log who called.
+func (a *Admin) Authorize(r *http.Request) (string, error) {
+	id, err := a.Check(r)
+	if err != nil {
+		return "", err
+	}
+	return id.Role + ":" + id.Subject, nil
+}
