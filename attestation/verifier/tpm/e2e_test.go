@@ -178,6 +178,23 @@ func TestTPM2ToolsEvidence(t *testing.T) {
 	}
 	checkClaims(t, s, tcs)
 
+	// A quote that leaves PCR 8 out cannot vouch for initdata, nor may its
+	// unquoted PCRs become claims.
+	tool("tpm2_quote", "-c", "0x81010002", "-l", "sha256:0,1,2,3,4,5,6,7,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23",
+		"-q", hex.EncodeToString(reportData[:32]), "-m", file("msg"), "-s", file("sig"), "-g", "sha256")
+	ev.TPMQuote.Message = base64.StdEncoding.EncodeToString(read("msg"))
+	ev.TPMQuote.Signature = base64.StdEncoding.EncodeToString(read("sig"))
+	partial := encodeEvidence(t, ev)
+	tcs, err = vtpm.New(vtpm.Options{}).Evaluate(context.Background(), partial, verifier.Expected{ReportData: reportData[:]})
+	if err != nil {
+		t.Fatalf("quote without PCR 8: %v", err)
+	}
+	if c := tcs[0].Claims; c["pcr08"] != nil || c["init_data"] != nil || c["pcr09"] != ev.TPMQuote.PCRs[9] {
+		t.Errorf("claims of a quote without PCR 8: pcr08 %v init_data %v pcr09 %v", c["pcr08"], c["init_data"], c["pcr09"])
+	}
+	_, err = vtpm.New(vtpm.Options{}).Evaluate(context.Background(), partial, s.expected())
+	mustFail(t, err, vtpm.ErrInitDataPCR, verifier.ErrInitDataMismatch)
+
 	toolsAK, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {
 		t.Fatal(err)
