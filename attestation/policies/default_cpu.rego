@@ -47,7 +47,11 @@ executables := 3 if {
 hardware := 2 if {
 	input.sample.svn in query_reference_value("svn")
 	input.sample.platform_version.major == query_reference_value("major_version")
-	input.sample.platform_version.minor >= query_reference_value("minimum_minor_version")
+	# A missing or expired reference value is null, and Rego orders null
+	# below every number: check the type so that it does not pass.
+	min_minor := query_reference_value("minimum_minor_version")
+	is_number(min_minor)
+	input.sample.platform_version.minor >= min_minor
 }
 
 configuration := 2 if {
