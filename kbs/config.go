@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifiers"
 )
 
 // Config is the KBS configuration. The TOML keys are Trustee's, so a
@@ -54,6 +56,9 @@ type ASConfig struct {
 	RVPS        struct {
 		Type string `toml:"type"`
 	} `toml:"rvps_config"`
+	// Verifiers is [attestation_service.verifiers], a Cocoon extension:
+	// where the TEE verifiers find endorsements and collateral.
+	Verifiers verifiers.Options `toml:"verifiers"`
 }
 
 // TokenBrokerConfig is [attestation_service.attestation_token_broker].

@@ -60,7 +60,7 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 		}
 		srv.as = remote
 	} else {
-		as, rv, err := newBuiltinAS(ctx, cfg, st, verifiers)
+		as, rv, err := NewBuiltinAS(ctx, cfg, st, verifiers)
 		if err != nil {
 			return nil, err
 		}
@@ -86,8 +86,10 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 	return srv, checkPlugins(cfg.Plugins)
 }
 
-// newBuiltinAS wires the attestation service that runs inside the KBS.
-func newBuiltinAS(ctx context.Context, cfg *Config, st store.Store, verifiers verifier.Registry) (*attestation.Service, *rvps.Service, error) {
+// NewBuiltinAS wires an attestation service over st from the
+// [attestation_service] configuration: the KBS's built-in one, or the
+// standalone attestation-service's.
+func NewBuiltinAS(ctx context.Context, cfg *Config, st store.Store, verifiers verifier.Registry) (*attestation.Service, *rvps.Service, error) {
 	rv := rvps.New(st)
 	policies, err := attestation.NewPolicies(ctx, st, rv)
 	if err != nil {

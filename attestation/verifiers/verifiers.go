@@ -1,15 +1,66 @@
-// Package verifiers registers the TEE verifiers Cocoon ships.
+// Package verifiers wires the TEE verifiers Cocoon ships into a registry.
 package verifiers
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/sample"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/tpm"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
-// Default is the registry of every built-in verifier.
-func Default() verifier.Registry {
+// Options configure every verifier at once.
+type Options struct {
+	// Now is the verification time (old evidence); time.Now when nil.
+	Now func() time.Time `toml:"-"`
+	// Offline keeps the verifiers off the network: endorsements and
+	// collateral come from the evidence and the directories below only.
+	Offline bool `toml:"offline"`
+	// SNPCertDir holds SNP endorsement keys (vcek.der, ask.pem, ark.pem, ...).
+	SNPCertDir string `toml:"snp_cert_dir"`
+	// SNPCacheDir keeps VCEKs fetched from AMD's KDS.
+	SNPCacheDir string `toml:"snp_cache_dir"`
+	// TDXCollateralDir holds saved Intel PCS responses.
+	TDXCollateralDir string `toml:"tdx_collateral_dir"`
+	// TDXCollateralURL is a PCCS to use instead of Intel's PCS.
+	TDXCollateralURL string `toml:"tdx_collateral_url"`
+}
+
+// New returns a registry of every built-in verifier.
+func New(o Options) (verifier.Registry, error) {
+	s, err := snp.New(snp.Options{Now: o.Now, CertDir: o.SNPCertDir, CacheDir: o.SNPCacheDir, DisableKDS: o.Offline})
+	if err != nil {
+		return nil, err
+	}
+	topts := tdx.Options{Now: o.Now, CollateralDir: o.TDXCollateralDir, CollateralURL: o.TDXCollateralURL}
+	if o.Offline && o.TDXCollateralDir == "" {
+		// No directory and no network: the verifier will say what is missing.
+		topts.Getter = offline{}
+	}
+	t, err := tdx.New(topts)
+	if err != nil {
+		return nil, err
+	}
 	return verifier.Registry{
 		protocol.TeeSample: sample.Verifier{},
-	}
+		protocol.TeeSNP:    s,
+		protocol.TeeTDX:    t,
+		protocol.TeeTPM:    tpm.New(tpm.Options{Now: o.Now}),
+	}, nil
+}
+
+// ErrOffline is returned for collateral that would have to be fetched.
+var ErrOffline = errors.New("offline: collateral not in the evidence nor the collateral directory")
+
+type offline struct{}
+
+func (offline) Get(_ context.Context, url string) (http.Header, []byte, error) {
+	return nil, nil, fmt.Errorf("%w (%s)", ErrOffline, url)
 }

@@ -43,7 +43,11 @@ func run(path string) error {
 	log := logging.New(os.Stderr, cfg.Logging.Level, cfg.Logging.Format)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := kbs.New(ctx, cfg, verifiers.Default(), log)
+	reg, err := verifiers.New(cfg.AttestationService.Verifiers)
+	if err != nil {
+		return err
+	}
+	srv, err := kbs.New(ctx, cfg, reg, log)
 	if err != nil {
 		return err
 	}
