@@ -80,7 +80,7 @@ func NewAdmin(c AdminConfig, dataDir string, log interface{ Info(string, ...any)
 		log.Info("admin API: no [admin] configured; trusting tokens signed by the generated key",
 			"private_key", priv, "public_key", pub, "role", AdminRole)
 		c.Authentication.BearerJWT.IdentityProviders = []IdentityProvider{{PublicKeyURI: pub}}
-		c.Authorization.RegexACL.ACLs = []ACL{{Role: AdminRole, AllowedEndpoints: "^/kbs/v0/.+$"}}
+		c.Authorization.RegexACL.ACLs = []ACL{{Role: AdminRole, AllowedEndpoints: "^/.+$"}}
 		a.mode = ModeAuthenticated
 	case ModeAuthenticated:
 	default:

@@ -57,8 +57,8 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// kbsProc is a running kbs binary.
-type kbsProc struct {
+// proc is a running binary.
+type proc struct {
 	t       *testing.T
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
@@ -91,10 +91,19 @@ path = %q
 }
 
 // startKBS runs the kbs binary with config and waits until it is healthy.
-func startKBS(t *testing.T, config, url, dataDir string, client *http.Client) *kbsProc {
+func startKBS(t *testing.T, config, url, dataDir string, client *http.Client) *proc {
 	t.Helper()
-	p := &kbsProc{t: t, log: &bytes.Buffer{}, URL: url, DataDir: dataDir, Config: config}
-	p.cmd = exec.Command(bin(t, "kbs"), "--config", config)
+	p := startProcess(t, "kbs", url, client, "--config", config)
+	p.DataDir, p.Config = dataDir, config
+	return p
+}
+
+// startProcess runs a binary serving url and waits until its /healthz
+// answers.
+func startProcess(t *testing.T, name, url string, client *http.Client, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, log: &bytes.Buffer{}, URL: url}
+	p.cmd = exec.Command(bin(t, name), args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -117,11 +126,11 @@ func startKBS(t *testing.T, config, url, dataDir string, client *http.Client) *k
 		time.Sleep(50 * time.Millisecond)
 	}
 	p.stop()
-	t.Fatalf("kbs did not become healthy:\n%s", p.log)
+	t.Fatalf("%s did not become healthy:\n%s", name, p.log)
 	return nil
 }
 
-func (p *kbsProc) stop() {
+func (p *proc) stop() {
 	if p.cmd.Process == nil || p.cmd.ProcessState != nil {
 		return
 	}
@@ -135,12 +144,12 @@ func (p *kbsProc) stop() {
 		<-done
 	}
 	if p.t.Failed() {
-		p.t.Logf("kbs log:\n%s", p.log)
+		p.t.Logf("%s log:\n%s", p.cmd.Path, p.log)
 	}
 }
 
 // adminKey is the admin private key the KBS generated in its data dir.
-func (p *kbsProc) adminKey() string { return filepath.Join(p.DataDir, "admin", "private.key") }
+func (p *proc) adminKey() string { return filepath.Join(p.DataDir, "admin", "private.key") }
 
 // kbsClient runs the kbs-client binary and returns its stdout.
 func kbsClient(t *testing.T, args ...string) (string, error) {

@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/kbs/client"
+	"github.com/cocoon-cc/cocoon/protocol"
+)
+
+// attestationService runs the attestation-service binary.
+func attestationService(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(bin(t, "attestation-service"), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+func TestVerifyOfflineSNP(t *testing.T) {
+	fx := filepath.Join(testutil.Fixtures(t), "trustee")
+	certs := t.TempDir()
+	vcek, _ := os.ReadFile(filepath.Join(fx, "deps/verifier/test_data/snp/test-vcek.der"))
+	os.WriteFile(filepath.Join(certs, "vcek.der"), vcek, 0o600)
+	report := filepath.Join(fx, "deps/verifier/test_data/snp/test-report.bin")
+
+	for name, args := range map[string][]string{
+		"trustee-json": {"--evidence", filepath.Join(fx, "attestation-service/tests/e2e/evidence.json")},
+		"raw+certs":    {"--evidence", report, "--certs", certs},
+	} {
+		out, err := attestationService(t, append([]string{"verify", "--tee", "snp"}, args...)...)
+		if err != nil || !strings.Contains(out, "evidence verified") || !strings.Contains(out, `"measurement"`) {
+			t.Errorf("%s: genuine evidence: err=%v\n%s", name, err, out)
+		}
+	}
+
+	raw, _ := os.ReadFile(report)
+	for _, off := range []int{0x00, 0x38, 0x50, 0x90, 0x1a0, 0x2a0} {
+		bad := bytes.Clone(raw)
+		bad[off] ^= 1
+		path := filepath.Join(t.TempDir(), "report.bin")
+		os.WriteFile(path, bad, 0o600)
+		_, err := attestationService(t, "verify", "--tee", "snp", "--evidence", path, "--certs", certs)
+		if err == nil {
+			t.Errorf("byte 0x%x flipped: accepted", off)
+		} else if strings.Count(strings.TrimSpace(err.Error()), "\n") > 0 {
+			t.Errorf("byte 0x%x flipped: reason is not one line: %v", off, err)
+		}
+	}
+	if _, err := attestationService(t, "verify", "--tee", "snp", "--evidence", report, "--certs", certs,
+		"--report-data", strings.Repeat("00", 64)); err == nil || !strings.Contains(err.Error(), "report data") {
+		t.Errorf("report data mismatch: %v", err)
+	}
+	if _, err := attestationService(t, "verify", "--tee", "tdx", "--evidence", report); err == nil {
+		t.Error("an SNP report passed as TDX evidence")
+	}
+}
+
+func TestReferenceValuesFromInitData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "initdata.toml")
+	os.WriteFile(path, []byte("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"aa.toml\" = \"\"\n"), 0o600)
+	out, err := attestationService(t, "reference-values", "--init-data", path)
+	if err != nil || !strings.Contains(out, "snp_host_data") || !strings.Contains(out, "tpm_pcr08") {
+		t.Fatalf("reference-values: %v\n%s", err, out)
+	}
+}
+
+// TestKBSWithRemoteAttestationService runs the standalone attestation
+// service and a KBS that uses it over its REST API: the secret is released
+// only once the service's policy appraises the guest affirming.
+func TestKBSWithRemoteAttestationService(t *testing.T) {
+	asData := t.TempDir()
+	asCfg, asURL := kbsConfig(t, asData, "http", "")
+	startProcess(t, "attestation-service", asURL, nil, "serve", "--config", asCfg)
+
+	kbsData := t.TempDir()
+	cfg, url := kbsConfig(t, kbsData, "http", fmt.Sprintf("[attestation_service]\ntype = \"coco_as_restful\"\nas_addr = %q\n", asURL))
+	k := startKBS(t, cfg, url, kbsData, nil)
+	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("via remote AS"), 0o600)
+	mustClient(t, append(admin, "set-resource", "--path", "default/key/remote", "--resource-file", secret)...)
+	mustClient(t, append(admin, "set-resource-policy", "--affirming")...)
+
+	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/remote"); err == nil ||
+		!strings.Contains(err.Error(), "PolicyDeny") {
+		t.Fatalf("released before the AS knew any reference value: %v", err)
+	}
+	// The KBS refuses to manage what the remote service owns.
+	if _, err := kbsClient(t, append(admin, "set-sample-reference-value", "svn", "1")...); err == nil {
+		t.Fatal("the KBS accepted a reference value its remote AS owns")
+	}
+
+	// Register the reference values on the attestation service itself.
+	key := loadKey(t, filepath.Join(asData, "admin", "private.key"))
+	for name, v := range map[string]string{"launch_digest": `["abcde"]`, "svn": `["1"]`, "major_version": `1`, "minimum_minor_version": `1`} {
+		registerRV(t, asURL, key, name, v)
+	}
+	out := mustClient(t, "--url", url, "get-resource", "--path", "default/key/remote")
+	if b, _ := base64.StdEncoding.DecodeString(out); string(b) != "via remote AS" {
+		t.Fatalf("get-resource = %q", out)
+	}
+}
+
+func registerRV(t *testing.T, asURL string, key crypto.Signer, name, value string) {
+	t.Helper()
+	tok, err := client.SignAdminToken(key, protocol.AdminRole, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf(`{%q: %s}`, name, value)))
+	body := fmt.Sprintf(`{"version":"0.1.0","type":"sample","payload":%q}`, payload)
+	if err := client.Do(context.Background(), http.DefaultClient, http.MethodPost, asURL+"/reference-value", tok,
+		strings.NewReader(body), nil); err != nil {
+		t.Fatalf("register %s: %v", name, err)
+	}
+}
+
+func loadKey(t *testing.T, path string) crypto.Signer {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.(crypto.Signer)
+}
