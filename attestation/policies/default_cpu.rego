@@ -119,3 +119,8 @@ executables := 3 if {
 	input.tpm.ak_public in query_reference_value("trusted_aks")
 	input.tpm.pcr11 in query_reference_value("tpm_pcr11")
 }
+
+# A TPM quote says nothing about the platform's configuration: no claim.
+configuration := 0 if {
+	input.tpm
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	vtpm "github.com/cocoon-cc/cocoon/attestation/verifier/tpm"
+	"github.com/cocoon-cc/cocoon/protocol"
 )
 
 // Options configure Open.
@@ -195,3 +196,6 @@ func (a *Attester) ExtendInitData(digest []byte) error {
 	}
 	return nil
 }
+
+// Tee implements attester.Attester.
+func (a *Attester) Tee() protocol.Tee { return protocol.TeeTPM }
