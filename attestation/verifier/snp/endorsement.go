@@ -185,7 +185,7 @@ func (v *Verifier) endorse(r *Report, want Product, certs CertChain) (*endorseme
 		return nil, fmt.Errorf("%w: the report is signed by the %v", ErrNoEndorsementKey, r.Signer())
 	}
 	e, cached := v.keys.get(der)
-	if !cached {
+	if !cached || e.signer != r.Signer() {
 		var err error
 		if e, err = parseEndorsement(der, r.Signer()); err != nil {
 			return nil, err

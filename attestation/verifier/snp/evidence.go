@@ -49,6 +49,9 @@ func ParseEvidence(data []byte) (*Evidence, error) {
 // MarshalJSON writes the evidence in the form ParseEvidence reads, field
 // for field as the sev crate (7.x) serializes it.
 func (e *Evidence) MarshalJSON() ([]byte, error) {
+	if e.Report == nil {
+		return nil, fmt.Errorf("snp: evidence without a report")
+	}
 	var b bytes.Buffer
 	b.WriteString(`{"attestation_report":`)
 	reportToJSON(&b, e.Report.raw)

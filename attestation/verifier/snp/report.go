@@ -45,7 +45,7 @@ func ParseReport(raw []byte) (*Report, error) {
 	return &Report{raw: append([]byte(nil), raw...), proto: p, signer: info.SigningKey}, nil
 }
 
-// Bytes returns the report in its ABI form.
+// Bytes returns the report in its ABI form; callers must not modify it.
 func (r *Report) Bytes() []byte { return r.raw }
 
 // Proto returns go-sev-guest's view of the report.

@@ -372,6 +372,10 @@ func TestCachedChainStillChecked(t *testing.T) {
 	if _, err := v.VerifyReport(ctx, s.raw, s.certs, verifier.Expected{}); err != nil {
 		t.Fatal(err)
 	}
+	vlek := samples(t)[2]
+	if _, err := v.VerifyReport(ctx, vlek.raw, CertChain{VLEK: s.certs.VCEK}, verifier.Expected{}); !errors.Is(err, ErrEndorsementKeyForm) {
+		t.Errorf("cached VCEK as a VLEK: %v", err)
+	}
 	forged := CertChain{VCEK: s.certs.VCEK, ASK: selfSigned(t, "SEV-Milan")}
 	if _, err := v.VerifyReport(ctx, s.raw, forged, verifier.Expected{}); !errors.Is(err, ErrIntermediateSignature) {
 		t.Errorf("forged ASK after a cached chain: %v", err)
