@@ -14,6 +14,10 @@ import (
 func (s *Server) auth(w http.ResponseWriter, r *http.Request) error {
 	var req protocol.Request
 	if err := decodeJSON(r, &req); err != nil {
+		var kerr *protocol.Error
+		if errors.As(err, &kerr) && kerr.Kind == protocol.KindPayloadTooLarge {
+			return err
+		}
 		return &protocol.Error{Kind: protocol.KindRcarAuth, Detail: err.Error(), Err: err}
 	}
 	if req.Version != protocol.Version {

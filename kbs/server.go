@@ -53,7 +53,15 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The API answers a path with "..", "." or "//" itself, with
+		// InvalidRequestPath; ServeMux would redirect it elsewhere.
+		if strings.HasPrefix(r.URL.Path, Prefix) {
+			s.api(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // Close releases the store.
@@ -118,6 +126,14 @@ func endpointLabel(e string) string {
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request, endpoint, rest string) error {
 	m := r.Method
+	// Only resources and reference values are named by the rest of the
+	// path; anywhere else it would dodge path-based admin ACLs.
+	switch endpoint {
+	case "auth", "attest", "attestation-policy", "resource-policy", "reference-value":
+		if rest != "" && !(endpoint == "reference-value" && m == http.MethodGet) {
+			return protocol.Errorf(protocol.KindInvalidPath, "unexpected path after %s", endpoint)
+		}
+	}
 	switch {
 	case endpoint == "auth" && m == http.MethodPost:
 		return s.auth(w, r)
@@ -200,7 +216,8 @@ func unmarshalStrict(b []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return protocol.Errorf(protocol.KindSerde, "malformed JSON: %v", err)
 	}
-	if dec.More() {
+	// More() is false before a stray "}" or "]": look for the end instead.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return protocol.Errorf(protocol.KindSerde, "malformed JSON: trailing data")
 	}
 	return nil

@@ -1,0 +1,361 @@
+package kbs
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gojose "github.com/go-jose/go-jose/v4"
+
+	"github.com/cocoon-cc/cocoon/attestation/ear"
+	"github.com/cocoon-cc/cocoon/kbs/respolicy"
+	"github.com/cocoon-cc/cocoon/protocol"
+)
+
+// trusteeConfig is Trustee's kbs/config/kbs-config.toml, verbatim.
+const trusteeConfig = `[http_server]
+insecure_http = true
+
+[attestation_token]
+insecure_header_jwk = true
+
+[attestation_service]
+type = "coco_as_builtin"
+
+[attestation_service.attestation_token_broker]
+duration_min = 5
+
+[attestation_service.rvps_config]
+type = "BuiltIn"
+
+[admin]
+authorization_mode = "InsecureAllowAll"
+
+# Unified storage backend configuration
+[storage_backend]
+storage_type = "LocalFs"
+
+[storage_backend.backends.local_fs]
+dir_path = "/opt/confidential-containers/storage"
+
+# Optional session storage type override.
+# If omitted, KBS falls back to [storage_backend].storage_type.
+# Backend-specific config is always reused from [storage_backend.backends].
+# Session state is stored under namespace: "kbs_protocol_session".
+#
+# session_storage_type = "Memory"
+
+[[plugins]]
+name = "resource"
+storage_backend_type = "kvstorage"
+
+# Example configuration for HashiCorp Vault KV v1 backend
+# Supports both read and write operations with HTTPS support
+# [[plugins]]
+# name = "resource"
+# storage_backend_type = "Vault"
+# vault_url = "http://vault.example.com:8200"
+# token = "hvs.your-vault-token-here"
+# mount_path = "secret"  # Optional, defaults to "secret"
+# verify_ssl = false      # Optional, defaults to false
+# ca_certs = ["/path/to/ca-bundle.pem"]  # Optional, custom CA certificates
+`
+
+func TestTrusteeConfig(t *testing.T) {
+	var logged bytes.Buffer
+	cfg, err := ParseConfig([]byte(trusteeConfig), slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.HTTPServer.InsecureHTTP || !cfg.AttestationToken.InsecureHeaderJWK {
+		t.Errorf("http_server/attestation_token: %+v %+v", cfg.HTTPServer, cfg.AttestationToken)
+	}
+	if cfg.AttestationService.Type != ASBuiltin || cfg.AttestationService.TokenBroker.DurationMin != 5 ||
+		cfg.AttestationService.RVPS.Type != "BuiltIn" {
+		t.Errorf("attestation_service %+v", cfg.AttestationService)
+	}
+	if cfg.Admin.AuthorizationMode != ModeInsecureAllowAll {
+		t.Errorf("admin mode %q", cfg.Admin.AuthorizationMode)
+	}
+	// LocalFs becomes the embedded store in the same directory.
+	const dir = "/opt/confidential-containers/storage"
+	if cfg.StorageBackend.StorageType != "Embedded" || cfg.StorageBackend.Backends.Embedded.Path != dir || cfg.DataDir != dir {
+		t.Errorf("storage %+v, data_dir %q", cfg.StorageBackend, cfg.DataDir)
+	}
+	if len(cfg.Plugins) != 1 || cfg.Plugins[0].Name != "resource" {
+		t.Errorf("plugins %+v", cfg.Plugins)
+	}
+	if len(cfg.HTTPServer.Sockets) != 1 || cfg.HTTPServer.Sockets[0] != DefaultSocket ||
+		cfg.HTTPServer.PayloadRequestSize != DefaultPayloadMiB || cfg.AttestationService.Timeout != DefaultSessionMinutes {
+		t.Errorf("defaults %+v / %d", cfg.HTTPServer, cfg.AttestationService.Timeout)
+	}
+	// The keys Cocoon ignores are logged, not fatal.
+	if !strings.Contains(logged.String(), "plugins.storage_backend_type") {
+		t.Errorf("unused key not logged:\n%s", logged.String())
+	}
+
+	// It runs, in a temporary directory instead of /opt.
+	k := newKBS(t, strings.ReplaceAll(trusteeConfig, dir, "@DATA@"))
+	if k.srv.cfg.StorageBackend.StorageType != "Embedded" {
+		t.Fatal("not the embedded store")
+	}
+	if _, err := os.Stat(filepath.Join(k.dataDir, "sealing.key")); err != nil {
+		t.Errorf("no sealing key: %v", err)
+	}
+	if r := k.do(t, "POST", "/kbs/v0/resource/default/key/x", []byte("x"), nil); r.status != 200 {
+		t.Errorf("InsecureAllowAll admin: %d %s", r.status, r.body)
+	}
+	// insecure_header_jwk: a token signed by any key is believed, as in
+	// Trustee; this is what that option means.
+	k.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.AllowAll)
+	c := k.newClient(t)
+	tok, err := c.Attest(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, _, _ := k.srv.tokens.Verify(tok)
+	fk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	fs, _ := ear.NewSigner(fk, nil)
+	forged, _ := fs.Sign(claims)
+	if r := k.do(t, "GET", "/kbs/v0/resource/default/key/x", nil, bearerHdr(forged)); r.status != 200 {
+		t.Errorf("insecure_header_jwk: %d %s", r.status, r.body)
+	}
+}
+
+func TestTLSRequired(t *testing.T) {
+	for name, text := range map[string]string{
+		"no http_server":  "",
+		"key only":        "[http_server]\nprivate_key = \"/k.pem\"\n",
+		"cert only":       "[http_server]\ncertificate = \"/c.pem\"\n",
+		"insecure false":  "[http_server]\ninsecure_http = false\n",
+		"trustee sockets": "[http_server]\nsockets = [\"0.0.0.0:8080\"]\n",
+	} {
+		if _, err := ParseConfig([]byte(text), quietLog()); err == nil {
+			t.Errorf("%s: plain HTTP accepted without insecure_http", name)
+		}
+	}
+	cfg, err := ParseConfig([]byte("[http_server]\nprivate_key = \"/k.pem\"\ncertificate = \"/c.pem\"\nsockets = [\"0.0.0.0:8443\"]\npayload_request_size = 7\n"), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := cfg.HTTPServer.ServeConfig()
+	if sc.Insecure || sc.CertFile != "/c.pem" || sc.KeyFile != "/k.pem" || sc.Sockets[0] != "0.0.0.0:8443" || cfg.HTTPServer.PayloadRequestSize != 7 {
+		t.Errorf("TLS config %+v", sc)
+	}
+	if cfg.DataDir != DefaultDataDir || cfg.StorageBackend.Backends.Embedded.Path != DefaultDataDir {
+		t.Errorf("data dir %q / %q", cfg.DataDir, cfg.StorageBackend.Backends.Embedded.Path)
+	}
+}
+
+func TestConfigRefusals(t *testing.T) {
+	for name, text := range map[string]string{
+		"not TOML":         "[http_server",
+		"wrong type":       "[http_server]\ninsecure_http = \"yes\"\n",
+		"AS type":          "[http_server]\ninsecure_http = true\n[attestation_service]\ntype = \"coco_as_grpc\"\n",
+		"restful no addr":  "[http_server]\ninsecure_http = true\n[attestation_service]\ntype = \"coco_as_restful\"\n",
+		"storage Postgres": "[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Postgres\"\n",
+		"storage Redis":    "[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Redis\"\n",
+		"sockets a string": "[http_server]\ninsecure_http = true\nsockets = \"0.0.0.0:8080\"\n",
+	} {
+		if cfg, err := ParseConfig([]byte(text), quietLog()); err == nil {
+			t.Errorf("%s: accepted %+v", name, cfg)
+		}
+	}
+	// Unknown plugins are refused when the server is built.
+	cfg, err := ParseConfig([]byte(baseConfig(t.TempDir(), "")+"\n[[plugins]]\nname = \"nebula-ca\"\n"), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv, err := New(bg, cfg, sampleRegistry(), quietLog()); err == nil {
+		srv.Close()
+		t.Error("unknown plugin accepted")
+	}
+	// Trustee's spelling of the built-in AS type.
+	cfg, err = ParseConfig([]byte("[http_server]\ninsecure_http = true\n[attestation_service]\ntype = \"CoCoASBuiltIn\"\n"), quietLog())
+	if err != nil || cfg.AttestationService.Type != ASBuiltin {
+		t.Errorf("CoCoASBuiltIn: %v %+v", err, cfg)
+	}
+}
+
+func TestEmbeddedRestart(t *testing.T) {
+	dir := t.TempDir()
+	text := fmt.Sprintf(`[http_server]
+insecure_http = true
+[storage_backend]
+storage_type = "Embedded"
+[storage_backend.backends.embedded]
+path = %q
+sealing_key_path = %q
+`, filepath.Join(dir, "db"), filepath.Join(dir, "keys", "sealing.key"))
+	os.MkdirAll(filepath.Join(dir, "keys"), 0o700)
+	start := func() *testKBS {
+		cfg, err := ParseConfig([]byte(text), quietLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := New(bg, cfg, sampleRegistry(), quietLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &testKBS{srv: srv, dataDir: cfg.DataDir}
+	}
+	k1 := start()
+	k1.registerSampleRVs(t)
+	k1.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.Affirming)
+	k1.srv.resources.store.Put(bg, ResourceNamespace, "default/key/x", []byte("kept"))
+	sess, _ := k1.srv.sessions.create(bg, protocol.TeeSample)
+	tok := mustAttestDirect(t, k1)
+	jwks1, _ := json.Marshal(k1.srv.jwks)
+	k1.srv.Close()
+	if _, err := os.Stat(filepath.Join(dir, "keys", "sealing.key")); err != nil {
+		t.Fatalf("sealing key not at sealing_key_path: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "db", "sealing.key")); err == nil {
+		t.Error("sealing key also written beside the database")
+	}
+
+	k2 := start()
+	defer k2.srv.Close()
+	// The token signing key survived: old tokens verify, JWKS unchanged.
+	if _, _, err := k2.srv.tokens.Verify(tok); err != nil {
+		t.Errorf("token after restart: %v", err)
+	}
+	if jwks2, _ := json.Marshal(k2.srv.jwks); !bytes.Equal(jwks1, jwks2) {
+		t.Error("token key changed across a restart")
+	}
+	if v, err := k2.srv.store.Get(bg, ResourceNamespace, "default/key/x"); err != nil || string(v) != "kept" {
+		t.Errorf("resource after restart: %q %v", v, err)
+	}
+	if _, err := k2.srv.sessions.get(bg, sess.ID); err != nil {
+		t.Errorf("session after restart: %v", err)
+	}
+	if v, _ := k2.srv.rvps.Query(bg, "svn"); string(v) != `["1"]` {
+		t.Errorf("reference value after restart: %s", v)
+	}
+	if text, _ := k2.srv.resources.policy.Get(bg, ResourcePolicyID); text != respolicy.Affirming {
+		t.Error("resource policy reset by the restart")
+	}
+	// Values are sealed on disk: no plaintext resource in the database file.
+	db, _ := os.ReadDir(filepath.Join(dir, "db"))
+	for _, e := range db {
+		b, _ := os.ReadFile(filepath.Join(dir, "db", e.Name()))
+		if bytes.Contains(b, []byte("kept")) {
+			t.Errorf("%s holds the resource in plaintext", e.Name())
+		}
+	}
+}
+
+// mustAttestDirect runs the handshake through the handler, without a
+// listening server.
+func mustAttestDirect(t *testing.T, k *testKBS) string {
+	t.Helper()
+	sess, err := k.srv.sessions.create(bg, protocol.TeeSample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := testTEEKey(t)
+	rec := serve(k.srv, "POST", "/kbs/v0/attest", attestationBody(t, sess.Nonce, sess.Nonce, key), sess.ID)
+	if rec.Code != 200 {
+		t.Fatalf("attest: %d %s", rec.Code, rec.Body)
+	}
+	var at protocol.AttestationToken
+	json.Unmarshal(rec.Body.Bytes(), &at)
+	return at.Token
+}
+
+func TestSignerFromFilesAndTrustedTokens(t *testing.T) {
+	dir := t.TempDir()
+	// A CA and a P-256 token key it certifies, for KBS A's attestation service.
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "token CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	tokKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafDER, _ := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2),
+		Subject: pkix.Name{CommonName: "AS"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature}, ca, &tokKey.PublicKey, caKey)
+	sec1, _ := x509.MarshalECPrivateKey(tokKey)
+	writePEM(t, filepath.Join(dir, "token.key"), "EC PRIVATE KEY", sec1)
+	writePEM(t, filepath.Join(dir, "token.crt"), "CERTIFICATE", leafDER)
+	writePEM(t, filepath.Join(dir, "ca.crt"), "CERTIFICATE", caDER)
+
+	a := newKBS(t, baseConfig("@DATA@", "")+fmt.Sprintf(`
+[attestation_service.attestation_token_broker]
+issuer_name = "kbs-a"
+duration_min = 10
+[attestation_service.attestation_token_broker.signer]
+key_path = %q
+cert_path = %q
+`, filepath.Join(dir, "token.key"), filepath.Join(dir, "token.crt")))
+	a.registerSampleRVs(t)
+	tok := mustAttestDirect(t, a)
+	claims, _, err := a.srv.tokens.Verify(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claims.Issuer != "kbs-a" || claims.Expiry-claims.IssuedAt != 600 {
+		t.Errorf("issuer %q, lifetime %d", claims.Issuer, claims.Expiry-claims.IssuedAt)
+	}
+	if !a.srv.jwks[0].Key.(*ecdsa.PublicKey).Equal(&tokKey.PublicKey) || len(a.srv.jwks[0].Certificates) != 1 {
+		t.Error("JWKS is not the configured key with its certificate")
+	}
+
+	// KBS B trusts A's tokens through the CA, through a JWK set, or not at all.
+	set, _ := json.Marshal(gojose.JSONWebKeySet{Keys: []gojose.JSONWebKey{{Key: &tokKey.PublicKey}}})
+	os.WriteFile(filepath.Join(dir, "a.jwks"), set, 0o600)
+	for name, extra := range map[string]string{
+		"trusted_certs_paths": fmt.Sprintf("[attestation_token]\ntrusted_certs_paths = [%q]\n", filepath.Join(dir, "ca.crt")),
+		"trusted_jwk_sets":    fmt.Sprintf("[attestation_token]\ntrusted_jwk_sets = [%q]\n", filepath.Join(dir, "a.jwks")),
+		"nothing":             "",
+	} {
+		b := newKBS(t, baseConfig("@DATA@", "")+extra)
+		_, _, err := b.srv.tokens.Verify(tok)
+		if name == "nothing" {
+			if !errors.Is(err, ear.ErrUntrustedKey) {
+				t.Errorf("untrusted A: %v", err)
+			}
+		} else if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+
+	// Bad signer and trust configurations stop the server from starting.
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	p384DER, _ := x509.MarshalPKCS8PrivateKey(p384)
+	writePEM(t, filepath.Join(dir, "p384.key"), "PRIVATE KEY", p384DER)
+	os.WriteFile(filepath.Join(dir, "empty.crt"), []byte("no certificates here"), 0o600)
+	os.WriteFile(filepath.Join(dir, "bad.jwks"), []byte("{"), 0o600)
+	for name, extra := range map[string]string{
+		"P-384 key":     fmt.Sprintf("[attestation_service.attestation_token_broker.signer]\nkey_path = %q\n", filepath.Join(dir, "p384.key")),
+		"missing key":   fmt.Sprintf("[attestation_service.attestation_token_broker.signer]\nkey_path = %q\n", filepath.Join(dir, "nope.key")),
+		"not PEM":       fmt.Sprintf("[attestation_service.attestation_token_broker.signer]\nkey_path = %q\n", filepath.Join(dir, "a.jwks")),
+		"empty chain":   fmt.Sprintf("[attestation_service.attestation_token_broker.signer]\nkey_path = %q\ncert_path = %q\n", filepath.Join(dir, "token.key"), filepath.Join(dir, "empty.crt")),
+		"missing certs": fmt.Sprintf("[attestation_token]\ntrusted_certs_paths = [%q]\n", filepath.Join(dir, "nope.crt")),
+		"bad jwk set":   fmt.Sprintf("[attestation_token]\ntrusted_jwk_sets = [%q]\n", filepath.Join(dir, "bad.jwks")),
+	} {
+		cfg, err := ParseConfig([]byte(baseConfig(t.TempDir(), "")+extra), quietLog())
+		if err != nil {
+			t.Errorf("%s: ParseConfig: %v", name, err)
+			continue
+		}
+		if srv, err := New(bg, cfg, sampleRegistry(), quietLog()); err == nil {
+			srv.Close()
+			t.Errorf("%s: New succeeded", name)
+		}
+	}
+}
