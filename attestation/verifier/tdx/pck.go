@@ -236,11 +236,11 @@ func (c *pckChain) verifySignatures(roots []*x509.Certificate) (*x509.Certificat
 	return root, nil
 }
 
-// trustedRoot returns the trusted root holding cert's key, so that a quote
-// cannot bring its own root.
+// trustedRoot returns the trusted root the chain ends in. Nothing checks
+// the chain's copy of the root, so it must be byte for byte a trusted one.
 func trustedRoot(cert *x509.Certificate, roots []*x509.Certificate) *x509.Certificate {
 	for _, r := range roots {
-		if bytes.Equal(r.RawSubjectPublicKeyInfo, cert.RawSubjectPublicKeyInfo) {
+		if bytes.Equal(r.Raw, cert.Raw) {
 			return r
 		}
 	}
