@@ -10,8 +10,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -593,5 +595,123 @@ func TestX5CLeafForAnotherKey(t *testing.T) {
 	tok = rawToken(t, map[string]any{"alg": "ES256", "jwk": jwkOf(certified)}, good, certified, nil)
 	if _, _, err := v.Verify(tok); err != nil {
 		t.Errorf("certified key: %v", err)
+	}
+}
+
+// mutableClock is a clock the test moves.
+type mutableClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *mutableClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *mutableClock) set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+// TestCachedTokensStillExpire: a verified token is remembered, but its
+// validity period is checked on every use.
+func TestCachedTokensStillExpire(t *testing.T) {
+	s := newSigner(t, newKey(t))
+	tok, _ := s.Sign(sampleClaims(base))
+	clk := &mutableClock{t: base}
+	v := ear.NewVerifier(ear.VerifierOptions{Keys: []gojose.JSONWebKey{s.Public()}, Now: clk.now})
+	if _, _, err := v.Verify(tok); err != nil {
+		t.Fatal(err)
+	}
+	clk.set(base.Add(6 * time.Minute))
+	if _, _, err := v.Verify(tok); !errors.Is(err, ear.ErrExpired) {
+		t.Errorf("cached token after exp: %v, want ErrExpired", err)
+	}
+	clk.set(base.Add(-time.Minute))
+	if _, _, err := v.Verify(tok); !errors.Is(err, ear.ErrNotYetValid) {
+		t.Errorf("cached token before iat: %v, want ErrNotYetValid", err)
+	}
+	// A failed verification is not remembered as a success.
+	clk.set(base)
+	bad := flipSignature(tok)
+	for range 2 {
+		if _, _, err := v.Verify(bad); !errors.Is(err, ear.ErrBadSignature) {
+			t.Errorf("flipped signature: %v", err)
+		}
+	}
+}
+
+func TestRemember(t *testing.T) {
+	s := newSigner(t, newKey(t))
+	clk := &mutableClock{t: base}
+	v := ear.NewVerifier(ear.VerifierOptions{Keys: []gojose.JSONWebKey{s.Public()}, Now: clk.now})
+	c := sampleClaims(base)
+	tok, _ := s.Sign(c)
+	if err := v.Remember(tok, c); err != nil {
+		t.Fatal(err)
+	}
+	got, raw, err := v.Verify(tok)
+	if err != nil || got.Issuer != "test-issuer" {
+		t.Fatalf("remembered token: %v", err)
+	}
+	if raw["submods"].(map[string]any)["cpu0"].(map[string]any)["ear.status"] != "affirming" {
+		t.Errorf("raw claims of a remembered token: %v", raw)
+	}
+	clk.set(base.Add(time.Hour))
+	if _, _, err := v.Verify(tok); !errors.Is(err, ear.ErrExpired) {
+		t.Errorf("remembered token after exp: %v", err)
+	}
+	// Many tokens: the cache stays usable and the newest is served.
+	clk.set(base)
+	var last string
+	for i := range 5000 {
+		c := sampleClaims(base)
+		c.Issuer = fmt.Sprint("issuer-", i)
+		last, _ = s.Sign(c)
+		if err := v.Remember(last, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _, err := v.Verify(last); err != nil || got.Issuer != "issuer-4999" {
+		t.Errorf("newest token: %v", err)
+	}
+	// An evicted token still verifies by its signature.
+	if _, _, err := v.Verify(tok); err != nil {
+		t.Errorf("first token: %v", err)
+	}
+}
+
+func TestConcurrentVerify(t *testing.T) {
+	s := newSigner(t, newKey(t))
+	v := ear.NewVerifier(ear.VerifierOptions{Keys: []gojose.JSONWebKey{s.Public()}, Now: at(base)})
+	toks := make([]string, 8)
+	for i := range toks {
+		c := sampleClaims(base)
+		c.Issuer = fmt.Sprint(i)
+		toks[i], _ = s.Sign(c)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				n := (g + i) % len(toks)
+				c, _, err := v.Verify(toks[n])
+				if err != nil || c.Issuer != fmt.Sprint(n) {
+					errs <- fmt.Errorf("token %d: %v %v", n, c, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
