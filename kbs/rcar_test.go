@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -603,5 +604,41 @@ func TestOversizeBody(t *testing.T) {
 	}
 	if _, err := k.srv.store.Get(bg, ResourceNamespace, "default/key/big"); err == nil {
 		t.Error("oversize resource stored")
+	}
+}
+
+// TestConcurrentAttestSameSession: racing attestations of one session all
+// answer with the one token the session keeps.
+func TestConcurrentAttestSameSession(t *testing.T) {
+	k := newKBS(t, "")
+	k.registerSampleRVs(t)
+	nonce, cookie := k.challenge(t, "sample")
+	key, _ := jose.GenerateTEEKey("EC")
+	body := attestationBody(t, nonce, nonce, key)
+	const n = 8
+	bodies := make(chan string, n)
+	for range n {
+		go func() {
+			rec := serve(k.srv, "POST", "/kbs/v0/attest", body, cookie)
+			if rec.Code != 200 {
+				bodies <- fmt.Sprintf("status %d %s", rec.Code, rec.Body)
+				return
+			}
+			bodies <- rec.Body.String()
+		}()
+	}
+	first := <-bodies
+	for range n - 1 {
+		if b := <-bodies; b != first {
+			t.Errorf("answers differ:\n%s\n%s", first, b)
+		}
+	}
+	var at protocol.AttestationToken
+	if err := json.Unmarshal([]byte(first), &at); err != nil || at.Token == "" {
+		t.Fatalf("answer %s", first)
+	}
+	sess, err := k.srv.sessions.get(bg, cookie)
+	if err != nil || sess.Token != at.Token {
+		t.Errorf("session keeps another token: %v", err)
 	}
 }
