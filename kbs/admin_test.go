@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -434,4 +435,19 @@ func TestAdminEndpoints(t *testing.T) {
 		{"DELETE reference value id", "DELETE", "/kbs/v0/reference-value/svn", nil, hdr, 404, protocol.KindInvalidPath},
 		{"PUT resource policy", "PUT", "/kbs/v0/resource-policy", nil, hdr, 405, protocol.KindMethodNotAllowed},
 	})
+}
+
+func TestAuthorize(t *testing.T) {
+	k := newKBS(t, "")
+	req := httptest.NewRequest("POST", "/kbs/v0/resource-policy", nil)
+	req.Header.Set("Authorization", "Bearer "+signJWT(t, k.adminKey, map[string]any{
+		"role": "admin", "sub": "alice", "exp": time.Now().Add(time.Minute).Unix()}))
+	who, err := k.srv.admin.Authorize(req)
+	if err != nil || who != "admin:alice" {
+		t.Errorf("Authorize = %q, %v", who, err)
+	}
+	req.Header.Del("Authorization")
+	if who, err := k.srv.admin.Authorize(req); !errors.Is(err, ErrAdminNoToken) || who != "" {
+		t.Errorf("no token: %q, %v", who, err)
+	}
 }
