@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -67,10 +68,13 @@ type AdminIdentity struct {
 // NewAdmin builds the authorizer from [admin]. With no mode configured it
 // never falls back to allowing everyone: it generates an Ed25519 key pair
 // in dataDir (once) and trusts tokens signed by it for role "admin".
-func NewAdmin(c AdminConfig, dataDir string, log interface{ Info(string, ...any) }) (*Admin, error) {
+func NewAdmin(c AdminConfig, dataDir string, log *slog.Logger) (*Admin, error) {
 	a := &Admin{mode: c.AuthorizationMode, now: time.Now}
 	switch c.AuthorizationMode {
-	case ModeDenyAll, ModeInsecureAllowAll:
+	case ModeInsecureAllowAll:
+		log.Warn("admin API open to anyone (authorization_mode = InsecureAllowAll): for development only")
+		return a, nil
+	case ModeDenyAll:
 		return a, nil
 	case "":
 		priv, pub, err := EnsureAdminKey(dataDir)

@@ -68,6 +68,9 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 		keys = []gojose.JSONWebKey{as.Signer().Public()}
 	}
 	var err error
+	if cfg.AttestationToken.InsecureHeaderJWK {
+		log.Warn("accepting attestation tokens signed by any key in their header (insecure_header_jwk = true): for development only")
+	}
 	if srv.tokens, err = newTokenVerifier(cfg.AttestationToken, keys); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/cocoon-cc/cocoon/store"
 )
@@ -58,6 +59,9 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 	}
 	key = make([]byte, KeySize)
 	rand.Read(key)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: sealing key directory: %w", err)
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: create sealing key: %w", err)
