@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"testing"
+	"time"
 
 	tdxtesting "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tdx-guest/testing/testdata"
@@ -23,6 +24,23 @@ func BenchmarkVerifyTDX(b *testing.B) {
 		quote := sampleQuote(b)
 		q := mustParse(b, quote)
 		benchEvaluate(b, sampleVerifier(b), evidenceJSON(quote, nil), verifier.Expected{ReportData: q.Body.ReportData[:]})
+	})
+	// Nothing cached: every signature, certificate and collateral item is
+	// parsed and verified, collateral read from a directory.
+	b.Run("cold", func(b *testing.B) {
+		ctx := context.Background()
+		ev := evidenceJSON(sampleQuote(b), nil)
+		dir := writeSampleDir(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			v, err := New(Options{CollateralDir: dir, Now: func() time.Time { return sampleTime }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := v.Evaluate(ctx, ev, verifier.Expected{}); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 	// A test-PKI quote with the 1 MiB td-shim CCEL a guest sends whole.
 	b.Run("quote+ccel", func(b *testing.B) {

@@ -191,11 +191,12 @@ func verifyCollateral(raw *rawCollateral, chain *pckChain, root *x509.Certificat
 		return nil, err
 	}
 	c.rootRevoked, c.pckRevoked = revokedSerials(c.rootCRL), revokedSerials(c.pckCRL)
-	tcbSigner, tcbRaw, err := c.verifySigned(raw.tcbInfo, "tcbInfo", root)
+	signers := signerCache{}
+	tcbSigner, tcbRaw, err := c.verifySigned(raw.tcbInfo, "tcbInfo", root, signers)
 	if err != nil {
 		return nil, fmt.Errorf("TCB info: %w", err)
 	}
-	qeSigner, qeRaw, err := c.verifySigned(raw.qeIdentity, "enclaveIdentity", root)
+	qeSigner, qeRaw, err := c.verifySigned(raw.qeIdentity, "enclaveIdentity", root, signers)
 	if err != nil {
 		return nil, fmt.Errorf("QE identity: %w", err)
 	}
@@ -243,12 +244,12 @@ func isRevoked(revoked map[string]bool, cert *x509.Certificate) bool {
 // verifySigned checks a signed JSON response: its signing certificate must
 // be Intel's TCB signing certificate issued by the trusted root and not
 // revoked, and its signature must cover the member's exact bytes.
-func (c *collateral) verifySigned(r response, member string, root *x509.Certificate) (*x509.Certificate, []byte, error) {
+func (c *collateral) verifySigned(r response, member string, root *x509.Certificate, signers signerCache) (*x509.Certificate, []byte, error) {
 	s, err := splitSigned(r.body, member)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrCollateralFormat, err)
 	}
-	signer, err := tcbSigner(r.issuerChain, root)
+	signer, err := signers.get(r.issuerChain, root)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -260,6 +261,21 @@ func (c *collateral) verifySigned(r response, member string, root *x509.Certific
 		return nil, nil, fmt.Errorf("%w: signature over %s does not verify", ErrCollateralSignature, member)
 	}
 	return signer, s.raw, nil
+}
+
+// signerCache remembers verified issuer chains: TCB info and QE identity
+// usually come with the same one.
+type signerCache map[string]*x509.Certificate
+
+func (s signerCache) get(chain []byte, root *x509.Certificate) (*x509.Certificate, error) {
+	if cert, ok := s[string(chain)]; ok {
+		return cert, nil
+	}
+	cert, err := tcbSigner(chain, root)
+	if err == nil {
+		s[string(chain)] = cert
+	}
+	return cert, err
 }
 
 // tcbSigner finds the TCB signing certificate in an issuer chain and checks

@@ -29,12 +29,13 @@ var algNames = map[uint16]string{
 // digestSizes are the sizes a Spec ID event must declare for hash algorithms.
 var digestSizes = map[uint16]uint16{algSHA1: 20, algSHA256: 32, algSHA384: 48, algSHA512: 64, algSM3: 32}
 
-// Event types of the TCG PC Client Platform Firmware Profile.
+// The first event of a crypto-agile log is an EV_NO_ACTION event in the
+// SHA-1 format, TCG_EfiSpecIDEvent, starting with this signature.
 const (
 	evNoAction = 0x3
+	sha1Size   = 20
 )
 
-// specIDSignature starts the first event of a crypto-agile log.
 var specIDSignature = []byte("Spec ID Event03\x00")
 
 // EventLog is a parsed TCG2 crypto-agile event log, such as the TDX CC
@@ -124,8 +125,6 @@ func (p *logParser) specID() error {
 	}
 	return exactlyConsumed(data)
 }
-
-const sha1Size = 20
 
 // event parses one TCG_PCR_EVENT2.
 func (p *logParser) event() (Event, error) {

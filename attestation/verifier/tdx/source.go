@@ -16,7 +16,7 @@ type Getter interface {
 	Get(ctx context.Context, url string) (http.Header, []byte, error)
 }
 
-// HTTPGetter is the default Getter.
+// HTTPGetter is the default Getter. A nil Client is http.DefaultClient.
 type HTTPGetter struct {
 	Client *http.Client
 }
@@ -30,7 +30,11 @@ func (g HTTPGetter) Get(ctx context.Context, u string) (http.Header, []byte, err
 	if err != nil {
 		return nil, nil, err
 	}
-	resp, err := g.Client.Do(req)
+	client := g.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -113,16 +117,8 @@ func unescapeChain(chain []byte) []byte {
 	return []byte(s)
 }
 
-// dirSource reads saved PCS responses from a directory:
-//
-//	tcb-info-<FMSPC>.json               TDX TCB info body (FMSPC in upper-case hex)
-//	tcb-info-<FMSPC>.json.issuer-chain  its TCB-Info-Issuer-Chain header
-//	qe-identity.json                    TD QE identity body
-//	qe-identity.json.issuer-chain       its SGX-Enclave-Identity-Issuer-Chain header
-//	pck-crl-platform.der                PCK CRL of the platform CA (or pck-crl-processor.der)
-//	root-ca-crl.der                     Intel SGX Root CA CRL
-//
-// CRLs may be DER, PEM or hex; issuer chains PEM, URL-encoded or not.
+// dirSource reads saved PCS responses from a directory, named as
+// Options.CollateralDir describes.
 type dirSource struct {
 	dir string
 }

@@ -120,7 +120,7 @@ func TestTamperSignatures(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return verifyQuoteSignatures(q, chain)
+		return verifyQuoteSignatures(q, chain.leafKey)
 	}
 	for _, name := range []string{"tdx_quote_5.dat", "cos"} {
 		raw := trusteeData(t, "tdx_quote_5.dat")

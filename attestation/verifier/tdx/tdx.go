@@ -12,6 +12,7 @@ package tdx
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
@@ -24,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )
 
@@ -35,7 +38,16 @@ type Options struct {
 	// https://pccs.example:8081.
 	CollateralURL string
 	// CollateralDir reads saved PCS responses from a directory instead of
-	// the network; see dirSource for the file names.
+	// the network, for air-gapped verifiers:
+	//
+	//	tcb-info-<FMSPC>.json               TDX TCB info body (FMSPC in upper-case hex)
+	//	tcb-info-<FMSPC>.json.issuer-chain  its TCB-Info-Issuer-Chain header
+	//	qe-identity.json                    TD QE identity body
+	//	qe-identity.json.issuer-chain       its SGX-Enclave-Identity-Issuer-Chain header
+	//	pck-crl-platform.der                PCK CRL of the platform CA (pck-crl-processor.der)
+	//	root-ca-crl.der                     Intel SGX Root CA CRL
+	//
+	// CRLs may be DER, PEM or hex; issuer chains PEM, URL-encoded or not.
 	CollateralDir string
 	// TCBUpdate picks Intel's TCB recovery stream: "early" (the default, as
 	// in Trustee) or "standard".
@@ -46,6 +58,10 @@ type Options struct {
 	// Now is the time at which certificates and collateral must be valid.
 	// Defaults to time.Now; set it to verify old evidence.
 	Now func() time.Time
+	// CollateralMaxAge is how long fetched collateral is reused before it
+	// is fetched again, even if it is still valid, so that TCB recoveries
+	// Intel publishes are picked up. Defaults to 24 hours.
+	CollateralMaxAge time.Duration
 	// Roots are the trusted root CAs. Defaults to IntelRootCA.
 	Roots []*x509.Certificate
 }
@@ -55,19 +71,27 @@ const (
 	intelPCSHost = "api.trustedservices.intel.com"
 	// maxCacheEntries bounds each cache; a fleet has few PCK chains per
 	// platform and few FMSPCs.
-	maxCacheEntries = 4096
+	maxCacheEntries      = 4096
+	defaultCollateralAge = 24 * time.Hour
 )
 
 // Verifier verifies TDX evidence. It caches verified PCK chains and
 // collateral; it is safe for concurrent use.
 type Verifier struct {
-	now   func() time.Time
-	roots []*x509.Certificate
-	src   collateralSource
+	now    func() time.Time
+	maxAge time.Duration
+	roots  []*x509.Certificate
+	src    collateralSource
 
 	mu          sync.Mutex
 	chains      map[[32]byte]*verifiedChain
-	collaterals map[collateralKey]*collateral
+	collaterals map[collateralKey]*cachedCollateral
+	fetches     singleflight.Group // one fetch per platform at a time
+}
+
+type cachedCollateral struct {
+	*collateral
+	fetched time.Time
 }
 
 // verifiedChain is a PCK chain whose signatures verified to trustedRoot.
@@ -88,12 +112,16 @@ var _ verifier.Verifier = (*Verifier)(nil)
 func New(opts Options) (*Verifier, error) {
 	v := &Verifier{
 		now:         opts.Now,
+		maxAge:      opts.CollateralMaxAge,
 		roots:       opts.Roots,
 		chains:      make(map[[32]byte]*verifiedChain),
-		collaterals: make(map[collateralKey]*collateral),
+		collaterals: make(map[collateralKey]*cachedCollateral),
 	}
 	if v.now == nil {
 		v.now = time.Now
+	}
+	if v.maxAge <= 0 {
+		v.maxAge = defaultCollateralAge
 	}
 	if len(v.roots) == 0 {
 		v.roots = []*x509.Certificate{IntelRootCA()}
@@ -208,7 +236,7 @@ func (v *Verifier) VerifyQuote(ctx context.Context, rawQuote, eventLog []byte, e
 	if err != nil {
 		return nil, err
 	}
-	if err := verifyQuoteSignatures(q, chain); err != nil {
+	if err := verifyQuoteSignatures(q, chain.leafKey); err != nil {
 		return nil, err
 	}
 	coll, err := v.collateral(ctx, chain, now)
@@ -267,8 +295,8 @@ func (v *Verifier) verifiedChain(pemChain []byte, now time.Time) (*verifiedChain
 // verifyQuoteSignatures checks the chain of trust inside the quote: the PCK
 // key signed the QE report, the QE report binds the attestation key, and
 // the attestation key signed the header and TD report.
-func verifyQuoteSignatures(q *Quote, chain *verifiedChain) error {
-	if !verifyP256(chain.leafKey, q.RawQEReport, q.QEReportSignature) {
+func verifyQuoteSignatures(q *Quote, pckKey *ecdsa.PublicKey) error {
+	if !verifyP256(pckKey, q.RawQEReport, q.QEReportSignature) {
 		return ErrQEReportSignature
 	}
 	h := sha256.New()
@@ -296,23 +324,31 @@ func (v *Verifier) collateral(ctx context.Context, chain *verifiedChain, now tim
 	v.mu.Lock()
 	c := v.collaterals[key]
 	v.mu.Unlock()
-	if c != nil && c.checkTime(now) == nil {
-		return c, nil
+	if c != nil && now.Sub(c.fetched) < v.maxAge && c.checkTime(now) == nil {
+		return c.collateral, nil
 	}
-	raw, err := v.src.fetch(ctx, chain.platform.fmspc, chain.ca)
+	fresh, err, _ := v.fetches.Do(fmt.Sprint(key), func() (any, error) {
+		raw, err := v.src.fetch(ctx, chain.platform.fmspc, chain.ca)
+		if err != nil {
+			return nil, err
+		}
+		c, err := verifyCollateral(raw, chain.pckChain, chain.trustedRoot, now)
+		if err != nil {
+			return nil, err
+		}
+		v.mu.Lock()
+		if len(v.collaterals) >= maxCacheEntries {
+			clear(v.collaterals)
+		}
+		v.collaterals[key] = &cachedCollateral{collateral: c, fetched: now}
+		v.mu.Unlock()
+		return c, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if c, err = verifyCollateral(raw, chain.pckChain, chain.trustedRoot, now); err != nil {
-		return nil, err
-	}
-	v.mu.Lock()
-	if len(v.collaterals) >= maxCacheEntries {
-		clear(v.collaterals)
-	}
-	v.collaterals[key] = c
-	v.mu.Unlock()
-	return c, nil
+	// A concurrent caller may have fetched it for a slightly different time.
+	return fresh.(*collateral), fresh.(*collateral).checkTime(now)
 }
 
 func checkRevocation(chain *verifiedChain, c *collateral) error {

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,6 +199,54 @@ func TestVerificationTime(t *testing.T) {
 	set(sampleTime)
 	if _, err := evaluate(t, v, sampleQuote(t), nil, verifier.Expected{}); err != nil {
 		t.Errorf("back at the sample time: %v", err)
+	}
+}
+
+// TestCollateralMaxAge: collateral is fetched again after CollateralMaxAge
+// even while it is valid.
+func TestCollateralMaxAge(t *testing.T) {
+	srv := newPCCS(t)
+	var now atomic.Pointer[time.Time]
+	now.Store(&sampleTime)
+	v, err := New(Options{CollateralURL: srv.URL, CollateralMaxAge: time.Hour, Now: func() time.Time { return *now.Load() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		after    time.Duration
+		requests int64
+	}{{0, 4}, {30 * time.Minute, 4}, {2 * time.Hour, 8}, {150 * time.Minute, 8}} {
+		at := sampleTime.Add(step.after)
+		now.Store(&at)
+		if _, err := evaluate(t, v, sampleQuote(t), nil, verifier.Expected{}); err != nil {
+			t.Fatal(err)
+		}
+		if n := srv.requests.Load(); n != step.requests {
+			t.Errorf("after %s: %d requests, want %d", step.after, n, step.requests)
+		}
+	}
+}
+
+// TestConcurrentEvaluate: concurrent evaluations of a new platform share
+// one collateral fetch.
+func TestConcurrentEvaluate(t *testing.T) {
+	srv := newPCCS(t)
+	v, err := New(Options{CollateralURL: srv.URL, Now: func() time.Time { return sampleTime }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := evidenceJSON(sampleQuote(t), nil)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			if _, err := v.Evaluate(context.Background(), ev, verifier.Expected{}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := srv.requests.Load(); n != 4 {
+		t.Errorf("%d collateral requests, want 4", n)
 	}
 }
 
