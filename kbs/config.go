@@ -18,10 +18,13 @@ type Config struct {
 	AttestationService ASConfig         `toml:"attestation_service"`
 	Admin              AdminConfig      `toml:"admin"`
 	StorageBackend     StorageConfig    `toml:"storage_backend"`
-	Plugins            []PluginConfig   `toml:"plugins"`
-	JWE                JWEConfig        `toml:"jwe"`
-	DataDir            string           `toml:"data_dir"`
-	Logging            LoggingConfig    `toml:"logging"`
+	// SessionStorageType overrides storage_type for RCAR sessions, as in
+	// Trustee: "Memory" trades sessions surviving a restart for speed.
+	SessionStorageType string         `toml:"session_storage_type"`
+	Plugins            []PluginConfig `toml:"plugins"`
+	JWE                JWEConfig      `toml:"jwe"`
+	DataDir            string         `toml:"data_dir"`
+	Logging            LoggingConfig  `toml:"logging"`
 }
 
 // HTTPServerConfig is [http_server].
@@ -228,6 +231,13 @@ func (c *Config) normalizeStorage() error {
 	}
 	if s.StorageType == "Embedded" && s.Backends.Embedded.Path == "" {
 		s.Backends.Embedded.Path = c.DataDir
+	}
+	switch c.SessionStorageType {
+	case "":
+		c.SessionStorageType = s.StorageType
+	case "Memory", s.StorageType:
+	default:
+		return fmt.Errorf("config: session_storage_type %q must be Memory or the storage_type", c.SessionStorageType)
 	}
 	return nil
 }

@@ -359,3 +359,17 @@ cert_path = %q
 		}
 	}
 }
+
+func TestSessionStorageType(t *testing.T) {
+	base := "[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Embedded\"\n[storage_backend.backends.embedded]\npath = \"/tmp/x\"\n"
+	cfg, err := ParseConfig([]byte("session_storage_type = \"Memory\"\n"+base), quietLog())
+	if err != nil || cfg.SessionStorageType != "Memory" {
+		t.Fatalf("Memory sessions: %v %+v", err, cfg)
+	}
+	if cfg, err = ParseConfig([]byte(base), quietLog()); err != nil || cfg.SessionStorageType != "Embedded" {
+		t.Fatalf("default session storage: %v %q", err, cfg.SessionStorageType)
+	}
+	if _, err := ParseConfig([]byte("session_storage_type = \"Redis\"\n"+base), quietLog()); err == nil {
+		t.Fatal("an unknown session storage type was accepted")
+	}
+}

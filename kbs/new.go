@@ -51,6 +51,9 @@ func New(ctx context.Context, cfg *Config, verifiers verifier.Registry, log *slo
 func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verifier.Registry, log *slog.Logger) (*Server, error) {
 	srv := &Server{cfg: cfg, store: st, log: log, metrics: newMetrics(), now: time.Now,
 		sessions: &sessions{store: st, timeout: time.Duration(cfg.AttestationService.Timeout) * time.Minute, now: time.Now}}
+	if cfg.SessionStorageType == "Memory" && cfg.StorageBackend.StorageType != "Memory" {
+		srv.sessions.store = memory.New()
+	}
 	var keys []gojose.JSONWebKey
 	var remote *remoteAS
 	if cfg.AttestationService.Type == ASRestful {

@@ -32,9 +32,21 @@ import (
 // agreements and AES-GCM operations one handshake needs, done alone with the
 // same concurrency; %floor is throughput over floor throughput.
 func BenchmarkRCAR(b *testing.B) {
+	for _, sessions := range []string{"durable", "memory"} {
+		b.Run("sessions="+sessions, func(b *testing.B) {
+			extra := "[logging]\nlevel = \"warn\"\n"
+			if sessions == "memory" {
+				extra = "session_storage_type = \"Memory\"\n" + extra
+			}
+			benchRCAR(b, extra)
+		})
+	}
+}
+
+func benchRCAR(b *testing.B, extra string) {
 	t := &testing.T{}
 	data := b.TempDir()
-	cfg, url := kbsConfig(t, data, "http", "[logging]\nlevel = \"warn\"\n"+os.Getenv("BENCH_EXTRA"))
+	cfg, url := kbsConfig(t, data, "http", extra)
 	k := startKBS(t, cfg, url, data, nil)
 	defer k.stop()
 	provisionSample(t, url, k.adminKey())

@@ -68,11 +68,12 @@ type proc struct {
 }
 
 // kbsConfig writes a configuration for a KBS on a free loopback port with
-// an embedded store in dataDir; extra is appended TOML.
+// an embedded store in dataDir; extra is more TOML.
 func kbsConfig(t *testing.T, dataDir, scheme, extra string) (path, url string) {
 	port := freePort(t)
 	insecure := scheme == "http"
-	cfg := fmt.Sprintf(`
+	// extra comes first so that it may set top-level keys.
+	cfg := fmt.Sprintf(`%s
 [http_server]
 sockets = ["127.0.0.1:%d"]
 insecure_http = %v
@@ -82,7 +83,7 @@ storage_type = "Embedded"
 
 [storage_backend.backends.embedded]
 path = %q
-%s`, port, insecure, dataDir, extra)
+`, extra, port, insecure, dataDir)
 	path = filepath.Join(t.TempDir(), "kbs.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
