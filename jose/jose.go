@@ -133,6 +133,9 @@ func Encrypt(k protocol.TeePubKey, plaintext []byte, allowRSA15 bool) (*protocol
 	if err != nil {
 		return nil, err
 	}
+	if ec, ok := pub.(*ecdsa.PublicKey); ok {
+		return sealECDHES(ec, k.Crv, plaintext)
+	}
 	enc, err := gojose.NewEncrypter(gojose.A256GCM, gojose.Recipient{Algorithm: alg, Key: pub}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("jwe: %w", err)
@@ -151,6 +154,17 @@ func Encrypt(k protocol.TeePubKey, plaintext []byte, allowRSA15 bool) (*protocol
 // Decrypt opens a resource JWE with the TEE's private key. Only the
 // algorithms of the protocol are accepted.
 func Decrypt(priv crypto.PrivateKey, resp *protocol.Response) ([]byte, error) {
+	hb, err := base64.RawURLEncoding.DecodeString(resp.Protected)
+	if err != nil {
+		return nil, fmt.Errorf("%w: protected header: %v", ErrMalformedJWE, err)
+	}
+	var hdr jweHeader
+	if err := json.Unmarshal(hb, &hdr); err != nil {
+		return nil, fmt.Errorf("%w: protected header: %v", ErrMalformedJWE, err)
+	}
+	if ec, ok := priv.(*ecdsa.PrivateKey); ok && hdr.Alg == AlgECDHES {
+		return openECDHES(ec, &hdr, resp)
+	}
 	raw, err := json.Marshal(resp)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedJWE, err)
