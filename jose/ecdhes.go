@@ -227,4 +227,3 @@ func aesKeyUnwrap(kek, wrapped []byte) ([]byte, error) {
 }
 
 var errKeyUnwrap = fmt.Errorf("%w: key unwrap integrity check", ErrDecryptionFailed)
-
