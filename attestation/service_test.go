@@ -364,19 +364,19 @@ func TestExpiredReferenceValues(t *testing.T) {
 		t.Fatalf("fresh values: %s", cpu.Status)
 	}
 	// Age the stored launch digest past its expiry.
-	expire(t, f.store, "launch_digest", time.Now().Add(-time.Second))
+	expire(t, f.rv, "launch_digest", time.Now().Add(-time.Second))
 	cpu := mustEval(t, f).Submods["cpu0"]
 	if cpu.TrustVector.Executables != 33 || cpu.Status != ear.StatusWarning {
 		t.Errorf("expired launch_digest: %+v %s", cpu.TrustVector, cpu.Status)
 	}
 	// And the hardware values.
-	expire(t, f.store, "svn", time.Now().Add(-time.Hour))
+	expire(t, f.rv, "svn", time.Now().Add(-time.Hour))
 	if cpu := mustEval(t, f).Submods["cpu0"]; cpu.TrustVector.Hardware != 97 || cpu.Status != ear.StatusContraindicated {
 		t.Errorf("expired svn: %+v", cpu.TrustVector)
 	}
 	// An expired minimum minor version does not pass as null either.
 	f.register(t, allSampleValues)
-	expire(t, f.store, "minimum_minor_version", time.Now().Add(-time.Second))
+	expire(t, f.rv, "minimum_minor_version", time.Now().Add(-time.Second))
 	if cpu := mustEval(t, f).Submods["cpu0"]; cpu.TrustVector.Hardware != 97 {
 		t.Errorf("expired minimum_minor_version: %+v", cpu.TrustVector)
 	}
@@ -396,19 +396,9 @@ func mustEval(t *testing.T, f *fixture) *ear.Claims {
 	return c
 }
 
-func expire(t *testing.T, st store.Store, name string, at time.Time) {
+func expire(t *testing.T, rv *rvps.Service, name string, at time.Time) {
 	t.Helper()
-	raw, err := st.Get(ctx, rvps.Namespace, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rv rvps.ReferenceValue
-	if err := json.Unmarshal(raw, &rv); err != nil {
-		t.Fatal(err)
-	}
-	rv.Expiration = at
-	b, _ := json.Marshal(rv)
-	if err := st.Put(ctx, rvps.Namespace, name, b); err != nil {
+	if err := rv.Expire(ctx, name, at); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cocoon-cc/cocoon/store"
@@ -50,18 +51,23 @@ type Extractor interface {
 	Extract(payload string) (map[string]json.RawMessage, error)
 }
 
-// Service stores and serves reference values.
+// Service stores and serves reference values. Values read are kept in
+// memory: every appraisal looks several up, and only Register changes them
+// (the store has one writer, this process).
 type Service struct {
 	store      store.Store
 	extractors map[string]Extractor
 	validity   time.Duration
 	now        func() time.Time
+
+	mu    sync.RWMutex
+	cache map[string]*ReferenceValue
 }
 
 // New returns a Service over s with the sample extractor registered.
 func New(s store.Store) *Service {
 	return &Service{store: s, extractors: map[string]Extractor{"sample": Sample{}},
-		validity: DefaultValidity, now: time.Now}
+		validity: DefaultValidity, now: time.Now, cache: map[string]*ReferenceValue{}}
 }
 
 // Register verifies a provenance message and stores the values it carries.
@@ -84,10 +90,14 @@ func (s *Service) Register(ctx context.Context, raw []byte) ([]string, error) {
 	exp := s.now().Add(s.validity).UTC().Truncate(time.Second)
 	names := make([]string, 0, len(values))
 	for name, v := range values {
-		rv, _ := json.Marshal(ReferenceValue{Version: MessageVersion, Name: name, Expiration: exp, Value: v})
-		if err := s.store.Put(ctx, Namespace, name, rv); err != nil {
+		rv := &ReferenceValue{Version: MessageVersion, Name: name, Expiration: exp, Value: v}
+		b, _ := json.Marshal(rv)
+		if err := s.store.Put(ctx, Namespace, name, b); err != nil {
 			return nil, fmt.Errorf("rvps: store %s: %w", name, err)
 		}
+		s.mu.Lock()
+		s.cache[name] = rv
+		s.mu.Unlock()
 		names = append(names, name)
 	}
 	return names, nil
@@ -96,6 +106,46 @@ func (s *Service) Register(ctx context.Context, raw []byte) ([]string, error) {
 // Query returns the value named name, or nil when there is none or it
 // expired: an expired reference value must not vouch for anything.
 func (s *Service) Query(ctx context.Context, name string) (json.RawMessage, error) {
+	rv, err := s.load(ctx, name)
+	if err != nil || rv == nil {
+		return nil, err
+	}
+	if !s.now().Before(rv.Expiration) {
+		return nil, nil
+	}
+	return rv.Value, nil
+}
+
+// Expire sets when the value named name stops vouching for anything;
+// a time in the past revokes it at once.
+func (s *Service) Expire(ctx context.Context, name string, at time.Time) error {
+	rv, err := s.load(ctx, name)
+	if err != nil {
+		return err
+	}
+	if rv == nil {
+		return fmt.Errorf("rvps: no reference value %q", name)
+	}
+	updated := *rv
+	updated.Expiration = at.UTC()
+	b, _ := json.Marshal(updated)
+	if err := s.store.Put(ctx, Namespace, name, b); err != nil {
+		return fmt.Errorf("rvps: store %s: %w", name, err)
+	}
+	s.mu.Lock()
+	s.cache[name] = &updated
+	s.mu.Unlock()
+	return nil
+}
+
+// load returns the stored value named name (nil when there is none).
+func (s *Service) load(ctx context.Context, name string) (*ReferenceValue, error) {
+	s.mu.RLock()
+	rv, ok := s.cache[name]
+	s.mu.RUnlock()
+	if ok {
+		return rv, nil
+	}
 	raw, err := s.store.Get(ctx, Namespace, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
@@ -103,14 +153,14 @@ func (s *Service) Query(ctx context.Context, name string) (json.RawMessage, erro
 	if err != nil {
 		return nil, err
 	}
-	var rv ReferenceValue
-	if err := json.Unmarshal(raw, &rv); err != nil {
+	rv = &ReferenceValue{}
+	if err := json.Unmarshal(raw, rv); err != nil {
 		return nil, fmt.Errorf("rvps: stored %s: %w", name, err)
 	}
-	if !s.now().Before(rv.Expiration) {
-		return nil, nil
-	}
-	return rv.Value, nil
+	s.mu.Lock()
+	s.cache[name] = rv
+	s.mu.Unlock()
+	return rv, nil
 }
 
 // Sample is the "sample" provenance: base64 of a JSON object mapping names

@@ -252,3 +252,27 @@ func FuzzRegister(f *testing.F) {
 		}
 	})
 }
+
+func TestExpireRevokesAtOnce(t *testing.T) {
+	s := New(memory.New())
+	msg := `{"version":"0.1.0","type":"sample","payload":"` + base64.StdEncoding.EncodeToString([]byte(`{"x":["1"]}`)) + `"}`
+	if _, err := s.Register(context.Background(), []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s.Query(context.Background(), "x"); v == nil {
+		t.Fatal("registered value not found")
+	}
+	if err := s.Expire(context.Background(), "x", time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := s.Query(context.Background(), "x"); v != nil {
+		t.Fatalf("revoked value still answers %s", v)
+	}
+	// A new Service over the same store (a restart) sees the revocation too.
+	if v, _ := New(s.store).Query(context.Background(), "x"); v != nil {
+		t.Fatalf("revocation not stored: %s", v)
+	}
+	if err := s.Expire(context.Background(), "missing", time.Now()); err == nil {
+		t.Fatal("expiring a missing value succeeded")
+	}
+}

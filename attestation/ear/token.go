@@ -2,9 +2,11 @@ package ear
 
 import (
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,11 +26,13 @@ var (
 	ErrNotYetValid    = errors.New("token issued in the future")
 )
 
-// Signer signs EAR tokens with an ES256 key.
+// Signer signs EAR tokens with an ES256 key. Its protected header never
+// changes, so it is encoded once; each token costs one JSON encoding and
+// one ECDSA signature.
 type Signer struct {
 	key    *ecdsa.PrivateKey
 	jwk    gojose.JSONWebKey
-	signer gojose.Signer
+	header string // base64url of {"alg":"ES256","jwk":..,"typ":"JWT"}
 }
 
 // NewSigner wraps a P-256 private key; chain, if any, is published as the
@@ -37,29 +41,38 @@ func NewSigner(key *ecdsa.PrivateKey, chain []*x509.Certificate) (*Signer, error
 	if key.Curve != elliptic.P256() {
 		return nil, errors.New("ear: only P-256 signing keys make ES256 tokens")
 	}
-	jwk := gojose.JSONWebKey{Key: key, Algorithm: string(gojose.ES256), Certificates: chain}
-	s, err := gojose.NewSigner(gojose.SigningKey{Algorithm: gojose.ES256, Key: jwk},
-		(&gojose.SignerOptions{EmbedJWK: true}).WithType("JWT"))
+	jwk := gojose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(gojose.ES256), Certificates: chain}
+	hdr, err := json.Marshal(struct {
+		Alg string            `json:"alg"`
+		JWK gojose.JSONWebKey `json:"jwk"`
+		Typ string            `json:"typ"`
+	}{"ES256", jwk, "JWT"})
 	if err != nil {
 		return nil, fmt.Errorf("ear: %w", err)
 	}
-	return &Signer{key: key, jwk: jwk.Public(), signer: s}, nil
+	return &Signer{key: key, jwk: jwk, header: base64.RawURLEncoding.EncodeToString(hdr)}, nil
 }
 
 // Public is the verification key, for /.well-known/jwks.json.
 func (s *Signer) Public() gojose.JSONWebKey { return s.jwk }
 
-// Sign serializes and signs claims as a compact JWT.
+// Sign serializes and signs claims as a compact JWT (RFC 7515, ES256:
+// the signature is R || S, 32 bytes each).
 func (s *Signer) Sign(c *Claims) (string, error) {
 	body, err := json.Marshal(c)
 	if err != nil {
 		return "", fmt.Errorf("ear: %w", err)
 	}
-	obj, err := s.signer.Sign(body)
+	input := s.header + "." + base64.RawURLEncoding.EncodeToString(body)
+	digest := sha256.Sum256([]byte(input))
+	r, sv, err := ecdsa.Sign(rand.Reader, s.key, digest[:])
 	if err != nil {
 		return "", fmt.Errorf("ear: %w", err)
 	}
-	return obj.CompactSerialize()
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	sv.FillBytes(sig[32:])
+	return input + "." + base64.RawURLEncoding.EncodeToString(sig), nil
 }
 
 // VerifierOptions says which token signers are trusted.
