@@ -79,4 +79,3 @@ func Message(values map[string]any) ([]byte, error) {
 	return json.Marshal(rvps.Message{Version: rvps.MessageVersion, Type: "sample",
 		Payload: base64.StdEncoding.EncodeToString(payload)})
 }
-
