@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	tdxtesting "github.com/google/go-tdx-guest/testing"
+	tdxdata "github.com/google/go-tdx-guest/testing/testdata"
+
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/cocoon-cc/cocoon/protocol"
@@ -145,4 +148,37 @@ func loadKey(t *testing.T, path string) crypto.Signer {
 		t.Fatal(err)
 	}
 	return k.(crypto.Signer)
+}
+
+// TestVerifyOfflineTDX verifies Trustee's real v4 quote with Intel's saved
+// collateral (go-tdx-guest's testdata) as of the day the collateral was
+// valid, and rejects it when a byte is flipped or the time is today.
+func TestVerifyOfflineTDX(t *testing.T) {
+	dir := t.TempDir()
+	for name, b := range map[string][]byte{
+		"tcb-info-50806F000000.json":              tdxdata.TcbInfoBody,
+		"tcb-info-50806F000000.json.issuer-chain": []byte(tdxtesting.TcbInfoHeader["Tcb-Info-Issuer-Chain"][0]),
+		"qe-identity.json":                        tdxdata.QeIdentityBody,
+		"qe-identity.json.issuer-chain":           []byte(tdxtesting.QeIdentityHeader["Sgx-Enclave-Identity-Issuer-Chain"][0]),
+		"pck-crl-platform.der":                    tdxdata.PckCrlBody,
+		"root-ca-crl.der":                         tdxdata.RootCrlBody,
+	} {
+		os.WriteFile(filepath.Join(dir, name), b, 0o600)
+	}
+	quote := filepath.Join(testutil.Fixtures(t), "trustee/deps/verifier/test_data/tdx_quote_4.dat")
+	args := []string{"verify", "--tee", "tdx", "--evidence", quote, "--collateral", dir, "--time", "2023-07-01T01:00:00Z"}
+	out, err := attestationService(t, args...)
+	if err != nil || !strings.Contains(out, `"tcb_status":"UpToDate"`) || !strings.Contains(out, `"mr_td"`) {
+		t.Fatalf("genuine quote: %v\n%s", err, out)
+	}
+	if _, err := attestationService(t, args[:len(args)-2]...); err == nil {
+		t.Error("collateral expired today, yet the quote verified")
+	}
+	raw, _ := os.ReadFile(quote)
+	raw[200] ^= 1
+	bad := filepath.Join(t.TempDir(), "quote.dat")
+	os.WriteFile(bad, raw, 0o600)
+	if _, err := attestationService(t, "verify", "--tee", "tdx", "--evidence", bad, "--collateral", dir, "--time", "2023-07-01T01:00:00Z"); err == nil {
+		t.Error("a tampered quote verified")
+	}
 }
