@@ -136,12 +136,20 @@ func (v *Verifier) remember(token string, e verified) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if len(v.cache) >= cacheSize {
+		// Make room for a quarter of the cache at once, so that the sweep
+		// costs O(1) per insertion: expired entries first, then any (map
+		// order is random).
 		now := v.opts.Now().Unix()
 		for k, old := range v.cache {
-			// Expired entries go first; failing that, any (map order is random).
-			if old.claims.Expiry < now || len(v.cache) >= cacheSize {
+			if old.claims.Expiry < now {
 				delete(v.cache, k)
 			}
+		}
+		for k := range v.cache {
+			if len(v.cache) <= cacheSize*3/4 {
+				break
+			}
+			delete(v.cache, k)
 		}
 	}
 	v.cache[k] = e
