@@ -14,6 +14,7 @@ import (
 	"net/http/cookiejar"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -76,7 +77,7 @@ func benchRCAR(b *testing.B, extra string) {
 			})
 			elapsed := time.Since(start)
 			b.StopTimer()
-			floor := measureFloor(b.N, clients)
+			floor := bestFloor(b.N, clients)
 			slices.Sort(lat)
 			rate := float64(b.N) / elapsed.Seconds()
 			b.ReportMetric(rate, "handshakes/s")
@@ -121,6 +122,18 @@ func handshake(url string, tr http.RoundTripper) error {
 		return fmt.Errorf("got %q", got)
 	}
 	return nil
+}
+
+// bestFloor is the fastest of three floor measurements, each with as many
+// workers as the clients could keep busy (no more than the CPUs): the
+// floor is the best the machine does, not one noisy sample of it.
+func bestFloor(n, clients int) time.Duration {
+	workers := min(clients, runtime.GOMAXPROCS(0))
+	best := measureFloor(n, workers)
+	for range 2 {
+		best = min(best, measureFloor(n, workers))
+	}
+	return best
 }
 
 // measureFloor does n handshakes' worth of cryptography with workers
