@@ -1,14 +1,18 @@
 // Package bolt is the embedded durable Store: a bbolt database in a data
-// directory. Every acknowledged write has been fsynced; concurrent writers
-// share one commit (bbolt's batch) so durability does not serialize them.
+// directory. Every acknowledged write has been fsynced. Writes go through
+// one committer that applies everything queued while the previous commit
+// was syncing in the next transaction (group commit): a lone writer waits
+// for one commit, many writers share them.
 package bolt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -19,9 +23,27 @@ import (
 // FileName is the database file inside the data directory.
 const FileName = "kbs.db"
 
+// maxGroup bounds the writes one commit carries.
+const maxGroup = 256
+
 // Store is a bbolt-backed store.Store; namespaces are buckets.
 type Store struct {
-	db *bbolt.DB
+	db     *bbolt.DB
+	writes chan *write
+	done   chan struct{}
+
+	mu     sync.RWMutex // guards closed against sends on a closed writes
+	closed bool
+}
+
+// ErrClosed is returned for a write to a closed store.
+var ErrClosed = errors.New("store: closed")
+
+// write is one queued Update.
+type write struct {
+	ns, key string
+	fn      func([]byte) ([]byte, error)
+	err     chan error
 }
 
 // Open opens (creating if needed) the database in dir.
@@ -33,10 +55,72 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	// Concurrent writers share a commit (two fsyncs); a short window keeps
-	// a lone writer's latency low.
-	db.MaxBatchDelay = 200 * time.Microsecond
-	return &Store{db: db}, nil
+	s := &Store{db: db, writes: make(chan *write, maxGroup), done: make(chan struct{})}
+	go s.commit()
+	return s, nil
+}
+
+// commit runs the group commits until Close.
+func (s *Store) commit() {
+	defer close(s.done)
+	for w := range s.writes {
+		group := []*write{w}
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case w, ok := <-s.writes:
+				if !ok {
+					break drain
+				}
+				group = append(group, w)
+			default:
+				break drain
+			}
+		}
+		s.apply(group)
+	}
+}
+
+// apply runs a group in one transaction. A write whose fn fails changes
+// nothing and gets its error; the others still commit.
+func (s *Store) apply(group []*write) {
+	errs := make([]error, len(group))
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		for i, w := range group {
+			errs[i] = applyOne(tx, w)
+		}
+		return nil
+	})
+	for i, w := range group {
+		if err != nil {
+			errs[i] = fmt.Errorf("store: commit: %w", err)
+		}
+		w.err <- errs[i]
+	}
+}
+
+func applyOne(tx *bbolt.Tx, w *write) error {
+	b := tx.Bucket([]byte(w.ns))
+	var old []byte
+	if b != nil {
+		old = slices.Clone(b.Get([]byte(w.key)))
+	}
+	v, err := w.fn(old)
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		if v == nil {
+			return nil
+		}
+		if b, err = tx.CreateBucket([]byte(w.ns)); err != nil {
+			return err
+		}
+	}
+	if v == nil {
+		return b.Delete([]byte(w.key))
+	}
+	return b.Put([]byte(w.key), v)
 }
 
 // Get implements store.Store.
@@ -83,29 +167,36 @@ func (s *Store) List(_ context.Context, ns string) ([]string, error) {
 	return keys, err
 }
 
-// Update implements store.Store. It runs in a batch: fn may be called more
-// than once if another write in the same batch fails, so fn must be free of
-// side effects other than its result.
-func (s *Store) Update(_ context.Context, ns, key string, fn func([]byte) ([]byte, error)) error {
-	return s.db.Batch(func(tx *bbolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists([]byte(ns))
-		if err != nil {
-			return err
-		}
-		old := b.Get([]byte(key))
-		if old != nil {
-			old = slices.Clone(old)
-		}
-		v, err := fn(old)
-		if err != nil {
-			return err
-		}
-		if v == nil {
-			return b.Delete([]byte(key))
-		}
-		return b.Put([]byte(key), v)
-	})
+// Update implements store.Store; it returns once the write is durable.
+func (s *Store) Update(ctx context.Context, ns, key string, fn func([]byte) ([]byte, error)) error {
+	w := &write{ns: ns, key: key, fn: fn, err: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.writes <- w:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	// Once queued the write will be applied: wait for the outcome even if
+	// ctx ends, so the caller never reports a write that then happens.
+	return <-w.err
 }
 
-// Close implements store.Store.
-func (s *Store) Close() error { return s.db.Close() }
+// Close implements store.Store: queued writes commit first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	close(s.writes)
+	s.mu.Unlock()
+	<-s.done
+	return s.db.Close()
+}
