@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,10 @@ import (
 // agreements and AES-GCM operations one handshake needs, done alone with the
 // same concurrency; %floor is throughput over floor throughput.
 func BenchmarkRCAR(b *testing.B) {
+	// The load generator shares the machine with the KBS: keep its GC
+	// from taking CPU the measured system could use (the kbs binary sets
+	// the same for itself).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	for _, sessions := range []string{"durable", "memory"} {
 		b.Run("sessions="+sessions, func(b *testing.B) {
 			extra := "[logging]\nlevel = \"warn\"\n"
