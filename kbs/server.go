@@ -324,14 +324,5 @@ func (s *Server) getReferenceValue(w http.ResponseWriter, r *http.Request, name 
 	if s.rvps == nil {
 		return errRemoteAS
 	}
-	v, err := s.rvps.Query(r.Context(), name)
-	if err != nil {
-		return err
-	}
-	if v == nil {
-		v = json.RawMessage("null")
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(v)
-	return nil
+	return s.rvps.ServeHTTPValue(w, r, name)
 }

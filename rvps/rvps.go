@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -114,6 +115,21 @@ func (s *Service) Query(ctx context.Context, name string) (json.RawMessage, erro
 		return nil, nil
 	}
 	return rv.Value, nil
+}
+
+// ServeHTTPValue answers a lookup as the KBS and the attestation service
+// do: the value's JSON, or null when there is none.
+func (s *Service) ServeHTTPValue(w http.ResponseWriter, r *http.Request, name string) error {
+	v, err := s.Query(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		v = json.RawMessage("null")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, err = w.Write(v)
+	return err
 }
 
 // Expire sets when the value named name stops vouching for anything;

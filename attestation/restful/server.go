@@ -280,14 +280,5 @@ func (s *Server) registerReferenceValue(w http.ResponseWriter, r *http.Request, 
 }
 
 func (s *Server) getReferenceValue(w http.ResponseWriter, r *http.Request, _ string) error {
-	v, err := s.rvps.Query(r.Context(), r.PathValue("name"))
-	if err != nil {
-		return err
-	}
-	if v == nil {
-		v = json.RawMessage("null")
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(v)
-	return nil
+	return s.rvps.ServeHTTPValue(w, r, r.PathValue("name"))
 }
