@@ -97,9 +97,7 @@ func TestKBSWithRemoteAttestationService(t *testing.T) {
 	cfg, url := kbsConfig(t, kbsData, "http", fmt.Sprintf("[attestation_service]\ntype = \"coco_as_restful\"\nas_addr = %q\n", asURL))
 	k := startKBS(t, cfg, url, kbsData, nil)
 	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
-	secret := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(secret, []byte("via remote AS"), 0o600)
-	mustClient(t, append(admin, "set-resource", "--path", "default/key/remote", "--resource-file", secret)...)
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/remote", []byte("via remote AS"))
 	mustClient(t, append(admin, "set-resource-policy", "--affirming")...)
 
 	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/remote"); err == nil ||

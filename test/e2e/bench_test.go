@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/cookiejar"
-	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -56,10 +54,7 @@ func benchRCAR(b *testing.B, extra string) {
 	k := startKBS(t, cfg, url, data, nil)
 	defer k.stop()
 	provisionSample(t, url, k.adminKey())
-	secret := filepath.Join(b.TempDir(), "secret")
-	os.WriteFile(secret, []byte("benchmark secret"), 0o600)
-	mustClient(t, "--url", url, "config", "--auth-private-key", k.adminKey(),
-		"set-resource", "--path", "default/key/bench", "--resource-file", secret)
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/bench", []byte("benchmark secret"))
 	if t.Failed() {
 		b.Fatal("setup failed")
 	}

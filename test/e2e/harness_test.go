@@ -173,3 +173,15 @@ func mustClient(t *testing.T, args ...string) string {
 	}
 	return out
 }
+
+// setResource stores data at path through kbs-client, as an owner would;
+// global are kbs-client's global flags (--url, --cert-file).
+func setResource(t *testing.T, global []string, adminKey, path string, data []byte) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "resource")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustClient(t, append(append([]string{}, global...), "config", "--auth-private-key", adminKey,
+		"set-resource", "--path", path, "--resource-file", file)...)
+}

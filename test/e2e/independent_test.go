@@ -13,8 +13,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -184,10 +182,7 @@ func TestIndependentClient(t *testing.T) {
 	cfg, url := kbsConfig(t, data, "http", "")
 	k := startKBS(t, cfg, url, data, nil)
 	provisionSample(t, url, k.adminKey())
-	secret := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(secret, []byte("independent"), 0o600)
-	mustClient(t, "--url", url, "config", "--auth-private-key", k.adminKey(),
-		"set-resource", "--path", "default/key/ind", "--resource-file", secret)
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/ind", []byte("independent"))
 
 	for _, kind := range []string{"P-256", "P-521", "RSA"} {
 		t.Run(kind, func(t *testing.T) {

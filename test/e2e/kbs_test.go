@@ -46,10 +46,7 @@ func TestKBSClientEndToEnd(t *testing.T) {
 	cfg, url := kbsConfig(t, data, "http", "")
 	k := startKBS(t, cfg, url, data, nil)
 	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
-	secret := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(secret, []byte("s3cr3t\n"), 0o600)
-
-	mustClient(t, append(admin, "set-resource", "--path", "default/key/1", "--resource-file", secret)...)
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/1", []byte("s3cr3t\n"))
 
 	// Cocoon's default policy never releases to the sample TEE.
 	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/1"); err == nil ||
@@ -115,10 +112,7 @@ func TestKBSRestartKeepsResourcesAndTokens(t *testing.T) {
 	cfg, url := kbsConfig(t, data, "http", "")
 	k := startKBS(t, cfg, url, data, nil)
 	provisionSample(t, url, k.adminKey())
-	secret := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(secret, []byte("survives"), 0o600)
-	mustClient(t, "--url", url, "config", "--auth-private-key", k.adminKey(),
-		"set-resource", "--path", "default/key/restart", "--resource-file", secret)
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/restart", []byte("survives"))
 
 	ic := newIndependentClient(t, url, "P-256")
 	token := ic.attest(t)
@@ -156,10 +150,7 @@ func TestKBSServesTLS(t *testing.T) {
 	k := startKBS(t, cfg, url, data, hc)
 	global := []string{"--url", url, "--cert-file", cert}
 	provisionSampleWith(t, global, k.adminKey())
-	secret := filepath.Join(dir, "secret")
-	os.WriteFile(secret, []byte("over tls"), 0o600)
-	mustClient(t, append(global, "config", "--auth-private-key", k.adminKey(),
-		"set-resource", "--path", "default/key/tls", "--resource-file", secret)...)
+	setResource(t, global, k.adminKey(), "default/key/tls", []byte("over tls"))
 	out := mustClient(t, append(global, "get-resource", "--path", "default/key/tls")...)
 	if b, _ := base64.StdEncoding.DecodeString(out); string(b) != "over tls" {
 		t.Fatalf("get-resource over TLS = %q", out)

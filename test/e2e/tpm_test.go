@@ -8,8 +8,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/cookiejar"
-	"os"
-	"path/filepath"
 	"testing"
 
 	vtpm "github.com/cocoon-cc/cocoon/attestation/verifier/tpm"
@@ -35,9 +33,7 @@ func TestKBSReleasesOnlyToAffirmingTPM(t *testing.T) {
 	cfg, url := kbsConfig(t, data, "http", "")
 	k := startKBS(t, cfg, url, data, nil)
 	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
-	secret := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(secret, []byte("for the TPM guest"), 0o600)
-	mustClient(t, append(admin, "set-resource", "--path", "default/key/tpm", "--resource-file", secret)...)
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/tpm", []byte("for the TPM guest"))
 
 	fetch := func() ([]byte, error) {
 		jar, _ := cookiejar.New(nil)
