@@ -8,8 +8,8 @@ import "encoding/json"
 // Profile is the eat_profile Trustee's tokens carry.
 const Profile = "tag:github.com,2024:confidential-containers/Trustee"
 
-// Status is an appraisal status tier, ordered from best to worst... except
-// none, which means nothing was claimed.
+// Status is an appraisal status tier: none (nothing claimed), then from
+// best to worst affirming, warning, contraindicated.
 type Status string
 
 // The AR4SI status tiers.
