@@ -4,7 +4,7 @@ BIN       := bin
 BINARIES  := $(notdir $(wildcard cmd/*))
 TEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build deps test test-short bench demo fuzz clean
+.PHONY: all build deps test test-short bench demo fuzz clean generate
 
 all: build
 
@@ -41,6 +41,19 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# Regenerate the committed ttrpc API code from protocol/ttrpc/**/*.proto
+# (CI does not run protoc). Needs protoc (Debian protobuf-compiler); the Go
+# plugins are pinned to the versions in go.mod.
+PROTOS := $(sort $(shell find protocol/ttrpc -name '*.proto'))
+generate:
+	@command -v protoc >/dev/null || { echo "generate: install protoc (apt-get install protobuf-compiler)"; exit 1; }
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$$($(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@$$($(GO) list -m -f '{{.Version}}' github.com/containerd/ttrpc)
+	PATH=$(CURDIR)/$(BIN)/tools:$$PATH protoc --proto_path=protocol/ttrpc \
+	  --go_out=protocol/ttrpc --go_opt=paths=source_relative \
+	  --go-ttrpc_out=protocol/ttrpc --go-ttrpc_opt=paths=source_relative \
+	  $(patsubst protocol/ttrpc/%,%,$(PROTOS))
 
 clean:
 	rm -rf $(BIN)
