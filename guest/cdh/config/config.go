@@ -187,3 +187,23 @@ func KBCParamsFromCmdline(cmdline string) (string, bool) {
 	}
 	return "", false
 }
+
+// Resolve loads path, or without one builds the configuration from the
+// AA_KBC_PARAMS variable or the kernel's agent.aa_kbc_params, as upstream.
+func Resolve(path string) (*Config, error) {
+	if path != "" {
+		return Load(path)
+	}
+	if p := os.Getenv("AA_KBC_PARAMS"); p != "" {
+		return FromKBCParams(p)
+	}
+	cmdline, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return nil, fmt.Errorf("%w: no config file and %w", ErrInvalid, err)
+	}
+	p, ok := KBCParamsFromCmdline(string(cmdline))
+	if !ok {
+		return nil, fmt.Errorf("%w: no config file, AA_KBC_PARAMS or agent.aa_kbc_params", ErrInvalid)
+	}
+	return FromKBCParams(p)
+}

@@ -1,0 +1,130 @@
+// Command cdh-oneshot runs one CDH call from the command line, for scripts
+// and debugging, without a running CDH daemon.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cocoon-cc/cocoon/guest/cdh"
+	"github.com/cocoon-cc/cocoon/guest/cdh/attest"
+	"github.com/cocoon-cc/cocoon/guest/cdh/config"
+	"github.com/cocoon-cc/cocoon/guest/cdh/securemount"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cdh-oneshot:", err)
+		os.Exit(1)
+	}
+}
+
+type globals struct{ cfgPath, attester string }
+
+// hub builds a Hub for one call.
+func (g *globals) hub(ctx context.Context, fn func(*cdh.Hub) error) error {
+	cfg, err := config.Resolve(g.cfgPath)
+	if err != nil {
+		return err
+	}
+	a, closeAttester, err := attest.Open(ctx, g.attester, cfg.AA.Socket)
+	if err != nil {
+		return err
+	}
+	defer closeAttester()
+	h, err := cdh.New(cfg, a, nil)
+	if err != nil {
+		return err
+	}
+	return fn(h)
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{Use: "cdh-oneshot", Short: "Run one confidential data hub call",
+		SilenceUsage: true, SilenceErrors: true}
+	root.PersistentFlags().StringVarP(&g.cfgPath, "config", "c", "", "cdh.toml (default: AA_KBC_PARAMS or agent.aa_kbc_params)")
+	root.PersistentFlags().StringVar(&g.attester, "attester", attest.AA, "evidence source: aa, sample or tpm")
+	root.AddCommand(getResourceCmd(g), unsealCmd(g), secureMountCmd(g), pullImageCmd())
+	return root
+}
+
+func getResourceCmd(g *globals) *cobra.Command {
+	var uri string
+	c := &cobra.Command{Use: "get-resource --resource-path kbs:///REPO/TYPE/TAG",
+		Short: "Print a KBS resource's raw bytes", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return g.hub(c.Context(), func(h *cdh.Hub) error {
+				data, err := h.GetResource(c.Context(), uri)
+				if err != nil {
+					return err
+				}
+				_, err = c.OutOrStdout().Write(data)
+				return err
+			})
+		}}
+	c.Flags().StringVar(&uri, "resource-path", "", "resource URI, kbs:///repo/type/tag")
+	c.MarkFlagRequired("resource-path")
+	return c
+}
+
+func unsealCmd(g *globals) *cobra.Command {
+	var path string
+	c := &cobra.Command{Use: "unseal-secret --secret-path FILE", Short: "Unseal a sealed secret", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			secret, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			return g.hub(c.Context(), func(h *cdh.Hub) error {
+				data, err := h.UnsealSecret(c.Context(), secret)
+				if err != nil {
+					return err
+				}
+				_, err = c.OutOrStdout().Write(data)
+				return err
+			})
+		}}
+	c.Flags().StringVar(&path, "secret-path", "", "file holding the sealed.… secret")
+	c.MarkFlagRequired("secret-path")
+	return c
+}
+
+func secureMountCmd(g *globals) *cobra.Command {
+	var path string
+	c := &cobra.Command{Use: "secure-mount --storage-path FILE", Short: "Mount an encrypted volume", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			var r securemount.Request
+			if err := json.Unmarshal(b, &r); err != nil {
+				return fmt.Errorf("%w: storage file: %w", securemount.ErrInvalid, err)
+			}
+			return g.hub(c.Context(), func(h *cdh.Hub) error { return h.SecureMount(c.Context(), &r) })
+		}}
+	c.Flags().StringVar(&path, "storage-path", "", "JSON of the SecureMount request (volume_type, options, flags, mount_point)")
+	c.MarkFlagRequired("storage-path")
+	return c
+}
+
+func pullImageCmd() *cobra.Command {
+	var image, bundle string
+	c := &cobra.Command{Use: "pull-image --image-url REF --bundle-path DIR", Short: "Pull an image (not implemented yet)",
+		Args: cobra.NoArgs,
+		// No attestation for a call that cannot succeed yet.
+		RunE: func(*cobra.Command, []string) error { return cdh.ErrUnimplemented }}
+	c.Flags().StringVar(&image, "image-url", "", "image reference")
+	c.Flags().StringVar(&bundle, "bundle-path", "", "bundle directory")
+	return c
+}
