@@ -34,7 +34,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.url, "url", "http://127.0.0.1:8080", "the KBS server root URL")
 	root.PersistentFlags().StringVar(&g.certFile, "cert-file", "", "the KBS HTTPS server's root certificate (PEM)")
-	root.AddCommand(attestCmd(g), getResourceCmd(g), configCmd(g))
+	root.AddCommand(attestCmd(g), getResourceCmd(g), configCmd(g), sealCmd())
 	return root
 }
 
