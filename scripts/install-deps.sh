@@ -9,6 +9,9 @@ declare -A need=(
   [swtpm_setup]=swtpm-tools
   [tpm2_startup]=tpm2-tools
   [curl]=curl
+  [cryptsetup]=cryptsetup-bin
+  [losetup]=mount
+  [mkfs.ext4]=e2fsprogs
 )
 missing=()
 for cmd in "${!need[@]}"; do
