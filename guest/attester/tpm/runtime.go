@@ -1,0 +1,41 @@
+package tpm
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+)
+
+// RuntimeRegister maps a PCR index to the register the attestation agent's
+// event log names: on a TPM the PCR itself, in the SHA-256 bank.
+func (a *Attester) RuntimeRegister(pcr uint64) (uint32, crypto.Hash, error) {
+	if pcr >= numPCRs {
+		return 0, 0, fmt.Errorf("tpm: PCR %d out of range", pcr)
+	}
+	return uint32(pcr), crypto.SHA256, nil
+}
+
+// ExtendRuntimeRegister extends a SHA-256 event digest into the PCR.
+func (a *Attester) ExtendRuntimeRegister(_ context.Context, pcr uint64, digest []byte) error {
+	if pcr >= numPCRs || len(digest) != sha256.Size {
+		return fmt.Errorf("tpm: cannot extend PCR %d with a %d-byte digest", pcr, len(digest))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, err := tpm2.PCRExtend{
+		PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(pcr), Auth: tpm2.PasswordAuth(nil)},
+		Digests:   tpm2.TPMLDigestValues{Digests: []tpm2.TPMTHA{{HashAlg: tpm2.TPMAlgSHA256, Digest: digest}}},
+	}.Execute(a.tpm)
+	if err != nil {
+		return fmt.Errorf("tpm: extend PCR %d: %w", pcr, err)
+	}
+	return nil
+}
+
+// BindInitData extends the initdata digest into PCR 8 (see ExtendInitData).
+func (a *Attester) BindInitData(_ context.Context, digest []byte) error {
+	return a.ExtendInitData(digest)
+}
