@@ -1,0 +1,365 @@
+// Package unpack applies OCI layer tar streams to a root filesystem
+// directory: OCI whiteouts and opaque directories, hard links, symlinks,
+// xattrs and ownership, with every path resolved inside the root so that a
+// hostile layer cannot write outside it.
+package unpack
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	whiteoutPrefix = ".wh."
+	opaqueMarker   = ".wh..wh..opq"
+	xattrPrefix    = "SCHILY.xattr."
+	maxSymlinkHops = 40
+)
+
+var (
+	// ErrPathTraversal: an entry name or hard-link target has a ".."
+	// component.
+	ErrPathTraversal = errors.New("tar entry path traversal")
+	// ErrSymlinkEscape: an entry's path goes through a symlink that is
+	// absolute or climbs above the root; following it on the host would
+	// leave the rootfs.
+	ErrSymlinkEscape = errors.New("tar entry path goes through an escaping symlink")
+	// ErrDevice: a device node in a layer while devices are not allowed.
+	ErrDevice = errors.New("device file in layer refused")
+	// ErrTooLarge: the layer's uncompressed size exceeds the limit.
+	ErrTooLarge = errors.New("layer exceeds the uncompressed size limit")
+	// ErrBadEntry: a malformed or unsupported tar entry.
+	ErrBadEntry = errors.New("bad tar entry")
+)
+
+// Options tune Apply.
+type Options struct {
+	// MaxSize bounds the uncompressed tar stream (0: no limit).
+	MaxSize int64
+	// AllowDevices lets character and block devices be created.
+	AllowDevices bool
+}
+
+// Apply extracts the tar stream r onto root, as one layer over the layers
+// already there. On error root is left half-written: callers unpack into a
+// directory they discard on failure.
+func Apply(ctx context.Context, root string, r io.Reader, o Options) (int64, error) {
+	if o.MaxSize > 0 {
+		r = &limitReader{r: r, left: o.MaxSize}
+	}
+	a := &applier{root: root, opts: o, created: map[string]bool{}, chown: os.Geteuid() == 0}
+	tr := tar.NewReader(r)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return n, fmt.Errorf("read tar: %w", err)
+		}
+		if err := a.entry(hdr, tr); err != nil {
+			return n, fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+		n += hdr.Size
+	}
+	return n, a.dirTimes()
+}
+
+type applier struct {
+	root    string
+	opts    Options
+	chown   bool
+	created map[string]bool // host paths this layer created
+	dirs    []dirTime       // directory times are set last
+}
+
+type dirTime struct {
+	path string
+	hdr  *tar.Header
+}
+
+func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
+	rel, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	if rel == "" {
+		return nil // the root itself keeps its own metadata
+	}
+	dir, base := path.Split(rel)
+	parent, err := a.resolve(dir, true)
+	if err != nil {
+		return err
+	}
+	if base == opaqueMarker {
+		return a.opaque(parent)
+	}
+	if name, ok := strings.CutPrefix(base, whiteoutPrefix); ok {
+		if name == "" || name == "." || name == ".." {
+			return fmt.Errorf("%w: whiteout %q", ErrBadEntry, base)
+		}
+		return os.RemoveAll(filepath.Join(parent, name))
+	}
+	target := filepath.Join(parent, base)
+	if err := a.clear(target, hdr.Typeflag == tar.TypeDir); err != nil {
+		return err
+	}
+	if err := a.create(target, hdr, r); err != nil {
+		return err
+	}
+	a.created[target] = true
+	return a.metadata(target, hdr)
+}
+
+// cleanName makes a tar name relative and refuses "..".
+func cleanName(name string) (string, error) {
+	for _, c := range strings.Split(name, "/") {
+		if c == ".." {
+			return "", ErrPathTraversal
+		}
+	}
+	rel := strings.TrimPrefix(path.Clean("/"+name), "/")
+	return rel, nil
+}
+
+// resolve returns the host path of the directory rel inside the root,
+// following symlinks as the container will see them and refusing those
+// that would leave the root if followed on the host. Missing directories
+// are created when create is set.
+func (a *applier) resolve(rel string, create bool) (string, error) {
+	comps := strings.Split(rel, "/")
+	cur, hops := "", 0
+	for len(comps) > 0 {
+		c := comps[0]
+		comps = comps[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if cur == "" {
+				return "", ErrSymlinkEscape
+			}
+			cur = strings.TrimSuffix(path.Dir(cur), ".")
+			continue
+		}
+		next := path.Join(cur, c)
+		host := filepath.Join(a.root, next)
+		fi, err := os.Lstat(host)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && create:
+			if err := os.Mkdir(host, 0o755); err != nil {
+				return "", err
+			}
+		case err != nil:
+			return "", err
+		case fi.Mode()&fs.ModeSymlink != 0:
+			if hops++; hops > maxSymlinkHops {
+				return "", fmt.Errorf("%w: too many symlinks", ErrSymlinkEscape)
+			}
+			target, err := os.Readlink(host)
+			if err != nil {
+				return "", err
+			}
+			if path.IsAbs(target) {
+				return "", fmt.Errorf("%w: %s -> %s", ErrSymlinkEscape, next, target)
+			}
+			comps = append(strings.Split(target, "/"), comps...)
+			continue
+		case !fi.IsDir():
+			return "", fmt.Errorf("%w: %s is not a directory", ErrBadEntry, next)
+		}
+		cur = next
+	}
+	return filepath.Join(a.root, cur), nil
+}
+
+// opaque removes what lower layers put in dir.
+func (a *applier) opaque(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if !a.created[p] {
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// clear removes what is at target unless a directory replaces a directory.
+func (a *applier) clear(target string, dir bool) error {
+	fi, err := os.Lstat(target)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if dir && fi.IsDir() {
+		return nil
+	}
+	return os.RemoveAll(target)
+}
+
+func (a *applier) create(target string, hdr *tar.Header, r io.Reader) error {
+	mode := uint32(hdr.Mode & 0o7777)
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := os.Mkdir(target, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		return nil
+	case tar.TypeReg, tar.TypeRegA:
+		return writeFile(target, r)
+	case tar.TypeSymlink:
+		return os.Symlink(hdr.Linkname, target)
+	case tar.TypeLink:
+		return a.hardlink(target, hdr.Linkname)
+	case tar.TypeFifo:
+		return unix.Mkfifo(target, mode)
+	case tar.TypeChar, tar.TypeBlock:
+		if !a.opts.AllowDevices {
+			return ErrDevice
+		}
+		kind := uint32(unix.S_IFCHR)
+		if hdr.Typeflag == tar.TypeBlock {
+			kind = unix.S_IFBLK
+		}
+		return unix.Mknod(target, kind|mode, int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))))
+	}
+	return fmt.Errorf("%w: type %q", ErrBadEntry, hdr.Typeflag)
+}
+
+func writeFile(target string, r io.Reader) error {
+	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (a *applier) hardlink(target, linkname string) error {
+	rel, err := cleanName(linkname)
+	if err != nil {
+		return err
+	}
+	dir, base := path.Split(rel)
+	if base == "" {
+		return fmt.Errorf("%w: hard link to the root", ErrBadEntry)
+	}
+	parent, err := a.resolve(dir, false)
+	if err != nil {
+		return err
+	}
+	src := filepath.Join(parent, base)
+	fi, err := os.Lstat(src)
+	if err != nil {
+		return fmt.Errorf("%w: hard link target: %w", ErrBadEntry, err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%w: hard link to a directory", ErrBadEntry)
+	}
+	// link(2) does not follow a symlink source: the link stays in the root.
+	return os.Link(src, target)
+}
+
+func (a *applier) metadata(target string, hdr *tar.Header) error {
+	if hdr.Typeflag == tar.TypeLink {
+		return nil // shares the inode's metadata
+	}
+	if a.chown {
+		if err := os.Lchown(target, hdr.Uid, hdr.Gid); err != nil {
+			return err
+		}
+	}
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, xattrPrefix)
+		if !ok {
+			continue
+		}
+		if err := unix.Lsetxattr(target, name, []byte(v), 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
+			return fmt.Errorf("xattr %s: %w", name, err)
+		}
+	}
+	if hdr.Typeflag == tar.TypeSymlink {
+		return lutimes(target, hdr)
+	}
+	// After chown, which clears set-id bits.
+	if err := unix.Fchmodat(unix.AT_FDCWD, target, uint32(hdr.Mode&0o7777), 0); err != nil {
+		return err
+	}
+	if hdr.Typeflag == tar.TypeDir {
+		a.dirs = append(a.dirs, dirTime{target, hdr})
+		return nil
+	}
+	return lutimes(target, hdr)
+}
+
+// dirTimes sets directory times once their children exist.
+func (a *applier) dirTimes() error {
+	for i := len(a.dirs) - 1; i >= 0; i-- {
+		if err := lutimes(a.dirs[i].path, a.dirs[i].hdr); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+func lutimes(p string, hdr *tar.Header) error {
+	atime := hdr.AccessTime
+	if atime.IsZero() {
+		atime = hdr.ModTime
+	}
+	ts := []unix.Timespec{timespec(atime), timespec(hdr.ModTime)}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func timespec(t time.Time) unix.Timespec { return unix.NsecToTimespec(t.UnixNano()) }
+
+// limitReader fails with ErrTooLarge past its limit, rather than ending
+// the stream as io.LimitReader would.
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		// One byte more than allowed tells a full stream from a bomb.
+		var b [1]byte
+		n, err := l.r.Read(b[:])
+		if n > 0 {
+			return 0, ErrTooLarge
+		}
+		return 0, err
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
