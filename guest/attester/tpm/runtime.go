@@ -9,11 +9,18 @@ import (
 	"github.com/google/go-tpm/tpm2"
 )
 
+// DRTM PCRs 17 to 22 can only be extended from locality 4 and above; the
+// guest runs at locality 0.
+const firstDRTMPCR, lastDRTMPCR = 17, 22
+
 // RuntimeRegister maps a PCR index to the register the attestation agent's
 // event log names: on a TPM the PCR itself, in the SHA-256 bank.
 func (a *Attester) RuntimeRegister(pcr uint64) (uint32, crypto.Hash, error) {
-	if pcr >= numPCRs {
+	switch {
+	case pcr >= numPCRs:
 		return 0, 0, fmt.Errorf("tpm: PCR %d out of range", pcr)
+	case pcr >= firstDRTMPCR && pcr <= lastDRTMPCR:
+		return 0, 0, fmt.Errorf("tpm: PCR %d is a DRTM PCR the guest cannot extend (set eventlog_config.init_pcr, e.g. 23)", pcr)
 	}
 	return uint32(pcr), crypto.SHA256, nil
 }
