@@ -355,4 +355,3 @@ func specIDHeader(alg, size uint16) []byte {
 	h = append(h, byte(len(body)), 0, 0, 0)
 	return append(h, body...)
 }
-
