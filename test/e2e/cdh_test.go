@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 
 	"strings"
 	"testing"
@@ -399,4 +400,50 @@ func TestCDHSecureMount(t *testing.T) {
 func deviceMapper() bool {
 	b, _ := os.ReadFile("/proc/misc")
 	return strings.Contains(string(b), "device-mapper")
+}
+
+// BenchmarkCDHGetResource measures the CDH's GetResource against the real
+// kbs binary: cold (a fresh TEE key, so auth + attest + fetch) and warm
+// (the cached token: one fetch), reporting p50/p99.
+func BenchmarkCDHGetResource(b *testing.B) {
+	t := &testing.T{}
+	data := b.TempDir()
+	cfg, url := kbsConfig(t, data, "http", "[logging]\nlevel = \"warn\"\n")
+	k := startKBS(t, cfg, url, data, nil)
+	defer k.stop()
+	provisionSample(t, url, k.adminKey())
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/bench", []byte("benchmark secret"))
+	if t.Failed() {
+		b.Fatal("setup failed")
+	}
+	u, _ := resource.Parse("kbs:///default/key/bench")
+	newKBC := func(b *testing.B) *kbc.KBC {
+		c, err := kbc.New(kbc.Config{URL: url}, sample.Attester{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	measure := func(b *testing.B, get func() *kbc.KBC) {
+		lat := make([]time.Duration, 0, b.N)
+		for b.Loop() {
+			c := get()
+			t0 := time.Now()
+			if _, err := c.GetResource(context.Background(), u); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		slices.Sort(lat)
+		b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+		b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+	}
+	b.Run("cold", func(b *testing.B) { measure(b, func() *kbc.KBC { return newKBC(b) }) })
+	b.Run("warm", func(b *testing.B) {
+		c := newKBC(b)
+		if _, err := c.GetResource(context.Background(), u); err != nil {
+			b.Fatal(err)
+		}
+		measure(b, func() *kbc.KBC { return c })
+	})
 }
