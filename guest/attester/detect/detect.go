@@ -12,7 +12,10 @@ import (
 
 	"github.com/cocoon-cc/cocoon/guest/attester"
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
+	"github.com/cocoon-cc/cocoon/guest/attester/snp"
+	"github.com/cocoon-cc/cocoon/guest/attester/tdx"
 	"github.com/cocoon-cc/cocoon/guest/attester/tpm"
+	"github.com/cocoon-cc/cocoon/guest/attester/tsm"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
@@ -43,11 +46,11 @@ func exists(p string) bool {
 
 // Detect names the TEE the guest runs in.
 func Detect(o Options) protocol.Tee {
-	providers := tsmProviders(o.path("/sys/kernel/config/tsm/report"))
+	providers := tsmProviders(o.path(tsm.DefaultRoot))
 	switch {
 	case exists(o.path("/sys/firmware/acpi/tables/CCEL")) || exists(o.path("/dev/tdx_guest")) || providers["tdx_guest"]:
 		return protocol.TeeTDX
-	case exists(o.path("/dev/sev-guest")) || providers["sev_guest"]:
+	case exists(o.path(snp.DefaultDevice)) || providers["sev_guest"]:
 		return protocol.TeeSNP
 	case exists(o.path(tpm.DefaultTPM)):
 		return protocol.TeeTPM
@@ -86,6 +89,10 @@ func Open(ctx context.Context, o Options) (a attester.Attester, close func() err
 			return nil, nil, err
 		}
 		return t, t.Close, nil
+	case protocol.TeeSNP:
+		return snp.New(snp.Options{Root: o.Root}), nop, nil
+	case protocol.TeeTDX:
+		return tdx.New(tdx.Options{Root: o.Root, AAELPath: o.AAELPath}), nop, nil
 	}
 	return nil, nil, fmt.Errorf("%w %q (want sample, snp, tdx or tpm)", ErrUnknownTee, o.Tee)
 }
