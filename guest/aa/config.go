@@ -96,7 +96,14 @@ func LoadConfig(path string) (Config, error) {
 	return ParseConfig(data)
 }
 
+// maxPCR bounds init_pcr: a PC Client TPM has 24 PCRs, onto which TDX's
+// RTMRs are mapped too.
+const maxPCR = 23
+
 func (c *Config) validate() error {
+	if c.EventlogConfig.InitPCR > maxPCR {
+		return fmt.Errorf("%w: eventlog_config.init_pcr %d exceeds %d", ErrConfig, c.EventlogConfig.InitPCR, maxPCR)
+	}
 	if k := c.TokenConfigs.KBS; k != nil {
 		for _, u := range append([]string{k.URL}, k.FallbackURLs...) {
 			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
