@@ -1,0 +1,268 @@
+// Package pull pulls an image inside the guest and unpacks it into an OCI
+// runtime bundle in one streaming pass per layer: download (or read from
+// the content store) -> verify -> decrypt -> decompress -> verify diff_id
+// -> untar. Memory stays bounded by a few buffers whatever the image size;
+// nothing is left behind if any step fails.
+package pull
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cocoon-cc/cocoon/image/bundle"
+	"github.com/cocoon-cc/cocoon/image/decrypt"
+	"github.com/cocoon-cc/cocoon/image/registry"
+	"github.com/cocoon-cc/cocoon/image/store"
+	"github.com/cocoon-cc/cocoon/image/unpack"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+var (
+	// ErrRegistry: the registry failed or refused a request.
+	ErrRegistry = errors.New("registry error")
+	// ErrManifest: a malformed or unsupported manifest or config.
+	ErrManifest = errors.New("bad manifest")
+	// ErrNoPlatform: the index has no manifest for the platform.
+	ErrNoPlatform = errors.New("no manifest for platform")
+	// ErrMediaType: a layer media type Cocoon cannot unpack.
+	ErrMediaType = errors.New("unsupported layer media type")
+	// ErrNoUnwrapper: an encrypted layer but no key unwrapper.
+	ErrNoUnwrapper = errors.New("encrypted layer and no key unwrapper configured")
+	// ErrBundleExists: the bundle directory already has content.
+	ErrBundleExists = errors.New("bundle directory is not empty")
+	// ErrTrailingData: data after a layer's tar archive beyond padding.
+	ErrTrailingData = errors.New("trailing data after layer archive")
+)
+
+// maxTrailing bounds what may follow a tar's end-of-archive marker
+// (record padding is at most 10 KiB).
+const maxTrailing = 1 << 20
+
+// Options configure a Puller.
+type Options struct {
+	// Registries is the registries.conf; nil pulls from the named registry.
+	Registries *registry.Config
+	// Keychain finds registry credentials (e.g. a registry.AuthFile).
+	Keychain authn.Keychain
+	// Unwrapper unwraps encrypted layers' keys (the data hub).
+	Unwrapper decrypt.KeyUnwrapper
+	// Platform selects from multi-platform indexes (default linux/amd64).
+	Platform ocispec.Platform
+	// Unpack limits what layers may contain.
+	Unpack unpack.Options
+	// Transport is the base HTTP transport.
+	Transport http.RoundTripper
+	// Backoff is the retry policy for transient registry errors.
+	Backoff remote.Backoff
+}
+
+// Puller pulls images through a content store.
+type Puller struct {
+	store *store.Store
+	o     Options
+}
+
+// New returns a Puller that keeps blobs in s.
+func New(s *store.Store, o Options) *Puller {
+	if o.Platform.OS == "" {
+		o.Platform = ocispec.Platform{OS: "linux", Architecture: "amd64"}
+	}
+	if o.Transport == nil {
+		o.Transport = http.DefaultTransport
+	}
+	if o.Backoff.Steps == 0 {
+		o.Backoff = remote.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 4}
+	}
+	return &Puller{store: s, o: o}
+}
+
+// Image is what a pull produced.
+type Image struct {
+	Manifest digest.Digest
+	Config   ocispec.Image
+	Bytes    int64 // uncompressed layer bytes
+}
+
+// Pull pulls ref and writes an OCI runtime bundle (rootfs and config.json)
+// to dir, trying registries.conf's sources in order.
+func (p *Puller) Pull(ctx context.Context, ref, dir string) (*Image, error) {
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrBundleExists, dir)
+	}
+	srcs, err := p.o.Registries.Sources(ref)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, s := range srcs {
+		img, err := p.pullFrom(ctx, s, dir)
+		if err == nil {
+			return img, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", s.Ref, err))
+		if !errors.Is(err, ErrRegistry) {
+			break // content errors are not a mirror's fault
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (p *Puller) pullFrom(ctx context.Context, src registry.Source, dir string) (*Image, error) {
+	s, err := p.connect(ctx, src.Ref)
+	if err != nil {
+		return nil, err
+	}
+	m, md, err := p.manifest(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{Manifest: md}
+	if err := p.config(ctx, s, m.Config, &img.Config); err != nil {
+		return nil, err
+	}
+	if len(img.Config.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, fmt.Errorf("%w: %d layers, %d diff_ids", ErrManifest, len(m.Layers), len(img.Config.RootFS.DiffIDs))
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), filepath.Base(dir)+".partial-")
+	if err != nil {
+		return nil, err
+	}
+	if err := p.build(ctx, s, m, img, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	os.Remove(dir) // an empty placeholder; rename fails if it has content
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	return img, nil
+}
+
+func (p *Puller) build(ctx context.Context, s *source, m *ocispec.Manifest, img *Image, tmp string) error {
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return err
+	}
+	rootfs := filepath.Join(tmp, bundle.RootfsDir)
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return err
+	}
+	for i, l := range m.Layers {
+		n, err := p.layer(ctx, s, l, img.Config.RootFS.DiffIDs[i], rootfs)
+		if err != nil {
+			return fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
+		}
+		img.Bytes += n
+	}
+	return bundle.Write(tmp, img.Config)
+}
+
+// config fetches and decodes the image config.
+func (p *Puller) config(ctx context.Context, s *source, desc ocispec.Descriptor, out *ocispec.Image) error {
+	if desc.Size > 4<<20 {
+		return fmt.Errorf("%w: config of %d bytes", ErrManifest, desc.Size)
+	}
+	b, err := p.blob(ctx, s, desc)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := json.NewDecoder(b).Decode(out); err != nil {
+		return fmt.Errorf("%w: config: %w", ErrManifest, err)
+	}
+	return b.Finish()
+}
+
+// layer streams one layer into rootfs and returns its uncompressed size.
+func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, diffID digest.Digest, rootfs string) (int64, error) {
+	b, err := p.blob(ctx, s, desc)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Close()
+	n, err := p.apply(ctx, b, desc, diffID, rootfs)
+	if err != nil {
+		// A corrupt blob breaks the decompressor or the tar reader first;
+		// say what really happened.
+		if verr := b.Check(); errors.Is(verr, store.ErrDigestMismatch) {
+			return n, fmt.Errorf("%w (after: %v)", verr, err)
+		}
+		return n, err
+	}
+	return n, b.Finish()
+}
+
+func (p *Puller) apply(ctx context.Context, b *verifiedBlob, desc ocispec.Descriptor, diffID digest.Digest, rootfs string) (int64, error) {
+	var r io.Reader = b
+	mt := desc.MediaType
+	if decrypt.IsEncrypted(mt) {
+		if p.o.Unwrapper == nil {
+			return 0, ErrNoUnwrapper
+		}
+		l, err := decrypt.NewLayer(ctx, desc, r, p.o.Unwrapper)
+		if err != nil {
+			return 0, err
+		}
+		r, mt = store.NewVerifier(l, l.Digest, -1), decrypt.PlainMediaType(mt)
+	}
+	tr, closeDec, err := decompress(mt, r)
+	if err != nil {
+		return 0, err
+	}
+	defer closeDec()
+	diff := store.NewVerifier(tr, diffID, -1)
+	n, err := unpack.Apply(ctx, rootfs, diff, p.o.Unpack)
+	if err != nil {
+		return n, err
+	}
+	if err := drain(diff); err != nil {
+		return n, fmt.Errorf("diff_id: %w", err)
+	}
+	return n, drain(r)
+}
+
+// drain reads r to its end so its verifiers run, refusing more than
+// padding.
+func drain(r io.Reader) error {
+	n, err := io.Copy(io.Discard, io.LimitReader(r, maxTrailing+1))
+	if err != nil {
+		return err
+	}
+	if n > maxTrailing {
+		return ErrTrailingData
+	}
+	return nil
+}
+
+func decompress(mediaType string, r io.Reader) (io.Reader, func(), error) {
+	switch mediaType {
+	case ocispec.MediaTypeImageLayer:
+		return r, func() {}, nil
+	case ocispec.MediaTypeImageLayerGzip, dockerLayerGzip:
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		return zr, func() { zr.Close() }, nil
+	case ocispec.MediaTypeImageLayerZstd:
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(64<<20))
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr, zr.Close, nil
+	}
+	return nil, nil, fmt.Errorf("%w: %q", ErrMediaType, mediaType)
+}
