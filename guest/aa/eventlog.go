@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 )
 
 // DefaultEventLogPath is where guest-components keeps the AAEL log (and
@@ -35,6 +36,8 @@ func (e Event) Validate() error {
 		return fmt.Errorf("%w: empty domain or operation", ErrInvalidEvent)
 	case strings.ContainsAny(e.Domain, " \n\x00") || strings.ContainsAny(e.Operation, " \n\x00"):
 		return fmt.Errorf("%w: domain and operation must not contain spaces, newlines or NULs", ErrInvalidEvent)
+	case !utf8.ValidString(e.Domain) || !utf8.ValidString(e.Operation) || !utf8.ValidString(e.Content):
+		return fmt.Errorf("%w: not UTF-8", ErrInvalidEvent)
 	case strings.ContainsAny(e.Content, "\n\x00"):
 		return fmt.Errorf("%w: content must not contain newlines or NULs", ErrInvalidEvent)
 	case len(e.Domain)+len(e.Operation)+len(e.Content)+2 > maxEventSize:
