@@ -53,6 +53,7 @@ func startAgent(t *testing.T, aaToml string, args ...string) *agentProc {
 	cmdline := filepath.Join(dir, "cmdline")
 	os.WriteFile(cmdline, []byte("console=ttyS0 quiet\n"), 0o600)
 	sock := filepath.Join(dir, "run", "aa.sock")
+	staleSocket(t, sock)
 	p := &agentProc{EventLog: filepath.Join(dir, "eventlog"), log: &bytes.Buffer{}}
 	cmd := exec.Command(bin(t, "attestation-agent"), append([]string{"-c", cfg,
 		"--attestation_sock", "unix://" + sock, "--kernel-cmdline", cmdline}, args...)...)
@@ -94,6 +95,17 @@ func startAgent(t *testing.T, aaToml string, args ...string) *agentProc {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// staleSocket leaves a dead socket at path, as a crashed agent would.
+func staleSocket(t *testing.T, path string) {
+	os.MkdirAll(filepath.Dir(path), 0o700)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
 }
 
 func wantAACode(t *testing.T, err error, code codes.Code) {
@@ -217,6 +229,27 @@ enable_eventlog = true
 	}
 	if strings.Contains(a.log.String(), key.Public().X) || strings.Contains(a.log.String(), "PRIVATE KEY") {
 		t.Fatal("the agent logged key material")
+	}
+}
+
+// TestAttestationAgentCoCoAS gets a coco_as token from the real
+// attestation-service binary's REST API.
+func TestAttestationAgentCoCoAS(t *testing.T) {
+	asData := t.TempDir()
+	asCfg, asURL := kbsConfig(t, asData, "http", "")
+	startProcess(t, "attestation-service", asURL, nil, "serve", "--config", asCfg)
+	a := startAgent(t, fmt.Sprintf("[token_configs.coco_as]\nurl = %q\n", asURL), "--tee", "sample")
+	tok, err := a.GetToken(context.Background(), &aapb.GetTokenRequest{TokenType: "coco_as"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := jwk.Fetch(context.Background(), asURL+"/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := set.Key(0)
+	if _, err := jws.Verify(tok.GetToken(), jws.WithKey(jwa.ES256(), k)); err != nil {
+		t.Fatalf("coco_as token does not verify with the AS's JWKS: %v", err)
 	}
 }
 
