@@ -1,0 +1,112 @@
+// Command coco-keyprovider is the ocicrypt key provider (gRPC) image owners
+// encrypt with: skopeo copy --encryption-key
+// provider:attestation-agent:keyid=kbs:///default/key/<id>[::keypath=F][::algorithm=A256GCM]
+// with OCICRYPT_KEYPROVIDER_CONFIG naming this server. Each layer key is
+// wrapped with a key-encryption key that is registered in the KBS.
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cocoon-cc/cocoon/image/keyprovider"
+	"github.com/cocoon-cc/cocoon/kbs/client"
+	pb "github.com/cocoon-cc/cocoon/protocol/grpc/keyprovider"
+)
+
+func main() {
+	socket := flag.String("socket", "127.0.0.1:50000", "gRPC listen address")
+	kbsURL := flag.String("kbs", "", "KBS URL to register key-encryption keys in (none: do not register)")
+	keyFile := flag.String("auth-private-key", "", "KBS admin private key (PKCS#8 PEM, Ed25519)")
+	certFile := flag.String("kbs-cert", "", "CA certificate of an HTTPS KBS")
+	flag.Parse()
+	if err := run(*socket, *kbsURL, *keyFile, *certFile); err != nil {
+		fmt.Fprintln(os.Stderr, "coco-keyprovider:", err)
+		os.Exit(1)
+	}
+}
+
+func run(socket, kbsURL, keyFile, certFile string) error {
+	var reg keyprovider.Registrar
+	if kbsURL != "" {
+		if keyFile == "" {
+			return errors.New("--kbs needs --auth-private-key")
+		}
+		key, err := loadSigner(keyFile)
+		if err != nil {
+			return err
+		}
+		hc, err := client.HTTPClient(certFile)
+		if err != nil {
+			return err
+		}
+		reg = client.NewAdminWithKey(kbsURL, hc, key)
+	} else {
+		slog.Warn("no --kbs: key-encryption keys are not registered anywhere")
+	}
+	l, err := net.Listen("tcp", socket)
+	if err != nil {
+		return err
+	}
+	s := grpc.NewServer()
+	pb.RegisterKeyProviderServiceServer(s, &server{reg: reg})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() { <-ctx.Done(); s.GracefulStop() }()
+	slog.Info("coco-keyprovider listening", "addr", l.Addr().String(), "kbs", kbsURL)
+	return s.Serve(l)
+}
+
+type server struct {
+	pb.UnimplementedKeyProviderServiceServer
+	reg keyprovider.Registrar
+}
+
+// WrapKey wraps; unwrapping is the guest's business (the data hub), as
+// upstream's coco_keyprovider.
+func (s *server) WrapKey(ctx context.Context, in *pb.KeyProviderKeyWrapProtocolInput) (*pb.KeyProviderKeyWrapProtocolOutput, error) {
+	out, err := keyprovider.WrapKey(ctx, s.reg, in.GetKeyProviderKeyWrapProtocolInput())
+	switch {
+	case errors.Is(err, keyprovider.ErrInput):
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	case err != nil:
+		slog.Error("wrap key", "err", err)
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &pb.KeyProviderKeyWrapProtocolOutput{KeyProviderKeyWrapProtocolOutput: out}, nil
+}
+
+// loadSigner reads a PKCS#8 PEM private key.
+func loadSigner(path string) (crypto.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a signing key", path)
+	}
+	return s, nil
+}
