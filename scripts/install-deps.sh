@@ -12,6 +12,9 @@ declare -A need=(
   [cryptsetup]=cryptsetup-bin
   [losetup]=mount
   [mkfs.ext4]=e2fsprogs
+  [docker-registry]=docker-registry
+  [skopeo]=skopeo
+  [umoci]=umoci
 )
 missing=()
 for cmd in "${!need[@]}"; do
