@@ -103,7 +103,11 @@ func (p *logParser) specID() error {
 	if p.c.err != nil {
 		return p.c.err
 	}
-	if typ != evNoAction || !bytes.Equal(data.take(len(specIDSignature)), specIDSignature) {
+	sig := data.take(len(specIDSignature))
+	// guest-components' attestation agent, starting a log where the guest
+	// has no CCEL, writes the header with an all-zero signature: accept it
+	// as Trustee does, the declared algorithms are what matter.
+	if typ != evNoAction || !(bytes.Equal(sig, specIDSignature) || bytes.Equal(sig, make([]byte, len(specIDSignature)))) {
 		return fmt.Errorf("first event is not a Spec ID event")
 	}
 	data.take(8) // platform class, spec version, errata, uintn size

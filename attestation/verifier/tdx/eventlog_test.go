@@ -306,3 +306,20 @@ func TestLossyUTF8MatchesRust(t *testing.T) {
 		}
 	}
 }
+
+// TestParseEventLogZeroSpecIDSignature accepts the header guest-components'
+// attestation agent writes when the guest has no CCEL: its Spec ID
+// signature is all zeros.
+func TestParseEventLogZeroSpecIDSignature(t *testing.T) {
+	good := goTDXData(t, "ccel/ccel_data.dat")
+	zeroed := bytes.Clone(good)
+	copy(zeroed[32:], make([]byte, len(specIDSignature)))
+	want, err := ParseEventLog(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseEventLog(zeroed)
+	if err != nil || len(got.Events) != len(want.Events) {
+		t.Fatalf("zero signature: %v (%d events, want %d)", err, len(got.Events), len(want.Events))
+	}
+}
