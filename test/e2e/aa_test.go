@@ -37,6 +37,7 @@ import (
 // agentProc is a running attestation-agent binary and a ttrpc client of it.
 type agentProc struct {
 	aapb.AttestationAgentServiceService
+	Socket   string // unix:// address
 	EventLog string
 	log      *bytes.Buffer
 }
@@ -54,7 +55,7 @@ func startAgent(t *testing.T, aaToml string, args ...string) *agentProc {
 	os.WriteFile(cmdline, []byte("console=ttyS0 quiet\n"), 0o600)
 	sock := filepath.Join(dir, "run", "aa.sock")
 	staleSocket(t, sock)
-	p := &agentProc{EventLog: filepath.Join(dir, "eventlog"), log: &bytes.Buffer{}}
+	p := &agentProc{Socket: "unix://" + sock, EventLog: filepath.Join(dir, "eventlog"), log: &bytes.Buffer{}}
 	cmd := exec.Command(bin(t, "attestation-agent"), append([]string{"-c", cfg,
 		"--attestation_sock", "unix://" + sock, "--kernel-cmdline", cmdline}, args...)...)
 	cmd.Env = append(os.Environ(), "AAEL_PATH="+p.EventLog)

@@ -447,3 +447,27 @@ func BenchmarkCDHGetResource(b *testing.B) {
 		measure(b, func() *kbc.KBC { return c })
 	})
 }
+
+// TestCDHWithAttestationAgent runs the guest as deployed: the data hub gets
+// its evidence from the attestation agent over ttrpc (the default
+// attester), both real binaries, against the real KBS.
+func TestCDHWithAttestationAgent(t *testing.T) {
+	e := newCDHEnv(t)
+	e.set(t, "default/key/aa", []byte("through the agent"))
+	a := startAgent(t, fmt.Sprintf("[token_configs.kbs]\nurl = %q\n", e.global[1]), "--tee", "sample")
+	cfg, _ := os.ReadFile(e.cfg)
+	cfg = append(cfg, fmt.Sprintf("[aa]\naa_socket = %q\n", a.Socket)...)
+	if err := os.WriteFile(e.cfg, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin(t, "cdh-oneshot"), "-c", e.cfg, "--attester", "aa",
+		"get-resource", "--resource-path", "kbs:///default/key/aa")
+	out, err := cmd.Output()
+	if err != nil || string(out) != "through the agent" {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("cdh-oneshot through the agent: %q, %v %s", out, err, stderr)
+	}
+}
