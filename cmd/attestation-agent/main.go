@@ -33,19 +33,22 @@ type flags struct {
 
 func main() {
 	var f flags
+	// A flag set of our own: go-sev-guest registers flags of its own on the
+	// global set, which are no business of this command's.
+	fs := flag.NewFlagSet("attestation-agent", flag.ExitOnError)
 	multi := func(p *string, names []string, value, usage string) {
 		for _, n := range names {
-			flag.StringVar(p, n, value, usage)
+			fs.StringVar(p, n, value, usage)
 		}
 	}
 	multi(&f.config, []string{"c", "config-file", "config_file"}, "", "aa.toml (guest-components' keys)")
 	multi(&f.socket, []string{"a", "attestation_sock", "attestation-sock"}, defaultSocket, "ttrpc socket, unix://PATH")
 	multi(&f.initDigest, []string{"i", "initdata-digest"}, "", "initdata digest (standard base64) to bind at start")
 	multi(&f.initTOML, []string{"t", "initdata-toml"}, "", "initdata TOML file to bind at start and send to the KBS")
-	flag.StringVar(&f.tee, "tee", "", "TEE override: sample, snp, tdx or tpm (default: detect)")
-	flag.StringVar(&f.tpm, "tpm", "", "TPM device or simulator socket (default /dev/tpmrm0)")
-	flag.StringVar(&f.cmdline, "kernel-cmdline", "/proc/cmdline", "kernel command line holding agent.aa_kbc_params")
-	flag.Parse()
+	fs.StringVar(&f.tee, "tee", "", "TEE override: sample, snp, tdx or tpm (default: detect)")
+	fs.StringVar(&f.tpm, "tpm", "", "TPM device or simulator socket (default /dev/tpmrm0)")
+	fs.StringVar(&f.cmdline, "kernel-cmdline", "/proc/cmdline", "kernel command line holding agent.aa_kbc_params")
+	fs.Parse(os.Args[1:])
 	if err := run(f); err != nil {
 		fmt.Fprintln(os.Stderr, "attestation-agent:", err)
 		os.Exit(1)
