@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"testing"
 
-	it "github.com/cocoon-cc/cocoon/image/internal/imagetest"
+	it "github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
