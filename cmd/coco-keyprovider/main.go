@@ -63,7 +63,7 @@ func run(socket, kbsURL, keyFile, certFile string) error {
 		return err
 	}
 	s := grpc.NewServer()
-	pb.RegisterKeyProviderServiceServer(s, &server{reg: reg})
+	pb.RegisterKeyProviderServiceServer(s, &server{w: keyprovider.NewWrapper(reg)})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() { <-ctx.Done(); s.GracefulStop() }()
@@ -73,13 +73,13 @@ func run(socket, kbsURL, keyFile, certFile string) error {
 
 type server struct {
 	pb.UnimplementedKeyProviderServiceServer
-	reg keyprovider.Registrar
+	w *keyprovider.Wrapper
 }
 
 // WrapKey wraps; unwrapping is the guest's business (the data hub), as
 // upstream's coco_keyprovider.
 func (s *server) WrapKey(ctx context.Context, in *pb.KeyProviderKeyWrapProtocolInput) (*pb.KeyProviderKeyWrapProtocolOutput, error) {
-	out, err := keyprovider.WrapKey(ctx, s.reg, in.GetKeyProviderKeyWrapProtocolInput())
+	out, err := s.w.WrapKey(ctx, in.GetKeyProviderKeyWrapProtocolInput())
 	switch {
 	case errors.Is(err, keyprovider.ErrInput):
 		return nil, status.Error(codes.InvalidArgument, err.Error())

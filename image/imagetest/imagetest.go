@@ -96,9 +96,10 @@ func Zstd(t testing.TB, b []byte) []byte {
 
 // Layer is a compressed layer blob and its diff ID.
 type Layer struct {
-	MediaType string
-	Blob      []byte
-	DiffID    digest.Digest
+	MediaType   string
+	Blob        []byte
+	DiffID      digest.Digest
+	Annotations map[string]string
 }
 
 // GzipLayer makes a gzip layer of entries.
@@ -131,7 +132,9 @@ func New(t testing.TB, rc ocispec.ImageConfig, layers ...Layer) *Image {
 	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest}
 	for _, l := range layers {
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.DiffID)
-		m.Layers = append(m.Layers, Descriptor(l.MediaType, l.Blob))
+		d := Descriptor(l.MediaType, l.Blob)
+		d.Annotations = l.Annotations
+		m.Layers = append(m.Layers, d)
 	}
 	img := &Image{Layers: layers}
 	img.Config = mustJSON(t, cfg)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/cocoon-cc/cocoon/guest/cdh/wrap"
 )
@@ -115,10 +116,25 @@ func kbsPath(kid string) (string, error) {
 	return rest, nil
 }
 
+// Wrapper wraps layer keys. skopeo calls WrapKey once per layer with the
+// same keyid: a generated KEK is remembered per keyid so that every layer
+// of an image is wrapped with the one KEK the KBS holds (upstream generates
+// one per call, each overwriting the last in the KBS).
+type Wrapper struct {
+	reg  Registrar
+	mu   sync.Mutex
+	keks map[string][]byte // keyid -> generated KEK, registered
+}
+
+// NewWrapper returns a Wrapper registering KEKs with reg (nil: nowhere).
+func NewWrapper(reg Registrar) *Wrapper {
+	return &Wrapper{reg: reg, keks: map[string][]byte{}}
+}
+
 // WrapKey answers a keywrap request: it wraps the layer options with the
-// KEK (read from keypath, else fresh), registers the KEK under the kid when
-// reg is set, and returns the protocol output JSON.
-func WrapKey(ctx context.Context, reg Registrar, in []byte) ([]byte, error) {
+// KEK (read from keypath, else generated once per keyid), registers the KEK
+// under the keyid, and returns the protocol output JSON.
+func (w *Wrapper) WrapKey(ctx context.Context, in []byte) ([]byte, error) {
 	var req input
 	if err := json.Unmarshal(in, &req); err != nil {
 		return nil, fmt.Errorf("%w: not KeyProviderKeyWrapProtocolInput JSON: %w", ErrInput, err)
@@ -134,23 +150,15 @@ func WrapKey(ctx context.Context, reg Registrar, in []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	kek, kid, err := p.kek()
-	if err != nil {
-		return nil, err
-	}
-	defer clear(kek)
-	path, err := kbsPath(kid)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	kek, kid, err := w.kek(ctx, p)
 	if err != nil {
 		return nil, err
 	}
 	iv, ct, err := wrap.Encrypt(p.wrapType, kek, req.KeyWrapParams.OptsData)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInput, err)
-	}
-	if reg != nil {
-		if err := reg.SetResource(ctx, path, kek); err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ErrRegister, kid, err)
-		}
 	}
 	packet, err := json.Marshal(Packet{Kid: kid, WrappedData: base64.StdEncoding.EncodeToString(ct),
 		IV: base64.StdEncoding.EncodeToString(iv), WrapType: string(p.wrapType)})
@@ -165,25 +173,52 @@ func WrapKey(ctx context.Context, reg Registrar, in []byte) ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// kek reads or generates the key-encryption key and names it.
-func (p *params) kek() ([]byte, string, error) {
+// kek reads or generates the key-encryption key, names it and makes sure
+// the KBS holds it.
+func (w *Wrapper) kek(ctx context.Context, p *params) ([]byte, string, error) {
 	kid := p.keyid
 	if kid == "" {
 		id := make([]byte, 16)
 		rand.Read(id)
 		kid = fmt.Sprintf("kbs://%s%x", defaultRepoPath, id)
 	}
+	path, err := kbsPath(kid)
+	if err != nil {
+		return nil, "", err
+	}
+	if p.keypath == "" {
+		if k, ok := w.keks[kid]; ok {
+			return k, kid, nil
+		}
+	}
+	k, err := p.readKEK()
+	if err != nil {
+		return nil, "", err
+	}
+	if w.reg != nil {
+		if err := w.reg.SetResource(ctx, path, k); err != nil {
+			return nil, "", fmt.Errorf("%w: %s: %w", ErrRegister, kid, err)
+		}
+	}
+	if p.keypath == "" {
+		w.keks[kid] = k
+	}
+	return k, kid, nil
+}
+
+// readKEK reads keypath, or generates a key without one.
+func (p *params) readKEK() ([]byte, error) {
 	if p.keypath == "" {
 		k := make([]byte, wrap.KeySize)
 		rand.Read(k)
-		return k, kid, nil
+		return k, nil
 	}
 	k, err := os.ReadFile(p.keypath)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: keypath: %w", ErrInput, err)
+		return nil, fmt.Errorf("%w: keypath: %w", ErrInput, err)
 	}
 	if len(k) != wrap.KeySize {
-		return nil, "", fmt.Errorf("%w: keypath holds %d bytes, want %d", ErrInput, len(k), wrap.KeySize)
+		return nil, fmt.Errorf("%w: keypath holds %d bytes, want %d", ErrInput, len(k), wrap.KeySize)
 	}
-	return k, kid, nil
+	return k, nil
 }

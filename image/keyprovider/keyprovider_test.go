@@ -50,7 +50,7 @@ func wrapInput(t *testing.T, params string, opts []byte) []byte {
 func roundTrip(t *testing.T, k kbs, params string) []byte {
 	t.Helper()
 	opts := []byte(`{"symkey":"secret layer key"}`)
-	out, err := WrapKey(context.Background(), k, wrapInput(t, params, opts))
+	out, err := NewWrapper(k).WrapKey(context.Background(), wrapInput(t, params, opts))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,14 +101,41 @@ func TestWrapRoundTripsThroughDataHub(t *testing.T) {
 	}
 }
 
+// Every layer of an image (one WrapKey call each) must be wrapped with
+// the KEK the KBS finally holds.
+func TestOneKEKPerKeyID(t *testing.T) {
+	k := kbs{}
+	w := NewWrapper(k)
+	in := wrapInput(t, "keyid=kbs:///default/key/multi", []byte(`{"symkey":"x"}`))
+	for range 3 {
+		out, err := w.WrapKey(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res struct {
+			KeyWrapResults struct {
+				Annotation []byte `json:"annotation"`
+			} `json:"keywrapresults"`
+		}
+		json.Unmarshal(out, &res)
+		unwrapIn, _ := json.Marshal(map[string]any{"op": "keyunwrap",
+			"keyunwrapparams": map[string]any{"annotation": res.KeyWrapResults.Annotation}})
+		defer func() {
+			if _, err := cdhkp.UnwrapKey(context.Background(), k, unwrapIn); err != nil {
+				t.Errorf("layer wrapped with a KEK the KBS no longer holds: %v", err)
+			}
+		}()
+	}
+}
+
 func TestWrapRefusesBadInput(t *testing.T) {
 	ctx := context.Background()
 	for _, params := range []string{"keyid=kbs:///../x/y", "algorithm=ROT13", "sample=true", "keypath=/nonexistent"} {
-		if _, err := WrapKey(ctx, kbs{}, wrapInput(t, params, []byte("o"))); !errors.Is(err, ErrInput) {
+		if _, err := NewWrapper(kbs{}).WrapKey(ctx, wrapInput(t, params, []byte("o"))); !errors.Is(err, ErrInput) {
 			t.Errorf("%s: %v", params, err)
 		}
 	}
-	if _, err := WrapKey(ctx, kbs{}, []byte(`{"op":"keyunwrap"}`)); !errors.Is(err, ErrInput) {
+	if _, err := NewWrapper(kbs{}).WrapKey(ctx, []byte(`{"op":"keyunwrap"}`)); !errors.Is(err, ErrInput) {
 		t.Errorf("unwrap op: %v", err)
 	}
 }

@@ -1,0 +1,207 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cocoon-cc/cocoon/guest/attester/sample"
+	cdhkp "github.com/cocoon-cc/cocoon/guest/cdh/keyprovider"
+	"github.com/cocoon-cc/cocoon/guest/cdh/resource"
+	"github.com/cocoon-cc/cocoon/image/decrypt"
+	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/image/pull"
+	"github.com/cocoon-cc/cocoon/image/registry"
+	"github.com/cocoon-cc/cocoon/image/store"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/kbs/client"
+	"github.com/google/go-containerregistry/pkg/crane"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// guestUnwrapper is the guest's path to a layer key: the data hub's
+// keyprovider unwrap, which fetches the KEK from the KBS after attesting
+// with the sample TEE.
+type guestUnwrapper struct{ kbs *client.Client }
+
+func (g guestUnwrapper) GetResource(ctx context.Context, u resource.URI) ([]byte, error) {
+	return g.kbs.GetResource(ctx, u.Path())
+}
+
+func (g guestUnwrapper) UnwrapKey(ctx context.Context, annotation []byte) ([]byte, error) {
+	in, err := json.Marshal(map[string]any{"op": cdhkp.OpUnwrap, "keyunwrapparams": map[string]any{"annotation": annotation}})
+	if err != nil {
+		return nil, err
+	}
+	out, err := cdhkp.UnwrapKey(ctx, g, in)
+	if err != nil {
+		return nil, err
+	}
+	var o cdhkp.Output
+	if err := json.Unmarshal(out, &o); err != nil {
+		return nil, err
+	}
+	opts := make([]byte, len(o.KeyUnwrapResults.OptsData))
+	for i, v := range o.KeyUnwrapResults.OptsData {
+		opts[i] = byte(v)
+	}
+	return opts, nil
+}
+
+// startKeyProvider runs coco-keyprovider against the KBS and returns an
+// ocicrypt key provider configuration naming it.
+func startKeyProvider(t *testing.T, kbsURL, adminKey string) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	var log bytes.Buffer
+	cmd := exec.Command(bin(t, "coco-keyprovider"), "--socket", addr, "--kbs", kbsURL, "--auth-private-key", adminKey)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("coco-keyprovider log:\n%s", log.String())
+		}
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("coco-keyprovider did not listen:\n%s", log.String())
+		}
+	}
+	conf := filepath.Join(t.TempDir(), "ocicrypt.conf")
+	b, _ := json.Marshal(map[string]any{"key-providers": map[string]any{"attestation-agent": map[string]string{"grpc": addr}}})
+	if err := os.WriteFile(conf, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
+// encryptLayer encrypts l as skopeo copy --encryption-key
+// provider:attestation-agent:... does, with ocicrypt itself calling
+// coco-keyprovider over gRPC. (Debian's skopeo 1.9 is built without
+// ocicrypt's key provider support; ocicrypt runs in a helper process since
+// its key provider proto clashes with Cocoon's in one binary.)
+func encryptLayer(t *testing.T, ocienc string, l imagetest.Layer) imagetest.Layer {
+	t.Helper()
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "plain"), filepath.Join(dir, "enc")
+	if err := os.WriteFile(in, l.Blob, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(ocienc, in, out, l.MediaType,
+		"attestation-agent:keyid=kbs:///default/key/e2e-image::algorithm=A256GCM")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	js, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ocienc: %v\n%s", err, stderr.String())
+	}
+	var ann map[string]string
+	if err := json.Unmarshal(js, &ann); err != nil {
+		t.Fatal(err)
+	}
+	ct, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return imagetest.Layer{MediaType: l.MediaType + "+encrypted", Blob: ct, DiffID: l.DiffID, Annotations: ann}
+}
+
+// buildOcienc builds the ocicrypt helper.
+func buildOcienc(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "ocienc")
+	cmd := exec.Command("go", "build", "-o", out, "./image/imagetest/ocienc")
+	cmd.Dir = testutil.RepoRoot(t)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build ocienc: %v\n%s", err, b)
+	}
+	return out
+}
+
+// TestEncryptedImagePull: the owner encrypts with ocicrypt through
+// coco-keyprovider, which registers the KEK in a real KBS; the guest pulls
+// from docker-registry and decrypts only after attesting to the KBS.
+func TestEncryptedImagePull(t *testing.T) {
+	data := t.TempDir()
+	cfg, url := kbsConfig(t, data, "http", "")
+	k := startKBS(t, cfg, url, data, nil)
+	provisionSample(t, url, k.adminKey())
+	ocicryptConf := startKeyProvider(t, url, k.adminKey())
+
+	t.Setenv("OCICRYPT_KEYPROVIDER_CONFIG", ocicryptConf)
+	ocienc := buildOcienc(t)
+	reg := imagetest.StartRegistry(t)
+	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/secret"}},
+		encryptLayer(t, ocienc, imagetest.GzipLayer(t, imagetest.File("bin/secret", "#!/bin/sh\necho classified\n", 0o755))),
+		encryptLayer(t, ocienc, imagetest.GzipLayer(t, imagetest.File("etc/model.bin", strings.Repeat("weights", 50000), 0o600))))
+	reg.Push(t, img, "enc/app:v1", nil)
+
+	// The registry holds ciphertext only.
+	raw, err := crane.Manifest(reg.Host+"/enc/app:v1", crane.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m ocispec.Manifest
+	json.Unmarshal(raw, &m)
+	for _, l := range m.Layers {
+		if !decrypt.IsEncrypted(l.MediaType) || l.Annotations[decrypt.AnnotationKeyProvider] == "" {
+			t.Fatalf("layer not encrypted for the attestation agent: %+v", l)
+		}
+	}
+
+	jar, _ := cookiejar.New(nil)
+	kc, err := client.New(url, sample.Attester{}, client.Options{HTTP: &http.Client{Jar: jar, Timeout: 30 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := registry.Parse([]byte(fmt.Sprintf("[[registry]]\nlocation = %q\ninsecure = true\n", reg.Host)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	puller := pull.New(st, pull.Options{Registries: conf, Unwrapper: guestUnwrapper{kc}})
+	ctx := context.Background()
+	parent := t.TempDir()
+	bundle := filepath.Join(parent, "bundle")
+	if _, err := puller.Pull(ctx, reg.Host+"/enc/app:v1", bundle); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(bundle, "rootfs/bin/secret"))
+	if err != nil || !strings.Contains(string(b), "classified") {
+		t.Fatalf("decrypted layer: %q %v", b, err)
+	}
+
+	// Once the KBS stops releasing the key, the image cannot be opened and
+	// nothing is left behind.
+	mustClient(t, "--url", url, "config", "--auth-private-key", k.adminKey(), "set-resource-policy", "--deny-all")
+	denied := filepath.Join(parent, "denied")
+	_, err = pull.New(st, pull.Options{Registries: conf, Unwrapper: guestUnwrapper{kc}}).Pull(ctx, reg.Host+"/enc/app:v1", denied)
+	if !errors.Is(err, decrypt.ErrUnwrap) || !strings.Contains(err.Error(), "PolicyDeny") {
+		t.Fatalf("pull without key release: %v", err)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+		t.Fatalf("left behind: %v", ents)
+	}
+}
