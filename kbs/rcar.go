@@ -64,16 +64,11 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	token, claims, err := s.as.Evaluate(r.Context(), reqs, "")
 	if err != nil {
 		s.metrics.attestations.WithLabelValues(string(sess.Tee), "failure").Inc()
-		if errors.Is(err, attestation.ErrVerification) || errors.Is(err, attestation.ErrNoTrustClaims) ||
-			errors.Is(err, attestation.ErrBadTrustClaims) || errors.Is(err, attestation.ErrPolicyEvaluated) ||
-			errors.Is(err, attestation.ErrRuntimeData) {
-			return &protocol.Error{Kind: protocol.KindAttestation, Detail: err.Error(), Err: err}
-		}
 		var kerr *protocol.Error
 		if errors.As(err, &kerr) {
 			return err
 		}
-		return &protocol.Error{Kind: protocol.KindAttestation, Detail: "attestation failed: " + err.Error(), Err: err}
+		return &protocol.Error{Kind: protocol.KindAttestation, Detail: err.Error(), Err: err}
 	}
 	s.metrics.attestations.WithLabelValues(string(sess.Tee), "success").Inc()
 	if err := s.tokens.Remember(token, claims); err != nil {
