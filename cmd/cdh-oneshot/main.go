@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -54,7 +55,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage: true, SilenceErrors: true}
 	root.PersistentFlags().StringVarP(&g.cfgPath, "config", "c", "", "cdh.toml (default: AA_KBC_PARAMS or agent.aa_kbc_params)")
 	root.PersistentFlags().StringVar(&g.attester, "attester", attest.AA, "evidence source: aa, sample or tpm")
-	root.AddCommand(getResourceCmd(g), unsealCmd(g), secureMountCmd(g), pullImageCmd())
+	root.AddCommand(getResourceCmd(g), unsealCmd(g), secureMountCmd(g), pullImageCmd(g))
 	return root
 }
 
@@ -118,13 +119,26 @@ func secureMountCmd(g *globals) *cobra.Command {
 	return c
 }
 
-func pullImageCmd() *cobra.Command {
+func pullImageCmd(g *globals) *cobra.Command {
 	var image, bundle string
-	c := &cobra.Command{Use: "pull-image --image-url REF --bundle-path DIR", Short: "Pull an image (not implemented yet)",
-		Args: cobra.NoArgs,
-		// No attestation for a call that cannot succeed yet.
-		RunE: func(*cobra.Command, []string) error { return cdh.ErrUnimplemented }}
+	c := &cobra.Command{Use: "pull-image --image-url REF --bundle-path DIR",
+		Short: "Pull, verify, decrypt and unpack an image into an OCI bundle", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			abs, err := filepath.Abs(bundle)
+			if err != nil {
+				return err
+			}
+			return g.hub(c.Context(), func(h *cdh.Hub) error {
+				digest, err := h.PullImage(c.Context(), image, abs)
+				if err == nil {
+					fmt.Fprintln(c.OutOrStdout(), digest)
+				}
+				return err
+			})
+		}}
 	c.Flags().StringVar(&image, "image-url", "", "image reference")
 	c.Flags().StringVar(&bundle, "bundle-path", "", "bundle directory")
+	c.MarkFlagRequired("image-url")
+	c.MarkFlagRequired("bundle-path")
 	return c
 }

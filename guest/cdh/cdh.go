@@ -6,7 +6,6 @@ package cdh
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,10 +18,6 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/cdh/sealed"
 	"github.com/cocoon-cc/cocoon/guest/cdh/securemount"
 )
-
-// ErrUnimplemented: ImagePull belongs to the image pipeline, which is not
-// wired to the CDH yet.
-var ErrUnimplemented = errors.New("image pull is not implemented in the CDH yet (the guest image pipeline is a separate issue)")
 
 // Hub serves the CDH APIs.
 type Hub struct {
@@ -65,11 +60,6 @@ func (h *Hub) SecureMount(ctx context.Context, r *securemount.Request) error {
 // UnwrapKey answers an ocicrypt key provider unwrap request.
 func (h *Hub) UnwrapKey(ctx context.Context, input []byte) ([]byte, error) {
 	return keyprovider.UnwrapKey(ctx, h.kbs, input)
-}
-
-// PullImage is not served yet.
-func (h *Hub) PullImage(context.Context, string, string) (string, error) {
-	return "", ErrUnimplemented
 }
 
 // WriteCredentials fetches cdh.toml's [[credentials]] into their files

@@ -144,7 +144,7 @@ func TestCDHGetResource(t *testing.T) {
 	_, err = res.GetResource(ctx, &cdhpb.GetResourceRequest{ResourcePath: "kbs:///default/key/none"})
 	wantCode(t, "missing resource", err, codes.NotFound)
 	_, err = cdhpb.NewImagePullServiceClient(c).PullImage(ctx, &cdhpb.ImagePullRequest{ImageUrl: "busybox"})
-	wantCode(t, "PullImage", err, codes.Unimplemented)
+	wantCode(t, "PullImage without a bundle path", err, codes.InvalidArgument)
 
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -171,8 +171,8 @@ func TestCDHGetResource(t *testing.T) {
 		t.Fatalf("cdh-oneshot get-resource = %q, %v", out, err)
 	}
 	if _, err := oneshot(t, e, "pull-image", "--image-url", "busybox"); err == nil ||
-		!strings.Contains(err.Error(), "not implemented") {
-		t.Fatalf("cdh-oneshot pull-image: %v", err)
+		!strings.Contains(err.Error(), "bundle-path") {
+		t.Fatalf("cdh-oneshot pull-image without a bundle: %v", err)
 	}
 }
 

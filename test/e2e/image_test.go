@@ -2,13 +2,9 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,48 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cocoon-cc/cocoon/guest/attester/sample"
-	cdhkp "github.com/cocoon-cc/cocoon/guest/cdh/keyprovider"
-	"github.com/cocoon-cc/cocoon/guest/cdh/resource"
-	"github.com/cocoon-cc/cocoon/image/decrypt"
-	"github.com/cocoon-cc/cocoon/image/imagetest"
-	"github.com/cocoon-cc/cocoon/image/pull"
-	"github.com/cocoon-cc/cocoon/image/registry"
-	"github.com/cocoon-cc/cocoon/image/store"
-	"github.com/cocoon-cc/cocoon/internal/testutil"
-	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/google/go-containerregistry/pkg/crane"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cocoon-cc/cocoon/image/decrypt"
+	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
-
-// guestUnwrapper is the guest's path to a layer key: the data hub's
-// keyprovider unwrap, which fetches the KEK from the KBS after attesting
-// with the sample TEE.
-type guestUnwrapper struct{ kbs *client.Client }
-
-func (g guestUnwrapper) GetResource(ctx context.Context, u resource.URI) ([]byte, error) {
-	return g.kbs.GetResource(ctx, u.Path())
-}
-
-func (g guestUnwrapper) UnwrapKey(ctx context.Context, annotation []byte) ([]byte, error) {
-	in, err := json.Marshal(map[string]any{"op": cdhkp.OpUnwrap, "keyunwrapparams": map[string]any{"annotation": annotation}})
-	if err != nil {
-		return nil, err
-	}
-	out, err := cdhkp.UnwrapKey(ctx, g, in)
-	if err != nil {
-		return nil, err
-	}
-	var o cdhkp.Output
-	if err := json.Unmarshal(out, &o); err != nil {
-		return nil, err
-	}
-	opts := make([]byte, len(o.KeyUnwrapResults.OptsData))
-	for i, v := range o.KeyUnwrapResults.OptsData {
-		opts[i] = byte(v)
-	}
-	return opts, nil
-}
 
 // startKeyProvider runs coco-keyprovider against the KBS and returns an
 // ocicrypt key provider configuration naming it.
@@ -168,38 +129,38 @@ func TestEncryptedImagePull(t *testing.T) {
 		}
 	}
 
-	jar, _ := cookiejar.New(nil)
-	kc, err := client.New(url, sample.Attester{}, client.Options{HTTP: &http.Client{Jar: jar, Timeout: 30 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
+	// The guest's data hub pulls: cdh-oneshot with a cdh.toml naming the
+	// KBS and a registries.conf, attesting with the sample TEE.
+	dir := t.TempDir()
+	regConf := filepath.Join(dir, "registries.conf")
+	os.WriteFile(regConf, []byte(fmt.Sprintf("[[registry]]\nlocation = %q\ninsecure = true\n", reg.Host)), 0o600)
+	cdhConf := filepath.Join(dir, "cdh.toml")
+	os.WriteFile(cdhConf, []byte(fmt.Sprintf("socket = \"unix://%s/cdh.sock\"\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n"+
+		"[image]\nregistry_configuration_uri = \"file://%s\"\nwork_dir = %q\n", dir, url, regConf, filepath.Join(dir, "work"))), 0o600)
+	pullImage := func(bundle string) (string, error) {
+		cmd := exec.Command(bin(t, "cdh-oneshot"), "-c", cdhConf, "--attester", "sample",
+			"pull-image", "--image-url", reg.Host+"/enc/app:v1", "--bundle-path", bundle)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
 	}
-	conf, err := registry.Parse([]byte(fmt.Sprintf("[[registry]]\nlocation = %q\ninsecure = true\n", reg.Host)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	puller := pull.New(st, pull.Options{Registries: conf, Unwrapper: guestUnwrapper{kc}})
-	ctx := context.Background()
 	parent := t.TempDir()
 	bundle := filepath.Join(parent, "bundle")
-	if _, err := puller.Pull(ctx, reg.Host+"/enc/app:v1", bundle); err != nil {
-		t.Fatal(err)
+	if out, err := pullImage(bundle); err != nil || !strings.HasPrefix(out, "sha256:") {
+		t.Fatalf("cdh-oneshot pull-image: %v\n%s", err, out)
 	}
 	b, err := os.ReadFile(filepath.Join(bundle, "rootfs/bin/secret"))
 	if err != nil || !strings.Contains(string(b), "classified") {
 		t.Fatalf("decrypted layer: %q %v", b, err)
 	}
+	if _, err := os.Stat(filepath.Join(bundle, "config.json")); err != nil {
+		t.Fatalf("bundle has no config.json: %v", err)
+	}
 
 	// Once the KBS stops releasing the key, the image cannot be opened and
 	// nothing is left behind.
 	mustClient(t, "--url", url, "config", "--auth-private-key", k.adminKey(), "set-resource-policy", "--deny-all")
-	denied := filepath.Join(parent, "denied")
-	_, err = pull.New(st, pull.Options{Registries: conf, Unwrapper: guestUnwrapper{kc}}).Pull(ctx, reg.Host+"/enc/app:v1", denied)
-	if !errors.Is(err, decrypt.ErrUnwrap) || !strings.Contains(err.Error(), "PolicyDeny") {
-		t.Fatalf("pull without key release: %v", err)
+	if out, err := pullImage(filepath.Join(parent, "denied")); err == nil || !strings.Contains(out, "PolicyDeny") {
+		t.Fatalf("pull without key release: %v\n%s", err, out)
 	}
 	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
 		t.Fatalf("left behind: %v", ents)

@@ -94,6 +94,11 @@ func Parse(input []byte) (*Request, error) {
 	if err != nil || len(raw) == 0 {
 		return nil, fmt.Errorf("%w: keyunwrapparams.annotation is not standard base64", ErrMalformed)
 	}
+	return parsePacket(raw)
+}
+
+// parsePacket validates an annotation packet (the JSON, not its base64).
+func parsePacket(raw []byte) (*Request, error) {
 	p := Packet{Version: "0.1.0", Provider: "kbs"}
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, fmt.Errorf("%w: annotation packet is not JSON", ErrMalformed)
@@ -132,6 +137,27 @@ func UnwrapKey(ctx context.Context, kbs Getter, input []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts, err := p.unwrap(ctx, kbs)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(opts)
+	return json.Marshal(NewOutput(opts))
+}
+
+// UnwrapPacket returns the layer's private options an annotation packet
+// wraps: the guest image pipeline's path, without the protocol envelope.
+func UnwrapPacket(ctx context.Context, kbs Getter, packet []byte) ([]byte, error) {
+	p, err := parsePacket(packet)
+	if err != nil {
+		return nil, err
+	}
+	return p.unwrap(ctx, kbs)
+}
+
+// unwrap fetches the key-encryption key after attestation and opens the
+// wrapped options with it.
+func (p *Request) unwrap(ctx context.Context, kbs Getter) ([]byte, error) {
 	kek, err := kbs.GetResource(ctx, p.kid)
 	if err != nil {
 		return nil, fmt.Errorf("get key-encryption key %s: %w", p.kid, err)
@@ -141,6 +167,5 @@ func UnwrapKey(ctx context.Context, kbs Getter, input []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unwrap with %s: %w", p.kid, err)
 	}
-	defer clear(opts)
-	return json.Marshal(NewOutput(opts))
+	return opts, nil
 }

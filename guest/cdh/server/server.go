@@ -22,6 +22,8 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/cdh/sealed"
 	"github.com/cocoon-cc/cocoon/guest/cdh/securemount"
 	"github.com/cocoon-cc/cocoon/guest/cdh/wrap"
+	"github.com/cocoon-cc/cocoon/image/decrypt"
+	"github.com/cocoon-cc/cocoon/image/pull"
 	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
 	kppb "github.com/cocoon-cc/cocoon/protocol/ttrpc/keyprovider"
 )
@@ -97,8 +99,12 @@ func (s *service) fail(method string, err error) error {
 // Code maps the CDH's typed errors to status codes.
 func Code(err error) codes.Code {
 	switch {
-	case errors.Is(err, cdh.ErrUnimplemented):
-		return codes.Unimplemented
+	case errors.Is(err, cdh.ErrImageRequest):
+		return codes.InvalidArgument
+	case errors.Is(err, pull.ErrRegistry):
+		return codes.Unavailable
+	case errors.Is(err, decrypt.ErrUnwrap):
+		return codes.PermissionDenied
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, kbc.ErrUnavailable):
