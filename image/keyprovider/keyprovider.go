@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/cocoon-cc/cocoon/guest/cdh/wrap"
+	"github.com/cocoon-cc/cocoon/protocol"
 )
 
 // Provider is the key provider name in ocicrypt parameters and in the
@@ -50,14 +51,6 @@ type input struct {
 		} `json:"ec"`
 		OptsData []byte `json:"optsdata"`
 	} `json:"keywrapparams"`
-}
-
-// Packet is the annotation packet guests unwrap.
-type Packet struct {
-	Kid         string `json:"kid"`
-	WrappedData string `json:"wrapped_data"`
-	IV          string `json:"iv"`
-	WrapType    string `json:"wrap_type"`
 }
 
 // output is KeyProviderKeyWrapProtocolOutput; the annotation is a JSON
@@ -160,7 +153,7 @@ func (w *Wrapper) WrapKey(ctx context.Context, in []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInput, err)
 	}
-	packet, err := json.Marshal(Packet{Kid: kid, WrappedData: base64.StdEncoding.EncodeToString(ct),
+	packet, err := json.Marshal(protocol.KeyPacket{Kid: kid, WrappedData: base64.StdEncoding.EncodeToString(ct),
 		IV: base64.StdEncoding.EncodeToString(iv), WrapType: string(p.wrapType)})
 	if err != nil {
 		return nil, err

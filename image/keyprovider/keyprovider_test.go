@@ -11,6 +11,7 @@ import (
 
 	cdhkp "github.com/cocoon-cc/cocoon/guest/cdh/keyprovider"
 	"github.com/cocoon-cc/cocoon/guest/cdh/resource"
+	"github.com/cocoon-cc/cocoon/protocol"
 )
 
 // kbs is both the registrar (owner side) and the resource getter the data
@@ -94,7 +95,7 @@ func TestWrapRoundTripsThroughDataHub(t *testing.T) {
 	if !bytes.Equal(k["default/key/img2"], kek) {
 		t.Fatal("keypath's KEK not registered")
 	}
-	var p Packet
+	var p protocol.KeyPacket
 	json.Unmarshal(roundTrip(t, k, ""), &p)
 	if _, err := kbsPath(p.Kid); err != nil || p.WrapType != "A256GCM" {
 		t.Fatalf("generated kid %q wrap %q", p.Kid, p.WrapType)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cocoon-cc/cocoon/guest/cdh/resource"
 	"github.com/cocoon-cc/cocoon/guest/cdh/wrap"
+	"github.com/cocoon-cc/cocoon/protocol"
 )
 
 // OpUnwrap is the only operation a guest serves; wrapping is the owner's
@@ -39,17 +40,6 @@ type Input struct {
 // []byte and ocicrypt-rs's String both encode it).
 type UnwrapParams struct {
 	Annotation string `json:"annotation"`
-}
-
-// Packet is the annotation packet (guest-components' v2 packet, whose
-// defaults make v1 packets parse too).
-type Packet struct {
-	Version     string `json:"version"`
-	Kid         string `json:"kid"`
-	WrappedData string `json:"wrapped_data"`
-	Provider    string `json:"provider"`
-	IV          string `json:"iv"`
-	WrapType    string `json:"wrap_type"`
 }
 
 // Output is KeyProviderKeyWrapProtocolOutput for unwrap. OptsData is a
@@ -99,14 +89,14 @@ func Parse(input []byte) (*Request, error) {
 
 // parsePacket validates an annotation packet (the JSON, not its base64).
 func parsePacket(raw []byte) (*Request, error) {
-	p := Packet{Version: "0.1.0", Provider: "kbs"}
+	p := protocol.KeyPacket{Version: "0.1.0", Provider: "kbs"}
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, fmt.Errorf("%w: annotation packet is not JSON", ErrMalformed)
 	}
-	return p.validate()
+	return validate(&p)
 }
 
-func (p *Packet) validate() (*Request, error) {
+func validate(p *protocol.KeyPacket) (*Request, error) {
 	if p.Version != "0.1.0" || p.Provider != "kbs" {
 		return nil, fmt.Errorf("%w: annotation packet version %q provider %q", ErrUnsupported, p.Version, p.Provider)
 	}
