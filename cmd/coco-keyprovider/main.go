@@ -7,9 +7,6 @@ package main
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,7 +43,7 @@ func run(socket, kbsURL, keyFile, certFile string) error {
 		if keyFile == "" {
 			return errors.New("--kbs needs --auth-private-key")
 		}
-		key, err := loadSigner(keyFile)
+		key, err := client.LoadSigningKey(keyFile)
 		if err != nil {
 			return err
 		}
@@ -88,25 +85,4 @@ func (s *server) WrapKey(ctx context.Context, in *pb.KeyProviderKeyWrapProtocolI
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &pb.KeyProviderKeyWrapProtocolOutput{KeyProviderKeyWrapProtocolOutput: out}, nil
-}
-
-// loadSigner reads a PKCS#8 PEM private key.
-func loadSigner(path string) (crypto.Signer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("%s: no PEM block", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%s: not a signing key", path)
-	}
-	return s, nil
 }

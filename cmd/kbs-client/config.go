@@ -26,7 +26,7 @@ func (f *adminFlags) admin(g *globals) (*client.Admin, error) {
 	case f.tokenFile != "" && f.privateKey != "":
 		return nil, errors.New("give --admin-token-file or --auth-private-key, not both")
 	case f.privateKey != "":
-		k, err := loadSigner(f.privateKey)
+		k, err := client.LoadSigningKey(f.privateKey)
 		if err != nil {
 			return nil, err
 		}

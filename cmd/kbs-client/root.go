@@ -1,10 +1,7 @@
 package main
 
 import (
-	"crypto"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -129,25 +126,4 @@ func getResourceCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&tokenFile, "attestation-token", "", "use this attestation token instead of attesting")
 	c.MarkFlagRequired("path")
 	return c
-}
-
-// loadSigner reads an admin private key (Ed25519 or ECDSA, PKCS#8 PEM).
-func loadSigner(path string) (crypto.Signer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("%s: no PEM block", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%s: not a signing key", path)
-	}
-	return s, nil
 }

@@ -5,9 +5,13 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
+	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -119,4 +123,26 @@ func SignAdminToken(priv crypto.Signer, role string, ttl time.Duration) (string,
 	}{jwt.Claims{IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
 		Expiry: jwt.NewNumericDate(now.Add(ttl))}, role}
 	return jwt.Signed(s).Claims(claims).Serialize()
+}
+
+// LoadSigningKey reads an admin private key (PKCS#8 PEM: Ed25519 or ECDSA),
+// as --auth-private-key names it.
+func LoadSigningKey(path string) (crypto.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a signing key", path)
+	}
+	return s, nil
 }
