@@ -8,19 +8,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/containerd/ttrpc"
-
 	"github.com/cocoon-cc/cocoon/guest/cdh/config"
 	"github.com/cocoon-cc/cocoon/guest/cdh/restapi"
-	aapb "github.com/cocoon-cc/cocoon/protocol/ttrpc/aa"
-	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
 )
 
 func main() {
@@ -47,20 +42,10 @@ func run(ctx context.Context, bind, features, cdhAddr, aaAddr string) error {
 		return fmt.Errorf("unknown features %q: want resource, attestation or all", features)
 	}
 	if features != "attestation" {
-		c, err := dial(ctx, cdhAddr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		cdh = cdhpb.NewGetResourceServiceClient(c)
+		cdh = restapi.CDHSocket(config.SocketPath(cdhAddr))
 	}
 	if features != "resource" {
-		c, err := dial(ctx, aaAddr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		aa = aapb.NewAttestationAgentServiceClient(c)
+		aa = restapi.AASocket(config.SocketPath(aaAddr))
 	}
 	srv := &http.Server{Addr: bind, Handler: restapi.Handler(cdh, aa), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -72,13 +57,4 @@ func run(ctx context.Context, bind, features, cdhAddr, aaAddr string) error {
 		return err
 	}
 	return nil
-}
-
-func dial(ctx context.Context, addr string) (*ttrpc.Client, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", config.SocketPath(addr))
-	if err != nil {
-		return nil, err
-	}
-	return ttrpc.NewClient(c), nil
 }

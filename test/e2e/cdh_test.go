@@ -471,3 +471,27 @@ func TestCDHWithAttestationAgent(t *testing.T) {
 		t.Fatalf("cdh-oneshot through the agent: %q, %v %s", out, err, stderr)
 	}
 }
+
+// TestRESTServerOutlivesTheDataHub: api-server-rest may start before the
+// data hub and keeps working across its restarts, answering 503 meanwhile.
+func TestRESTServerOutlivesTheDataHub(t *testing.T) {
+	e := newCDHEnv(t)
+	e.set(t, "default/key/rest", []byte("late"))
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/cdh/resource/default/key/rest", port)
+	startDaemon(t, func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "api-server-rest", "--features", "resource", "--bind", fmt.Sprintf("127.0.0.1:%d", port),
+		"--cdh_addr", "unix://"+e.socket)
+	if code, _ := httpGet(t, url); code != http.StatusServiceUnavailable {
+		t.Fatalf("before the data hub: %d, want 503", code)
+	}
+	e.startCDH(t)
+	if code, body := httpGet(t, url); code != http.StatusOK || string(body) != "late" {
+		t.Fatalf("after the data hub started: %d %q", code, body)
+	}
+}
