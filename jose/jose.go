@@ -72,18 +72,21 @@ func parseEC(k protocol.TeePubKey) (crypto.PublicKey, gojose.KeyAlgorithm, error
 	if !ok {
 		return nil, "", fmt.Errorf("%w: curve %q", ErrInvalidKey, k.Crv)
 	}
+	size := (curve.Params().BitSize + 7) / 8
 	x, err := b64Int(k.X)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: x: %v", ErrInvalidKey, err)
+	if err != nil || x.BitLen() > size*8 {
+		return nil, "", fmt.Errorf("%w: x", ErrInvalidKey)
 	}
 	y, err := b64Int(k.Y)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: y: %v", ErrInvalidKey, err)
+	if err != nil || y.BitLen() > size*8 {
+		return nil, "", fmt.Errorf("%w: y", ErrInvalidKey)
 	}
-	pub := &ecdsa.PublicKey{Curve: curve, X: x, Y: y}
-	// ECDH() validates that the point is on the curve; an off-curve point
+	point := append([]byte{4}, x.FillBytes(make([]byte, size))...)
+	point = append(point, y.FillBytes(make([]byte, size))...)
+	// Parsing checks that the point is on the curve: an off-curve point
 	// would leak the shared secret.
-	if _, err := pub.ECDH(); err != nil {
+	pub, err := ecdsa.ParseUncompressedPublicKey(curve, point)
+	if err != nil {
 		return nil, "", fmt.Errorf("%w: %v", ErrInvalidKey, err)
 	}
 	return pub, gojose.ECDH_ES_A256KW, nil

@@ -45,9 +45,13 @@ func GenerateTEEKey(kty string) (*TEEKey, error) {
 func NewTEEKey(priv crypto.PrivateKey) (*TEEKey, error) {
 	switch k := priv.(type) {
 	case *ecdsa.PrivateKey:
-		size := (k.Curve.Params().BitSize + 7) / 8
+		point, err := k.PublicKey.Bytes() // 0x04 || X || Y
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidKey, err)
+		}
+		n := (len(point) - 1) / 2
 		pub := protocol.TeePubKey{Kty: "EC", Alg: AlgECDHES, Crv: k.Curve.Params().Name,
-			X: b64(k.X.FillBytes(make([]byte, size))), Y: b64(k.Y.FillBytes(make([]byte, size)))}
+			X: b64(point[1 : 1+n]), Y: b64(point[1+n:])}
 		if _, ok := curves[pub.Crv]; !ok {
 			return nil, fmt.Errorf("%w: curve %s", ErrInvalidKey, pub.Crv)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -66,7 +67,7 @@ func TestCanonicalJSONRules(t *testing.T) {
 		// Keys sorted by UTF-16 code units, no whitespace.
 		{map[string]any{"z": 1, "Z": 2, "a": []any{3, "x", nil, true}}, `{"Z":2,"a":[3,"x",null,true],"z":1}`},
 		// Numbers in ECMAScript form.
-		{map[string]any{"n": 1.0, "e": 1e21, "f": 0.5, "neg": -0.0}, `{"e":1e+21,"f":0.5,"n":1,"neg":0}`},
+		{map[string]any{"n": 1.0, "e": 1e21, "f": 0.5, "neg": math.Copysign(0, -1)}, `{"e":1e+21,"f":0.5,"n":1,"neg":0}`},
 		// No HTML escaping; only the mandatory escapes.
 		{map[string]any{"s": "<a&b>\u00e9\n\"\\"}, `{"s":"<a&b>é\n\"\\"}`},
 		{map[string]any{}, `{}`},

@@ -118,7 +118,7 @@ func TestKBSRestartKeepsResourcesAndTokens(t *testing.T) {
 	token := ic.attest(t)
 	k.stop()
 
-	k = startKBS(t, cfg, url, data, nil)
+	startKBS(t, cfg, url, data, nil)
 	// A new client connection holding only the old token (as a bearer).
 	ic2 := newIndependentClient(t, url, "P-256")
 	ic2.key, ic2.jwk = ic.key, ic.jwk
