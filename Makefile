@@ -47,10 +47,10 @@ fuzz:
 # plugins are pinned to the versions in go.mod.
 PROTOS := $(sort $(shell find protocol/ttrpc -name '*.proto'))
 generate:
-	@command -v protoc >/dev/null || { echo "generate: install protoc (apt-get install protobuf-compiler)"; exit 1; }
+	@command -v protoc >/dev/null || { echo "generate: install protoc (apt-get install protobuf-compiler libprotobuf-dev)"; exit 1; }
 	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$$($(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
 	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@$$($(GO) list -m -f '{{.Version}}' github.com/containerd/ttrpc)
-	PATH=$(CURDIR)/$(BIN)/tools:$$PATH protoc --proto_path=protocol/ttrpc \
+	PATH=$(CURDIR)/$(BIN)/tools:$$PATH protoc --proto_path=protocol/ttrpc --proto_path=/usr/include \
 	  --go_out=protocol/ttrpc --go_opt=paths=source_relative \
 	  --go-ttrpc_out=protocol/ttrpc --go-ttrpc_opt=paths=source_relative \
 	  $(patsubst protocol/ttrpc/%,%,$(PROTOS))
