@@ -15,11 +15,20 @@ declare -A need=(
   [docker-registry]=docker-registry
   [skopeo]=skopeo
   [umoci]=umoci
+  [gpg]=gpg
+  [qemu-system-x86_64]=qemu-system-x86
+  [modprobe]=kmod
+  [containerd]=containerd
+  [runc]=runc
+  [python3]=python3
 )
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# The guest kernel of the qemu sandbox (make guest) and its modules.
+ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing+=(linux-image-cloud-amd64)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
