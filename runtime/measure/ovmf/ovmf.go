@@ -11,6 +11,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 )
 
 // PageSize is the granularity of every guest page the VMM adds.
@@ -87,11 +89,11 @@ type Firmware struct {
 // An image without a footer table is valid (a build without SEV support);
 // its table and sections are empty. data is kept, not copied.
 func Parse(data []byte) (*Firmware, error) {
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrInvalid, MaxSize)
+	}
 	if len(data) == 0 || len(data)%PageSize != 0 {
 		return nil, fmt.Errorf("%w: size %d is not a non-zero multiple of %d", ErrInvalid, len(data), PageSize)
-	}
-	if len(data) > MaxSize {
-		return nil, fmt.Errorf("%w: size %d over the %d limit", ErrInvalid, len(data), MaxSize)
 	}
 	table, err := parseTable(data)
 	if err != nil {
@@ -102,6 +104,25 @@ func Parse(data []byte) (*Firmware, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// ReadFile reads and parses the image at path.
+func ReadFile(path string) (*Firmware, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// One byte over the limit tells a too-large image from one at it.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	fw, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return fw, nil
 }
 
 // Data is the whole image, as the VMM maps it.

@@ -14,7 +14,6 @@ package snp
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf"
 )
@@ -77,12 +76,12 @@ func LaunchDigest(opts Options) ([DigestSize]byte, error) {
 	if err != nil {
 		return ld, err
 	}
-	chain := NewChain(in.seed)
 	if !in.seeded {
-		if err := chain.Normal(in.fw.GPA(), in.fw.Data()); err != nil {
+		if in.seed, err = OVMFDigest(in.fw); err != nil {
 			return ld, err
 		}
 	}
+	chain := NewChain(in.seed)
 	if err := measureMetadata(chain, in.fw, in.hashes); err != nil {
 		return ld, err
 	}
@@ -96,16 +95,10 @@ func LaunchDigest(opts Options) ([DigestSize]byte, error) {
 
 // OVMFDigest is the launch digest after the firmware pages alone, which
 // LaunchDigest can take as Options.OVMFDigest.
-func OVMFDigest(image []byte) ([DigestSize]byte, error) {
-	fw, err := ovmf.Parse(image)
-	if err != nil {
-		return [DigestSize]byte{}, err
-	}
+func OVMFDigest(fw *ovmf.Firmware) ([DigestSize]byte, error) {
 	chain := NewChain([DigestSize]byte{})
-	if err := chain.Normal(fw.GPA(), fw.Data()); err != nil {
-		return [DigestSize]byte{}, err
-	}
-	return chain.Digest(), nil
+	err := chain.Normal(fw.GPA(), fw.Data())
+	return chain.Digest(), err
 }
 
 // inputs are Options checked and read.
@@ -168,23 +161,13 @@ func (o *Options) resolve() (*inputs, error) {
 }
 
 func (o *Options) firmware() (*ovmf.Firmware, error) {
-	image := o.OVMF
-	if image == nil {
-		if o.OVMFPath == "" {
-			return nil, fmt.Errorf("%w: no OVMF image", ErrInvalidOptions)
-		}
-		st, err := os.Stat(o.OVMFPath)
-		if err != nil {
-			return nil, err
-		}
-		if st.Size() > ovmf.MaxSize {
-			return nil, fmt.Errorf("%w: %s: %d bytes over the %d limit", ovmf.ErrInvalid, o.OVMFPath, st.Size(), ovmf.MaxSize)
-		}
-		if image, err = os.ReadFile(o.OVMFPath); err != nil {
-			return nil, err
-		}
+	switch {
+	case o.OVMF != nil:
+		return ovmf.Parse(o.OVMF)
+	case o.OVMFPath != "":
+		return ovmf.ReadFile(o.OVMFPath)
 	}
-	return ovmf.Parse(image)
+	return nil, fmt.Errorf("%w: no OVMF image", ErrInvalidOptions)
 }
 
 func (o *Options) hashes() (*Hashes, error) {

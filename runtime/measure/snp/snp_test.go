@@ -76,7 +76,11 @@ func TestOVMFDigest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed, err := OVMFDigest(image)
+	fw, err := ovmf.Parse(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := OVMFDigest(fw)
 	if err != nil {
 		t.Fatal(err)
 	}
