@@ -29,6 +29,8 @@ done
 # The guest kernel of the qemu sandbox (make guest) and its modules.
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing+=(linux-image-cloud-amd64)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# OVMF firmware: SNP launch digests are computed from Debian's build in tests.
+[ -e /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: missing Debian packages: ${missing[*]} (run as root to install them)" >&2

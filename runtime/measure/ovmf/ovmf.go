@@ -22,6 +22,10 @@ const PageSize = 4096
 // whole image sits below 4 GiB.
 const MaxSize = 32 << 20
 
+// MaxSectionBytes bounds what the SEV metadata sections cover together:
+// each page costs the measurement a hash, and OVMF lists well under 1 MiB.
+const MaxSectionBytes = 256 << 20
+
 // FourGiB is where a -bios firmware image ends in guest physical memory.
 const FourGiB = 1 << 32
 
@@ -254,12 +258,16 @@ func parseMetadata(data []byte, table map[GUID][]byte) ([]Section, error) {
 		return nil, fmt.Errorf("%w: SEV metadata of %d bytes with %d sections does not fit", ErrInvalid, size, count)
 	}
 	sections := make([]Section, count)
+	var total uint64
 	for i := range sections {
 		b := hdr[metadataHeaderSize+i*metadataSectionSize:]
 		s := Section{GPA: binary.LittleEndian.Uint32(b), Size: binary.LittleEndian.Uint32(b[4:]),
 			Type: SectionType(binary.LittleEndian.Uint32(b[8:]))}
 		if err := s.check(); err != nil {
 			return nil, fmt.Errorf("%w: SEV metadata section %d: %v", ErrInvalid, i, err)
+		}
+		if total += uint64(s.Size); total > MaxSectionBytes {
+			return nil, fmt.Errorf("%w: SEV metadata sections cover more than %d bytes", ErrInvalid, MaxSectionBytes)
 		}
 		sections[i] = s
 	}

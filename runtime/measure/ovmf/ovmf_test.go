@@ -117,6 +117,8 @@ func TestParseInvalid(t *testing.T) {
 		"section past 4G": image(1, []entry{reset, meta(0x800)},
 			map[int][]byte{0x800: metadata([3]uint32{0xfffff000, 0x2000, 1})}),
 		"duplicate entry": image(1, []entry{reset, reset}, nil),
+		"sections too large": image(1, []entry{reset, meta(0x800)},
+			map[int][]byte{0x800: metadata([3]uint32{0, 0x8000000, 1}, [3]uint32{0x8000000, 0x8001000, 1})}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Parse(img); !errors.Is(err, ErrInvalid) {

@@ -1,0 +1,75 @@
+package snp
+
+import (
+	"crypto/sha256"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// debianInputs are Debian's OVMF (package ovmf) and cloud kernel (package
+// linux-image-cloud-amd64), which scripts/install-deps.sh installs.
+func debianInputs(t testing.TB) (ovmfDir, kernel, initrd string) {
+	t.Helper()
+	ovmfDir = "/usr/share/OVMF"
+	kernels, _ := filepath.Glob("/boot/vmlinuz-*-cloud-amd64")
+	if _, err := os.Stat(filepath.Join(ovmfDir, "OVMF_CODE.fd")); err != nil || len(kernels) == 0 {
+		t.Skipf("SKIP: Debian's ovmf or cloud kernel is missing (run scripts/install-deps.sh): %v %v", err, kernels)
+	}
+	kernel = kernels[len(kernels)-1]
+	initrd = filepath.Join("/boot", "initrd.img-"+filepath.Base(kernel)[len("vmlinuz-"):])
+	if _, err := os.Stat(initrd); err != nil {
+		initrd = ""
+	}
+	return ovmfDir, kernel, initrd
+}
+
+// TestDebianOVMF: Debian's 2 MiB OVMF (OvmfPkgX64) can launch an SNP guest
+// but has no kernel-hashes page, so it cannot measure a direct-boot
+// kernel; its 4 MiB builds have no SEV metadata at all.
+func TestDebianOVMF(t *testing.T) {
+	dir, kernel, _ := debianInputs(t)
+	code := filepath.Join(dir, "OVMF_CODE.fd")
+	if _, err := LaunchDigest(Options{OVMFPath: code, VCPUs: 2, VCPUType: "EPYC-Milan"}); err != nil {
+		t.Fatalf("firmware-only launch: %v", err)
+	}
+	_, err := LaunchDigest(Options{OVMFPath: code, Kernel: kernel, VCPUs: 2, VCPUType: "EPYC-Milan"})
+	if !errors.Is(err, ErrNoKernelHashes) {
+		t.Fatalf("kernel with OvmfPkgX64: %v, want ErrNoKernelHashes", err)
+	}
+	_, err = LaunchDigest(Options{OVMFPath: filepath.Join(dir, "OVMF_CODE_4M.fd"), VCPUs: 1, VCPUType: "EPYC"})
+	if !errors.Is(err, ErrNotSNPFirmware) {
+		t.Fatalf("4 MiB build: %v, want ErrNotSNPFirmware", err)
+	}
+}
+
+// TestDebianKernelHashes measures Debian's kernel and initrd through the
+// AmdSev firmware: streaming them from disk gives the digest of their
+// SHA-256 taken whole.
+func TestDebianKernelHashes(t *testing.T) {
+	_, kernel, initrd := debianInputs(t)
+	const cmdline = "console=ttyS0 root=/dev/vda1"
+	opts := Options{OVMFPath: fixture(t, "ovmf_AmdSev_suffix.bin"), Kernel: kernel, Initrd: initrd,
+		Cmdline: cmdline, VCPUs: 4, VCPUType: "EPYC-Genoa"}
+	streamed := mustDigest(t, opts)
+
+	h := &Hashes{Cmdline: CmdlineHash(cmdline)}
+	for _, f := range []struct {
+		path string
+		sum  *[sha256.Size]byte
+	}{{kernel, &h.Kernel}, {initrd, &h.Initrd}} {
+		var b []byte
+		if f.path != "" {
+			var err error
+			if b, err = os.ReadFile(f.path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		*f.sum = sha256.Sum256(b)
+	}
+	opts.Kernel, opts.Initrd, opts.Cmdline, opts.Hashes = "", "", "", h
+	if whole := mustDigest(t, opts); whole != streamed {
+		t.Fatalf("streamed %x, whole %x", streamed, whole)
+	}
+}
