@@ -1,7 +1,8 @@
 // Package ovmf parses what a VMM reads from an OVMF (edk2) firmware image
 // before it launches a confidential guest: the GUIDed table in the
-// firmware's footer and the SEV metadata that lists the pages the VMM
-// adds to the guest besides the firmware itself.
+// firmware's footer, the SEV metadata that lists the pages the VMM adds to
+// an SEV-SNP guest besides the firmware itself, and the TDVF metadata that
+// lists the pages it adds to an Intel TDX guest.
 //
 // The image is untrusted input: every offset and size is checked, and a
 // malformed image yields an error wrapping ErrInvalid, never a panic.
@@ -89,9 +90,10 @@ type Firmware struct {
 	sections []Section
 }
 
-// Parse checks an OVMF image and reads its footer table and SEV metadata.
-// An image without a footer table is valid (a build without SEV support);
-// its table and sections are empty. data is kept, not copied.
+// Parse checks an OVMF image and reads its footer table and SEV metadata;
+// TDVF returns the TDVF metadata. An image without a footer table is valid
+// (a build without confidential computing support); its table and sections
+// are empty. data is kept, not copied.
 func Parse(data []byte) (*Firmware, error) {
 	if len(data) > MaxSize {
 		return nil, fmt.Errorf("%w: more than %d bytes", ErrInvalid, MaxSize)
@@ -184,7 +186,7 @@ const entryHeaderSize = 2 + 16
 const footerOffset = 32
 
 // minEntrySize is what each entry the accessors read must carry.
-var minEntrySize = map[GUID]int{SEVESResetBlockGUID: 4, SEVHashTableGUID: 8, SEVMetadataGUID: 4}
+var minEntrySize = map[GUID]int{SEVESResetBlockGUID: 4, SEVHashTableGUID: 8, SEVMetadataGUID: 4, TDXMetadataGUID: 4}
 
 // parseTable walks the footer table backwards from its footer entry: each
 // entry is its data followed by its size (covering data and trailer) and
