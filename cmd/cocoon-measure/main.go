@@ -1,7 +1,7 @@
 // Command cocoon-measure computes, before any guest runs, the reference
 // values a TEE launched with given inputs must show: the SEV-SNP launch
-// digest of a QEMU direct-boot guest and the initdata digest as SNP
-// HOST_DATA, TDX MRCONFIGID and TPM PCR 8 carry it.
+// digest of a QEMU direct-boot guest, the MRTD of a TDX guest, and the
+// initdata digest as SNP HOST_DATA, TDX MRCONFIGID and TPM PCR 8 carry it.
 package main
 
 import (
@@ -25,6 +25,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(snpCmd(), initDataCmd())
+	root.AddCommand(snpCmd(), tdxCmd(), initDataCmd())
 	return root
 }

@@ -151,3 +151,18 @@ func TestInitData(t *testing.T) {
 		t.Errorf("bad document: %v", err)
 	}
 }
+
+func TestTDX(t *testing.T) {
+	const path = "/usr/share/ovmf/OVMF.fd"
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("SKIP: Debian's ovmf package is not installed (%v); scripts/install-deps.sh installs it", err)
+	}
+	out, err := run(t, "tdx", "--ovmf", path, "-o", "json")
+	var values map[string][]string
+	if err != nil || json.Unmarshal([]byte(out), &values) != nil || len(values["mr_td"]) != 1 || len(values["mr_td"][0]) != 96 {
+		t.Fatalf("json: %q %v", out, err)
+	}
+	if _, err := run(t, "tdx", "--ovmf", amdSevFixture(t)); err == nil {
+		t.Fatal("an SEV-only firmware cut to its tail gave an MRTD")
+	}
+}

@@ -191,21 +191,27 @@ func TestParseUpstreamFixtures(t *testing.T) {
 // 2 MiB OvmfPkgX64 build carries SEV metadata without a kernel-hashes page,
 // its 4 MiB builds carry no SEV metadata at all.
 func TestParseDebianOVMF(t *testing.T) {
-	const dir = "/usr/share/OVMF"
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("SKIP: Debian's ovmf package is not installed (%v); scripts/install-deps.sh installs it", err)
-	}
-	small := mustParseFile(t, filepath.Join(dir, "OVMF_CODE.fd"))
+	small := mustParseFile(t, debianOVMF(t, "OVMF/OVMF_CODE.fd"))
 	if len(small.Sections()) == 0 || small.HasSection(SectionSNPKernelHashes) {
 		t.Errorf("OVMF_CODE.fd sections %v: want SEV metadata without SNP_KERNEL_HASHES", small.Sections())
 	}
 	if _, ok := small.ResetEIP(); !ok {
 		t.Error("OVMF_CODE.fd has no SEV-ES reset block")
 	}
-	big := mustParseFile(t, filepath.Join(dir, "OVMF_CODE_4M.fd"))
+	big := mustParseFile(t, debianOVMF(t, "OVMF/OVMF_CODE_4M.fd"))
 	if len(big.Sections()) != 0 {
 		t.Errorf("OVMF_CODE_4M.fd sections %v: want none", big.Sections())
 	}
+}
+
+// debianOVMF is the path of a file of Debian's ovmf package under
+// /usr/share, which scripts/install-deps.sh installs.
+func debianOVMF(t *testing.T, name string) string {
+	path := filepath.Join("/usr/share", name)
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("SKIP: Debian's ovmf package is not installed (%v); scripts/install-deps.sh installs it", err)
+	}
+	return path
 }
 
 func mustParseFile(t *testing.T, path string) *Firmware {

@@ -2,6 +2,7 @@ package snp
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -71,5 +72,38 @@ func TestDebianKernelHashes(t *testing.T) {
 	opts.Kernel, opts.Initrd, opts.Cmdline, opts.Hashes = "", "", "", h
 	if whole := mustDigest(t, opts); whole != streamed {
 		t.Fatalf("streamed %x, whole %x", streamed, whole)
+	}
+}
+
+// debianDigests are launch digests of Debian's OVMF builds (package ovmf
+// 2022.11-6+deb12u2, by their SHA-256) that virtee's sev-snp-measure
+// 0.0.13 computes for the same inputs.
+var debianDigests = []struct {
+	path, sha256 string
+	vcpus        int
+	cpu          string
+	want         string
+}{
+	{"/usr/share/ovmf/OVMF.fd", "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773", 2, "EPYC-Milan",
+		"a175292a4a09fcfb760c5bd80c93ed667dbaafce6247d0f21fc06638658b3ebf2804d3019e2abed05cb6a9efe0a7464e"},
+	{"/usr/share/OVMF/OVMF_CODE.fd", "d9b568def24088c92f34b5479e0ed7e44d0a4d4cea8a0f5716719180bba48106", 8, "EPYC-Rome",
+		"566cfdd946446b16bfc85a6b453dc57ba6c7b02b180e2711dc685d5d8f77cfc37a5e179282c214155a9f66b30f6d977e"},
+}
+
+func TestDebianOVMFDigests(t *testing.T) {
+	debianInputs(t)
+	for _, tc := range debianDigests {
+		image, err := os.ReadFile(tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := mustDigest(t, Options{OVMF: image, VCPUs: tc.vcpus, VCPUType: tc.cpu})
+		if sum := sha256.Sum256(image); hex.EncodeToString(sum[:]) != tc.sha256 {
+			t.Logf("no recorded digest for this %s (SHA-256 %x); got %x", tc.path, sum, got)
+			continue
+		}
+		if hex.EncodeToString(got[:]) != tc.want {
+			t.Errorf("%s: %x, want %s", tc.path, got, tc.want)
+		}
 	}
 }
