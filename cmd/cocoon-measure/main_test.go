@@ -65,6 +65,24 @@ func TestSNPOutputs(t *testing.T) {
 	}
 }
 
+// TestSNPSeveralVCPUCounts lists one digest per vCPU count, each the
+// digest sev-snp-measure states for that count.
+func TestSNPSeveralVCPUCounts(t *testing.T) {
+	out, err := run(t, "snp", "--ovmf", amdSevFixture(t), "--kernel", "/dev/null", "--initrd", "/dev/null",
+		"--vcpus", "1,4", "--vcpu-type", "EPYC-v4", "--guest-features", "0x21", "-o", "json")
+	var values map[string][]string
+	if err != nil || json.Unmarshal([]byte(out), &values) != nil {
+		t.Fatalf("json: %q %v", out, err)
+	}
+	want := []string{
+		"329c8ce0972ae52343b64d34a434a86f245dfd74f5ed7aae15d22efc78fb9683632b9b50e4e1d7fa41179ef98a7ef198",
+		"4953b1fb416fa874980e8442b3706d345926d5f38879134e00813c5d7abcbe78eafe7b422907be0b4698e2414a631942",
+	}
+	if got := values["snp_launch_measurement"]; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("digests %v, want %v", got, want)
+	}
+}
+
 // TestSNPMessageRegisters registers the printed message with a real RVPS
 // and reads the launch measurement back as the policy looks it up.
 func TestSNPMessageRegisters(t *testing.T) {

@@ -18,6 +18,7 @@ const launchMeasurementName = "snp_launch_measurement"
 func snpCmd() *cobra.Command {
 	var (
 		opts                 snp.Options
+		vcpus                []int
 		ovmfDigest, features string
 		firmwareOnly         bool
 		out                  output
@@ -27,7 +28,8 @@ func snpCmd() *cobra.Command {
 		Short: "Compute the SEV-SNP launch digest of a QEMU direct-boot guest",
 		Long: `Compute the launch digest (the attestation report's MEASUREMENT) of an SEV-SNP guest
 that QEMU starts with -bios OVMF, -kernel/-initrd/-append (kernel-hashes=on), -smp N and
--cpu TYPE, as virtee's sev-snp-measure does for --mode snp. The firmware must be an OVMF
+-cpu TYPE, as virtee's sev-snp-measure does for --mode snp. Pods started with different
+vCPU counts have different digests: --vcpus 1,2,4 lists one for each. The firmware must be an OVMF
 build with SEV metadata; measuring a kernel needs the OvmfPkg/AmdSev build, whose
 metadata has an SNP_KERNEL_HASHES page.
 
@@ -47,11 +49,11 @@ takes back later (the firmware is then read only for its metadata).`,
 					return fmt.Errorf("--ovmf-digest: %w", err)
 				}
 			}
-			ld, err := snp.LaunchDigest(opts)
+			digests, err := launchDigests(opts, vcpus)
 			if err != nil {
 				return err
 			}
-			return out.print(c.OutOrStdout(), map[string]any{launchMeasurementName: []string{hex.EncodeToString(ld[:])}})
+			return out.print(c.OutOrStdout(), map[string]any{launchMeasurementName: digests})
 		},
 	}
 	f := c.Flags()
@@ -61,7 +63,7 @@ takes back later (the firmware is then read only for its metadata).`,
 	f.StringVar(&opts.Kernel, "kernel", "", "kernel (QEMU -kernel)")
 	f.StringVar(&opts.Initrd, "initrd", "", "initrd (QEMU -initrd)")
 	f.StringVar(&opts.Cmdline, "append", "", "kernel command line (QEMU -append)")
-	f.IntVar(&opts.VCPUs, "vcpus", 0, "number of vCPUs (QEMU -smp)")
+	f.IntSliceVar(&vcpus, "vcpus", nil, "number of vCPUs (QEMU -smp); several (2,4) give one digest each")
 	f.StringVar(&opts.VCPUType, "vcpu-type", "", "QEMU CPU model (QEMU -cpu): one of "+fmt.Sprint(snp.CPUTypes()))
 	f.Uint32Var(&opts.VCPUSig, "vcpu-sig", 0, "CPUID signature instead of --vcpu-type (e.g. 0xa00f11)")
 	f.StringVar(&features, "guest-features", "0x1", "SEV_FEATURES of the vCPUs (0x1 SNPActive; 0x21 adds DebugSwap)")
@@ -80,4 +82,21 @@ func printFirmwareDigest(c *cobra.Command, path string, out *output) error {
 		return err
 	}
 	return out.print(c.OutOrStdout(), map[string]any{"snp_ovmf_digest": hex.EncodeToString(d[:])})
+}
+
+// launchDigests are the digests of opts for each vCPU count, in hex.
+func launchDigests(opts snp.Options, vcpus []int) ([]string, error) {
+	if len(vcpus) == 0 {
+		return nil, fmt.Errorf("%w: give --vcpus", snp.ErrInvalidOptions)
+	}
+	digests := make([]string, 0, len(vcpus))
+	for _, n := range vcpus {
+		opts.VCPUs = n
+		ld, err := snp.LaunchDigest(opts)
+		if err != nil {
+			return nil, err
+		}
+		digests = append(digests, hex.EncodeToString(ld[:]))
+	}
+	return digests, nil
 }

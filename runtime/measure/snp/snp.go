@@ -23,8 +23,11 @@ import (
 // Some older AMD host kernels also set DebugSwap by default (0x21).
 const DefaultGuestFeatures = 0x1
 
-// MaxVCPUs bounds the vCPU count: QEMU accepts no more for an SNP guest.
+// MaxVCPUs bounds the vCPU count at the most QEMU gives an x86 guest.
 const MaxVCPUs = 4096
+
+// featureSNPActive is SEV_FEATURES bit 0, set in every SNP guest's VMSAs.
+const featureSNPActive = 1
 
 // Errors of LaunchDigest. A malformed firmware image yields an error
 // wrapping ovmf.ErrInvalid.
@@ -122,6 +125,9 @@ func (o *Options) resolve() (*inputs, error) {
 	in := &inputs{sig: o.VCPUSig, features: o.GuestFeatures}
 	if in.features == 0 {
 		in.features = DefaultGuestFeatures
+	}
+	if in.features&featureSNPActive == 0 {
+		return nil, fmt.Errorf("%w: guest features %#x without SNPActive (bit 0)", ErrInvalidOptions, in.features)
 	}
 	if in.sig == 0 {
 		if o.VCPUType == "" {

@@ -165,6 +165,7 @@ func TestLaunchDigestErrors(t *testing.T) {
 		{"no vcpus", Options{OVMFPath: amdSev, VCPUType: "EPYC"}, ErrInvalidOptions},
 		{"too many vcpus", Options{OVMFPath: amdSev, VCPUs: MaxVCPUs + 1, VCPUType: "EPYC"}, ErrInvalidOptions},
 		{"no cpu", Options{OVMFPath: amdSev, VCPUs: 1}, ErrInvalidOptions},
+		{"features without SNPActive", Options{OVMFPath: amdSev, VCPUs: 1, VCPUType: "EPYC", GuestFeatures: 0x20}, ErrInvalidOptions},
 		{"unknown cpu", Options{OVMFPath: amdSev, VCPUs: 1, VCPUType: "Skylake"}, ErrUnknownCPUType},
 		{"initrd without kernel", Options{OVMFPath: amdSev, Initrd: "/dev/null", VCPUs: 1, VCPUType: "EPYC"}, ErrInvalidOptions},
 		{"no firmware", Options{VCPUs: 1, VCPUType: "EPYC"}, ErrInvalidOptions},
