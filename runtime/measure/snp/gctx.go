@@ -27,8 +27,8 @@ const (
 // PageInfoSize is the size of the PAGE_INFO structure.
 const PageInfoSize = 0x70
 
-// vmsaGPA is the GPA the firmware records for a VMSA page: the RMP takes
-// (u64)-1, page-aligned and cut to the 52-bit physical address width.
+// vmsaGPA is the GPA measured for a VMSA page: KVM passes (u64)-1, which
+// the firmware measures page-aligned and cut to 48 bits.
 const vmsaGPA = 0xFFFFFFFFF000
 
 // PageInfo is the structure the firmware hashes for every page a

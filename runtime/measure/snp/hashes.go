@@ -20,6 +20,8 @@ var (
 
 // Hashes are the SHA-256 digests of what QEMU direct-boots: OVMF checks
 // the kernel, initrd and command line it gets from QEMU against them.
+// QEMU leaves an SEV guest's kernel setup header unpatched, so the kernel
+// digest is that of the file as given.
 type Hashes struct {
 	Kernel, Initrd, Cmdline [sha256.Size]byte
 }
