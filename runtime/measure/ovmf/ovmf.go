@@ -112,6 +112,20 @@ func Parse(data []byte) (*Firmware, error) {
 	return f, nil
 }
 
+// ErrNoImage is returned by Load when given neither an image nor a path.
+var ErrNoImage = errors.New("no firmware image given")
+
+// Load parses image, or when it is nil the image at path.
+func Load(image []byte, path string) (*Firmware, error) {
+	switch {
+	case image != nil:
+		return Parse(image)
+	case path != "":
+		return ReadFile(path)
+	}
+	return nil, ErrNoImage
+}
+
 // ReadFile reads and parses the image at path.
 func ReadFile(path string) (*Firmware, error) {
 	f, err := os.Open(path)

@@ -30,7 +30,7 @@ const MaxVCPUs = 4096
 const featureSNPActive = 1
 
 // Errors of LaunchDigest. A malformed firmware image yields an error
-// wrapping ovmf.ErrInvalid.
+// wrapping ovmf.ErrInvalid, a missing one ovmf.ErrNoImage.
 var (
 	ErrInvalidOptions = errors.New("invalid SNP measurement options")
 	ErrUnknownCPUType = errors.New("unknown vCPU type")
@@ -147,7 +147,7 @@ func (o *Options) resolve() (*inputs, error) {
 		in.seeded = true
 	}
 	var err error
-	if in.fw, err = o.firmware(); err != nil {
+	if in.fw, err = ovmf.Load(o.OVMF, o.OVMFPath); err != nil {
 		return nil, err
 	}
 	if len(in.fw.Sections()) == 0 {
@@ -164,16 +164,6 @@ func (o *Options) resolve() (*inputs, error) {
 		return nil, ErrNoKernelHashes
 	}
 	return in, nil
-}
-
-func (o *Options) firmware() (*ovmf.Firmware, error) {
-	switch {
-	case o.OVMF != nil:
-		return ovmf.Parse(o.OVMF)
-	case o.OVMFPath != "":
-		return ovmf.ReadFile(o.OVMFPath)
-	}
-	return nil, fmt.Errorf("%w: no OVMF image", ErrInvalidOptions)
 }
 
 func (o *Options) hashes() (*Hashes, error) {

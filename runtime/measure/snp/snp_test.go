@@ -168,7 +168,7 @@ func TestLaunchDigestErrors(t *testing.T) {
 		{"features without SNPActive", Options{OVMFPath: amdSev, VCPUs: 1, VCPUType: "EPYC", GuestFeatures: 0x20}, ErrInvalidOptions},
 		{"unknown cpu", Options{OVMFPath: amdSev, VCPUs: 1, VCPUType: "Skylake"}, ErrUnknownCPUType},
 		{"initrd without kernel", Options{OVMFPath: amdSev, Initrd: "/dev/null", VCPUs: 1, VCPUType: "EPYC"}, ErrInvalidOptions},
-		{"no firmware", Options{VCPUs: 1, VCPUType: "EPYC"}, ErrInvalidOptions},
+		{"no firmware", Options{VCPUs: 1, VCPUType: "EPYC"}, ovmf.ErrNoImage},
 		{"short ovmf digest", Options{OVMFPath: amdSev, OVMFDigest: []byte{1}, VCPUs: 1, VCPUType: "EPYC"}, ErrInvalidOptions},
 		{"no footer table", Options{OVMF: noFooter, VCPUs: 1, VCPUType: "EPYC"}, ErrNotSNPFirmware},
 		{"partial page", Options{OVMF: make([]byte, 100), VCPUs: 1, VCPUType: "EPYC"}, ovmf.ErrInvalid},

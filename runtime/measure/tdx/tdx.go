@@ -13,7 +13,6 @@ import (
 	"crypto/sha512"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"hash"
 
 	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf"
@@ -22,13 +21,9 @@ import (
 // DigestSize is the size of MRTD (SHA-384).
 const DigestSize = sha512.Size384
 
-// Errors of MRTD. A malformed firmware image yields an error wrapping
-// ovmf.ErrInvalid.
-var (
-	ErrInvalidOptions = errors.New("invalid TDX measurement options")
-	// ErrNotTDXFirmware is returned for an image without TDVF metadata.
-	ErrNotTDXFirmware = errors.New("firmware does not support TDX")
-)
+// ErrNotTDXFirmware is returned for an image without TDVF metadata. A
+// malformed image yields an error wrapping ovmf.ErrInvalid.
+var ErrNotTDXFirmware = errors.New("firmware does not support TDX")
 
 // Options are the launch inputs MRTD depends on.
 type Options struct {
@@ -52,16 +47,7 @@ const (
 // MRTD computes the MRTD of a TD that QEMU builds from the firmware.
 func MRTD(opts Options) ([DigestSize]byte, error) {
 	var mrtd [DigestSize]byte
-	var fw *ovmf.Firmware
-	var err error
-	switch {
-	case opts.OVMF != nil:
-		fw, err = ovmf.Parse(opts.OVMF)
-	case opts.OVMFPath != "":
-		fw, err = ovmf.ReadFile(opts.OVMFPath)
-	default:
-		err = fmt.Errorf("%w: no firmware image", ErrInvalidOptions)
-	}
+	fw, err := ovmf.Load(opts.OVMF, opts.OVMFPath)
 	if err != nil {
 		return mrtd, err
 	}
@@ -72,62 +58,70 @@ func MRTD(opts Options) ([DigestSize]byte, error) {
 	if len(sections) == 0 {
 		return mrtd, ErrNotTDXFirmware
 	}
-	h := sha512.New384()
+	m := &measurer{h: sha512.New384()}
 	for _, s := range sections {
-		measureSection(h, fw.Data(), s, opts.TwoPass)
+		m.section(fw.Data(), s, opts.TwoPass)
 	}
-	h.Sum(mrtd[:0])
+	m.h.Sum(mrtd[:0])
 	return mrtd, nil
 }
 
-func measureSection(h hash.Hash, image []byte, s ovmf.TDVFSection, twoPass bool) {
+// measurer hashes the SEAMCALL blocks; its buffers spare an allocation
+// per block.
+type measurer struct {
+	h   hash.Hash
+	blk [blockSize]byte
+	mem [ovmf.PageSize]byte
+}
+
+func (m *measurer) section(image []byte, s ovmf.TDVFSection, twoPass bool) {
 	pages := s.MemoryDataSize / ovmf.PageSize
 	if twoPass {
 		for p := range pages {
-			pageAdd(h, s, p)
+			m.pageAdd(s, p)
 		}
 		for p := range pages {
-			mrExtend(h, image, s, p)
+			m.mrExtend(image, s, p)
 		}
 		return
 	}
 	for p := range pages {
-		pageAdd(h, s, p)
-		mrExtend(h, image, s, p)
+		m.pageAdd(s, p)
+		m.mrExtend(image, s, p)
 	}
 }
 
 // pageAdd hashes what TDH.MEM.PAGE.ADD extends MRTD with: "MEM.PAGE.ADD",
 // the page's GPA at offset 16, zeros to 128 bytes.
-func pageAdd(h hash.Hash, s ovmf.TDVFSection, page uint64) {
+func (m *measurer) pageAdd(s ovmf.TDVFSection, page uint64) {
 	if s.Attributes&ovmf.TDVFPageAug != 0 {
 		return
 	}
-	h.Write(block("MEM.PAGE.ADD", s.MemoryAddress+page*ovmf.PageSize))
+	m.block("MEM.PAGE.ADD", s.MemoryAddress+page*ovmf.PageSize)
 }
 
 // mrExtend hashes what TDH.MR.EXTEND extends MRTD with for each 256-byte
 // chunk of the page: "MR.EXTEND", the chunk's GPA at offset 16, zeros to
 // 128 bytes, then the chunk as the guest memory holds it (the section's
 // raw data, zero past its end).
-func mrExtend(h hash.Hash, image []byte, s ovmf.TDVFSection, page uint64) {
+func (m *measurer) mrExtend(image []byte, s ovmf.TDVFSection, page uint64) {
 	if s.Attributes&ovmf.TDVFMRExtend == 0 {
 		return
 	}
-	var mem [ovmf.PageSize]byte
+	clear(m.mem[:])
 	if off := page * ovmf.PageSize; off < uint64(s.RawDataSize) {
 		end := min(off+ovmf.PageSize, uint64(s.RawDataSize))
-		copy(mem[:], image[uint64(s.DataOffset)+off:uint64(s.DataOffset)+end])
+		copy(m.mem[:], image[uint64(s.DataOffset)+off:uint64(s.DataOffset)+end])
 	}
 	for c := 0; c < ovmf.PageSize; c += extendSize {
-		h.Write(block("MR.EXTEND", s.MemoryAddress+page*ovmf.PageSize+uint64(c)))
-		h.Write(mem[c : c+extendSize])
+		m.block("MR.EXTEND", s.MemoryAddress+page*ovmf.PageSize+uint64(c))
+		m.h.Write(m.mem[c : c+extendSize])
 	}
 }
 
-func block(op string, gpa uint64) []byte {
-	b := make([]byte, blockSize)
-	copy(b, op)
-	binary.LittleEndian.PutUint64(b[16:], gpa)
-	return b
+func (m *measurer) block(op string, gpa uint64) {
+	clear(m.blk[:])
+	copy(m.blk[:], op)
+	binary.LittleEndian.PutUint64(m.blk[16:], gpa)
+	m.h.Write(m.blk[:])
 }

@@ -135,7 +135,7 @@ func TestMRTDErrors(t *testing.T) {
 		opts Options
 		want error
 	}{
-		"no firmware":      {Options{}, ErrInvalidOptions},
+		"no firmware":      {Options{}, ovmf.ErrNoImage},
 		"no TDVF metadata": {Options{OVMF: noTDVF}, ErrNotTDXFirmware},
 		"partial page":     {Options{OVMF: make([]byte, 10)}, ovmf.ErrInvalid},
 		"missing file":     {Options{OVMFPath: "/nonexistent/OVMF.fd"}, os.ErrNotExist},
