@@ -31,7 +31,7 @@ func run(t *testing.T, args ...string) (string, error) {
 }
 
 func amdSevFixture(t *testing.T) string {
-	return filepath.Join(testutil.RepoRoot(t), "runtime", "measure", "testdata", "sev-snp-measure", "tests", "fixtures", "ovmf_AmdSev_suffix.bin")
+	return filepath.Join(testutil.Fixtures(t), "sev-snp-measure", "tests", "fixtures", "ovmf_AmdSev_suffix.bin")
 }
 
 // The sev-snp-measure README's invocation with its test inputs

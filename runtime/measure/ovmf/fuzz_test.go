@@ -15,7 +15,7 @@ import (
 // image's tail, where the footer table and SEV metadata live; the tail is
 // right-aligned in whole zero pages, so that short inputs stay images.
 func FuzzParse(f *testing.F) {
-	dir := filepath.Join(testutil.RepoRoot(f), "runtime", "measure", "testdata", "sev-snp-measure", "tests", "fixtures")
+	dir := filepath.Join(testutil.Fixtures(f), "sev-snp-measure", "tests", "fixtures")
 	for _, name := range []string{"ovmf_AmdSev_suffix.bin", "ovmf_OvmfX64_suffix.bin"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {

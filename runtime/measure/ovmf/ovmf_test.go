@@ -159,7 +159,7 @@ func TestParseNoFooter(t *testing.T) {
 // firmware suffixes: the AmdSev build has the kernel-hashes page, the
 // OvmfPkgX64 one has its hash table entry with a zero address.
 func TestParseUpstreamFixtures(t *testing.T) {
-	dir := filepath.Join(testutil.RepoRoot(t), "runtime", "measure", "testdata", "sev-snp-measure", "tests", "fixtures")
+	dir := filepath.Join(testutil.Fixtures(t), "sev-snp-measure", "tests", "fixtures")
 	amd := mustParseFile(t, filepath.Join(dir, "ovmf_AmdSev_suffix.bin"))
 	if eip, _ := amd.ResetEIP(); eip != 0x80b004 {
 		t.Errorf("AmdSev reset EIP %#x, want 0x80b004", eip)

@@ -17,7 +17,7 @@ import (
 // depends on besides those pages themselves.
 func fixture(t testing.TB, name string) string {
 	t.Helper()
-	return filepath.Join(testutil.RepoRoot(t), "runtime", "measure", "testdata", "sev-snp-measure", "tests", "fixtures", name)
+	return filepath.Join(testutil.Fixtures(t), "sev-snp-measure", "tests", "fixtures", name)
 }
 
 // TestLaunchDigestUpstreamVectors checks the digests sev-snp-measure's
