@@ -56,7 +56,7 @@ func configCmd(g *globals) *cobra.Command {
 		}
 	}
 	c.AddCommand(setResourceCmd(run), deleteResourceCmd(run), setResourcePolicyCmd(run),
-		setAttestationPolicyCmd(run), setSampleRVCmd(run), getRVCmd(run))
+		setAttestationPolicyCmd(run), setSampleRVCmd(run), setRVCmd(run), getRVCmd(run))
 	return c
 }
 
@@ -171,6 +171,22 @@ func setSampleRVCmd(run runner) *cobra.Command {
 	c.Flags().BoolVar(&asBool, "as-bool", false, "the value is a bool")
 	c.Flags().BoolVar(&single, "as-single-value", false, "register the value alone, not in a list")
 	c.MarkFlagsMutuallyExclusive("as-integer", "as-bool")
+	return c
+}
+
+func setRVCmd(run runner) *cobra.Command {
+	var file string
+	c := &cobra.Command{Use: "set-reference-value --message-file FILE", Short: "Register the reference values of an RVPS message (e.g. from cocoon-measure --message)",
+		Args: cobra.NoArgs,
+		RunE: run(func(c *cobra.Command, a *client.Admin, _ []string) error {
+			msg, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			return a.RegisterReferenceValues(c.Context(), msg)
+		})}
+	c.Flags().StringVar(&file, "message-file", "", "RVPS message (JSON: version, type, payload)")
+	c.MarkFlagRequired("message-file")
 	return c
 }
 

@@ -96,6 +96,12 @@ func (a *Admin) RegisterSampleReferenceValue(ctx context.Context, name string, v
 		Payload: base64.StdEncoding.EncodeToString(payload)})
 }
 
+// RegisterReferenceValues posts an RVPS message as is (e.g. one printed
+// by cocoon-measure --message).
+func (a *Admin) RegisterReferenceValues(ctx context.Context, message []byte) error {
+	return a.call(ctx, http.MethodPost, "/kbs/v0/reference-value", message, nil)
+}
+
 // GetReferenceValue returns the JSON of a reference value (null if none).
 func (a *Admin) GetReferenceValue(ctx context.Context, id string) (json.RawMessage, error) {
 	var out []byte
