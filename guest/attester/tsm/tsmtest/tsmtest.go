@@ -5,11 +5,14 @@
 package tsmtest
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Kernel serves report entries under Root.
@@ -20,14 +23,19 @@ type Kernel struct {
 	// outblob and auxblob.
 	Report func(inblob []byte, privlevel string) (out, aux []byte)
 	t      testing.TB
+	served sync.WaitGroup
+	stop   chan struct{}
 }
 
 // New makes a report directory in a temporary directory.
 func New(t testing.TB, provider string, report func(inblob []byte, privlevel string) (out, aux []byte)) *Kernel {
-	k := &Kernel{Root: filepath.Join(t.TempDir(), "report"), Provider: provider, Report: report, t: t}
+	k := &Kernel{Root: filepath.Join(t.TempDir(), "report"), Provider: provider, Report: report, t: t, stop: make(chan struct{})}
 	if err := os.Mkdir(k.Root, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Runs after the blobs are released and before the directory is
+	// removed, so no serve goroutine writes into a directory being deleted.
+	t.Cleanup(func() { close(k.stop); k.served.Wait() })
 	return k
 }
 
@@ -47,13 +55,8 @@ func (k *Kernel) Mkdir(dir, pattern string) (string, error) {
 		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
 			return "", err
 		}
-		go k.serve(entry, name)
-		// Release a writer whose blob was never read.
-		k.t.Cleanup(func() {
-			if f, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
-				f.Close()
-			}
-		})
+		k.served.Add(1)
+		go func() { defer k.served.Done(); k.serve(entry, name) }()
 	}
 	return entry, nil
 }
@@ -61,8 +64,8 @@ func (k *Kernel) Mkdir(dir, pattern string) (string, error) {
 // serve waits for a reader of the blob, then generates the report from
 // what was written to the entry.
 func (k *Kernel) serve(entry, name string) {
-	f, err := os.OpenFile(filepath.Join(entry, name), os.O_WRONLY, 0)
-	if err != nil {
+	f := k.awaitReader(filepath.Join(entry, name))
+	if f == nil {
 		return
 	}
 	defer f.Close()
@@ -81,5 +84,24 @@ func (k *Kernel) serve(entry, name string) {
 		f.Write(out)
 	} else {
 		f.Write(aux)
+	}
+}
+
+// awaitReader opens the fifo for writing once a reader has it open, or
+// returns nil when the test ends first (a blob nobody reads).
+func (k *Kernel) awaitReader(fifo string) *os.File {
+	for {
+		f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err == nil {
+			return f
+		}
+		if !errors.Is(err, syscall.ENXIO) { // ENXIO: no reader yet
+			return nil
+		}
+		select {
+		case <-k.stop:
+			return nil
+		case <-time.After(time.Millisecond):
+		}
 	}
 }
