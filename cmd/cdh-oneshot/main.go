@@ -121,6 +121,7 @@ func secureMountCmd(g *globals) *cobra.Command {
 
 func pullImageCmd(g *globals) *cobra.Command {
 	var image, bundle string
+	var quiet bool
 	c := &cobra.Command{Use: "pull-image --image-url REF --bundle-path DIR",
 		Short: "Pull, verify, decrypt and unpack an image into an OCI bundle", Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -129,7 +130,11 @@ func pullImageCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.hub(c.Context(), func(h *cdh.Hub) error {
-				digest, err := h.PullImage(c.Context(), image, abs)
+				var opts []cdh.PullOption
+				if !quiet {
+					opts = append(opts, cdh.WithProgress(newProgressPrinter(os.Stderr).report))
+				}
+				digest, err := h.PullImage(c.Context(), image, abs, opts...)
 				if err == nil {
 					fmt.Fprintln(c.OutOrStdout(), digest)
 				}
@@ -138,6 +143,7 @@ func pullImageCmd(g *globals) *cobra.Command {
 		}}
 	c.Flags().StringVar(&image, "image-url", "", "image reference")
 	c.Flags().StringVar(&bundle, "bundle-path", "", "bundle directory")
+	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
 	c.MarkFlagRequired("image-url")
 	c.MarkFlagRequired("bundle-path")
 	return c

@@ -17,11 +17,19 @@ import (
 // ErrImageRequest is a PullImage request the CDH cannot act on.
 var ErrImageRequest = errors.New("invalid image pull request")
 
+// PullOption changes one PullImage call.
+type PullOption func(*pull.Options)
+
+// WithProgress has fn called as the pull advances (see pull.Options).
+func WithProgress(fn func(pull.Progress)) PullOption {
+	return func(o *pull.Options) { o.Progress = fn }
+}
+
 // PullImage pulls imageURL inside the guest into an OCI bundle at
 // bundlePath: layers come from the registry (or the content store under
 // [image] work_dir), are verified, decrypted with keys from the KBS (after
 // attestation) and unpacked. It returns the manifest digest.
-func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string) (string, error) {
+func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string, opts ...PullOption) (string, error) {
 	if imageURL == "" || bundlePath == "" || !filepath.IsAbs(bundlePath) {
 		return "", fmt.Errorf("%w: image_url and an absolute bundle_path are required", ErrImageRequest)
 	}
@@ -33,7 +41,11 @@ func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string) (strin
 	if err != nil {
 		return "", err
 	}
-	img, err := pull.New(st, pull.Options{Registries: regs, Unwrapper: layerKeys{h}}).Pull(ctx, imageURL, bundlePath)
+	o := pull.Options{Registries: regs, Unwrapper: layerKeys{h}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	img, err := pull.New(st, o).Pull(ctx, imageURL, bundlePath)
 	if err != nil {
 		return "", err
 	}

@@ -66,6 +66,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// Backoff is the retry policy for transient registry errors.
 	Backoff remote.Backoff
+	// Progress, if set, is called as the layers are pulled (at most every
+	// 200 ms while a layer streams, after each layer and at the end).
+	Progress func(Progress)
 }
 
 // Puller pulls images through a content store.
@@ -159,14 +162,20 @@ func (p *Puller) build(ctx context.Context, s *source, m *ocispec.Manifest, img 
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return err
 	}
+	rep := newReporter(p.o.Progress, m)
 	for i, l := range m.Layers {
-		n, err := p.layer(ctx, s, l, img.Config.RootFS.DiffIDs[i], rootfs)
+		n, err := p.layer(ctx, s, l, img.Config.RootFS.DiffIDs[i], rootfs, rep)
 		if err != nil {
 			return fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
 		}
 		img.Bytes += n
+		rep.layerDone()
 	}
-	return bundle.Write(tmp, img.Config)
+	if err := bundle.Write(tmp, img.Config); err != nil {
+		return err
+	}
+	rep.finished()
+	return nil
 }
 
 // config fetches and decodes the image config.
@@ -186,13 +195,13 @@ func (p *Puller) config(ctx context.Context, s *source, desc ocispec.Descriptor,
 }
 
 // layer streams one layer into rootfs and returns its uncompressed size.
-func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, diffID digest.Digest, rootfs string) (int64, error) {
+func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, diffID digest.Digest, rootfs string, rep *reporter) (int64, error) {
 	b, err := p.blob(ctx, s, desc)
 	if err != nil {
 		return 0, err
 	}
 	defer b.Close()
-	n, err := p.apply(ctx, b, desc, diffID, rootfs)
+	n, err := p.apply(ctx, rep.meter(b), desc, diffID, rootfs)
 	if err != nil {
 		// A corrupt blob breaks the decompressor or the tar reader first;
 		// say what really happened.
@@ -204,8 +213,9 @@ func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, 
 	return n, b.Finish()
 }
 
-func (p *Puller) apply(ctx context.Context, b *verifiedBlob, desc ocispec.Descriptor, diffID digest.Digest, rootfs string) (int64, error) {
-	var r io.Reader = b
+// apply unpacks the layer blob read from r (through the progress meter,
+// when there is one).
+func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor, diffID digest.Digest, rootfs string) (int64, error) {
 	mt := desc.MediaType
 	if decrypt.IsEncrypted(mt) {
 		if p.o.Unwrapper == nil {

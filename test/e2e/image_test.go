@@ -137,16 +137,24 @@ func TestEncryptedImagePull(t *testing.T) {
 	cdhConf := filepath.Join(dir, "cdh.toml")
 	os.WriteFile(cdhConf, []byte(fmt.Sprintf("socket = \"unix://%s/cdh.sock\"\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n"+
 		"[image]\nregistry_configuration_uri = \"file://%s\"\nwork_dir = %q\n", dir, url, regConf, filepath.Join(dir, "work"))), 0o600)
+	var progress bytes.Buffer
 	pullImage := func(bundle string) (string, error) {
 		cmd := exec.Command(bin(t, "cdh-oneshot"), "-c", cdhConf, "--attester", "sample",
 			"pull-image", "--image-url", reg.Host+"/enc/app:v1", "--bundle-path", bundle)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
+		progress.Reset()
+		cmd.Stderr = &progress
+		out, err := cmd.Output()
+		return string(out) + progress.String(), err
 	}
 	parent := t.TempDir()
 	bundle := filepath.Join(parent, "bundle")
 	if out, err := pullImage(bundle); err != nil || !strings.HasPrefix(out, "sha256:") {
 		t.Fatalf("cdh-oneshot pull-image: %v\n%s", err, out)
+	}
+	// Not a terminal: plain progress lines, the last one complete.
+	if lines := strings.Split(strings.TrimSpace(progress.String()), "\n"); !strings.Contains(lines[len(lines)-1], "100% ") ||
+		!strings.Contains(lines[len(lines)-1], " 2/2 layers ") {
+		t.Fatalf("progress on stderr:\n%s", progress.String())
 	}
 	b, err := os.ReadFile(filepath.Join(bundle, "rootfs/bin/secret"))
 	if err != nil || !strings.Contains(string(b), "classified") {
