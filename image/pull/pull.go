@@ -66,6 +66,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// Backoff is the retry policy for transient registry errors.
 	Backoff remote.Backoff
+	// MaxConcurrentDownloads bounds the layers downloaded ahead of the one
+	// being unpacked (default 3).
+	MaxConcurrentDownloads int
 	// Progress, if set, is called as the layers are pulled (at most every
 	// 200 ms while a layer streams, after each layer and at the end).
 	Progress func(Progress)
@@ -163,7 +166,12 @@ func (p *Puller) build(ctx context.Context, s *source, m *ocispec.Manifest, img 
 		return err
 	}
 	rep := newReporter(p.o.Progress, m)
+	pf := p.prefetch(ctx, s, m.Layers)
+	defer pf.stop()
 	for i, l := range m.Layers {
+		if err := pf.wait(ctx, l.Digest); err != nil {
+			return err
+		}
 		n, err := p.layer(ctx, s, l, img.Config.RootFS.DiffIDs[i], rootfs, rep)
 		if err != nil {
 			return fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)

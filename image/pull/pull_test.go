@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/image/registry"
@@ -34,6 +35,9 @@ type faults struct {
 	fail500   atomic.Int32 // answer this many blob GETs with 500
 	truncate  atomic.Int32 // cut this many blob bodies in half
 	truncated atomic.Int32
+	delay     atomic.Int64 // hold each blob GET this many nanoseconds
+	inFlight  atomic.Int32
+	maxFlight atomic.Int32 // most blob GETs served at once
 }
 
 func proxy(t *testing.T, reg *imagetest.Registry, f *faults) string {
@@ -51,6 +55,11 @@ func proxy(t *testing.T, reg *imagetest.Registry, f *faults) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/blobs/") && r.Method == http.MethodGet {
 			f.blobGets.Add(1)
+			n := f.inFlight.Add(1)
+			defer f.inFlight.Add(-1)
+			for m := f.maxFlight.Load(); n > m && !f.maxFlight.CompareAndSwap(m, n); m = f.maxFlight.Load() {
+			}
+			time.Sleep(time.Duration(f.delay.Load()))
 			if f.fail500.Load() > 0 {
 				f.fail500.Add(-1)
 				http.Error(w, "injected", http.StatusInternalServerError)
