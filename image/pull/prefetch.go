@@ -60,7 +60,8 @@ func (p *Puller) download(ctx context.Context, s *source, desc ocispec.Descripto
 		return
 	}
 	defer b.Close()
-	if _, err := io.Copy(io.Discard, b); err == nil {
+	// A plain writer, so that io.CopyBuffer reads in readBuffer blocks.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, b, make([]byte, readBuffer)); err == nil {
 		b.Finish()
 	}
 }

@@ -6,6 +6,7 @@
 package pull
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,6 +50,9 @@ var (
 // maxTrailing bounds what may follow a tar's end-of-archive marker
 // (record padding is at most 10 KiB).
 const maxTrailing = 1 << 20
+
+// readBuffer is the size of the reads through a layer's pipeline.
+const readBuffer = 1 << 20
 
 // Options configure a Puller.
 type Options struct {
@@ -235,7 +239,10 @@ func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor
 		}
 		r, mt = store.NewVerifier(l, l.Digest, -1), decrypt.PlainMediaType(mt)
 	}
-	tr, closeDec, err := decompress(mt, r)
+	// Large reads upstream: every stage (store or socket, hashes, cipher)
+	// has a fixed cost per call, and decompressors read a few KiB at a time.
+	br := bufio.NewReaderSize(r, readBuffer)
+	tr, closeDec, err := decompress(mt, br)
 	if err != nil {
 		return 0, err
 	}
@@ -248,7 +255,7 @@ func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor
 	if err := drain(diff); err != nil {
 		return n, fmt.Errorf("diff_id: %w", err)
 	}
-	return n, drain(r)
+	return n, drain(br)
 }
 
 // drain reads r to its end so its verifiers run, refusing more than

@@ -6,6 +6,7 @@ package unpack
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ const (
 	opaqueMarker   = ".wh..wh..opq"
 	xattrPrefix    = "SCHILY.xattr."
 	maxSymlinkHops = 40
+	writeBuffer    = 1 << 20
 )
 
 var (
@@ -58,7 +60,8 @@ func Apply(ctx context.Context, root string, r io.Reader, o Options) (int64, err
 	if o.MaxSize > 0 {
 		r = &limitReader{r: r, left: o.MaxSize}
 	}
-	a := &applier{root: root, opts: o, created: map[string]bool{}, chown: os.Geteuid() == 0}
+	a := &applier{root: root, opts: o, created: map[string]bool{}, chown: os.Geteuid() == 0,
+		w: bufio.NewWriterSize(nil, writeBuffer)}
 	tr := tar.NewReader(r)
 	var n int64
 	for {
@@ -84,6 +87,7 @@ type applier struct {
 	root    string
 	opts    Options
 	chown   bool
+	w       *bufio.Writer   // batches file content into large writes
 	created map[string]bool // host paths this layer created
 	dirs    []dirTime       // directory times are set last
 }
@@ -229,7 +233,7 @@ func (a *applier) create(target string, hdr *tar.Header, r io.Reader) error {
 		}
 		return nil
 	case tar.TypeReg, tar.TypeRegA:
-		return writeFile(target, r)
+		return a.writeFile(target, r)
 	case tar.TypeSymlink:
 		return os.Symlink(hdr.Linkname, target)
 	case tar.TypeLink:
@@ -249,12 +253,20 @@ func (a *applier) create(target string, hdr *tar.Header, r io.Reader) error {
 	return fmt.Errorf("%w: type %q", ErrBadEntry, hdr.Typeflag)
 }
 
-func writeFile(target string, r io.Reader) error {
+// writeFile writes a regular file through a.w: the decompressor hands out
+// at most a window (32 KiB) per read, and each write(2) has a fixed cost.
+func (a *applier) writeFile(target string, r io.Reader) error {
 	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, r); err != nil {
+	// Hide f's ReadFrom, which bufio would use to bypass its buffer.
+	a.w.Reset(struct{ io.Writer }{f})
+	_, err = a.w.ReadFrom(r)
+	if err == nil {
+		err = a.w.Flush()
+	}
+	if err != nil {
 		f.Close()
 		return err
 	}
