@@ -1,8 +1,10 @@
 // Package pull pulls an image inside the guest and unpacks it into an OCI
 // runtime bundle in one streaming pass per layer: download (or read from
 // the content store) -> verify -> decrypt -> decompress -> verify diff_id
-// -> untar. Memory stays bounded by a few buffers whatever the image size;
-// nothing is left behind if any step fails.
+// -> untar, the three parts of that pass on goroutines of their own, while
+// the next layers download into the content store. Memory stays bounded by
+// a few buffers whatever the image size; nothing is left behind if any step
+// fails.
 package pull
 
 import (
@@ -15,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cocoon-cc/cocoon/image/bundle"
@@ -226,7 +229,9 @@ func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, 
 }
 
 // apply unpacks the layer blob read from r (through the progress meter,
-// when there is one).
+// when there is one) in three stages on their own goroutines: verify and
+// decrypt the blob; inflate it and verify the diff_id; untar (here). Only
+// a stream that every check passed to its end makes apply succeed.
 func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor, diffID digest.Digest, rootfs string) (int64, error) {
 	mt := desc.MediaType
 	if decrypt.IsEncrypted(mt) {
@@ -239,23 +244,55 @@ func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor
 		}
 		r, mt = store.NewVerifier(l, l.Digest, -1), decrypt.PlainMediaType(mt)
 	}
+	blob, tarStream := newPipe(), newPipe()
+	var wg sync.WaitGroup
+	wg.Go(func() { blob.pump(r, nil) })
+	wg.Go(func() { inflate(mt, blob, tarStream, diffID) })
+	n, err := unpack.Apply(ctx, rootfs, tarStream, p.o.Unpack)
+	if err == nil {
+		err = drain(tarStream) // tar padding, then every upstream check
+	}
+	tarStream.Close()
+	wg.Wait()
+	return n, err
+}
+
+// inflate is the middle stage: it decompresses in and verifies the
+// diff_id into out, then refuses more than padding after the compressed
+// stream.
+func inflate(mediaType string, in, out *pipe, diffID digest.Digest) {
+	defer in.Close()
 	// Large reads upstream: every stage (store or socket, hashes, cipher)
 	// has a fixed cost per call, and decompressors read a few KiB at a time.
-	br := bufio.NewReaderSize(r, readBuffer)
-	tr, closeDec, err := decompress(mt, br)
+	br := bufio.NewReaderSize(in, readBuffer)
+	dec, closeDec, err := decompress(mediaType, br)
 	if err != nil {
-		return 0, err
+		out.closeWith(err)
+		return
 	}
 	defer closeDec()
-	diff := store.NewVerifier(tr, diffID, -1)
-	n, err := unpack.Apply(ctx, rootfs, diff, p.o.Unpack)
-	if err != nil {
-		return n, err
-	}
-	if err := drain(diff); err != nil {
-		return n, fmt.Errorf("diff_id: %w", err)
-	}
-	return n, drain(br)
+	end := &eofReader{r: dec}
+	out.pump(store.NewVerifier(end, diffID, -1), func(err error) error {
+		switch {
+		case err == nil:
+			return drain(br)
+		case end.eof && errors.Is(err, store.ErrDigestMismatch):
+			return fmt.Errorf("diff_id: %w", err)
+		}
+		return err
+	})
+}
+
+// eofReader tells whether r ended: then an error above it is not r's.
+type eofReader struct {
+	r   io.Reader
+	eof bool
+}
+
+func (e *eofReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	e.eof = e.eof || err == io.EOF
+	return n, err
 }
 
 // drain reads r to its end so its verifiers run, refusing more than
