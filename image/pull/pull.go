@@ -229,58 +229,111 @@ func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, 
 }
 
 // apply unpacks the layer blob read from r (through the progress meter,
-// when there is one) in three stages on their own goroutines: verify and
-// decrypt the blob; inflate it and verify the diff_id; untar (here). Only
-// a stream that every check passed to its end makes apply succeed.
+// when there is one) in stages on goroutines of their own, so that a pull
+// uses every core: read and verify the blob; check its HMAC and decrypt
+// it; verify the plaintext digest; inflate; verify the diff_id and untar
+// (here). Only a stream that every check passed to its end makes apply
+// succeed.
 func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor, diffID digest.Digest, rootfs string) (int64, error) {
+	var s stages
+	defer s.stop()
+	in := s.run(nil, r, nil)
 	mt := desc.MediaType
 	if decrypt.IsEncrypted(mt) {
 		if p.o.Unwrapper == nil {
 			return 0, ErrNoUnwrapper
 		}
-		l, err := decrypt.NewLayer(ctx, desc, r, p.o.Unwrapper)
+		l, err := decrypt.NewLayer(ctx, desc, in, p.o.Unwrapper)
 		if err != nil {
 			return 0, err
 		}
-		r, mt = store.NewVerifier(l, l.Digest, -1), decrypt.PlainMediaType(mt)
+		in = s.run(in, l, nil)
+		in = s.run(in, store.NewVerifier(in, l.Digest, -1), nil)
+		mt = decrypt.PlainMediaType(mt)
 	}
-	blob, tarStream := newPipe(), newPipe()
-	var wg sync.WaitGroup
-	wg.Go(func() { blob.pump(r, nil) })
-	wg.Go(func() { inflate(mt, blob, tarStream, diffID) })
-	n, err := unpack.Apply(ctx, rootfs, tarStream, p.o.Unpack)
-	if err == nil {
-		err = drain(tarStream) // tar padding, then every upstream check
+	tarStream := s.inflate(in, mt)
+	end := &eofReader{r: tarStream}
+	diff := store.NewVerifier(end, diffID, -1)
+	n, err := unpack.Apply(ctx, rootfs, diff, p.o.Unpack)
+	if err != nil {
+		return n, err
 	}
-	tarStream.Close()
-	wg.Wait()
-	return n, err
+	// Tar padding, then the diff_id and every check upstream.
+	if err := drain(diff); err != nil {
+		if end.eof && errors.Is(err, store.ErrDigestMismatch) {
+			return n, fmt.Errorf("diff_id: %w", err)
+		}
+		return n, err
+	}
+	return n, nil
 }
 
-// inflate is the middle stage: it decompresses in and verifies the
-// diff_id into out, then refuses more than padding after the compressed
-// stream.
-func inflate(mediaType string, in, out *pipe, diffID digest.Digest) {
-	defer in.Close()
-	// Large reads upstream: every stage (store or socket, hashes, cipher)
-	// has a fixed cost per call, and decompressors read a few KiB at a time.
+// stages are the goroutines of one layer's pipeline.
+type stages struct {
+	wg    sync.WaitGroup
+	pipes []*pipe
+}
+
+// run copies r, which reads from the pipe in (if any), into a new pipe on
+// a goroutine of its own; then judges the outcome (see pipe.pump).
+func (s *stages) run(in *pipe, r io.Reader, then func(error) error) *pipe {
+	out := newPipe()
+	s.pipes = append(s.pipes, out)
+	s.wg.Go(func() {
+		if in != nil {
+			defer in.Close()
+		}
+		out.pump(r, then)
+	})
+	return out
+}
+
+// inflate decompresses in, then refuses more than padding after the
+// compressed stream.
+func (s *stages) inflate(in *pipe, mediaType string) *pipe {
+	// Large reads upstream: decompressors read a few KiB at a time.
 	br := bufio.NewReaderSize(in, readBuffer)
-	dec, closeDec, err := decompress(mediaType, br)
-	if err != nil {
-		out.closeWith(err)
-		return
-	}
-	defer closeDec()
-	end := &eofReader{r: dec}
-	out.pump(store.NewVerifier(end, diffID, -1), func(err error) error {
-		switch {
-		case err == nil:
-			return drain(br)
-		case end.eof && errors.Is(err, store.ErrDigestMismatch):
-			return fmt.Errorf("diff_id: %w", err)
+	lr := &lazyReader{open: func() (io.Reader, func(), error) { return decompress(mediaType, br) }}
+	return s.run(in, lr, func(err error) error {
+		lr.close()
+		if err == nil {
+			err = drain(br)
 		}
 		return err
 	})
+}
+
+// stop ends the stages still running and waits for them.
+func (s *stages) stop() {
+	for _, p := range s.pipes {
+		p.Close()
+	}
+	s.wg.Wait()
+}
+
+// lazyReader opens its reader on first use, in the goroutine reading it:
+// a decompressor reads its header when it is made.
+type lazyReader struct {
+	open    func() (io.Reader, func(), error)
+	r       io.Reader
+	closeFn func()
+}
+
+func (l *lazyReader) Read(p []byte) (int, error) {
+	if l.r == nil {
+		r, closeFn, err := l.open()
+		if err != nil {
+			return 0, err
+		}
+		l.r, l.closeFn = r, closeFn
+	}
+	return l.r.Read(p)
+}
+
+func (l *lazyReader) close() {
+	if l.closeFn != nil {
+		l.closeFn()
+	}
 }
 
 // eofReader tells whether r ended: then an error above it is not r's.
