@@ -63,18 +63,34 @@ func (p *pipe) fill(r io.Reader) error {
 		if buf == nil {
 			buf = make([]byte, pipeChunk)
 		}
-		n, err := io.ReadFull(r, buf)
+		n, err := readBlock(r, buf)
 		if n > 0 {
 			p.full <- buf[:n] // never blocks: there are as many slots as buffers
+		} else {
+			p.free <- buf
 		}
-		switch err {
-		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
+		if err == io.EOF {
 			return nil
-		default:
+		}
+		if err != nil {
 			return err
 		}
 	}
+}
+
+// readBlock reads until buf is full or r ends or fails; unlike
+// io.ReadFull, an io.ErrUnexpectedEOF of r's own (a truncated stream)
+// stays an error.
+func readBlock(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // errPipeClosed ends a stage whose reader has stopped; the reader's error

@@ -6,7 +6,6 @@ package unpack
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -26,7 +25,6 @@ const (
 	opaqueMarker   = ".wh..wh..opq"
 	xattrPrefix    = "SCHILY.xattr."
 	maxSymlinkHops = 40
-	writeBuffer    = 1 << 20
 )
 
 var (
@@ -61,7 +59,7 @@ func Apply(ctx context.Context, root string, r io.Reader, o Options) (int64, err
 		r = &limitReader{r: r, left: o.MaxSize}
 	}
 	a := &applier{root: root, opts: o, created: map[string]bool{}, chown: os.Geteuid() == 0,
-		w: bufio.NewWriterSize(nil, writeBuffer)}
+		files: newFileCopier()}
 	tr := tar.NewReader(r)
 	var n int64
 	for {
@@ -87,7 +85,7 @@ type applier struct {
 	root    string
 	opts    Options
 	chown   bool
-	w       *bufio.Writer   // batches file content into large writes
+	files   *fileCopier
 	created map[string]bool // host paths this layer created
 	dirs    []dirTime       // directory times are set last
 }
@@ -253,8 +251,6 @@ func (a *applier) create(target string, hdr *tar.Header, r io.Reader) error {
 	return fmt.Errorf("%w: type %q", ErrBadEntry, hdr.Typeflag)
 }
 
-// writeFile writes a regular file through a.w: the decompressor hands out
-// at most a window (32 KiB) per read, and each write(2) has a fixed cost.
 func (a *applier) writeFile(target string, size int64, r io.Reader) error {
 	f, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
@@ -265,13 +261,7 @@ func (a *applier) writeFile(target string, size int64, r io.Reader) error {
 		// write; where that is not supported the writes allocate as usual.
 		_ = unix.Fallocate(int(f.Fd()), 0, 0, size)
 	}
-	// Hide f's ReadFrom, which bufio would use to bypass its buffer.
-	a.w.Reset(struct{ io.Writer }{f})
-	_, err = a.w.ReadFrom(r)
-	if err == nil {
-		err = a.w.Flush()
-	}
-	if err != nil {
+	if err := a.files.copy(f, r, size); err != nil {
 		f.Close()
 		return err
 	}
