@@ -19,13 +19,14 @@ const (
 
 // pipe carries a stream between two stages.
 type pipe struct {
-	full chan []byte // filled buffers, closed after the last
-	free chan []byte
-	err  error         // why full was closed (nil: the stream ended)
-	done chan struct{} // closed when the reader stops
-	stop sync.Once
-	cur  []byte // what Read has not handed out yet of the current buffer
-	last []byte // the current buffer, to give back
+	full  chan []byte // filled buffers, closed after the last
+	free  chan []byte
+	err   error         // why full was closed (nil: the stream ended)
+	done  chan struct{} // closed when the reader stops
+	drain bool          // once the reader stops, read the input to its end
+	stop  sync.Once
+	cur   []byte // what Read has not handed out yet of the current buffer
+	last  []byte // the current buffer, to give back
 }
 
 func newPipe() *pipe {
@@ -58,6 +59,9 @@ func (p *pipe) fill(r io.Reader) error {
 		select {
 		case buf = <-p.free:
 		case <-p.done:
+			if p.drain {
+				return discard(r)
+			}
 			return errPipeClosed
 		}
 		if buf == nil {
@@ -73,6 +77,19 @@ func (p *pipe) fill(r io.Reader) error {
 			return nil
 		}
 		if err != nil {
+			return err
+		}
+	}
+}
+
+// discard reads r to its end, for the checks that run there.
+func discard(r io.Reader) error {
+	buf := make([]byte, pipeChunk)
+	for {
+		if _, err := readBlock(r, buf); err != nil {
+			if err == io.EOF {
+				return errPipeClosed
+			}
 			return err
 		}
 	}

@@ -218,11 +218,6 @@ func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, 
 	defer b.Close()
 	n, err := p.apply(ctx, rep.meter(b), desc, diffID, rootfs)
 	if err != nil {
-		// A corrupt blob breaks the decompressor or the tar reader first;
-		// say what really happened.
-		if verr := b.Check(); errors.Is(verr, store.ErrDigestMismatch) {
-			return n, fmt.Errorf("%w (after: %v)", verr, err)
-		}
 		return n, err
 	}
 	return n, b.Finish()
@@ -236,8 +231,7 @@ func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, 
 // succeed.
 func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor, diffID digest.Digest, rootfs string) (int64, error) {
 	var s stages
-	defer s.stop()
-	in := s.run(nil, r, nil)
+	in := s.add(nil, r, true, nil)
 	mt := desc.MediaType
 	if decrypt.IsEncrypted(mt) {
 		if p.o.Unwrapper == nil {
@@ -247,39 +241,48 @@ func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor
 		if err != nil {
 			return 0, err
 		}
-		in = s.run(in, l, nil)
-		in = s.run(in, store.NewVerifier(in, l.Digest, -1), nil)
+		in = s.add(in, l, true, nil)
+		in = s.add(in, store.NewVerifier(in, l.Digest, -1), true, nil)
 		mt = decrypt.PlainMediaType(mt)
 	}
 	tarStream := s.inflate(in, mt)
 	end := &eofReader{r: tarStream}
 	diff := store.NewVerifier(end, diffID, -1)
+	s.start()
 	n, err := unpack.Apply(ctx, rootfs, diff, p.o.Unpack)
-	if err != nil {
-		return n, err
-	}
-	// Tar padding, then the diff_id and every check upstream.
-	if err := drain(diff); err != nil {
-		if end.eof && errors.Is(err, store.ErrDigestMismatch) {
-			return n, fmt.Errorf("diff_id: %w", err)
+	if err == nil {
+		// Tar padding, then the diff_id and every check upstream.
+		if err = drain(diff); end.eof && errors.Is(err, store.ErrDigestMismatch) {
+			err = fmt.Errorf("diff_id: %w", err)
 		}
-		return n, err
 	}
-	return n, nil
+	s.stop()
+	if err != nil {
+		// Corrupt or forged data breaks the decompressor or the tar reader
+		// before the checks at the end of the blob: say what happened.
+		if verr := s.verifyErr(); verr != nil && !errors.Is(err, verr) {
+			return n, fmt.Errorf("%w (after: %v)", verr, err)
+		}
+	}
+	return n, err
 }
 
 // stages are the goroutines of one layer's pipeline.
 type stages struct {
 	wg    sync.WaitGroup
 	pipes []*pipe
+	runs  []func()
 }
 
-// run copies r, which reads from the pipe in (if any), into a new pipe on
-// a goroutine of its own; then judges the outcome (see pipe.pump).
-func (s *stages) run(in *pipe, r io.Reader, then func(error) error) *pipe {
+// add makes a stage that copies r, which reads from the pipe in (if any),
+// into a new pipe; then judges the outcome (see pipe.pump). A verifying
+// stage reads its input to the end even once the stages below it have
+// stopped, so that its verdict can explain their failure.
+func (s *stages) add(in *pipe, r io.Reader, verifying bool, then func(error) error) *pipe {
 	out := newPipe()
+	out.drain = verifying
 	s.pipes = append(s.pipes, out)
-	s.wg.Go(func() {
+	s.runs = append(s.runs, func() {
 		if in != nil {
 			defer in.Close()
 		}
@@ -294,7 +297,7 @@ func (s *stages) inflate(in *pipe, mediaType string) *pipe {
 	// Large reads upstream: decompressors read a few KiB at a time.
 	br := bufio.NewReaderSize(in, readBuffer)
 	lr := &lazyReader{open: func() (io.Reader, func(), error) { return decompress(mediaType, br) }}
-	return s.run(in, lr, func(err error) error {
+	return s.add(in, lr, false, func(err error) error {
 		lr.close()
 		if err == nil {
 			err = drain(br)
@@ -303,12 +306,27 @@ func (s *stages) inflate(in *pipe, mediaType string) *pipe {
 	})
 }
 
-// stop ends the stages still running and waits for them.
-func (s *stages) stop() {
-	for _, p := range s.pipes {
-		p.Close()
+func (s *stages) start() {
+	for _, run := range s.runs {
+		s.wg.Go(run)
 	}
+}
+
+// stop ends the stages still running and waits for them: closing the last
+// pipe ends its stage, which closes its input pipe in turn, and so on up.
+func (s *stages) stop() {
+	s.pipes[len(s.pipes)-1].Close()
 	s.wg.Wait()
+}
+
+// verifyErr is the first verification failure of a stopped pipeline.
+func (s *stages) verifyErr() error {
+	for _, p := range s.pipes {
+		if errors.Is(p.err, store.ErrDigestMismatch) || errors.Is(p.err, decrypt.ErrIntegrity) {
+			return p.err
+		}
+	}
+	return nil
 }
 
 // lazyReader opens its reader on first use, in the goroutine reading it:
