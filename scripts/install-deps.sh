@@ -31,6 +31,8 @@ ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing+=(linux-image-cloud-am
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # OVMF firmware: SNP launch digests are computed from Debian's build in tests.
 [ -e /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)
+# GNU time: peak RSS of the image pull benchmark's child processes.
+[ -x /usr/bin/time ] || missing+=(time)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
