@@ -14,7 +14,7 @@ import (
 	"testing"
 
 	"github.com/cocoon-cc/cocoon/initdata"
-	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf/ovmftest"
 	"github.com/cocoon-cc/cocoon/rvps"
 	"github.com/cocoon-cc/cocoon/store/memory"
 )
@@ -30,13 +30,18 @@ func run(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// amdSevFixture writes a synthetic AmdSev-shaped firmware to a file.
 func amdSevFixture(t *testing.T) string {
-	return filepath.Join(testutil.Fixtures(t), "sev-snp-measure", "tests", "fixtures", "ovmf_AmdSev_suffix.bin")
+	path := filepath.Join(t.TempDir(), "OVMF.fd")
+	if err := os.WriteFile(path, ovmftest.AmdSev(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
-// The sev-snp-measure README's invocation with its test inputs
-// (tests/test_guest.py test_snp_default).
-const upstreamDigest = "803f691094946e42068aaa3a8f9e26a5c89f36f7b73ecfb28c653360fe4b3aba7e534442e7e1e17895dfe778d0228977"
+// The digest of the sev-snp-measure README's invocation with that firmware
+// (runtime/measure/snp's TestLaunchDigestVectors "default").
+const upstreamDigest = "344ba3fb5c012d3b7c222fbd4e8d1105b4092fbaff80b2ba36e85373479fb8595cb04b76208b8d761b1f68dbba378e0b"
 
 func snpArgs(t *testing.T, extra ...string) []string {
 	return append([]string{"snp", "--ovmf", amdSevFixture(t), "--kernel", "/dev/null", "--initrd", "/dev/null",
@@ -66,7 +71,7 @@ func TestSNPOutputs(t *testing.T) {
 }
 
 // TestSNPSeveralVCPUCounts lists one digest per vCPU count, each the
-// digest sev-snp-measure states for that count.
+// digest runtime/measure/snp's vectors state for that count.
 func TestSNPSeveralVCPUCounts(t *testing.T) {
 	out, err := run(t, "snp", "--ovmf", amdSevFixture(t), "--kernel", "/dev/null", "--initrd", "/dev/null",
 		"--vcpus", "1,4", "--vcpu-type", "EPYC-v4", "--guest-features", "0x21", "-o", "json")
@@ -75,8 +80,8 @@ func TestSNPSeveralVCPUCounts(t *testing.T) {
 		t.Fatalf("json: %q %v", out, err)
 	}
 	want := []string{
-		"329c8ce0972ae52343b64d34a434a86f245dfd74f5ed7aae15d22efc78fb9683632b9b50e4e1d7fa41179ef98a7ef198",
-		"4953b1fb416fa874980e8442b3706d345926d5f38879134e00813c5d7abcbe78eafe7b422907be0b4698e2414a631942",
+		"27585097c29ff137a470b9275b45b5dc97bde17f706b7801e7bc2f7cf231103794d46c9f4ce1cf11ab0b621b1b6428bd",
+		"d640665453d8caa13932d64f132bc42fe1bc468c5c116b83450425e83f9163539dbe114ad64012387f7da9f26e808f9d",
 	}
 	if got := values["snp_launch_measurement"]; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("digests %v, want %v", got, want)
@@ -109,7 +114,7 @@ func TestSNPMessageRegisters(t *testing.T) {
 // --ovmf-digest takes back, to the same launch digest.
 func TestSNPFirmwareDigest(t *testing.T) {
 	out, err := run(t, "snp", "--ovmf", amdSevFixture(t), "--firmware-only")
-	const want = "086e2e9149ebf45abdc3445fba5b2da8270bdbb04094d7a2c37faaa4b24af3aa16aff8c374c2a55c467a50da6d466b74"
+	const want = "acad33bcce92b11f11364be2a04448acd0cb3dd3e76d5338f44817c50201ad939b2c2160baf3c746a5873a64bf234dce"
 	if err != nil || strings.TrimSpace(out) != want {
 		t.Fatalf("firmware digest %q %v", out, err)
 	}

@@ -1,4 +1,4 @@
-package ovmf
+package ovmf_test
 
 import (
 	"encoding/binary"
@@ -7,69 +7,23 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf"
+	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf/ovmftest"
 )
 
-// entry is a footer table entry to build an image with.
-type entry struct {
-	guid GUID
-	data []byte
-}
-
-// image builds a firmware image of pages pages whose footer table holds
-// entries (the first one nearest the footer), with extra bytes written at
-// their offsets from the image end.
-func image(pages int, entries []entry, extra map[int][]byte) []byte {
-	b := make([]byte, pages*PageSize)
-	end := len(b) - footerOffset
-	pos := end - entryHeaderSize
-	total := entryHeaderSize
-	for _, e := range entries {
-		n := len(e.data) + entryHeaderSize
-		pos -= n
-		copy(b[pos:], e.data)
-		binary.LittleEndian.PutUint16(b[pos+len(e.data):], uint16(n))
-		copy(b[pos+len(e.data)+2:], e.guid[:])
-		total += n
-	}
-	binary.LittleEndian.PutUint16(b[end-entryHeaderSize:], uint16(total))
-	copy(b[end-16:], FooterGUID[:])
-	for fromEnd, v := range extra {
-		copy(b[len(b)-fromEnd:], v)
-	}
-	return b
-}
-
-func u32s(v ...uint32) []byte {
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], x)
-	}
-	return b
-}
-
-// metadata is an "ASEV" block with the given sections (gpa, size, type).
-func metadata(sections ...[3]uint32) []byte {
-	b := append([]byte("ASEV"), u32s(uint32(16+12*len(sections)), 1, uint32(len(sections)))...)
-	for _, s := range sections {
-		b = append(b, u32s(s[0], s[1], s[2])...)
-	}
-	return b
-}
-
 func TestParseSynthetic(t *testing.T) {
-	md := metadata([3]uint32{0x800000, 0x9000, 1}, [3]uint32{0x80d000, 0x1000, 2},
+	md := ovmftest.Metadata([3]uint32{0x800000, 0x9000, 1}, [3]uint32{0x80d000, 0x1000, 2},
 		[3]uint32{0x80e000, 0x1000, 3}, [3]uint32{0x810000, 0x1000, 0x10})
-	img := image(2, []entry{
-		{SEVESResetBlockGUID, u32s(0x80b004)},
-		{SEVHashTableGUID, u32s(0x810c00, 0x400)},
-		{SEVMetadataGUID, u32s(0x800)},
+	img := ovmftest.Image(2, []ovmftest.Entry{
+		{GUID: ovmf.SEVESResetBlockGUID, Data: ovmftest.U32s(0x80b004)},
+		{GUID: ovmf.SEVHashTableGUID, Data: ovmftest.U32s(0x810c00, 0x400)},
+		{GUID: ovmf.SEVMetadataGUID, Data: ovmftest.U32s(0x800)},
 	}, map[int][]byte{0x800: md})
-	f, err := Parse(img)
+	f, err := ovmf.Parse(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.GPA() != FourGiB-2*PageSize {
+	if f.GPA() != ovmf.FourGiB-2*ovmf.PageSize {
 		t.Errorf("GPA %#x", f.GPA())
 	}
 	if eip, ok := f.ResetEIP(); !ok || eip != 0x80b004 {
@@ -78,8 +32,8 @@ func TestParseSynthetic(t *testing.T) {
 	if gpa, size, ok := f.HashTable(); !ok || gpa != 0x810c00 || size != 0x400 {
 		t.Errorf("hash table %#x %#x %v", gpa, size, ok)
 	}
-	want := []Section{{0x800000, 0x9000, SectionSNPSecMem}, {0x80d000, 0x1000, SectionSNPSecrets},
-		{0x80e000, 0x1000, SectionCPUID}, {0x810000, 0x1000, SectionSNPKernelHashes}}
+	want := []ovmf.Section{{0x800000, 0x9000, ovmf.SectionSNPSecMem}, {0x80d000, 0x1000, ovmf.SectionSNPSecrets},
+		{0x80e000, 0x1000, ovmf.SectionCPUID}, {0x810000, 0x1000, ovmf.SectionSNPKernelHashes}}
 	if got := f.Sections(); len(got) != len(want) {
 		t.Fatalf("sections %v, want %v", got, want)
 	}
@@ -88,56 +42,58 @@ func TestParseSynthetic(t *testing.T) {
 			t.Errorf("section %d: %+v, want %+v", i, s, want[i])
 		}
 	}
-	if !f.HasSection(SectionSNPKernelHashes) || f.HasSection(SectionSVSMCAA) {
+	if !f.HasSection(ovmf.SectionSNPKernelHashes) || f.HasSection(ovmf.SectionSVSMCAA) {
 		t.Error("HasSection")
 	}
 }
 
 func TestParseInvalid(t *testing.T) {
-	reset := entry{SEVESResetBlockGUID, u32s(0x80b004)}
-	meta := func(off uint32) entry { return entry{SEVMetadataGUID, u32s(off)} }
-	good := metadata([3]uint32{0x800000, 0x1000, 1})
+	reset := ovmftest.Entry{GUID: ovmf.SEVESResetBlockGUID, Data: ovmftest.U32s(0x80b004)}
+	meta := func(off uint32) ovmftest.Entry {
+		return ovmftest.Entry{GUID: ovmf.SEVMetadataGUID, Data: ovmftest.U32s(off)}
+	}
+	good := ovmftest.Metadata([3]uint32{0x800000, 0x1000, 1})
 	for name, img := range map[string][]byte{
 		"empty":           nil,
-		"partial page":    make([]byte, PageSize+1),
-		"too big":         make([]byte, MaxSize+PageSize),
-		"short entry":     image(1, []entry{{SEVESResetBlockGUID, []byte{1}}}, nil),
-		"metadata beyond": image(1, []entry{reset, meta(PageSize + 16)}, nil),
-		"metadata tiny":   image(1, []entry{reset, meta(8)}, nil),
-		"bad signature":   image(1, []entry{reset, meta(0x800)}, map[int][]byte{0x800: append([]byte("XSEV"), good[4:]...)}),
-		"bad version":     image(1, []entry{reset, meta(0x800)}, map[int][]byte{0x800: append(append([]byte("ASEV"), good[4:8]...), u32s(2, 1)...)}),
-		"too many sections": image(1, []entry{reset, meta(0x800)},
-			map[int][]byte{0x800: append([]byte("ASEV"), u32s(28, 1, 1000)...)}),
-		"size past end": image(1, []entry{reset, meta(0x10)},
-			map[int][]byte{0x10: append([]byte("ASEV"), u32s(28, 1, 1)...)}),
-		"unknown section": image(1, []entry{reset, meta(0x800)}, map[int][]byte{0x800: metadata([3]uint32{0x800000, 0x1000, 7})}),
-		"unaligned section": image(1, []entry{reset, meta(0x800)},
-			map[int][]byte{0x800: metadata([3]uint32{0x800010, 0x1000, 1})}),
-		"empty section": image(1, []entry{reset, meta(0x800)}, map[int][]byte{0x800: metadata([3]uint32{0x800000, 0, 1})}),
-		"section past 4G": image(1, []entry{reset, meta(0x800)},
-			map[int][]byte{0x800: metadata([3]uint32{0xfffff000, 0x2000, 1})}),
-		"duplicate entry": image(1, []entry{reset, reset}, nil),
-		"sections too large": image(1, []entry{reset, meta(0x800)},
-			map[int][]byte{0x800: metadata([3]uint32{0, 0x8000000, 1}, [3]uint32{0x8000000, 0x8001000, 1})}),
+		"partial page":    make([]byte, ovmf.PageSize+1),
+		"too big":         make([]byte, ovmf.MaxSize+ovmf.PageSize),
+		"short entry":     ovmftest.Image(1, []ovmftest.Entry{{GUID: ovmf.SEVESResetBlockGUID, Data: []byte{1}}}, nil),
+		"metadata beyond": ovmftest.Image(1, []ovmftest.Entry{reset, meta(ovmf.PageSize + 16)}, nil),
+		"metadata tiny":   ovmftest.Image(1, []ovmftest.Entry{reset, meta(8)}, nil),
+		"bad signature":   ovmftest.Image(1, []ovmftest.Entry{reset, meta(0x800)}, map[int][]byte{0x800: append([]byte("XSEV"), good[4:]...)}),
+		"bad version":     ovmftest.Image(1, []ovmftest.Entry{reset, meta(0x800)}, map[int][]byte{0x800: append(append([]byte("ASEV"), good[4:8]...), ovmftest.U32s(2, 1)...)}),
+		"too many sections": ovmftest.Image(1, []ovmftest.Entry{reset, meta(0x800)},
+			map[int][]byte{0x800: append([]byte("ASEV"), ovmftest.U32s(28, 1, 1000)...)}),
+		"size past end": ovmftest.Image(1, []ovmftest.Entry{reset, meta(0x10)},
+			map[int][]byte{0x10: append([]byte("ASEV"), ovmftest.U32s(28, 1, 1)...)}),
+		"unknown section": ovmftest.Image(1, []ovmftest.Entry{reset, meta(0x800)}, map[int][]byte{0x800: ovmftest.Metadata([3]uint32{0x800000, 0x1000, 7})}),
+		"unaligned section": ovmftest.Image(1, []ovmftest.Entry{reset, meta(0x800)},
+			map[int][]byte{0x800: ovmftest.Metadata([3]uint32{0x800010, 0x1000, 1})}),
+		"empty section": ovmftest.Image(1, []ovmftest.Entry{reset, meta(0x800)}, map[int][]byte{0x800: ovmftest.Metadata([3]uint32{0x800000, 0, 1})}),
+		"section past 4G": ovmftest.Image(1, []ovmftest.Entry{reset, meta(0x800)},
+			map[int][]byte{0x800: ovmftest.Metadata([3]uint32{0xfffff000, 0x2000, 1})}),
+		"duplicate entry": ovmftest.Image(1, []ovmftest.Entry{reset, reset}, nil),
+		"sections too large": ovmftest.Image(1, []ovmftest.Entry{reset, meta(0x800)},
+			map[int][]byte{0x800: ovmftest.Metadata([3]uint32{0, 0x8000000, 1}, [3]uint32{0x8000000, 0x8001000, 1})}),
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := Parse(img); !errors.Is(err, ErrInvalid) {
+			if _, err := ovmf.Parse(img); !errors.Is(err, ovmf.ErrInvalid) {
 				t.Fatalf("error %v, want ErrInvalid", err)
 			}
 		})
 	}
 
 	t.Run("table size", func(t *testing.T) {
-		img := image(1, nil, nil)
-		binary.LittleEndian.PutUint16(img[len(img)-footerOffset-entryHeaderSize:], 0xffff)
-		if _, err := Parse(img); !errors.Is(err, ErrInvalid) {
+		img := ovmftest.Image(1, nil, nil)
+		binary.LittleEndian.PutUint16(img[len(img)-ovmf.FooterOffset-ovmf.EntryHeaderSize:], 0xffff)
+		if _, err := ovmf.Parse(img); !errors.Is(err, ovmf.ErrInvalid) {
 			t.Fatalf("error %v, want ErrInvalid", err)
 		}
 	})
 	t.Run("entry size", func(t *testing.T) {
-		img := image(1, []entry{reset}, nil)
-		binary.LittleEndian.PutUint16(img[len(img)-footerOffset-2*entryHeaderSize:], 3)
-		if _, err := Parse(img); !errors.Is(err, ErrInvalid) {
+		img := ovmftest.Image(1, []ovmftest.Entry{reset}, nil)
+		binary.LittleEndian.PutUint16(img[len(img)-ovmf.FooterOffset-2*ovmf.EntryHeaderSize:], 3)
+		if _, err := ovmf.Parse(img); !errors.Is(err, ovmf.ErrInvalid) {
 			t.Fatalf("error %v, want ErrInvalid", err)
 		}
 	})
@@ -146,7 +102,7 @@ func TestParseInvalid(t *testing.T) {
 // TestParseNoFooter: an image without the footer GUID is a firmware
 // without SEV support, not a malformed one.
 func TestParseNoFooter(t *testing.T) {
-	f, err := Parse(make([]byte, PageSize))
+	f, err := ovmf.Parse(make([]byte, ovmf.PageSize))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,24 +111,26 @@ func TestParseNoFooter(t *testing.T) {
 	}
 }
 
-// TestParseUpstreamFixtures parses sev-snp-measure's edk2-stable202405
-// firmware suffixes: the AmdSev build has the kernel-hashes page, the
-// OvmfPkgX64 one has its hash table entry with a zero address.
-func TestParseUpstreamFixtures(t *testing.T) {
-	dir := filepath.Join(testutil.Fixtures(t), "sev-snp-measure", "tests", "fixtures")
-	amd := mustParseFile(t, filepath.Join(dir, "ovmf_AmdSev_suffix.bin"))
-	if eip, _ := amd.ResetEIP(); eip != 0x80b004 {
-		t.Errorf("AmdSev reset EIP %#x, want 0x80b004", eip)
+// TestParseSNPBuilds parses synthetic images shaped like edk2's two SNP
+// builds: the AmdSev one has the kernel-hashes page, the OvmfPkgX64 one
+// has its hash table entry with a zero address.
+func TestParseSNPBuilds(t *testing.T) {
+	amd, err := ovmf.Parse(ovmftest.AmdSev())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if gpa, size, ok := amd.HashTable(); !ok || gpa != 0x810c00 || size != 0x400 {
+	if eip, _ := amd.ResetEIP(); eip != ovmftest.ResetEIP {
+		t.Errorf("AmdSev reset EIP %#x, want %#x", eip, ovmftest.ResetEIP)
+	}
+	if gpa, size, ok := amd.HashTable(); !ok || gpa != ovmftest.HashTableGPA || size != ovmftest.HashTableSize {
 		t.Errorf("AmdSev hash table %#x+%#x %v", gpa, size, ok)
 	}
-	var types []SectionType
+	var types []ovmf.SectionType
 	for _, s := range amd.Sections() {
 		types = append(types, s.Type)
 	}
-	want := []SectionType{SectionSNPSecMem, SectionSNPSecMem, SectionSNPSecrets, SectionCPUID,
-		SectionSVSMCAA, SectionSNPKernelHashes, SectionSNPSecMem}
+	want := []ovmf.SectionType{ovmf.SectionSNPSecMem, ovmf.SectionSNPSecMem, ovmf.SectionSNPSecrets, ovmf.SectionCPUID,
+		ovmf.SectionSVSMCAA, ovmf.SectionSNPKernelHashes, ovmf.SectionSNPSecMem}
 	if len(types) != len(want) {
 		t.Fatalf("AmdSev sections %v, want %v", types, want)
 	}
@@ -181,8 +139,11 @@ func TestParseUpstreamFixtures(t *testing.T) {
 			t.Fatalf("AmdSev sections %v, want %v", types, want)
 		}
 	}
-	x64 := mustParseFile(t, filepath.Join(dir, "ovmf_OvmfX64_suffix.bin"))
-	if _, _, ok := x64.HashTable(); ok || x64.HasSection(SectionSNPKernelHashes) {
+	x64, err := ovmf.Parse(ovmftest.OvmfX64())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := x64.HashTable(); ok || x64.HasSection(ovmf.SectionSNPKernelHashes) {
 		t.Error("OvmfX64 has a kernel hash table")
 	}
 }
@@ -192,7 +153,7 @@ func TestParseUpstreamFixtures(t *testing.T) {
 // its 4 MiB builds carry no SEV metadata at all.
 func TestParseDebianOVMF(t *testing.T) {
 	small := mustParseFile(t, debianOVMF(t, "OVMF/OVMF_CODE.fd"))
-	if len(small.Sections()) == 0 || small.HasSection(SectionSNPKernelHashes) {
+	if len(small.Sections()) == 0 || small.HasSection(ovmf.SectionSNPKernelHashes) {
 		t.Errorf("OVMF_CODE.fd sections %v: want SEV metadata without SNP_KERNEL_HASHES", small.Sections())
 	}
 	if _, ok := small.ResetEIP(); !ok {
@@ -214,13 +175,13 @@ func debianOVMF(t *testing.T, name string) string {
 	return path
 }
 
-func mustParseFile(t *testing.T, path string) *Firmware {
+func mustParseFile(t *testing.T, path string) *ovmf.Firmware {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := Parse(b)
+	f, err := ovmf.Parse(b)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -230,13 +191,13 @@ func mustParseFile(t *testing.T, path string) *Firmware {
 func TestGUID(t *testing.T) {
 	// The footer GUID as it sits in the upstream image bytes.
 	const raw = "\xde\x82\xb5\x96\xb2\x1f\xf7\x45\xba\xea\xa3\x66\xc5\x5a\x08\x2d"
-	if string(FooterGUID[:]) != raw {
-		t.Fatalf("footer GUID bytes %x", FooterGUID[:])
+	if string(ovmf.FooterGUID[:]) != raw {
+		t.Fatalf("footer GUID bytes %x", ovmf.FooterGUID[:])
 	}
-	if s := FooterGUID.String(); s != "96b582de-1fb2-45f7-baea-a366c55a082d" {
+	if s := ovmf.FooterGUID.String(); s != "96b582de-1fb2-45f7-baea-a366c55a082d" {
 		t.Fatalf("String %s", s)
 	}
-	if _, err := ParseGUID("not-a-guid"); err == nil {
+	if _, err := ovmf.ParseGUID("not-a-guid"); err == nil {
 		t.Fatal("bad GUID parsed")
 	}
 }

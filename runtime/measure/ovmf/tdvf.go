@@ -54,7 +54,8 @@ const (
 	tdvfVersion     = 1
 )
 
-var tdvfDescriptorGUID = MustParseGUID("e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae")
+// TDVFDescriptorGUID opens the TDVF metadata block.
+var TDVFDescriptorGUID = MustParseGUID("e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae")
 
 // TDVF parses the TDVF metadata sections, in image order, which is the
 // order the VMM adds them to the TD; nil for a firmware without TDX
@@ -71,7 +72,7 @@ func (f *Firmware) TDVF() ([]TDVFSection, error) {
 		return nil, fmt.Errorf("%w: TDVF metadata offset %#x outside the image", ErrInvalid, fromEnd)
 	}
 	start := uint64(len(data)) - fromEnd
-	if GUID(data[start-16:start]) != tdvfDescriptorGUID {
+	if GUID(data[start-16:start]) != TDVFDescriptorGUID {
 		return nil, fmt.Errorf("%w: TDVF metadata GUID %s", ErrInvalid, GUID(data[start-16:start]))
 	}
 	hdr := data[start:]

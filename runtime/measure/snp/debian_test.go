@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf/ovmftest"
 )
 
 // debianInputs are Debian's OVMF (package ovmf) and cloud kernel (package
@@ -51,7 +53,7 @@ func TestDebianOVMF(t *testing.T) {
 func TestDebianKernelHashes(t *testing.T) {
 	_, kernel, initrd := debianInputs(t)
 	const cmdline = "console=ttyS0 root=/dev/vda1"
-	opts := Options{OVMFPath: fixture(t, "ovmf_AmdSev_suffix.bin"), Kernel: kernel, Initrd: initrd,
+	opts := Options{OVMF: ovmftest.AmdSev(), Kernel: kernel, Initrd: initrd,
 		Cmdline: cmdline, VCPUs: 4, VCPUType: "EPYC-Genoa"}
 	streamed := mustDigest(t, opts)
 

@@ -2,20 +2,17 @@ package snp
 
 import (
 	"errors"
-	"os"
 	"testing"
 
 	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf"
+	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf/ovmftest"
 )
 
 // FuzzLaunchDigest measures a kernel through firmware images whose tail
 // (footer table, SEV metadata, hash table location) the fuzzer mutates:
 // every image gives a digest or one of the documented errors.
 func FuzzLaunchDigest(f *testing.F) {
-	b, err := os.ReadFile(fixture(f, "ovmf_AmdSev_suffix.bin"))
-	if err != nil {
-		f.Fatal(err)
-	}
+	b := ovmftest.AmdSev()
 	f.Add(b[len(b)-0x600:])
 	f.Fuzz(func(t *testing.T, tail []byte) {
 		img := make([]byte, (len(tail)+ovmf.PageSize-1)/ovmf.PageSize*ovmf.PageSize)

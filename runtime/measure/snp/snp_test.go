@@ -8,23 +8,28 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf"
+	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf/ovmftest"
 )
 
-// fixture reads one of sev-snp-measure's firmware fixtures: the last 4 KiB
-// of edk2-stable202405 OVMF builds, which hold everything the digest
-// depends on besides those pages themselves.
-func fixture(t testing.TB, name string) string {
+// firmware writes a synthetic SNP firmware image (ovmftest.AmdSev or
+// OvmfX64) to a file, as a user passes it.
+func firmware(t testing.TB, image []byte) string {
 	t.Helper()
-	return filepath.Join(testutil.Fixtures(t), "sev-snp-measure", "tests", "fixtures", name)
+	path := filepath.Join(t.TempDir(), "OVMF.fd")
+	if err := os.WriteFile(path, image, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
-// TestLaunchDigestUpstreamVectors checks the digests sev-snp-measure's
-// tests state for its fixtures (tests/test_guest.py, SNP mode, QEMU); the
-// virtee/sev Rust crate states the same values for the same files.
-func TestLaunchDigestUpstreamVectors(t *testing.T) {
-	amdSev, x64 := fixture(t, "ovmf_AmdSev_suffix.bin"), fixture(t, "ovmf_OvmfX64_suffix.bin")
+// TestLaunchDigestVectors pins the digests of the synthetic firmwares for
+// sev-snp-measure's test cases (tests/test_guest.py, SNP mode, QEMU). The
+// algorithm was checked against that tool's own vectors when written, and
+// TestDebianOVMFDigests still compares it with sev-snp-measure's output
+// for Debian's firmware; these catch any change of result.
+func TestLaunchDigestVectors(t *testing.T) {
+	amdSev, x64 := firmware(t, ovmftest.AmdSev()), firmware(t, ovmftest.OvmfX64())
 	const console = "console=ttyS0 loglevel=7"
 	for _, tc := range []struct {
 		name           string
@@ -35,26 +40,26 @@ func TestLaunchDigestUpstreamVectors(t *testing.T) {
 		features       uint64
 		want           string
 	}{
-		{"default", amdSev, "/dev/null", "/dev/null", console, 1, 0x21,
-			"803f691094946e42068aaa3a8f9e26a5c89f36f7b73ecfb28c653360fe4b3aba7e534442e7e1e17895dfe778d0228977"},
-		{"snp only", amdSev, "/dev/null", "/dev/null", console, 1, 0x1,
-			"6d287813eb5222d770f75005c664e34c204f385ce832cc2ce7d0d6f354454362f390ef83a92046c042e706363b4b08fa"},
-		{"empty cmdline", amdSev, "/dev/null", "/dev/null", "", 1, 0x21,
-			"329c8ce0972ae52343b64d34a434a86f245dfd74f5ed7aae15d22efc78fb9683632b9b50e4e1d7fa41179ef98a7ef198"},
-		{"empty cmdline snp only", amdSev, "/dev/null", "/dev/null", "", 1, 0x1,
-			"ddc5224521617a536ee7ce9dd6224d1b58a8d4fda1c741f3ac99fc4bfa04ba6e9fc98646d4a07a9079397fa3852819b5"},
-		{"no kernel", amdSev, "", "", "", 1, 0x21,
-			"e1e1ca029dd7973ab9513295be68198472dcd4fc834bd9af9b63f6e8a1674dbf281a9278a4a2ebe0eed9f22adbcd0e2b"},
-		{"no kernel snp only", amdSev, "", "", "", 1, 0x1,
-			"19358ba9a7615534a9a1e2f0dfc29384dcd4dcb7062ff9c6013b26869a5fc6ecabe033c48dd6f6db5d6d76e7c5df632d"},
-		{"4 vcpus", amdSev, "/dev/null", "/dev/null", "", 4, 0x21,
-			"4953b1fb416fa874980e8442b3706d345926d5f38879134e00813c5d7abcbe78eafe7b422907be0b4698e2414a631942"},
-		{"4 vcpus snp only", amdSev, "/dev/null", "/dev/null", "", 4, 0x1,
-			"5061fffb019493a903613d56d54b94912a1a2f9e4502385f5c194616753720a92441310ba6c4933de877c36e23046ad5"},
-		{"OvmfX64", x64, "", "", "", 1, 0x21,
-			"28797ae0afaba4005a81e629acebfb59e6687949d6be44007cd5506823b0dd66f146aaae26ff291eed7b493d8a64c385"},
-		{"OvmfX64 snp only", x64, "", "", "", 1, 0x1,
-			"da0296de8193586a5512078dcd719eccecbd87e2b825ad4148c44f665dc87df21e5b49e21523a9ad993afdb6a30b4005"},
+		{"default", amdSev, "/dev/null", "/dev/null", console, 1, 0x21, 
+			"344ba3fb5c012d3b7c222fbd4e8d1105b4092fbaff80b2ba36e85373479fb8595cb04b76208b8d761b1f68dbba378e0b"},
+		{"snp only", amdSev, "/dev/null", "/dev/null", console, 1, 0x1, 
+			"c3ceb972f6219e8add3524e946e57178f44305fe9c544cb45bcdacbb259ea75ebf3889910949d5668bbba63c3ce59fde"},
+		{"empty cmdline", amdSev, "/dev/null", "/dev/null", "", 1, 0x21, 
+			"27585097c29ff137a470b9275b45b5dc97bde17f706b7801e7bc2f7cf231103794d46c9f4ce1cf11ab0b621b1b6428bd"},
+		{"empty cmdline snp only", amdSev, "/dev/null", "/dev/null", "", 1, 0x1, 
+			"82f652480ad1c8c30699a5f657bb5d1955d35cc5f6becd8b256dde0d822db09f3b84696499465075641a3add83831b29"},
+		{"no kernel", amdSev, "", "", "", 1, 0x21, 
+			"85095f3587b793f523782f128e2d1d300f3e2fd6b9beb4e8b5af8855ad34d2da9af33d7468123d664f72f3109cef8359"},
+		{"no kernel snp only", amdSev, "", "", "", 1, 0x1, 
+			"366cf57d7ce946c4ac2b39843f524f397be197819dcd093b788feb48822b8a35a3816028de3d535a26da876a3653e4b6"},
+		{"4 vcpus", amdSev, "/dev/null", "/dev/null", "", 4, 0x21, 
+			"d640665453d8caa13932d64f132bc42fe1bc468c5c116b83450425e83f9163539dbe114ad64012387f7da9f26e808f9d"},
+		{"4 vcpus snp only", amdSev, "/dev/null", "/dev/null", "", 4, 0x1, 
+			"dc997fd41f9f4089d0b90df7b896333fd9267029e961312b85034568474c24ea87e36eeb2ef534f1bf514728ff09534c"},
+		{"OvmfX64", x64, "", "", "", 1, 0x21, 
+			"534bf5ac9a489f09ce63774418a92993487644069814617f5e1559e1abb9c42d580f7aa65e4b43859fe4d853e7ea4904"},
+		{"OvmfX64 snp only", x64, "", "", "", 1, 0x1, 
+			"d17a493267f62151db4a9388ccc37a02a053b41b0d1ccffa15a6eb820895f62682994e067bc1f047fbfb5bb4a890ff59"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ld, err := LaunchDigest(Options{OVMFPath: tc.ovmf, Kernel: tc.kernel, Initrd: tc.initrd,
@@ -69,13 +74,10 @@ func TestLaunchDigestUpstreamVectors(t *testing.T) {
 	}
 }
 
-// TestOVMFDigest checks the firmware-only digest against upstream's vector
-// and that seeding LaunchDigest with it gives the full digest.
+// TestOVMFDigest: seeding LaunchDigest with the firmware-only digest gives
+// the full digest.
 func TestOVMFDigest(t *testing.T) {
-	image, err := os.ReadFile(fixture(t, "ovmf_AmdSev_suffix.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	image := ovmftest.AmdSev()
 	fw, err := ovmf.Parse(image)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +86,7 @@ func TestOVMFDigest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = "086e2e9149ebf45abdc3445fba5b2da8270bdbb04094d7a2c37faaa4b24af3aa16aff8c374c2a55c467a50da6d466b74"
+	const want = "acad33bcce92b11f11364be2a04448acd0cb3dd3e76d5338f44817c50201ad939b2c2160baf3c746a5873a64bf234dce"
 	if got := hex.EncodeToString(seed[:]); got != want {
 		t.Fatalf("OVMF digest %s, want %s", got, want)
 	}
@@ -114,7 +116,7 @@ func TestLaunchDigestInputsMatter(t *testing.T) {
 	if err := os.WriteFile(initrd, []byte("initrd"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := Options{OVMFPath: fixture(t, "ovmf_AmdSev_suffix.bin"), Kernel: kernel, Initrd: initrd,
+	base := Options{OVMF: ovmftest.AmdSev(), Kernel: kernel, Initrd: initrd,
 		Cmdline: "console=hvc0", VCPUs: 2, VCPUType: "EPYC-Genoa"}
 	ref := mustDigest(t, base)
 	seen := map[[DigestSize]byte]string{ref: "base"}
@@ -154,7 +156,7 @@ func mustDigest(t *testing.T, o Options) [DigestSize]byte {
 }
 
 func TestLaunchDigestErrors(t *testing.T) {
-	amdSev, x64 := fixture(t, "ovmf_AmdSev_suffix.bin"), fixture(t, "ovmf_OvmfX64_suffix.bin")
+	amdSev, x64 := firmware(t, ovmftest.AmdSev()), firmware(t, ovmftest.OvmfX64())
 	noFooter := make([]byte, 2*ovmf.PageSize)
 	for _, tc := range []struct {
 		name string
