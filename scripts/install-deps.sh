@@ -21,6 +21,7 @@ declare -A need=(
   [containerd]=containerd
   [runc]=runc
   [python3]=python3
+  [busybox]=busybox-static
 )
 missing=()
 for cmd in "${!need[@]}"; do
