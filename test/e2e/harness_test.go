@@ -10,42 +10,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// bin returns the path of a Cocoon binary: from $COCOON_BIN (make test
-// builds them first), else built once into a temporary directory.
-func bin(t *testing.T, name string) string {
-	t.Helper()
-	if d := os.Getenv("COCOON_BIN"); d != "" {
-		return filepath.Join(d, name)
-	}
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "cocoon-bin-")
-		if buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
-		cmd.Dir = testutil.RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, name)
-}
+// bin returns the path of a Cocoon binary (testutil.Bin).
+func bin(t *testing.T, name string) string { return testutil.Bin(t, name) }
 
 func freePort(t *testing.T) int {
 	t.Helper()
