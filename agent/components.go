@@ -1,0 +1,181 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	"github.com/cocoon-cc/cocoon/guest/cdh/config"
+	"github.com/cocoon-cc/cocoon/image/pull"
+	"github.com/cocoon-cc/cocoon/image/store"
+	"github.com/cocoon-cc/cocoon/initdata"
+	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
+)
+
+// GuestComponents runs guest-components beside the agent: the attestation
+// agent and the confidential data hub, configured by initdata's aa.toml and
+// cdh.toml, and the REST API server containers reach them by. Images are
+// pulled through the data hub, which holds the keys of encrypted layers.
+type GuestComponents struct {
+	// BinDir holds attestation-agent, confidential-data-hub and
+	// api-server-rest.
+	BinDir string
+	// RunDir receives the configuration files (a tmpfs in the guest).
+	RunDir string
+	// Initdata is the raw initdata TOML, empty for none.
+	Initdata []byte
+	Log      *slog.Logger
+
+	cdhSocket string
+	images    string // work dir of the in-process puller (no data hub)
+	mu        sync.Mutex
+	procs     []*exec.Cmd
+}
+
+// ErrNoKBS is returned for an encrypted image in a sandbox whose initdata
+// names no KBS: nothing could release its key.
+var ErrNoKBS = errors.New("no KBS configured in initdata (cdh.toml): only plain images can be pulled")
+
+// Start launches the components initdata configures. Without a cdh.toml
+// there is no KBS to attest to: images are pulled in-process, plain only.
+func (g *GuestComponents) Start(ctx context.Context) error {
+	var data map[string]string
+	if len(g.Initdata) > 0 {
+		doc, err := initdata.Parse(g.Initdata)
+		if err != nil {
+			return err
+		}
+		data = doc.Data
+	}
+	if err := os.MkdirAll(g.RunDir, 0o700); err != nil {
+		return err
+	}
+	g.images = filepath.Join(g.RunDir, "images")
+	cdhToml, ok := data["cdh.toml"]
+	if !ok {
+		g.Log.Info("initdata has no cdh.toml: no attestation, plain images only")
+		return nil
+	}
+	cfg, err := config.Parse([]byte(cdhToml))
+	if err != nil {
+		return fmt.Errorf("initdata cdh.toml: %w", err)
+	}
+	aaArgs := []string{"-a", cfg.AA.Socket}
+	if len(g.Initdata) > 0 {
+		path, err := g.write("initdata.toml", string(g.Initdata))
+		if err != nil {
+			return err
+		}
+		aaArgs = append(aaArgs, "-t", path)
+	}
+	if aaToml, ok := data["aa.toml"]; ok {
+		path, err := g.write("aa.toml", aaToml)
+		if err != nil {
+			return err
+		}
+		aaArgs = append(aaArgs, "-c", path)
+	}
+	if err := g.run(ctx, "attestation-agent", aaArgs...); err != nil {
+		return err
+	}
+	if err := waitSocket(ctx, config.SocketPath(cfg.AA.Socket)); err != nil {
+		return fmt.Errorf("attestation-agent: %w", err)
+	}
+	path, err := g.write("cdh.toml", cdhToml)
+	if err != nil {
+		return err
+	}
+	if err := g.run(ctx, "confidential-data-hub", "-c", path); err != nil {
+		return err
+	}
+	g.cdhSocket = config.SocketPath(cfg.Socket)
+	if err := waitSocket(ctx, g.cdhSocket); err != nil {
+		return fmt.Errorf("confidential-data-hub: %w", err)
+	}
+	return g.run(ctx, "api-server-rest", "--features", "all", "--cdh_addr", cfg.Socket, "--aa_addr", cfg.AA.Socket)
+}
+
+func (g *GuestComponents) write(name, text string) (string, error) {
+	path := filepath.Join(g.RunDir, name)
+	return path, os.WriteFile(path, []byte(text), 0o600)
+}
+
+// run starts a component; it logs to the agent's stderr and lives as long
+// as the agent.
+func (g *GuestComponents) run(ctx context.Context, name string, args ...string) error {
+	cmd := exec.Command(filepath.Join(g.BinDir, name), args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	g.mu.Lock()
+	g.procs = append(g.procs, cmd)
+	g.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		g.Log.Warn("guest component exited", "component", name, "err", err)
+	}()
+	return nil
+}
+
+// waitSocket waits for a component to listen.
+func waitSocket(ctx context.Context, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			return c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not listening on %s: %w", path, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Stop ends the components.
+func (g *GuestComponents) Stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, cmd := range g.procs {
+		cmd.Process.Kill()
+	}
+}
+
+// PullImage pulls through the data hub, or in-process without one.
+func (g *GuestComponents) PullImage(ctx context.Context, ref, bundleDir string) error {
+	if g.cdhSocket == "" {
+		return g.pullLocal(ctx, ref, bundleDir)
+	}
+	conn, err := net.Dial("unix", g.cdhSocket)
+	if err != nil {
+		return fmt.Errorf("confidential-data-hub: %w", err)
+	}
+	client := ttrpc.NewClient(conn)
+	defer client.Close()
+	_, err = cdhpb.NewImagePullServiceClient(client).PullImage(ctx, &cdhpb.ImagePullRequest{ImageUrl: ref, BundlePath: bundleDir})
+	return err
+}
+
+func (g *GuestComponents) pullLocal(ctx context.Context, ref, bundleDir string) error {
+	st, err := store.Open(g.images)
+	if err != nil {
+		return err
+	}
+	_, err = pull.New(st, pull.Options{}).Pull(ctx, ref, bundleDir)
+	if errors.Is(err, pull.ErrNoUnwrapper) {
+		return fmt.Errorf("%w: %w", ErrNoKBS, err)
+	}
+	return err
+}

@@ -1,0 +1,380 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
+)
+
+// annotationImageName is where CRI names a container's image.
+const annotationImageName = "io.kubernetes.cri.image-name"
+
+// container is one container of the sandbox.
+type container struct {
+	id     string
+	bundle string
+	lc     *libcontainer.Container
+	init   *process
+
+	mu      sync.Mutex
+	started bool
+	execs   map[string]*process
+}
+
+// CreateContainer pulls the container's image in the sandbox and creates
+// the container; StartContainer runs its process.
+func (a *Agent) CreateContainer(ctx context.Context, r *pb.CreateContainerRequest) (_ *emptypb.Empty, err error) {
+	if err := checkID("container", r.ContainerId); err != nil {
+		return nil, toStatus(err)
+	}
+	if r.OCI == nil {
+		return nil, toStatus(fmt.Errorf("%w: container %s has no spec", ErrInvalidArgument, r.ContainerId))
+	}
+	if err := a.reserve(r.ContainerId); err != nil {
+		return nil, toStatus(err)
+	}
+	c, err := a.create(ctx, r)
+	a.mu.Lock()
+	if err != nil {
+		delete(a.containers, r.ContainerId)
+	} else {
+		a.containers[r.ContainerId] = c
+	}
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Warn("create container failed", "container", r.ContainerId, "err", err)
+		os.RemoveAll(a.bundleDir(r.ContainerId))
+		return nil, toStatus(err)
+	}
+	a.log.Info("container created", "container", c.id)
+	return empty(), nil
+}
+
+// reserve claims id so that concurrent creates of one id cannot race.
+func (a *Agent) reserve(id string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.containers[id]; ok {
+		return fmt.Errorf("%w: container %q", ErrAlreadyExists, id)
+	}
+	a.containers[id] = nil
+	return nil
+}
+
+func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*container, error) {
+	spec := r.OCI.OCI()
+	ref, err := imageRef(r.Storages, spec.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	image, err := a.pull(ctx, r.ContainerId, ref)
+	if err != nil {
+		return nil, err
+	}
+	bundle := a.bundleDir(r.ContainerId)
+	dropped, err := guestSpec(spec, r.ContainerId, filepath.Join(bundle, "rootfs"), a.cgroupParent(), image)
+	if err != nil {
+		return nil, err
+	}
+	if len(dropped) > 0 {
+		a.log.Info("host parts not used in the sandbox", "container", r.ContainerId, "dropped", dropped)
+	}
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: r.ContainerId, Spec: spec})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	lc, err := libcontainer.Create(a.root, r.ContainerId, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p, err := newProcess(r.ContainerId, spec.Process, true)
+	if err != nil {
+		lc.Destroy()
+		return nil, err
+	}
+	if err := lc.Start(p.lp); err != nil {
+		p.closeAll()
+		lc.Destroy()
+		return nil, fmt.Errorf("start the container's init: %w", err)
+	}
+	if err := p.started(); err != nil {
+		lc.Destroy()
+		return nil, err
+	}
+	a.guardOutput(ctx, r.ContainerId, r.ContainerId, p)
+	return &container{id: r.ContainerId, bundle: bundle, lc: lc, init: p, execs: map[string]*process{}}, nil
+}
+
+// guardOutput drains a process's output when the policy forbids the host
+// to read it: the process must not block on a pipe nobody may empty.
+func (a *Agent) guardOutput(ctx context.Context, cid, eid string, p *process) {
+	req := &pb.ReadStreamRequest{ContainerId: cid, ExecId: eid}
+	if a.cfg.Policy.Check(ctx, "ReadStdout", req) != nil {
+		drain(p.stdout)
+		if p.stderr != p.stdout {
+			drain(p.stderr)
+		}
+	}
+}
+
+// imageRef is the image a container runs: its image_guest_pull storage,
+// else the image CRI names.
+func imageRef(storages []*pb.Storage, annotations map[string]string) (string, error) {
+	for _, s := range storages {
+		if s.Driver != StorageImageGuestPull {
+			return "", fmt.Errorf("%w: storage driver %q", ErrUnsupported, s.Driver)
+		}
+		if s.Source != "" {
+			return s.Source, nil
+		}
+	}
+	if ref := annotations[annotationImageName]; ref != "" {
+		return ref, nil
+	}
+	return "", fmt.Errorf("%w: no image: want an %s storage or the %s annotation", ErrInvalidArgument,
+		StorageImageGuestPull, annotationImageName)
+}
+
+// pull unpacks ref into the container's bundle unless PullImage already
+// did, and returns the image's default spec.
+func (a *Agent) pull(ctx context.Context, id, ref string) (*specs.Spec, error) {
+	dir := a.bundleDir(id)
+	config := filepath.Join(dir, "config.json")
+	if _, err := os.Stat(config); errors.Is(err, os.ErrNotExist) {
+		if a.cfg.Images == nil {
+			return nil, fmt.Errorf("%w: no image service in this sandbox", ErrUnsupported)
+		}
+		start := time.Now()
+		if err := a.cfg.Images.PullImage(ctx, ref, dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("%w: %s: %v", ErrImagePull, ref, err)
+		}
+		a.log.Info("image pulled", "container", id, "image", ref, "seconds", time.Since(start).Seconds())
+	}
+	b, err := os.ReadFile(config)
+	if err != nil {
+		return nil, err
+	}
+	var s specs.Spec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%w: image bundle config of %s: %v", ErrImagePull, ref, err)
+	}
+	return &s, nil
+}
+
+// StartContainer runs the container's process.
+func (a *Agent) StartContainer(ctx context.Context, r *pb.StartContainerRequest) (*emptypb.Empty, error) {
+	c, err := a.lookup(r.ContainerId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started {
+		return nil, toStatus(fmt.Errorf("%w: container %s already started", ErrState, c.id))
+	}
+	if err := c.lc.Exec(); err != nil {
+		return nil, toStatus(fmt.Errorf("start container %s: %w", c.id, err))
+	}
+	c.started = true
+	a.log.Info("container started", "container", c.id)
+	return empty(), nil
+}
+
+// RemoveContainer kills what still runs and deletes the container.
+func (a *Agent) RemoveContainer(ctx context.Context, r *pb.RemoveContainerRequest) (*emptypb.Empty, error) {
+	c, err := a.lookup(r.ContainerId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := c.destroy(ctx, time.Duration(r.Timeout)*time.Second); err != nil {
+		return nil, toStatus(err)
+	}
+	a.mu.Lock()
+	delete(a.containers, r.ContainerId)
+	a.mu.Unlock()
+	a.log.Info("container removed", "container", c.id)
+	return empty(), nil
+}
+
+// destroy kills every process, waits for the init to be reaped (at most
+// timeout, 0 for as long as ctx allows) and removes the container's state.
+func (c *container) destroy(ctx context.Context, timeout time.Duration) error {
+	if c == nil {
+		return nil
+	}
+	c.killAll()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	select {
+	case <-c.init.exited:
+	case <-ctx.Done():
+		return fmt.Errorf("container %s did not exit: %w", c.id, ctx.Err())
+	}
+	c.init.closeAll()
+	c.mu.Lock()
+	for _, p := range c.execs {
+		p.closeAll()
+	}
+	c.mu.Unlock()
+	err := c.lc.Destroy()
+	if rerr := os.RemoveAll(c.bundle); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// killAll sends SIGKILL to every process of the container.
+func (c *container) killAll() {
+	if pids, err := c.lc.Processes(); err == nil {
+		for _, pid := range pids {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	c.lc.Signal(unix.SIGKILL)
+}
+
+// process finds the container's init (exec id empty or the container's id)
+// or one of its exec processes.
+func (c *container) process(execID string) (*process, error) {
+	if execID == "" || execID == c.id {
+		return c.init, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, fmt.Errorf("%w: process %q of container %s", ErrNotFound, execID, c.id)
+	}
+	return p, nil
+}
+
+// lookupProcess finds a process by container and exec id.
+func (a *Agent) lookupProcess(cid, eid string) (*container, *process, error) {
+	c, err := a.lookup(cid)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := c.process(eid)
+	return c, p, err
+}
+
+// ExecProcess runs another process in a started container.
+func (a *Agent) ExecProcess(ctx context.Context, r *pb.ExecProcessRequest) (*emptypb.Empty, error) {
+	c, err := a.lookup(r.ContainerId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkID("exec", r.ExecId); err != nil || r.ExecId == c.id {
+		return nil, toStatus(fmt.Errorf("%w: exec id %q", ErrInvalidArgument, r.ExecId))
+	}
+	spec := r.Process.OCI()
+	if spec == nil || len(spec.Args) == 0 {
+		return nil, toStatus(fmt.Errorf("%w: exec %s has no command", ErrInvalidArgument, r.ExecId))
+	}
+	if spec.Cwd == "" {
+		spec.Cwd = "/"
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, dup := c.execs[r.ExecId]; dup {
+		return nil, toStatus(fmt.Errorf("%w: exec %q", ErrAlreadyExists, r.ExecId))
+	}
+	p, err := newProcess(r.ExecId, spec, false)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := c.lc.Run(p.lp); err != nil {
+		p.closeAll()
+		return nil, toStatus(fmt.Errorf("exec in %s: %w", c.id, err))
+	}
+	if err := p.started(); err != nil {
+		return nil, toStatus(err)
+	}
+	a.guardOutput(ctx, c.id, r.ExecId, p)
+	c.execs[r.ExecId] = p
+	return empty(), nil
+}
+
+// SignalProcess signals a process; SIGKILL to the init kills the whole
+// container, as its processes would die with a private PID namespace.
+func (a *Agent) SignalProcess(ctx context.Context, r *pb.SignalProcessRequest) (*emptypb.Empty, error) {
+	c, p, err := a.lookupProcess(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	sig := syscall.Signal(r.Signal)
+	if r.Signal == 0 || r.Signal > 64 {
+		return nil, toStatus(fmt.Errorf("%w: signal %d", ErrInvalidArgument, r.Signal))
+	}
+	select {
+	case <-p.exited:
+		return nil, toStatus(fmt.Errorf("%w: process %s already exited", ErrNotFound, p.id))
+	default:
+	}
+	if p == c.init && sig == unix.SIGKILL {
+		c.killAll()
+		return empty(), nil
+	}
+	if p == c.init {
+		err = c.lc.Signal(sig)
+	} else {
+		err = p.lp.Signal(sig)
+	}
+	return empty(), toStatus(err)
+}
+
+// WaitProcess blocks until the process exits and returns its status.
+func (a *Agent) WaitProcess(ctx context.Context, r *pb.WaitProcessRequest) (*pb.WaitProcessResponse, error) {
+	c, p, err := a.lookupProcess(r.ContainerId, r.ExecId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		return nil, toStatus(ctx.Err())
+	}
+	if p != c.init {
+		c.mu.Lock()
+		delete(c.execs, p.id)
+		c.mu.Unlock()
+		p.closeAll()
+	}
+	return &pb.WaitProcessResponse{Status: p.exitStatus()}, nil
+}
+
+// PauseContainer freezes the container.
+func (a *Agent) PauseContainer(ctx context.Context, r *pb.PauseContainerRequest) (*emptypb.Empty, error) {
+	c, err := a.lookup(r.ContainerId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return empty(), toStatus(c.lc.Pause())
+}
+
+// ResumeContainer thaws the container.
+func (a *Agent) ResumeContainer(ctx context.Context, r *pb.ResumeContainerRequest) (*emptypb.Empty, error) {
+	c, err := a.lookup(r.ContainerId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return empty(), toStatus(c.lc.Resume())
+}

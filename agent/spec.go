@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"fmt"
+	"slices"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// guestNamespaces are the namespaces a container gets of its own; the
+// network namespace is the sandbox's (the VM's, or the local agent's).
+var guestNamespaces = []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace,
+	specs.MountNamespace, specs.CgroupNamespace, specs.UserNamespace}
+
+// guestMountTypes are the kernel filesystems a container may mount; any
+// other mount names a host path that does not exist in the guest.
+var guestMountTypes = []string{"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"}
+
+// guestSpec adapts the host's spec to the sandbox: the rootfs is the one
+// the agent pulled, namespaces lose their host paths, the cgroup sits under
+// cgroupParent, host bind mounts and devices are dropped and the image's process
+// fills in what the host left out. It returns what it dropped, for the log.
+func guestSpec(s *specs.Spec, id, rootfs, cgroupParent string, image *specs.Spec) (dropped []string, err error) {
+	if s.Process == nil && (image == nil || image.Process == nil) {
+		return nil, fmt.Errorf("%w: container %s has no process", ErrInvalidArgument, id)
+	}
+	if s.Process == nil {
+		s.Process = image.Process
+	} else if len(s.Process.Args) == 0 && image != nil && image.Process != nil {
+		s.Process.Args = image.Process.Args
+		if len(s.Process.Env) == 0 {
+			s.Process.Env = image.Process.Env
+		}
+		if s.Process.Cwd == "" {
+			s.Process.Cwd = image.Process.Cwd
+		}
+	}
+	if len(s.Process.Args) == 0 {
+		return nil, fmt.Errorf("%w: container %s has no command", ErrInvalidArgument, id)
+	}
+	if s.Process.Cwd == "" {
+		s.Process.Cwd = "/"
+	}
+	readonly := s.Root != nil && s.Root.Readonly
+	s.Root = &specs.Root{Path: rootfs, Readonly: readonly}
+	s.Hooks = nil
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	l := s.Linux
+	var ns []specs.LinuxNamespace
+	for _, n := range l.Namespaces {
+		if !slices.Contains(guestNamespaces, n.Type) {
+			dropped = append(dropped, string(n.Type)+" namespace")
+			continue
+		}
+		ns = append(ns, specs.LinuxNamespace{Type: n.Type})
+	}
+	if !slices.ContainsFunc(ns, func(n specs.LinuxNamespace) bool { return n.Type == specs.MountNamespace }) {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
+	}
+	l.Namespaces = ns
+	l.CgroupsPath = cgroupParent + "/" + id
+	if l.Seccomp != nil {
+		dropped = append(dropped, "seccomp profile (agent built without libseccomp)")
+		l.Seccomp = nil
+	}
+	if len(l.Devices) > 0 {
+		dropped = append(dropped, fmt.Sprintf("%d host devices", len(l.Devices)))
+		l.Devices = nil
+	}
+	var mounts []specs.Mount
+	shm := false
+	for _, m := range s.Mounts {
+		// A bind option makes any type a bind mount of a host path.
+		if !slices.Contains(guestMountTypes, m.Type) || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
+			dropped = append(dropped, "mount "+m.Destination)
+			continue
+		}
+		shm = shm || m.Destination == "/dev/shm"
+		mounts = append(mounts, m)
+	}
+	if !shm {
+		mounts = append(mounts, specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
+			Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}})
+	}
+	s.Mounts = mounts
+	return dropped, nil
+}

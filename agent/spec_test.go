@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
+)
+
+// hostSpec is what a shim forwards for a CRI container: host namespace
+// paths, host bind mounts and devices, a seccomp profile and hooks.
+func hostSpec() *specs.Spec {
+	s := specconv.Example()
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1"})
+	s.Linux.Namespaces[0].Path = "/proc/42/ns/pid"
+	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/etc/hosts", Type: "bind", Source: "/var/lib/containerd/hosts", Options: []string{"rbind"}},
+		specs.Mount{Destination: "/dev/shm", Type: "bind", Source: "/run/containerd/shm"},
+		specs.Mount{Destination: "/sneaky", Type: "tmpfs", Source: "/", Options: []string{"rbind"}})
+	s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/sda", Type: "b", Major: 8}}
+	s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}
+	s.Linux.CgroupsPath = "/kubepods/besteffort/pod1/c1"
+	s.Hooks = &specs.Hooks{Poststart: []specs.Hook{{Path: "/host/hook"}}}
+	s.Root.Path = "/host/rootfs"
+	return s
+}
+
+func TestGuestSpec(t *testing.T) {
+	s := hostSpec()
+	dropped, err := guestSpec(s, "c1", "/run/cocoon/containers/c1/rootfs", "/cocoon/pod", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Root.Path != "/run/cocoon/containers/c1/rootfs" || s.Hooks != nil || s.Linux.Seccomp != nil ||
+		s.Linux.Devices != nil || s.Linux.CgroupsPath != "/cocoon/pod/c1" {
+		t.Errorf("host parts kept: root %q hooks %v seccomp %v devices %v cgroup %q", s.Root.Path, s.Hooks,
+			s.Linux.Seccomp, s.Linux.Devices, s.Linux.CgroupsPath)
+	}
+	for _, n := range s.Linux.Namespaces {
+		if n.Path != "" || n.Type == specs.NetworkNamespace {
+			t.Errorf("namespace %+v kept", n)
+		}
+	}
+	for _, m := range s.Mounts {
+		if m.Type == "bind" {
+			t.Errorf("bind mount %+v kept", m)
+		}
+	}
+	if !slices.ContainsFunc(s.Mounts, func(m specs.Mount) bool { return m.Destination == "/dev/shm" && m.Type == "tmpfs" }) {
+		t.Error("no /dev/shm tmpfs in place of the host's")
+	}
+	if len(dropped) != 7 {
+		t.Errorf("dropped %q", dropped)
+	}
+}
+
+func TestGuestSpecImageProcess(t *testing.T) {
+	image := &specs.Spec{Process: &specs.Process{Args: []string{"/app"}, Env: []string{"A=1"}, Cwd: "/work"}}
+	s := hostSpec()
+	s.Process.Args, s.Process.Env, s.Process.Cwd = nil, nil, ""
+	if _, err := guestSpec(s, "c1", "/r", "/cocoon/p", image); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.Process.Args, image.Process.Args) || s.Process.Cwd != "/work" || !slices.Equal(s.Process.Env, image.Process.Env) {
+		t.Errorf("process %+v: want the image's", s.Process)
+	}
+	s = hostSpec()
+	s.Process = nil
+	if _, err := guestSpec(s, "c1", "/r", "/cocoon/p", nil); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("no process: %v", err)
+	}
+}
+
+// FuzzGuestSpec: any spec the host can send is adapted or refused with
+// ErrInvalidArgument, and what is adapted has no host path left.
+func FuzzGuestSpec(f *testing.F) {
+	b, _ := proto.Marshal(pb.SpecFromOCI(hostSpec()))
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var wire pb.Spec
+		if proto.Unmarshal(b, &wire) != nil {
+			return
+		}
+		s := wire.OCI()
+		if s == nil {
+			s = &specs.Spec{}
+		}
+		if _, err := guestSpec(s, "c", "/run/cocoon/containers/c/rootfs", "/cocoon/p", nil); err != nil {
+			if !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("error %v", err)
+			}
+			return
+		}
+		if s.Root.Path != "/run/cocoon/containers/c/rootfs" || s.Hooks != nil {
+			t.Fatal("host root or hooks kept")
+		}
+		for _, n := range s.Linux.Namespaces {
+			if n.Path != "" {
+				t.Fatalf("namespace path %q kept", n.Path)
+			}
+		}
+		for _, m := range s.Mounts {
+			if !slices.Contains(guestMountTypes, m.Type) || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
+				t.Fatalf("mount %+v kept", m)
+			}
+		}
+	})
+}

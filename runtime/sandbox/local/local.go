@@ -1,0 +1,269 @@
+// Package local is the sandbox backend without a VM: coco-agent runs on the
+// host in namespaces of its own (mount, PID, UTS, IPC and optionally
+// network), so a pod's containers are ordinary processes the host can
+// inspect. It is NOT confidential — it exists for development, tests and
+// machines without virtualization — and says so in every pod's Info.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/ttrpc"
+
+	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
+	"github.com/cocoon-cc/cocoon/runtime/sandbox"
+)
+
+// Options configure the backend ([local] in the shim's TOML).
+type Options struct {
+	// AgentPath is the coco-agent binary (default: coco-agent beside the
+	// running executable, then on PATH).
+	AgentPath string `toml:"agent_path"`
+	// Netns is "host" (default: the pod shares the host's network) or
+	// "new" (a private, empty network namespace).
+	Netns string `toml:"netns"`
+}
+
+// Sandbox is a local sandbox.
+type Sandbox struct {
+	cfg  sandbox.Config
+	opts Options
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	stopped bool
+	done    chan struct{}
+	err     error
+}
+
+var _ sandbox.Sandbox = (*Sandbox)(nil)
+
+// ErrInvalidOptions is returned by New for a bad configuration.
+var ErrInvalidOptions = errors.New("local sandbox: invalid options")
+
+// New checks the options; Start runs the agent.
+func New(cfg sandbox.Config, opts Options) (*Sandbox, error) {
+	switch opts.Netns {
+	case "":
+		opts.Netns = "host"
+	case "host", "new":
+	default:
+		return nil, fmt.Errorf("%w: netns %q (want host or new)", ErrInvalidOptions, opts.Netns)
+	}
+	if cfg.ID == "" || !filepath.IsAbs(cfg.StateDir) {
+		return nil, fmt.Errorf("%w: an id and an absolute state directory are required", ErrInvalidOptions)
+	}
+	if opts.AgentPath == "" {
+		opts.AgentPath = defaultAgent()
+	}
+	if _, err := os.Stat(opts.AgentPath); err != nil {
+		return nil, fmt.Errorf("%w: agent: %v", ErrInvalidOptions, err)
+	}
+	return &Sandbox{cfg: cfg, opts: opts, done: make(chan struct{})}, nil
+}
+
+func defaultAgent() string {
+	if exe, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(exe), "coco-agent"); fileExists(p) {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("coco-agent"); err == nil {
+		return p
+	}
+	return "coco-agent"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func (s *Sandbox) socketPath() string { return filepath.Join(s.cfg.StateDir, "agent.sock") }
+
+// Start launches the agent and waits until it answers.
+func (s *Sandbox) Start(ctx context.Context) error {
+	if err := s.launch(); err != nil {
+		return err
+	}
+	if err := s.waitReady(ctx); err != nil {
+		s.Stop(context.WithoutCancel(ctx))
+		return err
+	}
+	return nil
+}
+
+// launch starts the agent with its listening socket as fd 3, so that the
+// socket lives on the host while the agent's /run is private.
+func (s *Sandbox) launch() error {
+	sock := s.socketPath()
+	os.Remove(sock)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return err
+	}
+	// The agent serves the socket; closing the host's copy must not unlink it.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	defer l.Close()
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return err
+	}
+	lf, err := l.(*net.UnixListener).File()
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	args := []string{"--listen", "fd://3", "--state-dir", "/run/cocoon", "--private-mounts"}
+	if len(s.cfg.Initdata) > 0 {
+		path := filepath.Join(s.cfg.StateDir, "initdata.toml")
+		if err := os.WriteFile(path, s.cfg.Initdata, 0o600); err != nil {
+			return err
+		}
+		args = append(args, "--initdata", path)
+	}
+	logf, err := os.OpenFile(filepath.Join(s.cfg.StateDir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(s.opts.AgentPath, args...)
+	cmd.ExtraFiles = []*os.File{lf}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC)
+	if s.opts.Netns == "new" {
+		flags |= syscall.CLONE_NEWNET
+	}
+	// The agent is its PID namespace's init: when it dies, the kernel kills
+	// every container process, so nothing outlives the sandbox.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.opts.AgentPath, err)
+	}
+	s.mu.Lock()
+	s.cmd = cmd
+	s.mu.Unlock()
+	go s.wait(cmd)
+	return nil
+}
+
+func (s *Sandbox) wait(cmd *exec.Cmd) {
+	err := cmd.Wait()
+	s.mu.Lock()
+	if !s.stopped {
+		s.err = fmt.Errorf("agent exited: %v (log: %s)", err, filepath.Join(s.cfg.StateDir, "agent.log"))
+	}
+	s.mu.Unlock()
+	close(s.done)
+}
+
+// waitReady calls GetGuestDetails until the agent answers.
+func (s *Sandbox) waitReady(ctx context.Context) error {
+	for {
+		err := s.ping(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.done:
+			return fmt.Errorf("%w: %v", sandbox.ErrAgentUnreachable, s.Err())
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v (last error: %v)", sandbox.ErrAgentUnreachable, ctx.Err(), err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Sandbox) ping(ctx context.Context) error {
+	conn, err := s.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	c := ttrpc.NewClient(conn)
+	defer c.Close()
+	_, err = pb.NewAgentServiceClient(c).GetGuestDetails(ctx, &pb.GuestDetailsRequest{})
+	return err
+}
+
+// Dial connects to the agent.
+func (s *Sandbox) Dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", s.socketPath())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", sandbox.ErrAgentUnreachable, err)
+	}
+	return conn, nil
+}
+
+// Stop ends the agent (SIGTERM, then SIGKILL once ctx ends) and removes
+// the cgroups its containers leave behind if it died without cleaning up.
+func (s *Sandbox) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopped = true
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-s.done
+	}
+	os.Remove(s.socketPath())
+	return removeCgroups(s.cfg.ID)
+}
+
+// Done is closed when the agent has exited.
+func (s *Sandbox) Done() <-chan struct{} { return s.done }
+
+// Err says why the sandbox ended (nil after Stop).
+func (s *Sandbox) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Info describes the sandbox: never confidential.
+func (s *Sandbox) Info() sandbox.Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info := sandbox.Info{Backend: "local", TEE: "none", Confidential: false}
+	if s.cmd != nil {
+		info.Pid = s.cmd.Process.Pid
+	}
+	return info
+}
+
+// removeCgroups deletes /sys/fs/cgroup[/<controller>]/cocoon/<id> trees,
+// deepest first (a cgroup directory is removed with rmdir, once empty).
+func removeCgroups(id string) error {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/cocoon/" + id)
+	roots = append(roots, "/sys/fs/cgroup/cocoon/"+id)
+	var firstErr error
+	for _, root := range roots {
+		var dirs []string
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) && firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	return firstErr
+}
