@@ -7,10 +7,11 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// guestNamespaces are the namespaces a container gets of its own; the
-// network namespace is the sandbox's (the VM's, or the local agent's).
-var guestNamespaces = []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace,
-	specs.MountNamespace, specs.CgroupNamespace, specs.UserNamespace}
+// guestNamespaces are the namespaces a container gets of its own. The
+// network, UTS and IPC namespaces are the sandbox's (the VM's, or the local
+// agent's), shared by the pod's containers as a pause container's are.
+var guestNamespaces = []specs.LinuxNamespaceType{specs.PIDNamespace, specs.MountNamespace, specs.CgroupNamespace,
+	specs.UserNamespace}
 
 // guestMountTypes are the kernel filesystems a container may mount; any
 // other mount names a host path that does not exist in the guest.
@@ -50,16 +51,19 @@ func guestSpec(s *specs.Spec, id, rootfs, cgroupParent string, image *specs.Spec
 	l := s.Linux
 	var ns []specs.LinuxNamespace
 	for _, n := range l.Namespaces {
-		if !slices.Contains(guestNamespaces, n.Type) {
-			dropped = append(dropped, string(n.Type)+" namespace")
-			continue
+		if n.Path != "" {
+			dropped = append(dropped, fmt.Sprintf("%s namespace %s", n.Type, n.Path))
 		}
-		ns = append(ns, specs.LinuxNamespace{Type: n.Type})
+		if slices.Contains(guestNamespaces, n.Type) {
+			ns = append(ns, specs.LinuxNamespace{Type: n.Type})
+		}
 	}
 	if !slices.ContainsFunc(ns, func(n specs.LinuxNamespace) bool { return n.Type == specs.MountNamespace }) {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
 	}
 	l.Namespaces = ns
+	// The pod's hostname is the sandbox's (CreateSandbox).
+	s.Hostname = ""
 	l.CgroupsPath = cgroupParent + "/" + id
 	if l.Seccomp != nil {
 		dropped = append(dropped, "seccomp profile (agent built without libseccomp)")

@@ -1,0 +1,176 @@
+// Command coco-agent is Cocoon's guest agent: a ttrpc server speaking the
+// subset of Kata Containers' agent API that containerd-shim-coco-v2 uses,
+// every request checked against the agent policy. It runs containers with
+// runc's libcontainer and starts guest-components (attestation agent,
+// confidential data hub) as initdata configures them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/ttrpc"
+	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter" // container setup before the Go runtime starts
+
+	"github.com/cocoon-cc/cocoon/agent"
+	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/initdata"
+	"github.com/cocoon-cc/cocoon/internal/logging"
+	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
+)
+
+func init() {
+	// libcontainer re-executes this binary as "coco-agent init" to set up
+	// each container from the inside.
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init()
+	}
+}
+
+type flags struct {
+	listen, stateDir, initdata, policyFile, binDir, logLevel string
+	privateMounts                                            bool
+}
+
+func main() {
+	var f flags
+	flag.StringVar(&f.listen, "listen", "vsock://-1:1024", "where to serve: vsock://-1:PORT, serial:///dev/virtio-ports/NAME, unix:///PATH or fd://N")
+	flag.StringVar(&f.stateDir, "state-dir", "/run/cocoon", "containers' bundles and state")
+	flag.StringVar(&f.initdata, "initdata", "", "initdata TOML (policy.rego, aa.toml, cdh.toml)")
+	flag.StringVar(&f.policyFile, "policy-file", "", "agent policy (Rego), overriding initdata's policy.rego")
+	flag.StringVar(&f.binDir, "guest-components", "", "directory of attestation-agent, confidential-data-hub and api-server-rest (default: this binary's)")
+	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.BoolVar(&f.privateMounts, "private-mounts", false, "local backend: private /proc and tmpfs state directories")
+	flag.Parse()
+	log := logging.New(os.Stderr, f.logLevel, "text")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, f); err != nil {
+		log.Error("coco-agent", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, f flags) error {
+	if f.privateMounts {
+		if err := agent.PrivateMounts(agent.PrivateDirs...); err != nil {
+			return err
+		}
+	}
+	raw, err := readInitdata(f.initdata)
+	if err != nil {
+		return err
+	}
+	engine, err := loadPolicy(ctx, raw, f.policyFile)
+	if err != nil {
+		return err
+	}
+	if f.binDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		f.binDir = filepath.Dir(exe)
+	}
+	gc := &agent.GuestComponents{BinDir: f.binDir, RunDir: filepath.Join(f.stateDir, "guest-components"), Initdata: raw, Log: log}
+	if err := gc.Start(ctx); err != nil {
+		return err
+	}
+	defer gc.Stop()
+	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Policy: engine, SetHostname: true, Log: log})
+	if err != nil {
+		return err
+	}
+	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(engine.UnaryInterceptor()))
+	if err != nil {
+		return err
+	}
+	a.Register(srv)
+	l, err := listen(ctx, f.listen)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "listen", f.listen, "pid", os.Getpid())
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	err = srv.Serve(ctx, l)
+	a.DestroySandbox(context.WithoutCancel(ctx), &pb.DestroySandboxRequest{})
+	if err != nil && !errors.Is(err, ttrpc.ErrServerClosed) && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+func readInitdata(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, initdata.MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > initdata.MaxSize {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", initdata.ErrInvalid, path, initdata.MaxSize)
+	}
+	return b, nil
+}
+
+// loadPolicy picks the policy file, else initdata's policy.rego, else the
+// default policy.
+func loadPolicy(ctx context.Context, raw []byte, path string) (*policy.Engine, error) {
+	text := policy.Default()
+	if len(raw) > 0 {
+		doc, err := initdata.Parse(raw)
+		if err != nil {
+			return nil, err
+		}
+		if p, ok := doc.Data["policy.rego"]; ok {
+			text = p
+		}
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		text = string(b)
+	}
+	return policy.New(ctx, text)
+}
+
+// listen serves on an inherited socket (fd://N, the local backend's) or
+// on a transport endpoint.
+func listen(ctx context.Context, uri string) (net.Listener, error) {
+	if fd, ok := strings.CutPrefix(uri, "fd://"); ok {
+		n, err := strconv.Atoi(fd)
+		if err != nil || n < 3 {
+			return nil, fmt.Errorf("listen %q: want fd://N with N >= 3", uri)
+		}
+		f := os.NewFile(uintptr(n), "listener")
+		defer f.Close()
+		return net.FileListener(f)
+	}
+	if path, ok := strings.CutPrefix(uri, "unix://"); ok {
+		return net.Listen("unix", path)
+	}
+	return nil, fmt.Errorf("listen %q: unsupported URI", uri)
+}
