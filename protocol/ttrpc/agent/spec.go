@@ -9,7 +9,8 @@ import (
 // This file maps the OCI runtime spec to the agent's protobuf Spec and
 // back: the shim sends a bundle's config.json as a Spec, the agent runs it.
 // Fields the protobuf subset does not model are dropped on the way in —
-// hooks on purpose, since the guest never runs host-chosen hooks.
+// hooks on purpose, since the guest never runs host-chosen hooks, and the
+// deprecated kernel memory limit.
 
 // SpecFromOCI converts an OCI runtime spec to the agent's Spec.
 func SpecFromOCI(s *specs.Spec) *Spec {
@@ -176,7 +177,7 @@ func resourcesFromOCI(r *specs.LinuxResources) *LinuxResources {
 	}
 	if m := r.Memory; m != nil {
 		out.Memory = &LinuxMemory{Limit: deref(m.Limit), Reservation: deref(m.Reservation), Swap: deref(m.Swap),
-			Kernel: deref(m.Kernel), KernelTCP: deref(m.KernelTCP), Swappiness: deref(m.Swappiness),
+			KernelTCP: deref(m.KernelTCP), Swappiness: deref(m.Swappiness),
 			DisableOOMKiller: deref(m.DisableOOMKiller)}
 	}
 	if c := r.CPU; c != nil {
@@ -206,7 +207,7 @@ func (r *LinuxResources) oci() *specs.LinuxResources {
 	}
 	if m := r.Memory; m != nil {
 		out.Memory = &specs.LinuxMemory{Limit: nonZero(m.Limit), Reservation: nonZero(m.Reservation), Swap: nonZero(m.Swap),
-			Kernel: nonZero(m.Kernel), KernelTCP: nonZero(m.KernelTCP), Swappiness: nonZero(m.Swappiness),
+			KernelTCP: nonZero(m.KernelTCP), Swappiness: nonZero(m.Swappiness),
 			DisableOOMKiller: nonZero(m.DisableOOMKiller)}
 	}
 	if c := r.CPU; c != nil {
