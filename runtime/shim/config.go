@@ -1,0 +1,132 @@
+package shim
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/cocoon-cc/cocoon/initdata"
+	"github.com/cocoon-cc/cocoon/runtime/sandbox"
+)
+
+// DefaultConfigPath is read when neither the runtime options' ConfigPath
+// nor $COCOON_SHIM_CONFIG names a file.
+const DefaultConfigPath = "/etc/cocoon/containerd-shim-coco-v2.toml"
+
+// AnnotationInitdata carries a pod's initdata, as in Kata/CoCo: the
+// initdata TOML, gzip-compressed, base64-encoded (plain TOML in base64 is
+// accepted too).
+const AnnotationInitdata = "io.katacontainers.config.hypervisor.cc_init_data"
+
+// ErrConfig is wrapped by every configuration and annotation error.
+var ErrConfig = errors.New("coco shim configuration")
+
+// Config is the shim's TOML configuration.
+type Config struct {
+	Sandbox struct {
+		// Backend is "local" or "qemu".
+		Backend string `toml:"backend"`
+		// StartTimeout bounds a sandbox's boot until its agent answers.
+		StartTimeout duration `toml:"start_timeout"`
+		// MemoryMiB and VCPUs size VM sandboxes.
+		MemoryMiB int `toml:"memory_mib"`
+		VCPUs     int `toml:"vcpus"`
+	} `toml:"sandbox"`
+	// Backends' own sections ([local], [qemu]) are decoded by their
+	// factories.
+	md  toml.MetaData
+	raw map[string]toml.Primitive
+}
+
+type duration struct{ time.Duration }
+
+func (d *duration) UnmarshalText(b []byte) error {
+	var err error
+	d.Duration, err = time.ParseDuration(string(b))
+	return err
+}
+
+// LoadConfig reads the configuration at path; a missing default file
+// gives the defaults (the local backend).
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && path == DefaultConfigPath {
+		b, err = nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig parses the TOML text of a configuration.
+func ParseConfig(b []byte) (*Config, error) {
+	var c Config
+	var raw map[string]toml.Primitive
+	md, err := toml.Decode(string(b), &raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if p, ok := raw["sandbox"]; ok {
+		if err := md.PrimitiveDecode(p, &c.Sandbox); err != nil {
+			return nil, fmt.Errorf("%w: [sandbox]: %v", ErrConfig, err)
+		}
+	}
+	if c.Sandbox.Backend == "" {
+		c.Sandbox.Backend = "local"
+	}
+	if c.Sandbox.StartTimeout.Duration == 0 {
+		c.Sandbox.StartTimeout.Duration = 60 * time.Second
+	}
+	c.md, c.raw = md, raw
+	return &c, nil
+}
+
+// Decode decodes the backend section name (e.g. [qemu]) into v; a missing
+// section leaves v as it is.
+func (c *Config) Decode(name string, v any) error {
+	p, ok := c.raw[name]
+	if !ok {
+		return nil
+	}
+	if err := c.md.PrimitiveDecode(p, v); err != nil {
+		return fmt.Errorf("%w: [%s]: %v", ErrConfig, name, err)
+	}
+	return nil
+}
+
+// Factory creates a backend's sandbox from the configuration.
+type Factory func(ctx context.Context, cfg sandbox.Config, c *Config) (sandbox.Sandbox, error)
+
+// DecodeInitdata reads the initdata annotation and checks the document.
+func DecodeInitdata(value string) ([]byte, error) {
+	if value == "" {
+		return nil, nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(value)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: not base64: %v", ErrConfig, AnnotationInitdata, err)
+	}
+	if bytes.HasPrefix(raw, []byte{0x1f, 0x8b}) {
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, AnnotationInitdata, err)
+		}
+		raw, err = io.ReadAll(io.LimitReader(zr, initdata.MaxSize+1))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, AnnotationInitdata, err)
+		}
+	}
+	if _, err := initdata.Parse(raw); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, AnnotationInitdata, err)
+	}
+	return raw, nil
+}
