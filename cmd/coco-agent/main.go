@@ -64,14 +64,15 @@ func main() {
 }
 
 func run(ctx context.Context, log *slog.Logger, f flags) error {
+	// Read before the private mounts, which may hide the file's directory.
+	raw, err := readInitdata(f.initdata)
+	if err != nil {
+		return err
+	}
 	if f.privateMounts {
 		if err := agent.PrivateMounts(agent.PrivateDirs...); err != nil {
 			return err
 		}
-	}
-	raw, err := readInitdata(f.initdata)
-	if err != nil {
-		return err
 	}
 	engine, err := loadPolicy(ctx, raw, f.policyFile)
 	if err != nil {

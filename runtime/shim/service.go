@@ -8,6 +8,8 @@ package shim
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -178,7 +180,7 @@ func (s *Service) startPod(ctx context.Context, r *taskAPI.CreateTaskRequest, sp
 	if sid := spec.Annotations[annotationSandboxID]; sid != "" {
 		id = sid
 	}
-	dir := filepath.Join(r.Bundle, "cocoon")
+	dir := stateDir(ctx, id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -212,6 +214,16 @@ func (s *Service) startPod(ctx context.Context, r *taskAPI.CreateTaskRequest, sp
 	}
 	go s.watchPod(ctx, p)
 	return p, nil
+}
+
+// StateRoot holds the sandboxes' sockets, logs and disks.
+const StateRoot = "/run/cocoon/sandboxes"
+
+// stateDir is a pod's directory: short, since it holds unix sockets.
+func stateDir(ctx context.Context, id string) string {
+	ns, _ := namespaces.Namespace(ctx)
+	sum := sha256.Sum256([]byte(ns + "/" + id))
+	return filepath.Join(StateRoot, hex.EncodeToString(sum[:8]))
 }
 
 // configPath is the runtime options' ConfigPath (CRI passes it for
@@ -593,6 +605,7 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 		ctx2, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		s.pod.sb.Stop(ctx2)
 		cancel()
+		os.RemoveAll(s.pod.dir)
 	}
 	s.shutdown()
 	return empty(), nil
@@ -601,10 +614,7 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 // Cleanup runs in a new process after the shim died: the sandbox died
 // with it (its processes are bound to the shim's life).
 func (s *Service) Cleanup(ctx context.Context) (*taskAPI.DeleteResponse, error) {
-	cwd, err := os.Getwd()
-	if err == nil {
-		os.RemoveAll(filepath.Join(cwd, "cocoon"))
-	}
+	os.RemoveAll(stateDir(ctx, s.id))
 	return &taskAPI.DeleteResponse{ExitedAt: protobuf.ToTimestamp(time.Now()), ExitStatus: 128 + uint32(syscall.SIGKILL)}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -159,7 +160,7 @@ func (s *Sandbox) wait(cmd *exec.Cmd) {
 	err := cmd.Wait()
 	s.mu.Lock()
 	if !s.stopped {
-		s.err = fmt.Errorf("agent exited: %v (log: %s)", err, filepath.Join(s.cfg.StateDir, "agent.log"))
+		s.err = fmt.Errorf("agent exited: %v: %s", err, logTail(filepath.Join(s.cfg.StateDir, "agent.log")))
 	}
 	s.mu.Unlock()
 	close(s.done)
@@ -266,4 +267,14 @@ func removeCgroups(id string) error {
 		}
 	}
 	return firstErr
+}
+
+// logTail is the end of the agent's log, for error messages.
+func logTail(path string) string {
+	b, _ := os.ReadFile(path)
+	const max = 600
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return strings.TrimSpace(string(b))
 }

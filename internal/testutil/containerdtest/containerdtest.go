@@ -1,0 +1,236 @@
+// Package containerdtest runs a private Debian containerd for tests: its
+// own root, state and sockets in a temporary directory, the CRI plugin
+// with the runc and coco runtimes, and a pause image built offline.
+package containerdtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	internalapi "k8s.io/cri-api/pkg/apis"
+	remote "k8s.io/cri-client/pkg"
+
+	"github.com/cocoon-cc/cocoon/image/imagetest"
+)
+
+// PauseImage is the sandbox image the CRI plugin is configured with.
+const PauseImage = "registry.k8s.io/pause:3.6"
+
+// Options configure a containerd.
+type Options struct {
+	// ShimDir is put first on containerd's PATH: containerd-shim-coco-v2.
+	ShimDir string
+	// ShimConfig is the coco runtime's ConfigPath.
+	ShimConfig string
+	// Registry is a plain-HTTP registry host (127.0.0.1:port) to mirror.
+	Registry string
+	// Snapshotter is a proxy snapshotter's socket, used by the CRI plugin.
+	Snapshotter string
+}
+
+// Containerd is a running containerd.
+type Containerd struct {
+	Dir     string
+	Address string
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+}
+
+// Start runs containerd as root, skipping the test loudly when that is
+// impossible.
+func Start(t testing.TB, o Options) *Containerd {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP: containerd needs root; CI runs as root")
+	}
+	bin, err := exec.LookPath("containerd")
+	if err != nil {
+		t.Skip("SKIP: containerd not installed (scripts/install-deps.sh installs it)")
+	}
+	// Unix socket paths are short: keep the directory near the root.
+	dir, err := os.MkdirTemp("/run", "ctrd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Containerd{Dir: dir, Address: filepath.Join(dir, "c.sock"), log: &bytes.Buffer{}}
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte(c.config(o)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(bin, "--config", cfg)
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	c.cmd.Env = append(os.Environ(), "PATH="+o.ShimDir+":"+os.Getenv("PATH"))
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.stop(t) })
+	if err := c.waitReady(); err != nil {
+		t.Fatalf("containerd: %v\n%s", err, c.log)
+	}
+	c.importPause(t)
+	return c
+}
+
+func (c *Containerd) config(o Options) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `version = 2
+root = %q
+state = %q
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+`, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.Address, c.Address+".ttrpc", PauseImage)
+	if o.Snapshotter != "" {
+		b.WriteString("    snapshotter = \"cocoon\"\n    disable_snapshot_annotations = false\n")
+	}
+	fmt.Fprintf(&b, `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.coco]
+      runtime_type = "io.containerd.coco.v2"
+      pod_annotations = ["io.katacontainers.*"]
+      container_annotations = ["io.katacontainers.*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.coco.options]
+        ConfigPath = %q
+`, o.ShimConfig)
+	if o.Registry != "" {
+		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.%q]\n    endpoint = [\"http://%s\"]\n", o.Registry, o.Registry)
+	}
+	if o.Snapshotter != "" {
+		fmt.Fprintf(&b, "[proxy_plugins.cocoon]\n  type = \"snapshot\"\n  address = %q\n", o.Snapshotter)
+	}
+	return b.String()
+}
+
+func (c *Containerd) waitReady() error {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if conn, err := net.Dial("unix", c.Address); err == nil {
+			conn.Close()
+			if _, err := c.Ctr("version"); err == nil {
+				return nil
+			}
+		}
+		if c.cmd.ProcessState != nil {
+			return fmt.Errorf("exited")
+		}
+	}
+	return fmt.Errorf("not ready in 20 s")
+}
+
+// Ctr runs ctr against this containerd in namespace k8s.io.
+func (c *Containerd) Ctr(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ctr", append([]string{"-a", c.Address, "-n", "k8s.io"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Logs is containerd's output so far, for failure messages.
+func (c *Containerd) Logs() string { return c.log.String() }
+
+// RuntimeService and ImageService are CRI clients, as the kubelet uses.
+func (c *Containerd) RuntimeService(t testing.TB) internalapi.RuntimeService {
+	t.Helper()
+	rs, err := remote.NewRemoteRuntimeService(context.Background(), "unix://"+c.Address, 2*time.Minute, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// ImageService is the CRI image client.
+func (c *Containerd) ImageService(t testing.TB) internalapi.ImageManagerService {
+	t.Helper()
+	is, err := remote.NewRemoteImageService(context.Background(), "unix://"+c.Address, 2*time.Minute, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return is
+}
+
+// importPause builds the pause image (busybox sleeping; CRI needs one in
+// its store even when the runtime never runs it) and imports it.
+func (c *Containerd) importPause(t testing.TB) {
+	t.Helper()
+	img := imagetest.New(t, ocispec.ImageConfig{Entrypoint: []string{"/bin/sleep", "2147483647"}}, imagetest.BusyboxLayer(t))
+	layout := t.TempDir()
+	img.WriteLayout(t, layout, "3.6")
+	archive := filepath.Join(t.TempDir(), "pause.tar")
+	if out, err := exec.Command("skopeo", "copy", "oci:"+layout+":3.6", "docker-archive:"+archive+":"+PauseImage).CombinedOutput(); err != nil {
+		t.Fatalf("skopeo: %v\n%s", err, out)
+	}
+	if out, err := c.Ctr("images", "import", archive); err != nil {
+		t.Fatalf("ctr import: %v\n%s", err, out)
+	}
+}
+
+// stop ends containerd and everything it started: shims (and through them
+// sandboxes), mounts under its root, its directory.
+func (c *Containerd) stop(t testing.TB) {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-done
+	}
+	killShims(c.Address)
+	unmountUnder(c.Dir)
+	if err := os.RemoveAll(c.Dir); err != nil {
+		t.Errorf("remove containerd's directory: %v", err)
+	}
+	if t.Failed() {
+		t.Logf("containerd log:\n%s", c.log)
+	}
+}
+
+// killShims kills shims started for this containerd (their command line
+// names its address).
+func killShims(address string) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte("containerd-shim")) || !bytes.Contains(b, []byte(address)) {
+			continue
+		}
+		var pid int
+		fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid)
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// unmountUnder unmounts every mount below dir, deepest first.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var targets []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			targets = append(targets, f[4])
+		}
+	}
+	for i := len(targets) - 1; i >= 0; i-- {
+		syscall.Unmount(targets[i], syscall.MNT_DETACH)
+	}
+}

@@ -1,0 +1,192 @@
+package e2e
+
+import (
+	"context"
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
+)
+
+// podEnv is containerd with the coco runtime on the local backend and a
+// registry holding a busybox image.
+type podEnv struct {
+	ctrd  *containerdtest.Containerd
+	image string // registry/busybox:1
+	cfg   string // the shim's configuration
+}
+
+func newPodEnv(t *testing.T) *podEnv {
+	t.Helper()
+	shim := bin(t, "containerd-shim-coco-v2")
+	reg := imagetest.StartRegistry(t)
+	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t))
+	reg.Push(t, img, "busybox:1", nil)
+	cfg := filepath.Join(t.TempDir(), "coco.toml")
+	conf := "[sandbox]\nbackend = \"local\"\nstart_timeout = \"30s\"\n[local]\nagent_path = \"" + bin(t, "coco-agent") + "\"\n"
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctrd := containerdtest.Start(t, containerdtest.Options{ShimDir: filepath.Dir(shim), ShimConfig: cfg, Registry: reg.Host})
+	return &podEnv{ctrd: ctrd, image: reg.Host + "/busybox:1", cfg: cfg}
+}
+
+// initdataAnnotation encodes initdata as Kata's cc_init_data annotation.
+func initdataAnnotation(t *testing.T, rego string) string {
+	doc := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = '''\n" + rego + "\n'''\n"
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write([]byte(doc))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(b.Bytes())
+}
+
+// TestPodCtr runs containers through ctr with the coco runtime: the output
+// reaches ctr, the exit status is the container's, and nothing is left.
+func TestPodCtr(t *testing.T) {
+	e := newPodEnv(t)
+	if out, err := e.ctrd.Ctr("images", "pull", "--plain-http", e.image); err != nil {
+		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	ann := "io.katacontainers.config.hypervisor.cc_init_data=" + initdataAnnotation(t, policy.AllowAll())
+	out, err := e.ctrd.Ctr("run", "--rm", "--runtime", "io.containerd.coco.v2", "--runtime-config-path", e.cfg,
+		"--annotation", ann, e.image, "ctr1", "/bin/sh", "-c", "echo hello from $(cat /proc/1/cmdline | head -c 7); exit 3")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+		t.Fatalf("ctr run: %v, want exit status 3\n%s\n%s", err, out, e.ctrd.Logs())
+	}
+	if !strings.Contains(out, "hello from /bin/sh") {
+		t.Fatalf("ctr run output %q", out)
+	}
+	// The default policy: the container runs, the host reads nothing.
+	out, err = e.ctrd.Ctr("run", "--rm", "--runtime", "io.containerd.coco.v2", "--runtime-config-path", e.cfg,
+		e.image, "ctr2", "/bin/sh", "-c", "echo secret")
+	if err != nil || strings.Contains(out, "secret") {
+		t.Fatalf("default policy: %v, output %q", err, out)
+	}
+	// A bad initdata annotation fails the task's creation, clearly.
+	out, err = e.ctrd.Ctr("run", "--rm", "--runtime", "io.containerd.coco.v2", "--runtime-config-path", e.cfg,
+		"--annotation", "io.katacontainers.config.hypervisor.cc_init_data=!!", e.image, "ctr3", "/bin/true")
+	if err == nil || !strings.Contains(out, "cc_init_data") {
+		t.Fatalf("bad annotation: %v\n%s", err, out)
+	}
+	// An image the sandbox cannot pull fails the creation, saying so.
+	out, err = e.ctrd.Ctr("run", "--rm", "--runtime", "io.containerd.coco.v2", "--runtime-config-path", e.cfg,
+		"--annotation", "io.kubernetes.cri.image-name="+strings.Replace(e.image, "busybox", "missing", 1), e.image, "ctr4", "/bin/true")
+	if err == nil || !strings.Contains(out, "image pull failed") {
+		t.Fatalf("missing image: %v\n%s", err, out)
+	}
+	assertNoLeftovers(t)
+}
+
+// TestPodCRI drives the coco runtime as the kubelet does, through CRI.
+func TestPodCRI(t *testing.T) {
+	e := newPodEnv(t)
+	rs, is := e.ctrd.RuntimeService(t), e.ctrd.ImageService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	logDir := t.TempDir()
+	sandbox := &cri.PodSandboxConfig{
+		Metadata:     &cri.PodSandboxMetadata{Name: "pod1", Uid: "uid-1", Namespace: "default"},
+		Hostname:     "pod1",
+		LogDirectory: logDir,
+		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
+		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
+			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+	}
+	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\n%s", err, e.ctrd.Logs())
+	}
+	if _, err := is.PullImage(ctx, &cri.ImageSpec{Image: e.image}, nil, sandbox); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &cri.ContainerConfig{
+		Metadata: &cri.ContainerMetadata{Name: "c1"},
+		Image:    &cri.ImageSpec{Image: e.image},
+		Command:  []string{"/bin/sh", "-c", "echo hello-cri from $(hostname); exit 4"},
+		LogPath:  "c1.log",
+	}
+	cid, err := rs.CreateContainer(ctx, podID, cfg, sandbox)
+	if err != nil {
+		t.Fatalf("CreateContainer: %v\n%s", err, e.ctrd.Logs())
+	}
+	if err := rs.StartContainer(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	var st *cri.ContainerStatus
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		r, err := rs.ContainerStatus(ctx, cid, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st = r.Status; st.State == cri.ContainerState_CONTAINER_EXITED {
+			break
+		}
+	}
+	if st.State != cri.ContainerState_CONTAINER_EXITED || st.ExitCode != 4 {
+		t.Fatalf("container status %v exit %d, want exited with 4", st.State, st.ExitCode)
+	}
+	log, err := os.ReadFile(filepath.Join(logDir, "c1.log"))
+	if err != nil || !strings.Contains(string(log), "hello-cri from pod1") {
+		t.Fatalf("container log %q %v", log, err)
+	}
+	if err := rs.RemoveContainer(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.StopPodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.RemovePodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeftovers(t)
+}
+
+// assertNoLeftovers checks that no agent or coco shim process remains.
+func assertNoLeftovers(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		left := processesNamed("coco-agent", "containerd-shim-coco-v2")
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left: %v", left)
+		}
+	}
+}
+
+func processesNamed(names ...string) []string {
+	var found []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		comm := strings.TrimSpace(string(b))
+		for _, n := range names {
+			// comm is cut to 15 characters.
+			if comm == n[:min(len(n), 15)] {
+				found = append(found, filepath.Base(filepath.Dir(p))+":"+comm)
+			}
+		}
+	}
+	return found
+}
