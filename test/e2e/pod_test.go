@@ -1,9 +1,9 @@
 package e2e
 
 import (
-	"context"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/base64"
 	"errors"
 	"os"
