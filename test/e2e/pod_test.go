@@ -18,6 +18,7 @@ import (
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
 )
 
@@ -29,14 +30,14 @@ type podEnv struct {
 	cfg   string // the shim's configuration
 }
 
-func newPodEnv(t *testing.T) *podEnv {
+func newPodEnv(t testing.TB) *podEnv {
 	t.Helper()
-	shim := bin(t, "containerd-shim-coco-v2")
+	shim := testutil.Bin(t, "containerd-shim-coco-v2")
 	reg := imagetest.StartRegistry(t)
 	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t))
 	reg.Push(t, img, "busybox:1", nil)
 	cfg := filepath.Join(t.TempDir(), "coco.toml")
-	conf := "[sandbox]\nbackend = \"local\"\nstart_timeout = \"30s\"\n[local]\nagent_path = \"" + bin(t, "coco-agent") + "\"\n"
+	conf := "[sandbox]\nbackend = \"local\"\nstart_timeout = \"30s\"\n[local]\nagent_path = \"" + testutil.Bin(t, "coco-agent") + "\"\n"
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func newPodEnv(t *testing.T) *podEnv {
 }
 
 // initdataAnnotation encodes initdata as Kata's cc_init_data annotation.
-func initdataAnnotation(t *testing.T, rego string) string {
+func initdataAnnotation(t testing.TB, rego string) string {
 	doc := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = '''\n" + rego + "\n'''\n"
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
