@@ -12,12 +12,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/containerd/ttrpc"
@@ -28,6 +25,7 @@ import (
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/initdata"
 	"github.com/cocoon-cc/cocoon/internal/logging"
+	"github.com/cocoon-cc/cocoon/runtime/transport"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 )
 
@@ -99,7 +97,7 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 		return err
 	}
 	a.Register(srv)
-	l, err := listen(ctx, f.listen)
+	l, err := transport.Listen(ctx, f.listen)
 	if err != nil {
 		return err
 	}
@@ -156,22 +154,4 @@ func loadPolicy(ctx context.Context, raw []byte, path string) (*policy.Engine, e
 		text = string(b)
 	}
 	return policy.New(ctx, text)
-}
-
-// listen serves on an inherited socket (fd://N, the local backend's) or
-// on a transport endpoint.
-func listen(ctx context.Context, uri string) (net.Listener, error) {
-	if fd, ok := strings.CutPrefix(uri, "fd://"); ok {
-		n, err := strconv.Atoi(fd)
-		if err != nil || n < 3 {
-			return nil, fmt.Errorf("listen %q: want fd://N with N >= 3", uri)
-		}
-		f := os.NewFile(uintptr(n), "listener")
-		defer f.Close()
-		return net.FileListener(f)
-	}
-	if path, ok := strings.CutPrefix(uri, "unix://"); ok {
-		return net.Listen("unix", path)
-	}
-	return nil, fmt.Errorf("listen %q: unsupported URI", uri)
 }
