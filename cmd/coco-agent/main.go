@@ -25,8 +25,8 @@ import (
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/initdata"
 	"github.com/cocoon-cc/cocoon/internal/logging"
-	"github.com/cocoon-cc/cocoon/runtime/transport"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
+	"github.com/cocoon-cc/cocoon/runtime/transport"
 )
 
 func init() {
