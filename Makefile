@@ -4,7 +4,7 @@ BIN       := bin
 BINARIES  := $(notdir $(wildcard cmd/*))
 TEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build deps test test-short bench demo fuzz clean generate
+.PHONY: all build deps guest test test-short bench demo fuzz clean generate
 
 all: build
 
@@ -17,7 +17,11 @@ build:
 deps:
 	@bash scripts/install-deps.sh
 
-test: deps build
+# The VM guest: kernel and reproducible initramfs in build/guest.
+guest:
+	@bash scripts/build-guest.sh
+
+test: deps build guest
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	COCOON_BIN=$(CURDIR)/$(BIN) $(GO) test $(TEST_FLAGS) ./...
@@ -27,7 +31,7 @@ test-short:
 
 # Throughput and latency benchmarks, each against a floor measured in the
 # same run; see README "Performance".
-bench: deps build
+bench: deps build guest
 	COCOON_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 2s -timeout 60m ./...
 
 demo: build
@@ -56,4 +60,4 @@ generate:
 	  $(patsubst protocol/ttrpc/%,%,$(PROTOS))
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) build

@@ -56,6 +56,9 @@ type Config struct {
 	// SetHostname lets CreateSandbox set the hostname: the agent owns its
 	// UTS namespace (PID 1 in a VM, or the local backend's namespaces).
 	SetHostname bool
+	// NoPivotRoot enters containers' root with chroot instead of
+	// pivot_root, which an initramfs root does not support.
+	NoPivotRoot bool
 	Log         *slog.Logger
 }
 

@@ -94,7 +94,7 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 	if len(dropped) > 0 {
 		a.log.Info("host parts not used in the sandbox", "container", r.ContainerId, "dropped", dropped)
 	}
-	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: r.ContainerId, Spec: spec})
+	cfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: r.ContainerId, Spec: spec, NoPivotRoot: a.cfg.NoPivotRoot})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}

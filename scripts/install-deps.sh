@@ -22,6 +22,8 @@ declare -A need=(
   [runc]=runc
   [python3]=python3
   [busybox]=busybox-static
+  [cpio]=cpio
+  [gcc]=gcc
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -32,6 +34,8 @@ ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing+=(linux-image-cloud-am
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # OVMF firmware: SNP launch digests are computed from Debian's build in tests.
 [ -e /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)
+# Static glibc: coco-agent (libcontainer's nsenter is C) in the guest image.
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 # GNU time: peak RSS of the image pull benchmark's child processes.
 [ -x /usr/bin/time ] || missing+=(time)
 if [ ${#missing[@]} -gt 0 ]; then

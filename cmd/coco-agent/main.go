@@ -39,7 +39,7 @@ func init() {
 
 type flags struct {
 	listen, stateDir, initdata, policyFile, binDir, logLevel string
-	privateMounts                                            bool
+	privateMounts, noPivotRoot                               bool
 }
 
 func main() {
@@ -50,6 +50,7 @@ func main() {
 	flag.StringVar(&f.policyFile, "policy-file", "", "agent policy (Rego), overriding initdata's policy.rego")
 	flag.StringVar(&f.binDir, "guest-components", "", "directory of attestation-agent, confidential-data-hub and api-server-rest (default: this binary's)")
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.BoolVar(&f.noPivotRoot, "no-pivot-root", false, "enter containers' root with chroot (the guest's initramfs root cannot be pivoted)")
 	flag.BoolVar(&f.privateMounts, "private-mounts", false, "local backend: private /proc and tmpfs state directories")
 	flag.Parse()
 	log := logging.New(os.Stderr, f.logLevel, "text")
@@ -88,7 +89,8 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 		return err
 	}
 	defer gc.Stop()
-	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Policy: engine, SetHostname: true, Log: log})
+	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Policy: engine, SetHostname: true,
+		NoPivotRoot: f.noPivotRoot, Log: log})
 	if err != nil {
 		return err
 	}

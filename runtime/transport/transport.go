@@ -147,7 +147,7 @@ func portPath(rest string) (string, error) {
 	if strings.HasPrefix(rest, "/") {
 		return rest, nil
 	}
-	if strings.ContainsAny(rest, "/.") {
+	if strings.Contains(rest, "/") || rest == "." || rest == ".." {
 		return "", fmt.Errorf("%w: serial port name %q", ErrUnsupportedURI, rest)
 	}
 	link := "/dev/virtio-ports/" + rest

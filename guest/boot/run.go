@@ -1,0 +1,125 @@
+package boot
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/cocoon-cc/cocoon/initdata"
+)
+
+// QEMU's user network: the guest's address and the gateway, behind which
+// the host's loopback answers.
+const (
+	guestAddr = "10.0.2.15/24"
+	gateway   = "10.0.2.2"
+)
+
+// Network brings up lo and, when QEMU gave the guest a NIC, eth0 on QEMU's
+// user network.
+func Network() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return err
+	}
+	eth, err := netlink.LinkByName("eth0")
+	if err != nil {
+		return nil // no NIC: a sandbox without network
+	}
+	addr, err := netlink.ParseAddr(guestAddr)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(eth, addr); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(eth); err != nil {
+		return err
+	}
+	return netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.ParseIP(gateway)})
+}
+
+// ReadInitdata finds the initdata disk by its serial and writes its
+// document to path (0600); no disk means no initdata.
+func ReadInitdata(path string) (bool, error) {
+	serials, _ := filepath.Glob("/sys/block/*/serial")
+	for _, s := range serials {
+		b, err := os.ReadFile(s)
+		if err != nil || strings.TrimSpace(string(b)) != initdata.DiskSerial {
+			continue
+		}
+		dev := "/dev/" + filepath.Base(filepath.Dir(s))
+		f, err := os.Open(dev)
+		if err != nil {
+			return false, err
+		}
+		defer f.Close()
+		doc, err := initdata.DecodeDisk(f)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", dev, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return false, err
+		}
+		return true, os.WriteFile(path, doc, 0o600)
+	}
+	return false, nil
+}
+
+// RunAgent starts the agent and reaps every child until the agent exits.
+// SIGTERM (the VMM's shutdown) is passed to the agent.
+func RunAgent(path string, args []string) error {
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = Console(), Console()
+	sigs := make(chan os.Signal, 1)
+	signalNotify(sigs)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		for s := range sigs {
+			cmd.Process.Signal(s)
+		}
+	}()
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if pid == cmd.Process.Pid {
+			return fmt.Errorf("agent exited: %s", describe(ws))
+		}
+	}
+}
+
+func describe(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return "signal " + ws.Signal().String()
+	}
+	return fmt.Sprintf("status %d", ws.ExitStatus())
+}
+
+// PowerOff ends the VM (QEMU runs with -no-reboot, so it exits).
+func PowerOff() {
+	unix.Sync()
+	time.Sleep(100 * time.Millisecond)
+	unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	// Not reached as PID 1; elsewhere (tests) just exit.
+	syscall.Exit(1)
+}

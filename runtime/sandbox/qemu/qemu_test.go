@@ -1,0 +1,239 @@
+package qemu
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/ttrpc"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
+	"github.com/cocoon-cc/cocoon/runtime/sandbox"
+)
+
+var doc = []byte("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = '''\n" + policy.AllowAll() + "\n'''\n")
+
+func argsOf(t *testing.T, o Options) string {
+	t.Helper()
+	o.Kernel, o.Initrd = "/k", "/i"
+	s, err := New(sandbox.Config{ID: "pod", StateDir: "/run/x", Initdata: doc}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Args()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(a, " ")
+}
+
+func TestArgs(t *testing.T) {
+	none := argsOf(t, Options{})
+	for _, want := range []string{"-machine q35,accel=tcg", "-m 512", "virtserialport,chardev=agent,name=agent.0",
+		"socket,id=agent,path=/run/x/agent.sock", "serial=cocoon-initdata", "cocoon.channel=serial", "-no-reboot"} {
+		if !strings.Contains(none, want) {
+			t.Errorf("tee none: %q missing in %s", want, none)
+		}
+	}
+	sum256, sum384 := sha256.Sum256(doc), sha512.Sum384(doc)
+	snp := argsOf(t, Options{TEE: "snp", Firmware: "/ovmf", CPU: "EPYC-v4"})
+	for _, want := range []string{"confidential-guest-support=sev0", "sev-snp-guest", "kernel-hashes=on",
+		"host-data=" + base64.StdEncoding.EncodeToString(sum256[:]), "-bios /ovmf", "accel=kvm"} {
+		if !strings.Contains(snp, want) {
+			t.Errorf("snp: %q missing in %s", want, snp)
+		}
+	}
+	tdx := argsOf(t, Options{TEE: "tdx", Firmware: "/ovmf", Channel: "vsock"})
+	for _, want := range []string{"tdx-guest", "mrconfigid=" + base64.StdEncoding.EncodeToString(sum384[:]),
+		"vhost-vsock-pci,guest-cid=", "cocoon.channel=vsock"} {
+		if !strings.Contains(tdx, want) {
+			t.Errorf("tdx: %q missing in %s", want, tdx)
+		}
+	}
+}
+
+func TestOptionErrors(t *testing.T) {
+	for name, o := range map[string]Options{
+		"no kernel":     {Initrd: "/i"},
+		"tee":           {Kernel: "/k", Initrd: "/i", TEE: "sgx"},
+		"snp on tcg":    {Kernel: "/k", Initrd: "/i", TEE: "snp", Accel: "tcg", Firmware: "/f"},
+		"snp no ovmf":   {Kernel: "/k", Initrd: "/i", TEE: "snp"},
+		"channel":       {Kernel: "/k", Initrd: "/i", Channel: "tcp"},
+		"accel":         {Kernel: "/k", Initrd: "/i", Accel: "hvf"},
+		"relative path": {Kernel: "/k", Initrd: "/i"},
+	} {
+		dir := "/run/x"
+		if name == "relative path" {
+			dir = "x"
+		}
+		if _, err := New(sandbox.Config{ID: "p", StateDir: dir}, o); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+var (
+	guestOnce sync.Once
+	guestDir  string
+	guestErr  error
+)
+
+// guest is make guest's output: build/guest when present (make test
+// builds it first), else built once into a temporary directory.
+func guest(t *testing.T) (kernel, initrd string) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("SKIP: qemu-system-x86 not installed (scripts/install-deps.sh installs it)")
+	}
+	root := testutil.RepoRoot(t)
+	guestOnce.Do(func() {
+		guestDir = filepath.Join(root, "build", "guest")
+		if _, err := os.Stat(filepath.Join(guestDir, "SHA256SUMS")); err == nil {
+			return
+		}
+		guestDir, guestErr = os.MkdirTemp("", "cocoon-guest-")
+		if guestErr != nil {
+			return
+		}
+		cmd := exec.Command("bash", "scripts/build-guest.sh")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "OUT="+guestDir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			guestErr = errors.New(string(out))
+		}
+	})
+	if guestErr != nil {
+		t.Fatalf("make guest: %v", guestErr)
+	}
+	return filepath.Join(guestDir, "vmlinuz"), filepath.Join(guestDir, "initramfs.cpio.gz")
+}
+
+func boot(t *testing.T, o Options, init []byte) *Sandbox {
+	t.Helper()
+	o.Kernel, o.Initrd = guest(t)
+	o.Accel = "tcg" // this machine's /dev/kvm cannot run vCPUs
+	s, err := New(sandbox.Config{ID: t.Name(), StateDir: t.TempDir(), Initdata: init, MemoryMiB: 512}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop(context.Background())
+		if t.Failed() {
+			t.Logf("console:\n%s", s.consoleTail())
+		}
+	})
+	return s
+}
+
+// TestVM boots the real guest in TCG, runs a container pulled inside the
+// VM (through QEMU's user network, the host's loopback registry is
+// 10.0.2.2) and then sees the VM crash.
+func TestVM(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t))
+	reg.Push(t, img, "busybox:1", nil)
+	ref := strings.Replace(reg.Host, "127.0.0.1", "10.0.2.2", 1) + "/busybox:1"
+
+	s := boot(t, Options{}, doc)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("boot to agent: %v", time.Since(start))
+	if info := s.Info(); info.Backend != "qemu" || info.Confidential || info.Pid == 0 {
+		t.Errorf("info %+v", info)
+	}
+	conn, err := s.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ttrpc.NewClient(conn)
+	defer c.Close()
+	a := pb.NewAgentServiceClient(c)
+	d, err := a.GetGuestDetails(ctx, &pb.GuestDetailsRequest{})
+	if err != nil || !d.AgentDetails.InitDaemon && !slices.Contains(d.AgentDetails.StorageHandlers, "image_guest_pull") {
+		t.Fatalf("guest details %v %v", d, err)
+	}
+	if _, err := a.CreateSandbox(ctx, &pb.CreateSandboxRequest{SandboxId: "vm", Hostname: "vmpod"}); err != nil {
+		t.Fatal(err)
+	}
+	spec := specconv.Example()
+	spec.Process.Terminal = false
+	spec.Process.Args = []string{"/bin/sh", "-c", "echo hello from $(hostname) $(cat /proc/sys/kernel/osrelease)"}
+	_, err = a.CreateContainer(ctx, &pb.CreateContainerRequest{ContainerId: "c1", ExecId: "c1", OCI: pb.SpecFromOCI(spec),
+		Storages: []*pb.Storage{{Driver: "image_guest_pull", Source: ref}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.StartContainer(ctx, &pb.StartContainerRequest{ContainerId: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	for {
+		r, err := a.ReadStdout(ctx, &pb.ReadStreamRequest{ContainerId: "c1", ExecId: "c1", Len: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Data) == 0 {
+			break
+		}
+		out.Write(r.Data)
+	}
+	if !strings.HasPrefix(out.String(), "hello from vmpod 6.") {
+		t.Errorf("container output %q", out.String())
+	}
+	if w, err := a.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: "c1", ExecId: "c1"}); err != nil || w.Status != 0 {
+		t.Fatalf("wait %v %v", w, err)
+	}
+
+	// The VM dies under the pod: Done fires and Err says so.
+	s.mu.Lock()
+	s.cmd.Process.Kill()
+	s.mu.Unlock()
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after QEMU died")
+	}
+	if err := s.Err(); err == nil || !strings.Contains(err.Error(), "VM exited") {
+		t.Fatalf("Err %v", err)
+	}
+}
+
+// TestAgentUnreachable: a guest that cannot boot (no init: the kernel
+// panics) ends its VM; Start fails with ErrAgentUnreachable well before
+// its deadline, nothing left running.
+func TestAgentUnreachable(t *testing.T) {
+	s := boot(t, Options{KernelParams: "rdinit=/no/such/init"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	err := s.Start(ctx)
+	if !errors.Is(err, sandbox.ErrAgentUnreachable) {
+		t.Fatalf("Start: %v, want ErrAgentUnreachable", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Start waited for its whole deadline")
+	}
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("QEMU still running")
+	}
+}

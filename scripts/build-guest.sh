@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds Cocoon's VM guest into $OUT (default build/guest): the Debian cloud
+# kernel (vmlinuz) and a reproducible initramfs (initramfs.cpio.gz) holding
+# coco-init as /init, coco-agent, guest-components and the kernel modules
+# the sandbox needs. Same commit, same kernel -> byte-identical output, so
+# the launch measurement can be registered before any pod runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-build/guest}
+KERNEL=${KERNEL:-$(ls /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V | tail -1)}
+[ -n "$KERNEL" ] || { echo "build-guest: no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)" >&2; exit 1; }
+KVER=${KERNEL#/boot/vmlinuz-}
+# A fixed timestamp for every file: the commit's, or 0 outside git.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
+MODULES="virtio_pci virtio_console virtio_blk virtio_net virtio_rng vmw_vsock_virtio_transport overlay"
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{sbin,usr/local/bin,lib/modules,dev,proc,sys,run,tmp,etc}
+ldflags="-s -w -buildid="
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$root/init" ./cmd/coco-init
+# libcontainer's nsenter is C: a static glibc build.
+CGO_ENABLED=1 go build -trimpath -tags "netgo osusergo" -ldflags "$ldflags -extldflags -static" \
+  -o "$root/sbin/coco-agent" ./cmd/coco-agent 2> >(grep -v 'statically linked applications' >&2)
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$root/usr/local/bin/" \
+  ./cmd/attestation-agent ./cmd/confidential-data-hub ./cmd/api-server-rest
+for m in $MODULES; do modprobe -S "$KVER" --show-depends "$m"; done |
+  awk '$1 == "insmod" && !seen[$2]++ { print $2 }' | while read -r ko; do
+    cp "$ko" "$root/lib/modules/"
+    basename "$ko" >> "$root/lib/modules/modules.order"
+  done
+printf 'root:x:0:0:root:/:/sbin/nologin\n' > "$root/etc/passwd"
+printf 'root:x:0:\n' > "$root/etc/group"
+find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+mkdir -p "$OUT"
+(cd "$root" && find . -print0 | LC_ALL=C sort -z |
+  cpio --null -o -H newc --quiet --reproducible --owner=0:0) | gzip -9n > "$OUT/initramfs.cpio.gz.tmp"
+mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
+cp "$KERNEL" "$OUT/vmlinuz"
+(cd "$OUT" && sha256sum vmlinuz initramfs.cpio.gz > SHA256SUMS)
+echo "build-guest: $OUT ($(du -h "$OUT/initramfs.cpio.gz" | cut -f1) initramfs, kernel $KVER)"
+cat "$OUT/SHA256SUMS"
