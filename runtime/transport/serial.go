@@ -218,4 +218,3 @@ func (d *serialDialer) Close() error { return d.sess.Close() }
 
 // Done is closed when the session ends (the guest or QEMU went away).
 func (d *serialDialer) Done() <-chan struct{} { return d.sess.CloseChan() }
-

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
-	"github.com/opencontainers/runc/libcontainer/specconv"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/opencontainers/runc/libcontainer/specconv"
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/image/imagetest"
