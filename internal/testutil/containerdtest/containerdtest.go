@@ -147,7 +147,7 @@ func (c *Containerd) Logs() string { return c.log.String() }
 // RuntimeService and ImageService are CRI clients, as the kubelet uses.
 func (c *Containerd) RuntimeService(t testing.TB) internalapi.RuntimeService {
 	t.Helper()
-	rs, err := remote.NewRemoteRuntimeService(context.Background(), "unix://"+c.Address, 2*time.Minute, nil, false)
+	rs, err := remote.NewRemoteRuntimeServiceBuilder().WithEndpoint("unix://" + c.Address).WithConnectionTimeout(2 * time.Minute).Build(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func (c *Containerd) RuntimeService(t testing.TB) internalapi.RuntimeService {
 // ImageService is the CRI image client.
 func (c *Containerd) ImageService(t testing.TB) internalapi.ImageManagerService {
 	t.Helper()
-	is, err := remote.NewRemoteImageService(context.Background(), "unix://"+c.Address, 2*time.Minute, nil, false)
+	is, err := remote.NewRemoteImageServiceBuilder().WithEndpoint("unix://" + c.Address).WithConnectionTimeout(2 * time.Minute).Build(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
