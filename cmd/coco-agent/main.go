@@ -38,8 +38,8 @@ func init() {
 }
 
 type flags struct {
-	listen, stateDir, initdata, policyFile, binDir, logLevel string
-	privateMounts, noPivotRoot                               bool
+	listen, stateDir, initdata, policyFile, binDir, logLevel, hostLoopback string
+	privateMounts, noPivotRoot                                             bool
 }
 
 func main() {
@@ -50,6 +50,7 @@ func main() {
 	flag.StringVar(&f.policyFile, "policy-file", "", "agent policy (Rego), overriding initdata's policy.rego")
 	flag.StringVar(&f.binDir, "guest-components", "", "directory of attestation-agent, confidential-data-hub and api-server-rest (default: this binary's)")
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&f.hostLoopback, "host-loopback", "", "address of the host's loopback from the sandbox (10.0.2.2 on QEMU's user network), for images on a registry at 127.0.0.1")
 	flag.BoolVar(&f.noPivotRoot, "no-pivot-root", false, "enter containers' root with chroot (the guest's initramfs root cannot be pivoted)")
 	flag.BoolVar(&f.privateMounts, "private-mounts", false, "local backend: private /proc and tmpfs state directories")
 	flag.Parse()
@@ -90,7 +91,7 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 	}
 	defer gc.Stop()
 	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Policy: engine, SetHostname: true,
-		NoPivotRoot: f.noPivotRoot, Log: log})
+		NoPivotRoot: f.noPivotRoot, HostLoopback: f.hostLoopback, Log: log})
 	if err != nil {
 		return err
 	}

@@ -32,13 +32,17 @@ func run() error {
 	if err := boot.LoadModules("/lib/modules"); err != nil {
 		return err
 	}
-	if err := boot.Network(); err != nil {
+	network, err := boot.Network()
+	if err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
 	b, _ := os.ReadFile("/proc/cmdline")
 	p := boot.ParseCmdline(string(b))
 	args := []string{"--listen", p.Channel, "--state-dir", "/run/cocoon", "--log-level", p.LogLevel, "--no-pivot-root",
 		"--guest-components", "/usr/local/bin"}
+	if network {
+		args = append(args, "--host-loopback", boot.Gateway)
+	}
 	found, err := boot.ReadInitdata(initdataPath)
 	if err != nil {
 		return err

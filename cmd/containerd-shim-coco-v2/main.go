@@ -10,6 +10,7 @@ import (
 
 	"github.com/cocoon-cc/cocoon/runtime/sandbox"
 	"github.com/cocoon-cc/cocoon/runtime/sandbox/local"
+	"github.com/cocoon-cc/cocoon/runtime/sandbox/qemu"
 	cocoshim "github.com/cocoon-cc/cocoon/runtime/shim"
 )
 
@@ -22,6 +23,13 @@ var backends = map[string]cocoshim.Factory{
 			return nil, err
 		}
 		return local.New(cfg, o)
+	},
+	"qemu": func(ctx context.Context, cfg sandbox.Config, c *cocoshim.Config) (sandbox.Sandbox, error) {
+		var o qemu.Options
+		if err := c.Decode("qemu", &o); err != nil {
+			return nil, err
+		}
+		return qemu.New(cfg, o)
 	},
 }
 

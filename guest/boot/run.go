@@ -21,34 +21,35 @@ import (
 // the host's loopback answers.
 const (
 	guestAddr = "10.0.2.15/24"
-	gateway   = "10.0.2.2"
+	// Gateway is the host's loopback, seen from the guest.
+	Gateway = "10.0.2.2"
 )
 
 // Network brings up lo and, when QEMU gave the guest a NIC, eth0 on QEMU's
-// user network.
-func Network() error {
+// user network; it reports whether the guest has that network.
+func Network() (bool, error) {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := netlink.LinkSetUp(lo); err != nil {
-		return err
+		return false, err
 	}
 	eth, err := netlink.LinkByName("eth0")
 	if err != nil {
-		return nil // no NIC: a sandbox without network
+		return false, nil // no NIC: a sandbox without network
 	}
 	addr, err := netlink.ParseAddr(guestAddr)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := netlink.AddrAdd(eth, addr); err != nil {
-		return err
+		return false, err
 	}
 	if err := netlink.LinkSetUp(eth); err != nil {
-		return err
+		return false, err
 	}
-	return netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.ParseIP(gateway)})
+	return true, netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.ParseIP(Gateway)})
 }
 
 // ReadInitdata finds the initdata disk by its serial and writes its

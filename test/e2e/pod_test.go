@@ -31,13 +31,18 @@ type podEnv struct {
 }
 
 func newPodEnv(t testing.TB) *podEnv {
+	return newPodEnvWith(t, "[sandbox]\nbackend = \"local\"\nstart_timeout = \"30s\"\n[local]\nagent_path = \""+
+		testutil.Bin(t, "coco-agent")+"\"\n")
+}
+
+// newPodEnvWith uses conf as the shim's configuration.
+func newPodEnvWith(t testing.TB, conf string) *podEnv {
 	t.Helper()
 	shim := testutil.Bin(t, "containerd-shim-coco-v2")
 	reg := imagetest.StartRegistry(t)
 	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t))
 	reg.Push(t, img, "busybox:1", nil)
 	cfg := filepath.Join(t.TempDir(), "coco.toml")
-	conf := "[sandbox]\nbackend = \"local\"\nstart_timeout = \"30s\"\n[local]\nagent_path = \"" + testutil.Bin(t, "coco-agent") + "\"\n"
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -159,11 +164,11 @@ func TestPodCRI(t *testing.T) {
 	assertNoLeftovers(t)
 }
 
-// assertNoLeftovers checks that no agent or coco shim process remains.
-func assertNoLeftovers(t *testing.T) {
+// assertNoLeftovers checks that no agent, coco shim (or more) process remains.
+func assertNoLeftovers(t *testing.T, more ...string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		left := processesNamed("coco-agent", "containerd-shim-coco-v2")
+		left := processesNamed(append([]string{"coco-agent", "containerd-shim-coco-v2"}, more...)...)
 		if len(left) == 0 {
 			return
 		}
@@ -190,4 +195,57 @@ func processesNamed(names ...string) []string {
 		}
 	}
 	return found
+}
+
+// TestPodVM runs a CRI pod in a QEMU VM (TCG): the image is pulled inside
+// the guest, the container's output reaches the log and QEMU is gone once
+// the pod is removed.
+func TestPodVM(t *testing.T) {
+	kernel, initrd := testutil.Guest(t)
+	e := newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
+		kernel+"\"\ninitrd = \""+initrd+"\"\n")
+	rs, is := e.ctrd.RuntimeService(t), e.ctrd.ImageService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	logDir := t.TempDir()
+	sandbox := &cri.PodSandboxConfig{
+		Metadata:     &cri.PodSandboxMetadata{Name: "vmpod", Uid: "uid-vm", Namespace: "default"},
+		Hostname:     "vmpod",
+		LogDirectory: logDir,
+		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
+		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
+			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+	}
+	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\n%s", err, e.ctrd.Logs())
+	}
+	if _, err := is.PullImage(ctx, &cri.ImageSpec{Image: e.image}, nil, sandbox); err != nil {
+		t.Fatal(err)
+	}
+	cid, err := rs.CreateContainer(ctx, podID, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"},
+		Image: &cri.ImageSpec{Image: e.image}, LogPath: "c.log",
+		Command: []string{"/bin/sh", "-c", "echo in-vm $(hostname) kernel $(cat /proc/sys/kernel/osrelease)"}}, sandbox)
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	if err := rs.StartContainer(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if r, err := rs.ContainerStatus(ctx, cid, false); err == nil && r.Status.State == cri.ContainerState_CONTAINER_EXITED {
+			break
+		}
+	}
+	log, err := os.ReadFile(filepath.Join(logDir, "c.log"))
+	if err != nil || !strings.Contains(string(log), "in-vm vmpod kernel 6.") {
+		t.Fatalf("container log %q %v", log, err)
+	}
+	if err := rs.StopPodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.RemovePodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeftovers(t, "qemu-system-x86")
 }

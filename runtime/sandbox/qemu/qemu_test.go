@@ -6,12 +6,8 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -87,45 +83,9 @@ func TestOptionErrors(t *testing.T) {
 	}
 }
 
-var (
-	guestOnce sync.Once
-	guestDir  string
-	guestErr  error
-)
-
-// guest is make guest's output: build/guest when present (make test
-// builds it first), else built once into a temporary directory.
-func guest(t *testing.T) (kernel, initrd string) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("SKIP: qemu-system-x86 not installed (scripts/install-deps.sh installs it)")
-	}
-	root := testutil.RepoRoot(t)
-	guestOnce.Do(func() {
-		guestDir = filepath.Join(root, "build", "guest")
-		if _, err := os.Stat(filepath.Join(guestDir, "SHA256SUMS")); err == nil {
-			return
-		}
-		guestDir, guestErr = os.MkdirTemp("", "cocoon-guest-")
-		if guestErr != nil {
-			return
-		}
-		cmd := exec.Command("bash", "scripts/build-guest.sh")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "OUT="+guestDir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			guestErr = errors.New(string(out))
-		}
-	})
-	if guestErr != nil {
-		t.Fatalf("make guest: %v", guestErr)
-	}
-	return filepath.Join(guestDir, "vmlinuz"), filepath.Join(guestDir, "initramfs.cpio.gz")
-}
-
 func boot(t *testing.T, o Options, init []byte) *Sandbox {
 	t.Helper()
-	o.Kernel, o.Initrd = guest(t)
+	o.Kernel, o.Initrd = testutil.Guest(t)
 	o.Accel = "tcg" // this machine's /dev/kvm cannot run vCPUs
 	s, err := New(sandbox.Config{ID: t.Name(), StateDir: t.TempDir(), Initdata: init, MemoryMiB: 512}, o)
 	if err != nil {
@@ -141,13 +101,13 @@ func boot(t *testing.T, o Options, init []byte) *Sandbox {
 }
 
 // TestVM boots the real guest in TCG, runs a container pulled inside the
-// VM (through QEMU's user network, the host's loopback registry is
-// 10.0.2.2) and then sees the VM crash.
+// VM (through QEMU's user network the agent reaches the host's loopback
+// registry at 10.0.2.2) and then sees the VM crash.
 func TestVM(t *testing.T) {
 	reg := imagetest.StartRegistry(t)
 	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t))
 	reg.Push(t, img, "busybox:1", nil)
-	ref := strings.Replace(reg.Host, "127.0.0.1", "10.0.2.2", 1) + "/busybox:1"
+	ref := reg.Host + "/busybox:1"
 
 	s := boot(t, Options{}, doc)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
