@@ -34,7 +34,7 @@ test-short:
 bench: deps build guest
 	COCOON_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 2s -timeout 60m ./...
 
-demo: build
+demo: build guest
 	@bash scripts/demo.sh
 
 # Run every fuzz target for FUZZTIME each.

@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# Cocoon demo: a KBS on an embedded store releases a secret to an attested
-# (sample) guest, and only once its policies say so.
+# Cocoon demo, the whole story: a KBS releases a secret only to an attested
+# guest that its policies accept; then containerd starts a pod with the
+# Cocoon runtime in its own VM, the pod's image is pulled inside the VM,
+# and its container prints the secret it got after attestation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
-work=$(mktemp -d)
+work=$(mktemp -d /tmp/cocoon-demo.XXXXXX)
 port=$(( 20000 + RANDOM % 20000 ))
+rport=$(( port + 1 ))
 url=http://127.0.0.1:$port
-trap 'kill $kbs_pid 2>/dev/null; wait $kbs_pid 2>/dev/null; rm -rf "$work"' EXIT
+pids=()
+cleanup() {
+  [ -n "${ctrd_sock:-}" ] && ctr -a "$ctrd_sock" -n demo task kill -s 9 demo-pod >/dev/null 2>&1 || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  grep -o " $work/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 say "Starting a KBS on $url with an embedded store in $work/data"
@@ -23,7 +34,7 @@ storage_type = "Embedded"
 path = "$work/data"
 TOML
 "$BIN/kbs" --config "$work/kbs.toml" 2>"$work/kbs.log" &
-kbs_pid=$!
+pids+=($!)
 for _ in $(seq 50); do curl -fs "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 echo "No [admin] section was configured, so the KBS generated an admin key pair:"
 grep -o 'private_key=[^ ]*' "$work/kbs.log" | head -1
@@ -63,5 +74,90 @@ say "The guest fetches the secret: it arrives sealed to its TEE key and is opene
 secret=$($client get-resource --path default/key/demo | base64 -d)
 echo "released: $secret"
 
-say "Done. The KBS's audit log:"
+say "Building Cocoon's VM guest (kernel + reproducible initramfs; once)"
+cat build/guest/SHA256SUMS >/dev/null  # make demo builds it (make guest)
+cat build/guest/SHA256SUMS
+
+say "The owner publishes the workload image to a registry on 127.0.0.1:$rport"
+cat > "$work/registry.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/registry}}
+http: {addr: 127.0.0.1:$rport}
+YML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+pids+=($!)
+umoci init --layout "$work/oci" && umoci new --image "$work/oci:app"
+umoci unpack --image "$work/oci:app" "$work/bundle" >/dev/null
+mkdir -p "$work/bundle/rootfs/bin" && cp /bin/busybox "$work/bundle/rootfs/bin/"
+for a in sh wget cat echo; do ln -s busybox "$work/bundle/rootfs/bin/$a"; done
+umoci repack --image "$work/oci:app" "$work/bundle" >/dev/null
+umoci config --image "$work/oci:app" --config.cmd /bin/sh --config.env PATH=/bin >/dev/null
+for _ in $(seq 50); do curl -fs "http://127.0.0.1:$rport/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+skopeo copy -q --dest-tls-verify=false "oci:$work/oci:app" "docker://127.0.0.1:$rport/demo/app:1"
+echo "pushed 127.0.0.1:$rport/demo/app:1"
+
+say "The owner writes the pod's initdata: where its KBS is, and its agent policy"
+# In the VM the host's loopback is 10.0.2.2 (QEMU's user network).
+sed 's/^default ReadStreamRequest := false/default ReadStreamRequest := true # the demo shows the output/' \
+  agent/policy/default.rego > "$work/policy.rego"
+cat > "$work/initdata.toml" <<TOML
+version = "0.1.0"
+algorithm = "sha384"
+[data]
+"aa.toml" = '''
+[token_configs.kbs]
+url = "http://10.0.2.2:$port"
+'''
+"cdh.toml" = '''
+[kbc]
+name = "cc_kbc"
+url = "http://10.0.2.2:$port"
+'''
+"policy.rego" = '''
+$(cat "$work/policy.rego")
+'''
+TOML
+"$BIN/cocoon-measure" initdata "$work/initdata.toml"
+echo "(on SNP/TDX hardware this digest is bound into HOST_DATA/MRCONFIGID and checked by the KBS)"
+
+say "containerd starts with the Cocoon runtime (io.containerd.coco.v2, qemu backend, TCG here)"
+ctrd_sock=$work/c.sock
+cat > "$work/coco.toml" <<TOML
+[sandbox]
+backend = "qemu"
+start_timeout = "120s"
+[qemu]
+accel = "tcg"          # this machine has no usable KVM; on SNP/TDX hosts: tee = "snp" | "tdx"
+kernel = "$PWD/build/guest/vmlinuz"
+initrd = "$PWD/build/guest/initramfs.cpio.gz"
+TOML
+cat > "$work/containerd.toml" <<TOML
+version = 2
+root = "$work/ctrd/root"
+state = "$work/ctrd/state"
+[grpc]
+  address = "$ctrd_sock"
+[ttrpc]
+  address = "$ctrd_sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.coco]
+  runtime_type = "io.containerd.coco.v2"
+  pod_annotations = ["io.katacontainers.*"]
+TOML
+PATH=$BIN:$PATH containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do ctr -a "$ctrd_sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+ctr -a "$ctrd_sock" -n demo images pull --plain-http "127.0.0.1:$rport/demo/app:1" >/dev/null
+echo "containerd is up; runtime config:"; sed 's/^/    /' "$work/coco.toml"
+
+say "A pod starts in its own VM; its container asks the data hub for the secret"
+start=$SECONDS
+PATH=$BIN:$PATH ctr -a "$ctrd_sock" -n demo run --rm --runtime io.containerd.coco.v2 \
+  --runtime-config-path "$work/coco.toml" \
+  --annotation "io.katacontainers.config.hypervisor.cc_init_data=$(gzip -9c "$work/initdata.toml" | base64 -w0)" \
+  "127.0.0.1:$rport/demo/app:1" demo-pod \
+  /bin/sh -c 'echo "in the pod, on kernel $(cat /proc/sys/kernel/osrelease): the secret is: $(wget -qO- http://127.0.0.1:8006/cdh/resource/default/key/demo)"'
+echo "the pod ran in $((SECONDS - start)) s: VM boot, attestation, image pull in the guest, container"
+
+say "Done. The KBS's audit log shows the attestation and the release to the pod:"
 grep 'msg=audit' "$work/kbs.log" | sed 's/^time=[^ ]* //'
