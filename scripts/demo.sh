@@ -74,8 +74,7 @@ say "The guest fetches the secret: it arrives sealed to its TEE key and is opene
 secret=$($client get-resource --path default/key/demo | base64 -d)
 echo "released: $secret"
 
-say "Building Cocoon's VM guest (kernel + reproducible initramfs; once)"
-cat build/guest/SHA256SUMS >/dev/null  # make demo builds it (make guest)
+say "Cocoon's VM guest (make guest: the Debian cloud kernel and a reproducible initramfs)"
 cat build/guest/SHA256SUMS
 
 say "The owner publishes the workload image to a registry on 127.0.0.1:$rport"
