@@ -193,7 +193,7 @@ func (c *Containerd) stop(t testing.TB) {
 		<-done
 	}
 	killShims(c.Address)
-	unmountUnder(c.Dir)
+	UnmountUnder(c.Dir)
 	if err := os.RemoveAll(c.Dir); err != nil {
 		t.Errorf("remove containerd's directory: %v", err)
 	}
@@ -217,8 +217,8 @@ func killShims(address string) {
 	}
 }
 
-// unmountUnder unmounts every mount below dir, deepest first.
-func unmountUnder(dir string) {
+// UnmountUnder unmounts every mount below dir, deepest first.
+func UnmountUnder(dir string) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return

@@ -1,0 +1,73 @@
+// Command cocoon-snapshotter serves package snapshotter to containerd as a
+// proxy plugin:
+//
+//	[proxy_plugins.cocoon]
+//	  type = "snapshot"
+//	  address = "/run/cocoon-snapshotter/snapshotter.sock"
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"syscall"
+
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/contrib/snapshotservice"
+	"github.com/containerd/containerd/snapshots/overlay"
+	"google.golang.org/grpc"
+
+	"github.com/cocoon-cc/cocoon/snapshotter"
+)
+
+func main() {
+	root := flag.String("root", "/var/lib/cocoon-snapshotter", "where the overlay snapshots live")
+	address := flag.String("address", "/run/cocoon-snapshotter/snapshotter.sock", "the gRPC socket containerd connects to")
+	images := flag.String("images", "", "regular expression of the image references pulled in the guest (default: all)")
+	flag.Parse()
+	if err := run(*root, *address, *images); err != nil {
+		fmt.Fprintln(os.Stderr, "cocoon-snapshotter:", err)
+		os.Exit(1)
+	}
+}
+
+func run(root, address, images string) error {
+	var re *regexp.Regexp
+	if images != "" {
+		var err error
+		if re, err = regexp.Compile(images); err != nil {
+			return fmt.Errorf("--images: %w", err)
+		}
+	}
+	sn, err := overlay.NewSnapshotter(root)
+	if err != nil {
+		return err
+	}
+	defer sn.Close()
+	if err := os.MkdirAll(filepath.Dir(address), 0o700); err != nil {
+		return err
+	}
+	if err := os.Remove(address); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	l, err := net.Listen("unix", address)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer()
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(snapshotter.New(sn, re)))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		srv.GracefulStop()
+	}()
+	fmt.Fprintln(os.Stderr, "cocoon-snapshotter: serving on", address)
+	return srv.Serve(l)
+}
