@@ -83,6 +83,14 @@ func TestOptionErrors(t *testing.T) {
 	}
 }
 
+// guestFor is make guest's output, for benchmarks too.
+func guestFor(t testing.TB) (kernel, initrd string) { return testutil.Guest(t) }
+
+// benchConfig is a fresh sandbox configuration.
+func benchConfig(t testing.TB) sandbox.Config {
+	return sandbox.Config{ID: t.Name(), StateDir: t.TempDir(), MemoryMiB: 512}
+}
+
 func boot(t *testing.T, o Options, init []byte) *Sandbox {
 	t.Helper()
 	o.Kernel, o.Initrd = testutil.Guest(t)
