@@ -607,6 +607,8 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 		cancel()
 		os.RemoveAll(s.pod.dir)
 	}
+	// The shim exits once its publisher has delivered every event.
+	s.publisher.Close()
 	s.shutdown()
 	return empty(), nil
 }

@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -248,4 +250,42 @@ func TestPodVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertNoLeftovers(t, "qemu-system-x86")
+}
+
+// TestPodAgentDies: when the sandbox's agent dies under a running
+// container, the task exits with status 255 and ctr hears of it.
+func TestPodAgentDies(t *testing.T) {
+	e := newPodEnv(t)
+	if out, err := e.ctrd.Ctr("images", "pull", "--plain-http", e.image); err != nil {
+		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	run := exec.Command("ctr", "-a", e.ctrd.Address, "-n", "k8s.io", "run", "--rm", "--runtime", "io.containerd.coco.v2",
+		"--runtime-config-path", e.cfg, e.image, "doomed", "/bin/sleep", "1000")
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var agents []string
+	for deadline := time.Now().Add(20 * time.Second); len(agents) == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if out, _ := e.ctrd.Ctr("task", "ls"); strings.Contains(out, "RUNNING") {
+			agents = processesNamed("coco-agent")
+		}
+	}
+	if len(agents) != 1 {
+		t.Fatalf("agents %v", agents)
+	}
+	pid, _ := strconv.Atoi(strings.Split(agents[0], ":")[0])
+	syscall.Kill(pid, syscall.SIGKILL)
+	done := make(chan error, 1)
+	go func() { done <- run.Wait() }()
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 255 {
+			t.Fatalf("ctr run: %v, want exit status 255", err)
+		}
+	case <-time.After(20 * time.Second):
+		run.Process.Kill()
+		t.Fatal("the task did not exit after its agent died")
+	}
+	assertNoLeftovers(t)
 }
