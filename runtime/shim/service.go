@@ -504,55 +504,54 @@ func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	return &taskAPI.PidsResponse{Processes: []*task.ProcessInfo{{Pid: uint32(s.pod.sb.Info().Pid)}}}, nil
 }
 
-// Pause freezes a container.
-func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
+// onAgent calls the pod's agent, naming the step in its error.
+func (s *Service) onAgent(step string, call func(pb.AgentServiceService) error) (*ptypes.Empty, error) {
 	agent, err := s.agent()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := agent.PauseContainer(ctx, &pb.PauseContainerRequest{ContainerId: r.ID}); err != nil {
-		return nil, agentError("pause "+r.ID, err)
+	if err := call(agent); err != nil {
+		return nil, agentError(step, err)
 	}
-	s.publish(ctx, runtime.TaskPausedEventTopic, &eventstypes.TaskPaused{ContainerID: r.ID})
 	return empty(), nil
+}
+
+// Pause freezes a container.
+func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
+	return s.onAgent("pause "+r.ID, func(a pb.AgentServiceService) error {
+		if _, err := a.PauseContainer(ctx, &pb.PauseContainerRequest{ContainerId: r.ID}); err != nil {
+			return err
+		}
+		s.publish(ctx, runtime.TaskPausedEventTopic, &eventstypes.TaskPaused{ContainerID: r.ID})
+		return nil
+	})
 }
 
 // Resume thaws a container.
 func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes.Empty, error) {
-	agent, err := s.agent()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := agent.ResumeContainer(ctx, &pb.ResumeContainerRequest{ContainerId: r.ID}); err != nil {
-		return nil, agentError("resume "+r.ID, err)
-	}
-	s.publish(ctx, runtime.TaskResumedEventTopic, &eventstypes.TaskResumed{ContainerID: r.ID})
-	return empty(), nil
+	return s.onAgent("resume "+r.ID, func(a pb.AgentServiceService) error {
+		if _, err := a.ResumeContainer(ctx, &pb.ResumeContainerRequest{ContainerId: r.ID}); err != nil {
+			return err
+		}
+		s.publish(ctx, runtime.TaskResumedEventTopic, &eventstypes.TaskResumed{ContainerID: r.ID})
+		return nil
+	})
 }
 
 // ResizePty resizes a process's terminal.
 func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
-	agent, err := s.agent()
-	if err != nil {
-		return nil, err
-	}
-	_, err = agent.TtyWinResize(ctx, &pb.TtyWinResizeRequest{ContainerId: r.ID, ExecId: r.ExecID, Row: r.Height, Column: r.Width})
-	if err != nil {
-		return nil, agentError("resize "+r.ID, err)
-	}
-	return empty(), nil
+	return s.onAgent("resize "+r.ID, func(a pb.AgentServiceService) error {
+		_, err := a.TtyWinResize(ctx, &pb.TtyWinResizeRequest{ContainerId: r.ID, ExecId: r.ExecID, Row: r.Height, Column: r.Width})
+		return err
+	})
 }
 
 // CloseIO closes a process's stdin.
 func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
-	agent, err := s.agent()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := agent.CloseStdin(ctx, &pb.CloseStdinRequest{ContainerId: r.ID, ExecId: r.ExecID}); err != nil {
-		return nil, agentError("close stdin of "+r.ID, err)
-	}
-	return empty(), nil
+	return s.onAgent("close stdin of "+r.ID, func(a pb.AgentServiceService) error {
+		_, err := a.CloseStdin(ctx, &pb.CloseStdinRequest{ContainerId: r.ID, ExecId: r.ExecID})
+		return err
+	})
 }
 
 // Checkpoint is not possible: the host cannot read a confidential guest.

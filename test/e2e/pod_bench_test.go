@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,11 +15,11 @@ import (
 // BenchmarkPodStart measures, through CRI as the kubelet drives it, the
 // latency from RunPodSandbox to the first container running with the coco
 // runtime on the local backend (the pod pulls its image in the sandbox
-// every time), and the host memory a running pod costs: the RSS of its
-// shim, agent and container. (runc pod sandboxes fail to start through
-// Debian's containerd 1.6 and runc 1.1.5 on this machine's kernel, "can't
-// get final child's PID from pipe"; BenchmarkContainerStart compares with
-// runc through the task API instead.)
+// every time), and the host memory a pod's machinery costs: the RSS of its
+// shim and agent. (runc pod sandboxes fail to start through Debian's
+// containerd 1.6 and runc 1.1.5 on this machine's kernel, "can't get final
+// child's PID from pipe"; BenchmarkContainerStart compares with runc
+// through the task API instead.)
 func BenchmarkPodStart(b *testing.B) {
 	e := newPodEnv(b)
 	rs, is := e.ctrd.RuntimeService(b), e.ctrd.ImageService(b)
@@ -53,7 +52,7 @@ func BenchmarkPodStart(b *testing.B) {
 					b.Fatal(err)
 				}
 				total += time.Since(start)
-				rss = podRSS(handler)
+				rss = podRSS(e.ctrd.Address)
 				if err := rs.StopPodSandbox(ctx, podID); err != nil {
 					b.Fatal(err)
 				}
@@ -67,33 +66,19 @@ func BenchmarkPodStart(b *testing.B) {
 	}
 }
 
-// podRSS sums the resident memory of the processes a pod adds on the host.
-func podRSS(handler string) int64 {
-	names := map[string][]string{
-		"runc": {"containerd-shim", "sleep"},
-		"coco": {"containerd-shim", "coco-agent", "sleep"},
-	}[handler]
+// podRSS sums the resident memory of the processes a pod adds on the
+// host: its shim and the shim's children (agent, VM).
+func podRSS(address string) int64 {
 	var total int64
-	procs, _ := filepath.Glob("/proc/[0-9]*/status")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
+	for _, p := range podProcesses(address) {
+		b, err := os.ReadFile("/proc/" + strings.Split(p, ":")[0] + "/status")
 		if err != nil {
 			continue
 		}
-		var name string
-		var rss int64
 		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "Name:"); ok {
-				name = strings.TrimSpace(v)
-			}
 			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 				kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-				rss = kb << 10
-			}
-		}
-		for _, n := range names {
-			if strings.HasPrefix(name, n[:min(len(n), 15)]) {
-				total += rss
+				total += kb << 10
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	internalapi "k8s.io/cri-api/pkg/apis"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
@@ -99,7 +100,7 @@ func TestPodCtr(t *testing.T) {
 	if err == nil || !strings.Contains(out, "image pull failed") {
 		t.Fatalf("missing image: %v\n%s", err, out)
 	}
-	assertNoLeftovers(t)
+	assertNoLeftovers(t, e.ctrd)
 }
 
 // TestPodCRI drives the coco runtime as the kubelet does, through CRI.
@@ -137,16 +138,7 @@ func TestPodCRI(t *testing.T) {
 	if err := rs.StartContainer(ctx, cid); err != nil {
 		t.Fatal(err)
 	}
-	var st *cri.ContainerStatus
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		r, err := rs.ContainerStatus(ctx, cid, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st = r.Status; st.State == cri.ContainerState_CONTAINER_EXITED {
-			break
-		}
-	}
+	st := waitExited(ctx, t, rs, cid)
 	if st.State != cri.ContainerState_CONTAINER_EXITED || st.ExitCode != 4 {
 		t.Fatalf("container status %v exit %d, want exited with 4", st.State, st.ExitCode)
 	}
@@ -163,14 +155,15 @@ func TestPodCRI(t *testing.T) {
 	if err := rs.RemovePodSandbox(ctx, podID); err != nil {
 		t.Fatal(err)
 	}
-	assertNoLeftovers(t)
+	assertNoLeftovers(t, e.ctrd)
 }
 
-// assertNoLeftovers checks that no agent, coco shim (or more) process remains.
-func assertNoLeftovers(t *testing.T, more ...string) {
+// assertNoLeftovers checks that no coco shim of this containerd remains,
+// nor any process of its (agent, VM).
+func assertNoLeftovers(t *testing.T, c *containerdtest.Containerd) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		left := processesNamed(append([]string{"coco-agent", "containerd-shim-coco-v2"}, more...)...)
+		left := podProcesses(c.Address)
 		if len(left) == 0 {
 			return
 		}
@@ -180,20 +173,42 @@ func assertNoLeftovers(t *testing.T, more ...string) {
 	}
 }
 
-func processesNamed(names ...string) []string {
-	var found []string
-	procs, _ := filepath.Glob("/proc/[0-9]*/comm")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
+// podProcesses lists the coco shims serving the containerd at address and
+// their children (agents, VMs), as pid:name; tests of other packages may
+// run pods at the same time.
+func podProcesses(address string) []string {
+	type proc struct {
+		ppid int
+		name string
+	}
+	procs := map[int]proc{}
+	shims := map[int]bool{}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		status, err := os.ReadFile(d + "/status")
 		if err != nil {
 			continue
 		}
-		comm := strings.TrimSpace(string(b))
-		for _, n := range names {
-			// comm is cut to 15 characters.
-			if comm == n[:min(len(n), 15)] {
-				found = append(found, filepath.Base(filepath.Dir(p))+":"+comm)
+		var p proc
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "Name:"); ok {
+				p.name = strings.TrimSpace(v)
 			}
+			if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+				p.ppid, _ = strconv.Atoi(strings.TrimSpace(v))
+			}
+		}
+		procs[pid] = p
+		if cmdline, _ := os.ReadFile(d + "/cmdline"); strings.Contains(p.name, "containerd-shim") &&
+			strings.Contains(string(cmdline), "coco") && strings.Contains(string(cmdline), address) {
+			shims[pid] = true
+		}
+	}
+	var found []string
+	for pid, p := range procs {
+		if shims[pid] || shims[p.ppid] {
+			found = append(found, strconv.Itoa(pid)+":"+p.name)
 		}
 	}
 	return found
@@ -234,11 +249,7 @@ func TestPodVM(t *testing.T) {
 	if err := rs.StartContainer(ctx, cid); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if r, err := rs.ContainerStatus(ctx, cid, false); err == nil && r.Status.State == cri.ContainerState_CONTAINER_EXITED {
-			break
-		}
-	}
+	waitExited(ctx, t, rs, cid)
 	log, err := os.ReadFile(filepath.Join(logDir, "c.log"))
 	if err != nil || !strings.Contains(string(log), "in-vm vmpod kernel 6.") {
 		t.Fatalf("container log %q %v", log, err)
@@ -249,7 +260,7 @@ func TestPodVM(t *testing.T) {
 	if err := rs.RemovePodSandbox(ctx, podID); err != nil {
 		t.Fatal(err)
 	}
-	assertNoLeftovers(t, "qemu-system-x86")
+	assertNoLeftovers(t, e.ctrd)
 }
 
 // TestPodAgentDies: when the sandbox's agent dies under a running
@@ -267,7 +278,11 @@ func TestPodAgentDies(t *testing.T) {
 	var agents []string
 	for deadline := time.Now().Add(20 * time.Second); len(agents) == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if out, _ := e.ctrd.Ctr("task", "ls"); strings.Contains(out, "RUNNING") {
-			agents = processesNamed("coco-agent")
+			for _, p := range podProcesses(e.ctrd.Address) {
+				if strings.HasSuffix(p, ":coco-agent") {
+					agents = append(agents, p)
+				}
+			}
 		}
 	}
 	if len(agents) != 1 {
@@ -287,5 +302,19 @@ func TestPodAgentDies(t *testing.T) {
 		run.Process.Kill()
 		t.Fatal("the task did not exit after its agent died")
 	}
-	assertNoLeftovers(t)
+	assertNoLeftovers(t, e.ctrd)
+}
+
+// waitExited waits up to 30 s for a CRI container to exit.
+func waitExited(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string) *cri.ContainerStatus {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r, err := rs.ContainerStatus(ctx, cid, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.State == cri.ContainerState_CONTAINER_EXITED || time.Now().After(deadline) {
+			return r.Status
+		}
+	}
 }

@@ -113,11 +113,7 @@ func TestSnapshotterGuestPull(t *testing.T) {
 	if err := rs.StartContainer(ctx, cid); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if r, err := rs.ContainerStatus(ctx, cid, false); err == nil && r.Status.State == cri.ContainerState_CONTAINER_EXITED {
-			break
-		}
-	}
+	waitExited(ctx, t, rs, cid)
 	log, err := os.ReadFile(filepath.Join(sandbox.LogDirectory, "c.log"))
 	if err != nil || !strings.Contains(string(log), "pulled in the sandbox") {
 		t.Fatalf("container log %q %v", log, err)

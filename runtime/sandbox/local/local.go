@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -38,12 +37,7 @@ type Options struct {
 type Sandbox struct {
 	cfg  sandbox.Config
 	opts Options
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	stopped bool
-	done    chan struct{}
-	err     error
+	*sandbox.Process
 }
 
 var _ sandbox.Sandbox = (*Sandbox)(nil)
@@ -69,7 +63,7 @@ func New(cfg sandbox.Config, opts Options) (*Sandbox, error) {
 	if _, err := os.Stat(opts.AgentPath); err != nil {
 		return nil, fmt.Errorf("%w: agent: %v", ErrInvalidOptions, err)
 	}
-	return &Sandbox{cfg: cfg, opts: opts, done: make(chan struct{})}, nil
+	return &Sandbox{cfg: cfg, opts: opts, Process: sandbox.NewProcess()}, nil
 }
 
 func defaultAgent() string {
@@ -146,24 +140,14 @@ func (s *Sandbox) launch() error {
 	// The agent is its PID namespace's init: when it dies, the kernel kills
 	// every container process, so nothing outlives the sandbox.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	log := filepath.Join(s.cfg.StateDir, "agent.log")
+	err = s.Process.Start(cmd, func(err error) error {
+		return fmt.Errorf("agent exited: %v: %s", err, logTail(log))
+	})
+	if err != nil {
 		return fmt.Errorf("start %s: %w", s.opts.AgentPath, err)
 	}
-	s.mu.Lock()
-	s.cmd = cmd
-	s.mu.Unlock()
-	go s.wait(cmd)
 	return nil
-}
-
-func (s *Sandbox) wait(cmd *exec.Cmd) {
-	err := cmd.Wait()
-	s.mu.Lock()
-	if !s.stopped {
-		s.err = fmt.Errorf("agent exited: %v: %s", err, logTail(filepath.Join(s.cfg.StateDir, "agent.log")))
-	}
-	s.mu.Unlock()
-	close(s.done)
 }
 
 // waitReady calls GetGuestDetails until the agent answers.
@@ -174,7 +158,7 @@ func (s *Sandbox) waitReady(ctx context.Context) error {
 			return nil
 		}
 		select {
-		case <-s.done:
+		case <-s.Done():
 			return fmt.Errorf("%w: %v", sandbox.ErrAgentUnreachable, s.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %v (last error: %v)", sandbox.ErrAgentUnreachable, ctx.Err(), err)
@@ -207,43 +191,14 @@ func (s *Sandbox) Dial(ctx context.Context) (net.Conn, error) {
 // Stop ends the agent (SIGTERM, then SIGKILL once ctx ends) and removes
 // the cgroups its containers leave behind if it died without cleaning up.
 func (s *Sandbox) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	s.stopped = true
-	cmd := s.cmd
-	s.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		cmd.Process.Kill()
-		<-s.done
-	}
+	s.Process.Stop(ctx)
 	os.Remove(s.socketPath())
 	return removeCgroups(s.cfg.ID)
 }
 
-// Done is closed when the agent has exited.
-func (s *Sandbox) Done() <-chan struct{} { return s.done }
-
-// Err says why the sandbox ended (nil after Stop).
-func (s *Sandbox) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
 // Info describes the sandbox: never confidential.
 func (s *Sandbox) Info() sandbox.Info {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	info := sandbox.Info{Backend: "local", TEE: "none", Confidential: false}
-	if s.cmd != nil {
-		info.Pid = s.cmd.Process.Pid
-	}
-	return info
+	return sandbox.Info{Backend: "local", TEE: "none", Confidential: false, Pid: s.Pid()}
 }
 
 // removeCgroups deletes /sys/fs/cgroup[/<controller>]/cocoon/<id> trees,

@@ -70,13 +70,10 @@ var ErrInvalidOptions = errors.New("qemu sandbox: invalid options")
 type Sandbox struct {
 	cfg  sandbox.Config
 	opts Options
+	*sandbox.Process
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	dialer  transport.Dialer
-	stopped bool
-	done    chan struct{}
-	err     error
+	mu     sync.Mutex
+	dialer transport.Dialer
 }
 
 var _ sandbox.Sandbox = (*Sandbox)(nil)
@@ -123,7 +120,7 @@ func New(cfg sandbox.Config, o Options) (*Sandbox, error) {
 	case o.Accel != "kvm" && o.Accel != "tcg":
 		return nil, fmt.Errorf("%w: accel %q (want kvm or tcg)", ErrInvalidOptions, o.Accel)
 	}
-	return &Sandbox{cfg: cfg, opts: o, done: make(chan struct{})}, nil
+	return &Sandbox{cfg: cfg, opts: o, Process: sandbox.NewProcess()}, nil
 }
 
 func (s *Sandbox) path(name string) string { return filepath.Join(s.cfg.StateDir, name) }
@@ -223,28 +220,21 @@ func (s *Sandbox) launch() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A VM never outlives the shim that owns it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := s.Process.Start(cmd, s.exited); err != nil {
 		return fmt.Errorf("start %s: %w", s.opts.Binary, err)
 	}
-	s.mu.Lock()
-	s.cmd = cmd
-	s.mu.Unlock()
-	go s.wait(cmd)
 	return nil
 }
 
-func (s *Sandbox) wait(cmd *exec.Cmd) {
-	err := cmd.Wait()
+// exited closes the channel and says why the VM ended.
+func (s *Sandbox) exited(err error) error {
 	s.mu.Lock()
-	if !s.stopped {
-		log, _ := os.ReadFile(s.path("qemu.log"))
-		s.err = fmt.Errorf("VM exited: %v: %s; console: %s", err, strings.TrimSpace(string(log)), s.consoleTail())
-	}
 	if s.dialer != nil {
 		s.dialer.Close()
 	}
 	s.mu.Unlock()
-	close(s.done)
+	log, _ := os.ReadFile(s.path("qemu.log"))
+	return fmt.Errorf("VM exited: %v: %s; console: %s", err, strings.TrimSpace(string(log)), s.consoleTail())
 }
 
 // connect opens the channel and waits for GetGuestDetails to answer.
@@ -253,7 +243,7 @@ func (s *Sandbox) connect(ctx context.Context) error {
 	defer cancel()
 	go func() {
 		select {
-		case <-s.done:
+		case <-s.Done():
 			cancel()
 		case <-ctx.Done():
 		}
@@ -315,45 +305,16 @@ func (s *Sandbox) Dial(ctx context.Context) (net.Conn, error) {
 // Stop ends the VM: SIGTERM makes QEMU exit at once (a VM holds nothing
 // the host must keep), SIGKILL follows if ctx ends first.
 func (s *Sandbox) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	s.stopped = true
-	cmd := s.cmd
-	s.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		cmd.Process.Kill()
-		<-s.done
-	}
+	s.Process.Stop(ctx)
 	for _, f := range []string{"agent.sock", "initdata.img"} {
 		os.Remove(s.path(f))
 	}
 	return nil
 }
 
-// Done is closed when QEMU has exited.
-func (s *Sandbox) Done() <-chan struct{} { return s.done }
-
-// Err says why the VM ended (nil after Stop).
-func (s *Sandbox) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
 // Info describes the VM.
 func (s *Sandbox) Info() sandbox.Info {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	info := sandbox.Info{Backend: "qemu", TEE: s.opts.TEE, Confidential: s.opts.TEE != "none"}
-	if s.cmd != nil {
-		info.Pid = s.cmd.Process.Pid
-	}
-	return info
+	return sandbox.Info{Backend: "qemu", TEE: s.opts.TEE, Confidential: s.opts.TEE != "none", Pid: s.Pid()}
 }
 
 // consoleTail is the end of the guest's console, for error messages.

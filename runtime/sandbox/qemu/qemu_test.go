@@ -8,6 +8,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,9 +173,7 @@ func TestVM(t *testing.T) {
 	}
 
 	// The VM dies under the pod: Done fires and Err says so.
-	s.mu.Lock()
-	s.cmd.Process.Kill()
-	s.mu.Unlock()
+	syscall.Kill(s.Pid(), syscall.SIGKILL)
 	select {
 	case <-s.Done():
 	case <-time.After(10 * time.Second):
