@@ -126,9 +126,9 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 func (a *Agent) guardOutput(ctx context.Context, cid, eid string, p *process) {
 	req := &pb.ReadStreamRequest{ContainerId: cid, ExecId: eid}
 	if a.cfg.Policy.Check(ctx, "ReadStdout", req) != nil {
-		drain(p.stdout)
+		p.drain(p.stdout)
 		if p.stderr != p.stdout {
-			drain(p.stderr)
+			p.drain(p.stderr)
 		}
 	}
 }
@@ -369,12 +369,27 @@ func (a *Agent) WaitProcess(ctx context.Context, r *pb.WaitProcessRequest) (*pb.
 		return nil, toStatus(ctx.Err())
 	}
 	if p != c.init {
-		c.mu.Lock()
-		delete(c.execs, p.id)
-		c.mu.Unlock()
-		p.closeAll()
+		go c.reapExec(p)
 	}
 	return &pb.WaitProcessResponse{Status: p.exitStatus()}, nil
+}
+
+// execLinger bounds how long an exited exec keeps output nobody reads.
+const execLinger = 30 * time.Second
+
+// reapExec forgets an exited exec process once its output was read to the
+// end (or after execLinger), so that a reader racing the exit loses nothing.
+func (c *container) reapExec(p *process) {
+	select {
+	case <-p.drained:
+	case <-time.After(execLinger):
+	}
+	c.mu.Lock()
+	if c.execs[p.id] == p {
+		delete(c.execs, p.id)
+	}
+	c.mu.Unlock()
+	p.closeAll()
 }
 
 // PauseContainer freezes the container.

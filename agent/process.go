@@ -30,6 +30,11 @@ type process struct {
 	exited chan struct{}
 	status int32
 	mu     sync.Mutex
+
+	// drained is closed once the output was read to its end.
+	drained   chan struct{}
+	ended     map[*os.File]bool
+	isDrained bool
 }
 
 // newProcess prepares a libcontainer process for p. Its stdio are pipes,
@@ -51,7 +56,7 @@ func newProcess(id string, p *specs.Process, init bool) (*process, error) {
 		}
 		lp.Rlimits = append(lp.Rlimits, configs.Rlimit{Type: rl, Hard: r.Hard, Soft: r.Soft})
 	}
-	pr := &process{id: id, lp: lp, exited: make(chan struct{})}
+	pr := &process{id: id, lp: lp, exited: make(chan struct{}), drained: make(chan struct{})}
 	var err error
 	if p.Terminal {
 		if p.ConsoleSize != nil {
@@ -145,7 +150,7 @@ func (p *process) exitStatus() int32 {
 }
 
 // read blocks until the stream has data or ends; the end is empty data.
-func read(stream *os.File, n uint32) ([]byte, error) {
+func (p *process) read(stream *os.File, n uint32) ([]byte, error) {
 	if stream == nil {
 		return nil, nil
 	}
@@ -157,6 +162,7 @@ func read(stream *os.File, n uint32) ([]byte, error) {
 	if err != nil && got == 0 {
 		// A pty master reads EIO once the last slave fd is closed.
 		if errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EIO) {
+			p.streamEnded(stream)
 			return nil, nil
 		}
 		return nil, err
@@ -166,9 +172,32 @@ func read(stream *os.File, n uint32) ([]byte, error) {
 
 // drain discards a stream the host may not read, so that the process never
 // blocks on a full pipe.
-func drain(stream *os.File) {
+func (p *process) drain(stream *os.File) {
 	if stream != nil {
-		go io.Copy(io.Discard, stream)
+		go func() {
+			io.Copy(io.Discard, stream)
+			p.streamEnded(stream)
+		}()
+	}
+}
+
+// streamEnded notes that an output stream was read to its end; once all
+// are, drained is closed.
+func (p *process) streamEnded(stream *os.File) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended == nil {
+		p.ended = map[*os.File]bool{}
+	}
+	p.ended[stream] = true
+	for _, s := range []*os.File{p.stdout, p.stderr} {
+		if s != nil && !p.ended[s] {
+			return
+		}
+	}
+	if !p.isDrained {
+		p.isDrained = true
+		close(p.drained)
 	}
 }
 

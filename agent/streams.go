@@ -31,7 +31,7 @@ func (a *Agent) ReadStdout(ctx context.Context, r *pb.ReadStreamRequest) (*pb.Re
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	b, err := read(p.stdout, r.Len)
+	b, err := p.read(p.stdout, r.Len)
 	return &pb.ReadStreamResponse{Data: b}, toStatus(err)
 }
 
@@ -44,7 +44,7 @@ func (a *Agent) ReadStderr(ctx context.Context, r *pb.ReadStreamRequest) (*pb.Re
 	if p.console != nil {
 		return &pb.ReadStreamResponse{}, nil
 	}
-	b, err := read(p.stderr, r.Len)
+	b, err := p.read(p.stderr, r.Len)
 	return &pb.ReadStreamResponse{Data: b}, toStatus(err)
 }
 

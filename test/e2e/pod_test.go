@@ -94,6 +94,35 @@ func TestPodCtr(t *testing.T) {
 	if err == nil || !strings.Contains(out, "cc_init_data") {
 		t.Fatalf("bad annotation: %v\n%s", err, out)
 	}
+	// Exec runs in the container when the policy allows it, and is refused
+	// with the policy's reason when it does not.
+	for _, tc := range []struct {
+		policy, id string
+		allowed    bool
+	}{{policy.AllowAll(), "ctr5", true}, {policy.Default(), "ctr6", false}} {
+		out, err := e.ctrd.Ctr("run", "-d", "--runtime", "io.containerd.coco.v2", "--runtime-config-path", e.cfg,
+			"--annotation", "io.katacontainers.config.hypervisor.cc_init_data="+initdataAnnotation(t, tc.policy), e.image, tc.id,
+			"/bin/sleep", "1000")
+		if err != nil {
+			t.Fatalf("run -d: %v\n%s", err, out)
+		}
+		out, err = e.ctrd.Ctr("task", "exec", "--exec-id", "e1", tc.id, "/bin/cat", "/proc/1/cmdline")
+		if tc.allowed && (err != nil || out != "/bin/sleep\x001000\x00") {
+			t.Errorf("exec: %v %q", err, out)
+		}
+		if !tc.allowed && (err == nil || !strings.Contains(out, "ExecProcessRequest")) {
+			t.Errorf("exec under the default policy: %v %q", err, out)
+		}
+		e.ctrd.Ctr("task", "kill", "-s", "9", tc.id)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if _, err := e.ctrd.Ctr("task", "rm", tc.id); err == nil {
+				break
+			}
+		}
+		if out, err := e.ctrd.Ctr("containers", "rm", tc.id); err != nil {
+			t.Fatalf("containers rm: %v\n%s", err, out)
+		}
+	}
 	// An image the sandbox cannot pull fails the creation, saying so.
 	out, err = e.ctrd.Ctr("run", "--rm", "--runtime", "io.containerd.coco.v2", "--runtime-config-path", e.cfg,
 		"--annotation", "io.kubernetes.cri.image-name="+strings.Replace(e.image, "busybox", "missing", 1), e.image, "ctr4", "/bin/true")
