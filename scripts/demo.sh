@@ -96,6 +96,48 @@ for _ in $(seq 50); do curl -fs "http://127.0.0.1:$rport/v2/" >/dev/null 2>&1 &&
 skopeo copy -q --dest-tls-verify=false "oci:$work/oci:app" "docker://127.0.0.1:$rport/demo/app:1"
 echo "pushed 127.0.0.1:$rport/demo/app:1"
 
+say "...and an encrypted image: its key is made by coco-keyprovider and kept in the KBS"
+kport=$(( port + 2 ))
+"$BIN/coco-keyprovider" --socket "127.0.0.1:$kport" --kbs "$url" --auth-private-key "$work/data/admin/private.key" \
+  >"$work/keyprovider.log" 2>&1 &
+pids+=($!)
+printf '{"key-providers":{"attestation-agent":{"grpc":"127.0.0.1:%s"}}}' "$kport" > "$work/ocicrypt.conf"
+go build -o "$work/ocienc" ./image/imagetest/ocienc
+umoci unpack --image "$work/oci:app" "$work/bundle2" >/dev/null
+cat > "$work/bundle2/rootfs/bin/app" <<'APP'
+#!/bin/sh
+echo "this code was encrypted until the guest's attestation released its key; the secret is: $(wget -qO- http://127.0.0.1:8006/cdh/resource/default/key/demo)"
+APP
+chmod +x "$work/bundle2/rootfs/bin/app"
+umoci repack --image "$work/oci:secret" "$work/bundle2" >/dev/null
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
+# Encrypt the app's layer (the last) as skopeo copy --encryption-key
+# provider:attestation-agent:... would (Debian's skopeo lacks key providers).
+OCICRYPT_KEYPROVIDER_CONFIG=$work/ocicrypt.conf python3 - "$work/oci" "$work/ocienc" <<'PY'
+import hashlib, json, os, subprocess, sys
+oci, ocienc = sys.argv[1], sys.argv[2]
+blob = lambda d: os.path.join(oci, "blobs", "sha256", d.split(":")[1])
+def put(b):
+    d = "sha256:" + hashlib.sha256(b).hexdigest()
+    open(blob(d), "wb").write(b)
+    return d
+index = json.load(open(os.path.join(oci, "index.json")))
+ref = [m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == "secret"][0]
+manifest = json.load(open(blob(ref["digest"])))
+layer = manifest["layers"][-1]
+out = blob(layer["digest"]) + ".enc"
+ann = json.loads(subprocess.check_output([ocienc, blob(layer["digest"]), out, layer["mediaType"],
+    "attestation-agent:keyid=kbs:///default/key/demo-image::algorithm=A256GCM"]))
+enc = open(out, "rb").read()
+os.remove(out)
+layer.update(mediaType=layer["mediaType"] + "+encrypted", digest=put(enc), size=len(enc), annotations=ann)
+mb = json.dumps(manifest).encode()
+ref.update(digest=put(mb), size=len(mb))
+json.dump(index, open(os.path.join(oci, "index.json"), "w"))
+PY
+skopeo copy -q --dest-tls-verify=false "oci:$work/oci:secret" "docker://127.0.0.1:$rport/demo/secret-app:1"
+echo "pushed 127.0.0.1:$rport/demo/secret-app:1 (top layer encrypted; its key: kbs:///default/key/demo-image)"
+
 say "The owner writes the pod's initdata: where its KBS is, and its agent policy"
 # In the VM the host's loopback is 10.0.2.2 (QEMU's user network).
 sed 's/^default ReadStreamRequest := false/default ReadStreamRequest := true # the demo shows the output/' \
@@ -157,6 +199,17 @@ PATH=$BIN:$PATH ctr -a "$ctrd_sock" -n demo run --rm --runtime io.containerd.coc
   "127.0.0.1:$rport/demo/app:1" demo-pod \
   /bin/sh -c 'echo "in the pod, on kernel $(cat /proc/sys/kernel/osrelease): the secret is: $(wget -qO- http://127.0.0.1:8006/cdh/resource/default/key/demo)"'
 echo "the pod ran in $((SECONDS - start)) s: VM boot, attestation, image pull in the guest, container"
+
+say "A second pod runs the encrypted image: the guest gets the layer key from the KBS after attestation"
+# ctr needs some image on the host to create a container: the plain one;
+# the pod's own image, named by CRI's annotation, is pulled in the guest.
+start=$SECONDS
+PATH=$BIN:$PATH ctr -a "$ctrd_sock" -n demo run --rm --runtime io.containerd.coco.v2 \
+  --runtime-config-path "$work/coco.toml" \
+  --annotation "io.katacontainers.config.hypervisor.cc_init_data=$(gzip -9c "$work/initdata.toml" | base64 -w0)" \
+  --annotation "io.kubernetes.cri.image-name=127.0.0.1:$rport/demo/secret-app:1" \
+  "127.0.0.1:$rport/demo/app:1" demo-pod2 /bin/app
+echo "the pod ran in $((SECONDS - start)) s"
 
 say "Done. The KBS's audit log shows the attestation and the release to the pod:"
 grep 'msg=audit' "$work/kbs.log" | sed 's/^time=[^ ]* //'
