@@ -19,7 +19,7 @@ deps:
 
 # The VM guest: kernel and reproducible initramfs in build/guest.
 guest:
-	@bash scripts/build-guest.sh
+	@OVMF=$(OVMF) bash scripts/build-guest.sh
 
 test: deps build guest
 	$(GO) vet ./...

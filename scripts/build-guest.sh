@@ -38,5 +38,14 @@ mkdir -p "$OUT"
 mv "$OUT/initramfs.cpio.gz.tmp" "$OUT/initramfs.cpio.gz"
 cp "$KERNEL" "$OUT/vmlinuz"
 (cd "$OUT" && sha256sum vmlinuz initramfs.cpio.gz > SHA256SUMS)
+# The SNP launch digest to register before any pod runs (the qemu backend's
+# default command line; runtime/sandbox/qemu.Cmdline). Debian ships no
+# OvmfPkg/AmdSev firmware: pass one as OVMF=path.
+CMDLINE=${CMDLINE:-"console=ttyS0 panic=-1 quiet cocoon.channel=serial"}
+if [ -n "${OVMF:-}" ]; then
+  go run ./cmd/cocoon-measure snp --ovmf "$OVMF" --kernel "$OUT/vmlinuz" --initrd "$OUT/initramfs.cpio.gz" \
+    --append "$CMDLINE" --vcpus "${VCPUS:-1}" --vcpu-type "${VCPU_TYPE:-EPYC-v4}" -o json > "$OUT/measurement.json"
+  echo "build-guest: SNP launch digest in $OUT/measurement.json"
+fi
 echo "build-guest: $OUT ($(du -h "$OUT/initramfs.cpio.gz" | cut -f1) initramfs, kernel $KVER)"
 cat "$OUT/SHA256SUMS"

@@ -140,11 +140,7 @@ func (s *Sandbox) Args() ([]string, error) {
 		"-serial", "file:" + s.path("console.log"),
 		"-kernel", o.Kernel, "-initrd", o.Initrd,
 		"-device", "virtio-rng-pci"}
-	cmdline := "console=ttyS0 panic=-1 quiet cocoon.channel=" + o.Channel
-	if o.KernelParams != "" {
-		cmdline += " " + o.KernelParams
-	}
-	args = append(args, "-append", cmdline)
+	args = append(args, "-append", Cmdline(o.Channel, o.KernelParams))
 	switch o.TEE {
 	case "snp":
 		machine += ",confidential-guest-support=sev0,memory-backend=ram0"
@@ -183,6 +179,17 @@ func (s *Sandbox) Args() ([]string, error) {
 			"-device", "virtio-blk-pci,drive=initdata,serial="+initdata.DiskSerial)
 	}
 	return args, nil
+}
+
+// Cmdline is the guest kernel's command line. SNP's measured direct boot
+// hashes it into the launch digest: scripts/build-guest.sh measures the
+// same line (CMDLINE there).
+func Cmdline(channel, extra string) string {
+	c := "console=ttyS0 panic=-1 quiet cocoon.channel=" + channel
+	if extra != "" {
+		c += " " + extra
+	}
+	return c
 }
 
 // Start boots the VM and waits until its agent answers.

@@ -6,6 +6,8 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -61,6 +63,18 @@ func TestArgs(t *testing.T) {
 		if !strings.Contains(tdx, want) {
 			t.Errorf("tdx: %q missing in %s", want, tdx)
 		}
+	}
+}
+
+// TestMeasuredCmdline: make guest measures the command line the backend
+// boots with (SNP hashes it into the launch digest).
+func TestMeasuredCmdline(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(testutil.RepoRoot(t), "scripts", "build-guest.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `CMDLINE=${CMDLINE:-"` + Cmdline("serial", "") + `"}`; !strings.Contains(string(b), want) {
+		t.Fatalf("build-guest.sh does not measure %q", want)
 	}
 }
 
