@@ -11,6 +11,7 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/cdh/keyprovider"
 	"github.com/cocoon-cc/cocoon/image/pull"
 	"github.com/cocoon-cc/cocoon/image/registry"
+	"github.com/cocoon-cc/cocoon/image/signature"
 	"github.com/cocoon-cc/cocoon/image/store"
 )
 
@@ -41,7 +42,11 @@ func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string, opts .
 	if err != nil {
 		return "", err
 	}
-	o := pull.Options{Registries: regs, Unwrapper: layerKeys{h}}
+	pol, err := h.signaturePolicy(ctx)
+	if err != nil {
+		return "", err
+	}
+	o := pull.Options{Registries: regs, Unwrapper: layerKeys{h}, Policy: pol, Keys: h.GetResource}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -56,20 +61,40 @@ func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string, opts .
 // a kbs:/// resource. None means each image's own registry.
 func (h *Hub) registries(ctx context.Context) (*registry.Config, error) {
 	uri := h.cfg.Image.RegistryConfigurationURI
-	var b []byte
-	var err error
-	switch {
-	case uri == "":
+	if uri == "" {
 		return nil, nil
-	case strings.HasPrefix(uri, "file://"):
-		b, err = os.ReadFile(strings.TrimPrefix(uri, "file://"))
-	default:
-		b, err = h.GetResource(ctx, uri)
 	}
+	b, err := h.document(ctx, uri)
 	if err != nil {
 		return nil, fmt.Errorf("registry configuration %s: %w", uri, err)
 	}
 	return registry.Parse(b)
+}
+
+// signaturePolicy reads the image signature policy (policy.json) from
+// [image] image_security_policy_uri (a file:// path or a kbs:///
+// resource, fetched after attestation) or image_security_policy (the
+// document itself). None means images are not checked, as upstream.
+func (h *Hub) signaturePolicy(ctx context.Context) (*signature.Policy, error) {
+	b := []byte(h.cfg.Image.ImageSecurityPolicy)
+	if uri := h.cfg.Image.ImageSecurityPolicyURI; uri != "" {
+		var err error
+		if b, err = h.document(ctx, uri); err != nil {
+			return nil, fmt.Errorf("image security policy %s: %w", uri, err)
+		}
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return signature.ParsePolicy(b)
+}
+
+// document reads a file:// path or a kbs:/// resource.
+func (h *Hub) document(ctx context.Context, uri string) ([]byte, error) {
+	if path, ok := strings.CutPrefix(uri, "file://"); ok {
+		return os.ReadFile(path)
+	}
+	return h.GetResource(ctx, uri)
 }
 
 // layerKeys unwraps encrypted layers' keys with KBS keys.

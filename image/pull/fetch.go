@@ -54,39 +54,48 @@ func (p *Puller) connect(ctx context.Context, ref name.Reference) (*source, erro
 	return &source{ref: ref, auth: auth, rt: rt, base: base}, nil
 }
 
-// manifest resolves the reference to an image manifest for the platform.
-func (p *Puller) manifest(ctx context.Context, s *source) (*ocispec.Manifest, digest.Digest, error) {
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(s.auth), remote.WithTransport(s.base),
+func (p *Puller) remoteOptions(ctx context.Context, s *source) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(s.auth), remote.WithTransport(s.base),
 		remote.WithRetryBackoff(p.o.Backoff), remote.WithRetryStatusCodes(retryCodes...)}
+}
+
+// manifest resolves the reference to an image manifest for the platform;
+// top is the digest the reference resolved to first (an index's, for a
+// multi-platform image), which signatures sign.
+func (p *Puller) manifest(ctx context.Context, s *source) (m *ocispec.Manifest, md, top digest.Digest, err error) {
+	opts := p.remoteOptions(ctx, s)
 	ref := s.ref
 	for range 2 { // an index, then the manifest it names
 		d, err := remote.Get(ref, opts...)
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: get manifest %s: %w", ErrRegistry, ref, err)
+			return nil, "", "", fmt.Errorf("%w: get manifest %s: %w", ErrRegistry, ref, err)
 		}
 		dg := digest.Digest(d.Digest.String())
+		if top == "" {
+			top = dg
+		}
 		switch string(d.MediaType) {
 		case ocispec.MediaTypeImageIndex, dockerManifestList:
 			var idx ocispec.Index
 			if err := json.Unmarshal(d.Manifest, &idx); err != nil {
-				return nil, "", fmt.Errorf("%w: index: %w", ErrManifest, err)
+				return nil, "", "", fmt.Errorf("%w: index: %w", ErrManifest, err)
 			}
 			m, err := p.selectPlatform(idx)
 			if err != nil {
-				return nil, "", err
+				return nil, "", "", err
 			}
 			ref = s.ref.Context().Digest(m.String())
 		case ocispec.MediaTypeImageManifest, dockerManifest:
 			var m ocispec.Manifest
 			if err := json.Unmarshal(d.Manifest, &m); err != nil {
-				return nil, "", fmt.Errorf("%w: %w", ErrManifest, err)
+				return nil, "", "", fmt.Errorf("%w: %w", ErrManifest, err)
 			}
-			return &m, dg, nil
+			return &m, dg, top, nil
 		default:
-			return nil, "", fmt.Errorf("%w: manifest media type %q", ErrManifest, d.MediaType)
+			return nil, "", "", fmt.Errorf("%w: manifest media type %q", ErrManifest, d.MediaType)
 		}
 	}
-	return nil, "", fmt.Errorf("%w: index names another index", ErrManifest)
+	return nil, "", "", fmt.Errorf("%w: index names another index", ErrManifest)
 }
 
 func (p *Puller) selectPlatform(idx ocispec.Index) (digest.Digest, error) {

@@ -23,9 +23,11 @@ import (
 	"github.com/cocoon-cc/cocoon/image/bundle"
 	"github.com/cocoon-cc/cocoon/image/decrypt"
 	"github.com/cocoon-cc/cocoon/image/registry"
+	"github.com/cocoon-cc/cocoon/image/signature"
 	"github.com/cocoon-cc/cocoon/image/store"
 	"github.com/cocoon-cc/cocoon/image/unpack"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -76,6 +78,11 @@ type Options struct {
 	// MaxConcurrentDownloads bounds the layers downloaded ahead of the one
 	// being unpacked (default 3).
 	MaxConcurrentDownloads int
+	// Policy, if set, is the image signature policy every image must
+	// satisfy before any of its layers is fetched; Keys fetches the
+	// public keys it names by kbs:/// URI.
+	Policy *signature.Policy
+	Keys   func(ctx context.Context, uri string) ([]byte, error)
 	// Progress, if set, is called as the layers are pulled (at most every
 	// 200 ms while a layer streams, after each layer and at the end).
 	Progress func(Progress)
@@ -118,9 +125,13 @@ func (p *Puller) Pull(ctx context.Context, ref, dir string) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	named, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrManifest, err)
+	}
 	var errs []error
 	for _, s := range srcs {
-		img, err := p.pullFrom(ctx, s, dir)
+		img, err := p.pullFrom(ctx, named, s, dir)
 		if err == nil {
 			return img, nil
 		}
@@ -132,14 +143,21 @@ func (p *Puller) Pull(ctx context.Context, ref, dir string) (*Image, error) {
 	return nil, errors.Join(errs...)
 }
 
-func (p *Puller) pullFrom(ctx context.Context, src registry.Source, dir string) (*Image, error) {
+// pullFrom pulls from one source; named is the reference as the user
+// wrote it, which the signature policy's scopes and identities match.
+func (p *Puller) pullFrom(ctx context.Context, named name.Reference, src registry.Source, dir string) (*Image, error) {
 	s, err := p.connect(ctx, src.Ref)
 	if err != nil {
 		return nil, err
 	}
-	m, md, err := p.manifest(ctx, s)
+	m, md, top, err := p.manifest(ctx, s)
 	if err != nil {
 		return nil, err
+	}
+	if p.o.Policy != nil {
+		if err := p.o.Policy.Verify(ctx, named, top, &sigSource{p: p, s: s, d: top}); err != nil {
+			return nil, err
+		}
 	}
 	img := &Image{Manifest: md}
 	if err := p.config(ctx, s, m.Config, &img.Config); err != nil {
