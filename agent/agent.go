@@ -59,11 +59,7 @@ type Config struct {
 	// NoPivotRoot enters containers' root with chroot instead of
 	// pivot_root, which an initramfs root does not support.
 	NoPivotRoot bool
-	// HostLoopback is where the host's loopback is reachable from the
-	// sandbox (10.0.2.2 on QEMU's user network): images on a registry at
-	// 127.0.0.1 or localhost on the host are pulled from there.
-	HostLoopback string
-	Log          *slog.Logger
+	Log         *slog.Logger
 }
 
 // Agent serves the agent API.

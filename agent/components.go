@@ -33,7 +33,11 @@ type GuestComponents struct {
 	RunDir string
 	// Initdata is the raw initdata TOML, empty for none.
 	Initdata []byte
-	Log      *slog.Logger
+	// HostLoopback is where the sandbox reaches the host's loopback
+	// (10.0.2.2 on QEMU's user network): images on a registry at 127.0.0.1
+	// or localhost on the host are pulled from there, under their name.
+	HostLoopback string
+	Log          *slog.Logger
 
 	cdhSocket string
 	images    string // work dir of the in-process puller (no data hub)
@@ -114,6 +118,7 @@ func (g *GuestComponents) write(name, text string) (string, error) {
 func (g *GuestComponents) run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.Command(filepath.Join(g.BinDir, name), args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Env = append(os.Environ(), "COCOON_HOST_LOOPBACK="+g.HostLoopback)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
@@ -173,7 +178,7 @@ func (g *GuestComponents) pullLocal(ctx context.Context, ref, bundleDir string) 
 	if err != nil {
 		return err
 	}
-	_, err = pull.New(st, pull.Options{}).Pull(ctx, ref, bundleDir)
+	_, err = pull.New(st, pull.Options{HostLoopback: g.HostLoopback}).Pull(ctx, ref, bundleDir)
 	if errors.Is(err, pull.ErrNoUnwrapper) {
 		return fmt.Errorf("%w: %w", ErrNoKBS, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -154,7 +153,6 @@ func imageRef(storages []*pb.Storage, annotations map[string]string) (string, er
 // pull unpacks ref into the container's bundle unless PullImage already
 // did, and returns the image's default spec.
 func (a *Agent) pull(ctx context.Context, id, ref string) (*specs.Spec, error) {
-	ref = a.hostRef(ref)
 	dir := a.bundleDir(id)
 	config := filepath.Join(dir, "config.json")
 	if _, err := os.Stat(config); errors.Is(err, os.ErrNotExist) {
@@ -177,19 +175,6 @@ func (a *Agent) pull(ctx context.Context, id, ref string) (*specs.Spec, error) {
 		return nil, fmt.Errorf("%w: image bundle config of %s: %v", ErrImagePull, ref, err)
 	}
 	return &s, nil
-}
-
-// hostRef points an image on the host's loopback at HostLoopback.
-func (a *Agent) hostRef(ref string) string {
-	if a.cfg.HostLoopback == "" {
-		return ref
-	}
-	for _, host := range []string{"127.0.0.1:", "localhost:"} {
-		if rest, ok := strings.CutPrefix(ref, host); ok {
-			return a.cfg.HostLoopback + ":" + rest
-		}
-	}
-	return ref
 }
 
 // StartContainer runs the container's process.

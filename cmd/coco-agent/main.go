@@ -85,13 +85,14 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 		}
 		f.binDir = filepath.Dir(exe)
 	}
-	gc := &agent.GuestComponents{BinDir: f.binDir, RunDir: filepath.Join(f.stateDir, "guest-components"), Initdata: raw, Log: log}
+	gc := &agent.GuestComponents{BinDir: f.binDir, RunDir: filepath.Join(f.stateDir, "guest-components"), Initdata: raw,
+		HostLoopback: f.hostLoopback, Log: log}
 	if err := gc.Start(ctx); err != nil {
 		return err
 	}
 	defer gc.Stop()
 	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Policy: engine, SetHostname: true,
-		NoPivotRoot: f.noPivotRoot, HostLoopback: f.hostLoopback, Log: log})
+		NoPivotRoot: f.noPivotRoot, Log: log})
 	if err != nil {
 		return err
 	}

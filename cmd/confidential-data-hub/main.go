@@ -51,6 +51,8 @@ func run(ctx context.Context, log *slog.Logger, cfgPath, attesterKind string) er
 	if err != nil {
 		return err
 	}
+	// Set by coco-agent in a VM on QEMU's user network.
+	hub.SetHostLoopback(os.Getenv("COCOON_HOST_LOOPBACK"))
 	if err := hub.WriteCredentials(ctx); err != nil {
 		return err
 	}

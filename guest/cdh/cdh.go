@@ -25,7 +25,13 @@ type Hub struct {
 	kbs      *kbc.KBC
 	unsealer *sealed.Unsealer
 	mounter  *securemount.Mounter
+	// hostLoopback is where the host's loopback is reached from the
+	// guest, for images on a registry there (pull.Options.HostLoopback).
+	hostLoopback string
 }
+
+// SetHostLoopback sets where the guest reaches the host's loopback.
+func (h *Hub) SetHostLoopback(addr string) { h.hostLoopback = addr }
 
 // New returns a Hub for cfg that attests with a; initData is the initdata
 // TOML the guest was launched with (nil if none).

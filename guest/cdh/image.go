@@ -46,7 +46,8 @@ func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string, opts .
 	if err != nil {
 		return "", err
 	}
-	o := pull.Options{Registries: regs, Unwrapper: layerKeys{h}, Policy: pol, Keys: h.GetResource}
+	o := pull.Options{Registries: regs, Unwrapper: layerKeys{h}, Policy: pol, Keys: h.GetResource,
+		HostLoopback: h.hostLoopback}
 	for _, opt := range opts {
 		opt(&o)
 	}

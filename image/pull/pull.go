@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,10 @@ type Options struct {
 	// MaxConcurrentDownloads bounds the layers downloaded ahead of the one
 	// being unpacked (default 3).
 	MaxConcurrentDownloads int
+	// HostLoopback is where a registry on the host's loopback (127.0.0.1,
+	// localhost) is reached from the guest (10.0.2.2 on QEMU's user
+	// network); the image keeps its name for the policy.
+	HostLoopback string
 	// Policy, if set, is the image signature policy every image must
 	// satisfy before any of its layers is fetched; Keys fetches the
 	// public keys it names by kbs:/// URI.
@@ -131,6 +136,9 @@ func (p *Puller) Pull(ctx context.Context, ref, dir string) (*Image, error) {
 	}
 	var errs []error
 	for _, s := range srcs {
+		if s.Ref, err = p.viaHostLoopback(s.Ref); err != nil {
+			return nil, err
+		}
 		img, err := p.pullFrom(ctx, named, s, dir)
 		if err == nil {
 			return img, nil
@@ -141,6 +149,20 @@ func (p *Puller) Pull(ctx context.Context, ref, dir string) (*Image, error) {
 		}
 	}
 	return nil, errors.Join(errs...)
+}
+
+// viaHostLoopback points a reference to the host's loopback at
+// HostLoopback.
+func (p *Puller) viaHostLoopback(ref name.Reference) (name.Reference, error) {
+	reg := ref.Context().RegistryStr()
+	host, port, _ := strings.Cut(reg, ":")
+	if p.o.HostLoopback == "" || (host != "127.0.0.1" && host != "localhost") {
+		return ref, nil
+	}
+	if port != "" {
+		port = ":" + port
+	}
+	return name.ParseReference(p.o.HostLoopback + port + strings.TrimPrefix(ref.Name(), reg))
 }
 
 // pullFrom pulls from one source; named is the reference as the user
