@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/image/pull"
+	"github.com/cocoon-cc/cocoon/image/signature"
+	"github.com/cocoon-cc/cocoon/image/store"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+)
+
+// cosignKey builds cosignsign and makes a key pair; it returns a function
+// that signs an image with that key, and the public key.
+func cosignKey(t *testing.T) (sign func(image string), public []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	tool := filepath.Join(dir, "cosignsign")
+	build := exec.Command("go", "build", "-o", tool, "./image/imagetest/cosignsign")
+	build.Dir = testutil.RepoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build cosignsign: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(tool, "generate-key-pair", dir).CombinedOutput(); err != nil {
+		t.Fatalf("generate-key-pair: %v\n%s", err, out)
+	}
+	public, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(image string) {
+		if out, err := exec.Command(tool, filepath.Join(dir, "cosign.key"), image).CombinedOutput(); err != nil {
+			t.Fatalf("sign %s: %v\n%s", image, err, out)
+		}
+	}, public
+}
+
+// TestSignedImagePull: an image signed with a sigstore key (the cosign
+// attachment in the registry) is pulled under a policy requiring that key;
+// an unsigned one and one signed with another key are refused before any
+// layer is fetched, leaving nothing behind.
+func TestSignedImagePull(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}, imagetest.GzipLayer(t, imagetest.File("hello", "hi\n", 0o644)))
+	for _, repo := range []string{"team/signed:1", "team/unsigned:1", "team/other:1", "public/app:1"} {
+		reg.Push(t, img, repo, nil)
+	}
+	sign, public := cosignKey(t)
+	sign(reg.Host + "/team/signed:1")
+	signOther, _ := cosignKey(t)
+	signOther(reg.Host + "/team/other:1")
+
+	doc := fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{
+		%q:[{"type":"sigstoreSigned","keyData":%q}],
+		%q:[{"type":"insecureAcceptAnything"}]}}}`,
+		reg.Host+"/team", base64.StdEncoding.EncodeToString(public), reg.Host+"/public")
+	pol, err := signature.ParsePolicy([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pull.New(st, pull.Options{Policy: pol})
+	for repo, want := range map[string]error{
+		"team/signed:1":   nil,
+		"public/app:1":    nil,
+		"team/unsigned:1": signature.ErrSignatureRequired,
+		"team/other:1":    signature.ErrSignatureInvalid,
+	} {
+		dir := filepath.Join(t.TempDir(), "bundle")
+		_, err := p.Pull(context.Background(), reg.Host+"/"+repo, dir)
+		if !errors.Is(err, want) || (want == nil) != (err == nil) {
+			t.Errorf("%s: %v, want %v", repo, err, want)
+		}
+		if _, statErr := os.Stat(filepath.Join(dir, "rootfs", "hello")); (statErr == nil) != (want == nil) {
+			t.Errorf("%s: rootfs present = %v", repo, statErr == nil)
+		}
+	}
+}
