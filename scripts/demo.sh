@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Cocoon demo, the whole story: a KBS releases a secret only to an attested
-# guest that its policies accept; then containerd starts a pod with the
-# Cocoon runtime in its own VM, the pod's image is pulled inside the VM,
-# and its container prints the secret it got after attestation.
+# guest that its policies accept; then containerd starts pods with the
+# Cocoon runtime, each in its own VM: their images are pulled inside the VM
+# (an encrypted and signed one, checked against the owner's policy, its key
+# released by the KBS after attestation) and the containers print the
+# secret they got after attestation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin
@@ -136,7 +138,22 @@ ref.update(digest=put(mb), size=len(mb))
 json.dump(index, open(os.path.join(oci, "index.json"), "w"))
 PY
 skopeo copy -q --dest-tls-verify=false "oci:$work/oci:secret" "docker://127.0.0.1:$rport/demo/secret-app:1"
+skopeo copy -q --dest-tls-verify=false "oci:$work/oci:secret" "docker://127.0.0.1:$rport/demo/secret-app:unsigned"
 echo "pushed 127.0.0.1:$rport/demo/secret-app:1 (top layer encrypted; its key: kbs:///default/key/demo-image)"
+
+say "The owner signs it (as cosign sign --key does) and gives the KBS a signature policy for the guest"
+go build -o "$work/cosignsign" ./image/imagetest/cosignsign
+"$work/cosignsign" generate-key-pair "$work"
+"$work/cosignsign" "$work/cosign.key" "127.0.0.1:$rport/demo/secret-app:1"
+cat > "$work/image-policy.json" <<JSON
+{"default": [{"type": "reject"}],
+ "transports": {"docker": {
+   "127.0.0.1:$rport/demo/secret-app": [{"type": "sigstoreSigned", "keyPath": "kbs:///default/cosign-key/demo"}],
+   "127.0.0.1:$rport/demo/app": [{"type": "insecureAcceptAnything"}]}}}
+JSON
+$client $admin set-resource --path default/cosign-key/demo --resource-file "$work/cosign.pub"
+$client $admin set-resource --path default/security-policy/demo --resource-file "$work/image-policy.json"
+echo "policy: demo/secret-app must be signed with the owner's key (kept in the KBS); anything else is rejected"
 
 say "The owner writes the pod's initdata: where its KBS is, and its agent policy"
 # In the VM the host's loopback is 10.0.2.2 (QEMU's user network).
@@ -154,6 +171,8 @@ url = "http://10.0.2.2:$port"
 [kbc]
 name = "cc_kbc"
 url = "http://10.0.2.2:$port"
+[image]
+image_security_policy_uri = "kbs:///default/security-policy/demo"
 '''
 "policy.rego" = '''
 $(cat "$work/policy.rego")
@@ -210,6 +229,16 @@ PATH=$BIN:$PATH ctr -a "$ctrd_sock" -n demo run --rm --runtime io.containerd.coc
   --annotation "io.kubernetes.cri.image-name=127.0.0.1:$rport/demo/secret-app:1" \
   "127.0.0.1:$rport/demo/app:1" demo-pod2 /bin/app
 echo "the pod ran in $((SECONDS - start)) s"
+
+say "The same image under a tag the owner did not sign: the guest refuses it before fetching a layer"
+if out=$(PATH=$BIN:$PATH ctr -a "$ctrd_sock" -n demo run --rm --runtime io.containerd.coco.v2 \
+  --runtime-config-path "$work/coco.toml" \
+  --annotation "io.katacontainers.config.hypervisor.cc_init_data=$(gzip -9c "$work/initdata.toml" | base64 -w0)" \
+  --annotation "io.kubernetes.cri.image-name=127.0.0.1:$rport/demo/secret-app:unsigned" \
+  "127.0.0.1:$rport/demo/app:1" demo-pod3 /bin/app 2>&1); then
+  echo "unexpected: the unsigned image ran"; exit 1
+fi
+echo "refused: $(echo "$out" | tail -1 | grep -o 'image pull failed.*' | cut -c1-240)"
 
 say "Done. The KBS's audit log shows the attestation and the release to the pod:"
 grep 'msg=audit' "$work/kbs.log" | sed 's/^time=[^ ]* //'

@@ -24,6 +24,7 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/cdh/wrap"
 	"github.com/cocoon-cc/cocoon/image/decrypt"
 	"github.com/cocoon-cc/cocoon/image/pull"
+	"github.com/cocoon-cc/cocoon/image/signature"
 	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
 	kppb "github.com/cocoon-cc/cocoon/protocol/ttrpc/keyprovider"
 )
@@ -103,8 +104,13 @@ func Code(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, pull.ErrRegistry):
 		return codes.Unavailable
-	case errors.Is(err, decrypt.ErrUnwrap):
+	case errors.Is(err, decrypt.ErrUnwrap), errors.Is(err, signature.ErrRejected),
+		errors.Is(err, signature.ErrSignatureRequired), errors.Is(err, signature.ErrSignatureInvalid):
 		return codes.PermissionDenied
+	case errors.Is(err, signature.ErrInvalidPolicy):
+		return codes.InvalidArgument
+	case errors.Is(err, signature.ErrUnsupported):
+		return codes.Unimplemented
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, kbc.ErrUnavailable):
