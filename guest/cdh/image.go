@@ -13,6 +13,7 @@ import (
 	"github.com/cocoon-cc/cocoon/image/registry"
 	"github.com/cocoon-cc/cocoon/image/signature"
 	"github.com/cocoon-cc/cocoon/image/store"
+	"github.com/google/go-containerregistry/pkg/authn"
 )
 
 // ErrImageRequest is a PullImage request the CDH cannot act on.
@@ -46,8 +47,12 @@ func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string, opts .
 	if err != nil {
 		return "", err
 	}
+	creds, err := h.credentials(ctx)
+	if err != nil {
+		return "", err
+	}
 	o := pull.Options{Registries: regs, Unwrapper: layerKeys{h}, Policy: pol, Keys: h.GetResource,
-		HostLoopback: h.hostLoopback}
+		HostLoopback: h.hostLoopback, Keychain: creds}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -88,6 +93,21 @@ func (h *Hub) signaturePolicy(ctx context.Context) (*signature.Policy, error) {
 		return nil, nil
 	}
 	return signature.ParsePolicy(b)
+}
+
+// credentials reads [image] authenticated_registry_credentials_uri, an
+// auth.json (file:// or kbs:///, released after attestation); none means
+// anonymous pulls.
+func (h *Hub) credentials(ctx context.Context) (authn.Keychain, error) {
+	uri := h.cfg.Image.AuthenticatedRegistryCredentialsURI
+	if uri == "" {
+		return nil, nil
+	}
+	b, err := h.document(ctx, uri)
+	if err != nil {
+		return nil, fmt.Errorf("registry credentials %s: %w", uri, err)
+	}
+	return registry.ParseAuthFile(b)
 }
 
 // document reads a file:// path or a kbs:/// resource.

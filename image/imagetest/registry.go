@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Registry is a running Debian docker-registry (distribution).
@@ -20,6 +22,26 @@ type Registry struct {
 // StartRegistry runs docker-registry on a free loopback port with storage
 // in a temporary directory; the test is skipped when it is not installed.
 func StartRegistry(t testing.TB) *Registry {
+	t.Helper()
+	return startRegistry(t, "")
+}
+
+// StartRegistryWithAuth is StartRegistry with basic authentication: one
+// user, its password in a bcrypt htpasswd file.
+func StartRegistryWithAuth(t testing.TB, user, password string) *Registry {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startRegistry(t, fmt.Sprintf("auth:\n  htpasswd:\n    realm: cocoon\n    path: %s\n", htpasswd))
+}
+
+func startRegistry(t testing.TB, extra string) *Registry {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
@@ -33,7 +55,7 @@ func StartRegistry(t testing.TB) *Registry {
 	l.Close()
 	r := &Registry{Host: host, Storage: t.TempDir()}
 	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\n"+
-		"  delete:\n    enabled: true\nhttp:\n  addr: %s\n", r.Storage, host)
+		"  delete:\n    enabled: true\nhttp:\n  addr: %s\n", r.Storage, host) + extra
 	path := filepath.Join(t.TempDir(), "config.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -44,7 +66,7 @@ func StartRegistry(t testing.TB) *Registry {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if resp, err := http.Get("http://" + host + "/v2/"); err == nil {
+		if resp, err := http.Get("http://" + host + "/v2/"); err == nil && resp.StatusCode != http.StatusServiceUnavailable {
 			resp.Body.Close()
 			return r
 		}

@@ -20,6 +20,9 @@ import (
 // ErrBlocked: registries.conf blocks the reference's registry.
 var ErrBlocked = errors.New("registry is blocked by registries.conf")
 
+// ErrInvalid is returned for an auth.json that does not parse.
+var ErrInvalid = errors.New("invalid registry configuration")
+
 // Config is a registries.conf.
 type Config struct {
 	Registries []Registry `toml:"registry"`
@@ -151,9 +154,18 @@ func LoadAuthFile(path string) (*AuthFile, error) {
 	if err != nil {
 		return nil, err
 	}
+	a, err := ParseAuthFile(b)
+	if err != nil {
+		return nil, fmt.Errorf("auth file %s: %w", path, err)
+	}
+	return a, nil
+}
+
+// ParseAuthFile parses auth.json text (e.g. a KBS resource).
+func ParseAuthFile(b []byte) (*AuthFile, error) {
 	var a AuthFile
 	if err := json.Unmarshal(b, &a); err != nil {
-		return nil, fmt.Errorf("auth file %s: %w", path, err)
+		return nil, fmt.Errorf("%w: auth file: %v", ErrInvalid, err)
 	}
 	return &a, nil
 }

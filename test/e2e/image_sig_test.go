@@ -9,11 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/image/pull"
+	"github.com/cocoon-cc/cocoon/image/registry"
 	"github.com/cocoon-cc/cocoon/image/signature"
 	"github.com/cocoon-cc/cocoon/image/store"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
@@ -86,5 +90,37 @@ func TestSignedImagePull(t *testing.T) {
 		if _, statErr := os.Stat(filepath.Join(dir, "rootfs", "hello")); (statErr == nil) != (want == nil) {
 			t.Errorf("%s: rootfs present = %v", repo, statErr == nil)
 		}
+	}
+}
+
+// TestAuthenticatedPull: a registry that needs credentials is pulled from
+// with an auth.json (what [image] authenticated_registry_credentials_uri
+// names); wrong or missing credentials fail with a registry error.
+func TestAuthenticatedPull(t *testing.T) {
+	reg := imagetest.StartRegistryWithAuth(t, "owner", "s3cret")
+	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}, imagetest.GzipLayer(t, imagetest.File("hello", "hi\n", 0o644)))
+	reg.Push(t, img, "private/app:1", nil, "--dest-creds", "owner:s3cret")
+	auth := func(user, pass string) *registry.AuthFile {
+		a, err := registry.ParseAuthFile([]byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg.Host,
+			base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := remote.Backoff{Duration: time.Millisecond, Factor: 1, Steps: 1}
+	for name, kc := range map[string]authn.Keychain{"right": auth("owner", "s3cret"), "wrong": auth("owner", "guess"), "none": nil} {
+		_, err := pull.New(st, pull.Options{Keychain: kc, Backoff: fast}).Pull(context.Background(), reg.Host+"/private/app:1",
+			filepath.Join(t.TempDir(), "bundle"))
+		if (name == "right") != (err == nil) || (err != nil && !errors.Is(err, pull.ErrRegistry)) {
+			t.Errorf("%s credentials: %v", name, err)
+		}
+	}
+	if _, err := registry.ParseAuthFile([]byte("{")); !errors.Is(err, registry.ErrInvalid) {
+		t.Errorf("bad auth.json: %v", err)
 	}
 }
