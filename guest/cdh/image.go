@@ -51,8 +51,12 @@ func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string, opts .
 	if err != nil {
 		return "", err
 	}
+	lookaside, err := h.lookaside(ctx)
+	if err != nil {
+		return "", err
+	}
 	o := pull.Options{Registries: regs, Unwrapper: layerKeys{h}, Policy: pol, Keys: h.GetResource,
-		HostLoopback: h.hostLoopback, Keychain: creds}
+		HostLoopback: h.hostLoopback, Keychain: creds, Lookaside: lookaside}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -108,6 +112,20 @@ func (h *Hub) credentials(ctx context.Context) (authn.Keychain, error) {
 		return nil, fmt.Errorf("registry credentials %s: %w", uri, err)
 	}
 	return registry.ParseAuthFile(b)
+}
+
+// lookaside reads [image] sigstore_config_uri: the registries.d document
+// saying where GPG signatures are served (file:// or kbs:///).
+func (h *Hub) lookaside(ctx context.Context) (*signature.Lookaside, error) {
+	uri := h.cfg.Image.SigstoreConfigURI
+	if uri == "" {
+		return nil, nil
+	}
+	b, err := h.document(ctx, uri)
+	if err != nil {
+		return nil, fmt.Errorf("signature lookaside configuration %s: %w", uri, err)
+	}
+	return signature.ParseLookaside(b)
 }
 
 // document reads a file:// path or a kbs:/// resource.

@@ -88,6 +88,8 @@ type Options struct {
 	// public keys it names by kbs:/// URI.
 	Policy *signature.Policy
 	Keys   func(ctx context.Context, uri string) ([]byte, error)
+	// Lookaside locates GPG signatures (signedBy); nil: none.
+	Lookaside *signature.Lookaside
 	// Progress, if set, is called as the layers are pulled (at most every
 	// 200 ms while a layer streams, after each layer and at the end).
 	Progress func(Progress)
@@ -177,7 +179,7 @@ func (p *Puller) pullFrom(ctx context.Context, named name.Reference, src registr
 		return nil, err
 	}
 	if p.o.Policy != nil {
-		if err := p.o.Policy.Verify(ctx, named, top, &sigSource{p: p, s: s, d: top}); err != nil {
+		if err := p.o.Policy.Verify(ctx, named, top, &sigSource{p: p, s: s, d: top, named: named}); err != nil {
 			return nil, err
 		}
 	}

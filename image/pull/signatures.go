@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -24,9 +26,10 @@ const (
 // sigSource reads an image's sigstore signatures from its registry (the
 // sha256-<hex>.sig attachment cosign and skopeo write) and keys from Keys.
 type sigSource struct {
-	p *Puller
-	s *source
-	d digest.Digest
+	p     *Puller
+	s     *source
+	d     digest.Digest
+	named name.Reference
 }
 
 func (ss *sigSource) Signatures(ctx context.Context) ([]signature.Signature, error) {
@@ -73,6 +76,52 @@ func (ss *sigSource) blob(ctx context.Context, d digest.Digest) ([]byte, error) 
 		return nil, fmt.Errorf("%w: signature payload %s does not match its digest", ErrManifest, d)
 	}
 	return b, nil
+}
+
+// SimpleSignatures reads GPG signatures from the lookaside server:
+// signature-1, signature-2, ... until one is missing.
+func (ss *sigSource) SimpleSignatures(ctx context.Context) ([][]byte, error) {
+	if ss.p.o.Lookaside == nil {
+		return nil, nil
+	}
+	client := &http.Client{Transport: ss.p.o.Transport}
+	var sigs [][]byte
+	for _, u := range ss.p.o.Lookaside.URLs(ss.named, ss.d, maxSignatures) {
+		b, found, err := getSmall(ctx, client, u)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			break
+		}
+		sigs = append(sigs, b)
+	}
+	return sigs, nil
+}
+
+// getSmall fetches a signature; a 404 is the end of the list.
+func getSmall(ctx context.Context, c *http.Client, url string) ([]byte, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: signature %s: %w", ErrRegistry, url, err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return nil, false, nil
+	default:
+		return nil, false, fmt.Errorf("%w: signature %s: %s", ErrRegistry, url, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSignaturePayload+1))
+	if err != nil || len(b) > maxSignaturePayload {
+		return nil, false, fmt.Errorf("%w: signature %s: %d bytes, %v", ErrRegistry, url, len(b), err)
+	}
+	return b, true, nil
 }
 
 func (ss *sigSource) Key(ctx context.Context, uri string) ([]byte, error) {

@@ -2,11 +2,12 @@
 // any layer of an image is fetched. The policy is containers/image's
 // policy.json (containers-policy.json(5)): a default and, for the docker
 // transport, requirements per scope, the most specific scope winning.
-// Requirements: insecureAcceptAnything, reject, and sigstoreSigned — a
-// cosign signature (an ECDSA, RSA or Ed25519 signature over a "simple
-// signing" payload naming the manifest digest), stored in the registry as
-// the sha256-<digest>.sig attachment skopeo and cosign write. GPG
-// signedBy requirements are refused as unsupported rather than ignored.
+// Requirements: insecureAcceptAnything, reject, sigstoreSigned — a cosign
+// signature (an ECDSA, RSA or Ed25519 signature over a "simple signing"
+// payload naming the manifest digest), stored in the registry as the
+// sha256-<digest>.sig attachment cosign writes — and signedBy: a GPG
+// signed message of that payload, read from the lookaside server a
+// registries.d document names (skopeo copy --sign-by writes them).
 package signature
 
 import (
@@ -111,22 +112,27 @@ func ParsePolicy(b []byte) (*Policy, error) {
 
 func (r Requirement) check() error {
 	switch r.Type {
-	case InsecureAcceptAnything, Reject, SignedBy:
+	case InsecureAcceptAnything, Reject:
 		return nil
+	case SignedBy:
+		if r.KeyData == "" && r.KeyPath == "" && len(r.KeyPaths) == 0 {
+			return errors.New("signedBy needs keyPath, keyPaths or keyData")
+		}
 	case SigstoreSigned:
-		if (r.KeyPath == "") == (r.KeyData == "") {
+		if (r.KeyPath == "") == (r.KeyData == "") || len(r.KeyPaths) > 0 {
 			return errors.New("sigstoreSigned needs exactly one of keyPath and keyData")
 		}
-		if id := r.SignedIdentity; id != nil {
-			switch id.Type {
-			case MatchRepoDigestOrExact, MatchRepository, MatchExact:
-			default:
-				return fmt.Errorf("signedIdentity %q is not supported", id.Type)
-			}
-		}
-		return nil
+	default:
+		return fmt.Errorf("unknown requirement type %q", r.Type)
 	}
-	return fmt.Errorf("unknown requirement type %q", r.Type)
+	if id := r.SignedIdentity; id != nil {
+		switch id.Type {
+		case MatchRepoDigestOrExact, MatchRepository, MatchExact:
+		default:
+			return fmt.Errorf("signedIdentity %q is not supported", id.Type)
+		}
+	}
+	return nil
 }
 
 // Requirements are the requirements for ref (docker transport): the most

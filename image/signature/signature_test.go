@@ -1,6 +1,7 @@
 package signature
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 )
@@ -46,11 +48,13 @@ func (s signer) sign(t testing.TB, ref string, d digest.Digest) Signature {
 
 // fixed serves given signatures and keys.
 type fixed struct {
-	sigs []Signature
-	keys map[string][]byte
+	sigs   []Signature
+	simple [][]byte
+	keys   map[string][]byte
 }
 
-func (f fixed) Signatures(context.Context) ([]Signature, error) { return f.sigs, nil }
+func (f fixed) Signatures(context.Context) ([]Signature, error)    { return f.sigs, nil }
+func (f fixed) SimpleSignatures(context.Context) ([][]byte, error) { return f.simple, nil }
 func (f fixed) Key(_ context.Context, uri string) ([]byte, error) {
 	if k, ok := f.keys[uri]; ok {
 		return k, nil
@@ -159,15 +163,16 @@ func TestParsePolicyErrors(t *testing.T) {
 		"no key":           `{"default":[{"type":"sigstoreSigned"}]}`,
 		"unknown identity": `{"default":[{"type":"sigstoreSigned","keyPath":"/a","signedIdentity":{"type":"remapIdentity"}}]}`,
 		"empty scope":      `{"default":[{"type":"reject"}],"transports":{"docker":{"x":[]}}}`,
+		"signedBy no key":  `{"default":[{"type":"signedBy","keyType":"GPGKeys"}]}`,
 	} {
 		if _, err := ParsePolicy([]byte(doc)); !errors.Is(err, ErrInvalidPolicy) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	p := policyWith(t, `{"default":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k"}]}`)
+	p := policyWith(t, `{"default":[{"type":"signedBy","keyType":"X509Certificates","keyPath":"/k"}]}`)
 	r, _ := name.ParseReference("reg.example/app:1")
-	if err := p.Verify(context.Background(), r, digest.FromString("m"), fixed{}); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("signedBy: %v", err)
+	if err := p.Verify(context.Background(), r, digest.FromString("m"), fixed{simple: [][]byte{{1}}}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("signedBy X509: %v", err)
 	}
 }
 
@@ -202,5 +207,39 @@ func FuzzVerifyPayload(f *testing.F) {
 				t.Fatalf("accepted %q", payload)
 			}
 		}
+	})
+}
+
+func FuzzParseLookaside(f *testing.F) {
+	f.Add([]byte("default-docker:\n  lookaside: https://sigs.example/\ndocker:\n  reg.example/ns:\n    sigstore: http://x/\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := ParseLookaside(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidPolicy) {
+				t.Fatalf("error %v", err)
+			}
+			return
+		}
+		r, _ := name.ParseReference("reg.example/ns/app:1")
+		l.URLs(r, digest.FromString("m"), 2)
+	})
+}
+
+// FuzzSimpleSignature: arbitrary bytes as a GPG signature never panic the
+// OpenPGP parsing and payload checks.
+func FuzzSimpleSignature(f *testing.F) {
+	e, err := openpgp.NewEntity("fuzz", "", "fuzz@cocoon.test", nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w, _ := openpgp.Sign(&buf, e, nil, nil)
+	w.Write([]byte(`{"critical":{"identity":{"docker-reference":"reg.example/app:1"},"image":{"docker-manifest-digest":"` +
+		digest.FromString("m").String() + `"},"type":"atomic container signature"}}`))
+	w.Close()
+	f.Add(buf.Bytes())
+	r, _ := name.ParseReference("reg.example/app:1")
+	f.Fuzz(func(t *testing.T, sig []byte) {
+		verifySimple(openpgp.EntityList{e}, sig, r, digest.FromString("m"), nil)
 	})
 }

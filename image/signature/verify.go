@@ -28,9 +28,11 @@ type Signature struct {
 }
 
 // Source gives what verification needs from outside: the image's
-// signatures and keys named by URI (kbs:///...: released after attestation).
+// sigstore signatures, its GPG (simple signing) signatures and keys named
+// by URI (kbs:///...: released after attestation).
 type Source interface {
 	Signatures(ctx context.Context) ([]Signature, error)
+	SimpleSignatures(ctx context.Context) ([][]byte, error)
 	Key(ctx context.Context, uri string) ([]byte, error)
 }
 
@@ -61,7 +63,16 @@ func (p *Policy) Verify(ctx context.Context, ref name.Reference, manifest digest
 		case Reject:
 			return fmt.Errorf("%w: %s", ErrRejected, ref)
 		case SignedBy:
-			return fmt.Errorf("%w: signedBy (GPG) for %s", ErrUnsupported, ref)
+			simple, err := src.SimpleSignatures(ctx)
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrSignatureRequired, ref, err)
+			}
+			if len(simple) == 0 {
+				return fmt.Errorf("%w: %s has no GPG signature", ErrSignatureRequired, ref)
+			}
+			if err := r.verifySignedBy(ctx, ref, manifest, simple, src); err != nil {
+				return err
+			}
 		case SigstoreSigned:
 			if !fetched {
 				var err error

@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,5 +124,68 @@ func TestAuthenticatedPull(t *testing.T) {
 	}
 	if _, err := registry.ParseAuthFile([]byte("{")); !errors.Is(err, registry.ErrInvalid) {
 		t.Errorf("bad auth.json: %v", err)
+	}
+}
+
+// TestGPGSignedImagePull: skopeo copy --sign-by (GPG through gpgme) signs
+// an image into a lookaside directory served over HTTP; a signedBy policy
+// with the signer's public key accepts it and refuses an unsigned image
+// and a signature by another key.
+func TestGPGSignedImagePull(t *testing.T) {
+	if _, err := exec.LookPath("gpg"); err != nil {
+		t.Skip("SKIP: gpg not installed (scripts/install-deps.sh installs it)")
+	}
+	reg := imagetest.StartRegistry(t)
+	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}, imagetest.GzipLayer(t, imagetest.File("hello", "hi\n", 0o644)))
+	lookaside := t.TempDir()
+	srv := httptest.NewServer(http.FileServer(http.Dir(lookaside)))
+	defer srv.Close()
+	regd := t.TempDir()
+	os.WriteFile(filepath.Join(regd, "default.yaml"), []byte("default-docker:\n  lookaside-staging: file://"+lookaside+"\n"), 0o600)
+	signWith := func(email string) (env []string, public []byte) {
+		home := t.TempDir()
+		env = []string{"GNUPGHOME=" + home}
+		gen := exec.Command("gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", email, "ed25519", "sign", "never")
+		gen.Env = append(os.Environ(), env...)
+		if out, err := gen.CombinedOutput(); err != nil {
+			t.Fatalf("gpg: %v\n%s", err, out)
+		}
+		export := exec.Command("gpg", "--armor", "--export", email)
+		export.Env = gen.Env
+		public, err := export.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env, public
+	}
+	env, public := signWith("owner@cocoon.test")
+	otherEnv, _ := signWith("other@cocoon.test")
+	reg.Push(t, img, "team/signed:1", env, "--registries.d", regd, "--sign-by", "owner@cocoon.test")
+	reg.Push(t, img, "team/other:1", otherEnv, "--registries.d", regd, "--sign-by", "other@cocoon.test")
+	reg.Push(t, img, "team/unsigned:2", nil)
+
+	pol, err := signature.ParsePolicy([]byte(fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{%q:[
+		{"type":"signedBy","keyType":"GPGKeys","keyData":%q}]}}}`, reg.Host+"/team", base64.StdEncoding.EncodeToString(public))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	la, err := signature.ParseLookaside([]byte("default-docker:\n  lookaside: " + srv.URL + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pull.New(st, pull.Options{Policy: pol, Lookaside: la})
+	for repo, want := range map[string]error{
+		"team/signed:1":   nil,
+		"team/other:1":    signature.ErrSignatureInvalid,
+		"team/unsigned:2": signature.ErrSignatureRequired,
+	} {
+		_, err := p.Pull(context.Background(), reg.Host+"/"+repo, filepath.Join(t.TempDir(), "bundle"))
+		if !errors.Is(err, want) || (want == nil) != (err == nil) {
+			t.Errorf("%s: %v, want %v", repo, err, want)
+		}
 	}
 }
