@@ -2,9 +2,14 @@ package sandbox
 
 import (
 	"context"
+	"net"
 	"os/exec"
 	"sync"
 	"syscall"
+
+	"github.com/containerd/ttrpc"
+
+	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 )
 
 // Process is the host process holding a sandbox (QEMU, or the local
@@ -78,4 +83,17 @@ func (p *Process) Pid() int {
 		return 0
 	}
 	return p.cmd.Process.Pid
+}
+
+// Ping asks the agent behind dial for its details: the readiness check of
+// every backend.
+func Ping(ctx context.Context, dial func(context.Context) (net.Conn, error)) error {
+	conn, err := dial(ctx)
+	if err != nil {
+		return err
+	}
+	c := ttrpc.NewClient(conn)
+	defer c.Close()
+	_, err = pb.NewAgentServiceClient(c).GetGuestDetails(ctx, &pb.GuestDetailsRequest{})
+	return err
 }

@@ -17,9 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/ttrpc"
-
-	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 	"github.com/cocoon-cc/cocoon/runtime/sandbox"
 )
 
@@ -153,7 +150,7 @@ func (s *Sandbox) launch() error {
 // waitReady calls GetGuestDetails until the agent answers.
 func (s *Sandbox) waitReady(ctx context.Context) error {
 	for {
-		err := s.ping(ctx)
+		err := sandbox.Ping(ctx, s.Dial)
 		if err == nil {
 			return nil
 		}
@@ -165,17 +162,6 @@ func (s *Sandbox) waitReady(ctx context.Context) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-}
-
-func (s *Sandbox) ping(ctx context.Context) error {
-	conn, err := s.Dial(ctx)
-	if err != nil {
-		return err
-	}
-	c := ttrpc.NewClient(conn)
-	defer c.Close()
-	_, err = pb.NewAgentServiceClient(c).GetGuestDetails(ctx, &pb.GuestDetailsRequest{})
-	return err
 }
 
 // Dial connects to the agent.

@@ -22,10 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/ttrpc"
-
 	"github.com/cocoon-cc/cocoon/initdata"
-	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 	"github.com/cocoon-cc/cocoon/runtime/sandbox"
 	"github.com/cocoon-cc/cocoon/runtime/transport"
 )
@@ -263,7 +260,7 @@ func (s *Sandbox) connect(ctx context.Context) error {
 	var err error
 	for {
 		if d, err = transport.NewDialer(ctx, uri); err == nil {
-			if err = ping(ctx, d); err == nil {
+			if err = sandbox.Ping(ctx, d.Dial); err == nil {
 				break
 			}
 			d.Close()
@@ -281,17 +278,6 @@ func (s *Sandbox) connect(ctx context.Context) error {
 	s.dialer = d
 	s.mu.Unlock()
 	return nil
-}
-
-func ping(ctx context.Context, d transport.Dialer) error {
-	conn, err := d.Dial(ctx)
-	if err != nil {
-		return err
-	}
-	c := ttrpc.NewClient(conn)
-	defer c.Close()
-	_, err = pb.NewAgentServiceClient(c).GetGuestDetails(ctx, &pb.GuestDetailsRequest{})
-	return err
 }
 
 // Dial opens a connection to the agent.
