@@ -268,3 +268,38 @@ func TestAgentCrash(t *testing.T) {
 }
 
 func syscallKill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+
+// TestTerminal: a container asking for a terminal gets a pty: it sees a
+// tty, its output comes through the terminal and it can be resized.
+func TestTerminal(t *testing.T) {
+	ref := busybox(t)
+	_, a := pod(t, "tty", initdataWithPolicy(policy.AllowAll()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := a.CreateSandbox(ctx, &pb.CreateSandboxRequest{SandboxId: "tty"}); err != nil {
+		t.Fatal(err)
+	}
+	s := spec("/bin/sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty")
+	s.Process.Terminal = true
+	s.Process.ConsoleSize = &pb.Box{Height: 24, Width: 80}
+	_, err := a.CreateContainer(ctx, &pb.CreateContainerRequest{ContainerId: "t1", ExecId: "t1", OCI: s,
+		Storages: []*pb.Storage{{Driver: "image_guest_pull", Source: ref}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.TtyWinResize(ctx, &pb.TtyWinResizeRequest{ContainerId: "t1", ExecId: "t1", Row: 40, Column: 120}); err != nil {
+		t.Fatalf("resize: %v", err)
+	}
+	if _, err := a.StartContainer(ctx, &pb.StartContainerRequest{ContainerId: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	if out := readAll(ctx, t, a.ReadStdout, "t1", "t1"); !strings.Contains(out, "on-a-tty") {
+		t.Errorf("terminal output %q", out)
+	}
+	if w, err := a.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: "t1", ExecId: "t1"}); err != nil || w.Status != 0 {
+		t.Fatalf("wait: %v %v", w, err)
+	}
+	if _, err := a.TtyWinResize(ctx, &pb.TtyWinResizeRequest{ContainerId: "nope", Row: 1, Column: 1}); status.Code(err) != codes.NotFound {
+		t.Errorf("resize of an unknown container: %v", err)
+	}
+}
