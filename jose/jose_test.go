@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -329,9 +330,9 @@ func ecdhKEK(t *testing.T, priv *ecdsa.PrivateKey, epk map[string]any) []byte {
 	if epk["kty"] != "EC" || epk["crv"] != priv.Curve.Params().Name {
 		t.Fatalf("epk %v", epk)
 	}
-	pub := &ecdsa.PublicKey{Curve: priv.Curve,
-		X: new(big.Int).SetBytes(b64d(t, epk["x"].(string))), Y: new(big.Int).SetBytes(b64d(t, epk["y"].(string)))}
-	ep, err := pub.ECDH()
+	curve := map[string]ecdh.Curve{"P-256": ecdh.P256(), "P-384": ecdh.P384(), "P-521": ecdh.P521()}[priv.Curve.Params().Name]
+	point := append(append([]byte{4}, b64d(t, epk["x"].(string))...), b64d(t, epk["y"].(string))...)
+	ep, err := curve.NewPublicKey(point)
 	if err != nil {
 		t.Fatal(err)
 	}
