@@ -59,7 +59,10 @@ type Config struct {
 	// NoPivotRoot enters containers' root with chroot instead of
 	// pivot_root, which an initramfs root does not support.
 	NoPivotRoot bool
-	Log         *slog.Logger
+	// CgroupParent holds the containers' cgroups (default
+	// /cocoon/<sandbox id>); the local backend names it, to remove it.
+	CgroupParent string
+	Log          *slog.Logger
 }
 
 // Agent serves the agent API.
@@ -201,6 +204,9 @@ func (a *Agent) bundleDir(id string) string {
 // cgroupParent groups the pod's containers in one cgroup the local
 // backend can remove whole: /cocoon/<sandbox id>.
 func (a *Agent) cgroupParent() string {
+	if a.cfg.CgroupParent != "" {
+		return a.cfg.CgroupParent
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.sandboxID == "" {

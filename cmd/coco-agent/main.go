@@ -38,8 +38,8 @@ func init() {
 }
 
 type flags struct {
-	listen, stateDir, initdata, policyFile, binDir, logLevel, hostLoopback string
-	privateMounts, noPivotRoot                                             bool
+	listen, stateDir, initdata, policyFile, binDir, logLevel, hostLoopback, cgroupParent string
+	privateMounts, noPivotRoot                                                           bool
 }
 
 func main() {
@@ -51,6 +51,7 @@ func main() {
 	flag.StringVar(&f.binDir, "guest-components", "", "directory of attestation-agent, confidential-data-hub and api-server-rest (default: this binary's)")
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.StringVar(&f.hostLoopback, "host-loopback", "", "address of the host's loopback from the sandbox (10.0.2.2 on QEMU's user network), for images on a registry at 127.0.0.1")
+	flag.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup of the containers (default /cocoon/<sandbox id>)")
 	flag.BoolVar(&f.noPivotRoot, "no-pivot-root", false, "enter containers' root with chroot (the guest's initramfs root cannot be pivoted)")
 	flag.BoolVar(&f.privateMounts, "private-mounts", false, "local backend: private /proc and tmpfs state directories")
 	flag.Parse()
@@ -92,7 +93,7 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 	}
 	defer gc.Stop()
 	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Policy: engine, SetHostname: true,
-		NoPivotRoot: f.noPivotRoot, Log: log})
+		NoPivotRoot: f.noPivotRoot, CgroupParent: f.cgroupParent, Log: log})
 	if err != nil {
 		return err
 	}

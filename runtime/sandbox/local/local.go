@@ -114,7 +114,7 @@ func (s *Sandbox) launch() error {
 		return err
 	}
 	defer lf.Close()
-	args := []string{"--listen", "fd://3", "--state-dir", "/run/cocoon", "--private-mounts"}
+	args := []string{"--listen", "fd://3", "--state-dir", "/run/cocoon", "--private-mounts", "--cgroup-parent", cgroupRoot + s.cfg.ID}
 	if len(s.cfg.Initdata) > 0 {
 		path := filepath.Join(s.cfg.StateDir, "initdata.toml")
 		if err := os.WriteFile(path, s.cfg.Initdata, 0o600); err != nil {
@@ -187,11 +187,14 @@ func (s *Sandbox) Info() sandbox.Info {
 	return sandbox.Info{Backend: "local", TEE: "none", Confidential: false, Pid: s.Pid()}
 }
 
+// cgroupRoot holds every local pod's cgroup.
+const cgroupRoot = "/cocoon/"
+
 // removeCgroups deletes /sys/fs/cgroup[/<controller>]/cocoon/<id> trees,
 // deepest first (a cgroup directory is removed with rmdir, once empty).
 func removeCgroups(id string) error {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/cocoon/" + id)
-	roots = append(roots, "/sys/fs/cgroup/cocoon/"+id)
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroupRoot + id)
+	roots = append(roots, "/sys/fs/cgroup"+cgroupRoot+id)
 	var firstErr error
 	for _, root := range roots {
 		var dirs []string
