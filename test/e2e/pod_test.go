@@ -347,3 +347,46 @@ func waitExited(ctx context.Context, t *testing.T, rs internalapi.RuntimeService
 		}
 	}
 }
+
+// TestPodCRIExecStats: kubectl exec (ExecSync) and the kubelet's stats
+// reach a running container in the sandbox when the policy allows exec.
+func TestPodCRIExecStats(t *testing.T) {
+	e := newPodEnv(t)
+	rs, is := e.ctrd.RuntimeService(t), e.ctrd.ImageService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sandbox := &cri.PodSandboxConfig{
+		Metadata:    &cri.PodSandboxMetadata{Name: "exec", Uid: "uid-exec", Namespace: "default"},
+		Annotations: map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
+		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
+			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+	}
+	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\n%s", err, e.ctrd.Logs())
+	}
+	defer rs.RemovePodSandbox(ctx, podID)
+	defer rs.StopPodSandbox(ctx, podID)
+	if _, err := is.PullImage(ctx, &cri.ImageSpec{Image: e.image}, nil, sandbox); err != nil {
+		t.Fatal(err)
+	}
+	cid, err := rs.CreateContainer(ctx, podID, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"},
+		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sleep", "1000"}}, sandbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.StartContainer(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := rs.ExecSync(ctx, cid, []string{"/bin/sh", "-c", "echo out; echo err >&2; cat /proc/1/cmdline"}, 20*time.Second)
+	if err != nil || string(stdout) != "out\n/bin/sleep\x001000\x00" || string(stderr) != "err\n" {
+		t.Fatalf("ExecSync: %v %q %q", err, stdout, stderr)
+	}
+	if _, _, err := rs.ExecSync(ctx, cid, []string{"/bin/false"}, 20*time.Second); err == nil {
+		t.Error("ExecSync of /bin/false succeeded")
+	}
+	st, err := rs.ContainerStats(ctx, cid)
+	if err != nil || st.GetMemory().GetWorkingSetBytes() == nil || st.GetCpu().GetUsageCoreNanoSeconds() == nil {
+		t.Fatalf("ContainerStats: %v %v", st, err)
+	}
+}
