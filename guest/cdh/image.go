@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,12 @@ type PullOption func(*pull.Options)
 // WithProgress has fn called as the pull advances (see pull.Options).
 func WithProgress(fn func(pull.Progress)) PullOption {
 	return func(o *pull.Options) { o.Progress = fn }
+}
+
+// WithLog has the pull report to log (an image accepted without a
+// signature policy).
+func WithLog(log *slog.Logger) PullOption {
+	return func(o *pull.Options) { o.Log = log }
 }
 
 // PullImage pulls imageURL inside the guest into an OCI bundle at

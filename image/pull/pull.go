@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -90,6 +91,9 @@ type Options struct {
 	Keys   func(ctx context.Context, uri string) ([]byte, error)
 	// Lookaside locates GPG signatures (signedBy); nil: none.
 	Lookaside *signature.Lookaside
+	// Log receives what the operator should know (an image pulled without
+	// a signature policy); nil discards.
+	Log *slog.Logger
 	// Progress, if set, is called as the layers are pulled (at most every
 	// 200 ms while a layer streams, after each layer and at the end).
 	Progress func(Progress)
@@ -105,6 +109,9 @@ type Puller struct {
 func New(s *store.Store, o Options) *Puller {
 	if o.Platform.OS == "" {
 		o.Platform = ocispec.Platform{OS: "linux", Architecture: "amd64"}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Transport == nil {
 		o.Transport = http.DefaultTransport
@@ -178,10 +185,11 @@ func (p *Puller) pullFrom(ctx context.Context, named name.Reference, src registr
 	if err != nil {
 		return nil, err
 	}
-	if p.o.Policy != nil {
-		if err := p.o.Policy.Verify(ctx, named, top, &sigSource{p: p, s: s, d: top, named: named}); err != nil {
-			return nil, err
-		}
+	if p.o.Policy == nil {
+		// Upstream's behaviour: no policy, no check; said so, every time.
+		p.o.Log.WarnContext(ctx, "no image signature policy: image accepted without signature verification", "image", named.Name(), "digest", top)
+	} else if err := p.o.Policy.Verify(ctx, named, top, &sigSource{p: p, s: s, d: top, named: named}); err != nil {
+		return nil, err
 	}
 	img := &Image{Manifest: md}
 	if err := p.config(ctx, s, m.Config, &img.Config); err != nil {

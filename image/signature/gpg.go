@@ -3,13 +3,10 @@ package signature
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -27,9 +24,6 @@ const MaxSimpleSignature = 64 << 10
 // whose content is the simple signing payload) verifies with the keyring
 // and names this manifest and an identity the requirement accepts.
 func (r Requirement) verifySignedBy(ctx context.Context, ref name.Reference, manifest digest.Digest, sigs [][]byte, src Source) error {
-	if r.KeyType != "" && r.KeyType != "GPGKeys" {
-		return fmt.Errorf("%w: signedBy keyType %q", ErrUnsupported, r.KeyType)
-	}
 	ring, err := r.keyring(ctx, src)
 	if err != nil {
 		return err
@@ -45,32 +39,11 @@ func (r Requirement) verifySignedBy(ctx context.Context, ref name.Reference, man
 	return fmt.Errorf("%w: %s: %w", ErrSignatureInvalid, ref, errors.Join(errs...))
 }
 
-// keyring reads the GPG public keys: keyData (base64), keyPath, keyPaths;
-// a kbs:/// path is released by the KBS after attestation.
+// keyring reads the GPG public keyrings (armored or binary).
 func (r Requirement) keyring(ctx context.Context, src Source) (openpgp.EntityList, error) {
-	var blobs [][]byte
-	if r.KeyData != "" {
-		b, err := base64.StdEncoding.DecodeString(r.KeyData)
-		if err != nil {
-			return nil, fmt.Errorf("%w: signedBy keyData: %v", ErrInvalidPolicy, err)
-		}
-		blobs = append(blobs, b)
-	}
-	for _, p := range append([]string{r.KeyPath}, r.KeyPaths...) {
-		if p == "" {
-			continue
-		}
-		var b []byte
-		var err error
-		if strings.HasPrefix(p, "kbs://") {
-			b, err = src.Key(ctx, p)
-		} else {
-			b, err = os.ReadFile(p)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: GPG key %s: %v", ErrInvalidPolicy, p, err)
-		}
-		blobs = append(blobs, b)
+	blobs, err := r.keyBlobs(ctx, src)
+	if err != nil {
+		return nil, err
 	}
 	var ring openpgp.EntityList
 	for _, b := range blobs {

@@ -35,23 +35,32 @@ const MaxPolicySize = 1 << 20
 // Requirement is one policy requirement.
 type Requirement struct {
 	Type string `json:"type"`
-	// sigstoreSigned
-	KeyPath        string    `json:"keyPath,omitempty"`
-	KeyData        string    `json:"keyData,omitempty"` // base64 of the PEM public key
-	SignedIdentity *Identity `json:"signedIdentity,omitempty"`
-	// signedBy's (GPG) fields, read so that such a policy parses.
+	// Keys: signedBy's GPG keyrings, sigstoreSigned's public keys; a path
+	// may be a kbs:/// resource; data is base64.
 	KeyType  string   `json:"keyType,omitempty"`
+	KeyPath  string   `json:"keyPath,omitempty"`
 	KeyPaths []string `json:"keyPaths,omitempty"`
+	KeyData  string   `json:"keyData,omitempty"`
+	KeyDatas []string `json:"keyDatas,omitempty"`
+	// sigstoreSigned's certificate and transparency log roots: parsed so
+	// that such a policy loads, refused with ErrUnsupported where it
+	// applies (never ignored).
+	Fulcio              json.RawMessage `json:"fulcio,omitempty"`
+	PKI                 json.RawMessage `json:"pki,omitempty"`
+	RekorPublicKeyPath  string          `json:"rekorPublicKeyPath,omitempty"`
+	RekorPublicKeyPaths []string        `json:"rekorPublicKeyPaths,omitempty"`
+	RekorPublicKeyData  string          `json:"rekorPublicKeyData,omitempty"`
+	RekorPublicKeyDatas []string        `json:"rekorPublicKeyDatas,omitempty"`
+	SignedIdentity      *Identity       `json:"signedIdentity,omitempty"`
 }
 
 // Identity is a signedIdentity: which references a signature may name.
 type Identity struct {
-	Type string `json:"type"`
-	// The other identity types' fields, read so that such a policy parses.
-	DockerReference  string `json:"dockerReference,omitempty"`
-	DockerRepository string `json:"dockerRepository,omitempty"`
-	Prefix           string `json:"prefix,omitempty"`
-	SignedPrefix     string `json:"signedPrefix,omitempty"`
+	Type             string `json:"type"`
+	DockerReference  string `json:"dockerReference,omitempty"`  // exactReference
+	DockerRepository string `json:"dockerRepository,omitempty"` // exactRepository
+	Prefix           string `json:"prefix,omitempty"`           // remapIdentity
+	SignedPrefix     string `json:"signedPrefix,omitempty"`     // remapIdentity
 }
 
 // Requirement and identity types.
@@ -64,6 +73,9 @@ const (
 	MatchRepoDigestOrExact = "matchRepoDigestOrExact"
 	MatchRepository        = "matchRepository"
 	MatchExact             = "matchExact"
+	ExactReference         = "exactReference"
+	ExactRepository        = "exactRepository"
+	RemapIdentity          = "remapIdentity"
 )
 
 // Policy is a parsed policy.json.
@@ -111,28 +123,37 @@ func ParsePolicy(b []byte) (*Policy, error) {
 }
 
 func (r Requirement) check() error {
+	keys := count(r.KeyPath != "", len(r.KeyPaths) > 0, r.KeyData != "", len(r.KeyDatas) > 0)
+	roots := count(len(r.Fulcio) > 0, len(r.PKI) > 0)
+	rekor := count(r.RekorPublicKeyPath != "", len(r.RekorPublicKeyPaths) > 0, r.RekorPublicKeyData != "", len(r.RekorPublicKeyDatas) > 0)
 	switch r.Type {
 	case InsecureAcceptAnything, Reject:
 		return nil
 	case SignedBy:
-		if r.KeyData == "" && r.KeyPath == "" && len(r.KeyPaths) == 0 {
-			return errors.New("signedBy needs keyPath, keyPaths or keyData")
+		if keys != 1 || len(r.KeyDatas) > 0 || roots+rekor > 0 {
+			return errors.New("signedBy needs exactly one of keyPath, keyPaths and keyData")
 		}
 	case SigstoreSigned:
-		if (r.KeyPath == "") == (r.KeyData == "") || len(r.KeyPaths) > 0 {
-			return errors.New("sigstoreSigned needs exactly one of keyPath and keyData")
+		if keys+roots != 1 || rekor > 1 {
+			return errors.New("sigstoreSigned needs exactly one of keyPath, keyPaths, keyData, keyDatas, fulcio and pki, and at most one rekor key field")
 		}
 	default:
 		return fmt.Errorf("unknown requirement type %q", r.Type)
 	}
-	if id := r.SignedIdentity; id != nil {
-		switch id.Type {
-		case MatchRepoDigestOrExact, MatchRepository, MatchExact:
-		default:
-			return fmt.Errorf("signedIdentity %q is not supported", id.Type)
-		}
+	if r.SignedIdentity != nil {
+		return r.SignedIdentity.check()
 	}
 	return nil
+}
+
+func count(set ...bool) int {
+	n := 0
+	for _, b := range set {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // Requirements are the requirements for ref (docker transport): the most
@@ -150,14 +171,9 @@ func (p *Policy) Requirements(ref name.Reference) []Requirement {
 }
 
 func scopeCandidates(ref name.Reference) []string {
-	repo := ref.Context()
-	var out []string
-	if _, tagged := ref.(name.Tag); tagged {
-		out = append(out, repo.Name()+":"+ref.Identifier())
-	} else {
-		out = append(out, repo.Name()+"@"+ref.Identifier())
-	}
-	path := repo.Name()
+	d := toDockerRef(ref)
+	out := []string{d.String()}
+	path := d.repo
 	for {
 		out = append(out, path)
 		i := strings.LastIndex(path, "/")
@@ -166,10 +182,8 @@ func scopeCandidates(ref name.Reference) []string {
 		}
 		path = path[:i]
 	}
-	host := repo.RegistryStr()
-	if h, _, ok := strings.Cut(host, ":"); ok {
-		host = h
-	}
+	host, _, _ := strings.Cut(d.repo, "/")
+	host, _, _ = strings.Cut(host, ":")
 	for labels := strings.Split(host, "."); len(labels) > 1; labels = labels[1:] {
 		out = append(out, "*."+strings.Join(labels[1:], "."))
 	}

@@ -58,6 +58,9 @@ func (p *Policy) Verify(ctx context.Context, ref name.Reference, manifest digest
 	var sigs []Signature
 	fetched := false
 	for _, r := range p.Requirements(ref) {
+		if err := r.supported(); err != nil {
+			return fmt.Errorf("%w: %s", err, ref)
+		}
 		switch r.Type {
 		case InsecureAcceptAnything:
 		case Reject:
@@ -92,39 +95,80 @@ func (p *Policy) Verify(ctx context.Context, ref name.Reference, manifest digest
 	return nil
 }
 
-// verifySigstore accepts when one signature is valid for the key and
-// names this manifest and an identity the requirement accepts.
+// supported refuses what Cocoon parses but cannot check, rather than
+// accepting it unchecked.
+func (r Requirement) supported() error {
+	switch {
+	case r.Type == SignedBy && r.KeyType != "" && r.KeyType != "GPGKeys":
+		return fmt.Errorf("%w: signedBy keyType %q", ErrUnsupported, r.KeyType)
+	case len(r.Fulcio) > 0 || len(r.PKI) > 0:
+		return fmt.Errorf("%w: sigstoreSigned with fulcio or pki certificates", ErrUnsupported)
+	case r.RekorPublicKeyPath != "" || len(r.RekorPublicKeyPaths) > 0 || r.RekorPublicKeyData != "" || len(r.RekorPublicKeyDatas) > 0:
+		return fmt.Errorf("%w: sigstoreSigned requiring a Rekor transparency log entry", ErrUnsupported)
+	}
+	return nil
+}
+
+// verifySigstore accepts when one signature is valid for one of the keys
+// and names this manifest and an identity the requirement accepts.
 func (r Requirement) verifySigstore(ctx context.Context, ref name.Reference, manifest digest.Digest, sigs []Signature, src Source) error {
-	key, err := r.publicKey(ctx, src)
+	blobs, err := r.keyBlobs(ctx, src)
 	if err != nil {
 		return err
 	}
+	var keys []crypto.PublicKey
+	for _, b := range blobs {
+		k, err := ParsePublicKey(b)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
+	}
 	var errs []error
 	for _, s := range sigs {
-		err := verifyOne(key, s, ref, manifest, r.SignedIdentity)
-		if err == nil {
-			return nil
+		for _, k := range keys {
+			err := verifyOne(k, s, ref, manifest, r.SignedIdentity)
+			if err == nil {
+				return nil
+			}
+			errs = append(errs, err)
 		}
-		errs = append(errs, err)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrSignatureInvalid, ref, errors.Join(errs...))
 }
 
-func (r Requirement) publicKey(ctx context.Context, src Source) (crypto.PublicKey, error) {
-	var raw []byte
-	var err error
-	switch {
-	case r.KeyData != "":
-		raw, err = base64.StdEncoding.DecodeString(r.KeyData)
-	case strings.HasPrefix(r.KeyPath, "kbs://"):
-		raw, err = src.Key(ctx, r.KeyPath)
-	default:
-		raw, err = os.ReadFile(r.KeyPath)
+// keyBlobs reads a requirement's keys: keyData and keyDatas (base64),
+// keyPath and keyPaths (files, or kbs:/// resources the KBS releases after
+// attestation).
+func (r Requirement) keyBlobs(ctx context.Context, src Source) ([][]byte, error) {
+	var blobs [][]byte
+	for _, d := range append([]string{r.KeyData}, r.KeyDatas...) {
+		if d == "" {
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(d)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s keyData: %v", ErrInvalidPolicy, r.Type, err)
+		}
+		blobs = append(blobs, b)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: sigstore public key: %v", ErrInvalidPolicy, err)
+	for _, p := range append([]string{r.KeyPath}, r.KeyPaths...) {
+		if p == "" {
+			continue
+		}
+		var b []byte
+		var err error
+		if strings.HasPrefix(p, "kbs://") {
+			b, err = src.Key(ctx, p)
+		} else {
+			b, err = os.ReadFile(p)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s key %s: %w", ErrInvalidPolicy, r.Type, p, err)
+		}
+		blobs = append(blobs, b)
 	}
-	return ParsePublicKey(raw)
+	return blobs, nil
 }
 
 // ParsePublicKey reads a PEM (PKIX) public key.
@@ -171,26 +215,4 @@ func verifyOne(key crypto.PublicKey, s Signature, ref name.Reference, manifest d
 		return fmt.Errorf("signature is for %s, not %s", p.Critical.Image.DockerManifestDigest, manifest)
 	}
 	return matchIdentity(ref, p.Critical.Identity.DockerReference, id)
-}
-
-// matchIdentity applies signedIdentity (default matchRepoDigestOrExact).
-func matchIdentity(ref name.Reference, signed string, id *Identity) error {
-	sref, err := name.ParseReference(signed)
-	if err != nil {
-		return fmt.Errorf("signed identity %q: %v", signed, err)
-	}
-	kind := MatchRepoDigestOrExact
-	if id != nil {
-		kind = id.Type
-	}
-	sameRepo := sref.Context().Name() == ref.Context().Name()
-	exact := sref.Name() == ref.Name()
-	_, byDigest := ref.(name.Digest)
-	switch {
-	case kind == MatchExact && exact,
-		kind == MatchRepository && sameRepo,
-		kind == MatchRepoDigestOrExact && (exact || byDigest && sameRepo):
-		return nil
-	}
-	return fmt.Errorf("signed identity %s does not match %s (%s)", signed, ref, kind)
 }

@@ -70,7 +70,7 @@ func (s *service) SecureMount(ctx context.Context, r *cdhpb.SecureMountRequest) 
 }
 
 func (s *service) PullImage(ctx context.Context, r *cdhpb.ImagePullRequest) (*cdhpb.ImagePullResponse, error) {
-	digest, err := s.hub.PullImage(ctx, r.ImageUrl, r.BundlePath)
+	digest, err := s.hub.PullImage(ctx, r.ImageUrl, r.BundlePath, cdh.WithLog(s.log))
 	if err != nil {
 		return nil, s.fail("PullImage", err)
 	}
