@@ -49,9 +49,20 @@ func (p *Puller) connect(ctx context.Context, ref name.Reference) (*source, erro
 		transport.WithRetryStatusCodes(retryCodes...))
 	rt, err := transport.NewWithContext(ctx, ref.Context().Registry, auth, base, []string{ref.Context().Scope(transport.PullScope)})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrRegistry, ref.Context().RegistryStr(), err)
+		return nil, registryError(err, "%s", ref.Context().RegistryStr())
 	}
 	return &source{ref: ref, auth: auth, rt: rt, base: base}, nil
+}
+
+// registryError wraps a registry failure: ErrUnauthorized when the
+// registry refused the credentials (or their absence), else ErrRegistry.
+func registryError(err error, format string, args ...any) error {
+	kind := ErrRegistry
+	var te *transport.Error
+	if errors.As(err, &te) && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
+		kind = ErrUnauthorized
+	}
+	return fmt.Errorf("%w: %s: %w", kind, fmt.Sprintf(format, args...), err)
 }
 
 func (p *Puller) remoteOptions(ctx context.Context, s *source) []remote.Option {
@@ -68,7 +79,7 @@ func (p *Puller) manifest(ctx context.Context, s *source) (m *ocispec.Manifest, 
 	for range 2 { // an index, then the manifest it names
 		d, err := remote.Get(ref, opts...)
 		if err != nil {
-			return nil, "", "", fmt.Errorf("%w: get manifest %s: %w", ErrRegistry, ref, err)
+			return nil, "", "", registryError(err, "get manifest %s", ref)
 		}
 		dg := digest.Digest(d.Digest.String())
 		if top == "" {
@@ -148,7 +159,7 @@ func (b *blobReader) request() error {
 	}
 	if err := transport.CheckError(resp, want); err != nil {
 		resp.Body.Close()
-		return fmt.Errorf("%w: get blob %s: %w", ErrRegistry, b.d, err)
+		return registryError(err, "get blob %s", b.d)
 	}
 	b.body = resp.Body
 	return nil

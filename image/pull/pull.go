@@ -40,6 +40,9 @@ import (
 var (
 	// ErrRegistry: the registry failed or refused a request.
 	ErrRegistry = errors.New("registry error")
+	// ErrUnauthorized: the registry refused the credentials, or pulls
+	// without them; it is an ErrRegistry.
+	ErrUnauthorized = fmt.Errorf("%w: access denied", ErrRegistry)
 	// ErrManifest: a malformed or unsupported manifest or config.
 	ErrManifest = errors.New("bad manifest")
 	// ErrNoPlatform: the index has no manifest for the platform.

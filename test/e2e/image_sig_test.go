@@ -25,29 +25,43 @@ import (
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
-// cosignKey builds cosignsign and makes a key pair; it returns a function
-// that signs an image with that key, and the public key.
+// cosignKey makes a key pair with cosign (sigstore's own tool) when it is
+// on PATH, else with cosignsign, which writes the same attachment; it
+// returns a function that signs an image (a tag) with that key, naming
+// the tag as the signed identity, and the public key.
 func cosignKey(t *testing.T) (sign func(image string), public []byte) {
 	t.Helper()
 	dir := t.TempDir()
-	tool := filepath.Join(dir, "cosignsign")
-	build := exec.Command("go", "build", "-o", tool, "./image/imagetest/cosignsign")
-	build.Dir = testutil.RepoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build cosignsign: %v\n%s", err, out)
+	run := func(name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), "COSIGN_PASSWORD=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
 	}
-	if out, err := exec.Command(tool, "generate-key-pair", dir).CombinedOutput(); err != nil {
-		t.Fatalf("generate-key-pair: %v\n%s", err, out)
+	if cosign, err := exec.LookPath("cosign"); err == nil {
+		run(cosign, "generate-key-pair", "--output-key-prefix", filepath.Join(dir, "cosign"))
+		sign = func(image string) {
+			run(cosign, "sign", "--key", filepath.Join(dir, "cosign.key"), "--tlog-upload=false", "--allow-http-registry",
+				"--sign-container-identity", image, "-y", image)
+		}
+	} else {
+		t.Log("cosign not on PATH: signing with image/imagetest/cosignsign")
+		tool := filepath.Join(dir, "cosignsign")
+		build := exec.Command("go", "build", "-o", tool, "./image/imagetest/cosignsign")
+		build.Dir = testutil.RepoRoot(t)
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build cosignsign: %v\n%s", err, out)
+		}
+		run(tool, "generate-key-pair", dir)
+		sign = func(image string) { run(tool, filepath.Join(dir, "cosign.key"), image) }
 	}
 	public, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(image string) {
-		if out, err := exec.Command(tool, filepath.Join(dir, "cosign.key"), image).CombinedOutput(); err != nil {
-			t.Fatalf("sign %s: %v\n%s", image, err, out)
-		}
-	}, public
+	return sign, public
 }
 
 // TestSignedImagePull: an image signed with a sigstore key (the cosign
@@ -97,7 +111,7 @@ func TestSignedImagePull(t *testing.T) {
 
 // TestAuthenticatedPull: a registry that needs credentials is pulled from
 // with an auth.json (what [image] authenticated_registry_credentials_uri
-// names); wrong or missing credentials fail with a registry error.
+// names); wrong or missing credentials fail with ErrUnauthorized.
 func TestAuthenticatedPull(t *testing.T) {
 	reg := imagetest.StartRegistryWithAuth(t, "owner", "s3cret")
 	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}, imagetest.GzipLayer(t, imagetest.File("hello", "hi\n", 0o644)))
@@ -118,7 +132,7 @@ func TestAuthenticatedPull(t *testing.T) {
 	for name, kc := range map[string]authn.Keychain{"right": auth("owner", "s3cret"), "wrong": auth("owner", "guess"), "none": nil} {
 		_, err := pull.New(st, pull.Options{Keychain: kc, Backoff: fast}).Pull(context.Background(), reg.Host+"/private/app:1",
 			filepath.Join(t.TempDir(), "bundle"))
-		if (name == "right") != (err == nil) || (err != nil && !errors.Is(err, pull.ErrRegistry)) {
+		if (name == "right") != (err == nil) || (err != nil && !errors.Is(err, pull.ErrUnauthorized)) {
 			t.Errorf("%s credentials: %v", name, err)
 		}
 	}
@@ -127,14 +141,33 @@ func TestAuthenticatedPull(t *testing.T) {
 	}
 }
 
+// gpgKey makes a GPG signing key in a new GNUPGHOME; env selects it for
+// gpg and skopeo, public is its armored public key.
+func gpgKey(t *testing.T, email string) (env []string, public []byte) {
+	t.Helper()
+	if _, err := exec.LookPath("gpg"); err != nil {
+		t.Skip("SKIP: gpg not installed (scripts/install-deps.sh installs it)")
+	}
+	env = []string{"GNUPGHOME=" + t.TempDir()}
+	gen := exec.Command("gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", email, "ed25519", "sign", "never")
+	gen.Env = append(os.Environ(), env...)
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("gpg: %v\n%s", err, out)
+	}
+	export := exec.Command("gpg", "--armor", "--export", email)
+	export.Env = gen.Env
+	public, err := export.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, public
+}
+
 // TestGPGSignedImagePull: skopeo copy --sign-by (GPG through gpgme) signs
 // an image into a lookaside directory served over HTTP; a signedBy policy
 // with the signer's public key accepts it and refuses an unsigned image
 // and a signature by another key.
 func TestGPGSignedImagePull(t *testing.T) {
-	if _, err := exec.LookPath("gpg"); err != nil {
-		t.Skip("SKIP: gpg not installed (scripts/install-deps.sh installs it)")
-	}
 	reg := imagetest.StartRegistry(t)
 	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}, imagetest.GzipLayer(t, imagetest.File("hello", "hi\n", 0o644)))
 	lookaside := t.TempDir()
@@ -142,24 +175,8 @@ func TestGPGSignedImagePull(t *testing.T) {
 	defer srv.Close()
 	regd := t.TempDir()
 	os.WriteFile(filepath.Join(regd, "default.yaml"), []byte("default-docker:\n  lookaside-staging: file://"+lookaside+"\n"), 0o600)
-	signWith := func(email string) (env []string, public []byte) {
-		home := t.TempDir()
-		env = []string{"GNUPGHOME=" + home}
-		gen := exec.Command("gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", email, "ed25519", "sign", "never")
-		gen.Env = append(os.Environ(), env...)
-		if out, err := gen.CombinedOutput(); err != nil {
-			t.Fatalf("gpg: %v\n%s", err, out)
-		}
-		export := exec.Command("gpg", "--armor", "--export", email)
-		export.Env = gen.Env
-		public, err := export.Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return env, public
-	}
-	env, public := signWith("owner@cocoon.test")
-	otherEnv, _ := signWith("other@cocoon.test")
+	env, public := gpgKey(t, "owner@cocoon.test")
+	otherEnv, _ := gpgKey(t, "other@cocoon.test")
 	reg.Push(t, img, "team/signed:1", env, "--registries.d", regd, "--sign-by", "owner@cocoon.test")
 	reg.Push(t, img, "team/other:1", otherEnv, "--registries.d", regd, "--sign-by", "other@cocoon.test")
 	reg.Push(t, img, "team/unsigned:2", nil)

@@ -102,6 +102,8 @@ func Code(err error) codes.Code {
 	switch {
 	case errors.Is(err, cdh.ErrImageRequest):
 		return codes.InvalidArgument
+	case errors.Is(err, pull.ErrUnauthorized):
+		return codes.PermissionDenied
 	case errors.Is(err, pull.ErrRegistry):
 		return codes.Unavailable
 	case errors.Is(err, decrypt.ErrUnwrap), errors.Is(err, signature.ErrRejected),

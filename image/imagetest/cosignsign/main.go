@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -89,7 +90,8 @@ func sign(keyPath, image string) error {
 	if err != nil {
 		return err
 	}
-	desc, err := remote.Head(ref)
+	auth := remote.WithAuthFromKeychain(authn.DefaultKeychain) // $DOCKER_CONFIG, as cosign
+	desc, err := remote.Head(ref, auth)
 	if err != nil {
 		return err
 	}
@@ -110,7 +112,7 @@ func sign(keyPath, image string) error {
 	}
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	tag := ref.Context().Tag(strings.Replace(desc.Digest.String(), ":", "-", 1) + ".sig")
-	if err := remote.Write(tag, img); err != nil {
+	if err := remote.Write(tag, img, auth); err != nil {
 		return err
 	}
 	fmt.Println(tag.Name())
