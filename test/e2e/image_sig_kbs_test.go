@@ -50,7 +50,13 @@ func TestSignedImagesFromKBS(t *testing.T) {
 	sign, cosignPub := cosignKey(t)
 	for _, repo := range []string{"team/app:1", "team/app:blocked", "team/tampered:1"} {
 		reg.Push(t, img, repo, nil, creds...)
-		sign(reg.Host + "/" + repo)
+		sign(reg.Host+"/"+repo, reg.Host+"/"+repo)
+	}
+	// cosign's default identity, the repository alone: matchRepository
+	// accepts it, matchRepoDigestOrExact (team/exact) does not.
+	for _, repo := range []string{"team/repo:1", "team/exact/app:1"} {
+		reg.Push(t, img, repo, nil, creds...)
+		sign(reg.Host+"/"+repo, reg.Host+"/"+strings.TrimSuffix(repo, ":1"))
 	}
 	reg.Push(t, img, "team/unsigned:1", nil, creds...)
 	reg.Push(t, img, "public/app:1", nil, creds...)
@@ -71,8 +77,9 @@ func TestSignedImagesFromKBS(t *testing.T) {
 		%[1]q:[{"type":"sigstoreSigned","keyPath":"kbs:///default/cosign-key/e2e","signedIdentity":{"type":"matchRepository"}}],
 		%[2]q:[{"type":"reject"}],
 		%[3]q:[{"type":"signedBy","keyType":"GPGKeys","keyPath":"kbs:///default/gpg-key/e2e"}],
-		%[4]q:[{"type":"insecureAcceptAnything"}]}}}`,
-		reg.Host+"/team", reg.Host+"/team/app:blocked", reg.Host+"/team/gpg", reg.Host+"/public")))
+		%[4]q:[{"type":"insecureAcceptAnything"}],
+		%[5]q:[{"type":"sigstoreSigned","keyPath":"kbs:///default/cosign-key/e2e"}]}}}`,
+		reg.Host+"/team", reg.Host+"/team/app:blocked", reg.Host+"/team/gpg", reg.Host+"/public", reg.Host+"/team/exact")))
 	e.set(t, "default/cosign-key/e2e", cosignPub)
 	e.set(t, "default/gpg-key/e2e", gpgPub)
 	e.set(t, "default/sigstore-config/e2e", []byte("default-docker:\n  sigstore: "+srv.URL+"\n"))
@@ -97,7 +104,9 @@ func TestSignedImagesFromKBS(t *testing.T) {
 	parent := t.TempDir()
 	for repo, want := range map[string]error{
 		"team/app:1":       nil,
-		"team/gpg/app:1":   nil, // the more specific scope: a GPG signature, no cosign one
+		"team/repo:1":      nil,
+		"team/exact/app:1": signature.ErrSignatureInvalid, // signed for the repository, not the tag
+		"team/gpg/app:1":   nil,                           // the more specific scope: a GPG signature, no cosign one
 		"public/app:1":     nil,
 		"team/app:blocked": signature.ErrRejected, // signed, but its tag scope rejects
 		"team/unsigned:1":  signature.ErrSignatureRequired,

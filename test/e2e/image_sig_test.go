@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,8 +29,8 @@ import (
 // cosignKey makes a key pair with cosign (sigstore's own tool) when it is
 // on PATH, else with cosignsign, which writes the same attachment; it
 // returns a function that signs an image (a tag) with that key, naming
-// the tag as the signed identity, and the public key.
-func cosignKey(t *testing.T) (sign func(image string), public []byte) {
+// identity (cosign's default: the repository), and the public key.
+func cosignKey(t *testing.T) (sign func(image, identity string), public []byte) {
 	t.Helper()
 	dir := t.TempDir()
 	run := func(name string, args ...string) {
@@ -42,9 +43,12 @@ func cosignKey(t *testing.T) (sign func(image string), public []byte) {
 	}
 	if cosign, err := exec.LookPath("cosign"); err == nil {
 		run(cosign, "generate-key-pair", "--output-key-prefix", filepath.Join(dir, "cosign"))
-		sign = func(image string) {
-			run(cosign, "sign", "--key", filepath.Join(dir, "cosign.key"), "--tlog-upload=false", "--allow-http-registry",
-				"--sign-container-identity", image, "-y", image)
+		sign = func(image, identity string) {
+			args := []string{"sign", "--key", filepath.Join(dir, "cosign.key"), "--tlog-upload=false", "--allow-http-registry", "-y", image}
+			if repo := image[:strings.LastIndex(image, ":")]; identity != repo { // cosign's default names the repository
+				args = append(args, "--sign-container-identity", identity)
+			}
+			run(cosign, args...)
 		}
 	} else {
 		t.Log("cosign not on PATH: signing with image/imagetest/cosignsign")
@@ -55,7 +59,7 @@ func cosignKey(t *testing.T) (sign func(image string), public []byte) {
 			t.Fatalf("build cosignsign: %v\n%s", err, out)
 		}
 		run(tool, "generate-key-pair", dir)
-		sign = func(image string) { run(tool, filepath.Join(dir, "cosign.key"), image) }
+		sign = func(image, identity string) { run(tool, filepath.Join(dir, "cosign.key"), image, identity) }
 	}
 	public, err := os.ReadFile(filepath.Join(dir, "cosign.pub"))
 	if err != nil {
@@ -75,9 +79,9 @@ func TestSignedImagePull(t *testing.T) {
 		reg.Push(t, img, repo, nil)
 	}
 	sign, public := cosignKey(t)
-	sign(reg.Host + "/team/signed:1")
+	sign(reg.Host+"/team/signed:1", reg.Host+"/team/signed:1")
 	signOther, _ := cosignKey(t)
-	signOther(reg.Host + "/team/other:1")
+	signOther(reg.Host+"/team/other:1", reg.Host+"/team/other:1")
 
 	doc := fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{
 		%q:[{"type":"sigstoreSigned","keyData":%q}],

@@ -5,7 +5,9 @@
 // go-containerregistry as the sha256-<digest>.sig attachment.
 //
 //	cosignsign generate-key-pair DIR    writes DIR/cosign.key and DIR/cosign.pub
-//	cosignsign KEY IMAGE                signs IMAGE (a tag) with KEY
+//	cosignsign KEY IMAGE [IDENTITY]     signs IMAGE (a tag) with KEY, naming
+//	                                    IDENTITY (default IMAGE), as cosign
+//	                                    sign --sign-container-identity
 package main
 
 import (
@@ -40,9 +42,11 @@ func main() {
 	case len(os.Args) == 3 && os.Args[1] == "generate-key-pair":
 		err = generate(os.Args[2])
 	case len(os.Args) == 3:
-		err = sign(os.Args[1], os.Args[2])
+		err = sign(os.Args[1], os.Args[2], os.Args[2])
+	case len(os.Args) == 4:
+		err = sign(os.Args[1], os.Args[2], os.Args[3])
 	default:
-		err = errors.New("usage: cosignsign generate-key-pair DIR | cosignsign KEY IMAGE")
+		err = errors.New("usage: cosignsign generate-key-pair DIR | cosignsign KEY IMAGE [IDENTITY]")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cosignsign:", err)
@@ -69,7 +73,7 @@ func generate(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "cosign.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
 }
 
-func sign(keyPath, image string) error {
+func sign(keyPath, image, identity string) error {
 	b, err := os.ReadFile(keyPath)
 	if err != nil {
 		return err
@@ -96,7 +100,7 @@ func sign(keyPath, image string) error {
 		return err
 	}
 	digest := ref.Context().Digest(desc.Digest.String())
-	body, err := payload.Cosign{Image: digest, ClaimedIdentity: ref.Name()}.MarshalJSON()
+	body, err := payload.Cosign{Image: digest, ClaimedIdentity: identity}.MarshalJSON()
 	if err != nil {
 		return err
 	}
