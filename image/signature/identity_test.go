@@ -118,3 +118,24 @@ func TestSigstoreKeys(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMatchIdentity: the identity a signature claims is the signer's
+// text; any of it is matched or refused with an error, never a panic.
+func FuzzMatchIdentity(f *testing.F) {
+	f.Add("reg.example/app:1", "reg.example:5000/ns", "other.example")
+	f.Add("docker.io/library/busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "docker.io", "x")
+	ref, _ := name.ParseReference("reg.example:5000/ns/app:1")
+	f.Fuzz(func(t *testing.T, signed, prefix, signedPrefix string) {
+		for _, id := range []*Identity{nil, {Type: MatchExact}, {Type: MatchRepository},
+			{Type: RemapIdentity, Prefix: prefix, SignedPrefix: signedPrefix}} {
+			if id != nil && id.check() != nil {
+				continue
+			}
+			if matchIdentity(ref, signed, id) == nil && (id == nil || id.Type != RemapIdentity) {
+				if r, err := parseDockerRef(signed); err != nil || r.repo != "reg.example:5000/ns/app" {
+					t.Fatalf("%q accepted for %s under %+v", signed, ref, id)
+				}
+			}
+		}
+	})
+}
