@@ -115,7 +115,10 @@ func compile(ctx context.Context, text string) (*compiled, error) {
 	if mod == nil || mod.Package.Path.String() != packagePath {
 		return nil, fmt.Errorf("%w: want package agent_policy", ErrInvalidPolicy)
 	}
-	comp := ast.NewCompiler().WithCapabilities(capabilities)
+	comp := ast.NewCompiler().WithCapabilities(capabilities).
+		// Like regorus, which Kata uses: genpolicy output whose policy_data
+		// lacks keys its rules name must load (and deny what needs them).
+		WithSkipStages(ast.StageCheckTypes)
 	if comp.Compile(map[string]*ast.Module{"agent_policy.rego": mod}); comp.Failed() {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidPolicy, comp.Errors)
 	}

@@ -234,11 +234,31 @@ func TestInvalidPolicies(t *testing.T) {
 		"too large":     "package agent_policy\n#" + strings.Repeat("x", MaxSize),
 		"network":       "package agent_policy\nimport rego.v1\nCreateSandboxRequest if http.send({\"method\": \"get\", \"url\": \"http://x\"})",
 		"unsafe var":    "package agent_policy\nimport rego.v1\nExecProcessRequest if { x == 1 }",
-		"type error":    "package agent_policy\nimport rego.v1\nExecProcessRequest if { count(1) }",
 		"recursion":     "package agent_policy\nimport rego.v1\nExecProcessRequest if ReadStreamRequest\nReadStreamRequest if ExecProcessRequest",
 	} {
 		if _, err := New(context.Background(), text); !errors.Is(err, ErrInvalidPolicy) {
 			t.Errorf("%s: %v, want ErrInvalidPolicy", name, err)
+		}
+	}
+}
+
+// TestLenient: like Kata's regorus, no type checking: genpolicy rules
+// naming policy_data keys a trimmed policy_data lacks load, and deny what
+// needs them.
+func TestLenient(t *testing.T) {
+	ctx := context.Background()
+	e := mustNew(t, `package agent_policy
+import rego.v1
+policy_data := {"request_defaults": {"WriteStreamRequest": true}}
+WriteStreamRequest if policy_data.request_defaults.WriteStreamRequest == true
+ReadStreamRequest if policy_data.request_defaults.ReadStreamRequest == true
+ExecProcessRequest if count(1) == 1`)
+	if err := e.Check(ctx, "WriteStdin", requests()["WriteStreamRequest"]); err != nil {
+		t.Errorf("write: %v", err)
+	}
+	for _, r := range []string{"ReadStreamRequest", "ExecProcessRequest"} {
+		if err := e.Check(ctx, "M", requests()[r]); !errors.Is(err, ErrDenied) {
+			t.Errorf("%s: %v, want denied", r, err)
 		}
 	}
 }
