@@ -188,8 +188,11 @@ StartContainerRequest := {"allowed": 1}`)
 	if err := e.Check(ctx, "StartContainer", requests()["StartContainerRequest"]); !errors.Is(err, ErrDenied) {
 		t.Errorf("bad result: %v, want denied", err)
 	}
-	if _, err := New(ctx, "package agent_policy\nAllowRequestsFailingPolicy := 1/0"); err != nil {
-		t.Errorf("a switch that fails to evaluate is off, not an error: %v", err)
+	for _, sw := range []string{"AllowRequestsFailingPolicy := 1/0", `AllowRequestsFailingPolicy := {"allowed": 1}`} {
+		e := mustNew(t, "package agent_policy\n"+sw)
+		if err := e.Check(ctx, "WaitProcess", requests()["WaitProcessRequest"]); !errors.Is(err, ErrDenied) {
+			t.Errorf("%s: %v, want the switch off", sw, err)
+		}
 	}
 }
 
