@@ -16,6 +16,7 @@ declare -A need=(
   [skopeo]=skopeo
   [umoci]=umoci
   [gpg]=gpg
+  [gpg-agent]=gpg-agent
   [qemu-system-x86_64]=qemu-system-x86
   [modprobe]=kmod
   [containerd]=containerd

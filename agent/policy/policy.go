@@ -1,33 +1,28 @@
 // Package policy is the guest agent's request policy, compatible with Kata
 // Containers' agent policy: a Rego module of package agent_policy with one
 // rule per request message (CreateContainerRequest, ExecProcessRequest,
-// ReadStreamRequest, ...), evaluated with the request as input, its fields
-// named as in the protobuf definition. A rule allows when it is true, or an
-// object whose "allowed" is true; a rule the policy does not define
-// denies.
+// ReadStreamRequest, ...), evaluated with the request as input, shaped as
+// Kata's agent renders it (input.go). A rule allows when it is true, or an
+// object whose "allowed" is true and whose "ops" patch the policy state
+// (state.go); a rule the policy does not define denies. As in Kata, a
+// policy whose AllowRequestsFailingPolicy is true lets denied requests
+// through (debugging only). As with Kata's regorus, a builtin's error makes
+// its expression undefined and rules are not type checked; print() output
+// is dropped.
 package policy
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"sync"
-	"sync/atomic"
 
-	"github.com/containerd/ttrpc"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
-
-	_ "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent" // registers the request types
 )
 
 var (
@@ -52,165 +47,151 @@ var (
 	ErrInvalidPolicy = errors.New("invalid agent policy")
 )
 
-// packagePath is the Rego package of an agent policy.
-const packagePath = "data.agent_policy"
+const (
+	packagePath = "data.agent_policy"
+	// failOpenRule is Kata's debugging switch.
+	failOpenRule = "AllowRequestsFailingPolicy"
+)
 
-// unsafeBuiltins may not be called: a decision depends on the request only.
-var unsafeBuiltins = map[string]struct{}{"http.send": {}, "net.lookup_ip_addr": {}, "opa.runtime": {}}
+// capabilities leave out builtins that reach beyond the request and the
+// policy.
+var capabilities = func() *ast.Capabilities {
+	c := ast.CapabilitiesForThisVersion()
+	c.Builtins = slices.DeleteFunc(c.Builtins, func(b *ast.Builtin) bool {
+		return b.Name == "http.send" || b.Name == "net.lookup_ip_addr" || b.Name == "opa.runtime"
+	})
+	return c
+}()
 
 // Engine evaluates requests against the current policy; safe for
-// concurrent use.
+// concurrent use. Like Kata's agent it decides one request at a time, so a
+// rule reading the policy state sees every earlier request's changes.
 type Engine struct {
-	cur atomic.Pointer[compiled]
+	mu  sync.Mutex
+	cur *compiled
 }
 
+// compiled is one policy and its state.
 type compiled struct {
-	module *ast.Module
-	rules  sync.Map // rule name -> *rego.PreparedEvalQuery
+	compiler *ast.Compiler
+	state    storage.Store
+	rules    map[string]bool                   // the module's rule names
+	queries  map[string]rego.PreparedEvalQuery // by rule, prepared on first use
+	failOpen bool
 }
 
 // New compiles a policy.
 func New(ctx context.Context, text string) (*Engine, error) {
-	e := &Engine{}
-	if err := e.Set(ctx, text); err != nil {
+	c, err := compile(ctx, text)
+	if err != nil {
 		return nil, err
 	}
-	return e, nil
+	return &Engine{cur: c}, nil
 }
 
-// Set replaces the policy (SetPolicy) once the new one compiles.
+// Set replaces the policy (SetPolicy) and its state once the new one
+// compiles; a policy that does not compile leaves the current one in force.
 func (e *Engine) Set(ctx context.Context, text string) error {
+	c, err := compile(ctx, text)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.cur = c
+	e.mu.Unlock()
+	return nil
+}
+
+func compile(ctx context.Context, text string) (*compiled, error) {
 	if len(text) > MaxSize {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidPolicy, len(text), MaxSize)
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrInvalidPolicy, len(text), MaxSize)
 	}
 	mod, err := ast.ParseModuleWithOpts("agent_policy.rego", text, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	if err != nil {
-		// Kata's policies are often written in Rego v0 syntax.
+		// Kata's policies (genpolicy's rules.rego) are Rego v0.
 		var err0 error
 		if mod, err0 = ast.ParseModuleWithOpts("agent_policy.rego", text, ast.ParserOptions{RegoVersion: ast.RegoV0}); err0 != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
+			return nil, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
 		}
 	}
 	if mod == nil || mod.Package.Path.String() != packagePath {
-		return fmt.Errorf("%w: want package agent_policy", ErrInvalidPolicy)
+		return nil, fmt.Errorf("%w: want package agent_policy", ErrInvalidPolicy)
 	}
-	c := &compiled{module: mod}
-	// Compile the whole package now: a broken policy is refused when set.
-	if _, err := c.prepare(ctx, ""); err != nil {
-		return err
+	comp := ast.NewCompiler().WithCapabilities(capabilities).
+		// Like regorus, which Kata uses: genpolicy output whose policy_data
+		// lacks keys its rules name must load (and deny what needs them).
+		WithSkipStages(ast.StageCheckTypes)
+	if comp.Compile(map[string]*ast.Module{"agent_policy.rego": mod}); comp.Failed() {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidPolicy, comp.Errors)
 	}
-	e.cur.Store(c)
+	c := &compiled{compiler: comp, state: newState(), rules: map[string]bool{}, queries: map[string]rego.PreparedEvalQuery{}}
+	for _, r := range mod.Rules {
+		if len(r.Head.Args) == 0 { // functions are no request's rule
+			c.rules[r.Head.Ref()[0].Value.String()] = true
+		}
+	}
+	// Kata reads the switch once, with an empty input; an error is "off".
+	c.failOpen, _, _ = c.decide(ctx, failOpenRule, ast.NewObject())
+	return c, nil
+}
+
+// Check evaluates the rule named after req's message; method (the ttrpc
+// method) only names the request in the error. nil means allowed.
+func (e *Engine) Check(ctx context.Context, method string, req proto.Message) error {
+	m := req.ProtoReflect()
+	rule := string(m.Descriptor().Name())
+	input := inputOf(m)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.cur
+	ok, ops, err := c.decide(ctx, rule, input)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s (%s) %w: %w", rule, method, ErrDenied, err)
+	case !ok && c.failOpen:
+		return nil
+	case !ok:
+		return fmt.Errorf("%s (%s) %w", rule, method, ErrDenied)
+	}
+	if err := patch(ctx, c.state, ops); err != nil {
+		return fmt.Errorf("%s (%s) %w: %w", rule, method, ErrDenied, err)
+	}
 	return nil
 }
 
-func (c *compiled) prepare(ctx context.Context, rule string) (*rego.PreparedEvalQuery, error) {
-	query := packagePath
-	if rule != "" {
-		query += "." + rule
+// decide evaluates rule: allowed, and the state ops of an allowing object.
+// An undefined rule or result denies.
+func (c *compiled) decide(ctx context.Context, rule string, input ast.Value) (bool, []any, error) {
+	if !c.rules[rule] {
+		return false, nil, nil
 	}
-	if q, ok := c.rules.Load(query); ok {
-		return q.(*rego.PreparedEvalQuery), nil
-	}
-	q, err := rego.New(rego.Query(query), rego.ParsedModule(c.module), rego.UnsafeBuiltins(unsafeBuiltins),
-		rego.StrictBuiltinErrors(true)).PrepareForEval(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidPolicy, err)
-	}
-	c.rules.Store(query, &q)
-	return &q, nil
-}
-
-// inputJSON names fields as the .proto does, as Kata's policy input does.
-var inputJSON = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
-
-// Check evaluates the rule named after req's message for method (a ttrpc
-// method name, for the error message); nil means allowed.
-func (e *Engine) Check(ctx context.Context, method string, req proto.Message) error {
-	rule := string(req.ProtoReflect().Descriptor().Name())
-	q, err := e.cur.Load().prepare(ctx, rule)
-	if err != nil {
-		return err
-	}
-	b, err := inputJSON.Marshal(req)
-	if err != nil {
-		return fmt.Errorf("%w: %s: encode the request: %v", ErrDenied, rule, err)
-	}
-	input, err := ast.ValueFromReader(bytes.NewReader(b))
-	if err != nil {
-		return fmt.Errorf("%w: %s: encode the request: %v", ErrDenied, rule, err)
+	q, ok := c.queries[rule]
+	if !ok {
+		var err error
+		q, err = rego.New(rego.Query(packagePath+"."+rule), rego.Compiler(c.compiler), rego.Store(c.state),
+			rego.Capabilities(capabilities)).PrepareForEval(ctx)
+		if err != nil {
+			return false, nil, err
+		}
+		c.queries[rule] = q
 	}
 	rs, err := q.Eval(ctx, rego.EvalParsedInput(input))
-	if err != nil {
-		return fmt.Errorf("%w: %s: evaluation failed: %v", ErrDenied, rule, err)
-	}
-	if !allowed(rs) {
-		return fmt.Errorf("%w: %s (%s)", ErrDenied, rule, method)
-	}
-	return nil
-}
-
-// allowed reads a rule's result: true, or {"allowed": true, ...}.
-func allowed(rs rego.ResultSet) bool {
-	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
-		return false
+	if err != nil || len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return false, nil, err
 	}
 	switch v := rs[0].Expressions[0].Value.(type) {
 	case bool:
-		return v
+		return v, nil, nil
 	case map[string]any:
-		ok, _ := v["allowed"].(bool)
-		return ok
-	}
-	return false
-}
-
-// UnaryInterceptor checks every ttrpc request before its handler runs and
-// answers PermissionDenied when the policy refuses it. Methods of services
-// whose request type is not registered are refused too.
-func (e *Engine) UnaryInterceptor() ttrpc.UnaryServerInterceptor {
-	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
-		req, err := requestFor(info.FullMethod)
-		if err != nil {
-			return nil, status.Error(codes.PermissionDenied, err.Error())
+		allowed, ok := v["allowed"].(bool)
+		if !ok {
+			return false, nil, fmt.Errorf("result has no boolean \"allowed\"")
 		}
-		if err := unmarshal(req); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "decode %s: %v", info.FullMethod, err)
+		ops, ok := v["ops"].([]any)
+		if !ok && v["ops"] != nil {
+			return false, nil, fmt.Errorf("result's \"ops\" is not an array")
 		}
-		if err := e.Check(ctx, info.FullMethod, req); err != nil {
-			if errors.Is(err, ErrDenied) {
-				return nil, status.Error(codes.PermissionDenied, err.Error())
-			}
-			return nil, status.Error(codes.Internal, err.Error())
-		}
-		return method(ctx, func(v any) error {
-			// The handler receives the request already decoded.
-			proto.Merge(v.(proto.Message), req)
-			return nil
-		})
+		return allowed, ops, nil
 	}
-}
-
-// requestFor makes an empty request message for "/pkg.Service/Method".
-func requestFor(fullMethod string) (proto.Message, error) {
-	svc, name, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
-	if !ok {
-		return nil, fmt.Errorf("%w: malformed method %q", ErrDenied, fullMethod)
-	}
-	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
-	if err != nil {
-		return nil, fmt.Errorf("%w: unknown service %s", ErrDenied, svc)
-	}
-	sd, ok := d.(protoreflect.ServiceDescriptor)
-	if !ok {
-		return nil, fmt.Errorf("%w: %s is not a service", ErrDenied, svc)
-	}
-	md := sd.Methods().ByName(protoreflect.Name(name))
-	if md == nil {
-		return nil, fmt.Errorf("%w: unknown method %s", ErrDenied, fullMethod)
-	}
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrDenied, fullMethod, err)
-	}
-	return mt.New().Interface(), nil
+	return false, nil, fmt.Errorf("result is neither a boolean nor an object")
 }

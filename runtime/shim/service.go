@@ -446,9 +446,8 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		if st != task.Status_STOPPED {
 			s.stopSandboxTask(ctx, p)
 		}
-	} else if _, err := s.pod.agent.RemoveContainer(ctx, &pb.RemoveContainerRequest{ContainerId: t.id, Timeout: 10}); err != nil &&
-		status.Code(err) != codes.NotFound && s.pod.sb.Err() == nil {
-		return nil, agentError("remove "+t.id, err)
+	} else if err := s.removeContainer(ctx, t.id); err != nil {
+		return nil, err
 	}
 	s.exited(ctx, p, 137) // a created task deleted unstarted
 	_, code, at = p.state()
@@ -459,6 +458,25 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	s.publish(ctx, runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{ContainerID: t.id, Pid: pid, ExitStatus: code,
 		ExitedAt: protobuf.ToTimestamp(at)})
 	return &taskAPI.DeleteResponse{Pid: pid, ExitStatus: code, ExitedAt: protobuf.ToTimestamp(at)}, nil
+}
+
+// removeContainer removes a container from the agent. A container the
+// agent no longer knows, or whose sandbox is gone, is removed already.
+func (s *Service) removeContainer(ctx context.Context, id string) error {
+	_, err := s.pod.agent.RemoveContainer(ctx, &pb.RemoveContainerRequest{ContainerId: id, Timeout: 10})
+	if err == nil || status.Code(err) == codes.NotFound {
+		return nil
+	}
+	if _, fromAgent := status.FromError(err); !fromAgent {
+		// The channel broke: the sandbox is ending (its end may not have
+		// been noticed yet).
+		select {
+		case <-s.pod.sb.Done():
+			return nil
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return agentError("remove "+id, err)
 }
 
 // Wait blocks until the process exits.

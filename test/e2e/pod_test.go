@@ -301,6 +301,8 @@ func TestPodAgentDies(t *testing.T) {
 	}
 	run := exec.Command("ctr", "-a", e.ctrd.Address, "-n", "k8s.io", "run", "--rm", "--runtime", "io.containerd.coco.v2",
 		"--runtime-config-path", e.cfg, e.image, "doomed", "/bin/sleep", "1000")
+	var out bytes.Buffer
+	run.Stdout, run.Stderr = &out, &out
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +327,7 @@ func TestPodAgentDies(t *testing.T) {
 	case err := <-done:
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != 255 {
-			t.Fatalf("ctr run: %v, want exit status 255", err)
+			t.Fatalf("ctr run: %v, want exit status 255\n%s", err, out.String())
 		}
 	case <-time.After(20 * time.Second):
 		run.Process.Kill()
