@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -130,7 +131,9 @@ func pullImageCmd(g *globals) *cobra.Command {
 				return err
 			}
 			return g.hub(c.Context(), func(h *cdh.Hub) error {
-				var opts []cdh.PullOption
+				// Warnings (an image accepted without a signature policy) go
+				// to stderr.
+				opts := []cdh.PullOption{cdh.WithLog(slog.New(slog.NewTextHandler(os.Stderr, nil)))}
 				if !quiet {
 					opts = append(opts, cdh.WithProgress(newProgressPrinter(os.Stderr).report))
 				}
