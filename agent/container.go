@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/cocoon-cc/cocoon/image/bundle"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 )
 
@@ -58,7 +59,7 @@ func (a *Agent) CreateContainer(ctx context.Context, r *pb.CreateContainerReques
 	a.mu.Unlock()
 	if err != nil {
 		a.log.Warn("create container failed", "container", r.ContainerId, "err", err)
-		os.RemoveAll(a.bundleDir(r.ContainerId))
+		bundle.Remove(a.bundleDir(r.ContainerId))
 		return nil, toStatus(err)
 	}
 	a.log.Info("container created", "container", c.id)
@@ -161,7 +162,7 @@ func (a *Agent) pull(ctx context.Context, id, ref string) (*specs.Spec, error) {
 		}
 		start := time.Now()
 		if err := a.cfg.Images.PullImage(ctx, ref, dir); err != nil {
-			os.RemoveAll(dir)
+			bundle.Remove(dir)
 			return nil, fmt.Errorf("%w: %s: %v", ErrImagePull, ref, err)
 		}
 		a.log.Info("image pulled", "container", id, "image", ref, "seconds", time.Since(start).Seconds())
@@ -236,7 +237,7 @@ func (c *container) destroy(ctx context.Context, timeout time.Duration) error {
 	}
 	c.mu.Unlock()
 	err := c.lc.Destroy()
-	if rerr := os.RemoveAll(c.bundle); err == nil {
+	if rerr := bundle.Remove(c.bundle); err == nil {
 		err = rerr
 	}
 	return err

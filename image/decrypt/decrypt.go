@@ -19,7 +19,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -63,7 +62,6 @@ func PlainMediaType(mediaType string) string { return strings.TrimSuffix(mediaTy
 // privateOpts and publicOpts are ocicrypt's LayerBlockCipherOptions halves.
 type privateOpts struct {
 	SymmetricKey  []byte            `json:"symkey"`
-	Digest        digest.Digest     `json:"digest"`
 	CipherOptions map[string][]byte `json:"cipheroptions"`
 }
 
@@ -73,12 +71,16 @@ type publicOpts struct {
 	CipherOptions map[string][]byte `json:"cipheroptions"`
 }
 
-// Layer is a decrypting reader for one layer.
-type Layer struct {
-	io.Reader
-	// Digest is the digest of the plaintext (still compressed) layer, which
-	// the caller must verify.
-	Digest digest.Digest
+// Layer is a decrypting reader for one layer. (ocicrypt's options also
+// carry the plaintext's digest; the HMAC, over ciphertext the manifest
+// pins, already proves what it would.)
+type Layer struct{ io.Reader }
+
+// CheckKey tells whether ku releases desc's key now: a layer decrypted
+// and extracted earlier is reused only when it would still be decrypted.
+func CheckKey(ctx context.Context, desc ocispec.Descriptor, ku KeyUnwrapper) error {
+	_, err := NewLayer(ctx, desc, nil, ku)
+	return err
 }
 
 // NewLayer unwraps desc's key with ku and returns a reader of r's
@@ -101,9 +103,6 @@ func NewLayer(ctx context.Context, desc ocispec.Descriptor, r io.Reader, ku KeyU
 	if len(nonce) != aes.BlockSize {
 		return nil, fmt.Errorf("%w: nonce is %d bytes, want %d", ErrOptions, len(nonce), aes.BlockSize)
 	}
-	if err := priv.Digest.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: plaintext digest: %w", ErrOptions, err)
-	}
 	block, _ := aes.NewCipher(priv.SymmetricKey) // the length is checked above
 	return &Layer{
 		Reader: &ctrReader{
@@ -112,7 +111,6 @@ func NewLayer(ctx context.Context, desc ocispec.Descriptor, r io.Reader, ku KeyU
 			mac:    hmac.New(sha256.New, priv.SymmetricKey),
 			want:   pub.Hmac,
 		},
-		Digest: priv.Digest,
 	}, nil
 }
 

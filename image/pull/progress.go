@@ -2,6 +2,7 @@ package pull
 
 import (
 	"io"
+	"sync"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -20,9 +21,11 @@ type Progress struct {
 // progressInterval bounds how often a running layer is reported.
 const progressInterval = 200 * time.Millisecond
 
-// reporter counts a pull's layer bytes for Options.Progress. A nil
-// reporter (no Progress set) costs nothing on the read path.
+// reporter counts a pull's layer bytes for Options.Progress, from the
+// layers extracted at the same time. A nil reporter (no Progress set)
+// costs nothing on the read path.
 type reporter struct {
+	mu    sync.Mutex
 	fn    func(Progress)
 	p     Progress
 	start time.Time
@@ -48,7 +51,7 @@ func (r *reporter) report() {
 	r.fn(r.p)
 }
 
-// meter counts what is read through it; layers are read one at a time.
+// meter counts what is read through it.
 func (r *reporter) meter(rd io.Reader) io.Reader {
 	if r == nil {
 		return rd
@@ -60,6 +63,8 @@ func (r *reporter) layerDone() {
 	if r == nil {
 		return
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.p.LayersDone++
 	r.report()
 }
@@ -68,6 +73,8 @@ func (r *reporter) finished() {
 	if r == nil {
 		return
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.p.Finished = true
 	r.report()
 }
@@ -79,9 +86,12 @@ type meteredReader struct {
 
 func (m *meteredReader) Read(p []byte) (int, error) {
 	n, err := m.r.Read(p)
-	m.rep.p.Done += int64(n)
-	if time.Since(m.rep.last) >= progressInterval {
-		m.rep.report()
+	r := m.rep
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.p.Done += int64(n)
+	if time.Since(r.last) >= progressInterval {
+		r.report()
 	}
 	return n, err
 }

@@ -1,10 +1,11 @@
-// Package pull pulls an image inside the guest and unpacks it into an OCI
-// runtime bundle in one streaming pass per layer: download (or read from
-// the content store) -> verify -> decrypt -> decompress -> verify diff_id
-// -> untar, the three parts of that pass on goroutines of their own, while
-// the next layers download into the content store. Memory stays bounded by
-// a few buffers whatever the image size; nothing is left behind if any step
-// fails.
+// Package pull pulls an image inside the guest and extracts it into an
+// OCI runtime bundle: each layer the layer store lacks goes in one
+// streaming pass (download -> verify -> decrypt -> decompress -> verify
+// diff_id -> untar, the parts of that pass on goroutines of their own)
+// into a directory of its own, several layers at the same time; the
+// bundle's rootfs is an overlay mount of the layers. Memory stays bounded
+// by a few buffers per layer whatever the image size; nothing is left
+// behind if any step fails.
 package pull
 
 import (
@@ -14,10 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +36,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -56,6 +59,10 @@ var (
 	// ErrTrailingData: data after a layer's tar archive beyond padding.
 	ErrTrailingData = errors.New("trailing data after layer archive")
 )
+
+// defaultConcurrentDownloads is the default of
+// Options.MaxConcurrentDownloads.
+const defaultConcurrentDownloads = 3
 
 // maxTrailing bounds what may follow a tar's end-of-archive marker
 // (record padding is at most 10 KiB).
@@ -80,8 +87,8 @@ type Options struct {
 	Transport http.RoundTripper
 	// Backoff is the retry policy for transient registry errors.
 	Backoff remote.Backoff
-	// MaxConcurrentDownloads bounds the layers downloaded ahead of the one
-	// being unpacked (default 3).
+	// MaxConcurrentDownloads bounds the layers fetched and extracted at
+	// the same time (default 3, as guest-components' data hub).
 	MaxConcurrentDownloads int
 	// HostLoopback is where a registry on the host's loopback (127.0.0.1,
 	// localhost) is reached from the guest (10.0.2.2 on QEMU's user
@@ -102,13 +109,13 @@ type Options struct {
 	Progress func(Progress)
 }
 
-// Puller pulls images through a content store.
+// Puller pulls images through a layer store.
 type Puller struct {
 	store *store.Store
 	o     Options
 }
 
-// New returns a Puller that keeps blobs in s.
+// New returns a Puller that keeps layers in s.
 func New(s *store.Store, o Options) *Puller {
 	if o.Platform.OS == "" {
 		o.Platform = ocispec.Platform{OS: "linux", Architecture: "amd64"}
@@ -201,49 +208,154 @@ func (p *Puller) pullFrom(ctx context.Context, named name.Reference, src registr
 	if len(img.Config.RootFS.DiffIDs) != len(m.Layers) {
 		return nil, fmt.Errorf("%w: %d layers, %d diff_ids", ErrManifest, len(m.Layers), len(img.Config.RootFS.DiffIDs))
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), filepath.Base(dir)+".partial-")
+	rep := newReporter(p.o.Progress, m)
+	layers, err := p.layers(ctx, s, m, img, rep)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.build(ctx, s, m, img, tmp); err != nil {
-		os.RemoveAll(tmp)
+	if err := makeBundle(dir, layers, img.Config); err != nil {
 		return nil, err
 	}
-	os.Remove(dir) // an empty placeholder; rename fails if it has content
-	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
-		return nil, err
-	}
+	rep.finished()
 	return img, nil
 }
 
-func (p *Puller) build(ctx context.Context, s *source, m *ocispec.Manifest, img *Image, tmp string) error {
-	if err := os.Chmod(tmp, 0o700); err != nil {
+// makeBundle mounts the rootfs in dir over the layers and writes
+// config.json; on error it leaves nothing behind.
+func makeBundle(dir string, layers []string, config ocispec.Image) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	rootfs := filepath.Join(tmp, bundle.RootfsDir)
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return err
+	err := bundle.MountRootfs(dir, layers)
+	if err == nil {
+		err = bundle.Write(dir, config)
 	}
-	rep := newReporter(p.o.Progress, m)
-	pf := p.prefetch(ctx, s, m.Layers)
-	defer pf.stop()
-	for i, l := range m.Layers {
-		if err := pf.wait(ctx, l.Digest); err != nil {
-			return err
+	if err != nil {
+		bundle.Remove(dir)
+	}
+	return err
+}
+
+// layerJob is one layer of a pull: found in the store, or extracted into
+// an ingest directory while the other layers are.
+type layerJob struct {
+	desc   ocispec.Descriptor
+	diffID digest.Digest
+	chain  digest.Digest
+	dir    string // the committed layer, or the ingest being extracted
+	l      *unpack.Layer
+	err    error
+	done   chan struct{}
+}
+
+// layers brings every layer of m into the store and returns their
+// directories, the lowest first. The layers the store lacks are fetched
+// and extracted at the same time (MaxConcurrentDownloads at most), each
+// into a directory of its own; then, in order, each is finished over the
+// ones below it and committed.
+func (p *Puller) layers(ctx context.Context, s *source, m *ocispec.Manifest, img *Image, rep *reporter) ([]string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	diffIDs := img.Config.RootFS.DiffIDs
+	chains := identity.ChainIDs(slices.Clone(diffIDs))
+	jobs := make([]*layerJob, len(m.Layers))
+	var todo []*layerJob
+	for i, desc := range m.Layers {
+		j := &layerJob{desc: desc, diffID: diffIDs[i], chain: chains[i], done: make(chan struct{})}
+		jobs[i] = j
+		if dir, ok := p.store.Layer(j.chain); ok {
+			if err := p.checkKey(ctx, desc); err != nil {
+				return nil, fmt.Errorf("layer %d (%s): %w", i, desc.Digest, err)
+			}
+			j.dir = dir
+			close(j.done)
+			rep.layerDone()
+			continue
 		}
-		n, err := p.layer(ctx, s, l, img.Config.RootFS.DiffIDs[i], rootfs, rep)
-		if err != nil {
-			return fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
+		todo = append(todo, j)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { p.extractAll(ctx, s, todo, rep) })
+	defer func() {
+		cancel()
+		wg.Wait()
+		for _, j := range todo {
+			if j.l != nil || j.err != nil {
+				p.store.Abort(j.dir) // not committed
+			}
 		}
-		img.Bytes += n
-		rep.layerDone()
+	}()
+	dirs := make([]string, 0, len(jobs))
+	for i, j := range jobs {
+		select {
+		case <-j.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if j.err != nil {
+			return nil, fmt.Errorf("layer %d (%s): %w", i, j.desc.Digest, j.err)
+		}
+		if j.l != nil {
+			lowers := slices.Clone(dirs)
+			slices.Reverse(lowers)
+			if err := j.l.Finish(lowers); err != nil {
+				return nil, fmt.Errorf("layer %d (%s): %w", i, j.desc.Digest, err)
+			}
+			img.Bytes += j.l.Size
+			dir, err := p.store.Commit(j.dir, j.chain)
+			if err != nil {
+				return nil, err
+			}
+			j.dir, j.l = dir, nil
+		}
+		dirs = append(dirs, j.dir)
 	}
-	if err := bundle.Write(tmp, img.Config); err != nil {
-		return err
+	return dirs, nil
+}
+
+// checkKey makes a pull that reuses an encrypted layer from the store get
+// its key released as one that fetches it would: the KBS decides for
+// every container.
+func (p *Puller) checkKey(ctx context.Context, desc ocispec.Descriptor) error {
+	if !decrypt.IsEncrypted(desc.MediaType) {
+		return nil
 	}
-	rep.finished()
-	return nil
+	if p.o.Unwrapper == nil {
+		return ErrNoUnwrapper
+	}
+	return decrypt.CheckKey(ctx, desc, p.o.Unwrapper)
+}
+
+// extractAll extracts the jobs, in order, at most MaxConcurrentDownloads
+// at a time; every job is done when it returns.
+func (p *Puller) extractAll(ctx context.Context, s *source, jobs []*layerJob, rep *reporter) {
+	n := p.o.MaxConcurrentDownloads
+	if n <= 0 {
+		n = defaultConcurrentDownloads
+	}
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, j := range jobs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			j.err = ctx.Err()
+			close(j.done)
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			defer close(j.done)
+			if j.dir, j.err = p.store.Ingest(); j.err != nil {
+				return
+			}
+			j.l, j.err = p.layer(ctx, s, j.desc, j.diffID, j.dir, rep)
+			if j.err == nil {
+				rep.layerDone()
+			}
+		})
+	}
 }
 
 // config fetches and decodes the image config.
@@ -259,50 +371,50 @@ func (p *Puller) config(ctx context.Context, s *source, desc ocispec.Descriptor,
 	if err := json.NewDecoder(b).Decode(out); err != nil {
 		return fmt.Errorf("%w: config: %w", ErrManifest, err)
 	}
-	return b.Finish()
+	return b.Check()
 }
 
-// layer streams one layer into rootfs and returns its uncompressed size.
-func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, diffID digest.Digest, rootfs string, rep *reporter) (int64, error) {
+// layer streams one layer into dir.
+func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, diffID digest.Digest, dir string, rep *reporter) (*unpack.Layer, error) {
 	b, err := p.blob(ctx, s, desc)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer b.Close()
-	n, err := p.apply(ctx, rep.meter(b), desc, diffID, rootfs)
+	l, err := p.apply(ctx, rep.meter(b), desc, diffID, dir)
 	if err != nil {
-		return n, err
+		return nil, err
 	}
-	return n, b.Finish()
+	return l, b.Check()
 }
 
-// apply unpacks the layer blob read from r (through the progress meter,
+// apply extracts the layer blob read from r (through the progress meter,
 // when there is one) in stages on goroutines of their own, so that a pull
 // uses every core: read and verify the blob; check its HMAC and decrypt
-// it; verify the plaintext digest; inflate; verify the diff_id and untar
-// (here). Only a stream that every check passed to its end makes apply
-// succeed.
-func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor, diffID digest.Digest, rootfs string) (int64, error) {
+// it; inflate; verify the diff_id and untar (here). Only a stream that
+// every check passed to its end makes apply succeed. (The blob's digest,
+// in the manifest, pins the ciphertext and the HMAC binds it to the key:
+// ocicrypt's digest of the plaintext would add a hash pass and no check.)
+func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor, diffID digest.Digest, dir string) (*unpack.Layer, error) {
 	var s stages
 	in := s.add(nil, r, true, nil)
 	mt := desc.MediaType
 	if decrypt.IsEncrypted(mt) {
 		if p.o.Unwrapper == nil {
-			return 0, ErrNoUnwrapper
+			return nil, ErrNoUnwrapper
 		}
 		l, err := decrypt.NewLayer(ctx, desc, in, p.o.Unwrapper)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		in = s.add(in, l, true, nil)
-		in = s.add(in, store.NewVerifier(in, l.Digest, -1), true, nil)
 		mt = decrypt.PlainMediaType(mt)
 	}
 	tarStream := s.inflate(in, mt)
 	end := &eofReader{r: tarStream}
 	diff := store.NewVerifier(end, diffID, -1)
 	s.start()
-	n, err := unpack.Apply(ctx, rootfs, diff, p.o.Unpack)
+	l, err := unpack.Apply(ctx, dir, diff, p.o.Unpack)
 	if err == nil {
 		// Tar padding, then the diff_id and every check upstream.
 		if err = drain(diff); end.eof && errors.Is(err, store.ErrDigestMismatch) {
@@ -314,10 +426,11 @@ func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor
 		// Corrupt or forged data breaks the decompressor or the tar reader
 		// before the checks at the end of the blob: say what happened.
 		if verr := s.verifyErr(); verr != nil && !errors.Is(err, verr) {
-			return n, fmt.Errorf("%w (after: %v)", verr, err)
+			return nil, fmt.Errorf("%w (after: %v)", verr, err)
 		}
+		return nil, err
 	}
-	return n, err
+	return l, nil
 }
 
 // stages are the goroutines of one layer's pipeline.

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cocoon-cc/cocoon/image/bundle"
 	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/image/registry"
 	"github.com/cocoon-cc/cocoon/image/store"
@@ -95,16 +96,17 @@ func (h *halfBody) Read(p []byte) (int, error) {
 func (h *halfBody) Close() error { return h.body.Close() }
 
 type env struct {
-	reg    *imagetest.Registry
-	f      *faults
-	host   string
-	conf   *registry.Config
-	store  *store.Store
-	parent string
+	reg      *imagetest.Registry
+	f        *faults
+	host     string
+	conf     *registry.Config
+	store    *store.Store
+	storeDir string
+	parent   string
 }
 
 func newEnv(t *testing.T) *env {
-	e := &env{reg: imagetest.StartRegistry(t), f: &faults{}, parent: t.TempDir()}
+	e := &env{reg: imagetest.StartRegistry(t), f: &faults{}, parent: imagetest.BundleDir(t), storeDir: t.TempDir()}
 	e.host = proxy(t, e.reg, e.f)
 	// The first source is a dead mirror: pulls must fall through to the
 	// registry.
@@ -121,7 +123,7 @@ insecure = true
 		t.Fatal(err)
 	}
 	e.conf = conf
-	if e.store, err = store.Open(t.TempDir()); err != nil {
+	if e.store, err = store.Open(e.storeDir); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -180,14 +182,61 @@ func TestPullBundle(t *testing.T) {
 		t.Fatalf("uncompressed bytes %d", img.Bytes)
 	}
 
-	// A second container of the same image reads its layers from the
-	// store, not the registry.
+	// A second container of the same image shares the layers in the
+	// store: only the config is fetched, and what one container writes
+	// the other does not see.
 	before := e.f.blobGets.Load()
-	if _, err := e.puller(Options{}).Pull(ctx, "example.com/cocoon/app@"+img.Manifest.String(), filepath.Join(e.parent, "again")); err != nil {
+	again := filepath.Join(e.parent, "again")
+	if _, err := e.puller(Options{}).Pull(ctx, "example.com/cocoon/app@"+img.Manifest.String(), again); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.f.blobGets.Load(); got != before {
-		t.Fatalf("second pull fetched %d blobs, want 0", got-before)
+	if got := e.f.blobGets.Load(); got != before+1 {
+		t.Fatalf("second pull fetched %d blobs, want 1 (the config)", got-before)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "srv/data.txt"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(again, "rootfs/srv/data.txt")); len(b) != 25000 {
+		t.Fatal("a container's write reached the shared layer")
+	}
+	if err := bundle.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("bundle.Remove left %s: %v", dir, err)
+	}
+}
+
+// TestPullLayersAtOnce: with a slow registry, layers are fetched and
+// extracted at the same time, each blob once, and still stack in order
+// (the last one's file wins).
+func TestPullLayersAtOnce(t *testing.T) {
+	e := newEnv(t)
+	var layers []imagetest.Layer
+	for i := range 4 {
+		layers = append(layers, imagetest.GzipLayer(t,
+			imagetest.File("etc/version", fmt.Sprint(i), 0o644),
+			imagetest.File(fmt.Sprintf("srv/%d", i), "layer", 0o644)))
+	}
+	e.reg.Push(t, imagetest.New(t, ocispec.ImageConfig{}, layers...), "cocoon/many:v1", nil)
+	e.f.delay.Store(int64(150 * time.Millisecond))
+	dir := filepath.Join(e.parent, "bundle")
+	if _, err := e.puller(Options{MaxConcurrentDownloads: 2}).Pull(context.Background(), "example.com/cocoon/many:v1", dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.f.maxFlight.Load(); got != 2 {
+		t.Fatalf("at most %d blob downloads at once, want 2", got)
+	}
+	if got := e.f.blobGets.Load(); got != 5 {
+		t.Fatalf("%d blob GETs, want 5 (config and 4 layers, once each)", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "rootfs/etc/version")); err != nil || string(b) != "3" {
+		t.Fatalf("etc/version = %q, %v: layers stacked out of order", b, err)
+	}
+	for i := range 4 {
+		if _, err := os.Stat(filepath.Join(dir, "rootfs/srv", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -204,17 +253,17 @@ func TestPullTransientFaults(t *testing.T) {
 	}
 }
 
-// assertNothingLeft checks a failed pull left no bundle, no partial
-// directory and no unverified blob.
-func (e *env) assertNothingLeft(t *testing.T, blobs ...digest.Digest) {
+// assertNothingLeft checks a failed pull left no bundle and no partial
+// layer; the store keeps only the layers below the failed one, which
+// every check passed.
+func (e *env) assertNothingLeft(t *testing.T, layersKept int) {
 	t.Helper()
-	ents, _ := os.ReadDir(e.parent)
-	if len(ents) != 0 {
-		t.Fatalf("left behind: %v", ents)
+	if ents, _ := os.ReadDir(filepath.Join(e.storeDir, "layers/sha256")); len(ents) > layersKept {
+		t.Fatalf("%d layers in the store, want at most %d", len(ents), layersKept)
 	}
-	for _, d := range blobs {
-		if _, err := e.store.Open(d); err == nil {
-			t.Fatalf("blob %s stored", d)
+	for _, d := range []string{e.parent, filepath.Join(e.storeDir, "ingest")} {
+		if ents, _ := os.ReadDir(d); len(ents) != 0 {
+			t.Fatalf("left behind in %s: %v", d, ents)
 		}
 	}
 }
@@ -240,7 +289,7 @@ func TestPullBadInput(t *testing.T) {
 		if err := pullErr(t, e, Options{}, "app:v1"); !errors.Is(err, store.ErrDigestMismatch) {
 			t.Fatalf("err = %v", err)
 		}
-		e.assertNothingLeft(t, d)
+		e.assertNothingLeft(t, 1)
 	})
 	t.Run("wrong diff_id", func(t *testing.T) {
 		e := newEnv(t)
@@ -250,7 +299,7 @@ func TestPullBadInput(t *testing.T) {
 		if err := pullErr(t, e, Options{}, "diff:v1"); !errors.Is(err, store.ErrDigestMismatch) || !strings.Contains(err.Error(), "diff_id") {
 			t.Fatalf("err = %v", err)
 		}
-		e.assertNothingLeft(t, digest.FromBytes(l.Blob))
+		e.assertNothingLeft(t, 0)
 	})
 	t.Run("tar traversal", func(t *testing.T) {
 		e := newEnv(t)
@@ -259,7 +308,7 @@ func TestPullBadInput(t *testing.T) {
 		if err := pullErr(t, e, Options{}, "trav:v1"); !errors.Is(err, unpack.ErrPathTraversal) {
 			t.Fatalf("err = %v", err)
 		}
-		e.assertNothingLeft(t)
+		e.assertNothingLeft(t, 0)
 	})
 	t.Run("absolute symlink escape", func(t *testing.T) {
 		e := newEnv(t)
@@ -271,7 +320,7 @@ func TestPullBadInput(t *testing.T) {
 		if _, err := os.Lstat("/etc/cocoon-pwned"); err == nil {
 			t.Fatal("wrote to the host's /etc")
 		}
-		e.assertNothingLeft(t)
+		e.assertNothingLeft(t, 0)
 	})
 	t.Run("decompression bomb", func(t *testing.T) {
 		e := newEnv(t)
@@ -280,7 +329,7 @@ func TestPullBadInput(t *testing.T) {
 		if err := pullErr(t, e, Options{Unpack: unpack.Options{MaxSize: 1 << 20}}, "bomb:v1"); !errors.Is(err, unpack.ErrTooLarge) {
 			t.Fatalf("err = %v", err)
 		}
-		e.assertNothingLeft(t, digest.FromBytes(l.Blob))
+		e.assertNothingLeft(t, 0)
 	})
 	t.Run("truncated downloads", func(t *testing.T) {
 		e := newEnv(t)
@@ -289,7 +338,7 @@ func TestPullBadInput(t *testing.T) {
 		if err := pullErr(t, e, Options{}, "app:v1"); !errors.Is(err, ErrRegistry) {
 			t.Fatalf("err = %v", err)
 		}
-		e.assertNothingLeft(t)
+		e.assertNothingLeft(t, 0)
 	})
 	t.Run("registry 500s", func(t *testing.T) {
 		e := newEnv(t)
@@ -298,7 +347,7 @@ func TestPullBadInput(t *testing.T) {
 		if err := pullErr(t, e, Options{}, "app:v1"); !errors.Is(err, ErrRegistry) {
 			t.Fatalf("err = %v", err)
 		}
-		e.assertNothingLeft(t)
+		e.assertNothingLeft(t, 0)
 	})
 	t.Run("unknown tag", func(t *testing.T) {
 		e := newEnv(t)

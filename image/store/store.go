@@ -1,8 +1,12 @@
-// Package store is a content-addressed blob store in a directory: layers
-// pulled once are shared by every container that uses them and survive
-// container restarts. Blobs are written under a temporary name and only
-// renamed to their digest once a Verifier over the same bytes succeeded,
-// so content is hashed once per pass.
+// Package store keeps a guest's image layers, extracted, in a directory:
+// a layer pulled once is shared by every container of the pod that uses
+// it (each container's root is an overlay mount of them) and survives
+// container restarts. Layers are named by their chain ID, which covers the
+// layers below them (a layer's hard links may point into them), and are
+// extracted into the store's ingest directory, then renamed into place
+// once every check passed. The directory is trusted: it lives in the
+// TEE's memory or on an encrypted scratch disk (the data hub's
+// SecureMount), never on storage the host can change.
 package store
 
 import (
@@ -10,26 +14,21 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
 )
 
-var (
-	// ErrDigestMismatch: content does not hash to its expected digest.
-	ErrDigestMismatch = errors.New("content digest mismatch")
-	// ErrNotFound: no blob with that digest.
-	ErrNotFound = errors.New("blob not found")
-)
+// ErrDigestMismatch: content does not hash to its expected digest.
+var ErrDigestMismatch = errors.New("content digest mismatch")
 
-// Store keeps blobs under dir/blobs/sha256/<hex>.
+// Store keeps layers under dir/layers/sha256/<chain ID>.
 type Store struct{ dir string }
 
 // Open opens (creating) a store in dir.
 func Open(dir string) (*Store, error) {
-	for _, d := range []string{"blobs/sha256", "ingest"} {
+	for _, d := range []string{"layers/sha256", "ingest"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, err
 		}
@@ -37,69 +36,54 @@ func Open(dir string) (*Store, error) {
 	return &Store{dir: dir}, nil
 }
 
-func (s *Store) path(d digest.Digest) (string, error) {
-	if err := d.Validate(); err != nil {
+func (s *Store) path(chain digest.Digest) (string, error) {
+	if err := chain.Validate(); err != nil {
 		return "", err
 	}
-	if d.Algorithm() != digest.SHA256 {
-		return "", fmt.Errorf("unsupported digest algorithm %s", d.Algorithm())
+	if chain.Algorithm() != digest.SHA256 {
+		return "", fmt.Errorf("unsupported digest algorithm %s", chain.Algorithm())
 	}
-	return filepath.Join(s.dir, "blobs", "sha256", d.Encoded()), nil
+	return filepath.Join(s.dir, "layers", "sha256", chain.Encoded()), nil
 }
 
-// Open opens the blob d. Callers verify what they read: the store's disk
-// is outside the image's trust chain.
-func (s *Store) Open(d digest.Digest) (*os.File, error) {
-	p, err := s.path(d)
+// Layer returns the directory of the layer with that chain ID, if the
+// store has it.
+func (s *Store) Layer(chain digest.Digest) (string, bool) {
+	p, err := s.path(chain)
 	if err != nil {
-		return nil, err
+		return "", false
 	}
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, d)
-	}
-	return f, err
+	fi, err := os.Stat(p)
+	return p, err == nil && fi.IsDir()
 }
 
-// Writer ingests blob d; see Writer.Commit.
-func (s *Store) Writer(d digest.Digest) (*Writer, error) {
-	p, err := s.path(d)
+// Ingest makes an empty directory to extract a layer into; Commit or
+// Abort it.
+func (s *Store) Ingest() (string, error) {
+	return os.MkdirTemp(filepath.Join(s.dir, "ingest"), "layer-")
+}
+
+// Commit publishes an extracted layer under its chain ID and returns its
+// directory. If a concurrent pull published it first, that copy is kept.
+func (s *Store) Commit(ingest string, chain digest.Digest) (string, error) {
+	p, err := s.path(chain)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	f, err := os.CreateTemp(filepath.Join(s.dir, "ingest"), d.Encoded()+"-*")
-	if err != nil {
-		return nil, err
+	if err := os.Chmod(ingest, 0o755); err != nil {
+		return "", err
 	}
-	return &Writer{f: f, final: p}, nil
+	if err := os.Rename(ingest, p); err != nil {
+		if _, ok := s.Layer(chain); !ok {
+			return "", err
+		}
+		os.RemoveAll(ingest)
+	}
+	return p, nil
 }
 
-// Writer writes one blob.
-type Writer struct {
-	f     *os.File
-	final string
-}
-
-func (w *Writer) Write(p []byte) (int, error) { return w.f.Write(p) }
-
-// Commit publishes the blob once v, which read the same bytes, verified
-// them to the end; otherwise the ingest is discarded.
-func (w *Writer) Commit(v *Verifier) error {
-	defer w.Abort()
-	if !v.Verified() {
-		return fmt.Errorf("%w: content not verified", ErrDigestMismatch)
-	}
-	if err := w.f.Sync(); err != nil {
-		return err
-	}
-	return os.Rename(w.f.Name(), w.final)
-}
-
-// Abort discards the ingest; harmless after Commit.
-func (w *Writer) Abort() {
-	w.f.Close()
-	os.Remove(w.f.Name())
-}
+// Abort discards an ingest directory.
+func (s *Store) Abort(ingest string) { os.RemoveAll(ingest) }
 
 // Verifier checks a stream against a digest and size as it is read; the
 // final Read returns io.EOF only if both match.

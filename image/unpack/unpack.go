@@ -1,7 +1,11 @@
-// Package unpack applies OCI layer tar streams to a root filesystem
-// directory: OCI whiteouts and opaque directories, hard links, symlinks,
-// xattrs and ownership, with every path resolved inside the root so that a
-// hostile layer cannot write outside it.
+// Package unpack extracts OCI layer tar streams, each into a directory of
+// its own in overlayfs format, the way containerd's overlay snapshotter
+// and image-rs keep layers: whiteouts become 0/0 character devices and
+// opaque directories carry trusted.overlay.opaque, so that a container's
+// root filesystem is an overlay mount of the layers (see Mount) and every
+// layer can be extracted at the same time as the others. Hard links,
+// symlinks, xattrs and ownership are kept, with every path resolved inside
+// the layer so that a hostile layer cannot write outside it.
 package unpack
 
 import (
@@ -25,6 +29,10 @@ const (
 	opaqueMarker   = ".wh..wh..opq"
 	xattrPrefix    = "SCHILY.xattr."
 	maxSymlinkHops = 40
+	// overlayXattrs are overlayfs's own attributes: a layer may not set
+	// them, since they would change how the mount reads its layers.
+	overlayXattrs = "trusted.overlay."
+	opaqueXattr   = overlayXattrs + "opaque"
 )
 
 var (
@@ -51,43 +59,56 @@ type Options struct {
 	AllowDevices bool
 }
 
-// Apply extracts the tar stream r onto root, as one layer over the layers
-// already there. On error root is left half-written: callers unpack into a
+// Layer is an extracted layer whose directory still waits for the layers
+// below it: see Finish.
+type Layer struct {
+	// Dir is the layer's directory; Size its file bytes.
+	Dir  string
+	Size int64
+	// links are hard links to files of lower layers; implicit the
+	// directories made for entries whose parents the layer does not list.
+	links    []hardlink
+	implicit map[string]bool
+}
+
+type hardlink struct{ path, target string } // relative to the layer
+
+// Apply extracts the tar stream r into dir, an empty directory for this
+// layer alone. On error dir is left half-written: callers extract into a
 // directory they discard on failure.
-func Apply(ctx context.Context, root string, r io.Reader, o Options) (int64, error) {
+func Apply(ctx context.Context, dir string, r io.Reader, o Options) (*Layer, error) {
 	if o.MaxSize > 0 {
 		r = &limitReader{r: r, left: o.MaxSize}
 	}
-	a := &applier{root: root, opts: o, created: map[string]bool{}, chown: os.Geteuid() == 0,
-		files: newFileCopier()}
+	a := &applier{root: dir, opts: o, chown: os.Geteuid() == 0, files: newFileCopier(),
+		layer: &Layer{Dir: dir, implicit: map[string]bool{}}}
 	tr := tar.NewReader(r)
-	var n int64
 	for {
 		if err := ctx.Err(); err != nil {
-			return n, err
+			return nil, err
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return n, fmt.Errorf("read tar: %w", err)
+			return nil, fmt.Errorf("read tar: %w", err)
 		}
 		if err := a.entry(hdr, tr); err != nil {
-			return n, fmt.Errorf("%s: %w", hdr.Name, err)
+			return nil, fmt.Errorf("%s: %w", hdr.Name, err)
 		}
-		n += hdr.Size
+		a.layer.Size += hdr.Size
 	}
-	return n, a.dirTimes()
+	return a.layer, a.dirTimes()
 }
 
 type applier struct {
-	root    string
-	opts    Options
-	chown   bool
-	files   *fileCopier
-	created map[string]bool // host paths this layer created
-	dirs    []dirTime       // directory times are set last
+	root  string
+	opts  Options
+	chown bool
+	files *fileCopier
+	layer *Layer
+	dirs  []dirTime // directory times are set last
 }
 
 type dirTime struct {
@@ -109,23 +130,48 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 		return err
 	}
 	if base == opaqueMarker {
-		return a.opaque(parent)
+		// Hides the lower layers' content of the directory, not this one's.
+		return unix.Lsetxattr(parent, opaqueXattr, []byte("y"), 0)
 	}
 	if name, ok := strings.CutPrefix(base, whiteoutPrefix); ok {
 		if name == "" || name == "." || name == ".." {
 			return fmt.Errorf("%w: whiteout %q", ErrBadEntry, base)
 		}
-		return os.RemoveAll(filepath.Join(parent, name))
+		return whiteout(filepath.Join(parent, name))
 	}
 	target := filepath.Join(parent, base)
-	if err := a.clear(target, hdr.Typeflag == tar.TypeDir); err != nil {
+	// A directory where this layer whited out the lower one replaces it.
+	replaces := hdr.Typeflag == tar.TypeDir && isWhiteout(target)
+	if err := clear(target, hdr.Typeflag == tar.TypeDir); err != nil {
 		return err
+	}
+	if hdr.Typeflag == tar.TypeDir {
+		rel, _ := filepath.Rel(a.root, target)
+		delete(a.layer.implicit, rel)
 	}
 	if err := a.create(target, hdr, r); err != nil {
 		return err
 	}
-	a.created[target] = true
+	if replaces {
+		if err := unix.Lsetxattr(target, opaqueXattr, []byte("y"), 0); err != nil {
+			return err
+		}
+	}
 	return a.metadata(target, hdr)
+}
+
+// isWhiteout tells whether p is an overlay whiteout.
+func isWhiteout(p string) bool {
+	var st unix.Stat_t
+	return unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+}
+
+// whiteout hides what lower layers have at p.
+func whiteout(p string) error {
+	if err := os.RemoveAll(p); err != nil {
+		return err
+	}
+	return unix.Mknod(p, unix.S_IFCHR, 0)
 }
 
 // cleanName makes a tar name relative and refuses "..".
@@ -167,6 +213,7 @@ func (a *applier) resolve(rel string, create bool) (string, error) {
 			if err := os.Mkdir(host, 0o755); err != nil {
 				return "", err
 			}
+			a.layer.implicit[next] = true
 		case err != nil:
 			return "", err
 		case fi.Mode()&fs.ModeSymlink != 0:
@@ -190,25 +237,8 @@ func (a *applier) resolve(rel string, create bool) (string, error) {
 	return filepath.Join(a.root, cur), nil
 }
 
-// opaque removes what lower layers put in dir.
-func (a *applier) opaque(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
-		if !a.created[p] {
-			if err := os.RemoveAll(p); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // clear removes what is at target unless a directory replaces a directory.
-func (a *applier) clear(target string, dir bool) error {
+func clear(target string, dir bool) error {
 	fi, err := os.Lstat(target)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -278,11 +308,17 @@ func (a *applier) hardlink(target, linkname string) error {
 		return fmt.Errorf("%w: hard link to the root", ErrBadEntry)
 	}
 	parent, err := a.resolve(dir, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return a.lowerLink(target, rel)
+	}
 	if err != nil {
 		return err
 	}
 	src := filepath.Join(parent, base)
 	fi, err := os.Lstat(src)
+	if errors.Is(err, fs.ErrNotExist) {
+		return a.lowerLink(target, rel)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: hard link target: %w", ErrBadEntry, err)
 	}
@@ -291,6 +327,13 @@ func (a *applier) hardlink(target, linkname string) error {
 	}
 	// link(2) does not follow a symlink source: the link stays in the root.
 	return os.Link(src, target)
+}
+
+// lowerLink leaves a hard link to a lower layer's file for Finish.
+func (a *applier) lowerLink(target, rel string) error {
+	p, _ := filepath.Rel(a.root, target)
+	a.layer.links = append(a.layer.links, hardlink{path: p, target: rel})
+	return nil
 }
 
 func (a *applier) metadata(target string, hdr *tar.Header) error {
@@ -306,6 +349,9 @@ func (a *applier) metadata(target string, hdr *tar.Header) error {
 		name, ok := strings.CutPrefix(k, xattrPrefix)
 		if !ok {
 			continue
+		}
+		if strings.HasPrefix(name, overlayXattrs) {
+			return fmt.Errorf("%w: xattr %s", ErrBadEntry, name)
 		}
 		if err := unix.Lsetxattr(target, name, []byte(v), 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
 			return fmt.Errorf("xattr %s: %w", name, err)

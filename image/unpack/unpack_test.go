@@ -11,11 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/cocoon-cc/cocoon/image/bundle"
 	it "github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -64,14 +67,41 @@ func corpus(t *testing.T) [][]byte {
 	return [][]byte{l1, l2}
 }
 
-func applyAll(t *testing.T, root string, layers [][]byte, o Options) error {
+// applyAll extracts the layers into directories of their own, at the
+// same time, finishes them in order and mounts them as a bundle's rootfs,
+// which it returns.
+func applyAll(t *testing.T, layers [][]byte, o Options) (string, error) {
 	t.Helper()
-	for _, l := range layers {
-		if _, err := Apply(context.Background(), root, bytes.NewReader(l), o); err != nil {
-			return err
+	it.RequireRoot(t)
+	dir := t.TempDir()
+	ls, errs := make([]*Layer, len(layers)), make([]error, len(layers))
+	var wg sync.WaitGroup
+	for i, l := range layers {
+		d := filepath.Join(dir, "layers", fmt.Sprint(i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
 		}
+		wg.Go(func() { ls[i], errs[i] = Apply(context.Background(), d, bytes.NewReader(l), o) })
 	}
-	return nil
+	wg.Wait()
+	var dirs []string
+	for i, l := range ls {
+		if errs[i] != nil {
+			return "", errs[i]
+		}
+		lowers := slices.Clone(dirs)
+		slices.Reverse(lowers)
+		if err := l.Finish(lowers); err != nil {
+			return "", err
+		}
+		dirs = append(dirs, l.Dir)
+	}
+	b := filepath.Join(dir, "bundle")
+	t.Cleanup(func() { bundle.Remove(b) })
+	if err := bundle.MountRootfs(b, dirs); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(b, bundle.RootfsDir), nil
 }
 
 // TestCorpusMatchesUmoci unpacks the corpus and compares the tree with
@@ -81,8 +111,8 @@ func TestCorpusMatchesUmoci(t *testing.T) {
 		t.Skip("umoci not installed (scripts/install-deps.sh)")
 	}
 	layers := corpus(t)
-	ours := t.TempDir()
-	if err := applyAll(t, ours, layers, Options{}); err != nil {
+	ours, err := applyAll(t, layers, Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
 
@@ -148,8 +178,8 @@ func tree(t *testing.T, root string) []string {
 }
 
 func TestCorpusSemantics(t *testing.T) {
-	root := t.TempDir()
-	if err := applyAll(t, root, corpus(t), Options{}); err != nil {
+	root, err := applyAll(t, corpus(t), Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, gone := range []string{"old", "usr/share", "opt/data/a", "opt/data/sub"} {
@@ -183,6 +213,7 @@ func TestHostileLayers(t *testing.T) {
 		{"hardlink traversal", []it.Entry{it.Link("h", "../../etc/passwd")}, Options{}, ErrPathTraversal},
 		{"hardlink through symlink", []it.Entry{it.Symlink("esc", outside), it.Link("h", "esc/secret")}, Options{}, ErrSymlinkEscape},
 		{"device", []it.Entry{{Header: tar.Header{Typeflag: tar.TypeChar, Name: "mem", Mode: 0o600, Devmajor: 1, Devminor: 1}}}, Options{}, ErrDevice},
+		{"overlay xattr", []it.Entry{withXattr(it.Dir("d", 0o755), "trusted.overlay.opaque", "y")}, Options{}, ErrBadEntry},
 		{"bomb", []it.Entry{it.File("big", strings.Repeat("0", 1<<20), 0o644)}, Options{MaxSize: 64 << 10}, ErrTooLarge},
 	}
 	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("s"), 0o600); err != nil {

@@ -55,8 +55,11 @@ type Client struct {
 	key      *jose.TEEKey
 	initData []byte
 
-	mu    sync.Mutex
-	token string
+	// attesting serializes handshakes: they share the session cookie, so
+	// two at once would answer each other's challenge.
+	attesting sync.Mutex
+	mu        sync.Mutex
+	token     string
 }
 
 // Options configure a Client.
@@ -94,6 +97,30 @@ func (c *Client) Key() *jose.TEEKey { return c.key }
 
 // Attest runs the RCAR handshake and returns the attestation token.
 func (c *Client) Attest(ctx context.Context) (string, error) {
+	c.attesting.Lock()
+	defer c.attesting.Unlock()
+	return c.attest(ctx)
+}
+
+// refresh attests unless, while it waited for another handshake, the
+// token stale was replaced.
+func (c *Client) refresh(ctx context.Context, stale string) error {
+	c.attesting.Lock()
+	defer c.attesting.Unlock()
+	if c.currentToken() != stale {
+		return nil
+	}
+	_, err := c.attest(ctx)
+	return err
+}
+
+func (c *Client) currentToken() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token
+}
+
+func (c *Client) attest(ctx context.Context) (string, error) {
 	if c.attester == nil {
 		return "", errors.New("kbs client: no attester to attest with")
 	}
@@ -140,30 +167,26 @@ func (c *Client) attestation(ctx context.Context, nonce string) (*protocol.Attes
 // GetResource returns the plaintext of repo/type/tag, attesting first when
 // there is no token yet and once more when the KBS no longer accepts it.
 func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
-	c.mu.Lock()
-	haveToken := c.token != ""
-	c.mu.Unlock()
-	if !haveToken {
-		if _, err := c.Attest(ctx); err != nil {
+	token := c.currentToken()
+	if token == "" {
+		if err := c.refresh(ctx, ""); err != nil {
 			return nil, err
 		}
+		token = c.currentToken()
 	}
-	out, err := c.getResource(ctx, path)
+	out, err := c.getResource(ctx, path, token)
 	var kerr *protocol.Error
 	if errors.As(err, &kerr) && c.attester != nil &&
 		(kerr.Kind == protocol.KindTokenNotFound || kerr.Kind == protocol.KindTokenVerifier) {
-		if _, err := c.Attest(ctx); err != nil {
+		if err := c.refresh(ctx, token); err != nil {
 			return nil, err
 		}
-		return c.getResource(ctx, path)
+		return c.getResource(ctx, path, c.currentToken())
 	}
 	return out, err
 }
 
-func (c *Client) getResource(ctx context.Context, path string) ([]byte, error) {
-	c.mu.Lock()
-	token := c.token
-	c.mu.Unlock()
+func (c *Client) getResource(ctx context.Context, path, token string) ([]byte, error) {
 	var resp protocol.Response
 	if err := c.do(ctx, http.MethodGet, "/kbs/v0/resource/"+strings.TrimPrefix(path, "/"), token, nil, &resp); err != nil {
 		return nil, fmt.Errorf("get resource %s: %w", path, err)

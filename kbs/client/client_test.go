@@ -21,6 +21,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,6 +139,44 @@ func TestGetResource(t *testing.T) {
 	if _, err := c.GetResource(ctx, "default/key/one"); kindOf(err) != protocol.KindPolicyDeny {
 		t.Errorf("deny all: %v", err)
 	}
+}
+
+// TestConcurrentGetResource: callers that find no token at the same time
+// share one handshake (they share the session cookie too).
+func TestConcurrentGetResource(t *testing.T) {
+	e := startKBS(t, false)
+	if err := e.admin.SetResource(ctx, "default/key/one", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	var auths atomic.Int32
+	hc := newJarClient()
+	hc.Transport = countAuth{&auths}
+	c, err := client.New(e.url, sample.Attester{}, client.Options{HTTP: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if got, err := c.GetResource(ctx, "default/key/one"); err != nil || string(got) != "one" {
+				t.Errorf("GetResource = %q, %v", got, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := auths.Load(); n != 1 {
+		t.Fatalf("%d handshakes, want 1", n)
+	}
+}
+
+// countAuth counts the handshakes a client starts.
+type countAuth struct{ n *atomic.Int32 }
+
+func (c countAuth) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(r.URL.Path, "/auth") {
+		c.n.Add(1)
+	}
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 func TestRSAKeyAndDefaultHTTPClient(t *testing.T) {

@@ -101,7 +101,7 @@ func TestSignedImagesFromKBS(t *testing.T) {
 	}
 	useCredentials("e2e")
 	c := cdhpb.NewImagePullServiceClient(e.startCDH(t))
-	parent := t.TempDir()
+	parent := imagetest.BundleDir(t)
 	for repo, want := range map[string]error{
 		"team/app:1":       nil,
 		"team/repo:1":      nil,

@@ -102,7 +102,7 @@ func TestSignedImagePull(t *testing.T) {
 		"team/unsigned:1": signature.ErrSignatureRequired,
 		"team/other:1":    signature.ErrSignatureInvalid,
 	} {
-		dir := filepath.Join(t.TempDir(), "bundle")
+		dir := filepath.Join(imagetest.BundleDir(t), "bundle")
 		_, err := p.Pull(context.Background(), reg.Host+"/"+repo, dir)
 		if !errors.Is(err, want) || (want == nil) != (err == nil) {
 			t.Errorf("%s: %v, want %v", repo, err, want)
@@ -135,7 +135,7 @@ func TestAuthenticatedPull(t *testing.T) {
 	fast := remote.Backoff{Duration: time.Millisecond, Factor: 1, Steps: 1}
 	for name, kc := range map[string]authn.Keychain{"right": auth("owner", "s3cret"), "wrong": auth("owner", "guess"), "none": nil} {
 		_, err := pull.New(st, pull.Options{Keychain: kc, Backoff: fast}).Pull(context.Background(), reg.Host+"/private/app:1",
-			filepath.Join(t.TempDir(), "bundle"))
+			filepath.Join(imagetest.BundleDir(t), "bundle"))
 		if (name == "right") != (err == nil) || (err != nil && !errors.Is(err, pull.ErrUnauthorized)) {
 			t.Errorf("%s credentials: %v", name, err)
 		}
@@ -204,7 +204,7 @@ func TestGPGSignedImagePull(t *testing.T) {
 		"team/other:1":    signature.ErrSignatureInvalid,
 		"team/unsigned:2": signature.ErrSignatureRequired,
 	} {
-		_, err := p.Pull(context.Background(), reg.Host+"/"+repo, filepath.Join(t.TempDir(), "bundle"))
+		_, err := p.Pull(context.Background(), reg.Host+"/"+repo, filepath.Join(imagetest.BundleDir(t), "bundle"))
 		if !errors.Is(err, want) || (want == nil) != (err == nil) {
 			t.Errorf("%s: %v, want %v", repo, err, want)
 		}

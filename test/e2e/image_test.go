@@ -146,7 +146,7 @@ func TestEncryptedImagePull(t *testing.T) {
 		out, err := cmd.Output()
 		return string(out) + progress.String(), err
 	}
-	parent := t.TempDir()
+	parent := imagetest.BundleDir(t)
 	bundle := filepath.Join(parent, "bundle")
 	if out, err := pullImage(bundle); err != nil || !strings.HasPrefix(out, "sha256:") {
 		t.Fatalf("cdh-oneshot pull-image: %v\n%s", err, out)
