@@ -3,6 +3,8 @@ GO        ?= go
 BIN       := bin
 BINARIES  := $(notdir $(wildcard cmd/*))
 TEST_FLAGS ?= -count=1 -timeout 30m
+# Tools installed with go install (cosign) are found by the tests.
+export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
 .PHONY: all build deps guest test test-short bench demo fuzz clean generate
 

@@ -50,3 +50,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 go mod download
+# cosign, sigstore's own tool, signs images in the signature tests (built
+# from source: the first time takes minutes).
+if ! command -v cosign >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/cosign" ]; then
+  echo "install-deps: go install cosign"
+  go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+fi

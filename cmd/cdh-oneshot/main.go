@@ -125,6 +125,8 @@ func pullImageCmd(g *globals) *cobra.Command {
 	var quiet bool
 	c := &cobra.Command{Use: "pull-image --image-url REF --bundle-path DIR",
 		Short: "Pull, verify, decrypt and unpack an image into an OCI bundle", Args: cobra.NoArgs,
+		Long: "Pull, verify, decrypt and unpack an image into an OCI bundle whose rootfs is an overlay mount " +
+			"of the layers kept under [image] work_dir; umount BUNDLE/rootfs to release it.",
 		RunE: func(c *cobra.Command, _ []string) error {
 			abs, err := filepath.Abs(bundle)
 			if err != nil {
