@@ -116,13 +116,16 @@ func FuzzAuthRequest(f *testing.F) {
 	})
 }
 
-// fixedNonce is the nonce of the fuzzed sessions, so that seeds built for
-// it carry valid evidence.
-const fixedNonce = "Zml4ZWQgbm9uY2UgZm9yIGZ1enppbmcgb25seSEhISE="
-
 func FuzzAttestRequest(f *testing.F) {
 	k := fuzzKBS(f)
 	key := testTEEKey(f)
+	// Every input answers one session, so that the seeds built for its
+	// nonce carry valid evidence.
+	sess, err := k.srv.sessions.create(protocol.TeeSample)
+	if err != nil {
+		f.Fatal(err)
+	}
+	fixedNonce := sess.Nonce
 	good := attestationBody(f, fixedNonce, fixedNonce, key)
 	f.Add(good)
 	f.Add(attestationBody(f, fixedNonce, "other", key))
@@ -138,13 +141,6 @@ func FuzzAttestRequest(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"runtime-data":{"nonce":"` + fixedNonce + `","tee-pubkey":{"kty":"RSA","alg":"RSA-OAEP-256","n":"AQAB","e":"AQAB"}},"tee-evidence":{"primary_evidence":{}}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		sess, err := k.srv.sessions.create(bg, protocol.TeeSample)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sess.Nonce = fixedNonce
-		b, _ := json.Marshal(sess)
-		k.srv.store.Put(bg, SessionNamespace, sess.ID, b)
 		defer k.srv.store.Delete(bg, SessionNamespace, sess.ID)
 
 		rec := serve(k.srv, "POST", "/kbs/v0/attest", body, sess.ID)

@@ -32,7 +32,10 @@ import (
 // KeyNamespace holds the service's own keys.
 const KeyNamespace = "keys"
 
-const signerKeyName = "ear-signer"
+const (
+	signerKeyName  = "ear-signer"
+	sessionKeyName = "session-nonce"
+)
 
 // New builds a KBS from its configuration and the verifiers to use.
 func New(ctx context.Context, cfg *Config, verifiers verifier.Registry, log *slog.Logger) (*Server, error) {
@@ -54,10 +57,18 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 	if cfg.SessionStorageType == "Memory" && cfg.StorageBackend.StorageType != "Memory" {
 		srv.sessions.store = memory.New()
 	}
+	var err error
+	srv.sessions.key, err = loadOrCreate(ctx, st, sessionKeyName, func() []byte {
+		k := make([]byte, 32)
+		rand.Read(k)
+		return k
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kbs: session key: %w", err)
+	}
 	var keys []gojose.JSONWebKey
 	var remote *remoteAS
 	if cfg.AttestationService.Type == ASRestful {
-		var err error
 		if remote, keys, err = newRemoteAS(ctx, cfg.AttestationService); err != nil {
 			return nil, err
 		}
@@ -70,7 +81,6 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 		srv.as, srv.builtin, srv.rvps = as, as, rv
 		keys = []gojose.JSONWebKey{as.Signer().Public()}
 	}
-	var err error
 	if cfg.AttestationToken.InsecureHeaderJWK {
 		log.Warn("accepting attestation tokens signed by any key in their header (insecure_header_jwk = true): for development only")
 	}
@@ -150,21 +160,13 @@ func loadSigner(ctx context.Context, c *SignerConfig, st store.Store) (*ear.Sign
 	if c != nil && c.KeyPath != "" {
 		return signerFromFiles(c)
 	}
-	der, err := st.Get(ctx, KeyNamespace, signerKeyName)
-	if errors.Is(err, store.ErrNotFound) {
+	der, err := loadOrCreate(ctx, st, signerKeyName, func() []byte {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		der, _ = x509.MarshalPKCS8PrivateKey(k)
-		if err := st.Update(ctx, KeyNamespace, signerKeyName, func(old []byte) ([]byte, error) {
-			if old != nil { // another replica won the race: use its key
-				der = old
-				return old, nil
-			}
-			return der, nil
-		}); err != nil {
-			return nil, fmt.Errorf("kbs: store token key: %w", err)
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("kbs: load token key: %w", err)
+		der, _ := x509.MarshalPKCS8PrivateKey(k)
+		return der
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kbs: token key: %w", err)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
@@ -175,6 +177,24 @@ func loadSigner(ctx context.Context, c *SignerConfig, st store.Store) (*ear.Sign
 		return nil, errors.New("kbs: stored token key is not ECDSA")
 	}
 	return ear.NewSigner(ek, nil)
+}
+
+// loadOrCreate returns the key named name in the store's KeyNamespace,
+// generated and stored on first use; when replicas race, the first
+// stored wins.
+func loadOrCreate(ctx context.Context, st store.Store, name string, generate func() []byte) ([]byte, error) {
+	k, err := st.Get(ctx, KeyNamespace, name)
+	if !errors.Is(err, store.ErrNotFound) {
+		return k, err
+	}
+	k = generate()
+	err = st.Update(ctx, KeyNamespace, name, func(old []byte) ([]byte, error) {
+		if old != nil {
+			k = old
+		}
+		return k, nil
+	})
+	return k, err
 }
 
 func signerFromFiles(c *SignerConfig) (*ear.Signer, error) {

@@ -1,6 +1,7 @@
 package kbs
 
 import (
+	"crypto/hmac"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -26,24 +27,24 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) error {
 	if req.Tee == "" {
 		return protocol.Errorf(protocol.KindRcarAuth, "tee missing")
 	}
-	sess, err := s.sessions.create(r.Context(), req.Tee)
+	c, err := s.sessions.create(req.Tee)
 	if err != nil {
 		return err
 	}
-	s.setCookie(w, sess)
-	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: sess.Nonce, ExtraParams: json.RawMessage(`""`)})
+	s.setCookie(w, c)
+	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: c.Nonce, ExtraParams: json.RawMessage(`""`)})
 	return nil
 }
 
-func (s *Server) setCookie(w http.ResponseWriter, sess *session) {
-	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: sess.ID, Expires: sess.Expires,
+func (s *Server) setCookie(w http.ResponseWriter, c *challenge) {
+	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: c.ID, Expires: c.Expires,
 		Path: "/", HttpOnly: true, Secure: !s.cfg.HTTPServer.InsecureHTTP, SameSite: http.SameSiteStrictMode})
 }
 
 // attest verifies the evidence of a challenged session and answers with
 // the attestation token.
 func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
-	sess, err := s.sessionOf(r)
+	c, err := s.challengeOf(r)
 	if err != nil {
 		return attestErr(err)
 	}
@@ -51,33 +52,37 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &att); err != nil {
 		return attestErr(err)
 	}
-	if sess.Token != "" {
+	sess, err := s.sessions.get(r.Context(), c.ID)
+	if err != nil {
+		return attestErr(err)
+	}
+	if sess != nil {
 		// Trustee answers an attested session with its token again.
-		s.setCookie(w, sess)
+		s.setCookie(w, c)
 		writeJSON(w, http.StatusOK, protocol.AttestationToken{Token: sess.Token})
 		return nil
 	}
-	reqs, err := s.verificationRequests(sess, &att)
+	reqs, err := s.verificationRequests(c, &att)
 	if err != nil {
 		return attestErr(err)
 	}
 	token, claims, err := s.as.Evaluate(r.Context(), reqs, "")
 	if err != nil {
-		s.metrics.attestations.WithLabelValues(string(sess.Tee), "failure").Inc()
+		s.metrics.attestations.WithLabelValues(string(c.Tee), "failure").Inc()
 		var kerr *protocol.Error
 		if errors.As(err, &kerr) {
 			return err
 		}
 		return &protocol.Error{Kind: protocol.KindAttestation, Detail: err.Error(), Err: err}
 	}
-	s.metrics.attestations.WithLabelValues(string(sess.Tee), "success").Inc()
+	s.metrics.attestations.WithLabelValues(string(c.Tee), "success").Inc()
 	if err := s.tokens.Remember(token, claims); err != nil {
 		return err
 	}
-	if token, err = s.sessions.attested(r.Context(), sess.ID, token); err != nil {
+	if token, err = s.sessions.attested(r.Context(), c, token); err != nil {
 		return err
 	}
-	s.setCookie(w, sess)
+	s.setCookie(w, c)
 	writeJSON(w, http.StatusOK, protocol.AttestationToken{Token: token})
 	return nil
 }
@@ -90,20 +95,20 @@ func attestErr(err error) error {
 	return &protocol.Error{Kind: protocol.KindRcarAttest, Detail: err.Error(), Err: err}
 }
 
-// sessionOf loads the live session named by the request's cookie.
-func (s *Server) sessionOf(r *http.Request) (*session, error) {
+// challengeOf reads the live session named by the request's cookie.
+func (s *Server) challengeOf(r *http.Request) (*challenge, error) {
 	c, err := r.Cookie(protocol.SessionCookie)
 	if err != nil {
 		return nil, ErrNoSession
 	}
-	return s.sessions.get(r.Context(), c.Value)
+	return s.sessions.challenge(c.Value)
 }
 
 // verificationRequests splits the composite evidence: the primary evidence
 // is bound to runtime data that includes the additional evidence, each
 // additional device's evidence to runtime data without it.
-func (s *Server) verificationRequests(sess *session, att *protocol.Attestation) ([]attestation.Request, error) {
-	if att.RuntimeData.Nonce != sess.Nonce {
+func (s *Server) verificationRequests(c *challenge, att *protocol.Attestation) ([]attestation.Request, error) {
+	if !hmac.Equal([]byte(att.RuntimeData.Nonce), []byte(c.Nonce)) {
 		return nil, protocol.Errorf(protocol.KindRcarAttest, "nonce does not match the session's challenge")
 	}
 	if len(att.TeeEvidence.Primary) == 0 {
@@ -114,9 +119,9 @@ func (s *Server) verificationRequests(sess *session, att *protocol.Attestation) 
 		return nil, protocol.Errorf(protocol.KindRcarAttest, "tee-pubkey: %v", err)
 	}
 	primary := attestation.Request{
-		Tee:         sess.Tee,
+		Tee:         c.Tee,
 		Evidence:    att.TeeEvidence.Primary,
-		RuntimeData: protocol.RuntimeDataClaims(sess.Nonce, pub, &att.TeeEvidence.Additional),
+		RuntimeData: protocol.RuntimeDataClaims(c.Nonce, pub, &att.TeeEvidence.Additional),
 	}
 	if att.InitData != nil {
 		if att.InitData.Format != "toml" {
@@ -134,7 +139,7 @@ func (s *Server) verificationRequests(sess *session, att *protocol.Attestation) 
 	}
 	for tee, ev := range more {
 		reqs = append(reqs, attestation.Request{Tee: tee, Evidence: ev,
-			RuntimeData: protocol.RuntimeDataClaims(sess.Nonce, pub, nil)})
+			RuntimeData: protocol.RuntimeDataClaims(c.Nonce, pub, nil)})
 	}
 	return reqs, nil
 }

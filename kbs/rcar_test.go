@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -368,55 +369,84 @@ func TestAttestRefusals(t *testing.T) {
 func TestExpiredSession(t *testing.T) {
 	k := newKBS(t, "")
 	k.registerSampleRVs(t)
-	nonce, cookie := k.challenge(t, "sample")
 	key, _ := jose.GenerateTEEKey("EC")
-	// Age the stored session past its expiry.
-	b, err := k.srv.store.Get(bg, SessionNamespace, cookie)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sess session
-	json.Unmarshal(b, &sess)
-	sess.Expires = time.Now().Add(-time.Second)
-	b, _ = json.Marshal(sess)
-	k.srv.store.Put(bg, SessionNamespace, cookie, b)
-
+	late := func() time.Time { return time.Now().Add(time.Hour) }
+	nonce, cookie := k.challenge(t, "sample")
+	k.srv.sessions.now = late
 	r := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key), cookieHdr(cookie))
 	if r.status != 401 || r.kind() != protocol.KindRcarAttest || !strings.Contains(string(r.body), "expired") {
 		t.Errorf("expired session: %d %s", r.status, r.body)
 	}
-	// It is gone now; a second try finds no session at all.
+	// An attested session that expires is deleted when next used.
+	k.srv.sessions.now = time.Now
+	nonce, cookie = k.challenge(t, "sample")
+	if r := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key), cookieHdr(cookie)); r.status != 200 {
+		t.Fatalf("attest: %d %s", r.status, r.body)
+	}
+	k.srv.sessions.now = late
+	if _, err := k.srv.sessions.get(bg, cookie); !errors.Is(err, ErrSessionExpired) {
+		t.Errorf("expired attested session: %v", err)
+	}
 	if _, err := k.srv.store.Get(bg, SessionNamespace, cookie); err == nil {
 		t.Error("expired session not deleted")
 	}
-	r = k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key), cookieHdr(cookie))
-	if r.status != 401 || !strings.Contains(string(r.body), "not found") {
-		t.Errorf("deleted session: %d %s", r.status, r.body)
+}
+
+// TestForgedSessionID: a client cannot extend its session or change its
+// TEE by editing the cookie: the nonce no longer matches.
+func TestForgedSessionID(t *testing.T) {
+	k := newKBS(t, "")
+	k.registerSampleRVs(t)
+	key, _ := jose.GenerateTEEKey("EC")
+	nonce, cookie := k.challenge(t, "sample")
+	id, _ := hex.DecodeString(cookie)
+	id[1]++ // a later expiry
+	forged := hex.EncodeToString(id)
+	r := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key), cookieHdr(forged))
+	if r.status != 401 || !strings.Contains(string(r.body), "nonce") {
+		t.Errorf("forged expiry: %d %s", r.status, r.body)
+	}
+	for _, bad := range []string{strings.Repeat("ff", 16), "00", "zz" + cookie[2:]} {
+		r := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key), cookieHdr(bad))
+		if r.status != 401 || !strings.Contains(string(r.body), "not found") {
+			t.Errorf("cookie %s: %d %s", bad, r.status, r.body)
+		}
 	}
 }
 
 func TestSessionClock(t *testing.T) {
 	// The session store's own clock: a session lives for the timeout.
 	k := newKBS(t, baseConfig("@DATA@", "")+"\n[attestation_service]\ntimeout = 1\n")
-	now := time.Now()
+	now := time.Now().Truncate(time.Second)
 	k.srv.sessions.now = func() time.Time { return now }
 	_, cookie := k.challenge(t, "sample")
-	if _, err := k.srv.sessions.get(bg, cookie); err != nil {
+	if _, err := k.srv.sessions.challenge(cookie); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(59 * time.Second)
-	if _, err := k.srv.sessions.get(bg, cookie); err != nil {
+	if _, err := k.srv.sessions.challenge(cookie); err != nil {
 		t.Errorf("after 59 s: %v", err)
 	}
 	now = now.Add(time.Second)
-	if _, err := k.srv.sessions.get(bg, cookie); !errors.Is(err, ErrSessionExpired) {
+	if _, err := k.srv.sessions.challenge(cookie); !errors.Is(err, ErrSessionExpired) {
 		t.Errorf("after 60 s: %v, want ErrSessionExpired", err)
 	}
-	// The sweeper deletes expired sessions only.
+	// The sweeper deletes expired attested sessions only.
 	start := now
-	_, old := k.challenge(t, "sample") // expires at start+60s
+	attested := func() string {
+		_, id := k.challenge(t, "sample")
+		c, err := k.srv.sessions.challenge(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.srv.sessions.attested(bg, c, "token"); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	old := attested() // expires at start+60s
 	now = start.Add(50 * time.Second)
-	_, live := k.challenge(t, "sample") // expires at start+110s
+	live := attested() // expires at start+110s
 	now = start.Add(70 * time.Second)
 	n, err := k.srv.sessions.sweep(bg)
 	if err != nil || n != 1 {
@@ -425,7 +455,7 @@ func TestSessionClock(t *testing.T) {
 	if _, err := k.srv.store.Get(bg, SessionNamespace, old); err == nil {
 		t.Error("expired session not swept")
 	}
-	if _, err := k.srv.sessions.get(bg, live); err != nil {
+	if sess, err := k.srv.sessions.get(bg, live); err != nil || sess == nil {
 		t.Errorf("live session swept: %v", err)
 	}
 }

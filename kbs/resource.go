@@ -133,9 +133,8 @@ func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path Re
 // tokenOf finds the attestation token: the attested session's, or a bearer
 // token.
 func (s *Server) tokenOf(r *http.Request) (string, error) {
-	if _, err := r.Cookie(protocol.SessionCookie); err == nil {
-		sess, err := s.sessionOf(r)
-		if err == nil && sess.Token != "" {
+	if c, err := r.Cookie(protocol.SessionCookie); err == nil {
+		if sess, err := s.sessions.get(r.Context(), c.Value); err == nil && sess != nil {
 			return sess.Token, nil
 		}
 	}

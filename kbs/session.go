@@ -2,8 +2,11 @@ package kbs
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,7 +17,7 @@ import (
 	"github.com/cocoon-cc/cocoon/store"
 )
 
-// SessionNamespace is the store namespace of RCAR sessions.
+// SessionNamespace is the store namespace of attested RCAR sessions.
 const SessionNamespace = "sessions"
 
 // Session errors.
@@ -24,44 +27,88 @@ var (
 	ErrSessionExpired = errors.New("session expired")
 )
 
-// session is one RCAR exchange: challenged, then attested.
-type session struct {
-	ID      string       `json:"id"`
-	Tee     protocol.Tee `json:"tee"`
-	Nonce   string       `json:"nonce"`
-	Expires time.Time    `json:"expires"`
-	Token   string       `json:"token,omitempty"`
+// challenge is an RCAR session before attestation. It is not stored: the
+// session id (the cookie) carries the TEE and the expiry, and the nonce is
+// an HMAC of the id under a key the store keeps. A challenge thus costs no
+// write, cannot be forged or extended by the client, and outlives a
+// restart.
+type challenge struct {
+	ID      string
+	Tee     protocol.Tee
+	Nonce   string
+	Expires time.Time
 }
+
+// session is an attested RCAR session, as stored under its id.
+type session struct {
+	Tee     protocol.Tee `json:"tee"`
+	Expires time.Time    `json:"expires"`
+	Token   string       `json:"token"`
+}
+
+// A session id is 16 bytes, 32 hex digits as Trustee's: the TEE's code,
+// the expiry in Unix seconds (big-endian), and 11 random bytes.
+const (
+	idSize   = 16
+	idRandom = 5
+)
 
 type sessions struct {
 	store   store.Store
+	key     []byte // of the nonce HMAC
 	timeout time.Duration
 	now     func() time.Time
 }
 
-// create starts a session with a fresh 32-byte nonce.
-func (s *sessions) create(ctx context.Context, tee protocol.Tee) (*session, error) {
-	id := make([]byte, 16)
-	nonce := make([]byte, 32)
-	rand.Read(id)
-	rand.Read(nonce)
-	sess := &session{ID: hex.EncodeToString(id), Tee: tee, Nonce: base64.StdEncoding.EncodeToString(nonce),
-		Expires: s.now().Add(s.timeout).UTC()}
-	b, _ := json.Marshal(sess)
-	if err := s.store.Put(ctx, SessionNamespace, sess.ID, b); err != nil {
-		return nil, fmt.Errorf("session: %w", err)
+// create starts a session.
+func (s *sessions) create(tee protocol.Tee) (*challenge, error) {
+	code, ok := tee.Code()
+	if !ok {
+		return nil, fmt.Errorf("session: unknown tee %q", tee)
 	}
-	return sess, nil
+	exp := s.now().Add(s.timeout).Truncate(time.Second)
+	id := make([]byte, idSize)
+	id[0] = code
+	binary.BigEndian.PutUint32(id[1:idRandom], uint32(exp.Unix()))
+	rand.Read(id[idRandom:])
+	return &challenge{ID: hex.EncodeToString(id), Tee: tee, Nonce: s.nonce(id), Expires: exp.UTC()}, nil
 }
 
-// get loads a live session; an expired one is deleted.
-func (s *sessions) get(ctx context.Context, id string) (*session, error) {
-	if !validSessionID(id) {
+func (s *sessions) nonce(id []byte) string {
+	m := hmac.New(sha256.New, s.key)
+	m.Write(id)
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// challenge reads the session id of a cookie.
+func (s *sessions) challenge(id string) (*challenge, error) {
+	b, err := hex.DecodeString(id)
+	if err != nil || len(b) != idSize {
 		return nil, ErrUnknownSession
+	}
+	tee, ok := protocol.TeeOfCode(b[0])
+	if !ok {
+		return nil, ErrUnknownSession
+	}
+	exp := time.Unix(int64(binary.BigEndian.Uint32(b[1:idRandom])), 0).UTC()
+	if !s.now().Before(exp) {
+		return nil, ErrSessionExpired
+	}
+	return &challenge{ID: id, Tee: tee, Nonce: s.nonce(b), Expires: exp}, nil
+}
+
+// get loads an attested session; nil if the challenge was not answered
+// yet. An expired one is deleted.
+func (s *sessions) get(ctx context.Context, id string) (*session, error) {
+	if _, err := s.challenge(id); err != nil {
+		if errors.Is(err, ErrSessionExpired) {
+			s.store.Delete(ctx, SessionNamespace, id)
+		}
+		return nil, err
 	}
 	b, err := s.store.Get(ctx, SessionNamespace, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrUnknownSession
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
@@ -70,32 +117,20 @@ func (s *sessions) get(ctx context.Context, id string) (*session, error) {
 	if err := json.Unmarshal(b, &sess); err != nil {
 		return nil, fmt.Errorf("session: stored %s: %w", id, err)
 	}
-	if !s.now().Before(sess.Expires) {
-		s.store.Delete(ctx, SessionNamespace, id)
-		return nil, ErrSessionExpired
-	}
 	return &sess, nil
 }
 
-// attested records the token of a session, unless a concurrent attestation
-// of the same session won; the token stored is returned.
-func (s *sessions) attested(ctx context.Context, id, token string) (string, error) {
+// attested records the token of a challenge answered, unless a concurrent
+// attestation of the same session won; the token stored is returned.
+func (s *sessions) attested(ctx context.Context, c *challenge, token string) (string, error) {
 	stored := token
-	err := s.store.Update(ctx, SessionNamespace, id, func(old []byte) ([]byte, error) {
-		if old == nil {
-			return nil, ErrUnknownSession
-		}
+	err := s.store.Update(ctx, SessionNamespace, c.ID, func(old []byte) ([]byte, error) {
 		var sess session
-		if err := json.Unmarshal(old, &sess); err != nil {
-			return nil, err
-		}
-		if sess.Token != "" {
+		if old != nil && json.Unmarshal(old, &sess) == nil && sess.Token != "" {
 			stored = sess.Token
 			return old, nil
 		}
-		stored = token
-		sess.Token = token
-		return json.Marshal(sess)
+		return json.Marshal(session{Tee: c.Tee, Expires: c.Expires, Token: token})
 	})
 	return stored, err
 }
@@ -108,17 +143,10 @@ func (s *sessions) sweep(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, id := range ids {
-		if _, err := s.get(ctx, id); errors.Is(err, ErrSessionExpired) {
+		if _, err := s.challenge(id); err != nil {
+			s.store.Delete(ctx, SessionNamespace, id)
 			n++
 		}
 	}
 	return n, nil
-}
-
-func validSessionID(id string) bool {
-	if len(id) != 32 {
-		return false
-	}
-	_, err := hex.DecodeString(id)
-	return err == nil
 }

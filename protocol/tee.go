@@ -1,6 +1,9 @@
 package protocol
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Tee names a kind of trusted execution environment as the KBS protocol
 // spells it.
@@ -23,18 +26,31 @@ const (
 	TeeHygonDCU     Tee = "hygondcu"
 )
 
-var knownTees = map[Tee]bool{
-	TeeSample: true, TeeSampleDevice: true, TeeSNP: true, TeeTDX: true, TeeSGX: true,
-	TeeAzSNPvTPM: true, TeeAzTDXvTPM: true, TeeTPM: true, TeeSE: true, TeeCCA: true,
-	TeeCSV: true, TeeNvidia: true, TeeHygonDCU: true,
-}
+// tees are the protocol's TEEs; a TEE's position is its one-byte code
+// (see Code), so the list only grows at its end.
+var tees = []Tee{TeeSample, TeeSampleDevice, TeeSNP, TeeTDX, TeeSGX, TeeAzSNPvTPM, TeeAzTDXvTPM,
+	TeeTPM, TeeSE, TeeCCA, TeeCSV, TeeNvidia, TeeHygonDCU}
 
 // ParseTee checks that s names a TEE of the protocol.
 func ParseTee(s string) (Tee, error) {
-	if !knownTees[Tee(s)] {
+	if _, ok := Tee(s).Code(); !ok {
 		return "", fmt.Errorf("unknown tee %q", s)
 	}
 	return Tee(s), nil
+}
+
+// Code is a stable one-byte name of the TEE, for compact encodings.
+func (t Tee) Code() (byte, bool) {
+	i := slices.Index(tees, t)
+	return byte(i), i >= 0
+}
+
+// TeeOfCode is the TEE whose Code is c.
+func TeeOfCode(c byte) (Tee, bool) {
+	if int(c) >= len(tees) {
+		return "", false
+	}
+	return tees[c], true
 }
 
 // UnmarshalText refuses unknown TEE names, so a decoded Request always

@@ -343,7 +343,7 @@ func run(b *testing.B, env []string, name string, args ...string) (time.Duration
 // (see TestMain) into a fresh store and bundle.
 func (img *benchImage) pullChild(b *testing.B) (time.Duration, int64) {
 	dir := b.TempDir()
-	defer os.RemoveAll(dir)
+	defer imagetest.UnmountBundles(dir)
 	arg, _ := json.Marshal(benchChildArgs{Host: img.reg.Host, Ref: img.ref, Dir: dir})
 	d, rss := run(b, []string{benchChildEnv + "=" + string(arg)}, os.Args[0], "-test.run=^$")
 	if _, err := os.Stat(filepath.Join(dir, "bundle", "config.json")); err != nil {
