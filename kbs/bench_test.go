@@ -54,6 +54,7 @@ path = %q
 			ts := httptest.NewServer(srv.Handler())
 			defer ts.Close()
 			b.ResetTimer()
+			b.SetParallelism(16) // as many guests as the e2e benchmark's busiest run, per CPU
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					jar, _ := cookiejar.New(nil)

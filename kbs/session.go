@@ -124,13 +124,18 @@ func (s *sessions) get(ctx context.Context, id string) (*session, error) {
 // attestation of the same session won; the token stored is returned.
 func (s *sessions) attested(ctx context.Context, c *challenge, token string) (string, error) {
 	stored := token
-	err := s.store.Update(ctx, SessionNamespace, c.ID, func(old []byte) ([]byte, error) {
+	v, err := json.Marshal(session{Tee: c.Tee, Expires: c.Expires, Token: token})
+	if err != nil {
+		return "", err
+	}
+	// The store holds its lock while fn runs: keep fn short.
+	err = s.store.Update(ctx, SessionNamespace, c.ID, func(old []byte) ([]byte, error) {
 		var sess session
 		if old != nil && json.Unmarshal(old, &sess) == nil && sess.Token != "" {
 			stored = sess.Token
 			return old, nil
 		}
-		return json.Marshal(session{Tee: c.Tee, Expires: c.Expires, Token: token})
+		return v, nil
 	})
 	return stored, err
 }

@@ -141,7 +141,9 @@ func (c *compiled) prepare(ctx context.Context, query string, opts []func(*rego.
 	if p, ok := c.queries[query]; ok {
 		return p, nil
 	}
-	data := inmem.New()
+	// Per-request data is written as is (no JSON round trip: callers pass
+	// plain JSON values) and read back as AST values, the evaluator's own.
+	data := inmem.NewWithOpts(inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
 	args := append([]func(*rego.Rego){
 		rego.Query(query),
 		rego.ParsedModule(c.module),
@@ -192,7 +194,12 @@ func (e *Engine) Eval(ctx context.Context, id, query string, input, data map[str
 	if err != nil {
 		return nil, err
 	}
-	opts := []rego.EvalOption{rego.EvalInput(input)}
+	// rego.EvalInput would round-trip the input through JSON first.
+	in, err := ast.InterfaceToValue(input)
+	if err != nil {
+		return nil, fmt.Errorf("%w: input: %v", ErrEval, err)
+	}
+	opts := []rego.EvalOption{rego.EvalParsedInput(in)}
 	if data != nil {
 		// Per-request data is written in a transaction that is never
 		// committed, so concurrent evaluations never see each other's data.

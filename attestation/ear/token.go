@@ -119,13 +119,15 @@ func NewVerifier(opts VerifierOptions) *Verifier {
 
 // Remember records a token this process signed itself as verified.
 func (v *Verifier) Remember(token string, c *Claims) error {
-	b, err := json.Marshal(c)
+	_, rest, _ := strings.Cut(token, ".")
+	payload, _, _ := strings.Cut(rest, ".")
+	b, err := base64.RawURLEncoding.DecodeString(payload)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", ErrMalformedToken, err)
 	}
 	var raw map[string]any
 	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
+		return fmt.Errorf("%w: %v", ErrMalformedToken, err)
 	}
 	v.remember(token, verified{claims: c, raw: raw})
 	return nil
