@@ -5,6 +5,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -27,6 +28,9 @@ var DefaultCPUPolicy string
 // ReferenceValueBuiltin is the Rego builtin query_reference_value(name):
 // the named reference value from the RVPS, or null when there is none.
 func ReferenceValueBuiltin(rv *rvps.Service) func(*rego.Rego) {
+	// Parsed values, reused while the RVPS answers with the same JSON:
+	// every appraisal looks several up.
+	var parsed sync.Map // name -> parsedValue
 	return rego.Function1(&rego.Function{
 		Name:             "query_reference_value",
 		Decl:             types.NewFunction(types.Args(types.S), types.A),
@@ -44,12 +48,21 @@ func ReferenceValueBuiltin(rv *rvps.Service) func(*rego.Rego) {
 		if v == nil {
 			return ast.NullTerm(), nil
 		}
+		if p, ok := parsed.Load(string(s)); ok && bytes.Equal(p.(parsedValue).raw, v) {
+			return ast.NewTerm(p.(parsedValue).value), nil
+		}
 		val, err := ast.ValueFromReader(bytes.NewReader(v))
 		if err != nil {
 			return nil, err
 		}
+		parsed.Store(string(s), parsedValue{raw: v, value: val})
 		return ast.NewTerm(val), nil
 	})
+}
+
+type parsedValue struct {
+	raw   []byte
+	value ast.Value
 }
 
 // NewPolicies returns the attestation policy engine over s, with the

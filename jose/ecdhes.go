@@ -22,6 +22,16 @@ import (
 // resource. RSA key wrapping stays with go-jose. The format is checked
 // against two independent JOSE libraries in the tests.
 
+// curveName is the JWK name of a crypto/ecdh NIST curve ("" if none).
+func curveName(c ecdh.Curve) string {
+	for name, curve := range ecdhCurves {
+		if curve == c {
+			return name
+		}
+	}
+	return ""
+}
+
 // ecdhCurves maps JWK curve names to crypto/ecdh curves.
 var ecdhCurves = map[string]ecdh.Curve{"P-256": ecdh.P256(), "P-384": ecdh.P384(), "P-521": ecdh.P521()}
 
@@ -70,13 +80,9 @@ func sealECDHES(pub *ecdsa.PublicKey, crv string, plaintext []byte) (*protocol.R
 }
 
 // openECDHES decrypts a JWE whose header names ECDH-ES+A256KW.
-func openECDHES(priv *ecdsa.PrivateKey, hdr *jweHeader, resp *protocol.Response) ([]byte, error) {
+func openECDHES(own *ecdh.PrivateKey, hdr *jweHeader, resp *protocol.Response) ([]byte, error) {
 	if hdr.Enc != "A256GCM" || hdr.Epk == nil || hdr.Epk.Kty != "EC" {
 		return nil, fmt.Errorf("%w: header", ErrMalformedJWE)
-	}
-	own, err := priv.ECDH()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidKey, err)
 	}
 	curve, ok := ecdhCurves[hdr.Epk.Crv]
 	if !ok || curve != own.Curve() {

@@ -10,6 +10,7 @@ package jose
 
 import (
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
@@ -165,7 +166,15 @@ func Decrypt(priv crypto.PrivateKey, resp *protocol.Response) ([]byte, error) {
 	if err := json.Unmarshal(hb, &hdr); err != nil {
 		return nil, fmt.Errorf("%w: protected header: %v", ErrMalformedJWE, err)
 	}
-	if ec, ok := priv.(*ecdsa.PrivateKey); ok && hdr.Alg == AlgECDHES {
+	if ec, ok := priv.(*ecdsa.PrivateKey); ok {
+		if priv, err = ec.ECDH(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidKey, err)
+		}
+	}
+	if ec, ok := priv.(*ecdh.PrivateKey); ok {
+		if hdr.Alg != AlgECDHES {
+			return nil, fmt.Errorf("%w: %q with an EC key", ErrMalformedJWE, hdr.Alg)
+		}
 		return openECDHES(ec, &hdr, resp)
 	}
 	raw, err := json.Marshal(resp)

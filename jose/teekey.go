@@ -2,8 +2,8 @@ package jose
 
 import (
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -17,7 +17,7 @@ import (
 // TEEKey is a guest's ephemeral key pair: the public half goes into the
 // attestation's runtime data, the private half opens released resources.
 type TEEKey struct {
-	priv crypto.PrivateKey
+	priv crypto.PrivateKey // *ecdh.PrivateKey or *rsa.PrivateKey
 	pub  protocol.TeePubKey
 }
 
@@ -26,7 +26,7 @@ type TEEKey struct {
 func GenerateTEEKey(kty string) (*TEEKey, error) {
 	switch kty {
 	case "", "EC":
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		k, err := ecdh.P256().GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, err
 		}
@@ -41,20 +41,26 @@ func GenerateTEEKey(kty string) (*TEEKey, error) {
 	return nil, fmt.Errorf("%w: key type %q", ErrInvalidKey, kty)
 }
 
-// NewTEEKey wraps an existing EC or RSA private key.
+// NewTEEKey wraps an existing EC (crypto/ecdsa or crypto/ecdh, NIST
+// curve) or RSA private key.
 func NewTEEKey(priv crypto.PrivateKey) (*TEEKey, error) {
 	switch k := priv.(type) {
 	case *ecdsa.PrivateKey:
-		point, err := k.PublicKey.Bytes() // 0x04 || X || Y
+		// Kept in the form key agreement uses: converting costs a scalar
+		// multiplication.
+		ek, err := k.ECDH()
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrInvalidKey, err)
 		}
-		n := (len(point) - 1) / 2
-		pub := protocol.TeePubKey{Kty: "EC", Alg: AlgECDHES, Crv: k.Curve.Params().Name,
-			X: b64(point[1 : 1+n]), Y: b64(point[1+n:])}
-		if _, ok := curves[pub.Crv]; !ok {
-			return nil, fmt.Errorf("%w: curve %s", ErrInvalidKey, pub.Crv)
+		return NewTEEKey(ek)
+	case *ecdh.PrivateKey:
+		crv := curveName(k.Curve())
+		if crv == "" {
+			return nil, fmt.Errorf("%w: curve %v", ErrInvalidKey, k.Curve())
 		}
+		point := k.PublicKey().Bytes() // 0x04 || X || Y
+		n := (len(point) - 1) / 2
+		pub := protocol.TeePubKey{Kty: "EC", Alg: AlgECDHES, Crv: crv, X: b64(point[1 : 1+n]), Y: b64(point[1+n:])}
 		return &TEEKey{priv: k, pub: pub}, nil
 	case *rsa.PrivateKey:
 		pub := protocol.TeePubKey{Kty: "RSA", Alg: AlgRSAOAEP,

@@ -27,6 +27,7 @@ import (
 	"github.com/cocoon-cc/cocoon/store/bolt"
 	"github.com/cocoon-cc/cocoon/store/memory"
 	"github.com/cocoon-cc/cocoon/store/sealed"
+	"github.com/cocoon-cc/cocoon/store/wal"
 )
 
 // KeyNamespace holds the service's own keys.
@@ -130,27 +131,33 @@ func checkPlugins(plugins []PluginConfig) error {
 	return nil
 }
 
-// OpenStore opens the configured storage backend. The embedded store seals
-// every value with a key kept beside it or at sealing_key_path.
+// OpenStore opens the configured storage backend. The embedded store keeps
+// RCAR sessions, many small and short-lived records, in a log of their
+// own (store/wal) and the rest in bbolt, and seals every value with a key
+// kept beside it or at sealing_key_path.
 func OpenStore(cfg *Config) (store.Store, error) {
 	if cfg.StorageBackend.StorageType == "Memory" {
 		return memory.New(), nil
 	}
 	emb := cfg.StorageBackend.Backends.Embedded
-	b, err := bolt.Open(emb.Path)
-	if err != nil {
-		return nil, err
-	}
 	keyPath := emb.SealingKeyPath
 	if keyPath == "" {
 		keyPath = filepath.Join(emb.Path, "sealing.key")
 	}
 	key, err := sealed.LoadOrCreateKey(keyPath)
 	if err != nil {
+		return nil, err
+	}
+	b, err := bolt.Open(emb.Path)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := wal.Open(filepath.Join(emb.Path, "sessions"))
+	if err != nil {
 		b.Close()
 		return nil, err
 	}
-	return sealed.New(b, key)
+	return sealed.New(store.NewRouted(b, map[string]store.Store{SessionNamespace: sessions}), key)
 }
 
 // loadSigner returns the token signer: the configured PEM key, or the key

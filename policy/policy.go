@@ -194,12 +194,10 @@ func (e *Engine) Eval(ctx context.Context, id, query string, input, data map[str
 	if err != nil {
 		return nil, err
 	}
-	// rego.EvalInput would round-trip the input through JSON first.
-	in, err := ast.InterfaceToValue(input)
-	if err != nil {
-		return nil, fmt.Errorf("%w: input: %v", ErrEval, err)
-	}
-	opts := []rego.EvalOption{rego.EvalParsedInput(in)}
+	// rego.EvalInput would round-trip the input through JSON, then convert
+	// all of it; a lazy object converts what the policy reads (a token's
+	// claims are large, a policy reads a few).
+	opts := []rego.EvalOption{rego.EvalParsedInput(ast.LazyObject(input))}
 	if data != nil {
 		// Per-request data is written in a transaction that is never
 		// committed, so concurrent evaluations never see each other's data.
