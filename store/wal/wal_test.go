@@ -213,3 +213,25 @@ func TestCrash(t *testing.T) {
 		}
 	}
 }
+
+// FuzzOpen: whatever the log holds, Open recovers what it can and never
+// panics, and the store stays usable.
+func FuzzOpen(f *testing.F) {
+	f.Add(encode(nil, "ns", "k", []byte("v")))
+	f.Add(append(encode(nil, "ns", "k", []byte("v")), encode(nil, "ns", "k", nil)...))
+	f.Add([]byte{5, 0, 0, 0, 1, 2, 3, 4, 1, 0})
+	f.Fuzz(func(t *testing.T, log []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, FileName), log, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.Put(ctx, "ns", "k2", []byte("v2")); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
