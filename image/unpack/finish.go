@@ -34,8 +34,12 @@ func (l *Layer) Finish(lowers []string) error {
 	slices.Sort(dirs)
 	slices.Reverse(dirs)
 	for _, d := range dirs {
+		dst, ok := l.real(d)
+		if !ok || !isDir(dst) {
+			continue // a later entry of the layer replaced it
+		}
 		if src, ok := lookupLower(lowers, d); ok {
-			if err := copyDirAttrs(src, filepath.Join(l.Dir, d)); err != nil {
+			if err := copyDirAttrs(src, dst); err != nil {
 				return fmt.Errorf("%s: %w", d, err)
 			}
 		}
@@ -43,8 +47,32 @@ func (l *Layer) Finish(lowers []string) error {
 	return nil
 }
 
+// real returns the path of rel in the layer if no directory on the way
+// is a symlink: a later entry may have replaced a directory this layer
+// made with a symlink, which Finish must not follow out of the layer.
+func (l *Layer) real(rel string) (string, bool) {
+	p := l.Dir
+	comps := strings.Split(rel, "/")
+	for _, c := range comps[:len(comps)-1] {
+		p = filepath.Join(p, c)
+		if !isDir(p) {
+			return "", false
+		}
+	}
+	return filepath.Join(p, comps[len(comps)-1]), true
+}
+
+// isDir tells whether p is a directory (not a symlink to one).
+func isDir(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.IsDir()
+}
+
 func (l *Layer) linkLower(lowers []string, h hardlink) error {
-	dst := filepath.Join(l.Dir, h.path)
+	dst, ok := l.real(h.path)
+	if !ok {
+		return nil // a later entry of the layer replaced its directory
+	}
 	if _, err := os.Lstat(dst); err == nil {
 		return nil // a later entry of the layer replaced the link
 	}

@@ -252,3 +252,32 @@ func TestInRootSymlinkFollowedAndDevicesWhenAllowed(t *testing.T) {
 		t.Fatalf("fifo: %v", err)
 	}
 }
+
+// TestFinishStaysInTheLayer: directories this layer made, then replaced by
+// symlinks out of it, are not followed when the layer is finished.
+func TestFinishStaysInTheLayer(t *testing.T) {
+	it.RequireRoot(t)
+	outside := t.TempDir()
+	os.Chmod(outside, 0o700)
+	lower := t.TempDir()
+	if err := os.WriteFile(filepath.Join(lower, "f"), []byte("lower"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(lower, "a"), 0o777)
+	dir := t.TempDir()
+	l, err := Apply(context.Background(), dir, bytes.NewReader(it.Tar(t,
+		it.File("a/b", "b", 0o644), it.Link("d/x", "f"),
+		it.Symlink("a", outside), it.Symlink("d", outside))), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Finish([]string{lower}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(outside); fi.Mode().Perm() != 0o700 {
+		t.Errorf("the target of a replaced directory got mode %v", fi.Mode().Perm())
+	}
+	if _, err := os.Lstat(filepath.Join(outside, "x")); err == nil {
+		t.Error("hard link made through a symlink, outside the layer")
+	}
+}
