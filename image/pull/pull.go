@@ -136,7 +136,7 @@ func New(s *store.Store, o Options) *Puller {
 type Image struct {
 	Manifest digest.Digest
 	Config   ocispec.Image
-	Bytes    int64 // uncompressed layer bytes
+	Bytes    int64 // uncompressed bytes of the layers this pull extracted
 }
 
 // Pull pulls ref and writes an OCI runtime bundle (rootfs and config.json)
