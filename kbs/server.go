@@ -4,11 +4,11 @@
 package kbs
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -190,7 +190,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // readBody reads the (size-limited) body.
 func readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(r.Body)
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= 1<<20 {
+		buf.Grow(int(n) + bytes.MinRead) // one read to the end, no regrowth
+	}
+	_, err := buf.ReadFrom(r.Body)
+	b := buf.Bytes()
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		return nil, protocol.Errorf(protocol.KindPayloadTooLarge, "request body over %d bytes", tooBig.Limit)
@@ -212,13 +217,9 @@ func decodeJSON(r *http.Request, v any) error {
 }
 
 func unmarshalStrict(b []byte, v any) error {
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	if err := dec.Decode(v); err != nil {
+	// Unmarshal refuses anything but whitespace after the value.
+	if err := json.Unmarshal(b, v); err != nil {
 		return protocol.Errorf(protocol.KindSerde, "malformed JSON: %v", err)
-	}
-	// More() is false before a stray "}" or "]": look for the end instead.
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return protocol.Errorf(protocol.KindSerde, "malformed JSON: trailing data")
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -12,11 +13,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/cookiejar"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,6 +69,7 @@ func benchRCAR(b *testing.B, extra string) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			lat := make([]time.Duration, 0, b.N)
 			var mu sync.Mutex
+			serverCPU, clientCPU := procCPU(k.cmd.Process.Pid), selfCPU()
 			start := time.Now()
 			run(b.N, clients, func() {
 				t0 := time.Now()
@@ -76,6 +82,7 @@ func benchRCAR(b *testing.B, extra string) {
 				mu.Unlock()
 			})
 			elapsed := time.Since(start)
+			serverCPU, clientCPU = procCPU(k.cmd.Process.Pid)-serverCPU, selfCPU()-clientCPU
 			b.StopTimer()
 			floor := bestFloor(b.N, clients)
 			slices.Sort(lat)
@@ -85,8 +92,33 @@ func benchRCAR(b *testing.B, extra string) {
 			b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
 			b.ReportMetric(float64(b.N)/floor.Seconds(), "floor-handshakes/s")
 			b.ReportMetric(100*floor.Seconds()/elapsed.Seconds(), "%floor")
+			// Where the CPU went: the KBS, and the clients (this process).
+			b.ReportMetric(float64(serverCPU.Microseconds())/float64(b.N), "server-cpu-us/op")
+			b.ReportMetric(float64(clientCPU.Microseconds())/float64(b.N), "client-cpu-us/op")
+			b.ReportMetric(float64(floor.Microseconds())*float64(min(clients, runtime.GOMAXPROCS(0)))/float64(b.N), "floor-cpu-us/op")
 		})
 	}
+}
+
+// procCPU is the user and system CPU time a process has used so far
+// (Linux: /proc/PID/stat, in clock ticks of 10 ms).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// selfCPU is this process's user and system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
