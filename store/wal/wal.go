@@ -212,7 +212,19 @@ func (s *Store) rewrite(data map[string]map[string][]byte) error {
 	}
 	end, _ := f.Seek(0, io.SeekCurrent)
 	end += int64(w.Buffered())
-	if err := errors.Join(w.Flush(), f.Sync(), os.Rename(tmp, s.path()), syncDir(s.dir)); err != nil {
+	// In order: the new log replaces the old one only once it is whole
+	// and synced.
+	err = w.Flush()
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = os.Rename(tmp, s.path())
+	}
+	if err == nil {
+		err = syncDir(s.dir)
+	}
+	if err != nil {
 		f.Close()
 		return fmt.Errorf("store: rewrite log: %w", err)
 	}
