@@ -35,9 +35,10 @@ func WithLog(log *slog.Logger) PullOption {
 }
 
 // PullImage pulls imageURL inside the guest into an OCI bundle at
-// bundlePath: layers come from the registry (or the content store under
-// [image] work_dir), are verified, decrypted with keys from the KBS (after
-// attestation) and unpacked. It returns the manifest digest.
+// bundlePath whose rootfs is an overlay mount of the image's layers: the
+// layers the store under [image] work_dir lacks come from the registry,
+// verified, decrypted with keys from the KBS (after attestation) and
+// extracted. It returns the manifest digest.
 func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string, opts ...PullOption) (string, error) {
 	if imageURL == "" || bundlePath == "" || !filepath.IsAbs(bundlePath) {
 		return "", fmt.Errorf("%w: image_url and an absolute bundle_path are required", ErrImageRequest)
