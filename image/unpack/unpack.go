@@ -2,8 +2,8 @@
 // its own in overlayfs format, the way containerd's overlay snapshotter
 // and image-rs keep layers: whiteouts become 0/0 character devices and
 // opaque directories carry trusted.overlay.opaque, so that a container's
-// root filesystem is an overlay mount of the layers (see Mount) and every
-// layer can be extracted at the same time as the others. Hard links,
+// root filesystem is an overlay mount of the layers (bundle.MountRootfs)
+// and every layer can be extracted at the same time as the others. Hard links,
 // symlinks, xattrs and ownership are kept, with every path resolved inside
 // the layer so that a hostile layer cannot write outside it.
 package unpack
@@ -142,7 +142,7 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	target := filepath.Join(parent, base)
 	// A directory where this layer whited out the lower one replaces it.
 	replaces := hdr.Typeflag == tar.TypeDir && isWhiteout(target)
-	if err := clear(target, hdr.Typeflag == tar.TypeDir); err != nil {
+	if err := clearTarget(target, hdr.Typeflag == tar.TypeDir); err != nil {
 		return err
 	}
 	if hdr.Typeflag == tar.TypeDir {
@@ -237,8 +237,8 @@ func (a *applier) resolve(rel string, create bool) (string, error) {
 	return filepath.Join(a.root, cur), nil
 }
 
-// clear removes what is at target unless a directory replaces a directory.
-func clear(target string, dir bool) error {
+// clearTarget removes what is at target unless a directory replaces a directory.
+func clearTarget(target string, dir bool) error {
 	fi, err := os.Lstat(target)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
