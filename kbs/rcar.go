@@ -52,7 +52,7 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &att); err != nil {
 		return attestErr(err)
 	}
-	sess, err := s.sessions.get(r.Context(), c.ID)
+	sess, err := s.sessions.stored(r.Context(), c.ID)
 	if err != nil {
 		return attestErr(err)
 	}

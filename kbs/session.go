@@ -39,11 +39,10 @@ type challenge struct {
 	Expires time.Time
 }
 
-// session is an attested RCAR session, as stored under its id.
+// session is an attested RCAR session, as stored under its id (which
+// holds its TEE and expiry).
 type session struct {
-	Tee     protocol.Tee `json:"tee"`
-	Expires time.Time    `json:"expires"`
-	Token   string       `json:"token"`
+	Token string `json:"token"`
 }
 
 // A session id is 16 bytes, 32 hex digits as Trustee's: the TEE's code,
@@ -80,8 +79,20 @@ func (s *sessions) nonce(id []byte) string {
 	return base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
-// challenge reads the session id of a cookie.
+// challenge reads the session id of a cookie, with the nonce it was
+// issued with.
 func (s *sessions) challenge(id string) (*challenge, error) {
+	c, err := s.parse(id)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := hex.DecodeString(id)
+	c.Nonce = s.nonce(b)
+	return c, nil
+}
+
+// parse reads a session id's TEE and expiry, refusing an expired one.
+func (s *sessions) parse(id string) (*challenge, error) {
 	b, err := hex.DecodeString(id)
 	if err != nil || len(b) != idSize {
 		return nil, ErrUnknownSession
@@ -94,18 +105,23 @@ func (s *sessions) challenge(id string) (*challenge, error) {
 	if !s.now().Before(exp) {
 		return nil, ErrSessionExpired
 	}
-	return &challenge{ID: id, Tee: tee, Nonce: s.nonce(b), Expires: exp}, nil
+	return &challenge{ID: id, Tee: tee, Expires: exp}, nil
 }
 
 // get loads an attested session; nil if the challenge was not answered
 // yet. An expired one is deleted.
 func (s *sessions) get(ctx context.Context, id string) (*session, error) {
-	if _, err := s.challenge(id); err != nil {
+	if _, err := s.parse(id); err != nil {
 		if errors.Is(err, ErrSessionExpired) {
 			s.store.Delete(ctx, SessionNamespace, id)
 		}
 		return nil, err
 	}
+	return s.stored(ctx, id)
+}
+
+// stored loads the attested session of a live id; nil if there is none.
+func (s *sessions) stored(ctx context.Context, id string) (*session, error) {
 	b, err := s.store.Get(ctx, SessionNamespace, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
@@ -124,7 +140,7 @@ func (s *sessions) get(ctx context.Context, id string) (*session, error) {
 // attestation of the same session won; the token stored is returned.
 func (s *sessions) attested(ctx context.Context, c *challenge, token string) (string, error) {
 	stored := token
-	v, err := json.Marshal(session{Tee: c.Tee, Expires: c.Expires, Token: token})
+	v, err := json.Marshal(session{Token: token})
 	if err != nil {
 		return "", err
 	}
@@ -148,7 +164,7 @@ func (s *sessions) sweep(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, id := range ids {
-		if _, err := s.challenge(id); err != nil {
+		if _, err := s.parse(id); err != nil {
 			s.store.Delete(ctx, SessionNamespace, id)
 			n++
 		}
