@@ -135,25 +135,11 @@ func TestPodCtr(t *testing.T) {
 // TestPodCRI drives the coco runtime as the kubelet does, through CRI.
 func TestPodCRI(t *testing.T) {
 	e := newPodEnv(t)
-	rs, is := e.ctrd.RuntimeService(t), e.ctrd.ImageService(t)
+	rs := e.ctrd.RuntimeService(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	logDir := t.TempDir()
-	sandbox := &cri.PodSandboxConfig{
-		Metadata:     &cri.PodSandboxMetadata{Name: "pod1", Uid: "uid-1", Namespace: "default"},
-		Hostname:     "pod1",
-		LogDirectory: logDir,
-		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
-		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
-			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
-	}
-	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v\n%s", err, e.ctrd.Logs())
-	}
-	if _, err := is.PullImage(ctx, &cri.ImageSpec{Image: e.image}, nil, sandbox); err != nil {
-		t.Fatal(err)
-	}
+	podID, sandbox := e.startPod(ctx, t, rs, "pod1", logDir)
 	cfg := &cri.ContainerConfig{
 		Metadata: &cri.ContainerMetadata{Name: "c1"},
 		Image:    &cri.ImageSpec{Image: e.image},
@@ -185,6 +171,31 @@ func TestPodCRI(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertNoLeftovers(t, e.ctrd)
+}
+
+// startPod runs a pod sandbox named name on the coco runtime through CRI
+// (host network, initdata allowing every agent call, container logs in
+// logDir if set) and pulls the test image for it.
+func (e *podEnv) startPod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, logDir string) (string, *cri.PodSandboxConfig) {
+	t.Helper()
+	sandbox := &cri.PodSandboxConfig{
+		Metadata:     &cri.PodSandboxMetadata{Name: name, Uid: "uid-" + name, Namespace: "default"},
+		Hostname:     name,
+		LogDirectory: logDir,
+		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
+		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
+			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+	}
+	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\n%s", err, e.ctrd.Logs())
+	}
+	if _, err := e.ctrd.ImageService(t).PullImage(ctx, &cri.ImageSpec{Image: e.image}, nil, sandbox); err != nil {
+		rs.StopPodSandbox(ctx, podID)
+		rs.RemovePodSandbox(ctx, podID)
+		t.Fatal(err)
+	}
+	return podID, sandbox
 }
 
 // assertNoLeftovers checks that no coco shim of this containerd remains,
@@ -250,25 +261,11 @@ func TestPodVM(t *testing.T) {
 	kernel, initrd := testutil.Guest(t)
 	e := newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
 		kernel+"\"\ninitrd = \""+initrd+"\"\n")
-	rs, is := e.ctrd.RuntimeService(t), e.ctrd.ImageService(t)
+	rs := e.ctrd.RuntimeService(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	logDir := t.TempDir()
-	sandbox := &cri.PodSandboxConfig{
-		Metadata:     &cri.PodSandboxMetadata{Name: "vmpod", Uid: "uid-vm", Namespace: "default"},
-		Hostname:     "vmpod",
-		LogDirectory: logDir,
-		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
-		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
-			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
-	}
-	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v\n%s", err, e.ctrd.Logs())
-	}
-	if _, err := is.PullImage(ctx, &cri.ImageSpec{Image: e.image}, nil, sandbox); err != nil {
-		t.Fatal(err)
-	}
+	podID, sandbox := e.startPod(ctx, t, rs, "vmpod", logDir)
 	cid, err := rs.CreateContainer(ctx, podID, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"},
 		Image: &cri.ImageSpec{Image: e.image}, LogPath: "c.log",
 		Command: []string{"/bin/sh", "-c", "echo in-vm $(hostname) kernel $(cat /proc/sys/kernel/osrelease)"}}, sandbox)
@@ -354,24 +351,12 @@ func waitExited(ctx context.Context, t *testing.T, rs internalapi.RuntimeService
 // reach a running container in the sandbox when the policy allows exec.
 func TestPodCRIExecStats(t *testing.T) {
 	e := newPodEnv(t)
-	rs, is := e.ctrd.RuntimeService(t), e.ctrd.ImageService(t)
+	rs := e.ctrd.RuntimeService(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sandbox := &cri.PodSandboxConfig{
-		Metadata:    &cri.PodSandboxMetadata{Name: "exec", Uid: "uid-exec", Namespace: "default"},
-		Annotations: map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
-		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
-			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
-	}
-	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
-	if err != nil {
-		t.Fatalf("RunPodSandbox: %v\n%s", err, e.ctrd.Logs())
-	}
+	podID, sandbox := e.startPod(ctx, t, rs, "exec", "")
 	defer rs.RemovePodSandbox(ctx, podID)
 	defer rs.StopPodSandbox(ctx, podID)
-	if _, err := is.PullImage(ctx, &cri.ImageSpec{Image: e.image}, nil, sandbox); err != nil {
-		t.Fatal(err)
-	}
 	cid, err := rs.CreateContainer(ctx, podID, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"},
 		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sleep", "1000"}}, sandbox)
 	if err != nil {
