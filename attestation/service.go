@@ -225,13 +225,13 @@ func Hash(alg string, b []byte) ([]byte, error) {
 // appraise evaluates the class's attestation policy over the claims.
 func (s *Service) appraise(ctx context.Context, policyID string, a annotatedClaims) (*ear.Appraisal, error) {
 	id := policyID + "_" + a.class
-	// Round-trip through JSON so the policy sees plain JSON types whatever
-	// Go types the verifier used.
-	input, raw, err := jsonRoundTrip(a.claims)
+	raw, err := encodeClaims(a.claims)
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.policies.Eval(ctx, id, "data.policy.trust_claims", input, nil)
+	// The policy reads the claims themselves: OPA converts the Go values it
+	// reaches as encoding/json would (those of other types through JSON).
+	out, err := s.policies.Eval(ctx, id, "data.policy.trust_claims", a.claims, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrPolicyEvaluated, id, err)
 	}
@@ -255,18 +255,15 @@ func (s *Service) appraise(ctx context.Context, policyID string, a annotatedClai
 	return &ear.Appraisal{Status: tv.Status(), TrustVector: tv, PolicyID: policyID, AnnotatedEvidence: raw}, nil
 }
 
-func jsonRoundTrip(m map[string]any) (map[string]any, map[string]json.RawMessage, error) {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, nil, fmt.Errorf("attestation: claims: %w", err)
+// encodeClaims encodes each claim as the token's annotated evidence.
+func encodeClaims(m map[string]any) (map[string]json.RawMessage, error) {
+	raw := make(map[string]json.RawMessage, len(m))
+	for k, v := range m {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("attestation: claim %s: %w", k, err)
+		}
+		raw[k] = b
 	}
-	var raw map[string]json.RawMessage
-	var input map[string]any
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return nil, nil, err
-	}
-	if err := json.Unmarshal(b, &input); err != nil {
-		return nil, nil, err
-	}
-	return input, raw, nil
+	return raw, nil
 }

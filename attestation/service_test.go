@@ -526,6 +526,37 @@ func TestDeviceClasses(t *testing.T) {
 	}
 }
 
+// TestClaimTypes: the policy reads a verifier's claims as their JSON,
+// whatever Go types the verifier used, and the token carries the same.
+func TestClaimTypes(t *testing.T) {
+	f := newFixture(t, Config{})
+	type tcb struct {
+		SVN uint8 `json:"svn"`
+	}
+	f.svc.verifiers[protocol.TeeSNP] = stubVerifier{results: []verifier.TeeClaims{{Class: "cpu", Claims: verifier.Claims{
+		"blob": []byte{1, 2}, "tcb": tcb{SVN: 7}, "n": uint16(3), "list": []int{4}, "nested": verifier.Claims{"ok": true}}}}}
+	err := f.svc.Policies().Set(ctx, "default_cpu", `package policy
+import rego.v1
+trust_claims := {"hardware": 2} if {
+	input.snp.blob == "AQI="
+	input.snp.tcb.svn == 7
+	input.snp.n == 3
+	input.snp.list == [4]
+	input.snp.nested.ok
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, _ := f.evaluate(t, Request{Tee: protocol.TeeSNP, Evidence: json.RawMessage(`{}`)})
+	cpu := claims.Submods["cpu0"]
+	if cpu.TrustVector != vector(0, 2, 0) {
+		t.Errorf("vector %+v", cpu.TrustVector)
+	}
+	if got := string(cpu.AnnotatedEvidence["snp"]); got != `{"blob":"AQI=","list":[4],"n":3,"nested":{"ok":true},"tcb":{"svn":7}}` {
+		t.Errorf("annotated evidence %s", got)
+	}
+}
+
 func TestNewPoliciesKeepsStoredDefault(t *testing.T) {
 	st := memory.New()
 	rv := rvps.New(st)

@@ -672,3 +672,31 @@ func TestConcurrentAttestSameSession(t *testing.T) {
 		t.Errorf("session keeps another token: %v", err)
 	}
 }
+
+// TestStoredSessionFormats: a session is stored as its token; one stored
+// by an earlier version as {"token": ...} still reads, and a second
+// attestation of a session keeps the first token.
+func TestStoredSessionFormats(t *testing.T) {
+	k := newKBS(t, "")
+	k.registerSampleRVs(t)
+	tok := mustAttestDirect(t, k)
+	ids, _ := k.srv.store.List(bg, SessionNamespace)
+	if len(ids) != 1 {
+		t.Fatalf("sessions %v", ids)
+	}
+	if b, _ := k.srv.store.Get(bg, SessionNamespace, ids[0]); string(b) != tok {
+		t.Errorf("stored session %.40q, want the token", b)
+	}
+	c, err := k.srv.sessions.challenge(ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := k.srv.sessions.attested(bg, c, "another"); err != nil || got != tok {
+		t.Errorf("second attestation: %q %v", got, err)
+	}
+	old, _ := json.Marshal(map[string]string{"token": tok})
+	k.srv.store.Put(bg, SessionNamespace, ids[0], old)
+	if sess, err := k.srv.sessions.get(bg, ids[0]); err != nil || sess.Token != tok {
+		t.Errorf("session stored as JSON: %v %v", sess, err)
+	}
+}

@@ -39,10 +39,22 @@ type challenge struct {
 	Expires time.Time
 }
 
-// session is an attested RCAR session, as stored under its id (which
-// holds its TEE and expiry).
+// session is an attested RCAR session. It is stored under its id (which
+// holds its TEE and expiry) as its token alone; sessions stored by earlier
+// versions are the JSON object {"token": ...}.
 type session struct {
 	Token string `json:"token"`
+}
+
+// decodeSession reads a stored session.
+func decodeSession(b []byte) (session, error) {
+	var sess session
+	if len(b) > 0 && b[0] == '{' {
+		err := json.Unmarshal(b, &sess)
+		return sess, err
+	}
+	sess.Token = string(b)
+	return sess, nil
 }
 
 // A session id is 16 bytes, 32 hex digits as Trustee's: the TEE's code,
@@ -129,8 +141,8 @@ func (s *sessions) stored(ctx context.Context, id string) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
-	var sess session
-	if err := json.Unmarshal(b, &sess); err != nil {
+	sess, err := decodeSession(b)
+	if err != nil {
 		return nil, fmt.Errorf("session: stored %s: %w", id, err)
 	}
 	return &sess, nil
@@ -140,18 +152,13 @@ func (s *sessions) stored(ctx context.Context, id string) (*session, error) {
 // attestation of the same session won; the token stored is returned.
 func (s *sessions) attested(ctx context.Context, c *challenge, token string) (string, error) {
 	stored := token
-	v, err := json.Marshal(session{Token: token})
-	if err != nil {
-		return "", err
-	}
 	// The store holds its lock while fn runs: keep fn short.
-	err = s.store.Update(ctx, SessionNamespace, c.ID, func(old []byte) ([]byte, error) {
-		var sess session
-		if old != nil && json.Unmarshal(old, &sess) == nil && sess.Token != "" {
+	err := s.store.Update(ctx, SessionNamespace, c.ID, func(old []byte) ([]byte, error) {
+		if sess, err := decodeSession(old); err == nil && sess.Token != "" {
 			stored = sess.Token
 			return old, nil
 		}
-		return v, nil
+		return []byte(token), nil
 	})
 	return stored, err
 }

@@ -270,6 +270,43 @@ func TestEvalData(t *testing.T) {
 	}
 }
 
+// TestRawJSONInput: input values that are raw JSON (a remembered token's
+// annotated evidence) read as the JSON they hold.
+func TestRawJSONInput(t *testing.T) {
+	e := newEngine(t)
+	if err := e.Set(ctx, "p", `package policy
+import rego.v1
+default allow := false
+allow if {
+	input.ev.sample.svn == "1"
+	input.ev.sample.minor >= 2
+	not input.ev.snp
+}`); err != nil {
+		t.Fatal(err)
+	}
+	for raw, want := range map[string]bool{
+		`{"sample":{"svn":"1","minor":2}}`:          true,
+		`{"sample":{"svn":"1","minor":1.5}}`:        false,
+		`{"sample":{"svn":"1","minor":3},"snp":{}}`: false,
+	} {
+		ev := map[string]any{}
+		if err := json.Unmarshal([]byte(raw), &ev); err != nil {
+			t.Fatal(err)
+		}
+		var parts map[string]json.RawMessage
+		json.Unmarshal([]byte(raw), &parts)
+		lazy := map[string]any{}
+		for k, v := range parts {
+			lazy[k] = v
+		}
+		for name, in := range map[string]map[string]any{"decoded": ev, "raw": lazy} {
+			if got := eval(t, e, "p", "data.policy.allow", map[string]any{"ev": in}, nil); got != want {
+				t.Errorf("%s %s: allow = %v, want %v", name, raw, got, want)
+			}
+		}
+	}
+}
+
 // TestDataCannotOverridePolicy: request data written under "policy" must
 // not replace the policy's own rules.
 func TestDataCannotOverridePolicy(t *testing.T) {

@@ -132,3 +132,57 @@ type Claims struct {
 	VerifierID VerifierID           `json:"ear.verifier-id"`
 	Submods    map[string]Appraisal `json:"submods"`
 }
+
+// Map is the claims as decoding the token's payload into an `any` gives
+// them (JSON objects as maps, numbers as float64), built without a JSON
+// round trip: it is the resource policy's input for a token this service
+// has just signed. Annotated evidence stays raw JSON, for OPA to decode
+// the parts a policy reads.
+func (c *Claims) Map() map[string]any {
+	submods := make(map[string]any, len(c.Submods))
+	for name, a := range c.Submods {
+		submods[name] = a.fields()
+	}
+	m := map[string]any{
+		"eat_profile": c.Profile,
+		"iat":         float64(c.IssuedAt),
+		"exp":         float64(c.Expiry),
+		"ear.verifier-id": map[string]any{
+			"developer": c.VerifierID.Developer,
+			"build":     c.VerifierID.Build,
+		},
+		"submods": submods,
+	}
+	if c.Issuer != "" {
+		m["iss"] = c.Issuer
+	}
+	return m
+}
+
+func (a *Appraisal) fields() map[string]any {
+	tv := a.TrustVector
+	m := map[string]any{
+		"ear.status": string(a.Status),
+		"ear.trustworthiness-vector": map[string]any{
+			"instance-identity": float64(tv.InstanceIdentity),
+			"configuration":     float64(tv.Configuration),
+			"executables":       float64(tv.Executables),
+			"file-system":       float64(tv.FileSystem),
+			"hardware":          float64(tv.Hardware),
+			"runtime-opaque":    float64(tv.RuntimeOpaque),
+			"storage-opaque":    float64(tv.StorageOpaque),
+			"sourced-data":      float64(tv.SourcedData),
+		},
+	}
+	if a.PolicyID != "" {
+		m["ear.appraisal-policy-id"] = a.PolicyID
+	}
+	if len(a.AnnotatedEvidence) > 0 {
+		ev := make(map[string]any, len(a.AnnotatedEvidence))
+		for k, v := range a.AnnotatedEvidence {
+			ev[k] = v
+		}
+		m["ear.veraison.annotated-evidence"] = ev
+	}
+	return m
+}
