@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gowebpki/jcs"
+
 	"github.com/cocoon-cc/cocoon/attestation"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
@@ -324,4 +326,24 @@ func TestErrorfWraps(t *testing.T) {
 	if plain := protocol.Errorf(protocol.KindSerde, "no cause"); plain.Unwrap() != nil {
 		t.Errorf("Unwrap = %v, want nil", plain.Unwrap())
 	}
+}
+
+// FuzzCanonicalJSON: runtime data (objects of strings) canonicalizes as
+// encoding/json followed by the jcs library does.
+func FuzzCanonicalJSON(f *testing.F) {
+	f.Add("nonce", "n0nce", "x", "<a&b>\u00e9\n\"\\\u2028\x7f\x01", "additional-evidence")
+	f.Add("é", "\xff", "Z", "", "a")
+	f.Add("\U0001F600", "\uE000", "\t", "\u00ff", "\x00")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3 string) {
+		v := map[string]any{k1: v1, k3: map[string]any{k2: v2, k1: v1}, "tee-pubkey": map[string]any{"kty": v2}}
+		got, err := protocol.CanonicalJSON(v)
+		b, _ := json.Marshal(v)
+		want, werr := jcs.Transform(b)
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("CanonicalJSON(%q): %v, jcs: %v", v, err, werr)
+		}
+		if string(got) != string(want) {
+			t.Errorf("CanonicalJSON(%q) =\n%q\nwant\n%q", v, got, want)
+		}
+	})
 }

@@ -3,6 +3,8 @@ package protocol
 import (
 	"crypto/sha512"
 	"encoding/json"
+	"slices"
+	"unicode/utf8"
 
 	"github.com/gowebpki/jcs"
 )
@@ -29,6 +31,9 @@ func RuntimeDataClaims(nonce string, pub TeePubKey, additional *string) map[stri
 
 // CanonicalJSON is the RFC 8785 (JCS) form of v.
 func CanonicalJSON(v any) ([]byte, error) {
+	if b, ok := appendCanonical(make([]byte, 0, 512), v); ok {
+		return b, nil
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
@@ -45,4 +50,70 @@ func ReportData(runtimeData map[string]any) ([]byte, error) {
 	}
 	sum := sha512.Sum384(b)
 	return sum[:], nil
+}
+
+// appendCanonical writes the shape runtime data has, objects of strings and
+// objects with ASCII keys, in RFC 8785 form directly: every handshake
+// hashes one on each side. ok is false for any other value (numbers,
+// arrays, other keys, invalid UTF-8), which goes through encoding/json and
+// jcs instead.
+func appendCanonical(b []byte, v any) (_ []byte, ok bool) {
+	switch v := v.(type) {
+	case string:
+		return appendCanonicalString(b, v)
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			for i := range len(k) {
+				if k[i] >= utf8.RuneSelf {
+					return nil, false // sorted by UTF-16 code units, not bytes
+				}
+			}
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b, _ = appendCanonicalString(b, k)
+			if b, ok = appendCanonical(append(b, ':'), v[k]); !ok {
+				return nil, false
+			}
+		}
+		return append(b, '}'), true
+	}
+	return nil, false
+}
+
+// appendCanonicalString escapes as ECMAScript's JSON.stringify does: the
+// quote, the backslash and control characters only.
+func appendCanonicalString(b []byte, s string) ([]byte, bool) {
+	if !utf8.ValidString(s) {
+		return nil, false
+	}
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := range len(s) {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c >= 0x20:
+			b = append(b, c)
+		case c == '\b':
+			b = append(b, '\\', 'b')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\f':
+			b = append(b, '\\', 'f')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+	}
+	return append(b, '"'), true
 }
