@@ -2,7 +2,8 @@
 // records, such as RCAR sessions: the records live in memory and every
 // write is appended to a log and fdatasynced before it is acknowledged.
 // Writes that arrive while the log syncs share the next sync (group
-// commit), and a lone writer pays one sync of data, not the page copies
+// commit; while writers come concurrently, a sync also waits a moment for
+// more of them), and a lone writer pays one sync of data, not the page copies
 // and two syncs of a B+tree commit. The log is replayed on open and
 // rewritten with only the live records when it has grown well past them.
 //
@@ -23,6 +24,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -48,6 +51,10 @@ const (
 	compactAt = 64 << 20
 )
 
+// commitDelay is how long a sync waits for more writers while they come
+// concurrently: at a few thousand writes a second, several share a sync.
+var commitDelay = time.Millisecond
+
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // Store is a log-backed store.Store.
@@ -66,6 +73,8 @@ type Store struct {
 	f          *os.File
 	end, alloc int64
 	prealloc   bool
+
+	syncs atomic.Int64 // appends synced, for tests
 
 	kick chan struct{}
 	stop chan struct{}
@@ -244,24 +253,43 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// commit writes and syncs what the writers queued until Close.
+// commit writes and syncs what the writers queued until Close. While
+// writers come concurrently (the last sync answered more than one), it
+// waits commitDelay before each sync so that more of them share it, as
+// PostgreSQL's commit_delay does: a sync costs the same for one record or
+// many. A lone writer never waits.
 func (s *Store) commit() {
 	defer close(s.done)
+	concurrent := false
 	for {
 		select {
 		case <-s.kick:
 		case <-s.stop:
-			s.flush() // writes queued before Close
-			s.f.Close()
+			s.close()
 			return
 		}
-		s.flush()
+		if concurrent {
+			select {
+			case <-time.After(commitDelay):
+			case <-s.stop:
+				s.close()
+				return
+			}
+		}
+		concurrent = s.flush() > 1
 	}
 }
 
+// close syncs the writes queued before Close and closes the log.
+func (s *Store) close() {
+	s.flush()
+	s.f.Close()
+}
+
 // flush writes the queued records in one append and one sync, answers
-// their writers, and compacts the log when it is due.
-func (s *Store) flush() {
+// their writers (it returns how many), and compacts the log when it is
+// due.
+func (s *Store) flush() int {
 	s.mu.Lock()
 	buf, waiters := s.pending, s.waiters
 	s.pending, s.waiters = nil, nil
@@ -277,7 +305,7 @@ func (s *Store) flush() {
 	}
 	s.mu.Unlock()
 	if len(waiters) == 0 && !compact {
-		return
+		return 0
 	}
 	var err error
 	if compact {
@@ -294,6 +322,7 @@ func (s *Store) flush() {
 	for _, w := range waiters {
 		w <- err
 	}
+	return len(waiters)
 }
 
 // append writes buf at the end of the log and syncs it.
@@ -313,6 +342,7 @@ func (s *Store) append(buf []byte) error {
 	}
 	s.end += int64(len(buf))
 	s.alloc = max(s.alloc, s.end)
+	s.syncs.Add(1)
 	return unix.Fdatasync(int(s.f.Fd()))
 }
 

@@ -37,6 +37,43 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestGroupCommit: concurrent writers share syncs, each is answered only
+// once its record is durable, and a lone writer gets a sync per write.
+func TestGroupCommit(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := s.Put(ctx, "ns", fmt.Sprint(w, "/", i), []byte("v")); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := s.syncs.Load(); n > writers*each/4 {
+		t.Errorf("%d syncs for %d concurrent writes", n, writers*each)
+	}
+	before := s.syncs.Load()
+	for i := range 10 {
+		s.Put(ctx, "ns", fmt.Sprint("alone/", i), []byte("v"))
+	}
+	if n := s.syncs.Load() - before; n != 10 {
+		t.Errorf("%d syncs for 10 writes in sequence", n)
+	}
+	s.Close()
+	s = open(t, dir)
+	defer s.Close()
+	if ids, _ := s.List(ctx, "ns"); len(ids) != writers*each+10 {
+		t.Errorf("%d records after reopening, want %d", len(ids), writers*each+10)
+	}
+}
+
 // TestReopen: puts, overwrites and deletes, in one namespace and
 // another, come back from the log as they were left.
 func TestReopen(t *testing.T) {
