@@ -66,9 +66,11 @@ type parsedValue struct {
 }
 
 // NewPolicies returns the attestation policy engine over s, with the
-// query_reference_value builtin and the default CPU policy installed.
+// query_reference_value builtin and the default CPU policy installed. Its
+// decisions are cached while the reference values stay the same.
 func NewPolicies(ctx context.Context, s store.Store, rv *rvps.Service) (*policy.Engine, error) {
 	e := policy.New(s, PolicyNamespace, ReferenceValueBuiltin(rv))
+	e.CacheDecisions(rv.Version, "query_reference_value")
 	if err := e.SetDefault(ctx, DefaultPolicyID+"_cpu", DefaultCPUPolicy); err != nil {
 		return nil, fmt.Errorf("attestation: default policy: %w", err)
 	}

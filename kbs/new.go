@@ -96,6 +96,7 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 		return nil, err
 	}
 	rp := policy.New(st, ResourcePolicyNamespace)
+	rp.CacheDecisions(nil)
 	if err := rp.SetDefault(ctx, ResourcePolicyID, respolicy.Default); err != nil {
 		return nil, fmt.Errorf("kbs: default resource policy: %w", err)
 	}

@@ -40,18 +40,24 @@ type Engine struct {
 
 	mu       sync.RWMutex
 	compiled map[string]*compiled
+	// Decision caching (CacheDecisions): nil version means off.
+	version func() uint64
+	tracked map[string]bool
 }
 
 type compiled struct {
 	text    string
 	module  *ast.Module
+	paths   [][]string // the input paths it reads, when its decisions are cached
+	cached  bool
 	mu      sync.Mutex // guards queries
 	queries map[string]*prepared
 }
 
 type prepared struct {
-	query rego.PreparedEvalQuery
-	data  storage.Store
+	query     rego.PreparedEvalQuery
+	data      storage.Store
+	decisions *decisions // nil when not cached
 }
 
 // New returns an Engine over namespace ns of s; opts (custom builtins) are
@@ -127,6 +133,11 @@ func (e *Engine) compile(ctx context.Context, id, text string) (*compiled, error
 		return nil, err
 	}
 	c := &compiled{text: text, module: mod, queries: map[string]*prepared{}}
+	e.mu.RLock()
+	if e.version != nil {
+		c.paths, c.cached = inputPaths(mod, e.tracked)
+	}
+	e.mu.RUnlock()
 	// Preparing a query compiles the module: do it now so a bad policy is
 	// refused when it is set, not when it is first used.
 	if _, err := c.prepare(ctx, "data.policy", e.opts); err != nil {
@@ -156,6 +167,9 @@ func (c *compiled) prepare(ctx context.Context, query string, opts []func(*rego.
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	p := &prepared{query: q, data: data}
+	if c.cached {
+		p.decisions = newDecisions(c.paths)
+	}
 	c.queries[query] = p
 	return p, nil
 }
@@ -184,7 +198,8 @@ func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 
 // Eval evaluates query (e.g. "data.policy.allow") of policy id with input
 // and, when data is not nil, that document as `data` beside the policy. The
-// result is nil when the query is undefined.
+// result is nil when the query is undefined; it may be a cached decision,
+// shared with other callers, who must not modify it.
 func (e *Engine) Eval(ctx context.Context, id, query string, input, data map[string]any) (any, error) {
 	c, err := e.load(ctx, id)
 	if err != nil {
@@ -194,6 +209,26 @@ func (e *Engine) Eval(ctx context.Context, id, query string, input, data map[str
 	if err != nil {
 		return nil, err
 	}
+	if p.decisions == nil {
+		return p.eval(ctx, input, data)
+	}
+	k, ok := p.decisions.key(input, data)
+	if !ok {
+		return p.eval(ctx, input, data)
+	}
+	version := e.version()
+	if out, ok := p.decisions.get(k, version); ok {
+		return out, nil
+	}
+	out, err := p.eval(ctx, input, data)
+	if err == nil {
+		p.decisions.put(k, version, out)
+	}
+	return out, err
+}
+
+// eval runs the query over input and data.
+func (p *prepared) eval(ctx context.Context, input, data map[string]any) (any, error) {
 	// rego.EvalInput would round-trip the input through JSON, then convert
 	// all of it; a lazy object converts what the policy reads (a token's
 	// claims are large, a policy reads a few).

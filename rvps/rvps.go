@@ -63,6 +63,10 @@ type Service struct {
 
 	mu    sync.RWMutex
 	cache map[string]*ReferenceValue
+	// version changes whenever a Query may answer differently: at every
+	// change, and when the next of the values read expires.
+	version    uint64
+	nextExpiry time.Time
 }
 
 // New returns a Service over s with the sample extractor registered.
@@ -96,9 +100,7 @@ func (s *Service) Register(ctx context.Context, raw []byte) ([]string, error) {
 		if err := s.store.Put(ctx, Namespace, name, b); err != nil {
 			return nil, fmt.Errorf("rvps: store %s: %w", name, err)
 		}
-		s.mu.Lock()
-		s.cache[name] = rv
-		s.mu.Unlock()
+		s.set(name, rv)
 		names = append(names, name)
 	}
 	return names, nil
@@ -148,10 +150,49 @@ func (s *Service) Expire(ctx context.Context, name string, at time.Time) error {
 	if err := s.store.Put(ctx, Namespace, name, b); err != nil {
 		return fmt.Errorf("rvps: store %s: %w", name, err)
 	}
-	s.mu.Lock()
-	s.cache[name] = &updated
-	s.mu.Unlock()
+	s.set(name, &updated)
 	return nil
+}
+
+// set caches a new or changed value.
+func (s *Service) set(name string, rv *ReferenceValue) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cache[name] = rv
+	s.version++
+	s.noteExpiry(rv)
+}
+
+// noteExpiry keeps nextExpiry the earliest future expiry of the values
+// cached. Called with mu held.
+func (s *Service) noteExpiry(rv *ReferenceValue) {
+	if rv.Expiration.After(s.now()) && (s.nextExpiry.IsZero() || rv.Expiration.Before(s.nextExpiry)) {
+		s.nextExpiry = rv.Expiration
+	}
+}
+
+// Version names the state of the values Query answers with: it changes
+// when a value is registered or its expiry changed, and when a value read
+// before expires. Policy decisions that read reference values are cached
+// under it.
+func (s *Service) Version() uint64 {
+	now := s.now()
+	s.mu.RLock()
+	v, next := s.version, s.nextExpiry
+	s.mu.RUnlock()
+	if next.IsZero() || now.Before(next) {
+		return v
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.nextExpiry.IsZero() && !now.Before(s.nextExpiry) {
+		s.version++
+		s.nextExpiry = time.Time{}
+		for _, rv := range s.cache {
+			s.noteExpiry(rv)
+		}
+	}
+	return s.version
 }
 
 // load returns the stored value named name (nil when there is none).
@@ -175,6 +216,7 @@ func (s *Service) load(ctx context.Context, name string) (*ReferenceValue, error
 	}
 	s.mu.Lock()
 	s.cache[name] = rv
+	s.noteExpiry(rv)
 	s.mu.Unlock()
 	return rv, nil
 }

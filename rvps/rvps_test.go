@@ -276,3 +276,66 @@ func TestExpireRevokesAtOnce(t *testing.T) {
 		t.Fatal("expiring a missing value succeeded")
 	}
 }
+
+// TestVersion: the version changes whenever a Query may answer differently
+// (a value registered, its expiry changed, a value read expiring) and at no
+// other time.
+func TestVersion(t *testing.T) {
+	s, st, c := newService(t)
+	v0 := s.Version()
+	if s.Version() != v0 {
+		t.Fatal("version changed by itself")
+	}
+	s.validity = time.Hour
+	s.Register(ctx, message("0.1.0", "sample", map[string]any{"a": 1}))
+	v1 := s.Version()
+	if v1 == v0 {
+		t.Error("register kept the version")
+	}
+	s.validity = 2 * time.Hour
+	s.Register(ctx, message("0.1.0", "sample", map[string]any{"b": 1}))
+	v2 := s.Version()
+	if v2 == v1 {
+		t.Error("second register kept the version")
+	}
+	c.t = c.t.Add(30 * time.Minute)
+	if s.Version() != v2 {
+		t.Error("version changed before any expiry")
+	}
+	c.t = c.t.Add(31 * time.Minute) // a expired
+	v3 := s.Version()
+	if v3 == v2 {
+		t.Error("a's expiry kept the version")
+	}
+	if s.Version() != v3 {
+		t.Error("version changed twice for one expiry")
+	}
+	c.t = c.t.Add(time.Hour) // b expired
+	if s.Version() == v3 {
+		t.Error("b's expiry kept the version")
+	}
+	if err := s.Expire(ctx, "b", c.t.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	v4 := s.Version()
+	c.t = c.t.Add(2 * time.Hour)
+	if s.Version() == v4 {
+		t.Error("the new expiry kept the version")
+	}
+	// A service that reads values stored before it started counts their
+	// expiries too.
+	s2 := New(st)
+	s2.now = c.now
+	s2.validity = time.Hour
+	s2.Register(ctx, message("0.1.0", "sample", map[string]any{"c": 1}))
+	s3 := New(st)
+	s3.now = c.now
+	if got, _ := s3.Query(ctx, "c"); got == nil {
+		t.Fatal("c not stored")
+	}
+	v5 := s3.Version()
+	c.t = c.t.Add(2 * time.Hour)
+	if s3.Version() == v5 {
+		t.Error("the expiry of a value loaded from the store kept the version")
+	}
+}
