@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"syscall"
 	"testing"
@@ -64,8 +63,7 @@ path = %q
 			b.SetParallelism(16) // as many guests as the e2e benchmark's busiest run, per CPU
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					jar, _ := cookiejar.New(nil)
-					c, _ := client.New(ts.URL, sample.Attester{}, client.Options{HTTP: &http.Client{Jar: jar, Transport: tr}})
+					c, _ := client.New(ts.URL, sample.Attester{}, client.Options{HTTP: &http.Client{Transport: tr}})
 					if _, err := c.GetResource(ctx, "default/key/b"); err != nil {
 						b.Error(err)
 						return

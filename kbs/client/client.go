@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"strings"
 	"sync"
@@ -27,10 +26,9 @@ import (
 // MaxResponseSize bounds what is read from the KBS.
 const MaxResponseSize = 16 << 20
 
-// HTTPClient returns an HTTP client for the KBS at url: with a cookie jar
-// (the RCAR session), trusting certFile's PEM roots for https when given.
+// HTTPClient returns an HTTP client for a KBS, trusting certFile's PEM
+// roots for https when given.
 func HTTPClient(certFile string) (*http.Client, error) {
-	jar, _ := cookiejar.New(nil)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
 	if certFile != "" {
@@ -44,7 +42,7 @@ func HTTPClient(certFile string) (*http.Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Jar: jar, Transport: tr, Timeout: 60 * time.Second}, nil
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
 }
 
 // Client runs the RCAR handshake and fetches resources.
@@ -60,11 +58,14 @@ type Client struct {
 	attesting sync.Mutex
 	mu        sync.Mutex
 	token     string
+	session   string // the RCAR session cookie, when HTTP has no jar
 }
 
 // Options configure a Client.
 type Options struct {
-	// HTTP is the client to use; it must keep cookies. HTTPClient("") if nil.
+	// HTTP is the client to use, HTTPClient("") if nil. Clients may share
+	// it: each keeps its own session cookie. (If it has a cookie jar, the
+	// jar keeps the cookie instead, for every client sharing it.)
 	HTTP *http.Client
 	// Key is the TEE key; a new P-256 key if nil.
 	Key *jose.TEEKey
@@ -194,8 +195,9 @@ func (c *Client) getResource(ctx context.Context, path, token string) ([]byte, e
 	return c.key.Decrypt(&resp)
 }
 
-// do sends a JSON request (body nil for none) and decodes a JSON answer
-// into out (nil to ignore it). KBS error bodies become *protocol.Error.
+// do sends a JSON request (body nil for none) with the session cookie and
+// decodes a JSON answer into out (nil to ignore it). KBS error bodies
+// become *protocol.Error.
 func (c *Client) do(ctx context.Context, method, path, bearer string, body, out any) error {
 	var rd io.Reader
 	if raw, ok := body.([]byte); ok {
@@ -207,14 +209,34 @@ func (c *Client) do(ctx context.Context, method, path, bearer string, body, out 
 		}
 		rd = bytes.NewReader(b)
 	}
-	return Do(ctx, c.http, method, c.url+path, bearer, rd, out)
+	if c.http.Jar != nil {
+		_, err := roundTrip(ctx, c.http, method, c.url+path, bearer, "", rd, out)
+		return err
+	}
+	c.mu.Lock()
+	session := c.session
+	c.mu.Unlock()
+	set, err := roundTrip(ctx, c.http, method, c.url+path, bearer, session, rd, out)
+	if set != "" {
+		c.mu.Lock()
+		c.session = set
+		c.mu.Unlock()
+	}
+	return err
 }
 
 // Do performs one KBS API call.
 func Do(ctx context.Context, hc *http.Client, method, url, bearer string, body io.Reader, out any) error {
+	_, err := roundTrip(ctx, hc, method, url, bearer, "", body, out)
+	return err
+}
+
+// roundTrip performs one KBS API call, with the session cookie when
+// session is not empty, and returns the session cookie the KBS set, if any.
+func roundTrip(ctx context.Context, hc *http.Client, method, url, bearer, session string, body io.Reader, out any) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -222,33 +244,50 @@ func Do(ctx context.Context, hc *http.Client, method, url, bearer string, body i
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
+	if session != "" {
+		req.Header.Set("Cookie", protocol.SessionCookie+"="+session)
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer resp.Body.Close()
+	set := sessionCookie(resp.Header)
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseSize))
 	if err != nil {
-		return err
+		return set, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		var info protocol.ErrorInformation
 		if json.Unmarshal(b, &info) == nil {
 			if kerr, ok := protocol.ParseErrorInformation(info); ok {
-				return kerr
+				return set, kerr
 			}
 		}
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+		return set, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
 	}
 	if out == nil {
-		return nil
+		return set, nil
 	}
 	if raw, ok := out.(*[]byte); ok {
 		*raw = b
-		return nil
+		return set, nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("decode answer: %w", err)
+		return set, fmt.Errorf("decode answer: %w", err)
 	}
-	return nil
+	return set, nil
+}
+
+// sessionCookie is the value of the RCAR session cookie a response sets.
+func sessionCookie(h http.Header) string {
+	for _, line := range h["Set-Cookie"] {
+		if !strings.HasPrefix(line, protocol.SessionCookie+"=") {
+			continue
+		}
+		if c, err := http.ParseSetCookie(line); err == nil && c.Value != "" {
+			return c.Value
+		}
+	}
+	return ""
 }

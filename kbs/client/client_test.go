@@ -265,9 +265,6 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hc.Jar == nil {
-		t.Error("HTTPClient has no cookie jar")
-	}
 	c, _ := client.New(srvURL, sample.Attester{}, client.Options{HTTP: hc})
 	if got, err := c.GetResource(ctx, "default/key/x"); err != nil || string(got) != "over tls" {
 		t.Fatalf("over TLS: %q, %v", got, err)
@@ -287,6 +284,28 @@ func TestTLS(t *testing.T) {
 	if _, err := client.HTTPClient(empty); err == nil {
 		t.Error("cert file without certificates accepted")
 	}
+}
+
+// TestSharedHTTPClient: clients sharing an HTTP client without a cookie
+// jar each keep their own session, so they attest at the same time.
+func TestSharedHTTPClient(t *testing.T) {
+	e := startKBS(t, false)
+	if err := e.admin.SetResource(ctx, "default/key/x", []byte("shared")); err != nil {
+		t.Fatal(err)
+	}
+	hc, _ := client.HTTPClient("")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, _ := client.New(e.url, sample.Attester{}, client.Options{HTTP: hc})
+			if got, err := c.GetResource(ctx, "default/key/x"); err != nil || string(got) != "shared" {
+				t.Errorf("%q, %v", got, err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func TestAdminClient(t *testing.T) {

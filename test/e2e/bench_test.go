@@ -12,7 +12,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -148,8 +147,7 @@ func run(n, workers int, fn func()) {
 
 // handshake is one guest: new TEE key, auth, attest, fetch and decrypt.
 func handshake(url string, tr http.RoundTripper) error {
-	jar, _ := cookiejar.New(nil)
-	c, err := client.New(url, sample.Attester{}, client.Options{HTTP: &http.Client{Jar: jar, Transport: tr}})
+	c, err := client.New(url, sample.Attester{}, client.Options{HTTP: &http.Client{Transport: tr}})
 	if err != nil {
 		return err
 	}
