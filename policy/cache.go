@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -98,8 +99,15 @@ func inputPaths(mod *ast.Module, tracked map[string]bool) (paths [][]string, ok 
 }
 
 func isFutureKeyword(path string) bool {
-	const prefix = "future.keywords."
-	return len(path) > len(prefix) && path[:len(prefix)] == prefix
+	return strings.HasPrefix(path, "future.keywords.")
+}
+
+// clockReaders are builtins that read the clock though OPA does not mark
+// them nondeterministic (tokens' and certificates' validity).
+var clockReaders = map[string]bool{
+	"io.jwt.decode_verify":                                   true,
+	"crypto.x509.parse_and_verify_certificates":              true,
+	"crypto.x509.parse_and_verify_certificates_with_options": true,
 }
 
 // deterministic says whether a call's result depends on its arguments
@@ -108,11 +116,11 @@ func deterministic(name string, rules, tracked map[string]bool) bool {
 	if rules[name] || tracked[name] {
 		return true
 	}
-	if len(name) > 5 && name[:5] == "data." {
+	if strings.HasPrefix(name, "data.") {
 		return true // the policy's own functions: their bodies are checked
 	}
 	b, ok := ast.BuiltinMap[name]
-	return ok && !b.Nondeterministic
+	return ok && !b.Nondeterministic && !clockReaders[name]
 }
 
 // decisions is one prepared query's cache: decision key -> result.
