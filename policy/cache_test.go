@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -153,4 +154,63 @@ func TestCachedDecisions(t *testing.T) {
 	if evals.Load() != before+2 {
 		t.Errorf("clock policy: %d evaluations for 2 decisions", evals.Load()-before)
 	}
+}
+
+// fuzzPolicy reads the input at fixed paths and through variable keys, as
+// attestation and resource policies do.
+const fuzzPolicy = `package policy
+import rego.v1
+default allow := false
+allow if {
+	input.a.status == "ok"
+	input.a.n >= 2
+	not input.a.debug
+}
+allow if {
+	some k
+	input.m[k] == "x"
+	startswith(k, "p")
+}
+level := 3 if input.tee.svn in ["1", "2"]
+else := 1 if input.tee
+out := {"allow": allow, "level": level, "list": count(object.get(input.a, "list", []))}
+`
+
+// FuzzDecisionCache: whatever was decided before, a cached engine decides
+// every input as an engine without the cache does.
+func FuzzDecisionCache(f *testing.F) {
+	f.Add(`{"a":{"status":"ok","n":2}}`, `{"a":{"status":"ok","n":1}}`)
+	f.Add(`{"a":{"status":"ok","n":3,"x":1}}`, `{"a":{"status":"ok","n":3,"debug":true}}`)
+	f.Add(`{"m":{"px":"x"}}`, `{"m":{"qx":"x"}}`)
+	f.Add(`{"tee":{"svn":"1"}}`, `{"tee":{"svn":"3"}}`)
+	f.Add(`{"tee":{"svn":"\xff"}}`, `{"tee":{"svn":"\xfe"}}`)
+	f.Add(`{"a":[1]}`, `{"a":{"status":"ok","n":2.5}}`)
+	f.Add(`{"a":{"list":[1,2]},"b":1}`, `{"a":{"list":[1]},"b":1}`)
+	// The cache keys on parts of the input, not all of it.
+	mod, _ := Parse("p", fuzzPolicy)
+	if paths, ok := inputPaths(mod, nil); !ok || slices.ContainsFunc(paths, func(p []string) bool { return len(p) == 0 }) {
+		f.Fatalf("decisions keyed on the whole input: %v", paths)
+	}
+	ctx := context.Background()
+	cached := New(memory.New(), "p")
+	cached.CacheDecisions(nil)
+	plain := New(memory.New(), "p")
+	for _, e := range []*Engine{cached, plain} {
+		if err := e.Set(ctx, "p", fuzzPolicy); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Fuzz(func(t *testing.T, first, second string) {
+		for _, doc := range []string{first, second} {
+			var input map[string]any
+			if json.Unmarshal([]byte(doc), &input) != nil {
+				return
+			}
+			got, err1 := cached.Eval(ctx, "p", "data.policy.out", input, nil)
+			want, err2 := plain.Eval(ctx, "p", "data.policy.out", input, nil)
+			if (err1 == nil) != (err2 == nil) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("input %s: cached %v (%v), evaluated %v (%v)", doc, got, err1, want, err2)
+			}
+		}
+	})
 }
