@@ -45,7 +45,7 @@ func (e *Engine) CacheDecisions(version func() uint64, builtins ...string) {
 // a read through a variable key covers the path up to that key.
 func inputPaths(mod *ast.Module, tracked map[string]bool) (paths [][]string, ok bool) {
 	for _, imp := range mod.Imports {
-		if p := imp.Path.String(); p != "rego.v1" && p != "future.keywords" && !isFutureKeyword(p) {
+		if p := imp.Path.String(); p != "rego.v1" && !strings.HasPrefix(p, "future.keywords") {
 			return nil, false
 		}
 	}
@@ -96,10 +96,6 @@ func inputPaths(mod *ast.Module, tracked map[string]bool) (paths [][]string, ok 
 	}
 	ast.NewGenericVisitor(visit).Walk(mod)
 	return paths, ok
-}
-
-func isFutureKeyword(path string) bool {
-	return strings.HasPrefix(path, "future.keywords.")
 }
 
 // clockReaders are builtins that read the clock though OPA does not mark
