@@ -36,6 +36,12 @@ func TestInputPaths(t *testing.T) {
 		"random":                   {`allow if { rand.intn("x", 10) > input.t }`, "-"},
 		"untracked custom builtin": {`allow if { untracked(1) == input.t }`, "-"},
 		"import":                   {"import input.a as a\nallow if { a.b == 1 }", "-"},
+		"every":                    {`allow if { every x in input.xs { x > input.min } }`, "min|xs"},
+		"future keywords":          {"import future.keywords.in\nallow if { input.v in [1] }", "v"},
+		"else":                     {"r := 1 if input.a\nelse := 2 if input.b", "a|b"},
+		"clock in a head":          {"t := time.now_ns()\nallow if input.a", "-"},
+		"token validity":           {`allow if { [ok, _, _] := io.jwt.decode_verify(input.jwt, {"secret": "s"}); ok }`, "-"},
+		"certificate validity":     {`allow if { [ok, _] := crypto.x509.parse_and_verify_certificates(input.pem); ok }`, "-"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			mod, err := Parse("p", "package policy\nimport rego.v1\n"+c.text+"\n")
