@@ -9,13 +9,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	sampleverifier "github.com/cocoon-cc/cocoon/attestation/verifier/sample"
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/cocoon-cc/cocoon/kbs/respolicy"
 	"github.com/cocoon-cc/cocoon/protocol"
@@ -58,7 +57,7 @@ path = %q
 			// load generator has.
 			tr := http.DefaultTransport.(*http.Transport).Clone()
 			tr.MaxIdleConnsPerHost = 128
-			start := cpuTime()
+			start := testutil.SelfCPU()
 			b.ResetTimer()
 			b.SetParallelism(16) // as many guests as the e2e benchmark's busiest run, per CPU
 			b.RunParallel(func(pb *testing.PB) {
@@ -72,16 +71,9 @@ path = %q
 			})
 			// CPU per handshake, guests and server together: steadier than
 			// wall time on a shared machine.
-			b.ReportMetric(float64((cpuTime()-start).Microseconds())/float64(b.N), "cpu-us/op")
+			b.ReportMetric(float64((testutil.SelfCPU()-start).Microseconds())/float64(b.N), "cpu-us/op")
 		})
 	}
-}
-
-// cpuTime is the user and system CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }

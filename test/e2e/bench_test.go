@@ -20,11 +20,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/kbs/client"
 )
 
@@ -74,7 +74,7 @@ func benchRCAR(b *testing.B, extra string) {
 			defer runtime.GOMAXPROCS(floorProcs)
 			lat := make([]time.Duration, 0, b.N)
 			var mu sync.Mutex
-			serverCPU, clientCPU := procCPU(k.cmd.Process.Pid), selfCPU()
+			serverCPU, clientCPU := procCPU(k.cmd.Process.Pid), testutil.SelfCPU()
 			start := time.Now()
 			run(b.N, clients, func() {
 				t0 := time.Now()
@@ -87,7 +87,7 @@ func benchRCAR(b *testing.B, extra string) {
 				mu.Unlock()
 			})
 			elapsed := time.Since(start)
-			serverCPU, clientCPU = procCPU(k.cmd.Process.Pid)-serverCPU, selfCPU()-clientCPU
+			serverCPU, clientCPU = procCPU(k.cmd.Process.Pid)-serverCPU, testutil.SelfCPU()-clientCPU
 			b.StopTimer()
 			runtime.GOMAXPROCS(floorProcs)
 			floor := bestFloor(b.N, clients)
@@ -118,13 +118,6 @@ func procCPU(pid int) time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
-
-// selfCPU is this process's user and system CPU time so far.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
