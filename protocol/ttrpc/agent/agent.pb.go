@@ -29,14 +29,21 @@ const (
 )
 
 type CreateContainerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	StringUser    *StringUser            `protobuf:"bytes,3,opt,name=string_user,json=stringUser,proto3" json:"string_user,omitempty"`
-	Devices       []*Device              `protobuf:"bytes,4,rep,name=devices,proto3" json:"devices,omitempty"`
-	Storages      []*Storage             `protobuf:"bytes,5,rep,name=storages,proto3" json:"storages,omitempty"`
-	OCI           *Spec                  `protobuf:"bytes,6,opt,name=OCI,proto3" json:"OCI,omitempty"`
-	SandboxPidns  bool                   `protobuf:"varint,7,opt,name=sandbox_pidns,json=sandboxPidns,proto3" json:"sandbox_pidns,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId  string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId       string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	StringUser   *StringUser            `protobuf:"bytes,3,opt,name=string_user,json=stringUser,proto3" json:"string_user,omitempty"`
+	Devices      []*Device              `protobuf:"bytes,4,rep,name=devices,proto3" json:"devices,omitempty"`
+	Storages     []*Storage             `protobuf:"bytes,5,rep,name=storages,proto3" json:"storages,omitempty"`
+	OCI          *Spec                  `protobuf:"bytes,6,opt,name=OCI,proto3" json:"OCI,omitempty"`
+	SandboxPidns bool                   `protobuf:"varint,7,opt,name=sandbox_pidns,json=sandboxPidns,proto3" json:"sandbox_pidns,omitempty"`
+	// Kata's agent shares no mounts between containers on the host's
+	// word: genpolicy's rules allow only an empty list, as this agent.
+	SharedMounts []*SharedMount `protobuf:"bytes,8,rep,name=shared_mounts,json=sharedMounts,proto3" json:"shared_mounts,omitempty"`
+	// Kata's passfd stdio ports; 0 (unused) from Cocoon's shim.
+	StdinPort     uint32 `protobuf:"varint,9,opt,name=stdin_port,json=stdinPort,proto3" json:"stdin_port,omitempty"`
+	StdoutPort    uint32 `protobuf:"varint,10,opt,name=stdout_port,json=stdoutPort,proto3" json:"stdout_port,omitempty"`
+	StderrPort    uint32 `protobuf:"varint,11,opt,name=stderr_port,json=stderrPort,proto3" json:"stderr_port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -120,6 +127,110 @@ func (x *CreateContainerRequest) GetSandboxPidns() bool {
 	return false
 }
 
+func (x *CreateContainerRequest) GetSharedMounts() []*SharedMount {
+	if x != nil {
+		return x.SharedMounts
+	}
+	return nil
+}
+
+func (x *CreateContainerRequest) GetStdinPort() uint32 {
+	if x != nil {
+		return x.StdinPort
+	}
+	return 0
+}
+
+func (x *CreateContainerRequest) GetStdoutPort() uint32 {
+	if x != nil {
+		return x.StdoutPort
+	}
+	return 0
+}
+
+func (x *CreateContainerRequest) GetStderrPort() uint32 {
+	if x != nil {
+		return x.StderrPort
+	}
+	return 0
+}
+
+type SharedMount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SrcCtr        string                 `protobuf:"bytes,2,opt,name=src_ctr,json=srcCtr,proto3" json:"src_ctr,omitempty"`
+	SrcPath       string                 `protobuf:"bytes,3,opt,name=src_path,json=srcPath,proto3" json:"src_path,omitempty"`
+	DstCtr        string                 `protobuf:"bytes,4,opt,name=dst_ctr,json=dstCtr,proto3" json:"dst_ctr,omitempty"`
+	DstPath       string                 `protobuf:"bytes,5,opt,name=dst_path,json=dstPath,proto3" json:"dst_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedMount) Reset() {
+	*x = SharedMount{}
+	mi := &file_agent_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedMount) ProtoMessage() {}
+
+func (x *SharedMount) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedMount.ProtoReflect.Descriptor instead.
+func (*SharedMount) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SharedMount) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SharedMount) GetSrcCtr() string {
+	if x != nil {
+		return x.SrcCtr
+	}
+	return ""
+}
+
+func (x *SharedMount) GetSrcPath() string {
+	if x != nil {
+		return x.SrcPath
+	}
+	return ""
+}
+
+func (x *SharedMount) GetDstCtr() string {
+	if x != nil {
+		return x.DstCtr
+	}
+	return ""
+}
+
+func (x *SharedMount) GetDstPath() string {
+	if x != nil {
+		return x.DstPath
+	}
+	return ""
+}
+
 type StartContainerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -129,7 +240,7 @@ type StartContainerRequest struct {
 
 func (x *StartContainerRequest) Reset() {
 	*x = StartContainerRequest{}
-	mi := &file_agent_agent_proto_msgTypes[1]
+	mi := &file_agent_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -141,7 +252,7 @@ func (x *StartContainerRequest) String() string {
 func (*StartContainerRequest) ProtoMessage() {}
 
 func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[1]
+	mi := &file_agent_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -154,7 +265,7 @@ func (x *StartContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartContainerRequest.ProtoReflect.Descriptor instead.
 func (*StartContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StartContainerRequest) GetContainerId() string {
@@ -175,7 +286,7 @@ type RemoveContainerRequest struct {
 
 func (x *RemoveContainerRequest) Reset() {
 	*x = RemoveContainerRequest{}
-	mi := &file_agent_agent_proto_msgTypes[2]
+	mi := &file_agent_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +298,7 @@ func (x *RemoveContainerRequest) String() string {
 func (*RemoveContainerRequest) ProtoMessage() {}
 
 func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[2]
+	mi := &file_agent_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +311,7 @@ func (x *RemoveContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RemoveContainerRequest) GetContainerId() string {
@@ -218,18 +329,22 @@ func (x *RemoveContainerRequest) GetTimeout() uint32 {
 }
 
 type ExecProcessRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	StringUser    *StringUser            `protobuf:"bytes,3,opt,name=string_user,json=stringUser,proto3" json:"string_user,omitempty"`
-	Process       *Process               `protobuf:"bytes,4,opt,name=process,proto3" json:"process,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	StringUser  *StringUser            `protobuf:"bytes,3,opt,name=string_user,json=stringUser,proto3" json:"string_user,omitempty"`
+	Process     *Process               `protobuf:"bytes,4,opt,name=process,proto3" json:"process,omitempty"`
+	// Kata's passfd stdio ports; 0 (unused) from Cocoon's shim.
+	StdinPort     uint32 `protobuf:"varint,5,opt,name=stdin_port,json=stdinPort,proto3" json:"stdin_port,omitempty"`
+	StdoutPort    uint32 `protobuf:"varint,6,opt,name=stdout_port,json=stdoutPort,proto3" json:"stdout_port,omitempty"`
+	StderrPort    uint32 `protobuf:"varint,7,opt,name=stderr_port,json=stderrPort,proto3" json:"stderr_port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_agent_agent_proto_msgTypes[3]
+	mi := &file_agent_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +356,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[3]
+	mi := &file_agent_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +369,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ExecProcessRequest) GetContainerId() string {
@@ -285,6 +400,27 @@ func (x *ExecProcessRequest) GetProcess() *Process {
 	return nil
 }
 
+func (x *ExecProcessRequest) GetStdinPort() uint32 {
+	if x != nil {
+		return x.StdinPort
+	}
+	return 0
+}
+
+func (x *ExecProcessRequest) GetStdoutPort() uint32 {
+	if x != nil {
+		return x.StdoutPort
+	}
+	return 0
+}
+
+func (x *ExecProcessRequest) GetStderrPort() uint32 {
+	if x != nil {
+		return x.StderrPort
+	}
+	return 0
+}
+
 type SignalProcessRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -297,7 +433,7 @@ type SignalProcessRequest struct {
 
 func (x *SignalProcessRequest) Reset() {
 	*x = SignalProcessRequest{}
-	mi := &file_agent_agent_proto_msgTypes[4]
+	mi := &file_agent_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +445,7 @@ func (x *SignalProcessRequest) String() string {
 func (*SignalProcessRequest) ProtoMessage() {}
 
 func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[4]
+	mi := &file_agent_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +458,7 @@ func (x *SignalProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalProcessRequest.ProtoReflect.Descriptor instead.
 func (*SignalProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SignalProcessRequest) GetContainerId() string {
@@ -356,7 +492,7 @@ type WaitProcessRequest struct {
 
 func (x *WaitProcessRequest) Reset() {
 	*x = WaitProcessRequest{}
-	mi := &file_agent_agent_proto_msgTypes[5]
+	mi := &file_agent_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +504,7 @@ func (x *WaitProcessRequest) String() string {
 func (*WaitProcessRequest) ProtoMessage() {}
 
 func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[5]
+	mi := &file_agent_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +517,7 @@ func (x *WaitProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessRequest.ProtoReflect.Descriptor instead.
 func (*WaitProcessRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WaitProcessRequest) GetContainerId() string {
@@ -407,7 +543,7 @@ type WaitProcessResponse struct {
 
 func (x *WaitProcessResponse) Reset() {
 	*x = WaitProcessResponse{}
-	mi := &file_agent_agent_proto_msgTypes[6]
+	mi := &file_agent_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +555,7 @@ func (x *WaitProcessResponse) String() string {
 func (*WaitProcessResponse) ProtoMessage() {}
 
 func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[6]
+	mi := &file_agent_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +568,7 @@ func (x *WaitProcessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitProcessResponse.ProtoReflect.Descriptor instead.
 func (*WaitProcessResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WaitProcessResponse) GetStatus() int32 {
@@ -451,7 +587,7 @@ type StatsContainerRequest struct {
 
 func (x *StatsContainerRequest) Reset() {
 	*x = StatsContainerRequest{}
-	mi := &file_agent_agent_proto_msgTypes[7]
+	mi := &file_agent_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +599,7 @@ func (x *StatsContainerRequest) String() string {
 func (*StatsContainerRequest) ProtoMessage() {}
 
 func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[7]
+	mi := &file_agent_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +612,7 @@ func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
 func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StatsContainerRequest) GetContainerId() string {
@@ -495,7 +631,7 @@ type PauseContainerRequest struct {
 
 func (x *PauseContainerRequest) Reset() {
 	*x = PauseContainerRequest{}
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +643,7 @@ func (x *PauseContainerRequest) String() string {
 func (*PauseContainerRequest) ProtoMessage() {}
 
 func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +656,7 @@ func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseContainerRequest.ProtoReflect.Descriptor instead.
 func (*PauseContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PauseContainerRequest) GetContainerId() string {
@@ -539,7 +675,7 @@ type ResumeContainerRequest struct {
 
 func (x *ResumeContainerRequest) Reset() {
 	*x = ResumeContainerRequest{}
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +687,7 @@ func (x *ResumeContainerRequest) String() string {
 func (*ResumeContainerRequest) ProtoMessage() {}
 
 func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +700,7 @@ func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeContainerRequest.ProtoReflect.Descriptor instead.
 func (*ResumeContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResumeContainerRequest) GetContainerId() string {
@@ -586,7 +722,7 @@ type CpuUsage struct {
 
 func (x *CpuUsage) Reset() {
 	*x = CpuUsage{}
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +734,7 @@ func (x *CpuUsage) String() string {
 func (*CpuUsage) ProtoMessage() {}
 
 func (x *CpuUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +747,7 @@ func (x *CpuUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CpuUsage.ProtoReflect.Descriptor instead.
 func (*CpuUsage) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CpuUsage) GetTotalUsage() uint64 {
@@ -651,7 +787,7 @@ type CpuStats struct {
 
 func (x *CpuStats) Reset() {
 	*x = CpuStats{}
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +799,7 @@ func (x *CpuStats) String() string {
 func (*CpuStats) ProtoMessage() {}
 
 func (x *CpuStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +812,7 @@ func (x *CpuStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CpuStats.ProtoReflect.Descriptor instead.
 func (*CpuStats) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CpuStats) GetCpuUsage() *CpuUsage {
@@ -696,7 +832,7 @@ type PidsStats struct {
 
 func (x *PidsStats) Reset() {
 	*x = PidsStats{}
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +844,7 @@ func (x *PidsStats) String() string {
 func (*PidsStats) ProtoMessage() {}
 
 func (x *PidsStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +857,7 @@ func (x *PidsStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsStats.ProtoReflect.Descriptor instead.
 func (*PidsStats) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PidsStats) GetCurrent() uint64 {
@@ -750,7 +886,7 @@ type MemoryData struct {
 
 func (x *MemoryData) Reset() {
 	*x = MemoryData{}
-	mi := &file_agent_agent_proto_msgTypes[13]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +898,7 @@ func (x *MemoryData) String() string {
 func (*MemoryData) ProtoMessage() {}
 
 func (x *MemoryData) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[13]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +911,7 @@ func (x *MemoryData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryData.ProtoReflect.Descriptor instead.
 func (*MemoryData) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MemoryData) GetUsage() uint64 {
@@ -820,7 +956,7 @@ type MemoryStats struct {
 
 func (x *MemoryStats) Reset() {
 	*x = MemoryStats{}
-	mi := &file_agent_agent_proto_msgTypes[14]
+	mi := &file_agent_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +968,7 @@ func (x *MemoryStats) String() string {
 func (*MemoryStats) ProtoMessage() {}
 
 func (x *MemoryStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[14]
+	mi := &file_agent_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +981,7 @@ func (x *MemoryStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryStats.ProtoReflect.Descriptor instead.
 func (*MemoryStats) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemoryStats) GetCache() uint64 {
@@ -901,7 +1037,7 @@ type CgroupStats struct {
 
 func (x *CgroupStats) Reset() {
 	*x = CgroupStats{}
-	mi := &file_agent_agent_proto_msgTypes[15]
+	mi := &file_agent_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1049,7 @@ func (x *CgroupStats) String() string {
 func (*CgroupStats) ProtoMessage() {}
 
 func (x *CgroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[15]
+	mi := &file_agent_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1062,7 @@ func (x *CgroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CgroupStats.ProtoReflect.Descriptor instead.
 func (*CgroupStats) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CgroupStats) GetCpuStats() *CpuStats {
@@ -959,7 +1095,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_agent_proto_msgTypes[16]
+	mi := &file_agent_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1107,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[16]
+	mi := &file_agent_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1120,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatsContainerResponse) GetCgroupStats() *CgroupStats {
@@ -1005,7 +1141,7 @@ type WriteStreamRequest struct {
 
 func (x *WriteStreamRequest) Reset() {
 	*x = WriteStreamRequest{}
-	mi := &file_agent_agent_proto_msgTypes[17]
+	mi := &file_agent_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1153,7 @@ func (x *WriteStreamRequest) String() string {
 func (*WriteStreamRequest) ProtoMessage() {}
 
 func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[17]
+	mi := &file_agent_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1166,7 @@ func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
 func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WriteStreamRequest) GetContainerId() string {
@@ -1063,7 +1199,7 @@ type WriteStreamResponse struct {
 
 func (x *WriteStreamResponse) Reset() {
 	*x = WriteStreamResponse{}
-	mi := &file_agent_agent_proto_msgTypes[18]
+	mi := &file_agent_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1211,7 @@ func (x *WriteStreamResponse) String() string {
 func (*WriteStreamResponse) ProtoMessage() {}
 
 func (x *WriteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[18]
+	mi := &file_agent_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1224,7 @@ func (x *WriteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamResponse.ProtoReflect.Descriptor instead.
 func (*WriteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WriteStreamResponse) GetLen() uint32 {
@@ -1109,7 +1245,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_agent_proto_msgTypes[19]
+	mi := &file_agent_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1257,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[19]
+	mi := &file_agent_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1270,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -1167,7 +1303,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_agent_proto_msgTypes[20]
+	mi := &file_agent_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1315,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[20]
+	mi := &file_agent_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1328,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -1212,7 +1348,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_agent_proto_msgTypes[21]
+	mi := &file_agent_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1360,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[21]
+	mi := &file_agent_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1373,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -1266,7 +1402,7 @@ type TtyWinResizeRequest struct {
 
 func (x *TtyWinResizeRequest) Reset() {
 	*x = TtyWinResizeRequest{}
-	mi := &file_agent_agent_proto_msgTypes[22]
+	mi := &file_agent_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1414,7 @@ func (x *TtyWinResizeRequest) String() string {
 func (*TtyWinResizeRequest) ProtoMessage() {}
 
 func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[22]
+	mi := &file_agent_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1427,7 @@ func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TtyWinResizeRequest.ProtoReflect.Descriptor instead.
 func (*TtyWinResizeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TtyWinResizeRequest) GetContainerId() string {
@@ -1332,7 +1468,7 @@ type KernelModule struct {
 
 func (x *KernelModule) Reset() {
 	*x = KernelModule{}
-	mi := &file_agent_agent_proto_msgTypes[23]
+	mi := &file_agent_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1480,7 @@ func (x *KernelModule) String() string {
 func (*KernelModule) ProtoMessage() {}
 
 func (x *KernelModule) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[23]
+	mi := &file_agent_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1493,7 @@ func (x *KernelModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelModule.ProtoReflect.Descriptor instead.
 func (*KernelModule) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KernelModule) GetName() string {
@@ -1383,14 +1519,13 @@ type CreateSandboxRequest struct {
 	SandboxId     string                 `protobuf:"bytes,5,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
 	GuestHookPath string                 `protobuf:"bytes,6,opt,name=guest_hook_path,json=guestHookPath,proto3" json:"guest_hook_path,omitempty"`
 	KernelModules []*KernelModule        `protobuf:"bytes,7,rep,name=kernel_modules,json=kernelModules,proto3" json:"kernel_modules,omitempty"`
-	GuestUserns   bool                   `protobuf:"varint,8,opt,name=guest_userns,json=guestUserns,proto3" json:"guest_userns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSandboxRequest) Reset() {
 	*x = CreateSandboxRequest{}
-	mi := &file_agent_agent_proto_msgTypes[24]
+	mi := &file_agent_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1537,7 @@ func (x *CreateSandboxRequest) String() string {
 func (*CreateSandboxRequest) ProtoMessage() {}
 
 func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[24]
+	mi := &file_agent_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1550,7 @@ func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxRequest.ProtoReflect.Descriptor instead.
 func (*CreateSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateSandboxRequest) GetHostname() string {
@@ -1467,13 +1602,6 @@ func (x *CreateSandboxRequest) GetKernelModules() []*KernelModule {
 	return nil
 }
 
-func (x *CreateSandboxRequest) GetGuestUserns() bool {
-	if x != nil {
-		return x.GuestUserns
-	}
-	return false
-}
-
 type DestroySandboxRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1482,7 +1610,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_agent_proto_msgTypes[25]
+	mi := &file_agent_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1622,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[25]
+	mi := &file_agent_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1635,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_agent_proto_rawDescGZIP(), []int{26}
 }
 
 type AgentDetails struct {
@@ -1523,7 +1651,7 @@ type AgentDetails struct {
 
 func (x *AgentDetails) Reset() {
 	*x = AgentDetails{}
-	mi := &file_agent_agent_proto_msgTypes[26]
+	mi := &file_agent_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1663,7 @@ func (x *AgentDetails) String() string {
 func (*AgentDetails) ProtoMessage() {}
 
 func (x *AgentDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[26]
+	mi := &file_agent_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1676,7 @@ func (x *AgentDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentDetails.ProtoReflect.Descriptor instead.
 func (*AgentDetails) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AgentDetails) GetVersion() string {
@@ -1596,7 +1724,7 @@ type GuestDetailsRequest struct {
 
 func (x *GuestDetailsRequest) Reset() {
 	*x = GuestDetailsRequest{}
-	mi := &file_agent_agent_proto_msgTypes[27]
+	mi := &file_agent_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1736,7 @@ func (x *GuestDetailsRequest) String() string {
 func (*GuestDetailsRequest) ProtoMessage() {}
 
 func (x *GuestDetailsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[27]
+	mi := &file_agent_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1749,7 @@ func (x *GuestDetailsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestDetailsRequest.ProtoReflect.Descriptor instead.
 func (*GuestDetailsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GuestDetailsRequest) GetMemBlockSize() bool {
@@ -1649,7 +1777,7 @@ type GuestDetailsResponse struct {
 
 func (x *GuestDetailsResponse) Reset() {
 	*x = GuestDetailsResponse{}
-	mi := &file_agent_agent_proto_msgTypes[28]
+	mi := &file_agent_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1789,7 @@ func (x *GuestDetailsResponse) String() string {
 func (*GuestDetailsResponse) ProtoMessage() {}
 
 func (x *GuestDetailsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[28]
+	mi := &file_agent_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1802,7 @@ func (x *GuestDetailsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestDetailsResponse.ProtoReflect.Descriptor instead.
 func (*GuestDetailsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GuestDetailsResponse) GetMemBlockSizeBytes() uint64 {
@@ -1706,13 +1834,15 @@ type Storage struct {
 	Fstype        string                 `protobuf:"bytes,4,opt,name=fstype,proto3" json:"fstype,omitempty"`
 	Options       []string               `protobuf:"bytes,5,rep,name=options,proto3" json:"options,omitempty"`
 	MountPoint    string                 `protobuf:"bytes,6,opt,name=mount_point,json=mountPoint,proto3" json:"mount_point,omitempty"`
+	FsGroup       *FSGroup               `protobuf:"bytes,7,opt,name=fs_group,json=fsGroup,proto3" json:"fs_group,omitempty"`
+	Shared        bool                   `protobuf:"varint,8,opt,name=shared,proto3" json:"shared,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Storage) Reset() {
 	*x = Storage{}
-	mi := &file_agent_agent_proto_msgTypes[29]
+	mi := &file_agent_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +1854,7 @@ func (x *Storage) String() string {
 func (*Storage) ProtoMessage() {}
 
 func (x *Storage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[29]
+	mi := &file_agent_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +1867,7 @@ func (x *Storage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Storage.ProtoReflect.Descriptor instead.
 func (*Storage) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Storage) GetDriver() string {
@@ -1782,6 +1912,72 @@ func (x *Storage) GetMountPoint() string {
 	return ""
 }
 
+func (x *Storage) GetFsGroup() *FSGroup {
+	if x != nil {
+		return x.FsGroup
+	}
+	return nil
+}
+
+func (x *Storage) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
+}
+
+type FSGroup struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	GroupId           uint32                 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	GroupChangePolicy FSGroupChangePolicy    `protobuf:"varint,3,opt,name=group_change_policy,json=groupChangePolicy,proto3,enum=types.FSGroupChangePolicy" json:"group_change_policy,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *FSGroup) Reset() {
+	*x = FSGroup{}
+	mi := &file_agent_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FSGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FSGroup) ProtoMessage() {}
+
+func (x *FSGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FSGroup.ProtoReflect.Descriptor instead.
+func (*FSGroup) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *FSGroup) GetGroupId() uint32 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *FSGroup) GetGroupChangePolicy() FSGroupChangePolicy {
+	if x != nil {
+		return x.GroupChangePolicy
+	}
+	return FSGroupChangePolicy_Always
+}
+
 type Device struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1795,7 +1991,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_agent_agent_proto_msgTypes[30]
+	mi := &file_agent_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2003,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[30]
+	mi := &file_agent_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2016,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Device) GetId() string {
@@ -1869,7 +2065,7 @@ type StringUser struct {
 
 func (x *StringUser) Reset() {
 	*x = StringUser{}
-	mi := &file_agent_agent_proto_msgTypes[31]
+	mi := &file_agent_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1881,7 +2077,7 @@ func (x *StringUser) String() string {
 func (*StringUser) ProtoMessage() {}
 
 func (x *StringUser) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[31]
+	mi := &file_agent_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1894,7 +2090,7 @@ func (x *StringUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringUser.ProtoReflect.Descriptor instead.
 func (*StringUser) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StringUser) GetUid() string {
@@ -1927,7 +2123,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_agent_agent_proto_msgTypes[32]
+	mi := &file_agent_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2135,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[32]
+	mi := &file_agent_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2148,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -1973,7 +2169,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_agent_agent_proto_msgTypes[33]
+	mi := &file_agent_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2181,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[33]
+	mi := &file_agent_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2194,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -2031,7 +2227,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_agent_agent_proto_msgTypes[34]
+	mi := &file_agent_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2043,7 +2239,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[34]
+	mi := &file_agent_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2056,7 +2252,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PullImageResponse) GetImageRef() string {
@@ -2070,7 +2266,7 @@ var File_agent_agent_proto protoreflect.FileDescriptor
 
 const file_agent_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x11agent/agent.proto\x12\x04grpc\x1a\x0fagent/oci.proto\x1a\x1bgoogle/protobuf/empty.proto\"\x9d\x02\n" +
+	"\x11agent/agent.proto\x12\x04grpc\x1a\x0fagent/oci.proto\x1a\x11agent/types.proto\x1a\x1bgoogle/protobuf/empty.proto\"\xb6\x03\n" +
 	"\x16CreateContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x121\n" +
@@ -2080,18 +2276,38 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\bstorages\x18\x05 \x03(\v2\r.grpc.StorageR\bstorages\x12\x1c\n" +
 	"\x03OCI\x18\x06 \x01(\v2\n" +
 	".grpc.SpecR\x03OCI\x12#\n" +
-	"\rsandbox_pidns\x18\a \x01(\bR\fsandboxPidns\":\n" +
+	"\rsandbox_pidns\x18\a \x01(\bR\fsandboxPidns\x126\n" +
+	"\rshared_mounts\x18\b \x03(\v2\x11.grpc.SharedMountR\fsharedMounts\x12\x1d\n" +
+	"\n" +
+	"stdin_port\x18\t \x01(\rR\tstdinPort\x12\x1f\n" +
+	"\vstdout_port\x18\n" +
+	" \x01(\rR\n" +
+	"stdoutPort\x12\x1f\n" +
+	"\vstderr_port\x18\v \x01(\rR\n" +
+	"stderrPort\"\x89\x01\n" +
+	"\vSharedMount\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\asrc_ctr\x18\x02 \x01(\tR\x06srcCtr\x12\x19\n" +
+	"\bsrc_path\x18\x03 \x01(\tR\asrcPath\x12\x17\n" +
+	"\adst_ctr\x18\x04 \x01(\tR\x06dstCtr\x12\x19\n" +
+	"\bdst_path\x18\x05 \x01(\tR\adstPath\":\n" +
 	"\x15StartContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"U\n" +
 	"\x16RemoveContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x18\n" +
-	"\atimeout\x18\x02 \x01(\rR\atimeout\"\xac\x01\n" +
+	"\atimeout\x18\x02 \x01(\rR\atimeout\"\x8d\x02\n" +
 	"\x12ExecProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x121\n" +
 	"\vstring_user\x18\x03 \x01(\v2\x10.grpc.StringUserR\n" +
 	"stringUser\x12'\n" +
-	"\aprocess\x18\x04 \x01(\v2\r.grpc.ProcessR\aprocess\"j\n" +
+	"\aprocess\x18\x04 \x01(\v2\r.grpc.ProcessR\aprocess\x12\x1d\n" +
+	"\n" +
+	"stdin_port\x18\x05 \x01(\rR\tstdinPort\x12\x1f\n" +
+	"\vstdout_port\x18\x06 \x01(\rR\n" +
+	"stdoutPort\x12\x1f\n" +
+	"\vstderr_port\x18\a \x01(\rR\n" +
+	"stderrPort\"j\n" +
 	"\x14SignalProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
@@ -2167,7 +2383,7 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
 	"parameters\x18\x02 \x03(\tR\n" +
-	"parameters\"\xb9\x02\n" +
+	"parameters\"\x96\x02\n" +
 	"\x14CreateSandboxRequest\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x10\n" +
 	"\x03dns\x18\x02 \x03(\tR\x03dns\x12)\n" +
@@ -2176,8 +2392,7 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\n" +
 	"sandbox_id\x18\x05 \x01(\tR\tsandboxId\x12&\n" +
 	"\x0fguest_hook_path\x18\x06 \x01(\tR\rguestHookPath\x129\n" +
-	"\x0ekernel_modules\x18\a \x03(\v2\x12.grpc.KernelModuleR\rkernelModules\x12!\n" +
-	"\fguest_userns\x18\b \x01(\bR\vguestUserns\"\x17\n" +
+	"\x0ekernel_modules\x18\a \x03(\v2\x12.grpc.KernelModuleR\rkernelModules\"\x17\n" +
 	"\x15DestroySandboxRequest\"\xc8\x01\n" +
 	"\fAgentDetails\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
@@ -2192,7 +2407,7 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x14GuestDetailsResponse\x12/\n" +
 	"\x14mem_block_size_bytes\x18\x01 \x01(\x04R\x11memBlockSizeBytes\x127\n" +
 	"\ragent_details\x18\x02 \x01(\v2\x12.grpc.AgentDetailsR\fagentDetails\x129\n" +
-	"\x19support_mem_hotplug_probe\x18\x03 \x01(\bR\x16supportMemHotplugProbe\"\xb3\x01\n" +
+	"\x19support_mem_hotplug_probe\x18\x03 \x01(\bR\x16supportMemHotplugProbe\"\xf5\x01\n" +
 	"\aStorage\x12\x16\n" +
 	"\x06driver\x18\x01 \x01(\tR\x06driver\x12%\n" +
 	"\x0edriver_options\x18\x02 \x03(\tR\rdriverOptions\x12\x16\n" +
@@ -2200,7 +2415,12 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x06fstype\x18\x04 \x01(\tR\x06fstype\x12\x18\n" +
 	"\aoptions\x18\x05 \x03(\tR\aoptions\x12\x1f\n" +
 	"\vmount_point\x18\x06 \x01(\tR\n" +
-	"mountPoint\"\x86\x01\n" +
+	"mountPoint\x12(\n" +
+	"\bfs_group\x18\a \x01(\v2\r.grpc.FSGroupR\afsGroup\x12\x16\n" +
+	"\x06shared\x18\b \x01(\bR\x06shared\"p\n" +
+	"\aFSGroup\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\rR\agroupId\x12J\n" +
+	"\x13group_change_policy\x18\x03 \x01(\x0e2\x1a.types.FSGroupChangePolicyR\x11groupChangePolicy\"\x86\x01\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x17\n" +
@@ -2258,110 +2478,116 @@ func file_agent_agent_proto_rawDescGZIP() []byte {
 	return file_agent_agent_proto_rawDescData
 }
 
-var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_agent_agent_proto_goTypes = []any{
 	(*CreateContainerRequest)(nil), // 0: grpc.CreateContainerRequest
-	(*StartContainerRequest)(nil),  // 1: grpc.StartContainerRequest
-	(*RemoveContainerRequest)(nil), // 2: grpc.RemoveContainerRequest
-	(*ExecProcessRequest)(nil),     // 3: grpc.ExecProcessRequest
-	(*SignalProcessRequest)(nil),   // 4: grpc.SignalProcessRequest
-	(*WaitProcessRequest)(nil),     // 5: grpc.WaitProcessRequest
-	(*WaitProcessResponse)(nil),    // 6: grpc.WaitProcessResponse
-	(*StatsContainerRequest)(nil),  // 7: grpc.StatsContainerRequest
-	(*PauseContainerRequest)(nil),  // 8: grpc.PauseContainerRequest
-	(*ResumeContainerRequest)(nil), // 9: grpc.ResumeContainerRequest
-	(*CpuUsage)(nil),               // 10: grpc.CpuUsage
-	(*CpuStats)(nil),               // 11: grpc.CpuStats
-	(*PidsStats)(nil),              // 12: grpc.PidsStats
-	(*MemoryData)(nil),             // 13: grpc.MemoryData
-	(*MemoryStats)(nil),            // 14: grpc.MemoryStats
-	(*CgroupStats)(nil),            // 15: grpc.CgroupStats
-	(*StatsContainerResponse)(nil), // 16: grpc.StatsContainerResponse
-	(*WriteStreamRequest)(nil),     // 17: grpc.WriteStreamRequest
-	(*WriteStreamResponse)(nil),    // 18: grpc.WriteStreamResponse
-	(*ReadStreamRequest)(nil),      // 19: grpc.ReadStreamRequest
-	(*ReadStreamResponse)(nil),     // 20: grpc.ReadStreamResponse
-	(*CloseStdinRequest)(nil),      // 21: grpc.CloseStdinRequest
-	(*TtyWinResizeRequest)(nil),    // 22: grpc.TtyWinResizeRequest
-	(*KernelModule)(nil),           // 23: grpc.KernelModule
-	(*CreateSandboxRequest)(nil),   // 24: grpc.CreateSandboxRequest
-	(*DestroySandboxRequest)(nil),  // 25: grpc.DestroySandboxRequest
-	(*AgentDetails)(nil),           // 26: grpc.AgentDetails
-	(*GuestDetailsRequest)(nil),    // 27: grpc.GuestDetailsRequest
-	(*GuestDetailsResponse)(nil),   // 28: grpc.GuestDetailsResponse
-	(*Storage)(nil),                // 29: grpc.Storage
-	(*Device)(nil),                 // 30: grpc.Device
-	(*StringUser)(nil),             // 31: grpc.StringUser
-	(*SetPolicyRequest)(nil),       // 32: grpc.SetPolicyRequest
-	(*PullImageRequest)(nil),       // 33: grpc.PullImageRequest
-	(*PullImageResponse)(nil),      // 34: grpc.PullImageResponse
-	nil,                            // 35: grpc.MemoryStats.StatsEntry
-	(*Spec)(nil),                   // 36: grpc.Spec
-	(*Process)(nil),                // 37: grpc.Process
-	(*emptypb.Empty)(nil),          // 38: google.protobuf.Empty
+	(*SharedMount)(nil),            // 1: grpc.SharedMount
+	(*StartContainerRequest)(nil),  // 2: grpc.StartContainerRequest
+	(*RemoveContainerRequest)(nil), // 3: grpc.RemoveContainerRequest
+	(*ExecProcessRequest)(nil),     // 4: grpc.ExecProcessRequest
+	(*SignalProcessRequest)(nil),   // 5: grpc.SignalProcessRequest
+	(*WaitProcessRequest)(nil),     // 6: grpc.WaitProcessRequest
+	(*WaitProcessResponse)(nil),    // 7: grpc.WaitProcessResponse
+	(*StatsContainerRequest)(nil),  // 8: grpc.StatsContainerRequest
+	(*PauseContainerRequest)(nil),  // 9: grpc.PauseContainerRequest
+	(*ResumeContainerRequest)(nil), // 10: grpc.ResumeContainerRequest
+	(*CpuUsage)(nil),               // 11: grpc.CpuUsage
+	(*CpuStats)(nil),               // 12: grpc.CpuStats
+	(*PidsStats)(nil),              // 13: grpc.PidsStats
+	(*MemoryData)(nil),             // 14: grpc.MemoryData
+	(*MemoryStats)(nil),            // 15: grpc.MemoryStats
+	(*CgroupStats)(nil),            // 16: grpc.CgroupStats
+	(*StatsContainerResponse)(nil), // 17: grpc.StatsContainerResponse
+	(*WriteStreamRequest)(nil),     // 18: grpc.WriteStreamRequest
+	(*WriteStreamResponse)(nil),    // 19: grpc.WriteStreamResponse
+	(*ReadStreamRequest)(nil),      // 20: grpc.ReadStreamRequest
+	(*ReadStreamResponse)(nil),     // 21: grpc.ReadStreamResponse
+	(*CloseStdinRequest)(nil),      // 22: grpc.CloseStdinRequest
+	(*TtyWinResizeRequest)(nil),    // 23: grpc.TtyWinResizeRequest
+	(*KernelModule)(nil),           // 24: grpc.KernelModule
+	(*CreateSandboxRequest)(nil),   // 25: grpc.CreateSandboxRequest
+	(*DestroySandboxRequest)(nil),  // 26: grpc.DestroySandboxRequest
+	(*AgentDetails)(nil),           // 27: grpc.AgentDetails
+	(*GuestDetailsRequest)(nil),    // 28: grpc.GuestDetailsRequest
+	(*GuestDetailsResponse)(nil),   // 29: grpc.GuestDetailsResponse
+	(*Storage)(nil),                // 30: grpc.Storage
+	(*FSGroup)(nil),                // 31: grpc.FSGroup
+	(*Device)(nil),                 // 32: grpc.Device
+	(*StringUser)(nil),             // 33: grpc.StringUser
+	(*SetPolicyRequest)(nil),       // 34: grpc.SetPolicyRequest
+	(*PullImageRequest)(nil),       // 35: grpc.PullImageRequest
+	(*PullImageResponse)(nil),      // 36: grpc.PullImageResponse
+	nil,                            // 37: grpc.MemoryStats.StatsEntry
+	(*Spec)(nil),                   // 38: grpc.Spec
+	(*Process)(nil),                // 39: grpc.Process
+	(FSGroupChangePolicy)(0),       // 40: types.FSGroupChangePolicy
+	(*emptypb.Empty)(nil),          // 41: google.protobuf.Empty
 }
 var file_agent_agent_proto_depIdxs = []int32{
-	31, // 0: grpc.CreateContainerRequest.string_user:type_name -> grpc.StringUser
-	30, // 1: grpc.CreateContainerRequest.devices:type_name -> grpc.Device
-	29, // 2: grpc.CreateContainerRequest.storages:type_name -> grpc.Storage
-	36, // 3: grpc.CreateContainerRequest.OCI:type_name -> grpc.Spec
-	31, // 4: grpc.ExecProcessRequest.string_user:type_name -> grpc.StringUser
-	37, // 5: grpc.ExecProcessRequest.process:type_name -> grpc.Process
-	10, // 6: grpc.CpuStats.cpu_usage:type_name -> grpc.CpuUsage
-	13, // 7: grpc.MemoryStats.usage:type_name -> grpc.MemoryData
-	13, // 8: grpc.MemoryStats.swap_usage:type_name -> grpc.MemoryData
-	13, // 9: grpc.MemoryStats.kernel_usage:type_name -> grpc.MemoryData
-	35, // 10: grpc.MemoryStats.stats:type_name -> grpc.MemoryStats.StatsEntry
-	11, // 11: grpc.CgroupStats.cpu_stats:type_name -> grpc.CpuStats
-	14, // 12: grpc.CgroupStats.memory_stats:type_name -> grpc.MemoryStats
-	12, // 13: grpc.CgroupStats.pids_stats:type_name -> grpc.PidsStats
-	15, // 14: grpc.StatsContainerResponse.cgroup_stats:type_name -> grpc.CgroupStats
-	29, // 15: grpc.CreateSandboxRequest.storages:type_name -> grpc.Storage
-	23, // 16: grpc.CreateSandboxRequest.kernel_modules:type_name -> grpc.KernelModule
-	26, // 17: grpc.GuestDetailsResponse.agent_details:type_name -> grpc.AgentDetails
-	0,  // 18: grpc.AgentService.CreateContainer:input_type -> grpc.CreateContainerRequest
-	1,  // 19: grpc.AgentService.StartContainer:input_type -> grpc.StartContainerRequest
-	2,  // 20: grpc.AgentService.RemoveContainer:input_type -> grpc.RemoveContainerRequest
-	3,  // 21: grpc.AgentService.ExecProcess:input_type -> grpc.ExecProcessRequest
-	4,  // 22: grpc.AgentService.SignalProcess:input_type -> grpc.SignalProcessRequest
-	5,  // 23: grpc.AgentService.WaitProcess:input_type -> grpc.WaitProcessRequest
-	7,  // 24: grpc.AgentService.StatsContainer:input_type -> grpc.StatsContainerRequest
-	8,  // 25: grpc.AgentService.PauseContainer:input_type -> grpc.PauseContainerRequest
-	9,  // 26: grpc.AgentService.ResumeContainer:input_type -> grpc.ResumeContainerRequest
-	17, // 27: grpc.AgentService.WriteStdin:input_type -> grpc.WriteStreamRequest
-	19, // 28: grpc.AgentService.ReadStdout:input_type -> grpc.ReadStreamRequest
-	19, // 29: grpc.AgentService.ReadStderr:input_type -> grpc.ReadStreamRequest
-	21, // 30: grpc.AgentService.CloseStdin:input_type -> grpc.CloseStdinRequest
-	22, // 31: grpc.AgentService.TtyWinResize:input_type -> grpc.TtyWinResizeRequest
-	24, // 32: grpc.AgentService.CreateSandbox:input_type -> grpc.CreateSandboxRequest
-	25, // 33: grpc.AgentService.DestroySandbox:input_type -> grpc.DestroySandboxRequest
-	27, // 34: grpc.AgentService.GetGuestDetails:input_type -> grpc.GuestDetailsRequest
-	32, // 35: grpc.AgentService.SetPolicy:input_type -> grpc.SetPolicyRequest
-	33, // 36: grpc.Image.PullImage:input_type -> grpc.PullImageRequest
-	38, // 37: grpc.AgentService.CreateContainer:output_type -> google.protobuf.Empty
-	38, // 38: grpc.AgentService.StartContainer:output_type -> google.protobuf.Empty
-	38, // 39: grpc.AgentService.RemoveContainer:output_type -> google.protobuf.Empty
-	38, // 40: grpc.AgentService.ExecProcess:output_type -> google.protobuf.Empty
-	38, // 41: grpc.AgentService.SignalProcess:output_type -> google.protobuf.Empty
-	6,  // 42: grpc.AgentService.WaitProcess:output_type -> grpc.WaitProcessResponse
-	16, // 43: grpc.AgentService.StatsContainer:output_type -> grpc.StatsContainerResponse
-	38, // 44: grpc.AgentService.PauseContainer:output_type -> google.protobuf.Empty
-	38, // 45: grpc.AgentService.ResumeContainer:output_type -> google.protobuf.Empty
-	18, // 46: grpc.AgentService.WriteStdin:output_type -> grpc.WriteStreamResponse
-	20, // 47: grpc.AgentService.ReadStdout:output_type -> grpc.ReadStreamResponse
-	20, // 48: grpc.AgentService.ReadStderr:output_type -> grpc.ReadStreamResponse
-	38, // 49: grpc.AgentService.CloseStdin:output_type -> google.protobuf.Empty
-	38, // 50: grpc.AgentService.TtyWinResize:output_type -> google.protobuf.Empty
-	38, // 51: grpc.AgentService.CreateSandbox:output_type -> google.protobuf.Empty
-	38, // 52: grpc.AgentService.DestroySandbox:output_type -> google.protobuf.Empty
-	28, // 53: grpc.AgentService.GetGuestDetails:output_type -> grpc.GuestDetailsResponse
-	38, // 54: grpc.AgentService.SetPolicy:output_type -> google.protobuf.Empty
-	34, // 55: grpc.Image.PullImage:output_type -> grpc.PullImageResponse
-	37, // [37:56] is the sub-list for method output_type
-	18, // [18:37] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	33, // 0: grpc.CreateContainerRequest.string_user:type_name -> grpc.StringUser
+	32, // 1: grpc.CreateContainerRequest.devices:type_name -> grpc.Device
+	30, // 2: grpc.CreateContainerRequest.storages:type_name -> grpc.Storage
+	38, // 3: grpc.CreateContainerRequest.OCI:type_name -> grpc.Spec
+	1,  // 4: grpc.CreateContainerRequest.shared_mounts:type_name -> grpc.SharedMount
+	33, // 5: grpc.ExecProcessRequest.string_user:type_name -> grpc.StringUser
+	39, // 6: grpc.ExecProcessRequest.process:type_name -> grpc.Process
+	11, // 7: grpc.CpuStats.cpu_usage:type_name -> grpc.CpuUsage
+	14, // 8: grpc.MemoryStats.usage:type_name -> grpc.MemoryData
+	14, // 9: grpc.MemoryStats.swap_usage:type_name -> grpc.MemoryData
+	14, // 10: grpc.MemoryStats.kernel_usage:type_name -> grpc.MemoryData
+	37, // 11: grpc.MemoryStats.stats:type_name -> grpc.MemoryStats.StatsEntry
+	12, // 12: grpc.CgroupStats.cpu_stats:type_name -> grpc.CpuStats
+	15, // 13: grpc.CgroupStats.memory_stats:type_name -> grpc.MemoryStats
+	13, // 14: grpc.CgroupStats.pids_stats:type_name -> grpc.PidsStats
+	16, // 15: grpc.StatsContainerResponse.cgroup_stats:type_name -> grpc.CgroupStats
+	30, // 16: grpc.CreateSandboxRequest.storages:type_name -> grpc.Storage
+	24, // 17: grpc.CreateSandboxRequest.kernel_modules:type_name -> grpc.KernelModule
+	27, // 18: grpc.GuestDetailsResponse.agent_details:type_name -> grpc.AgentDetails
+	31, // 19: grpc.Storage.fs_group:type_name -> grpc.FSGroup
+	40, // 20: grpc.FSGroup.group_change_policy:type_name -> types.FSGroupChangePolicy
+	0,  // 21: grpc.AgentService.CreateContainer:input_type -> grpc.CreateContainerRequest
+	2,  // 22: grpc.AgentService.StartContainer:input_type -> grpc.StartContainerRequest
+	3,  // 23: grpc.AgentService.RemoveContainer:input_type -> grpc.RemoveContainerRequest
+	4,  // 24: grpc.AgentService.ExecProcess:input_type -> grpc.ExecProcessRequest
+	5,  // 25: grpc.AgentService.SignalProcess:input_type -> grpc.SignalProcessRequest
+	6,  // 26: grpc.AgentService.WaitProcess:input_type -> grpc.WaitProcessRequest
+	8,  // 27: grpc.AgentService.StatsContainer:input_type -> grpc.StatsContainerRequest
+	9,  // 28: grpc.AgentService.PauseContainer:input_type -> grpc.PauseContainerRequest
+	10, // 29: grpc.AgentService.ResumeContainer:input_type -> grpc.ResumeContainerRequest
+	18, // 30: grpc.AgentService.WriteStdin:input_type -> grpc.WriteStreamRequest
+	20, // 31: grpc.AgentService.ReadStdout:input_type -> grpc.ReadStreamRequest
+	20, // 32: grpc.AgentService.ReadStderr:input_type -> grpc.ReadStreamRequest
+	22, // 33: grpc.AgentService.CloseStdin:input_type -> grpc.CloseStdinRequest
+	23, // 34: grpc.AgentService.TtyWinResize:input_type -> grpc.TtyWinResizeRequest
+	25, // 35: grpc.AgentService.CreateSandbox:input_type -> grpc.CreateSandboxRequest
+	26, // 36: grpc.AgentService.DestroySandbox:input_type -> grpc.DestroySandboxRequest
+	28, // 37: grpc.AgentService.GetGuestDetails:input_type -> grpc.GuestDetailsRequest
+	34, // 38: grpc.AgentService.SetPolicy:input_type -> grpc.SetPolicyRequest
+	35, // 39: grpc.Image.PullImage:input_type -> grpc.PullImageRequest
+	41, // 40: grpc.AgentService.CreateContainer:output_type -> google.protobuf.Empty
+	41, // 41: grpc.AgentService.StartContainer:output_type -> google.protobuf.Empty
+	41, // 42: grpc.AgentService.RemoveContainer:output_type -> google.protobuf.Empty
+	41, // 43: grpc.AgentService.ExecProcess:output_type -> google.protobuf.Empty
+	41, // 44: grpc.AgentService.SignalProcess:output_type -> google.protobuf.Empty
+	7,  // 45: grpc.AgentService.WaitProcess:output_type -> grpc.WaitProcessResponse
+	17, // 46: grpc.AgentService.StatsContainer:output_type -> grpc.StatsContainerResponse
+	41, // 47: grpc.AgentService.PauseContainer:output_type -> google.protobuf.Empty
+	41, // 48: grpc.AgentService.ResumeContainer:output_type -> google.protobuf.Empty
+	19, // 49: grpc.AgentService.WriteStdin:output_type -> grpc.WriteStreamResponse
+	21, // 50: grpc.AgentService.ReadStdout:output_type -> grpc.ReadStreamResponse
+	21, // 51: grpc.AgentService.ReadStderr:output_type -> grpc.ReadStreamResponse
+	41, // 52: grpc.AgentService.CloseStdin:output_type -> google.protobuf.Empty
+	41, // 53: grpc.AgentService.TtyWinResize:output_type -> google.protobuf.Empty
+	41, // 54: grpc.AgentService.CreateSandbox:output_type -> google.protobuf.Empty
+	41, // 55: grpc.AgentService.DestroySandbox:output_type -> google.protobuf.Empty
+	29, // 56: grpc.AgentService.GetGuestDetails:output_type -> grpc.GuestDetailsResponse
+	41, // 57: grpc.AgentService.SetPolicy:output_type -> google.protobuf.Empty
+	36, // 58: grpc.Image.PullImage:output_type -> grpc.PullImageResponse
+	40, // [40:59] is the sub-list for method output_type
+	21, // [21:40] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_agent_agent_proto_init() }
@@ -2370,13 +2596,14 @@ func file_agent_agent_proto_init() {
 		return
 	}
 	file_agent_oci_proto_init()
+	file_agent_types_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agent_proto_rawDesc), len(file_agent_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

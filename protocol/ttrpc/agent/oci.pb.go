@@ -4,10 +4,12 @@
 // 	protoc        v3.21.12
 // source: agent/oci.proto
 
-// The subset of Kata Containers' protocols/protos/oci.proto that Cocoon uses:
-// the OCI runtime spec as protobuf. Message names, field names and numbers
-// are Kata's, so a Kata shim's request decodes here (fields Cocoon does not
-// model are skipped as unknown fields).
+// Kata Containers' protocols/protos/oci.proto: the OCI runtime spec as
+// protobuf. Every message and field is Kata's, under Kata's names and
+// numbers: a Kata shim's request decodes here, and the agent policy sees
+// the same input as Kata's agent gives it (genpolicy's rules compare
+// Hooks, Solaris, Windows, Linux.IntelRdt, Resources.BlockIO and
+// Resources.Network with null).
 
 package agent
 
@@ -27,14 +29,18 @@ const (
 )
 
 type Spec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       string                 `protobuf:"bytes,1,opt,name=Version,proto3" json:"Version,omitempty"`
-	Process       *Process               `protobuf:"bytes,2,opt,name=Process,proto3" json:"Process,omitempty"`
-	Root          *Root                  `protobuf:"bytes,3,opt,name=Root,proto3" json:"Root,omitempty"`
-	Hostname      string                 `protobuf:"bytes,4,opt,name=Hostname,proto3" json:"Hostname,omitempty"`
-	Mounts        []*Mount               `protobuf:"bytes,5,rep,name=Mounts,proto3" json:"Mounts,omitempty"`
-	Annotations   map[string]string      `protobuf:"bytes,7,rep,name=Annotations,proto3" json:"Annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Linux         *Linux                 `protobuf:"bytes,8,opt,name=Linux,proto3" json:"Linux,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Version  string                 `protobuf:"bytes,1,opt,name=Version,proto3" json:"Version,omitempty"`
+	Process  *Process               `protobuf:"bytes,2,opt,name=Process,proto3" json:"Process,omitempty"`
+	Root     *Root                  `protobuf:"bytes,3,opt,name=Root,proto3" json:"Root,omitempty"`
+	Hostname string                 `protobuf:"bytes,4,opt,name=Hostname,proto3" json:"Hostname,omitempty"`
+	Mounts   []*Mount               `protobuf:"bytes,5,rep,name=Mounts,proto3" json:"Mounts,omitempty"`
+	// The agent never runs hooks the host names; Kata's runtime sends none.
+	Hooks         *Hooks            `protobuf:"bytes,6,opt,name=Hooks,proto3" json:"Hooks,omitempty"`
+	Annotations   map[string]string `protobuf:"bytes,7,rep,name=Annotations,proto3" json:"Annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Linux         *Linux            `protobuf:"bytes,8,opt,name=Linux,proto3" json:"Linux,omitempty"`
+	Solaris       *Solaris          `protobuf:"bytes,9,opt,name=Solaris,proto3" json:"Solaris,omitempty"`
+	Windows       *Windows          `protobuf:"bytes,10,opt,name=Windows,proto3" json:"Windows,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -104,6 +110,13 @@ func (x *Spec) GetMounts() []*Mount {
 	return nil
 }
 
+func (x *Spec) GetHooks() *Hooks {
+	if x != nil {
+		return x.Hooks
+	}
+	return nil
+}
+
 func (x *Spec) GetAnnotations() map[string]string {
 	if x != nil {
 		return x.Annotations
@@ -114,6 +127,20 @@ func (x *Spec) GetAnnotations() map[string]string {
 func (x *Spec) GetLinux() *Linux {
 	if x != nil {
 		return x.Linux
+	}
+	return nil
+}
+
+func (x *Spec) GetSolaris() *Solaris {
+	if x != nil {
+		return x.Solaris
+	}
+	return nil
+}
+
+func (x *Spec) GetWindows() *Windows {
+	if x != nil {
+		return x.Windows
 	}
 	return nil
 }
@@ -626,6 +653,158 @@ func (x *Root) GetReadonly() bool {
 	return false
 }
 
+type Hooks struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Prestart        []*Hook                `protobuf:"bytes,1,rep,name=Prestart,proto3" json:"Prestart,omitempty"`
+	Poststart       []*Hook                `protobuf:"bytes,2,rep,name=Poststart,proto3" json:"Poststart,omitempty"`
+	Poststop        []*Hook                `protobuf:"bytes,3,rep,name=Poststop,proto3" json:"Poststop,omitempty"`
+	CreateRuntime   []*Hook                `protobuf:"bytes,4,rep,name=CreateRuntime,proto3" json:"CreateRuntime,omitempty"`
+	CreateContainer []*Hook                `protobuf:"bytes,5,rep,name=CreateContainer,proto3" json:"CreateContainer,omitempty"`
+	StartContainer  []*Hook                `protobuf:"bytes,6,rep,name=StartContainer,proto3" json:"StartContainer,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Hooks) Reset() {
+	*x = Hooks{}
+	mi := &file_agent_oci_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hooks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hooks) ProtoMessage() {}
+
+func (x *Hooks) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hooks.ProtoReflect.Descriptor instead.
+func (*Hooks) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Hooks) GetPrestart() []*Hook {
+	if x != nil {
+		return x.Prestart
+	}
+	return nil
+}
+
+func (x *Hooks) GetPoststart() []*Hook {
+	if x != nil {
+		return x.Poststart
+	}
+	return nil
+}
+
+func (x *Hooks) GetPoststop() []*Hook {
+	if x != nil {
+		return x.Poststop
+	}
+	return nil
+}
+
+func (x *Hooks) GetCreateRuntime() []*Hook {
+	if x != nil {
+		return x.CreateRuntime
+	}
+	return nil
+}
+
+func (x *Hooks) GetCreateContainer() []*Hook {
+	if x != nil {
+		return x.CreateContainer
+	}
+	return nil
+}
+
+func (x *Hooks) GetStartContainer() []*Hook {
+	if x != nil {
+		return x.StartContainer
+	}
+	return nil
+}
+
+type Hook struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=Path,proto3" json:"Path,omitempty"`
+	Args          []string               `protobuf:"bytes,2,rep,name=Args,proto3" json:"Args,omitempty"`
+	Env           []string               `protobuf:"bytes,3,rep,name=Env,proto3" json:"Env,omitempty"`
+	Timeout       int64                  `protobuf:"varint,4,opt,name=Timeout,proto3" json:"Timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hook) Reset() {
+	*x = Hook{}
+	mi := &file_agent_oci_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hook) ProtoMessage() {}
+
+func (x *Hook) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hook.ProtoReflect.Descriptor instead.
+func (*Hook) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Hook) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Hook) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *Hook) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *Hook) GetTimeout() int64 {
+	if x != nil {
+		return x.Timeout
+	}
+	return 0
+}
+
 type Linux struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	UIDMappings       []*LinuxIDMapping      `protobuf:"bytes,1,rep,name=UIDMappings,proto3" json:"UIDMappings,omitempty"`
@@ -640,13 +819,14 @@ type Linux struct {
 	MaskedPaths       []string               `protobuf:"bytes,10,rep,name=MaskedPaths,proto3" json:"MaskedPaths,omitempty"`
 	ReadonlyPaths     []string               `protobuf:"bytes,11,rep,name=ReadonlyPaths,proto3" json:"ReadonlyPaths,omitempty"`
 	MountLabel        string                 `protobuf:"bytes,12,opt,name=MountLabel,proto3" json:"MountLabel,omitempty"`
+	IntelRdt          *LinuxIntelRdt         `protobuf:"bytes,13,opt,name=IntelRdt,proto3" json:"IntelRdt,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Linux) Reset() {
 	*x = Linux{}
-	mi := &file_agent_oci_proto_msgTypes[8]
+	mi := &file_agent_oci_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +838,7 @@ func (x *Linux) String() string {
 func (*Linux) ProtoMessage() {}
 
 func (x *Linux) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[8]
+	mi := &file_agent_oci_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +851,7 @@ func (x *Linux) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Linux.ProtoReflect.Descriptor instead.
 func (*Linux) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{8}
+	return file_agent_oci_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Linux) GetUIDMappings() []*LinuxIDMapping {
@@ -758,6 +938,101 @@ func (x *Linux) GetMountLabel() string {
 	return ""
 }
 
+func (x *Linux) GetIntelRdt() *LinuxIntelRdt {
+	if x != nil {
+		return x.IntelRdt
+	}
+	return nil
+}
+
+type Windows struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dummy         string                 `protobuf:"bytes,1,opt,name=dummy,proto3" json:"dummy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Windows) Reset() {
+	*x = Windows{}
+	mi := &file_agent_oci_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Windows) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Windows) ProtoMessage() {}
+
+func (x *Windows) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Windows.ProtoReflect.Descriptor instead.
+func (*Windows) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Windows) GetDummy() string {
+	if x != nil {
+		return x.Dummy
+	}
+	return ""
+}
+
+type Solaris struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dummy         string                 `protobuf:"bytes,1,opt,name=dummy,proto3" json:"dummy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Solaris) Reset() {
+	*x = Solaris{}
+	mi := &file_agent_oci_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Solaris) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Solaris) ProtoMessage() {}
+
+func (x *Solaris) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Solaris.ProtoReflect.Descriptor instead.
+func (*Solaris) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Solaris) GetDummy() string {
+	if x != nil {
+		return x.Dummy
+	}
+	return ""
+}
+
 type LinuxIDMapping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	HostID        uint32                 `protobuf:"varint,1,opt,name=HostID,proto3" json:"HostID,omitempty"`
@@ -769,7 +1044,7 @@ type LinuxIDMapping struct {
 
 func (x *LinuxIDMapping) Reset() {
 	*x = LinuxIDMapping{}
-	mi := &file_agent_oci_proto_msgTypes[9]
+	mi := &file_agent_oci_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +1056,7 @@ func (x *LinuxIDMapping) String() string {
 func (*LinuxIDMapping) ProtoMessage() {}
 
 func (x *LinuxIDMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[9]
+	mi := &file_agent_oci_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +1069,7 @@ func (x *LinuxIDMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxIDMapping.ProtoReflect.Descriptor instead.
 func (*LinuxIDMapping) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{9}
+	return file_agent_oci_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LinuxIDMapping) GetHostID() uint32 {
@@ -828,7 +1103,7 @@ type LinuxNamespace struct {
 
 func (x *LinuxNamespace) Reset() {
 	*x = LinuxNamespace{}
-	mi := &file_agent_oci_proto_msgTypes[10]
+	mi := &file_agent_oci_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1115,7 @@ func (x *LinuxNamespace) String() string {
 func (*LinuxNamespace) ProtoMessage() {}
 
 func (x *LinuxNamespace) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[10]
+	mi := &file_agent_oci_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1128,7 @@ func (x *LinuxNamespace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxNamespace.ProtoReflect.Descriptor instead.
 func (*LinuxNamespace) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{10}
+	return file_agent_oci_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LinuxNamespace) GetType() string {
@@ -885,7 +1160,7 @@ type LinuxDevice struct {
 
 func (x *LinuxDevice) Reset() {
 	*x = LinuxDevice{}
-	mi := &file_agent_oci_proto_msgTypes[11]
+	mi := &file_agent_oci_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1172,7 @@ func (x *LinuxDevice) String() string {
 func (*LinuxDevice) ProtoMessage() {}
 
 func (x *LinuxDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[11]
+	mi := &file_agent_oci_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1185,7 @@ func (x *LinuxDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxDevice.ProtoReflect.Descriptor instead.
 func (*LinuxDevice) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{11}
+	return file_agent_oci_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LinuxDevice) GetPath() string {
@@ -963,18 +1238,21 @@ func (x *LinuxDevice) GetGID() uint32 {
 }
 
 type LinuxResources struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Devices       []*LinuxDeviceCgroup   `protobuf:"bytes,1,rep,name=Devices,proto3" json:"Devices,omitempty"`
-	Memory        *LinuxMemory           `protobuf:"bytes,2,opt,name=Memory,proto3" json:"Memory,omitempty"`
-	CPU           *LinuxCPU              `protobuf:"bytes,3,opt,name=CPU,proto3" json:"CPU,omitempty"`
-	Pids          *LinuxPids             `protobuf:"bytes,4,opt,name=Pids,proto3" json:"Pids,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Devices        []*LinuxDeviceCgroup   `protobuf:"bytes,1,rep,name=Devices,proto3" json:"Devices,omitempty"`
+	Memory         *LinuxMemory           `protobuf:"bytes,2,opt,name=Memory,proto3" json:"Memory,omitempty"`
+	CPU            *LinuxCPU              `protobuf:"bytes,3,opt,name=CPU,proto3" json:"CPU,omitempty"`
+	Pids           *LinuxPids             `protobuf:"bytes,4,opt,name=Pids,proto3" json:"Pids,omitempty"`
+	BlockIO        *LinuxBlockIO          `protobuf:"bytes,5,opt,name=BlockIO,proto3" json:"BlockIO,omitempty"`
+	HugepageLimits []*LinuxHugepageLimit  `protobuf:"bytes,6,rep,name=HugepageLimits,proto3" json:"HugepageLimits,omitempty"`
+	Network        *LinuxNetwork          `protobuf:"bytes,7,opt,name=Network,proto3" json:"Network,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *LinuxResources) Reset() {
 	*x = LinuxResources{}
-	mi := &file_agent_oci_proto_msgTypes[12]
+	mi := &file_agent_oci_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1264,7 @@ func (x *LinuxResources) String() string {
 func (*LinuxResources) ProtoMessage() {}
 
 func (x *LinuxResources) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[12]
+	mi := &file_agent_oci_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1277,7 @@ func (x *LinuxResources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxResources.ProtoReflect.Descriptor instead.
 func (*LinuxResources) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{12}
+	return file_agent_oci_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LinuxResources) GetDevices() []*LinuxDeviceCgroup {
@@ -1030,6 +1308,27 @@ func (x *LinuxResources) GetPids() *LinuxPids {
 	return nil
 }
 
+func (x *LinuxResources) GetBlockIO() *LinuxBlockIO {
+	if x != nil {
+		return x.BlockIO
+	}
+	return nil
+}
+
+func (x *LinuxResources) GetHugepageLimits() []*LinuxHugepageLimit {
+	if x != nil {
+		return x.HugepageLimits
+	}
+	return nil
+}
+
+func (x *LinuxResources) GetNetwork() *LinuxNetwork {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
 type LinuxMemory struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Limit            int64                  `protobuf:"varint,1,opt,name=Limit,proto3" json:"Limit,omitempty"`
@@ -1045,7 +1344,7 @@ type LinuxMemory struct {
 
 func (x *LinuxMemory) Reset() {
 	*x = LinuxMemory{}
-	mi := &file_agent_oci_proto_msgTypes[13]
+	mi := &file_agent_oci_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1356,7 @@ func (x *LinuxMemory) String() string {
 func (*LinuxMemory) ProtoMessage() {}
 
 func (x *LinuxMemory) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[13]
+	mi := &file_agent_oci_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1369,7 @@ func (x *LinuxMemory) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxMemory.ProtoReflect.Descriptor instead.
 func (*LinuxMemory) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{13}
+	return file_agent_oci_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LinuxMemory) GetLimit() int64 {
@@ -1137,7 +1436,7 @@ type LinuxCPU struct {
 
 func (x *LinuxCPU) Reset() {
 	*x = LinuxCPU{}
-	mi := &file_agent_oci_proto_msgTypes[14]
+	mi := &file_agent_oci_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1448,7 @@ func (x *LinuxCPU) String() string {
 func (*LinuxCPU) ProtoMessage() {}
 
 func (x *LinuxCPU) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[14]
+	mi := &file_agent_oci_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1461,7 @@ func (x *LinuxCPU) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxCPU.ProtoReflect.Descriptor instead.
 func (*LinuxCPU) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{14}
+	return file_agent_oci_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LinuxCPU) GetShares() uint64 {
@@ -1214,6 +1513,226 @@ func (x *LinuxCPU) GetMems() string {
 	return ""
 }
 
+type LinuxWeightDevice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Major         int64                  `protobuf:"varint,1,opt,name=Major,proto3" json:"Major,omitempty"`
+	Minor         int64                  `protobuf:"varint,2,opt,name=Minor,proto3" json:"Minor,omitempty"`
+	Weight        uint32                 `protobuf:"varint,3,opt,name=Weight,proto3" json:"Weight,omitempty"`
+	LeafWeight    uint32                 `protobuf:"varint,4,opt,name=LeafWeight,proto3" json:"LeafWeight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinuxWeightDevice) Reset() {
+	*x = LinuxWeightDevice{}
+	mi := &file_agent_oci_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinuxWeightDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinuxWeightDevice) ProtoMessage() {}
+
+func (x *LinuxWeightDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinuxWeightDevice.ProtoReflect.Descriptor instead.
+func (*LinuxWeightDevice) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LinuxWeightDevice) GetMajor() int64 {
+	if x != nil {
+		return x.Major
+	}
+	return 0
+}
+
+func (x *LinuxWeightDevice) GetMinor() int64 {
+	if x != nil {
+		return x.Minor
+	}
+	return 0
+}
+
+func (x *LinuxWeightDevice) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *LinuxWeightDevice) GetLeafWeight() uint32 {
+	if x != nil {
+		return x.LeafWeight
+	}
+	return 0
+}
+
+type LinuxThrottleDevice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Major         int64                  `protobuf:"varint,1,opt,name=Major,proto3" json:"Major,omitempty"`
+	Minor         int64                  `protobuf:"varint,2,opt,name=Minor,proto3" json:"Minor,omitempty"`
+	Rate          uint64                 `protobuf:"varint,3,opt,name=Rate,proto3" json:"Rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinuxThrottleDevice) Reset() {
+	*x = LinuxThrottleDevice{}
+	mi := &file_agent_oci_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinuxThrottleDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinuxThrottleDevice) ProtoMessage() {}
+
+func (x *LinuxThrottleDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinuxThrottleDevice.ProtoReflect.Descriptor instead.
+func (*LinuxThrottleDevice) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LinuxThrottleDevice) GetMajor() int64 {
+	if x != nil {
+		return x.Major
+	}
+	return 0
+}
+
+func (x *LinuxThrottleDevice) GetMinor() int64 {
+	if x != nil {
+		return x.Minor
+	}
+	return 0
+}
+
+func (x *LinuxThrottleDevice) GetRate() uint64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+type LinuxBlockIO struct {
+	state                   protoimpl.MessageState `protogen:"open.v1"`
+	Weight                  uint32                 `protobuf:"varint,1,opt,name=Weight,proto3" json:"Weight,omitempty"`
+	LeafWeight              uint32                 `protobuf:"varint,2,opt,name=LeafWeight,proto3" json:"LeafWeight,omitempty"`
+	WeightDevice            []*LinuxWeightDevice   `protobuf:"bytes,3,rep,name=WeightDevice,proto3" json:"WeightDevice,omitempty"`
+	ThrottleReadBpsDevice   []*LinuxThrottleDevice `protobuf:"bytes,4,rep,name=ThrottleReadBpsDevice,proto3" json:"ThrottleReadBpsDevice,omitempty"`
+	ThrottleWriteBpsDevice  []*LinuxThrottleDevice `protobuf:"bytes,5,rep,name=ThrottleWriteBpsDevice,proto3" json:"ThrottleWriteBpsDevice,omitempty"`
+	ThrottleReadIOPSDevice  []*LinuxThrottleDevice `protobuf:"bytes,6,rep,name=ThrottleReadIOPSDevice,proto3" json:"ThrottleReadIOPSDevice,omitempty"`
+	ThrottleWriteIOPSDevice []*LinuxThrottleDevice `protobuf:"bytes,7,rep,name=ThrottleWriteIOPSDevice,proto3" json:"ThrottleWriteIOPSDevice,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *LinuxBlockIO) Reset() {
+	*x = LinuxBlockIO{}
+	mi := &file_agent_oci_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinuxBlockIO) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinuxBlockIO) ProtoMessage() {}
+
+func (x *LinuxBlockIO) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinuxBlockIO.ProtoReflect.Descriptor instead.
+func (*LinuxBlockIO) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LinuxBlockIO) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *LinuxBlockIO) GetLeafWeight() uint32 {
+	if x != nil {
+		return x.LeafWeight
+	}
+	return 0
+}
+
+func (x *LinuxBlockIO) GetWeightDevice() []*LinuxWeightDevice {
+	if x != nil {
+		return x.WeightDevice
+	}
+	return nil
+}
+
+func (x *LinuxBlockIO) GetThrottleReadBpsDevice() []*LinuxThrottleDevice {
+	if x != nil {
+		return x.ThrottleReadBpsDevice
+	}
+	return nil
+}
+
+func (x *LinuxBlockIO) GetThrottleWriteBpsDevice() []*LinuxThrottleDevice {
+	if x != nil {
+		return x.ThrottleWriteBpsDevice
+	}
+	return nil
+}
+
+func (x *LinuxBlockIO) GetThrottleReadIOPSDevice() []*LinuxThrottleDevice {
+	if x != nil {
+		return x.ThrottleReadIOPSDevice
+	}
+	return nil
+}
+
+func (x *LinuxBlockIO) GetThrottleWriteIOPSDevice() []*LinuxThrottleDevice {
+	if x != nil {
+		return x.ThrottleWriteIOPSDevice
+	}
+	return nil
+}
+
 type LinuxPids struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Limit         int64                  `protobuf:"varint,1,opt,name=Limit,proto3" json:"Limit,omitempty"`
@@ -1223,7 +1742,7 @@ type LinuxPids struct {
 
 func (x *LinuxPids) Reset() {
 	*x = LinuxPids{}
-	mi := &file_agent_oci_proto_msgTypes[15]
+	mi := &file_agent_oci_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1754,7 @@ func (x *LinuxPids) String() string {
 func (*LinuxPids) ProtoMessage() {}
 
 func (x *LinuxPids) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[15]
+	mi := &file_agent_oci_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1767,7 @@ func (x *LinuxPids) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxPids.ProtoReflect.Descriptor instead.
 func (*LinuxPids) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{15}
+	return file_agent_oci_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LinuxPids) GetLimit() int64 {
@@ -1271,7 +1790,7 @@ type LinuxDeviceCgroup struct {
 
 func (x *LinuxDeviceCgroup) Reset() {
 	*x = LinuxDeviceCgroup{}
-	mi := &file_agent_oci_proto_msgTypes[16]
+	mi := &file_agent_oci_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1802,7 @@ func (x *LinuxDeviceCgroup) String() string {
 func (*LinuxDeviceCgroup) ProtoMessage() {}
 
 func (x *LinuxDeviceCgroup) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[16]
+	mi := &file_agent_oci_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1815,7 @@ func (x *LinuxDeviceCgroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxDeviceCgroup.ProtoReflect.Descriptor instead.
 func (*LinuxDeviceCgroup) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{16}
+	return file_agent_oci_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LinuxDeviceCgroup) GetAllow() bool {
@@ -1334,6 +1853,162 @@ func (x *LinuxDeviceCgroup) GetAccess() string {
 	return ""
 }
 
+type LinuxNetwork struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	ClassID       uint32                    `protobuf:"varint,1,opt,name=ClassID,proto3" json:"ClassID,omitempty"`
+	Priorities    []*LinuxInterfacePriority `protobuf:"bytes,2,rep,name=Priorities,proto3" json:"Priorities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinuxNetwork) Reset() {
+	*x = LinuxNetwork{}
+	mi := &file_agent_oci_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinuxNetwork) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinuxNetwork) ProtoMessage() {}
+
+func (x *LinuxNetwork) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinuxNetwork.ProtoReflect.Descriptor instead.
+func (*LinuxNetwork) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LinuxNetwork) GetClassID() uint32 {
+	if x != nil {
+		return x.ClassID
+	}
+	return 0
+}
+
+func (x *LinuxNetwork) GetPriorities() []*LinuxInterfacePriority {
+	if x != nil {
+		return x.Priorities
+	}
+	return nil
+}
+
+type LinuxHugepageLimit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pagesize      string                 `protobuf:"bytes,1,opt,name=Pagesize,proto3" json:"Pagesize,omitempty"`
+	Limit         uint64                 `protobuf:"varint,2,opt,name=Limit,proto3" json:"Limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinuxHugepageLimit) Reset() {
+	*x = LinuxHugepageLimit{}
+	mi := &file_agent_oci_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinuxHugepageLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinuxHugepageLimit) ProtoMessage() {}
+
+func (x *LinuxHugepageLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinuxHugepageLimit.ProtoReflect.Descriptor instead.
+func (*LinuxHugepageLimit) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LinuxHugepageLimit) GetPagesize() string {
+	if x != nil {
+		return x.Pagesize
+	}
+	return ""
+}
+
+func (x *LinuxHugepageLimit) GetLimit() uint64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type LinuxInterfacePriority struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=Name,proto3" json:"Name,omitempty"`
+	Priority      uint32                 `protobuf:"varint,2,opt,name=Priority,proto3" json:"Priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinuxInterfacePriority) Reset() {
+	*x = LinuxInterfacePriority{}
+	mi := &file_agent_oci_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinuxInterfacePriority) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinuxInterfacePriority) ProtoMessage() {}
+
+func (x *LinuxInterfacePriority) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinuxInterfacePriority.ProtoReflect.Descriptor instead.
+func (*LinuxInterfacePriority) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LinuxInterfacePriority) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LinuxInterfacePriority) GetPriority() uint32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
 type LinuxSeccomp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	DefaultAction string                 `protobuf:"bytes,1,opt,name=DefaultAction,proto3" json:"DefaultAction,omitempty"`
@@ -1346,7 +2021,7 @@ type LinuxSeccomp struct {
 
 func (x *LinuxSeccomp) Reset() {
 	*x = LinuxSeccomp{}
-	mi := &file_agent_oci_proto_msgTypes[17]
+	mi := &file_agent_oci_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +2033,7 @@ func (x *LinuxSeccomp) String() string {
 func (*LinuxSeccomp) ProtoMessage() {}
 
 func (x *LinuxSeccomp) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[17]
+	mi := &file_agent_oci_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +2046,7 @@ func (x *LinuxSeccomp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxSeccomp.ProtoReflect.Descriptor instead.
 func (*LinuxSeccomp) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{17}
+	return file_agent_oci_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LinuxSeccomp) GetDefaultAction() string {
@@ -1414,7 +2089,7 @@ type LinuxSeccompArg struct {
 
 func (x *LinuxSeccompArg) Reset() {
 	*x = LinuxSeccompArg{}
-	mi := &file_agent_oci_proto_msgTypes[18]
+	mi := &file_agent_oci_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +2101,7 @@ func (x *LinuxSeccompArg) String() string {
 func (*LinuxSeccompArg) ProtoMessage() {}
 
 func (x *LinuxSeccompArg) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[18]
+	mi := &file_agent_oci_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +2114,7 @@ func (x *LinuxSeccompArg) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxSeccompArg.ProtoReflect.Descriptor instead.
 func (*LinuxSeccompArg) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{18}
+	return file_agent_oci_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LinuxSeccompArg) GetIndex() uint64 {
@@ -1485,7 +2160,7 @@ type LinuxSyscall struct {
 
 func (x *LinuxSyscall) Reset() {
 	*x = LinuxSyscall{}
-	mi := &file_agent_oci_proto_msgTypes[19]
+	mi := &file_agent_oci_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +2172,7 @@ func (x *LinuxSyscall) String() string {
 func (*LinuxSyscall) ProtoMessage() {}
 
 func (x *LinuxSyscall) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_oci_proto_msgTypes[19]
+	mi := &file_agent_oci_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +2185,7 @@ func (x *LinuxSyscall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinuxSyscall.ProtoReflect.Descriptor instead.
 func (*LinuxSyscall) Descriptor() ([]byte, []int) {
-	return file_agent_oci_proto_rawDescGZIP(), []int{19}
+	return file_agent_oci_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LinuxSyscall) GetNames() []string {
@@ -1560,23 +2235,71 @@ type LinuxSyscall_Errnoret struct {
 
 func (*LinuxSyscall_Errnoret) isLinuxSyscall_ErrnoRet() {}
 
+type LinuxIntelRdt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	L3CacheSchema string                 `protobuf:"bytes,1,opt,name=L3CacheSchema,proto3" json:"L3CacheSchema,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinuxIntelRdt) Reset() {
+	*x = LinuxIntelRdt{}
+	mi := &file_agent_oci_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinuxIntelRdt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinuxIntelRdt) ProtoMessage() {}
+
+func (x *LinuxIntelRdt) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_oci_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinuxIntelRdt.ProtoReflect.Descriptor instead.
+func (*LinuxIntelRdt) Descriptor() ([]byte, []int) {
+	return file_agent_oci_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *LinuxIntelRdt) GetL3CacheSchema() string {
+	if x != nil {
+		return x.L3CacheSchema
+	}
+	return ""
+}
+
 var File_agent_oci_proto protoreflect.FileDescriptor
 
 const file_agent_oci_proto_rawDesc = "" +
 	"\n" +
-	"\x0fagent/oci.proto\x12\x04grpc\"\xd2\x02\n" +
+	"\x0fagent/oci.proto\x12\x04grpc\"\xc1\x03\n" +
 	"\x04Spec\x12\x18\n" +
 	"\aVersion\x18\x01 \x01(\tR\aVersion\x12'\n" +
 	"\aProcess\x18\x02 \x01(\v2\r.grpc.ProcessR\aProcess\x12\x1e\n" +
 	"\x04Root\x18\x03 \x01(\v2\n" +
 	".grpc.RootR\x04Root\x12\x1a\n" +
 	"\bHostname\x18\x04 \x01(\tR\bHostname\x12#\n" +
-	"\x06Mounts\x18\x05 \x03(\v2\v.grpc.MountR\x06Mounts\x12=\n" +
+	"\x06Mounts\x18\x05 \x03(\v2\v.grpc.MountR\x06Mounts\x12!\n" +
+	"\x05Hooks\x18\x06 \x01(\v2\v.grpc.HooksR\x05Hooks\x12=\n" +
 	"\vAnnotations\x18\a \x03(\v2\x1b.grpc.Spec.AnnotationsEntryR\vAnnotations\x12!\n" +
-	"\x05Linux\x18\b \x01(\v2\v.grpc.LinuxR\x05Linux\x1a>\n" +
+	"\x05Linux\x18\b \x01(\v2\v.grpc.LinuxR\x05Linux\x12'\n" +
+	"\aSolaris\x18\t \x01(\v2\r.grpc.SolarisR\aSolaris\x12'\n" +
+	"\aWindows\x18\n" +
+	" \x01(\v2\r.grpc.WindowsR\aWindows\x1a>\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x06\x10\a\"\xae\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x03\n" +
 	"\aProcess\x12\x1a\n" +
 	"\bTerminal\x18\x01 \x01(\bR\bTerminal\x12+\n" +
 	"\vConsoleSize\x18\x02 \x01(\v2\t.grpc.BoxR\vConsoleSize\x12\x1e\n" +
@@ -1617,7 +2340,25 @@ const file_agent_oci_proto_rawDesc = "" +
 	"\aoptions\x18\x04 \x03(\tR\aoptions\"6\n" +
 	"\x04Root\x12\x12\n" +
 	"\x04Path\x18\x01 \x01(\tR\x04Path\x12\x1a\n" +
-	"\bReadonly\x18\x02 \x01(\bR\bReadonly\"\xe0\x04\n" +
+	"\bReadonly\x18\x02 \x01(\bR\bReadonly\"\x9d\x02\n" +
+	"\x05Hooks\x12&\n" +
+	"\bPrestart\x18\x01 \x03(\v2\n" +
+	".grpc.HookR\bPrestart\x12(\n" +
+	"\tPoststart\x18\x02 \x03(\v2\n" +
+	".grpc.HookR\tPoststart\x12&\n" +
+	"\bPoststop\x18\x03 \x03(\v2\n" +
+	".grpc.HookR\bPoststop\x120\n" +
+	"\rCreateRuntime\x18\x04 \x03(\v2\n" +
+	".grpc.HookR\rCreateRuntime\x124\n" +
+	"\x0fCreateContainer\x18\x05 \x03(\v2\n" +
+	".grpc.HookR\x0fCreateContainer\x122\n" +
+	"\x0eStartContainer\x18\x06 \x03(\v2\n" +
+	".grpc.HookR\x0eStartContainer\"Z\n" +
+	"\x04Hook\x12\x12\n" +
+	"\x04Path\x18\x01 \x01(\tR\x04Path\x12\x12\n" +
+	"\x04Args\x18\x02 \x03(\tR\x04Args\x12\x10\n" +
+	"\x03Env\x18\x03 \x03(\tR\x03Env\x12\x18\n" +
+	"\aTimeout\x18\x04 \x01(\x03R\aTimeout\"\x91\x05\n" +
 	"\x05Linux\x126\n" +
 	"\vUIDMappings\x18\x01 \x03(\v2\x14.grpc.LinuxIDMappingR\vUIDMappings\x126\n" +
 	"\vGIDMappings\x18\x02 \x03(\v2\x14.grpc.LinuxIDMappingR\vGIDMappings\x12/\n" +
@@ -1635,10 +2376,15 @@ const file_agent_oci_proto_rawDesc = "" +
 	"\rReadonlyPaths\x18\v \x03(\tR\rReadonlyPaths\x12\x1e\n" +
 	"\n" +
 	"MountLabel\x18\f \x01(\tR\n" +
-	"MountLabel\x1a9\n" +
+	"MountLabel\x12/\n" +
+	"\bIntelRdt\x18\r \x01(\v2\x13.grpc.LinuxIntelRdtR\bIntelRdt\x1a9\n" +
 	"\vSysctlEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x1f\n" +
+	"\aWindows\x12\x14\n" +
+	"\x05dummy\x18\x01 \x01(\tR\x05dummy\"\x1f\n" +
+	"\aSolaris\x12\x14\n" +
+	"\x05dummy\x18\x01 \x01(\tR\x05dummy\"^\n" +
 	"\x0eLinuxIDMapping\x12\x16\n" +
 	"\x06HostID\x18\x01 \x01(\rR\x06HostID\x12 \n" +
 	"\vContainerID\x18\x02 \x01(\rR\vContainerID\x12\x12\n" +
@@ -1653,12 +2399,15 @@ const file_agent_oci_proto_rawDesc = "" +
 	"\x05Minor\x18\x04 \x01(\x03R\x05Minor\x12\x1a\n" +
 	"\bFileMode\x18\x05 \x01(\rR\bFileMode\x12\x10\n" +
 	"\x03UID\x18\x06 \x01(\rR\x03UID\x12\x10\n" +
-	"\x03GID\x18\a \x01(\rR\x03GID\"\xb5\x01\n" +
+	"\x03GID\x18\a \x01(\rR\x03GID\"\xd3\x02\n" +
 	"\x0eLinuxResources\x121\n" +
 	"\aDevices\x18\x01 \x03(\v2\x17.grpc.LinuxDeviceCgroupR\aDevices\x12)\n" +
 	"\x06Memory\x18\x02 \x01(\v2\x11.grpc.LinuxMemoryR\x06Memory\x12 \n" +
 	"\x03CPU\x18\x03 \x01(\v2\x0e.grpc.LinuxCPUR\x03CPU\x12#\n" +
-	"\x04Pids\x18\x04 \x01(\v2\x0f.grpc.LinuxPidsR\x04Pids\"\xdb\x01\n" +
+	"\x04Pids\x18\x04 \x01(\v2\x0f.grpc.LinuxPidsR\x04Pids\x12,\n" +
+	"\aBlockIO\x18\x05 \x01(\v2\x12.grpc.LinuxBlockIOR\aBlockIO\x12@\n" +
+	"\x0eHugepageLimits\x18\x06 \x03(\v2\x18.grpc.LinuxHugepageLimitR\x0eHugepageLimits\x12,\n" +
+	"\aNetwork\x18\a \x01(\v2\x12.grpc.LinuxNetworkR\aNetwork\"\xdb\x01\n" +
 	"\vLinuxMemory\x12\x14\n" +
 	"\x05Limit\x18\x01 \x01(\x03R\x05Limit\x12 \n" +
 	"\vReservation\x18\x02 \x01(\x03R\vReservation\x12\x12\n" +
@@ -1676,7 +2425,28 @@ const file_agent_oci_proto_rawDesc = "" +
 	"\x0fRealtimeRuntime\x18\x04 \x01(\x03R\x0fRealtimeRuntime\x12&\n" +
 	"\x0eRealtimePeriod\x18\x05 \x01(\x04R\x0eRealtimePeriod\x12\x12\n" +
 	"\x04Cpus\x18\x06 \x01(\tR\x04Cpus\x12\x12\n" +
-	"\x04Mems\x18\a \x01(\tR\x04Mems\"!\n" +
+	"\x04Mems\x18\a \x01(\tR\x04Mems\"w\n" +
+	"\x11LinuxWeightDevice\x12\x14\n" +
+	"\x05Major\x18\x01 \x01(\x03R\x05Major\x12\x14\n" +
+	"\x05Minor\x18\x02 \x01(\x03R\x05Minor\x12\x16\n" +
+	"\x06Weight\x18\x03 \x01(\rR\x06Weight\x12\x1e\n" +
+	"\n" +
+	"LeafWeight\x18\x04 \x01(\rR\n" +
+	"LeafWeight\"U\n" +
+	"\x13LinuxThrottleDevice\x12\x14\n" +
+	"\x05Major\x18\x01 \x01(\x03R\x05Major\x12\x14\n" +
+	"\x05Minor\x18\x02 \x01(\x03R\x05Minor\x12\x12\n" +
+	"\x04Rate\x18\x03 \x01(\x04R\x04Rate\"\xcf\x03\n" +
+	"\fLinuxBlockIO\x12\x16\n" +
+	"\x06Weight\x18\x01 \x01(\rR\x06Weight\x12\x1e\n" +
+	"\n" +
+	"LeafWeight\x18\x02 \x01(\rR\n" +
+	"LeafWeight\x12;\n" +
+	"\fWeightDevice\x18\x03 \x03(\v2\x17.grpc.LinuxWeightDeviceR\fWeightDevice\x12O\n" +
+	"\x15ThrottleReadBpsDevice\x18\x04 \x03(\v2\x19.grpc.LinuxThrottleDeviceR\x15ThrottleReadBpsDevice\x12Q\n" +
+	"\x16ThrottleWriteBpsDevice\x18\x05 \x03(\v2\x19.grpc.LinuxThrottleDeviceR\x16ThrottleWriteBpsDevice\x12Q\n" +
+	"\x16ThrottleReadIOPSDevice\x18\x06 \x03(\v2\x19.grpc.LinuxThrottleDeviceR\x16ThrottleReadIOPSDevice\x12S\n" +
+	"\x17ThrottleWriteIOPSDevice\x18\a \x03(\v2\x19.grpc.LinuxThrottleDeviceR\x17ThrottleWriteIOPSDevice\"!\n" +
 	"\tLinuxPids\x12\x14\n" +
 	"\x05Limit\x18\x01 \x01(\x03R\x05Limit\"\x81\x01\n" +
 	"\x11LinuxDeviceCgroup\x12\x14\n" +
@@ -1684,7 +2454,18 @@ const file_agent_oci_proto_rawDesc = "" +
 	"\x04Type\x18\x02 \x01(\tR\x04Type\x12\x14\n" +
 	"\x05Major\x18\x03 \x01(\x03R\x05Major\x12\x14\n" +
 	"\x05Minor\x18\x04 \x01(\x03R\x05Minor\x12\x16\n" +
-	"\x06Access\x18\x05 \x01(\tR\x06Access\"\xa0\x01\n" +
+	"\x06Access\x18\x05 \x01(\tR\x06Access\"f\n" +
+	"\fLinuxNetwork\x12\x18\n" +
+	"\aClassID\x18\x01 \x01(\rR\aClassID\x12<\n" +
+	"\n" +
+	"Priorities\x18\x02 \x03(\v2\x1c.grpc.LinuxInterfacePriorityR\n" +
+	"Priorities\"F\n" +
+	"\x12LinuxHugepageLimit\x12\x1a\n" +
+	"\bPagesize\x18\x01 \x01(\tR\bPagesize\x12\x14\n" +
+	"\x05Limit\x18\x02 \x01(\x04R\x05Limit\"H\n" +
+	"\x16LinuxInterfacePriority\x12\x12\n" +
+	"\x04Name\x18\x01 \x01(\tR\x04Name\x12\x1a\n" +
+	"\bPriority\x18\x02 \x01(\rR\bPriority\"\xa0\x01\n" +
 	"\fLinuxSeccomp\x12$\n" +
 	"\rDefaultAction\x18\x01 \x01(\tR\rDefaultAction\x12$\n" +
 	"\rArchitectures\x18\x02 \x03(\tR\rArchitectures\x12\x14\n" +
@@ -1701,7 +2482,9 @@ const file_agent_oci_proto_rawDesc = "" +
 	"\berrnoret\x18\x03 \x01(\rH\x00R\berrnoret\x12)\n" +
 	"\x04Args\x18\x04 \x03(\v2\x15.grpc.LinuxSeccompArgR\x04ArgsB\n" +
 	"\n" +
-	"\bErrnoRetB8Z6github.com/cocoon-cc/cocoon/protocol/ttrpc/agent;agentb\x06proto3"
+	"\bErrnoRet\"5\n" +
+	"\rLinuxIntelRdt\x12$\n" +
+	"\rL3CacheSchema\x18\x01 \x01(\tR\rL3CacheSchemaB8Z6github.com/cocoon-cc/cocoon/protocol/ttrpc/agent;agentb\x06proto3"
 
 var (
 	file_agent_oci_proto_rawDescOnce sync.Once
@@ -1715,59 +2498,89 @@ func file_agent_oci_proto_rawDescGZIP() []byte {
 	return file_agent_oci_proto_rawDescData
 }
 
-var file_agent_oci_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_agent_oci_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_agent_oci_proto_goTypes = []any{
-	(*Spec)(nil),              // 0: grpc.Spec
-	(*Process)(nil),           // 1: grpc.Process
-	(*Box)(nil),               // 2: grpc.Box
-	(*User)(nil),              // 3: grpc.User
-	(*LinuxCapabilities)(nil), // 4: grpc.LinuxCapabilities
-	(*POSIXRlimit)(nil),       // 5: grpc.POSIXRlimit
-	(*Mount)(nil),             // 6: grpc.Mount
-	(*Root)(nil),              // 7: grpc.Root
-	(*Linux)(nil),             // 8: grpc.Linux
-	(*LinuxIDMapping)(nil),    // 9: grpc.LinuxIDMapping
-	(*LinuxNamespace)(nil),    // 10: grpc.LinuxNamespace
-	(*LinuxDevice)(nil),       // 11: grpc.LinuxDevice
-	(*LinuxResources)(nil),    // 12: grpc.LinuxResources
-	(*LinuxMemory)(nil),       // 13: grpc.LinuxMemory
-	(*LinuxCPU)(nil),          // 14: grpc.LinuxCPU
-	(*LinuxPids)(nil),         // 15: grpc.LinuxPids
-	(*LinuxDeviceCgroup)(nil), // 16: grpc.LinuxDeviceCgroup
-	(*LinuxSeccomp)(nil),      // 17: grpc.LinuxSeccomp
-	(*LinuxSeccompArg)(nil),   // 18: grpc.LinuxSeccompArg
-	(*LinuxSyscall)(nil),      // 19: grpc.LinuxSyscall
-	nil,                       // 20: grpc.Spec.AnnotationsEntry
-	nil,                       // 21: grpc.Linux.SysctlEntry
+	(*Spec)(nil),                   // 0: grpc.Spec
+	(*Process)(nil),                // 1: grpc.Process
+	(*Box)(nil),                    // 2: grpc.Box
+	(*User)(nil),                   // 3: grpc.User
+	(*LinuxCapabilities)(nil),      // 4: grpc.LinuxCapabilities
+	(*POSIXRlimit)(nil),            // 5: grpc.POSIXRlimit
+	(*Mount)(nil),                  // 6: grpc.Mount
+	(*Root)(nil),                   // 7: grpc.Root
+	(*Hooks)(nil),                  // 8: grpc.Hooks
+	(*Hook)(nil),                   // 9: grpc.Hook
+	(*Linux)(nil),                  // 10: grpc.Linux
+	(*Windows)(nil),                // 11: grpc.Windows
+	(*Solaris)(nil),                // 12: grpc.Solaris
+	(*LinuxIDMapping)(nil),         // 13: grpc.LinuxIDMapping
+	(*LinuxNamespace)(nil),         // 14: grpc.LinuxNamespace
+	(*LinuxDevice)(nil),            // 15: grpc.LinuxDevice
+	(*LinuxResources)(nil),         // 16: grpc.LinuxResources
+	(*LinuxMemory)(nil),            // 17: grpc.LinuxMemory
+	(*LinuxCPU)(nil),               // 18: grpc.LinuxCPU
+	(*LinuxWeightDevice)(nil),      // 19: grpc.LinuxWeightDevice
+	(*LinuxThrottleDevice)(nil),    // 20: grpc.LinuxThrottleDevice
+	(*LinuxBlockIO)(nil),           // 21: grpc.LinuxBlockIO
+	(*LinuxPids)(nil),              // 22: grpc.LinuxPids
+	(*LinuxDeviceCgroup)(nil),      // 23: grpc.LinuxDeviceCgroup
+	(*LinuxNetwork)(nil),           // 24: grpc.LinuxNetwork
+	(*LinuxHugepageLimit)(nil),     // 25: grpc.LinuxHugepageLimit
+	(*LinuxInterfacePriority)(nil), // 26: grpc.LinuxInterfacePriority
+	(*LinuxSeccomp)(nil),           // 27: grpc.LinuxSeccomp
+	(*LinuxSeccompArg)(nil),        // 28: grpc.LinuxSeccompArg
+	(*LinuxSyscall)(nil),           // 29: grpc.LinuxSyscall
+	(*LinuxIntelRdt)(nil),          // 30: grpc.LinuxIntelRdt
+	nil,                            // 31: grpc.Spec.AnnotationsEntry
+	nil,                            // 32: grpc.Linux.SysctlEntry
 }
 var file_agent_oci_proto_depIdxs = []int32{
 	1,  // 0: grpc.Spec.Process:type_name -> grpc.Process
 	7,  // 1: grpc.Spec.Root:type_name -> grpc.Root
 	6,  // 2: grpc.Spec.Mounts:type_name -> grpc.Mount
-	20, // 3: grpc.Spec.Annotations:type_name -> grpc.Spec.AnnotationsEntry
-	8,  // 4: grpc.Spec.Linux:type_name -> grpc.Linux
-	2,  // 5: grpc.Process.ConsoleSize:type_name -> grpc.Box
-	3,  // 6: grpc.Process.User:type_name -> grpc.User
-	4,  // 7: grpc.Process.Capabilities:type_name -> grpc.LinuxCapabilities
-	5,  // 8: grpc.Process.Rlimits:type_name -> grpc.POSIXRlimit
-	9,  // 9: grpc.Linux.UIDMappings:type_name -> grpc.LinuxIDMapping
-	9,  // 10: grpc.Linux.GIDMappings:type_name -> grpc.LinuxIDMapping
-	21, // 11: grpc.Linux.Sysctl:type_name -> grpc.Linux.SysctlEntry
-	12, // 12: grpc.Linux.Resources:type_name -> grpc.LinuxResources
-	10, // 13: grpc.Linux.Namespaces:type_name -> grpc.LinuxNamespace
-	11, // 14: grpc.Linux.Devices:type_name -> grpc.LinuxDevice
-	17, // 15: grpc.Linux.Seccomp:type_name -> grpc.LinuxSeccomp
-	16, // 16: grpc.LinuxResources.Devices:type_name -> grpc.LinuxDeviceCgroup
-	13, // 17: grpc.LinuxResources.Memory:type_name -> grpc.LinuxMemory
-	14, // 18: grpc.LinuxResources.CPU:type_name -> grpc.LinuxCPU
-	15, // 19: grpc.LinuxResources.Pids:type_name -> grpc.LinuxPids
-	19, // 20: grpc.LinuxSeccomp.Syscalls:type_name -> grpc.LinuxSyscall
-	18, // 21: grpc.LinuxSyscall.Args:type_name -> grpc.LinuxSeccompArg
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	8,  // 3: grpc.Spec.Hooks:type_name -> grpc.Hooks
+	31, // 4: grpc.Spec.Annotations:type_name -> grpc.Spec.AnnotationsEntry
+	10, // 5: grpc.Spec.Linux:type_name -> grpc.Linux
+	12, // 6: grpc.Spec.Solaris:type_name -> grpc.Solaris
+	11, // 7: grpc.Spec.Windows:type_name -> grpc.Windows
+	2,  // 8: grpc.Process.ConsoleSize:type_name -> grpc.Box
+	3,  // 9: grpc.Process.User:type_name -> grpc.User
+	4,  // 10: grpc.Process.Capabilities:type_name -> grpc.LinuxCapabilities
+	5,  // 11: grpc.Process.Rlimits:type_name -> grpc.POSIXRlimit
+	9,  // 12: grpc.Hooks.Prestart:type_name -> grpc.Hook
+	9,  // 13: grpc.Hooks.Poststart:type_name -> grpc.Hook
+	9,  // 14: grpc.Hooks.Poststop:type_name -> grpc.Hook
+	9,  // 15: grpc.Hooks.CreateRuntime:type_name -> grpc.Hook
+	9,  // 16: grpc.Hooks.CreateContainer:type_name -> grpc.Hook
+	9,  // 17: grpc.Hooks.StartContainer:type_name -> grpc.Hook
+	13, // 18: grpc.Linux.UIDMappings:type_name -> grpc.LinuxIDMapping
+	13, // 19: grpc.Linux.GIDMappings:type_name -> grpc.LinuxIDMapping
+	32, // 20: grpc.Linux.Sysctl:type_name -> grpc.Linux.SysctlEntry
+	16, // 21: grpc.Linux.Resources:type_name -> grpc.LinuxResources
+	14, // 22: grpc.Linux.Namespaces:type_name -> grpc.LinuxNamespace
+	15, // 23: grpc.Linux.Devices:type_name -> grpc.LinuxDevice
+	27, // 24: grpc.Linux.Seccomp:type_name -> grpc.LinuxSeccomp
+	30, // 25: grpc.Linux.IntelRdt:type_name -> grpc.LinuxIntelRdt
+	23, // 26: grpc.LinuxResources.Devices:type_name -> grpc.LinuxDeviceCgroup
+	17, // 27: grpc.LinuxResources.Memory:type_name -> grpc.LinuxMemory
+	18, // 28: grpc.LinuxResources.CPU:type_name -> grpc.LinuxCPU
+	22, // 29: grpc.LinuxResources.Pids:type_name -> grpc.LinuxPids
+	21, // 30: grpc.LinuxResources.BlockIO:type_name -> grpc.LinuxBlockIO
+	25, // 31: grpc.LinuxResources.HugepageLimits:type_name -> grpc.LinuxHugepageLimit
+	24, // 32: grpc.LinuxResources.Network:type_name -> grpc.LinuxNetwork
+	19, // 33: grpc.LinuxBlockIO.WeightDevice:type_name -> grpc.LinuxWeightDevice
+	20, // 34: grpc.LinuxBlockIO.ThrottleReadBpsDevice:type_name -> grpc.LinuxThrottleDevice
+	20, // 35: grpc.LinuxBlockIO.ThrottleWriteBpsDevice:type_name -> grpc.LinuxThrottleDevice
+	20, // 36: grpc.LinuxBlockIO.ThrottleReadIOPSDevice:type_name -> grpc.LinuxThrottleDevice
+	20, // 37: grpc.LinuxBlockIO.ThrottleWriteIOPSDevice:type_name -> grpc.LinuxThrottleDevice
+	26, // 38: grpc.LinuxNetwork.Priorities:type_name -> grpc.LinuxInterfacePriority
+	29, // 39: grpc.LinuxSeccomp.Syscalls:type_name -> grpc.LinuxSyscall
+	28, // 40: grpc.LinuxSyscall.Args:type_name -> grpc.LinuxSeccompArg
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_agent_oci_proto_init() }
@@ -1775,7 +2588,7 @@ func file_agent_oci_proto_init() {
 	if File_agent_oci_proto != nil {
 		return
 	}
-	file_agent_oci_proto_msgTypes[19].OneofWrappers = []any{
+	file_agent_oci_proto_msgTypes[29].OneofWrappers = []any{
 		(*LinuxSyscall_Errnoret)(nil),
 	}
 	type x struct{}
@@ -1784,7 +2597,7 @@ func file_agent_oci_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_oci_proto_rawDesc), len(file_agent_oci_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -8,9 +8,10 @@ import (
 
 // This file maps the OCI runtime spec to the agent's protobuf Spec and
 // back: the shim sends a bundle's config.json as a Spec, the agent runs it.
-// Fields the protobuf subset does not model are dropped on the way in —
-// hooks on purpose, since the guest never runs host-chosen hooks, and the
-// deprecated kernel memory limit.
+// Some fields are not converted: hooks on purpose, since the guest never
+// runs host-chosen hooks; the block I/O, network class and Intel RDT
+// settings, which Kata's runtime never sends either; and the deprecated
+// kernel memory limit.
 
 // SpecFromOCI converts an OCI runtime spec to the agent's Spec.
 func SpecFromOCI(s *specs.Spec) *Spec {
@@ -187,6 +188,9 @@ func resourcesFromOCI(r *specs.LinuxResources) *LinuxResources {
 	if r.Pids != nil && r.Pids.Limit != nil {
 		out.Pids = &LinuxPids{Limit: *r.Pids.Limit}
 	}
+	for _, h := range r.HugepageLimits {
+		out.HugepageLimits = append(out.HugepageLimits, &LinuxHugepageLimit{Pagesize: h.Pagesize, Limit: h.Limit})
+	}
 	return out
 }
 
@@ -216,6 +220,9 @@ func (r *LinuxResources) oci() *specs.LinuxResources {
 	}
 	if r.Pids != nil {
 		out.Pids = &specs.LinuxPids{Limit: ptr(r.Pids.Limit)}
+	}
+	for _, h := range r.HugepageLimits {
+		out.HugepageLimits = append(out.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: h.Pagesize, Limit: h.Limit})
 	}
 	return out
 }

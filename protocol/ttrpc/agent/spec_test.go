@@ -35,7 +35,7 @@ func fullSpec() *specs.Spec {
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}, {Allow: true, Type: "c", Major: &major, Access: "rw"}},
 				Memory:  &specs.LinuxMemory{Limit: &limit, Swap: &swap},
 				CPU:     &specs.LinuxCPU{Shares: &shares, Quota: &quota, Period: &period, Cpus: "0-1"},
-				Pids:    &specs.LinuxPids{Limit: &pids}},
+				Pids:    &specs.LinuxPids{Limit: &pids}, HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 1 << 30}}},
 			CgroupsPath: "/kubepods/pod1/c1",
 			Namespaces:  []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace, Path: "/proc/1/ns/net"}},
 			Devices:     []specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229, FileMode: &mode, UID: &id, GID: &id}},
