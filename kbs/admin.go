@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -30,6 +31,10 @@ var (
 	ErrAdminBadToken  = errors.New("admin token is not valid")
 	ErrAdminForbidden = errors.New("role not allowed for this endpoint")
 	ErrAdminDenyAll   = errors.New("admin API disabled (DenyAll)")
+	// ErrPathNotCanonical: the request path is not the one form that
+	// routing, ACLs and audit lines all read (see CanonicalPath), or an
+	// admin call carries a query.
+	ErrPathNotCanonical = errors.New("request path is not canonical")
 )
 
 // Authorization modes, named as Trustee names them.
@@ -48,8 +53,9 @@ type issuer struct {
 }
 
 type acl struct {
-	role string
-	re   *regexp.Regexp
+	role    string
+	re      *regexp.Regexp
+	methods map[string]bool // nil: any method
 }
 
 // Admin decides who may call the admin endpoints.
@@ -115,9 +121,72 @@ func (a *Admin) configure(c AdminConfig) error {
 		if err != nil {
 			return fmt.Errorf("admin: ACL for role %q: %w", r.Role, err)
 		}
-		a.acls = append(a.acls, acl{role: r.Role, re: re})
+		methods, err := aclMethods(r.AllowedMethods)
+		if err != nil {
+			return fmt.Errorf("admin: ACL for role %q: %w", r.Role, err)
+		}
+		a.acls = append(a.acls, acl{role: r.Role, re: re, methods: methods})
 	}
 	return nil
+}
+
+// aclMethods reads allowed_methods; none means any, as Trustee's ACLs,
+// which cannot name methods, allow.
+func aclMethods(names []string) (map[string]bool, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	m := map[string]bool{}
+	for _, n := range names {
+		switch n = strings.ToUpper(n); n {
+		case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete:
+			m[n] = true
+		default:
+			return nil, fmt.Errorf("allowed_methods: %q is not GET, POST, PUT or DELETE", n)
+		}
+	}
+	return m, nil
+}
+
+// CanonicalPath returns the path of u when it is in canonical form:
+// absolute, percent-decoded once (an encoded slash is refused: decoding it
+// would change where segments end), without empty (a "//" or a trailing
+// slash), "." or ".." segments. Routing, admin ACLs and audit lines all
+// read this one form, so no spelling of a path reaches an endpoint that
+// an ACL did not see.
+func CanonicalPath(u *url.URL) (string, error) {
+	p := u.Path
+	if !strings.HasPrefix(p, "/") {
+		return "", fmt.Errorf("%w: %q is not absolute", ErrPathNotCanonical, p)
+	}
+	if strings.Contains(strings.ToLower(u.RawPath), "%2f") {
+		return "", fmt.Errorf("%w: %q has an encoded slash", ErrPathNotCanonical, u.RawPath)
+	}
+	if p == "/" {
+		return p, nil
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		switch seg {
+		case "":
+			return "", fmt.Errorf("%w: %q has an empty segment or a trailing slash", ErrPathNotCanonical, p)
+		case ".", "..":
+			return "", fmt.Errorf("%w: %q has a dot segment", ErrPathNotCanonical, p)
+		}
+	}
+	return p, nil
+}
+
+// adminPath is the canonical path of an admin call, which takes no query:
+// a query could only be a place to hide text from an ACL.
+func adminPath(u *url.URL) (string, error) {
+	p, err := CanonicalPath(u)
+	if err != nil {
+		return "", err
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return "", fmt.Errorf("%w: admin endpoints take no query", ErrPathNotCanonical)
+	}
+	return p, nil
 }
 
 func loadVerificationKeys(idp IdentityProvider) ([]crypto.PublicKey, error) {
@@ -172,8 +241,13 @@ type adminClaims struct {
 	Role string `json:"role"`
 }
 
-// Check authorizes an admin request.
+// Check authorizes an admin request: its canonical path (no query) and
+// method must be allowed to the role of its token.
 func (a *Admin) Check(r *http.Request) (*AdminIdentity, error) {
+	path, err := adminPath(r.URL)
+	if err != nil {
+		return nil, err
+	}
 	switch a.mode {
 	case ModeInsecureAllowAll:
 		return &AdminIdentity{Role: "insecure-allow-all"}, nil
@@ -189,11 +263,11 @@ func (a *Admin) Check(r *http.Request) (*AdminIdentity, error) {
 		return nil, err
 	}
 	for _, rule := range a.acls {
-		if rule.role == claims.Role && rule.re.MatchString(r.URL.RequestURI()) {
+		if rule.role == claims.Role && (rule.methods == nil || rule.methods[r.Method]) && rule.re.MatchString(path) {
 			return &AdminIdentity{Role: claims.Role, Issuer: iss, Subject: claims.Subject}, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: role %q, path %s", ErrAdminForbidden, claims.Role, r.URL.Path)
+	return nil, fmt.Errorf("%w: role %q, %s %s", ErrAdminForbidden, claims.Role, r.Method, path)
 }
 
 func (a *Admin) verify(raw string) (*adminClaims, string, error) {

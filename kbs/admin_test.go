@@ -214,7 +214,7 @@ func TestAdminACL(t *testing.T) {
 		{"policy-admin sets a resource", "POST", "/kbs/v0/resource/default/key/x", []byte("x"), bearerHdr(polAdmin), 401, protocol.KindAdminAuth},
 		{"policy-admin deletes a resource", "DELETE", "/kbs/v0/resource/default/key/x", nil, bearerHdr(polAdmin), 401, protocol.KindAdminAuth},
 		{"policy-admin sets an attestation policy", "POST", "/kbs/v0/attestation-policy", policyBody, bearerHdr(polAdmin), 401, protocol.KindAdminAuth},
-		{"policy-admin with a query", "POST", "/kbs/v0/resource-policy?x=1", policyBody, bearerHdr(polAdmin), 401, protocol.KindAdminAuth},
+		{"policy-admin with a query", "POST", "/kbs/v0/resource-policy?x=1", policyBody, bearerHdr(polAdmin), 404, protocol.KindInvalidPath},
 		{"rv-reader registers", "POST", "/kbs/v0/reference-value", msg, bearerHdr(rvReader), 401, protocol.KindAdminAuth},
 		// The reader's ACL matches any path below reference-value/, but a
 		// registration there is no endpoint at all.
@@ -287,6 +287,8 @@ func TestAdminConfigErrors(t *testing.T) {
 		"bad key file":     fmt.Sprintf("[admin]\nauthorization_mode = \"AuthenticatedAuthorization\"\n[[admin.authentication.bearer_jwt.identity_providers]]\npublic_key_uri = %q\n", filepath.Join(dir, "bad.pub")),
 		"bad regex": "[admin]\nauthorization_mode = \"AuthenticatedAuthorization\"\n" + idp +
 			"[[admin.authorization.regex_acl.acls]]\nrole = \"a\"\nallowed_endpoints = \"([\"\n",
+		"unknown method": "[admin]\nauthorization_mode = \"AuthenticatedAuthorization\"\n" + idp +
+			"[[admin.authorization.regex_acl.acls]]\nrole = \"a\"\nallowed_endpoints = \"^/x$\"\nallowed_methods = [\"PATCH\"]\n",
 		"duplicate role": "[admin]\nauthorization_mode = \"AuthenticatedAuthorization\"\n" + idp +
 			"[[admin.authorization.regex_acl.acls]]\nrole = \"a\"\nallowed_endpoints = \"^/x$\"\n" +
 			"[[admin.authorization.regex_acl.acls]]\nrole = \"a\"\nallowed_endpoints = \"^/y$\"\n",

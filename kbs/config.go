@@ -101,10 +101,13 @@ type IdentityProvider struct {
 	JWKSetURI    string `toml:"jwk_set_uri"`
 }
 
-// ACL lets a role reach the endpoints its regex matches.
+// ACL lets a role reach the endpoints whose canonical path its regex
+// matches, with the methods named (any when none are).
 type ACL struct {
 	Role             string `toml:"role"`
 	AllowedEndpoints string `toml:"allowed_endpoints"`
+	// AllowedMethods is a Cocoon extension.
+	AllowedMethods []string `toml:"allowed_methods"`
 }
 
 // StorageConfig is [storage_backend].

@@ -72,7 +72,7 @@ func (s *Server) resource(w http.ResponseWriter, r *http.Request, rest string) e
 			if err := s.resources.store.Delete(r.Context(), ResourceNamespace, path.String()); err != nil {
 				return err
 			}
-			s.audit(r, id, "delete-resource", "path", path.String())
+			s.audit(r, id, "delete-resource", "resource", path.String())
 			return nil
 		})
 	}
@@ -90,7 +90,7 @@ func (s *Server) setResource(w http.ResponseWriter, r *http.Request, id *AdminId
 	if err := s.resources.store.Put(r.Context(), ResourceNamespace, path.String(), b); err != nil {
 		return err
 	}
-	s.audit(r, id, "set-resource", "path", path.String(), "bytes", len(b))
+	s.audit(r, id, "set-resource", "resource", path.String(), "bytes", len(b))
 	return nil
 }
 
@@ -124,7 +124,7 @@ func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path Re
 		return &protocol.Error{Kind: protocol.KindJwe, Detail: err.Error(), Err: err}
 	}
 	s.metrics.releases.Inc()
-	s.log.Info("audit", "action", "release-resource", "path", path.String(), "remote", r.RemoteAddr,
+	s.log.Info("audit", "action", "release-resource", "resource", path.String(), "remote", r.RemoteAddr,
 		"tee", teeOf(claims), "status", claims.Submods["cpu0"].Status)
 	writeJSON(w, http.StatusOK, resp)
 	return nil

@@ -9,8 +9,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -54,9 +56,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The API answers a path with "..", "." or "//" itself, with
-		// InvalidRequestPath; ServeMux would redirect it elsewhere.
-		if strings.HasPrefix(r.URL.Path, Prefix) {
+		// The API answers a path that is not canonical ("..", ".", "//",
+		// a trailing slash) itself, with InvalidRequestPath, also when it
+		// only cleans to an API path: ServeMux would redirect it.
+		if strings.HasPrefix(r.URL.Path, Prefix) || strings.HasPrefix(path.Clean(r.URL.Path)+"/", Prefix) {
 			s.api(w, r)
 			return
 		}
@@ -100,7 +103,8 @@ func (w *statusWriter) WriteHeader(code int) {
 func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-	endpoint, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, Prefix), "/")
+	p, perr := CanonicalPath(r.URL)
+	endpoint, rest, _ := strings.Cut(strings.TrimPrefix(p, Prefix), "/")
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.Error("panic serving request", "path", r.URL.Path, "panic", v)
@@ -111,7 +115,16 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 		s.metrics.latency.WithLabelValues(label).Observe(time.Since(start).Seconds())
 	}()
 	r.Body = http.MaxBytesReader(sw, r.Body, int64(s.cfg.HTTPServer.PayloadRequestSize)<<20)
-	if err := s.route(sw, r, endpoint, rest); err != nil {
+	err := perr
+	if err == nil && !strings.HasPrefix(p, Prefix) {
+		err = fmt.Errorf("%w: %q is not below %s", ErrPathNotCanonical, p, Prefix)
+	}
+	if err != nil {
+		err = &protocol.Error{Kind: protocol.KindInvalidPath, Detail: err.Error(), Err: err}
+	} else {
+		err = s.route(sw, r, endpoint, rest)
+	}
+	if err != nil {
 		s.fail(sw, r, err)
 	}
 }
@@ -175,9 +188,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	if kerr.Status() >= 500 {
-		s.log.Error("request failed", "path", r.URL.Path, "kind", kerr.Kind, "err", err)
+		s.log.Error("request failed", "method", r.Method, "target", r.RequestURI, "kind", kerr.Kind, "err", err)
 	} else {
-		s.log.Info("request refused", "path", r.URL.Path, "kind", kerr.Kind, "detail", kerr.Detail)
+		s.log.Info("request refused", "method", r.Method, "target", r.RequestURI, "kind", kerr.Kind, "detail", kerr.Detail)
 	}
 	writeJSON(w, kerr.Status(), kerr.Info())
 }
@@ -232,15 +245,20 @@ func (s *Server) serveJWKS(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) adminCall(w http.ResponseWriter, r *http.Request, fn func(http.ResponseWriter, *http.Request, *AdminIdentity) error) error {
 	id, err := s.admin.Check(r)
 	if err != nil {
-		s.log.Warn("audit: admin call refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
-		return &protocol.Error{Kind: protocol.KindAdminAuth, Detail: err.Error(), Err: err}
+		// The request target as sent, query included: what was refused.
+		s.log.Warn("audit: admin call refused", "method", r.Method, "target", r.RequestURI, "remote", r.RemoteAddr, "reason", err.Error())
+		kind := protocol.KindAdminAuth
+		if errors.Is(err, ErrPathNotCanonical) {
+			kind = protocol.KindInvalidPath
+		}
+		return &protocol.Error{Kind: kind, Detail: err.Error(), Err: err}
 	}
 	return fn(w, r, id)
 }
 
 func (s *Server) audit(r *http.Request, id *AdminIdentity, action string, attrs ...any) {
 	s.log.Info("audit", append([]any{"action", action, "role", id.Role, "subject", id.Subject,
-		"issuer", id.Issuer, "remote", r.RemoteAddr}, attrs...)...)
+		"issuer", id.Issuer, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr}, attrs...)...)
 }
 
 // decodePolicy reads the base64url (no padding, as Trustee's clients send;

@@ -221,7 +221,7 @@ func (s *Server) admin1(fn func(http.ResponseWriter, *http.Request, string) erro
 	return func(w http.ResponseWriter, r *http.Request) {
 		who, err := s.admin.Authorize(r)
 		if err != nil {
-			s.log.Warn("audit: admin call refused", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", err.Error())
+			s.log.Warn("audit: admin call refused", "method", r.Method, "target", r.RequestURI, "remote", r.RemoteAddr, "reason", err.Error())
 			s.fail(w, r, http.StatusUnauthorized, err)
 			return
 		}
