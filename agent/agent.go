@@ -27,10 +27,6 @@ import (
 // Version is reported in GetGuestDetails.
 const Version = "0.1.0"
 
-// StorageImageGuestPull is the storage driver of a container image pulled
-// in the guest (Kata's name).
-const StorageImageGuestPull = "image_guest_pull"
-
 // ImagePuller pulls an image into an OCI bundle directory (rootfs/ and
 // config.json), in the guest: the confidential data hub in production.
 type ImagePuller interface {
@@ -157,7 +153,7 @@ func (a *Agent) GetGuestDetails(ctx context.Context, _ *pb.GuestDetailsRequest) 
 	return &pb.GuestDetailsResponse{AgentDetails: &pb.AgentDetails{
 		Version:         Version,
 		InitDaemon:      os.Getpid() == 1,
-		StorageHandlers: []string{StorageImageGuestPull},
+		StorageHandlers: []string{pb.StorageDriverImageGuestPull},
 		// Built without libseccomp: a spec's seccomp profile is refused
 		// rather than silently ignored.
 		SupportsSeccomp: false,

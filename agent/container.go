@@ -79,7 +79,7 @@ func (a *Agent) reserve(id string) error {
 
 func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*container, error) {
 	spec := r.OCI.OCI()
-	ref, err := imageRef(r.Storages, spec.Annotations)
+	ref, err := imageRef(r, spec.Annotations)
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +91,9 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 	dropped, err := guestSpec(spec, r.ContainerId, filepath.Join(bundle, "rootfs"), a.cgroupParent(), image)
 	if err != nil {
 		return nil, err
+	}
+	if r.SandboxPidns {
+		dropped = append(dropped, "the sandbox's PID namespace (each container has its own)")
 	}
 	if len(dropped) > 0 {
 		a.log.Info("host parts not used in the sandbox", "container", r.ContainerId, "dropped", dropped)
@@ -133,22 +136,27 @@ func (a *Agent) guardOutput(ctx context.Context, cid, eid string, p *process) {
 	}
 }
 
-// imageRef is the image a container runs: its image_guest_pull storage,
-// else the image CRI names.
-func imageRef(storages []*pb.Storage, annotations map[string]string) (string, error) {
-	for _, s := range storages {
-		if s.Driver != StorageImageGuestPull {
-			return "", fmt.Errorf("%w: storage driver %q", ErrUnsupported, s.Driver)
+// imageRef is the image a container runs: its image_guest_pull storage
+// (Kata's shape, for this container's rootfs), else the image CRI names.
+func imageRef(r *pb.CreateContainerRequest, annotations map[string]string) (string, error) {
+	if len(r.SharedMounts) > 0 {
+		return "", fmt.Errorf("%w: shared mounts between containers", ErrUnsupported)
+	}
+	switch n := len(r.Storages); {
+	case n == 1 && r.Storages[0].GetDriver() == pb.StorageDriverImageGuestPull:
+		if _, err := r.Storages[0].GuestPull(r.ContainerId); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 		}
-		if s.Source != "" {
-			return s.Source, nil
-		}
+		return r.Storages[0].Source, nil
+	case n > 0:
+		return "", fmt.Errorf("%w: storages other than one %s (driver %q)", ErrUnsupported,
+			pb.StorageDriverImageGuestPull, r.Storages[0].GetDriver())
 	}
 	if ref := annotations[annotationImageName]; ref != "" {
 		return ref, nil
 	}
 	return "", fmt.Errorf("%w: no image: want an %s storage or the %s annotation", ErrInvalidArgument,
-		StorageImageGuestPull, annotationImageName)
+		pb.StorageDriverImageGuestPull, annotationImageName)
 }
 
 // pull unpacks ref into the container's bundle unless PullImage already

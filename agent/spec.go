@@ -7,11 +7,13 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// guestNamespaces are the namespaces a container gets of its own. The
-// network, UTS and IPC namespaces are the sandbox's (the VM's, or the local
-// agent's), shared by the pod's containers as a pause container's are.
-var guestNamespaces = []specs.LinuxNamespaceType{specs.PIDNamespace, specs.MountNamespace, specs.CgroupNamespace,
-	specs.UserNamespace}
+// ownNamespaces are the namespaces every container gets of its own, asked
+// for or not: Kata's runtime sends no PID or cgroup namespace (its agent
+// adds them), containerd's may. The network, UTS and IPC namespaces are
+// the sandbox's (the VM's, or the local agent's), shared by the pod's
+// containers as a pause container's are; a user namespace is kept when the
+// spec asks for one.
+var ownNamespaces = []specs.LinuxNamespaceType{specs.PIDNamespace, specs.MountNamespace, specs.CgroupNamespace}
 
 // guestMountTypes are the kernel filesystems a container may mount; any
 // other mount names a host path that does not exist in the guest.
@@ -50,16 +52,16 @@ func guestSpec(s *specs.Spec, id, rootfs, cgroupParent string, image *specs.Spec
 	}
 	l := s.Linux
 	var ns []specs.LinuxNamespace
+	for _, t := range ownNamespaces {
+		ns = append(ns, specs.LinuxNamespace{Type: t})
+	}
 	for _, n := range l.Namespaces {
 		if n.Path != "" {
 			dropped = append(dropped, fmt.Sprintf("%s namespace %s", n.Type, n.Path))
 		}
-		if slices.Contains(guestNamespaces, n.Type) {
+		if n.Type == specs.UserNamespace {
 			ns = append(ns, specs.LinuxNamespace{Type: n.Type})
 		}
-	}
-	if !slices.ContainsFunc(ns, func(n specs.LinuxNamespace) bool { return n.Type == specs.MountNamespace }) {
-		ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
 	}
 	l.Namespaces = ns
 	// The pod's hostname is the sandbox's (CreateSandbox).

@@ -56,6 +56,22 @@ func TestGuestSpec(t *testing.T) {
 	if len(dropped) != 7 {
 		t.Errorf("dropped %q", dropped)
 	}
+	// Kata's runtime sends no PID or cgroup namespace: each container
+	// still gets its own, and a user namespace asked for is kept.
+	s = hostSpec()
+	s.Linux.Namespaces = []specs.LinuxNamespace{{Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+		{Type: specs.MountNamespace}, {Type: specs.UserNamespace}}
+	if _, err := guestSpec(s, "c1", "/r", "/cocoon/pod", nil); err != nil {
+		t.Fatal(err)
+	}
+	var types []specs.LinuxNamespaceType
+	for _, n := range s.Linux.Namespaces {
+		types = append(types, n.Type)
+	}
+	if want := []specs.LinuxNamespaceType{specs.PIDNamespace, specs.MountNamespace, specs.CgroupNamespace,
+		specs.UserNamespace}; !slices.Equal(types, want) {
+		t.Errorf("namespaces %v, want %v", types, want)
+	}
 }
 
 func TestGuestSpecImageProcess(t *testing.T) {

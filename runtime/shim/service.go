@@ -286,7 +286,7 @@ func (s *Service) exited(ctx context.Context, p *proc, code uint32) {
 }
 
 // createContainer asks the agent to pull the image and create the
-// container.
+// container, as Kata's runtime does (guest.go).
 func (s *Service) createContainer(ctx context.Context, t *ctask, spec *specs.Spec) error {
 	ref := spec.Annotations[annotationImageName]
 	if ref == "" {
@@ -295,8 +295,10 @@ func (s *Service) createContainer(ctx context.Context, t *ctask, spec *specs.Spe
 	if ref == "" {
 		return errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "container %s: no image to pull in the sandbox: set the %s annotation", t.id, annotationImageName)
 	}
-	req := &pb.CreateContainerRequest{ContainerId: t.id, ExecId: t.id, OCI: pb.SpecFromOCI(spec),
-		Storages: []*pb.Storage{{Driver: "image_guest_pull", Source: ref, MountPoint: "/run/cocoon/containers/" + t.id + "/rootfs"}}}
+	req, err := createRequest(t.id, t.bundle, ref, spec)
+	if err != nil {
+		return err
+	}
 	if _, err := s.pod.agent.CreateContainer(ctx, req); err != nil {
 		return agentError("create container "+t.id, err)
 	}

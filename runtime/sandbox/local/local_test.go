@@ -85,10 +85,19 @@ func spec(args ...string) *pb.Spec {
 	return pb.SpecFromOCI(s)
 }
 
+// pullStorage is Kata's storage pulling ref in the guest for container id.
+func pullStorage(t testing.TB, id, ref string) []*pb.Storage {
+	s, err := pb.GuestPullStorage(id, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []*pb.Storage{s}
+}
+
 func create(ctx context.Context, t *testing.T, a pb.AgentServiceService, id, ref string, args ...string) {
 	t.Helper()
 	_, err := a.CreateContainer(ctx, &pb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: spec(args...),
-		Storages: []*pb.Storage{{Driver: "image_guest_pull", Source: ref, MountPoint: "/run/cocoon/containers/" + id + "/rootfs"}}})
+		Storages: pullStorage(t, id, ref)})
 	if err != nil {
 		t.Fatalf("create %s: %v", id, err)
 	}
@@ -221,7 +230,13 @@ func TestBadRequests(t *testing.T) {
 		"no image":       {&pb.CreateContainerRequest{ContainerId: "c", OCI: spec("/bin/true")}, codes.InvalidArgument},
 		"unknown driver": {&pb.CreateContainerRequest{ContainerId: "c", OCI: spec("/bin/true"), Storages: []*pb.Storage{{Driver: "virtio-fs"}}}, codes.Unimplemented},
 		"missing image": {&pb.CreateContainerRequest{ContainerId: "c", OCI: spec("/bin/true"),
-			Storages: []*pb.Storage{{Driver: "image_guest_pull", Source: strings.Replace(ref, "busybox:1", "nothere:1", 1)}}}, codes.Unavailable},
+			Storages: pullStorage(t, "c", strings.Replace(ref, "busybox:1", "nothere:1", 1))}, codes.Unavailable},
+		"other container's rootfs": {&pb.CreateContainerRequest{ContainerId: "c", OCI: spec("/bin/true"),
+			Storages: pullStorage(t, "d", ref)}, codes.InvalidArgument},
+		"two storages": {&pb.CreateContainerRequest{ContainerId: "c", OCI: spec("/bin/true"),
+			Storages: append(pullStorage(t, "c", ref), pullStorage(t, "c", ref)...)}, codes.Unimplemented},
+		"shared mounts": {&pb.CreateContainerRequest{ContainerId: "c", OCI: spec("/bin/true"), Storages: pullStorage(t, "c", ref),
+			SharedMounts: []*pb.SharedMount{{Name: "m", SrcCtr: "d", SrcPath: "/", DstCtr: "c", DstPath: "/d"}}}, codes.Unimplemented},
 	} {
 		if _, err := a.CreateContainer(ctx, tc.req); status.Code(err) != tc.code {
 			t.Errorf("%s: %v, want %s", name, err, tc.code)
@@ -239,7 +254,7 @@ func TestBadRequests(t *testing.T) {
 	// The failed creates left the id free.
 	create(ctx, t, a, "c", ref, "/bin/true")
 	if _, err := a.CreateContainer(ctx, &pb.CreateContainerRequest{ContainerId: "c", OCI: spec("/bin/true"),
-		Storages: []*pb.Storage{{Driver: "image_guest_pull", Source: ref}}}); status.Code(err) != codes.AlreadyExists {
+		Storages: pullStorage(t, "c", ref)}); status.Code(err) != codes.AlreadyExists {
 		t.Errorf("duplicate: %v, want AlreadyExists", err)
 	}
 }
@@ -283,7 +298,7 @@ func TestTerminal(t *testing.T) {
 	s.Process.Terminal = true
 	s.Process.ConsoleSize = &pb.Box{Height: 24, Width: 80}
 	_, err := a.CreateContainer(ctx, &pb.CreateContainerRequest{ContainerId: "t1", ExecId: "t1", OCI: s,
-		Storages: []*pb.Storage{{Driver: "image_guest_pull", Source: ref}}})
+		Storages: pullStorage(t, "t1", ref)})
 	if err != nil {
 		t.Fatal(err)
 	}

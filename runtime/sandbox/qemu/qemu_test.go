@@ -160,8 +160,12 @@ func TestVM(t *testing.T) {
 	spec := specconv.Example()
 	spec.Process.Terminal = false
 	spec.Process.Args = []string{"/bin/sh", "-c", "echo hello from $(hostname) $(cat /proc/sys/kernel/osrelease)"}
+	storage, err := pb.GuestPullStorage("c1", ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	_, err = a.CreateContainer(ctx, &pb.CreateContainerRequest{ContainerId: "c1", ExecId: "c1", OCI: pb.SpecFromOCI(spec),
-		Storages: []*pb.Storage{{Driver: "image_guest_pull", Source: ref}}})
+		Storages: []*pb.Storage{storage}})
 	if err != nil {
 		t.Fatal(err)
 	}
