@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifiers"
+	"github.com/cocoon-cc/cocoon/policy"
 )
 
 // Config is the KBS configuration. The TOML keys are Trustee's, so a
@@ -25,6 +27,7 @@ type Config struct {
 	JWE                JWEConfig      `toml:"jwe"`
 	DataDir            string         `toml:"data_dir"`
 	Logging            LoggingConfig  `toml:"logging"`
+	Limits             LimitsConfig   `toml:"limits"`
 }
 
 // HTTPServerConfig is [http_server].
@@ -139,6 +142,27 @@ type JWEConfig struct {
 	AllowRSA1_5 bool `toml:"allow_rsa1_5"`
 }
 
+// LimitsConfig is [limits], a Cocoon extension: what one client and one
+// policy evaluation may cost the KBS.
+type LimitsConfig struct {
+	// RCARRate and RCARBurst are each client's token bucket (per IP
+	// address, per /64 for IPv6): every /auth and /attest takes a token,
+	// refilled RCARRate times a second up to RCARBurst.
+	RCARRate  float64 `toml:"rcar_rate"`
+	RCARBurst int     `toml:"rcar_burst"`
+	// MaxSessions bounds the attested sessions this KBS keeps at once.
+	MaxSessions int `toml:"max_sessions"`
+	// PolicyEvalMs and PolicyEvalMiB are the budget of one resource or
+	// attestation policy evaluation (policy.Budget).
+	PolicyEvalMs  int `toml:"policy_eval_ms"`
+	PolicyEvalMiB int `toml:"policy_eval_mib"`
+}
+
+// PolicyBudget is the evaluation budget the limits give.
+func (l LimitsConfig) PolicyBudget() policy.Budget {
+	return policy.Budget{Time: time.Duration(l.PolicyEvalMs) * time.Millisecond, Memory: uint64(l.PolicyEvalMiB) << 20}
+}
+
 // LoggingConfig is [logging], a Cocoon extension.
 type LoggingConfig struct {
 	Level  string `toml:"level"`
@@ -158,6 +182,11 @@ const (
 	DefaultSessionMinutes = 5
 	DefaultTokenMinutes   = 5
 	DefaultDataDir        = "/var/lib/cocoon/kbs"
+	// A node's guests share its address: a burst of 500 handshakes at once
+	// from one address passes, 100 a second after that.
+	DefaultRCARRate    = 100
+	DefaultRCARBurst   = 500
+	DefaultMaxSessions = 50000
 )
 
 // LoadConfig reads a TOML configuration file.
@@ -198,6 +227,9 @@ func (c *Config) normalize() error {
 	if c.AttestationService.TokenBroker.DurationMin <= 0 {
 		c.AttestationService.TokenBroker.DurationMin = DefaultTokenMinutes
 	}
+	if err := c.Limits.normalize(); err != nil {
+		return err
+	}
 	switch c.AttestationService.Type {
 	case "", "coco_as_builtin", "CoCoASBuiltIn":
 		c.AttestationService.Type = ASBuiltin
@@ -209,6 +241,28 @@ func (c *Config) normalize() error {
 		return fmt.Errorf("config: attestation_service type %q is not supported (%s, %s)", c.AttestationService.Type, ASBuiltin, ASRestful)
 	}
 	return c.normalizeStorage()
+}
+
+func (l *LimitsConfig) normalize() error {
+	if l.RCARRate < 0 || l.RCARBurst < 0 || l.MaxSessions < 0 || l.PolicyEvalMs < 0 || l.PolicyEvalMiB < 0 {
+		return fmt.Errorf("config: [limits] values must be positive (0: the default)")
+	}
+	if l.RCARRate == 0 {
+		l.RCARRate = DefaultRCARRate
+	}
+	if l.RCARBurst == 0 {
+		l.RCARBurst = DefaultRCARBurst
+	}
+	if l.MaxSessions == 0 {
+		l.MaxSessions = DefaultMaxSessions
+	}
+	if l.PolicyEvalMs == 0 {
+		l.PolicyEvalMs = int(policy.DefaultEvalTime / time.Millisecond)
+	}
+	if l.PolicyEvalMiB == 0 {
+		l.PolicyEvalMiB = policy.DefaultEvalMemory >> 20
+	}
+	return nil
 }
 
 func (c *Config) normalizeStorage() error {

@@ -169,6 +169,7 @@ func TestConfigRefusals(t *testing.T) {
 		"storage Postgres": "[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Postgres\"\n",
 		"storage Redis":    "[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Redis\"\n",
 		"sockets a string": "[http_server]\ninsecure_http = true\nsockets = \"0.0.0.0:8080\"\n",
+		"negative limit":   "[http_server]\ninsecure_http = true\n[limits]\nrcar_rate = -1\n",
 	} {
 		if cfg, err := ParseConfig([]byte(text), quietLog()); err == nil {
 			t.Errorf("%s: accepted %+v", name, cfg)

@@ -97,6 +97,9 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 	}
 	rp := policy.New(st, ResourcePolicyNamespace)
 	rp.CacheDecisions(nil)
+	rp.SetBudget(cfg.Limits.PolicyBudget())
+	rp.SetSample(sampleTokenClaims, map[string]any{"plugin": "resource",
+		"resource-path": []any{"default", "key", "sample"}, "query": map[string]any{}})
 	if err := rp.SetDefault(ctx, ResourcePolicyID, respolicy.Default); err != nil {
 		return nil, fmt.Errorf("kbs: default resource policy: %w", err)
 	}
@@ -113,6 +116,7 @@ func NewBuiltinAS(ctx context.Context, cfg *Config, st store.Store, verifiers ve
 	if err != nil {
 		return nil, nil, err
 	}
+	policies.SetBudget(cfg.Limits.PolicyBudget())
 	signer, err := loadSigner(ctx, cfg.AttestationService.TokenBroker.Signer, st)
 	if err != nil {
 		return nil, nil, err
@@ -121,6 +125,19 @@ func NewBuiltinAS(ctx context.Context, cfg *Config, st store.Store, verifiers ve
 		TokenDuration: time.Duration(cfg.AttestationService.TokenBroker.DurationMin) * time.Minute,
 		Issuer:        cfg.AttestationService.TokenBroker.IssuerName,
 	}), rv, nil
+}
+
+// sampleTokenClaims is the input an uploaded resource policy is tried on:
+// the claims of an affirming token.
+var sampleTokenClaims = map[string]any{
+	"eat_profile": ear.Profile,
+	"submods": map[string]any{"cpu0": map[string]any{
+		"ear.status": "affirming",
+		"ear.veraison.annotated-evidence": map[string]any{
+			"sample":              map[string]any{"svn": "1", "launch_digest": "abcde"},
+			"runtime_data_claims": map[string]any{"nonce": "sample"},
+		},
+	}},
 }
 
 func checkPlugins(plugins []PluginConfig) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/cocoon-cc/cocoon/store"
 )
@@ -23,6 +24,8 @@ var (
 	ErrNotFound = errors.New("policy not found")
 	ErrInvalid  = errors.New("invalid policy")
 	ErrEval     = errors.New("policy evaluation failed")
+	// ErrBudget: an evaluation overran its Budget and was stopped.
+	ErrBudget = errors.New("policy evaluation over budget")
 )
 
 // MaxSize bounds a policy's text.
@@ -43,6 +46,9 @@ type Engine struct {
 	// Decision caching (CacheDecisions): nil version means off.
 	version func() uint64
 	tracked map[string]bool
+	budget  Budget
+	// The input and data a policy is tried on when it is set.
+	sampleInput, sampleData map[string]any
 }
 
 type compiled struct {
@@ -63,7 +69,29 @@ type prepared struct {
 // New returns an Engine over namespace ns of s; opts (custom builtins) are
 // added to every query.
 func New(s store.Store, ns string, opts ...func(*rego.Rego)) *Engine {
-	return &Engine{store: s, ns: ns, opts: opts, compiled: map[string]*compiled{}}
+	return &Engine{store: s, ns: ns, opts: opts, compiled: map[string]*compiled{}, budget: DefaultBudget}
+}
+
+// SetBudget bounds every evaluation from now on; zero fields keep their
+// defaults.
+func (e *Engine) SetBudget(b Budget) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.budget = b.orDefault()
+}
+
+// SetSample names the input and data (nil: none) that Set tries a policy
+// on: one that overruns the budget on them is refused.
+func (e *Engine) SetSample(input, data map[string]any) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.sampleInput, e.sampleData = input, data
+}
+
+func (e *Engine) currentBudget() Budget {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.budget
 }
 
 // Parse checks that text is a Rego module of package policy, trying Rego v1
@@ -88,10 +116,15 @@ func Parse(id, text string) (*ast.Module, error) {
 	return mod, nil
 }
 
-// Set validates, compiles and stores a policy, replacing any other of that id.
+// Set validates, compiles and stores a policy, replacing any other of that
+// id. A policy whose every rule (the whole package) overruns the budget on
+// the sample input is invalid.
 func (e *Engine) Set(ctx context.Context, id, text string) error {
 	c, err := e.compile(ctx, id, text)
 	if err != nil {
+		return err
+	}
+	if err := e.tryOut(ctx, c); err != nil {
 		return err
 	}
 	if err := e.store.Put(ctx, e.ns, id, []byte(text)); err != nil {
@@ -124,6 +157,27 @@ func (e *Engine) Get(ctx context.Context, id string) (string, error) {
 
 // List returns the stored policy ids.
 func (e *Engine) List(ctx context.Context) ([]string, error) { return e.store.List(ctx, e.ns) }
+
+// tryOut evaluates all of c's package on the sample input; only an
+// overrun refuses it (a policy may well fail on an input it does not
+// expect).
+func (e *Engine) tryOut(ctx context.Context, c *compiled) error {
+	p, err := c.prepare(ctx, "data.policy", e.opts)
+	if err != nil {
+		return err
+	}
+	e.mu.RLock()
+	input, data, b := e.sampleInput, e.sampleData, e.budget
+	e.mu.RUnlock()
+	if input == nil {
+		input = map[string]any{}
+	}
+	var over *overrun
+	if _, err := p.eval(ctx, input, data, b); errors.As(err, &over) {
+		return fmt.Errorf("%w: %w (tried on a sample input)", ErrInvalid, over)
+	}
+	return nil
+}
 
 // compile parses text and checks it compiles; the queries themselves are
 // prepared on first use.
@@ -209,30 +263,41 @@ func (e *Engine) Eval(ctx context.Context, id, query string, input, data map[str
 	if err != nil {
 		return nil, err
 	}
+	b := e.currentBudget()
 	if p.decisions == nil {
-		return p.eval(ctx, input, data)
+		return p.eval(ctx, input, data, b)
 	}
 	k, ok := p.decisions.key(input, data)
 	if !ok {
-		return p.eval(ctx, input, data)
+		return p.eval(ctx, input, data, b)
 	}
 	version := e.version()
 	if out, ok := p.decisions.get(k, version); ok {
 		return out, nil
 	}
-	out, err := p.eval(ctx, input, data)
+	out, err := p.eval(ctx, input, data, b)
 	if err == nil {
 		p.decisions.put(k, version, out)
 	}
 	return out, err
 }
 
-// eval runs the query over input and data.
-func (p *prepared) eval(ctx context.Context, input, data map[string]any) (any, error) {
+// eval runs the query over input and data within budget b.
+func (p *prepared) eval(ctx context.Context, input, data map[string]any, b Budget) (any, error) {
+	w := dog.start(ctx, b)
+	out, err := p.evalCancel(ctx, input, data, w.cancel)
+	if over := dog.stop(w); over != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEval, over)
+	}
+	return out, err
+}
+
+// evalCancel runs the query; cancel stops it.
+func (p *prepared) evalCancel(ctx context.Context, input, data map[string]any, cancel topdown.Cancel) (any, error) {
 	// rego.EvalInput would round-trip the input through JSON, then convert
 	// all of it; a lazy object converts what the policy reads (a token's
 	// claims are large, a policy reads a few).
-	opts := []rego.EvalOption{rego.EvalParsedInput(ast.LazyObject(input))}
+	opts := []rego.EvalOption{rego.EvalParsedInput(ast.LazyObject(input)), rego.EvalExternalCancel(cancel)}
 	if data != nil {
 		// Per-request data is written in a transaction that is never
 		// committed, so concurrent evaluations never see each other's data.
