@@ -57,31 +57,6 @@ func checkAnswer(t *testing.T, rec *httptest.ResponseRecorder) {
 	}
 }
 
-func FuzzParseResourcePath(f *testing.F) {
-	for _, s := range []string{"default/key/1", "a/b/c", "../b/c", "a/b", "a/b/c/d", "a//c", "a/./c",
-		"a-b_c/d.e/f.", "-/_/0", ".a/b/c", "a/b/" + strings.Repeat("x", 256), "", "/", "a/b/c/", "é/b/c", "a\x00/b/c"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		p, err := ParseResourcePath(s)
-		if err != nil {
-			kerr, ok := err.(*protocol.Error)
-			if !ok || kerr.Kind != protocol.KindInvalidPath || kerr.Status() != http.StatusNotFound {
-				t.Fatalf("error %v is not InvalidRequestPath", err)
-			}
-			return
-		}
-		if p.String() != s {
-			t.Fatalf("%q parsed to %q", s, p.String())
-		}
-		for _, seg := range []string{p.Repository, p.Type, p.Tag} {
-			if seg == "" || seg == "." || seg == ".." || strings.ContainsAny(seg, "/\\\x00 %") || len(seg) > 255 || seg[0] == '.' {
-				t.Fatalf("segment %q accepted", seg)
-			}
-		}
-	})
-}
-
 // fuzzKBS is shared by the HTTP fuzz targets: building a server compiles
 // the policies, too slow to do per input.
 func fuzzKBS(f *testing.F) *testKBS {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 
 	"github.com/cocoon-cc/cocoon/attestation/ear"
@@ -27,36 +26,13 @@ const (
 // MaxResourceSize bounds a stored resource.
 const MaxResourceSize = 1 << 20
 
-// segmentRE is the shape of a resource path segment; it cannot be "." or
-// "..", so a path never leaves its repository.
-var segmentRE = regexp.MustCompile(`^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$`)
-
-// ResourcePath is repository/type/tag.
-type ResourcePath struct{ Repository, Type, Tag string }
-
-func (p ResourcePath) String() string { return p.Repository + "/" + p.Type + "/" + p.Tag }
-
-// ParseResourcePath checks a "repo/type/tag" path.
-func ParseResourcePath(s string) (ResourcePath, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) != 3 {
-		return ResourcePath{}, protocol.Errorf(protocol.KindInvalidPath, "resource path %q must be repository/type/tag", s)
-	}
-	for _, p := range parts {
-		if len(p) > 255 || !segmentRE.MatchString(p) {
-			return ResourcePath{}, protocol.Errorf(protocol.KindInvalidPath, "bad resource path segment %q", p)
-		}
-	}
-	return ResourcePath{parts[0], parts[1], parts[2]}, nil
-}
-
 type resources struct {
 	store  store.Store
 	policy *policy.Engine
 }
 
 func (s *Server) resource(w http.ResponseWriter, r *http.Request, rest string) error {
-	path, err := ParseResourcePath(rest)
+	path, err := protocol.ParseResourcePath(rest)
 	if err != nil {
 		return err
 	}
@@ -79,7 +55,7 @@ func (s *Server) resource(w http.ResponseWriter, r *http.Request, rest string) e
 	return protocol.Errorf(protocol.KindMethodNotAllowed, "%s not allowed on resource", r.Method)
 }
 
-func (s *Server) setResource(w http.ResponseWriter, r *http.Request, id *AdminIdentity, path ResourcePath) error {
+func (s *Server) setResource(w http.ResponseWriter, r *http.Request, id *AdminIdentity, path protocol.ResourcePath) error {
 	b, err := readBody(r)
 	if err != nil {
 		return err
@@ -96,7 +72,7 @@ func (s *Server) setResource(w http.ResponseWriter, r *http.Request, id *AdminId
 
 // releaseResource checks the caller's token, asks the resource policy and
 // answers with the resource sealed to the token's TEE key.
-func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path ResourcePath) error {
+func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path protocol.ResourcePath) error {
 	token, err := s.tokenOf(r)
 	if err != nil {
 		return err
@@ -146,7 +122,7 @@ func (s *Server) tokenOf(r *http.Request) (string, error) {
 
 // decide evaluates the resource policy: input = the token's claims, data =
 // the plugin, path and query. Anything but true denies.
-func (s *Server) decide(ctx context.Context, claims map[string]any, path ResourcePath, query map[string][]string) error {
+func (s *Server) decide(ctx context.Context, claims map[string]any, path protocol.ResourcePath, query map[string][]string) error {
 	q := map[string]any{}
 	for k, v := range query {
 		q[k] = v[0]

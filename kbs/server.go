@@ -312,7 +312,7 @@ func (s *Server) setAttestationPolicy(w http.ResponseWriter, r *http.Request, id
 }
 
 func validPolicyID(id string) bool {
-	return len(id) > 0 && len(id) <= 128 && segmentRE.MatchString(id)
+	return len(id) <= 128 && protocol.ValidSegment(id)
 }
 
 func (s *Server) registerReferenceValue(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {

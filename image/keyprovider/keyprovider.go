@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 
@@ -34,8 +33,6 @@ var (
 	// ErrRegister: the KBS refused to store the KEK.
 	ErrRegister = errors.New("registering the key-encryption key in the KBS failed")
 )
-
-var resourcePath = regexp.MustCompile(`^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*/[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*/[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$`)
 
 // Registrar stores a KEK in the KBS at repo/type/tag (kbs/client.Admin).
 type Registrar interface {
@@ -103,7 +100,7 @@ func kbsPath(kid string) (string, error) {
 		_, rest, _ = strings.Cut(r, "/")
 	}
 	rest = strings.TrimPrefix(rest, "/")
-	if !resourcePath.MatchString(rest) {
+	if _, err := protocol.ParseResourcePath(rest); err != nil {
 		return "", fmt.Errorf("%w: keyid %q is not kbs:///<repository>/<type>/<tag>", ErrInput, kid)
 	}
 	return rest, nil

@@ -66,12 +66,20 @@ func (a *Admin) callJSON(ctx context.Context, path string, v any) error {
 
 // SetResource stores a resource at repo/type/tag.
 func (a *Admin) SetResource(ctx context.Context, path string, data []byte) error {
-	return a.call(ctx, http.MethodPost, "/kbs/v0/resource/"+strings.TrimPrefix(path, "/"), data, nil)
+	return a.resource(ctx, http.MethodPost, path, data)
 }
 
 // DeleteResource removes a resource.
 func (a *Admin) DeleteResource(ctx context.Context, path string) error {
-	return a.call(ctx, http.MethodDelete, "/kbs/v0/resource/"+strings.TrimPrefix(path, "/"), nil, nil)
+	return a.resource(ctx, http.MethodDelete, path, nil)
+}
+
+func (a *Admin) resource(ctx context.Context, method, path string, data []byte) error {
+	p, err := protocol.ParseResourcePath(strings.TrimPrefix(path, "/"))
+	if err != nil {
+		return err
+	}
+	return a.call(ctx, method, "/kbs/v0/resource/"+p.String(), data, nil)
 }
 
 // SetResourcePolicy replaces the resource policy.

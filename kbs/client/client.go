@@ -165,9 +165,20 @@ func (c *Client) attestation(ctx context.Context, nonce string) (*protocol.Attes
 	return att, nil
 }
 
-// GetResource returns the plaintext of repo/type/tag, attesting first when
-// there is no token yet and once more when the KBS no longer accepts it.
+// GetResource returns the plaintext of repo/type/tag[?query], attesting
+// first when there is no token yet and once more when the KBS no longer
+// accepts it. Each segment must follow the KBS's rule and the query, the
+// caller's resource plugin parameters, is sent re-encoded, so no segment
+// can smuggle one in.
 func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
+	p, query, err := protocol.ParseResourceRequest(strings.TrimPrefix(path, "/"))
+	if err != nil {
+		return nil, err
+	}
+	path = p.String()
+	if query != "" {
+		path += "?" + query
+	}
 	token := c.currentToken()
 	if token == "" {
 		if err := c.refresh(ctx, ""); err != nil {
@@ -189,7 +200,7 @@ func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
 
 func (c *Client) getResource(ctx context.Context, path, token string) ([]byte, error) {
 	var resp protocol.Response
-	if err := c.do(ctx, http.MethodGet, "/kbs/v0/resource/"+strings.TrimPrefix(path, "/"), token, nil, &resp); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/kbs/v0/resource/"+path, token, nil, &resp); err != nil {
 		return nil, fmt.Errorf("get resource %s: %w", path, err)
 	}
 	return c.key.Decrypt(&resp)

@@ -8,8 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
+
+	"github.com/cocoon-cc/cocoon/protocol"
 )
 
 // Scheme is the only scheme a resource URI may use.
@@ -18,8 +19,8 @@ const Scheme = "kbs"
 // ErrInvalidURI is wrapped by every parse failure.
 var ErrInvalidURI = errors.New("invalid kbs resource uri, want kbs://[<kbs-host>]/<repo>/<type>/<tag>")
 
-// segment is the KBS's rule for one path segment.
-var segment = regexp.MustCompile(`^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$`)
+// badSegments says why a path is refused.
+const badSegments = "path segments must be [a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*, 255 bytes at most"
 
 // maxLen bounds the input; real URIs are far shorter.
 const maxLen = 4096
@@ -29,7 +30,8 @@ type URI struct {
 	// Host is the KBS address the URI names, "" for kbs:///.
 	Host                  string
 	Repository, Type, Tag string
-	// Query is the raw query (resource plugin parameters), if any.
+	// Query holds the resource plugin parameters the caller wrote after
+	// the path's '?', if any, in canonical form (url.Values.Encode).
 	Query string
 }
 
@@ -46,12 +48,7 @@ func (e *URIError) Unwrap() error { return ErrInvalidURI }
 
 // Parse parses s.
 func Parse(s string) (URI, error) {
-	fail := func(reason string) (URI, error) {
-		if len(s) > 128 {
-			s = s[:128] + "..."
-		}
-		return URI{}, &URIError{URI: s, Reason: reason}
-	}
+	fail := func(reason string) (URI, error) { return URI{}, invalid(s, reason) }
 	if len(s) > maxLen {
 		return fail("too long")
 	}
@@ -71,12 +68,35 @@ func Parse(s string) (URI, error) {
 	if !strings.HasPrefix(u.Path, "/") || len(parts) != 3 {
 		return fail("path must be /<repo>/<type>/<tag>")
 	}
-	for _, p := range parts {
-		if !segment.MatchString(p) {
-			return fail("path segment " + fmt.Sprintf("%q", p) + " is not [a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*")
-		}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return fail("query: " + err.Error())
 	}
-	return URI{Host: u.Host, Repository: parts[0], Type: parts[1], Tag: parts[2], Query: u.RawQuery}, nil
+	r, err := New(parts[0], parts[1], parts[2], q)
+	if err != nil {
+		return fail(badSegments)
+	}
+	r.Host = u.Host
+	return r, nil
+}
+
+// New returns the kbs:/// URI of repo/type/tag with the given resource
+// plugin parameters (nil for none), checking each segment against the
+// KBS's rule, so a segment cannot carry a query or leave its repository.
+func New(repo, typ, tag string, query url.Values) (URI, error) {
+	p, err := protocol.NewResourcePath(repo, typ, tag)
+	if err != nil {
+		return URI{}, invalid(URI{Repository: repo, Type: typ, Tag: tag}.String(), badSegments)
+	}
+	return URI{Repository: p.Repository, Type: p.Type, Tag: p.Tag, Query: query.Encode()}, nil
+}
+
+// invalid is the error for s, shortened for logs.
+func invalid(s, reason string) *URIError {
+	if len(s) > 128 {
+		s = s[:128] + "..."
+	}
+	return &URIError{URI: s, Reason: reason}
 }
 
 // Path is the resource path the KBS serves: repo/type/tag[?query].

@@ -2,6 +2,7 @@ package resource
 
 import (
 	"errors"
+	"net/url"
 	"testing"
 )
 
@@ -25,7 +26,8 @@ func TestParse(t *testing.T) {
 	}
 	for _, in := range []string{"", "kbs://", "kbs:///", "kbs:///a/b", "kbs:///a/b/c/d", "http:///a/b/c",
 		"kbs+pkcs11:///a/b/c", "kbs:///a/../c", "kbs:///a/./c", "kbs:///a/.b/c", "kbs:///a//c", "kbs:///a/b/c%2Fd",
-		"kbs:///a/b/c#frag", "kbs://user@host/a/b/c", "kbs:a/b/c", "kbs:///a/b/ c", "default/key/1"} {
+		"kbs:///a/b/c#frag", "kbs://user@host/a/b/c", "kbs:a/b/c", "kbs:///a/b/ c", "default/key/1",
+		"kbs:///a/b/c%3Fx=y", "kbs:///a/b/c?x=%zz", "kbs:///a/b/c?x;y"} {
 		_, err := Parse(in)
 		var uerr *URIError
 		if !errors.Is(err, ErrInvalidURI) || !errors.As(err, &uerr) {
@@ -52,4 +54,22 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip of %q: %+v, %v", s, again, err)
 		}
 	})
+}
+
+func TestNew(t *testing.T) {
+	u, err := New("default", "key", "secret", url.Values{"override": {"yes"}, "a b": {"c&d"}})
+	if err != nil || u.String() != "kbs:///default/key/secret?a+b=c%26d&override=yes" {
+		t.Fatalf("New = %q, %v", u.String(), err)
+	}
+	if again, err := Parse(u.String()); err != nil || again != u {
+		t.Fatalf("Parse(%q) = %+v, %v", u.String(), again, err)
+	}
+	// A tag cannot carry a query (an escaped '?' decoded by an HTTP
+	// router), a path or a parent reference.
+	for _, tag := range []string{"secret?override=yes", "secret#x", "a/b", "..", ".", "", "x y"} {
+		var uerr *URIError
+		if _, err := New("default", "key", tag, nil); !errors.As(err, &uerr) {
+			t.Errorf("New(tag %q) = %v", tag, err)
+		}
+	}
 }

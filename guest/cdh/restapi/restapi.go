@@ -1,17 +1,20 @@
 // Package restapi is api-server-rest's HTTP front for workloads:
-// GET /cdh/resource/<repo>/<type>/<tag> through the CDH, and /aa/token and
+// GET /cdh/resource/<repo>/<type>/<tag>[?<plugin parameters>] through the CDH, and /aa/token and
 // /aa/evidence through the attestation agent, both over ttrpc.
 package restapi
 
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cocoon-cc/cocoon/guest/cdh/resource"
 	aapb "github.com/cocoon-cc/cocoon/protocol/ttrpc/aa"
 	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
 )
@@ -36,8 +39,12 @@ func Handler(cdh CDH, aa AA) http.Handler {
 	mux := http.NewServeMux()
 	if cdh != nil {
 		mux.HandleFunc("GET /cdh/resource/{repo}/{type}/{tag}", func(w http.ResponseWriter, r *http.Request) {
-			uri := "kbs:///" + r.PathValue("repo") + "/" + r.PathValue("type") + "/" + r.PathValue("tag")
-			resp, err := cdh.GetResource(ctxOf(r), &cdhpb.GetResourceRequest{ResourcePath: uri})
+			uri, err := resourceURI(r)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			resp, err := cdh.GetResource(ctxOf(r), &cdhpb.GetResourceRequest{ResourcePath: uri.String()})
 			reply(w, func() []byte { return resp.GetResource() }, err)
 		})
 	}
@@ -63,6 +70,19 @@ func ctxOf(r *http.Request) context.Context {
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)
 	context.AfterFunc(r.Context(), cancel)
 	return ctx
+}
+
+// resourceURI is the resource a request names: each path segment (as the
+// router decoded it, so an escaped '?' or '/' stays inside its segment and
+// is refused) checked against the KBS's rule, and the request's own query
+// string, re-encoded, as the resource plugin parameters. Only a caller
+// that writes a query sends one to the KBS.
+func resourceURI(r *http.Request) (resource.URI, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return resource.URI{}, fmt.Errorf("%w: query: %v", resource.ErrInvalidURI, err)
+	}
+	return resource.New(r.PathValue("repo"), r.PathValue("type"), r.PathValue("tag"), q)
 }
 
 // runtimeData decodes runtime_data as upstream: raw text, or base64url
