@@ -58,7 +58,10 @@ type Config struct {
 	// CgroupParent holds the containers' cgroups (default
 	// /cocoon/<sandbox id>); the local backend names it, to remove it.
 	CgroupParent string
-	Log          *slog.Logger
+	// SharedDir holds the files the host copies in (CopyFile); a VM's
+	// agent uses SharedPath itself. Default: <StateDir>/shared.
+	SharedDir string
+	Log       *slog.Logger
 }
 
 // Agent serves the agent API.
@@ -70,6 +73,7 @@ type Agent struct {
 	mu         sync.Mutex
 	sandboxID  string
 	containers map[string]*container
+	oom        chan string // ids of containers that met the OOM killer
 }
 
 // New prepares the state directory.
@@ -81,7 +85,11 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, log: log, root: filepath.Join(cfg.StateDir, "runc"), containers: map[string]*container{}}
+	if cfg.SharedDir == "" {
+		cfg.SharedDir = filepath.Join(cfg.StateDir, "shared")
+	}
+	a := &Agent{cfg: cfg, log: log, root: filepath.Join(cfg.StateDir, "runc"), containers: map[string]*container{},
+		oom: make(chan string, 16)}
 	for _, d := range []string{a.root, filepath.Join(cfg.StateDir, "containers")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err

@@ -121,7 +121,9 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 		return nil, err
 	}
 	a.guardOutput(ctx, r.ContainerId, r.ContainerId, p)
-	return &container{id: r.ContainerId, bundle: bundle, lc: lc, init: p, execs: map[string]*process{}}, nil
+	c := &container{id: r.ContainerId, bundle: bundle, lc: lc, init: p, execs: map[string]*process{}}
+	a.watchOOM(c)
+	return c, nil
 }
 
 // guardOutput drains a process's output when the policy forbids the host

@@ -32,6 +32,24 @@ default CloseStdinRequest := true
 
 default TtyWinResizeRequest := true
 
+default UpdateContainerRequest := true
+
+default UpdateInterfaceRequest := true
+
+default UpdateRoutesRequest := true
+
+default ListInterfacesRequest := true
+
+default ListRoutesRequest := true
+
+default AddARPNeighborsRequest := true
+
+default OnlineCPUMemRequest := true
+
+default CopyFileRequest := true
+
+default GetOOMEventRequest := true
+
 default ExecProcessRequest := true
 
 default ReadStreamRequest := true

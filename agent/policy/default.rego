@@ -1,5 +1,7 @@
-# Cocoon's default agent policy. The host may create, run, signal and tear
-# down the pod's containers; it may not run other commands in them
+# Cocoon's default agent policy. The host may create, run, signal, resize and
+# tear down the pod's containers, set up the pod's network (which it controls
+# anyway) and copy in the pod's volume files (the agent keeps them under its
+# shared directory); it may not run other commands in them
 # (ExecProcess), read what they print (ReadStream: their output may carry
 # secrets) or replace this policy. A pod that wants any of those ships its
 # own policy in initdata (policy.rego). Rules the policy does not define
@@ -35,6 +37,24 @@ default WriteStreamRequest := true
 default CloseStdinRequest := true
 
 default TtyWinResizeRequest := true
+
+default UpdateContainerRequest := true
+
+default UpdateInterfaceRequest := true
+
+default UpdateRoutesRequest := true
+
+default ListInterfacesRequest := true
+
+default ListRoutesRequest := true
+
+default AddARPNeighborsRequest := true
+
+default OnlineCPUMemRequest := true
+
+default CopyFileRequest := true
+
+default GetOOMEventRequest := true
 
 default ExecProcessRequest := false
 

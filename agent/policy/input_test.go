@@ -54,7 +54,7 @@ func TestInputShape(t *testing.T) {
 		t.Errorf("bytes: %s", g)
 	}
 	if g := js(inputJSON(t, &pb.StatsContainerResponse{CgroupStats: &pb.CgroupStats{MemoryStats: &pb.MemoryStats{Stats: map[string]uint64{"rss": 7}}}})); g !=
-		`{"cgroup_stats":{"cpu_stats":null,"memory_stats":{"cache":0,"kernel_usage":null,"stats":{"rss":7},"swap_usage":null,"usage":null,"use_hierarchy":false},"pids_stats":null}}` {
+		`{"cgroup_stats":{"cpu_stats":null,"memory_stats":{"cache":0,"kernel_usage":null,"stats":{"rss":7},"swap_usage":null,"usage":null,"use_hierarchy":false},"pids_stats":null},"network_stats":[]}` {
 		t.Errorf("map: %s", g)
 	}
 }

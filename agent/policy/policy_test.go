@@ -63,6 +63,17 @@ func requests() map[string]proto.Message {
 		"ExecProcessRequest":     &pb.ExecProcessRequest{ContainerId: "c", ExecId: "e", Process: &pb.Process{Args: []string{"sh"}}},
 		"ReadStreamRequest":      &pb.ReadStreamRequest{ContainerId: "c", Len: 1024},
 		"SetPolicyRequest":       &pb.SetPolicyRequest{Policy: AllowAll()},
+		"UpdateContainerRequest": &pb.UpdateContainerRequest{ContainerId: "c", Resources: &pb.LinuxResources{Memory: &pb.LinuxMemory{Limit: 128 << 20}}},
+		"UpdateInterfaceRequest": &pb.UpdateInterfaceRequest{Interface: &pb.Interface{Name: "eth0", HwAddr: "02:00:00:00:00:01", Mtu: 1500,
+			IPAddresses: []*pb.IPAddress{{Address: "10.88.0.5", Mask: "16"}}}},
+		"UpdateRoutesRequest":   &pb.UpdateRoutesRequest{Routes: &pb.Routes{Routes: []*pb.Route{{Dest: "default", Gateway: "10.88.0.1", Device: "eth0"}}}},
+		"ListInterfacesRequest": &pb.ListInterfacesRequest{},
+		"ListRoutesRequest":     &pb.ListRoutesRequest{},
+		"AddARPNeighborsRequest": &pb.AddARPNeighborsRequest{Neighbors: &pb.ARPNeighbors{ARPNeighbors: []*pb.ARPNeighbor{{
+			ToIPAddress: &pb.IPAddress{Address: "10.88.0.1"}, Device: "eth0", Lladdr: "02:00:00:00:00:02"}}}},
+		"OnlineCPUMemRequest": &pb.OnlineCPUMemRequest{NbCpus: 2},
+		"CopyFileRequest":     &pb.CopyFileRequest{Path: "/run/kata-containers/shared/containers/c-hosts", FileSize: 1, FileMode: 0o100644, Data: []byte("x")},
+		"GetOOMEventRequest":  &pb.GetOOMEventRequest{},
 	}
 }
 

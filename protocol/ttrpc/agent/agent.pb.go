@@ -1086,16 +1086,125 @@ func (x *CgroupStats) GetPidsStats() *PidsStats {
 	return nil
 }
 
+type NetworkStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	RxBytes       uint64                 `protobuf:"varint,2,opt,name=rx_bytes,json=rxBytes,proto3" json:"rx_bytes,omitempty"`
+	RxPackets     uint64                 `protobuf:"varint,3,opt,name=rx_packets,json=rxPackets,proto3" json:"rx_packets,omitempty"`
+	RxErrors      uint64                 `protobuf:"varint,4,opt,name=rx_errors,json=rxErrors,proto3" json:"rx_errors,omitempty"`
+	RxDropped     uint64                 `protobuf:"varint,5,opt,name=rx_dropped,json=rxDropped,proto3" json:"rx_dropped,omitempty"`
+	TxBytes       uint64                 `protobuf:"varint,6,opt,name=tx_bytes,json=txBytes,proto3" json:"tx_bytes,omitempty"`
+	TxPackets     uint64                 `protobuf:"varint,7,opt,name=tx_packets,json=txPackets,proto3" json:"tx_packets,omitempty"`
+	TxErrors      uint64                 `protobuf:"varint,8,opt,name=tx_errors,json=txErrors,proto3" json:"tx_errors,omitempty"`
+	TxDropped     uint64                 `protobuf:"varint,9,opt,name=tx_dropped,json=txDropped,proto3" json:"tx_dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkStats) Reset() {
+	*x = NetworkStats{}
+	mi := &file_agent_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkStats) ProtoMessage() {}
+
+func (x *NetworkStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkStats.ProtoReflect.Descriptor instead.
+func (*NetworkStats) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *NetworkStats) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NetworkStats) GetRxBytes() uint64 {
+	if x != nil {
+		return x.RxBytes
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetRxPackets() uint64 {
+	if x != nil {
+		return x.RxPackets
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetRxErrors() uint64 {
+	if x != nil {
+		return x.RxErrors
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetRxDropped() uint64 {
+	if x != nil {
+		return x.RxDropped
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetTxBytes() uint64 {
+	if x != nil {
+		return x.TxBytes
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetTxPackets() uint64 {
+	if x != nil {
+		return x.TxPackets
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetTxErrors() uint64 {
+	if x != nil {
+		return x.TxErrors
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetTxDropped() uint64 {
+	if x != nil {
+		return x.TxDropped
+	}
+	return 0
+}
+
 type StatsContainerResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CgroupStats   *CgroupStats           `protobuf:"bytes,1,opt,name=cgroup_stats,json=cgroupStats,proto3" json:"cgroup_stats,omitempty"`
+	NetworkStats  []*NetworkStats        `protobuf:"bytes,2,rep,name=network_stats,json=networkStats,proto3" json:"network_stats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_agent_proto_msgTypes[17]
+	mi := &file_agent_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1216,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[17]
+	mi := &file_agent_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1229,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatsContainerResponse) GetCgroupStats() *CgroupStats {
@@ -1128,6 +1237,645 @@ func (x *StatsContainerResponse) GetCgroupStats() *CgroupStats {
 		return x.CgroupStats
 	}
 	return nil
+}
+
+func (x *StatsContainerResponse) GetNetworkStats() []*NetworkStats {
+	if x != nil {
+		return x.NetworkStats
+	}
+	return nil
+}
+
+type UpdateContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Resources     *LinuxResources        `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateContainerRequest) Reset() {
+	*x = UpdateContainerRequest{}
+	mi := &file_agent_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateContainerRequest) ProtoMessage() {}
+
+func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
+func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UpdateContainerRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *UpdateContainerRequest) GetResources() *LinuxResources {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+type UpdateInterfaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interface     *Interface             `protobuf:"bytes,1,opt,name=interface,proto3" json:"interface,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateInterfaceRequest) Reset() {
+	*x = UpdateInterfaceRequest{}
+	mi := &file_agent_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateInterfaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateInterfaceRequest) ProtoMessage() {}
+
+func (x *UpdateInterfaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateInterfaceRequest.ProtoReflect.Descriptor instead.
+func (*UpdateInterfaceRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UpdateInterfaceRequest) GetInterface() *Interface {
+	if x != nil {
+		return x.Interface
+	}
+	return nil
+}
+
+type UpdateRoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        *Routes                `protobuf:"bytes,1,opt,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRoutesRequest) Reset() {
+	*x = UpdateRoutesRequest{}
+	mi := &file_agent_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRoutesRequest) ProtoMessage() {}
+
+func (x *UpdateRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRoutesRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UpdateRoutesRequest) GetRoutes() *Routes {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type Routes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*Route               `protobuf:"bytes,1,rep,name=Routes,proto3" json:"Routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Routes) Reset() {
+	*x = Routes{}
+	mi := &file_agent_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Routes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Routes) ProtoMessage() {}
+
+func (x *Routes) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Routes.ProtoReflect.Descriptor instead.
+func (*Routes) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Routes) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type Interfaces struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Interfaces    []*Interface           `protobuf:"bytes,1,rep,name=Interfaces,proto3" json:"Interfaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interfaces) Reset() {
+	*x = Interfaces{}
+	mi := &file_agent_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interfaces) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interfaces) ProtoMessage() {}
+
+func (x *Interfaces) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interfaces.ProtoReflect.Descriptor instead.
+func (*Interfaces) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Interfaces) GetInterfaces() []*Interface {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
+type ListInterfacesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInterfacesRequest) Reset() {
+	*x = ListInterfacesRequest{}
+	mi := &file_agent_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInterfacesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInterfacesRequest) ProtoMessage() {}
+
+func (x *ListInterfacesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInterfacesRequest.ProtoReflect.Descriptor instead.
+func (*ListInterfacesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{24}
+}
+
+type ListRoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoutesRequest) Reset() {
+	*x = ListRoutesRequest{}
+	mi := &file_agent_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoutesRequest) ProtoMessage() {}
+
+func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
+func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{25}
+}
+
+type ARPNeighbors struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ARPNeighbors  []*ARPNeighbor         `protobuf:"bytes,1,rep,name=ARPNeighbors,proto3" json:"ARPNeighbors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ARPNeighbors) Reset() {
+	*x = ARPNeighbors{}
+	mi := &file_agent_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ARPNeighbors) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ARPNeighbors) ProtoMessage() {}
+
+func (x *ARPNeighbors) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ARPNeighbors.ProtoReflect.Descriptor instead.
+func (*ARPNeighbors) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ARPNeighbors) GetARPNeighbors() []*ARPNeighbor {
+	if x != nil {
+		return x.ARPNeighbors
+	}
+	return nil
+}
+
+type AddARPNeighborsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Neighbors     *ARPNeighbors          `protobuf:"bytes,1,opt,name=neighbors,proto3" json:"neighbors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddARPNeighborsRequest) Reset() {
+	*x = AddARPNeighborsRequest{}
+	mi := &file_agent_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddARPNeighborsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddARPNeighborsRequest) ProtoMessage() {}
+
+func (x *AddARPNeighborsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddARPNeighborsRequest.ProtoReflect.Descriptor instead.
+func (*AddARPNeighborsRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *AddARPNeighborsRequest) GetNeighbors() *ARPNeighbors {
+	if x != nil {
+		return x.Neighbors
+	}
+	return nil
+}
+
+// OnlineCPUMemRequest asks the guest to online hot-plugged vCPUs and memory.
+type OnlineCPUMemRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Wait          bool                   `protobuf:"varint,1,opt,name=wait,proto3" json:"wait,omitempty"`
+	NbCpus        uint32                 `protobuf:"varint,2,opt,name=nb_cpus,json=nbCpus,proto3" json:"nb_cpus,omitempty"`
+	CpuOnly       bool                   `protobuf:"varint,3,opt,name=cpu_only,json=cpuOnly,proto3" json:"cpu_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OnlineCPUMemRequest) Reset() {
+	*x = OnlineCPUMemRequest{}
+	mi := &file_agent_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OnlineCPUMemRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OnlineCPUMemRequest) ProtoMessage() {}
+
+func (x *OnlineCPUMemRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OnlineCPUMemRequest.ProtoReflect.Descriptor instead.
+func (*OnlineCPUMemRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *OnlineCPUMemRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+func (x *OnlineCPUMemRequest) GetNbCpus() uint32 {
+	if x != nil {
+		return x.NbCpus
+	}
+	return 0
+}
+
+func (x *OnlineCPUMemRequest) GetCpuOnly() bool {
+	if x != nil {
+		return x.CpuOnly
+	}
+	return false
+}
+
+// CopyFileRequest writes one chunk of a file (or makes a directory or
+// symlink, by file_mode) under the guest's shared-files directory: how
+// volumes reach a guest that shares no filesystem with the host.
+type CopyFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	FileSize      int64                  `protobuf:"varint,2,opt,name=file_size,json=fileSize,proto3" json:"file_size,omitempty"`
+	FileMode      uint32                 `protobuf:"varint,3,opt,name=file_mode,json=fileMode,proto3" json:"file_mode,omitempty"`
+	DirMode       uint32                 `protobuf:"varint,4,opt,name=dir_mode,json=dirMode,proto3" json:"dir_mode,omitempty"`
+	Uid           int32                  `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid           int32                  `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	Offset        int64                  `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte                 `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyFileRequest) Reset() {
+	*x = CopyFileRequest{}
+	mi := &file_agent_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyFileRequest) ProtoMessage() {}
+
+func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyFileRequest.ProtoReflect.Descriptor instead.
+func (*CopyFileRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CopyFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CopyFileRequest) GetFileSize() int64 {
+	if x != nil {
+		return x.FileSize
+	}
+	return 0
+}
+
+func (x *CopyFileRequest) GetFileMode() uint32 {
+	if x != nil {
+		return x.FileMode
+	}
+	return 0
+}
+
+func (x *CopyFileRequest) GetDirMode() uint32 {
+	if x != nil {
+		return x.DirMode
+	}
+	return 0
+}
+
+func (x *CopyFileRequest) GetUid() int32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *CopyFileRequest) GetGid() int32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
+func (x *CopyFileRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *CopyFileRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type GetOOMEventRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOOMEventRequest) Reset() {
+	*x = GetOOMEventRequest{}
+	mi := &file_agent_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOOMEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOOMEventRequest) ProtoMessage() {}
+
+func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOOMEventRequest.ProtoReflect.Descriptor instead.
+func (*GetOOMEventRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{30}
+}
+
+type OOMEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OOMEvent) Reset() {
+	*x = OOMEvent{}
+	mi := &file_agent_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OOMEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OOMEvent) ProtoMessage() {}
+
+func (x *OOMEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
+func (*OOMEvent) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *OOMEvent) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
 }
 
 type WriteStreamRequest struct {
@@ -1141,7 +1889,7 @@ type WriteStreamRequest struct {
 
 func (x *WriteStreamRequest) Reset() {
 	*x = WriteStreamRequest{}
-	mi := &file_agent_agent_proto_msgTypes[18]
+	mi := &file_agent_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1901,7 @@ func (x *WriteStreamRequest) String() string {
 func (*WriteStreamRequest) ProtoMessage() {}
 
 func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[18]
+	mi := &file_agent_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1914,7 @@ func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
 func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WriteStreamRequest) GetContainerId() string {
@@ -1199,7 +1947,7 @@ type WriteStreamResponse struct {
 
 func (x *WriteStreamResponse) Reset() {
 	*x = WriteStreamResponse{}
-	mi := &file_agent_agent_proto_msgTypes[19]
+	mi := &file_agent_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1959,7 @@ func (x *WriteStreamResponse) String() string {
 func (*WriteStreamResponse) ProtoMessage() {}
 
 func (x *WriteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[19]
+	mi := &file_agent_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1972,7 @@ func (x *WriteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamResponse.ProtoReflect.Descriptor instead.
 func (*WriteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WriteStreamResponse) GetLen() uint32 {
@@ -1245,7 +1993,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_agent_proto_msgTypes[20]
+	mi := &file_agent_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +2005,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[20]
+	mi := &file_agent_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +2018,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -1303,7 +2051,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_agent_proto_msgTypes[21]
+	mi := &file_agent_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +2063,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[21]
+	mi := &file_agent_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +2076,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -1348,7 +2096,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_agent_proto_msgTypes[22]
+	mi := &file_agent_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +2108,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[22]
+	mi := &file_agent_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +2121,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -1402,7 +2150,7 @@ type TtyWinResizeRequest struct {
 
 func (x *TtyWinResizeRequest) Reset() {
 	*x = TtyWinResizeRequest{}
-	mi := &file_agent_agent_proto_msgTypes[23]
+	mi := &file_agent_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +2162,7 @@ func (x *TtyWinResizeRequest) String() string {
 func (*TtyWinResizeRequest) ProtoMessage() {}
 
 func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[23]
+	mi := &file_agent_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +2175,7 @@ func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TtyWinResizeRequest.ProtoReflect.Descriptor instead.
 func (*TtyWinResizeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TtyWinResizeRequest) GetContainerId() string {
@@ -1468,7 +2216,7 @@ type KernelModule struct {
 
 func (x *KernelModule) Reset() {
 	*x = KernelModule{}
-	mi := &file_agent_agent_proto_msgTypes[24]
+	mi := &file_agent_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +2228,7 @@ func (x *KernelModule) String() string {
 func (*KernelModule) ProtoMessage() {}
 
 func (x *KernelModule) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[24]
+	mi := &file_agent_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +2241,7 @@ func (x *KernelModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelModule.ProtoReflect.Descriptor instead.
 func (*KernelModule) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *KernelModule) GetName() string {
@@ -1525,7 +2273,7 @@ type CreateSandboxRequest struct {
 
 func (x *CreateSandboxRequest) Reset() {
 	*x = CreateSandboxRequest{}
-	mi := &file_agent_agent_proto_msgTypes[25]
+	mi := &file_agent_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +2285,7 @@ func (x *CreateSandboxRequest) String() string {
 func (*CreateSandboxRequest) ProtoMessage() {}
 
 func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[25]
+	mi := &file_agent_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +2298,7 @@ func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxRequest.ProtoReflect.Descriptor instead.
 func (*CreateSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateSandboxRequest) GetHostname() string {
@@ -1610,7 +2358,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_agent_proto_msgTypes[26]
+	mi := &file_agent_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +2370,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[26]
+	mi := &file_agent_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +2383,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_agent_proto_rawDescGZIP(), []int{40}
 }
 
 type AgentDetails struct {
@@ -1645,13 +2393,14 @@ type AgentDetails struct {
 	DeviceHandlers  []string               `protobuf:"bytes,3,rep,name=device_handlers,json=deviceHandlers,proto3" json:"device_handlers,omitempty"`
 	StorageHandlers []string               `protobuf:"bytes,4,rep,name=storage_handlers,json=storageHandlers,proto3" json:"storage_handlers,omitempty"`
 	SupportsSeccomp bool                   `protobuf:"varint,5,opt,name=supports_seccomp,json=supportsSeccomp,proto3" json:"supports_seccomp,omitempty"`
+	ExtraFeatures   []string               `protobuf:"bytes,6,rep,name=extra_features,json=extraFeatures,proto3" json:"extra_features,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AgentDetails) Reset() {
 	*x = AgentDetails{}
-	mi := &file_agent_agent_proto_msgTypes[27]
+	mi := &file_agent_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +2412,7 @@ func (x *AgentDetails) String() string {
 func (*AgentDetails) ProtoMessage() {}
 
 func (x *AgentDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[27]
+	mi := &file_agent_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +2425,7 @@ func (x *AgentDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentDetails.ProtoReflect.Descriptor instead.
 func (*AgentDetails) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AgentDetails) GetVersion() string {
@@ -1714,6 +2463,13 @@ func (x *AgentDetails) GetSupportsSeccomp() bool {
 	return false
 }
 
+func (x *AgentDetails) GetExtraFeatures() []string {
+	if x != nil {
+		return x.ExtraFeatures
+	}
+	return nil
+}
+
 type GuestDetailsRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	MemBlockSize    bool                   `protobuf:"varint,1,opt,name=mem_block_size,json=memBlockSize,proto3" json:"mem_block_size,omitempty"`
@@ -1724,7 +2480,7 @@ type GuestDetailsRequest struct {
 
 func (x *GuestDetailsRequest) Reset() {
 	*x = GuestDetailsRequest{}
-	mi := &file_agent_agent_proto_msgTypes[28]
+	mi := &file_agent_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +2492,7 @@ func (x *GuestDetailsRequest) String() string {
 func (*GuestDetailsRequest) ProtoMessage() {}
 
 func (x *GuestDetailsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[28]
+	mi := &file_agent_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +2505,7 @@ func (x *GuestDetailsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestDetailsRequest.ProtoReflect.Descriptor instead.
 func (*GuestDetailsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GuestDetailsRequest) GetMemBlockSize() bool {
@@ -1777,7 +2533,7 @@ type GuestDetailsResponse struct {
 
 func (x *GuestDetailsResponse) Reset() {
 	*x = GuestDetailsResponse{}
-	mi := &file_agent_agent_proto_msgTypes[29]
+	mi := &file_agent_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +2545,7 @@ func (x *GuestDetailsResponse) String() string {
 func (*GuestDetailsResponse) ProtoMessage() {}
 
 func (x *GuestDetailsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[29]
+	mi := &file_agent_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +2558,7 @@ func (x *GuestDetailsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestDetailsResponse.ProtoReflect.Descriptor instead.
 func (*GuestDetailsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GuestDetailsResponse) GetMemBlockSizeBytes() uint64 {
@@ -1842,7 +2598,7 @@ type Storage struct {
 
 func (x *Storage) Reset() {
 	*x = Storage{}
-	mi := &file_agent_agent_proto_msgTypes[30]
+	mi := &file_agent_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2610,7 @@ func (x *Storage) String() string {
 func (*Storage) ProtoMessage() {}
 
 func (x *Storage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[30]
+	mi := &file_agent_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2623,7 @@ func (x *Storage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Storage.ProtoReflect.Descriptor instead.
 func (*Storage) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Storage) GetDriver() string {
@@ -1936,7 +2692,7 @@ type FSGroup struct {
 
 func (x *FSGroup) Reset() {
 	*x = FSGroup{}
-	mi := &file_agent_agent_proto_msgTypes[31]
+	mi := &file_agent_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2704,7 @@ func (x *FSGroup) String() string {
 func (*FSGroup) ProtoMessage() {}
 
 func (x *FSGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[31]
+	mi := &file_agent_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2717,7 @@ func (x *FSGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSGroup.ProtoReflect.Descriptor instead.
 func (*FSGroup) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_agent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FSGroup) GetGroupId() uint32 {
@@ -1991,7 +2747,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_agent_agent_proto_msgTypes[32]
+	mi := &file_agent_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2759,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[32]
+	mi := &file_agent_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2772,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_agent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Device) GetId() string {
@@ -2065,7 +2821,7 @@ type StringUser struct {
 
 func (x *StringUser) Reset() {
 	*x = StringUser{}
-	mi := &file_agent_agent_proto_msgTypes[33]
+	mi := &file_agent_agent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2077,7 +2833,7 @@ func (x *StringUser) String() string {
 func (*StringUser) ProtoMessage() {}
 
 func (x *StringUser) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[33]
+	mi := &file_agent_agent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2090,7 +2846,7 @@ func (x *StringUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringUser.ProtoReflect.Descriptor instead.
 func (*StringUser) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_agent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StringUser) GetUid() string {
@@ -2123,7 +2879,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_agent_agent_proto_msgTypes[34]
+	mi := &file_agent_agent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2891,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[34]
+	mi := &file_agent_agent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2904,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_agent_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -2169,7 +2925,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_agent_agent_proto_msgTypes[35]
+	mi := &file_agent_agent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2937,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[35]
+	mi := &file_agent_agent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2950,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_agent_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -2227,7 +2983,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_agent_agent_proto_msgTypes[36]
+	mi := &file_agent_agent_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2995,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[36]
+	mi := &file_agent_agent_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +3008,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_agent_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PullImageResponse) GetImageRef() string {
@@ -2356,9 +3112,60 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\tcpu_stats\x18\x01 \x01(\v2\x0e.grpc.CpuStatsR\bcpuStats\x124\n" +
 	"\fmemory_stats\x18\x02 \x01(\v2\x11.grpc.MemoryStatsR\vmemoryStats\x12.\n" +
 	"\n" +
-	"pids_stats\x18\x03 \x01(\v2\x0f.grpc.PidsStatsR\tpidsStats\"N\n" +
+	"pids_stats\x18\x03 \x01(\v2\x0f.grpc.PidsStatsR\tpidsStats\"\x8e\x02\n" +
+	"\fNetworkStats\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\brx_bytes\x18\x02 \x01(\x04R\arxBytes\x12\x1d\n" +
+	"\n" +
+	"rx_packets\x18\x03 \x01(\x04R\trxPackets\x12\x1b\n" +
+	"\trx_errors\x18\x04 \x01(\x04R\brxErrors\x12\x1d\n" +
+	"\n" +
+	"rx_dropped\x18\x05 \x01(\x04R\trxDropped\x12\x19\n" +
+	"\btx_bytes\x18\x06 \x01(\x04R\atxBytes\x12\x1d\n" +
+	"\n" +
+	"tx_packets\x18\a \x01(\x04R\ttxPackets\x12\x1b\n" +
+	"\ttx_errors\x18\b \x01(\x04R\btxErrors\x12\x1d\n" +
+	"\n" +
+	"tx_dropped\x18\t \x01(\x04R\ttxDropped\"\x87\x01\n" +
 	"\x16StatsContainerResponse\x124\n" +
-	"\fcgroup_stats\x18\x01 \x01(\v2\x11.grpc.CgroupStatsR\vcgroupStats\"d\n" +
+	"\fcgroup_stats\x18\x01 \x01(\v2\x11.grpc.CgroupStatsR\vcgroupStats\x127\n" +
+	"\rnetwork_stats\x18\x02 \x03(\v2\x12.grpc.NetworkStatsR\fnetworkStats\"o\n" +
+	"\x16UpdateContainerRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x122\n" +
+	"\tresources\x18\x02 \x01(\v2\x14.grpc.LinuxResourcesR\tresources\"H\n" +
+	"\x16UpdateInterfaceRequest\x12.\n" +
+	"\tinterface\x18\x01 \x01(\v2\x10.types.InterfaceR\tinterface\";\n" +
+	"\x13UpdateRoutesRequest\x12$\n" +
+	"\x06routes\x18\x01 \x01(\v2\f.grpc.RoutesR\x06routes\".\n" +
+	"\x06Routes\x12$\n" +
+	"\x06Routes\x18\x01 \x03(\v2\f.types.RouteR\x06Routes\">\n" +
+	"\n" +
+	"Interfaces\x120\n" +
+	"\n" +
+	"Interfaces\x18\x01 \x03(\v2\x10.types.InterfaceR\n" +
+	"Interfaces\"\x17\n" +
+	"\x15ListInterfacesRequest\"\x13\n" +
+	"\x11ListRoutesRequest\"F\n" +
+	"\fARPNeighbors\x126\n" +
+	"\fARPNeighbors\x18\x01 \x03(\v2\x12.types.ARPNeighborR\fARPNeighbors\"J\n" +
+	"\x16AddARPNeighborsRequest\x120\n" +
+	"\tneighbors\x18\x01 \x01(\v2\x12.grpc.ARPNeighborsR\tneighbors\"]\n" +
+	"\x13OnlineCPUMemRequest\x12\x12\n" +
+	"\x04wait\x18\x01 \x01(\bR\x04wait\x12\x17\n" +
+	"\anb_cpus\x18\x02 \x01(\rR\x06nbCpus\x12\x19\n" +
+	"\bcpu_only\x18\x03 \x01(\bR\acpuOnly\"\xca\x01\n" +
+	"\x0fCopyFileRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1b\n" +
+	"\tfile_size\x18\x02 \x01(\x03R\bfileSize\x12\x1b\n" +
+	"\tfile_mode\x18\x03 \x01(\rR\bfileMode\x12\x19\n" +
+	"\bdir_mode\x18\x04 \x01(\rR\adirMode\x12\x10\n" +
+	"\x03uid\x18\x05 \x01(\x05R\x03uid\x12\x10\n" +
+	"\x03gid\x18\x06 \x01(\x05R\x03gid\x12\x16\n" +
+	"\x06offset\x18\a \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\b \x01(\fR\x04data\"\x14\n" +
+	"\x12GetOOMEventRequest\"-\n" +
+	"\bOOMEvent\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"d\n" +
 	"\x12WriteStreamRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x12\n" +
@@ -2393,14 +3200,15 @@ const file_agent_agent_proto_rawDesc = "" +
 	"sandbox_id\x18\x05 \x01(\tR\tsandboxId\x12&\n" +
 	"\x0fguest_hook_path\x18\x06 \x01(\tR\rguestHookPath\x129\n" +
 	"\x0ekernel_modules\x18\a \x03(\v2\x12.grpc.KernelModuleR\rkernelModules\"\x17\n" +
-	"\x15DestroySandboxRequest\"\xc8\x01\n" +
+	"\x15DestroySandboxRequest\"\xef\x01\n" +
 	"\fAgentDetails\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
 	"\vinit_daemon\x18\x02 \x01(\bR\n" +
 	"initDaemon\x12'\n" +
 	"\x0fdevice_handlers\x18\x03 \x03(\tR\x0edeviceHandlers\x12)\n" +
 	"\x10storage_handlers\x18\x04 \x03(\tR\x0fstorageHandlers\x12)\n" +
-	"\x10supports_seccomp\x18\x05 \x01(\bR\x0fsupportsSeccomp\"g\n" +
+	"\x10supports_seccomp\x18\x05 \x01(\bR\x0fsupportsSeccomp\x12%\n" +
+	"\x0eextra_features\x18\x06 \x03(\tR\rextraFeatures\"g\n" +
 	"\x13GuestDetailsRequest\x12$\n" +
 	"\x0emem_block_size\x18\x01 \x01(\bR\fmemBlockSize\x12*\n" +
 	"\x11mem_hotplug_probe\x18\x02 \x01(\bR\x0fmemHotplugProbe\"\xbb\x01\n" +
@@ -2439,7 +3247,7 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\x12!\n" +
 	"\fsource_creds\x18\x03 \x01(\tR\vsourceCreds\"0\n" +
 	"\x11PullImageResponse\x12\x1b\n" +
-	"\timage_ref\x18\x01 \x01(\tR\bimageRef2\xe8\t\n" +
+	"\timage_ref\x18\x01 \x01(\tR\bimageRef2\xa3\x0e\n" +
 	"\fAgentService\x12G\n" +
 	"\x0fCreateContainer\x12\x1c.grpc.CreateContainerRequest\x1a\x16.google.protobuf.Empty\x12E\n" +
 	"\x0eStartContainer\x12\x1b.grpc.StartContainerRequest\x1a\x16.google.protobuf.Empty\x12G\n" +
@@ -2449,7 +3257,8 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\vWaitProcess\x12\x18.grpc.WaitProcessRequest\x1a\x19.grpc.WaitProcessResponse\x12K\n" +
 	"\x0eStatsContainer\x12\x1b.grpc.StatsContainerRequest\x1a\x1c.grpc.StatsContainerResponse\x12E\n" +
 	"\x0ePauseContainer\x12\x1b.grpc.PauseContainerRequest\x1a\x16.google.protobuf.Empty\x12G\n" +
-	"\x0fResumeContainer\x12\x1c.grpc.ResumeContainerRequest\x1a\x16.google.protobuf.Empty\x12A\n" +
+	"\x0fResumeContainer\x12\x1c.grpc.ResumeContainerRequest\x1a\x16.google.protobuf.Empty\x12G\n" +
+	"\x0fUpdateContainer\x12\x1c.grpc.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12A\n" +
 	"\n" +
 	"WriteStdin\x12\x18.grpc.WriteStreamRequest\x1a\x19.grpc.WriteStreamResponse\x12?\n" +
 	"\n" +
@@ -2458,10 +3267,19 @@ const file_agent_agent_proto_rawDesc = "" +
 	"ReadStderr\x12\x17.grpc.ReadStreamRequest\x1a\x18.grpc.ReadStreamResponse\x12=\n" +
 	"\n" +
 	"CloseStdin\x12\x17.grpc.CloseStdinRequest\x1a\x16.google.protobuf.Empty\x12A\n" +
-	"\fTtyWinResize\x12\x19.grpc.TtyWinResizeRequest\x1a\x16.google.protobuf.Empty\x12C\n" +
+	"\fTtyWinResize\x12\x19.grpc.TtyWinResizeRequest\x1a\x16.google.protobuf.Empty\x12A\n" +
+	"\x0fUpdateInterface\x12\x1c.grpc.UpdateInterfaceRequest\x1a\x10.types.Interface\x127\n" +
+	"\fUpdateRoutes\x12\x19.grpc.UpdateRoutesRequest\x1a\f.grpc.Routes\x12?\n" +
+	"\x0eListInterfaces\x12\x1b.grpc.ListInterfacesRequest\x1a\x10.grpc.Interfaces\x123\n" +
+	"\n" +
+	"ListRoutes\x12\x17.grpc.ListRoutesRequest\x1a\f.grpc.Routes\x12G\n" +
+	"\x0fAddARPNeighbors\x12\x1c.grpc.AddARPNeighborsRequest\x1a\x16.google.protobuf.Empty\x12C\n" +
 	"\rCreateSandbox\x12\x1a.grpc.CreateSandboxRequest\x1a\x16.google.protobuf.Empty\x12E\n" +
 	"\x0eDestroySandbox\x12\x1b.grpc.DestroySandboxRequest\x1a\x16.google.protobuf.Empty\x12H\n" +
-	"\x0fGetGuestDetails\x12\x19.grpc.GuestDetailsRequest\x1a\x1a.grpc.GuestDetailsResponse\x12;\n" +
+	"\x0fGetGuestDetails\x12\x19.grpc.GuestDetailsRequest\x1a\x1a.grpc.GuestDetailsResponse\x12A\n" +
+	"\fOnlineCPUMem\x12\x19.grpc.OnlineCPUMemRequest\x1a\x16.google.protobuf.Empty\x129\n" +
+	"\bCopyFile\x12\x15.grpc.CopyFileRequest\x1a\x16.google.protobuf.Empty\x127\n" +
+	"\vGetOOMEvent\x12\x18.grpc.GetOOMEventRequest\x1a\x0e.grpc.OOMEvent\x12;\n" +
 	"\tSetPolicy\x12\x16.grpc.SetPolicyRequest\x1a\x16.google.protobuf.Empty2E\n" +
 	"\x05Image\x12<\n" +
 	"\tPullImage\x12\x16.grpc.PullImageRequest\x1a\x17.grpc.PullImageResponseB8Z6github.com/cocoon-cc/cocoon/protocol/ttrpc/agent;agentb\x06proto3"
@@ -2478,7 +3296,7 @@ func file_agent_agent_proto_rawDescGZIP() []byte {
 	return file_agent_agent_proto_rawDescData
 }
 
-var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_agent_agent_proto_goTypes = []any{
 	(*CreateContainerRequest)(nil), // 0: grpc.CreateContainerRequest
 	(*SharedMount)(nil),            // 1: grpc.SharedMount
@@ -2497,97 +3315,141 @@ var file_agent_agent_proto_goTypes = []any{
 	(*MemoryData)(nil),             // 14: grpc.MemoryData
 	(*MemoryStats)(nil),            // 15: grpc.MemoryStats
 	(*CgroupStats)(nil),            // 16: grpc.CgroupStats
-	(*StatsContainerResponse)(nil), // 17: grpc.StatsContainerResponse
-	(*WriteStreamRequest)(nil),     // 18: grpc.WriteStreamRequest
-	(*WriteStreamResponse)(nil),    // 19: grpc.WriteStreamResponse
-	(*ReadStreamRequest)(nil),      // 20: grpc.ReadStreamRequest
-	(*ReadStreamResponse)(nil),     // 21: grpc.ReadStreamResponse
-	(*CloseStdinRequest)(nil),      // 22: grpc.CloseStdinRequest
-	(*TtyWinResizeRequest)(nil),    // 23: grpc.TtyWinResizeRequest
-	(*KernelModule)(nil),           // 24: grpc.KernelModule
-	(*CreateSandboxRequest)(nil),   // 25: grpc.CreateSandboxRequest
-	(*DestroySandboxRequest)(nil),  // 26: grpc.DestroySandboxRequest
-	(*AgentDetails)(nil),           // 27: grpc.AgentDetails
-	(*GuestDetailsRequest)(nil),    // 28: grpc.GuestDetailsRequest
-	(*GuestDetailsResponse)(nil),   // 29: grpc.GuestDetailsResponse
-	(*Storage)(nil),                // 30: grpc.Storage
-	(*FSGroup)(nil),                // 31: grpc.FSGroup
-	(*Device)(nil),                 // 32: grpc.Device
-	(*StringUser)(nil),             // 33: grpc.StringUser
-	(*SetPolicyRequest)(nil),       // 34: grpc.SetPolicyRequest
-	(*PullImageRequest)(nil),       // 35: grpc.PullImageRequest
-	(*PullImageResponse)(nil),      // 36: grpc.PullImageResponse
-	nil,                            // 37: grpc.MemoryStats.StatsEntry
-	(*Spec)(nil),                   // 38: grpc.Spec
-	(*Process)(nil),                // 39: grpc.Process
-	(FSGroupChangePolicy)(0),       // 40: types.FSGroupChangePolicy
-	(*emptypb.Empty)(nil),          // 41: google.protobuf.Empty
+	(*NetworkStats)(nil),           // 17: grpc.NetworkStats
+	(*StatsContainerResponse)(nil), // 18: grpc.StatsContainerResponse
+	(*UpdateContainerRequest)(nil), // 19: grpc.UpdateContainerRequest
+	(*UpdateInterfaceRequest)(nil), // 20: grpc.UpdateInterfaceRequest
+	(*UpdateRoutesRequest)(nil),    // 21: grpc.UpdateRoutesRequest
+	(*Routes)(nil),                 // 22: grpc.Routes
+	(*Interfaces)(nil),             // 23: grpc.Interfaces
+	(*ListInterfacesRequest)(nil),  // 24: grpc.ListInterfacesRequest
+	(*ListRoutesRequest)(nil),      // 25: grpc.ListRoutesRequest
+	(*ARPNeighbors)(nil),           // 26: grpc.ARPNeighbors
+	(*AddARPNeighborsRequest)(nil), // 27: grpc.AddARPNeighborsRequest
+	(*OnlineCPUMemRequest)(nil),    // 28: grpc.OnlineCPUMemRequest
+	(*CopyFileRequest)(nil),        // 29: grpc.CopyFileRequest
+	(*GetOOMEventRequest)(nil),     // 30: grpc.GetOOMEventRequest
+	(*OOMEvent)(nil),               // 31: grpc.OOMEvent
+	(*WriteStreamRequest)(nil),     // 32: grpc.WriteStreamRequest
+	(*WriteStreamResponse)(nil),    // 33: grpc.WriteStreamResponse
+	(*ReadStreamRequest)(nil),      // 34: grpc.ReadStreamRequest
+	(*ReadStreamResponse)(nil),     // 35: grpc.ReadStreamResponse
+	(*CloseStdinRequest)(nil),      // 36: grpc.CloseStdinRequest
+	(*TtyWinResizeRequest)(nil),    // 37: grpc.TtyWinResizeRequest
+	(*KernelModule)(nil),           // 38: grpc.KernelModule
+	(*CreateSandboxRequest)(nil),   // 39: grpc.CreateSandboxRequest
+	(*DestroySandboxRequest)(nil),  // 40: grpc.DestroySandboxRequest
+	(*AgentDetails)(nil),           // 41: grpc.AgentDetails
+	(*GuestDetailsRequest)(nil),    // 42: grpc.GuestDetailsRequest
+	(*GuestDetailsResponse)(nil),   // 43: grpc.GuestDetailsResponse
+	(*Storage)(nil),                // 44: grpc.Storage
+	(*FSGroup)(nil),                // 45: grpc.FSGroup
+	(*Device)(nil),                 // 46: grpc.Device
+	(*StringUser)(nil),             // 47: grpc.StringUser
+	(*SetPolicyRequest)(nil),       // 48: grpc.SetPolicyRequest
+	(*PullImageRequest)(nil),       // 49: grpc.PullImageRequest
+	(*PullImageResponse)(nil),      // 50: grpc.PullImageResponse
+	nil,                            // 51: grpc.MemoryStats.StatsEntry
+	(*Spec)(nil),                   // 52: grpc.Spec
+	(*Process)(nil),                // 53: grpc.Process
+	(*LinuxResources)(nil),         // 54: grpc.LinuxResources
+	(*Interface)(nil),              // 55: types.Interface
+	(*Route)(nil),                  // 56: types.Route
+	(*ARPNeighbor)(nil),            // 57: types.ARPNeighbor
+	(FSGroupChangePolicy)(0),       // 58: types.FSGroupChangePolicy
+	(*emptypb.Empty)(nil),          // 59: google.protobuf.Empty
 }
 var file_agent_agent_proto_depIdxs = []int32{
-	33, // 0: grpc.CreateContainerRequest.string_user:type_name -> grpc.StringUser
-	32, // 1: grpc.CreateContainerRequest.devices:type_name -> grpc.Device
-	30, // 2: grpc.CreateContainerRequest.storages:type_name -> grpc.Storage
-	38, // 3: grpc.CreateContainerRequest.OCI:type_name -> grpc.Spec
+	47, // 0: grpc.CreateContainerRequest.string_user:type_name -> grpc.StringUser
+	46, // 1: grpc.CreateContainerRequest.devices:type_name -> grpc.Device
+	44, // 2: grpc.CreateContainerRequest.storages:type_name -> grpc.Storage
+	52, // 3: grpc.CreateContainerRequest.OCI:type_name -> grpc.Spec
 	1,  // 4: grpc.CreateContainerRequest.shared_mounts:type_name -> grpc.SharedMount
-	33, // 5: grpc.ExecProcessRequest.string_user:type_name -> grpc.StringUser
-	39, // 6: grpc.ExecProcessRequest.process:type_name -> grpc.Process
+	47, // 5: grpc.ExecProcessRequest.string_user:type_name -> grpc.StringUser
+	53, // 6: grpc.ExecProcessRequest.process:type_name -> grpc.Process
 	11, // 7: grpc.CpuStats.cpu_usage:type_name -> grpc.CpuUsage
 	14, // 8: grpc.MemoryStats.usage:type_name -> grpc.MemoryData
 	14, // 9: grpc.MemoryStats.swap_usage:type_name -> grpc.MemoryData
 	14, // 10: grpc.MemoryStats.kernel_usage:type_name -> grpc.MemoryData
-	37, // 11: grpc.MemoryStats.stats:type_name -> grpc.MemoryStats.StatsEntry
+	51, // 11: grpc.MemoryStats.stats:type_name -> grpc.MemoryStats.StatsEntry
 	12, // 12: grpc.CgroupStats.cpu_stats:type_name -> grpc.CpuStats
 	15, // 13: grpc.CgroupStats.memory_stats:type_name -> grpc.MemoryStats
 	13, // 14: grpc.CgroupStats.pids_stats:type_name -> grpc.PidsStats
 	16, // 15: grpc.StatsContainerResponse.cgroup_stats:type_name -> grpc.CgroupStats
-	30, // 16: grpc.CreateSandboxRequest.storages:type_name -> grpc.Storage
-	24, // 17: grpc.CreateSandboxRequest.kernel_modules:type_name -> grpc.KernelModule
-	27, // 18: grpc.GuestDetailsResponse.agent_details:type_name -> grpc.AgentDetails
-	31, // 19: grpc.Storage.fs_group:type_name -> grpc.FSGroup
-	40, // 20: grpc.FSGroup.group_change_policy:type_name -> types.FSGroupChangePolicy
-	0,  // 21: grpc.AgentService.CreateContainer:input_type -> grpc.CreateContainerRequest
-	2,  // 22: grpc.AgentService.StartContainer:input_type -> grpc.StartContainerRequest
-	3,  // 23: grpc.AgentService.RemoveContainer:input_type -> grpc.RemoveContainerRequest
-	4,  // 24: grpc.AgentService.ExecProcess:input_type -> grpc.ExecProcessRequest
-	5,  // 25: grpc.AgentService.SignalProcess:input_type -> grpc.SignalProcessRequest
-	6,  // 26: grpc.AgentService.WaitProcess:input_type -> grpc.WaitProcessRequest
-	8,  // 27: grpc.AgentService.StatsContainer:input_type -> grpc.StatsContainerRequest
-	9,  // 28: grpc.AgentService.PauseContainer:input_type -> grpc.PauseContainerRequest
-	10, // 29: grpc.AgentService.ResumeContainer:input_type -> grpc.ResumeContainerRequest
-	18, // 30: grpc.AgentService.WriteStdin:input_type -> grpc.WriteStreamRequest
-	20, // 31: grpc.AgentService.ReadStdout:input_type -> grpc.ReadStreamRequest
-	20, // 32: grpc.AgentService.ReadStderr:input_type -> grpc.ReadStreamRequest
-	22, // 33: grpc.AgentService.CloseStdin:input_type -> grpc.CloseStdinRequest
-	23, // 34: grpc.AgentService.TtyWinResize:input_type -> grpc.TtyWinResizeRequest
-	25, // 35: grpc.AgentService.CreateSandbox:input_type -> grpc.CreateSandboxRequest
-	26, // 36: grpc.AgentService.DestroySandbox:input_type -> grpc.DestroySandboxRequest
-	28, // 37: grpc.AgentService.GetGuestDetails:input_type -> grpc.GuestDetailsRequest
-	34, // 38: grpc.AgentService.SetPolicy:input_type -> grpc.SetPolicyRequest
-	35, // 39: grpc.Image.PullImage:input_type -> grpc.PullImageRequest
-	41, // 40: grpc.AgentService.CreateContainer:output_type -> google.protobuf.Empty
-	41, // 41: grpc.AgentService.StartContainer:output_type -> google.protobuf.Empty
-	41, // 42: grpc.AgentService.RemoveContainer:output_type -> google.protobuf.Empty
-	41, // 43: grpc.AgentService.ExecProcess:output_type -> google.protobuf.Empty
-	41, // 44: grpc.AgentService.SignalProcess:output_type -> google.protobuf.Empty
-	7,  // 45: grpc.AgentService.WaitProcess:output_type -> grpc.WaitProcessResponse
-	17, // 46: grpc.AgentService.StatsContainer:output_type -> grpc.StatsContainerResponse
-	41, // 47: grpc.AgentService.PauseContainer:output_type -> google.protobuf.Empty
-	41, // 48: grpc.AgentService.ResumeContainer:output_type -> google.protobuf.Empty
-	19, // 49: grpc.AgentService.WriteStdin:output_type -> grpc.WriteStreamResponse
-	21, // 50: grpc.AgentService.ReadStdout:output_type -> grpc.ReadStreamResponse
-	21, // 51: grpc.AgentService.ReadStderr:output_type -> grpc.ReadStreamResponse
-	41, // 52: grpc.AgentService.CloseStdin:output_type -> google.protobuf.Empty
-	41, // 53: grpc.AgentService.TtyWinResize:output_type -> google.protobuf.Empty
-	41, // 54: grpc.AgentService.CreateSandbox:output_type -> google.protobuf.Empty
-	41, // 55: grpc.AgentService.DestroySandbox:output_type -> google.protobuf.Empty
-	29, // 56: grpc.AgentService.GetGuestDetails:output_type -> grpc.GuestDetailsResponse
-	41, // 57: grpc.AgentService.SetPolicy:output_type -> google.protobuf.Empty
-	36, // 58: grpc.Image.PullImage:output_type -> grpc.PullImageResponse
-	40, // [40:59] is the sub-list for method output_type
-	21, // [21:40] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	17, // 16: grpc.StatsContainerResponse.network_stats:type_name -> grpc.NetworkStats
+	54, // 17: grpc.UpdateContainerRequest.resources:type_name -> grpc.LinuxResources
+	55, // 18: grpc.UpdateInterfaceRequest.interface:type_name -> types.Interface
+	22, // 19: grpc.UpdateRoutesRequest.routes:type_name -> grpc.Routes
+	56, // 20: grpc.Routes.Routes:type_name -> types.Route
+	55, // 21: grpc.Interfaces.Interfaces:type_name -> types.Interface
+	57, // 22: grpc.ARPNeighbors.ARPNeighbors:type_name -> types.ARPNeighbor
+	26, // 23: grpc.AddARPNeighborsRequest.neighbors:type_name -> grpc.ARPNeighbors
+	44, // 24: grpc.CreateSandboxRequest.storages:type_name -> grpc.Storage
+	38, // 25: grpc.CreateSandboxRequest.kernel_modules:type_name -> grpc.KernelModule
+	41, // 26: grpc.GuestDetailsResponse.agent_details:type_name -> grpc.AgentDetails
+	45, // 27: grpc.Storage.fs_group:type_name -> grpc.FSGroup
+	58, // 28: grpc.FSGroup.group_change_policy:type_name -> types.FSGroupChangePolicy
+	0,  // 29: grpc.AgentService.CreateContainer:input_type -> grpc.CreateContainerRequest
+	2,  // 30: grpc.AgentService.StartContainer:input_type -> grpc.StartContainerRequest
+	3,  // 31: grpc.AgentService.RemoveContainer:input_type -> grpc.RemoveContainerRequest
+	4,  // 32: grpc.AgentService.ExecProcess:input_type -> grpc.ExecProcessRequest
+	5,  // 33: grpc.AgentService.SignalProcess:input_type -> grpc.SignalProcessRequest
+	6,  // 34: grpc.AgentService.WaitProcess:input_type -> grpc.WaitProcessRequest
+	8,  // 35: grpc.AgentService.StatsContainer:input_type -> grpc.StatsContainerRequest
+	9,  // 36: grpc.AgentService.PauseContainer:input_type -> grpc.PauseContainerRequest
+	10, // 37: grpc.AgentService.ResumeContainer:input_type -> grpc.ResumeContainerRequest
+	19, // 38: grpc.AgentService.UpdateContainer:input_type -> grpc.UpdateContainerRequest
+	32, // 39: grpc.AgentService.WriteStdin:input_type -> grpc.WriteStreamRequest
+	34, // 40: grpc.AgentService.ReadStdout:input_type -> grpc.ReadStreamRequest
+	34, // 41: grpc.AgentService.ReadStderr:input_type -> grpc.ReadStreamRequest
+	36, // 42: grpc.AgentService.CloseStdin:input_type -> grpc.CloseStdinRequest
+	37, // 43: grpc.AgentService.TtyWinResize:input_type -> grpc.TtyWinResizeRequest
+	20, // 44: grpc.AgentService.UpdateInterface:input_type -> grpc.UpdateInterfaceRequest
+	21, // 45: grpc.AgentService.UpdateRoutes:input_type -> grpc.UpdateRoutesRequest
+	24, // 46: grpc.AgentService.ListInterfaces:input_type -> grpc.ListInterfacesRequest
+	25, // 47: grpc.AgentService.ListRoutes:input_type -> grpc.ListRoutesRequest
+	27, // 48: grpc.AgentService.AddARPNeighbors:input_type -> grpc.AddARPNeighborsRequest
+	39, // 49: grpc.AgentService.CreateSandbox:input_type -> grpc.CreateSandboxRequest
+	40, // 50: grpc.AgentService.DestroySandbox:input_type -> grpc.DestroySandboxRequest
+	42, // 51: grpc.AgentService.GetGuestDetails:input_type -> grpc.GuestDetailsRequest
+	28, // 52: grpc.AgentService.OnlineCPUMem:input_type -> grpc.OnlineCPUMemRequest
+	29, // 53: grpc.AgentService.CopyFile:input_type -> grpc.CopyFileRequest
+	30, // 54: grpc.AgentService.GetOOMEvent:input_type -> grpc.GetOOMEventRequest
+	48, // 55: grpc.AgentService.SetPolicy:input_type -> grpc.SetPolicyRequest
+	49, // 56: grpc.Image.PullImage:input_type -> grpc.PullImageRequest
+	59, // 57: grpc.AgentService.CreateContainer:output_type -> google.protobuf.Empty
+	59, // 58: grpc.AgentService.StartContainer:output_type -> google.protobuf.Empty
+	59, // 59: grpc.AgentService.RemoveContainer:output_type -> google.protobuf.Empty
+	59, // 60: grpc.AgentService.ExecProcess:output_type -> google.protobuf.Empty
+	59, // 61: grpc.AgentService.SignalProcess:output_type -> google.protobuf.Empty
+	7,  // 62: grpc.AgentService.WaitProcess:output_type -> grpc.WaitProcessResponse
+	18, // 63: grpc.AgentService.StatsContainer:output_type -> grpc.StatsContainerResponse
+	59, // 64: grpc.AgentService.PauseContainer:output_type -> google.protobuf.Empty
+	59, // 65: grpc.AgentService.ResumeContainer:output_type -> google.protobuf.Empty
+	59, // 66: grpc.AgentService.UpdateContainer:output_type -> google.protobuf.Empty
+	33, // 67: grpc.AgentService.WriteStdin:output_type -> grpc.WriteStreamResponse
+	35, // 68: grpc.AgentService.ReadStdout:output_type -> grpc.ReadStreamResponse
+	35, // 69: grpc.AgentService.ReadStderr:output_type -> grpc.ReadStreamResponse
+	59, // 70: grpc.AgentService.CloseStdin:output_type -> google.protobuf.Empty
+	59, // 71: grpc.AgentService.TtyWinResize:output_type -> google.protobuf.Empty
+	55, // 72: grpc.AgentService.UpdateInterface:output_type -> types.Interface
+	22, // 73: grpc.AgentService.UpdateRoutes:output_type -> grpc.Routes
+	23, // 74: grpc.AgentService.ListInterfaces:output_type -> grpc.Interfaces
+	22, // 75: grpc.AgentService.ListRoutes:output_type -> grpc.Routes
+	59, // 76: grpc.AgentService.AddARPNeighbors:output_type -> google.protobuf.Empty
+	59, // 77: grpc.AgentService.CreateSandbox:output_type -> google.protobuf.Empty
+	59, // 78: grpc.AgentService.DestroySandbox:output_type -> google.protobuf.Empty
+	43, // 79: grpc.AgentService.GetGuestDetails:output_type -> grpc.GuestDetailsResponse
+	59, // 80: grpc.AgentService.OnlineCPUMem:output_type -> google.protobuf.Empty
+	59, // 81: grpc.AgentService.CopyFile:output_type -> google.protobuf.Empty
+	31, // 82: grpc.AgentService.GetOOMEvent:output_type -> grpc.OOMEvent
+	59, // 83: grpc.AgentService.SetPolicy:output_type -> google.protobuf.Empty
+	50, // 84: grpc.Image.PullImage:output_type -> grpc.PullImageResponse
+	57, // [57:85] is the sub-list for method output_type
+	29, // [29:57] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_agent_agent_proto_init() }
@@ -2603,7 +3465,7 @@ func file_agent_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agent_proto_rawDesc), len(file_agent_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -129,7 +129,7 @@ func (l *Linux) oci() *specs.Linux {
 	out := &specs.Linux{Sysctl: l.Sysctl, CgroupsPath: l.CgroupsPath, RootfsPropagation: l.RootfsPropagation,
 		MaskedPaths: l.MaskedPaths, ReadonlyPaths: l.ReadonlyPaths, MountLabel: l.MountLabel,
 		UIDMappings: idMapsOCI(l.UIDMappings), GIDMappings: idMapsOCI(l.GIDMappings),
-		Resources: l.Resources.oci(), Seccomp: l.Seccomp.oci()}
+		Resources: l.Resources.OCI(), Seccomp: l.Seccomp.oci()}
 	for _, n := range l.Namespaces {
 		out.Namespaces = append(out.Namespaces, specs.LinuxNamespace{Type: specs.LinuxNamespaceType(n.Type), Path: n.Path})
 	}
@@ -194,7 +194,7 @@ func resourcesFromOCI(r *specs.LinuxResources) *LinuxResources {
 	return out
 }
 
-func (r *LinuxResources) oci() *specs.LinuxResources {
+func (r *LinuxResources) OCI() *specs.LinuxResources {
 	if r == nil {
 		return nil
 	}

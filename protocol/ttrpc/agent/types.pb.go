@@ -72,15 +72,430 @@ func (FSGroupChangePolicy) EnumDescriptor() ([]byte, []int) {
 	return file_agent_types_proto_rawDescGZIP(), []int{0}
 }
 
+type IPFamily int32
+
+const (
+	IPFamily_v4 IPFamily = 0
+	IPFamily_v6 IPFamily = 1
+)
+
+// Enum value maps for IPFamily.
+var (
+	IPFamily_name = map[int32]string{
+		0: "v4",
+		1: "v6",
+	}
+	IPFamily_value = map[string]int32{
+		"v4": 0,
+		"v6": 1,
+	}
+)
+
+func (x IPFamily) Enum() *IPFamily {
+	p := new(IPFamily)
+	*p = x
+	return p
+}
+
+func (x IPFamily) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IPFamily) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_types_proto_enumTypes[1].Descriptor()
+}
+
+func (IPFamily) Type() protoreflect.EnumType {
+	return &file_agent_types_proto_enumTypes[1]
+}
+
+func (x IPFamily) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IPFamily.Descriptor instead.
+func (IPFamily) EnumDescriptor() ([]byte, []int) {
+	return file_agent_types_proto_rawDescGZIP(), []int{1}
+}
+
+type IPAddress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Family        IPFamily               `protobuf:"varint,1,opt,name=family,proto3,enum=types.IPFamily" json:"family,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Mask          string                 `protobuf:"bytes,3,opt,name=mask,proto3" json:"mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IPAddress) Reset() {
+	*x = IPAddress{}
+	mi := &file_agent_types_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IPAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IPAddress) ProtoMessage() {}
+
+func (x *IPAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_types_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IPAddress.ProtoReflect.Descriptor instead.
+func (*IPAddress) Descriptor() ([]byte, []int) {
+	return file_agent_types_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *IPAddress) GetFamily() IPFamily {
+	if x != nil {
+		return x.Family
+	}
+	return IPFamily_v4
+}
+
+func (x *IPAddress) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *IPAddress) GetMask() string {
+	if x != nil {
+		return x.Mask
+	}
+	return ""
+}
+
+type Interface struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Device        string                 `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	IPAddresses   []*IPAddress           `protobuf:"bytes,3,rep,name=IPAddresses,proto3" json:"IPAddresses,omitempty"`
+	Mtu           uint64                 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	HwAddr        string                 `protobuf:"bytes,5,opt,name=hwAddr,proto3" json:"hwAddr,omitempty"`
+	DevicePath    string                 `protobuf:"bytes,6,opt,name=devicePath,proto3" json:"devicePath,omitempty"`
+	Type          string                 `protobuf:"bytes,7,opt,name=type,proto3" json:"type,omitempty"`
+	RawFlags      uint32                 `protobuf:"varint,8,opt,name=raw_flags,json=rawFlags,proto3" json:"raw_flags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interface) Reset() {
+	*x = Interface{}
+	mi := &file_agent_types_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interface) ProtoMessage() {}
+
+func (x *Interface) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_types_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interface.ProtoReflect.Descriptor instead.
+func (*Interface) Descriptor() ([]byte, []int) {
+	return file_agent_types_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Interface) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Interface) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Interface) GetIPAddresses() []*IPAddress {
+	if x != nil {
+		return x.IPAddresses
+	}
+	return nil
+}
+
+func (x *Interface) GetMtu() uint64 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *Interface) GetHwAddr() string {
+	if x != nil {
+		return x.HwAddr
+	}
+	return ""
+}
+
+func (x *Interface) GetDevicePath() string {
+	if x != nil {
+		return x.DevicePath
+	}
+	return ""
+}
+
+func (x *Interface) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Interface) GetRawFlags() uint32 {
+	if x != nil {
+		return x.RawFlags
+	}
+	return 0
+}
+
+type Route struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dest          string                 `protobuf:"bytes,1,opt,name=dest,proto3" json:"dest,omitempty"`
+	Gateway       string                 `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Device        string                 `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	Source        string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	Scope         uint32                 `protobuf:"varint,5,opt,name=scope,proto3" json:"scope,omitempty"`
+	Family        IPFamily               `protobuf:"varint,6,opt,name=family,proto3,enum=types.IPFamily" json:"family,omitempty"`
+	Flags         uint32                 `protobuf:"varint,7,opt,name=flags,proto3" json:"flags,omitempty"`
+	Mtu           uint32                 `protobuf:"varint,8,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_agent_types_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_types_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_agent_types_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Route) GetDest() string {
+	if x != nil {
+		return x.Dest
+	}
+	return ""
+}
+
+func (x *Route) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Route) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Route) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Route) GetScope() uint32 {
+	if x != nil {
+		return x.Scope
+	}
+	return 0
+}
+
+func (x *Route) GetFamily() IPFamily {
+	if x != nil {
+		return x.Family
+	}
+	return IPFamily_v4
+}
+
+func (x *Route) GetFlags() uint32 {
+	if x != nil {
+		return x.Flags
+	}
+	return 0
+}
+
+func (x *Route) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+type ARPNeighbor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ToIPAddress   *IPAddress             `protobuf:"bytes,1,opt,name=toIPAddress,proto3" json:"toIPAddress,omitempty"`
+	Device        string                 `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
+	Lladdr        string                 `protobuf:"bytes,3,opt,name=lladdr,proto3" json:"lladdr,omitempty"`
+	State         int32                  `protobuf:"varint,4,opt,name=state,proto3" json:"state,omitempty"`
+	Flags         int32                  `protobuf:"varint,5,opt,name=flags,proto3" json:"flags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ARPNeighbor) Reset() {
+	*x = ARPNeighbor{}
+	mi := &file_agent_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ARPNeighbor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ARPNeighbor) ProtoMessage() {}
+
+func (x *ARPNeighbor) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ARPNeighbor.ProtoReflect.Descriptor instead.
+func (*ARPNeighbor) Descriptor() ([]byte, []int) {
+	return file_agent_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ARPNeighbor) GetToIPAddress() *IPAddress {
+	if x != nil {
+		return x.ToIPAddress
+	}
+	return nil
+}
+
+func (x *ARPNeighbor) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *ARPNeighbor) GetLladdr() string {
+	if x != nil {
+		return x.Lladdr
+	}
+	return ""
+}
+
+func (x *ARPNeighbor) GetState() int32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *ARPNeighbor) GetFlags() int32 {
+	if x != nil {
+		return x.Flags
+	}
+	return 0
+}
+
 var File_agent_types_proto protoreflect.FileDescriptor
 
 const file_agent_types_proto_rawDesc = "" +
 	"\n" +
-	"\x11agent/types.proto\x12\x05types*5\n" +
+	"\x11agent/types.proto\x12\x05types\"b\n" +
+	"\tIPAddress\x12'\n" +
+	"\x06family\x18\x01 \x01(\x0e2\x0f.types.IPFamilyR\x06family\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04mask\x18\x03 \x01(\tR\x04mask\"\xe6\x01\n" +
+	"\tInterface\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\tR\x06device\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x122\n" +
+	"\vIPAddresses\x18\x03 \x03(\v2\x10.types.IPAddressR\vIPAddresses\x12\x10\n" +
+	"\x03mtu\x18\x04 \x01(\x04R\x03mtu\x12\x16\n" +
+	"\x06hwAddr\x18\x05 \x01(\tR\x06hwAddr\x12\x1e\n" +
+	"\n" +
+	"devicePath\x18\x06 \x01(\tR\n" +
+	"devicePath\x12\x12\n" +
+	"\x04type\x18\a \x01(\tR\x04type\x12\x1b\n" +
+	"\traw_flags\x18\b \x01(\rR\brawFlags\"\xcc\x01\n" +
+	"\x05Route\x12\x12\n" +
+	"\x04dest\x18\x01 \x01(\tR\x04dest\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x14\n" +
+	"\x05scope\x18\x05 \x01(\rR\x05scope\x12'\n" +
+	"\x06family\x18\x06 \x01(\x0e2\x0f.types.IPFamilyR\x06family\x12\x14\n" +
+	"\x05flags\x18\a \x01(\rR\x05flags\x12\x10\n" +
+	"\x03mtu\x18\b \x01(\rR\x03mtu\"\x9d\x01\n" +
+	"\vARPNeighbor\x122\n" +
+	"\vtoIPAddress\x18\x01 \x01(\v2\x10.types.IPAddressR\vtoIPAddress\x12\x16\n" +
+	"\x06device\x18\x02 \x01(\tR\x06device\x12\x16\n" +
+	"\x06lladdr\x18\x03 \x01(\tR\x06lladdr\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\x05R\x05state\x12\x14\n" +
+	"\x05flags\x18\x05 \x01(\x05R\x05flags*5\n" +
 	"\x13FSGroupChangePolicy\x12\n" +
 	"\n" +
 	"\x06Always\x10\x00\x12\x12\n" +
-	"\x0eOnRootMismatch\x10\x01B8Z6github.com/cocoon-cc/cocoon/protocol/ttrpc/agent;agentb\x06proto3"
+	"\x0eOnRootMismatch\x10\x01*\x1a\n" +
+	"\bIPFamily\x12\x06\n" +
+	"\x02v4\x10\x00\x12\x06\n" +
+	"\x02v6\x10\x01B8Z6github.com/cocoon-cc/cocoon/protocol/ttrpc/agent;agentb\x06proto3"
 
 var (
 	file_agent_types_proto_rawDescOnce sync.Once
@@ -94,16 +509,26 @@ func file_agent_types_proto_rawDescGZIP() []byte {
 	return file_agent_types_proto_rawDescData
 }
 
-var file_agent_types_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_agent_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agent_types_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_agent_types_proto_goTypes = []any{
 	(FSGroupChangePolicy)(0), // 0: types.FSGroupChangePolicy
+	(IPFamily)(0),            // 1: types.IPFamily
+	(*IPAddress)(nil),        // 2: types.IPAddress
+	(*Interface)(nil),        // 3: types.Interface
+	(*Route)(nil),            // 4: types.Route
+	(*ARPNeighbor)(nil),      // 5: types.ARPNeighbor
 }
 var file_agent_types_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1, // 0: types.IPAddress.family:type_name -> types.IPFamily
+	2, // 1: types.Interface.IPAddresses:type_name -> types.IPAddress
+	1, // 2: types.Route.family:type_name -> types.IPFamily
+	2, // 3: types.ARPNeighbor.toIPAddress:type_name -> types.IPAddress
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agent_types_proto_init() }
@@ -116,14 +541,15 @@ func file_agent_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_types_proto_rawDesc), len(file_agent_types_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   0,
+			NumEnums:      2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_agent_types_proto_goTypes,
 		DependencyIndexes: file_agent_types_proto_depIdxs,
 		EnumInfos:         file_agent_types_proto_enumTypes,
+		MessageInfos:      file_agent_types_proto_msgTypes,
 	}.Build()
 	File_agent_types_proto = out.File
 	file_agent_types_proto_goTypes = nil
