@@ -33,7 +33,7 @@ insecure_http = true
 storage_type = %q
 [storage_backend.backends.embedded]
 path = %q
-`, storage, b.TempDir())), slog.New(slog.NewTextHandler(io.Discard, nil)))
+%s`, storage, b.TempDir(), unlimited)), slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -75,6 +75,10 @@ path = %q
 		})
 	}
 }
+
+// unlimited lifts the per-client rate limit and the session cap: a load
+// generator is one client making thousands of handshakes.
+const unlimited = "[limits]\nrcar_rate = 1e9\nrcar_burst = 1000000000\nmax_sessions = 1000000000\n"
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 

@@ -240,6 +240,10 @@ sealing_key_path = %q
 	if v, err := k2.srv.store.Get(bg, ResourceNamespace, "default/key/x"); err != nil || string(v) != "kept" {
 		t.Errorf("resource after restart: %q %v", v, err)
 	}
+	// The attested session is counted against max_sessions again.
+	if n := k2.srv.sessions.live.Load(); n != 1 {
+		t.Errorf("live sessions after restart: %d, want 1", n)
+	}
 	// A challenge issued before the restart can still be answered.
 	if c, err := k2.srv.sessions.challenge(sess.ID); err != nil || c.Nonce != sess.Nonce {
 		t.Errorf("session after restart: %v", err)

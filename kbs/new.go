@@ -54,11 +54,16 @@ func New(ctx context.Context, cfg *Config, verifiers verifier.Registry, log *slo
 
 func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verifier.Registry, log *slog.Logger) (*Server, error) {
 	srv := &Server{cfg: cfg, store: st, log: log, metrics: newMetrics(), now: time.Now,
-		sessions: &sessions{store: st, timeout: time.Duration(cfg.AttestationService.Timeout) * time.Minute, now: time.Now}}
+		sessions: &sessions{store: st, timeout: time.Duration(cfg.AttestationService.Timeout) * time.Minute, now: time.Now,
+			max: int64(cfg.Limits.MaxSessions)},
+		limiter: newClientLimiter(cfg.Limits, time.Now)}
 	if cfg.SessionStorageType == "Memory" && cfg.StorageBackend.StorageType != "Memory" {
 		srv.sessions.store = memory.New()
 	}
-	var err error
+	err := srv.sessions.count(ctx)
+	if err != nil {
+		return nil, err
+	}
 	srv.sessions.key, err = loadOrCreate(ctx, st, sessionKeyName, func() []byte {
 		k := make([]byte, 32)
 		rand.Read(k)

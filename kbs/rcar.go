@@ -27,6 +27,9 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) error {
 	if req.Tee == "" {
 		return protocol.Errorf(protocol.KindRcarAuth, "tee missing")
 	}
+	if err := s.sessionRoom(w); err != nil {
+		return err
+	}
 	c, err := s.sessions.create(req.Tee)
 	if err != nil {
 		return err
@@ -61,6 +64,9 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 		s.setCookie(w, c)
 		writeJSON(w, http.StatusOK, protocol.AttestationToken{Token: sess.Token})
 		return nil
+	}
+	if err := s.sessionRoom(w); err != nil {
+		return err
 	}
 	reqs, err := s.verificationRequests(c, &att)
 	if err != nil {

@@ -43,6 +43,7 @@ type Server struct {
 	tokens    *ear.Verifier
 	admin     *Admin
 	sessions  *sessions
+	limiter   *clientLimiter
 	metrics   *metrics
 	log       *slog.Logger
 	now       func() time.Time
@@ -149,8 +150,14 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, endpoint, rest st
 	}
 	switch {
 	case endpoint == "auth" && m == http.MethodPost:
+		if err := s.admit(w, r); err != nil {
+			return err
+		}
 		return s.auth(w, r)
 	case endpoint == "attest" && m == http.MethodPost:
+		if err := s.admit(w, r); err != nil {
+			return err
+		}
 		return s.attest(w, r)
 	case endpoint == "attestation-policy" && m == http.MethodPost:
 		return s.adminCall(w, r, s.setAttestationPolicy)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/cocoon-cc/cocoon/protocol"
@@ -69,6 +70,34 @@ type sessions struct {
 	key     []byte // of the nonce HMAC
 	timeout time.Duration
 	now     func() time.Time
+	// live counts the attested sessions stored (by this process, and
+	// found at start); max is the cap on them. Challenges are not stored
+	// and cost nothing to keep.
+	live atomic.Int64
+	max  int64
+}
+
+// count sets live from the store, at start.
+func (s *sessions) count(ctx context.Context) error {
+	ids, err := s.store.List(ctx, SessionNamespace)
+	if err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	s.live.Store(int64(len(ids)))
+	return nil
+}
+
+// remove deletes a stored session, counting it if it was there.
+func (s *sessions) remove(ctx context.Context, id string) error {
+	existed := false
+	err := s.store.Update(ctx, SessionNamespace, id, func(old []byte) ([]byte, error) {
+		existed = old != nil
+		return nil, nil
+	})
+	if existed && err == nil {
+		s.live.Add(-1)
+	}
+	return err
 }
 
 // create starts a session.
@@ -125,7 +154,7 @@ func (s *sessions) parse(id string) (*challenge, error) {
 func (s *sessions) get(ctx context.Context, id string) (*session, error) {
 	if _, err := s.parse(id); err != nil {
 		if errors.Is(err, ErrSessionExpired) {
-			s.store.Delete(ctx, SessionNamespace, id)
+			s.remove(ctx, id)
 		}
 		return nil, err
 	}
@@ -151,15 +180,19 @@ func (s *sessions) stored(ctx context.Context, id string) (*session, error) {
 // attested records the token of a challenge answered, unless a concurrent
 // attestation of the same session won; the token stored is returned.
 func (s *sessions) attested(ctx context.Context, c *challenge, token string) (string, error) {
-	stored := token
+	stored, added := token, false
 	// The store holds its lock while fn runs: keep fn short.
 	err := s.store.Update(ctx, SessionNamespace, c.ID, func(old []byte) ([]byte, error) {
 		if sess, err := decodeSession(old); err == nil && sess.Token != "" {
 			stored = sess.Token
 			return old, nil
 		}
+		added = old == nil
 		return []byte(token), nil
 	})
+	if added && err == nil {
+		s.live.Add(1)
+	}
 	return stored, err
 }
 
@@ -172,7 +205,9 @@ func (s *sessions) sweep(ctx context.Context) (int, error) {
 	n := 0
 	for _, id := range ids {
 		if _, err := s.parse(id); err != nil {
-			s.store.Delete(ctx, SessionNamespace, id)
+			if err := s.remove(ctx, id); err != nil {
+				return n, err
+			}
 			n++
 		}
 	}

@@ -32,7 +32,10 @@ const (
 	KindRvps             Kind = "RvpsError"
 	KindPayloadTooLarge  Kind = "PayloadTooLarge"
 	KindMethodNotAllowed Kind = "MethodNotAllowed"
-	KindInternal         Kind = "InternalError"
+	// KindTooManyRequests is Cocoon's: a client over its rate limit, or
+	// the KBS at its cap of sessions (429, with Retry-After).
+	KindTooManyRequests Kind = "TooManyRequests"
+	KindInternal        Kind = "InternalError"
 )
 
 // ErrorInformation is the JSON body of every KBS error response.
@@ -76,6 +79,8 @@ func (e *Error) Status() int {
 		return http.StatusRequestEntityTooLarge
 	case KindMethodNotAllowed:
 		return http.StatusMethodNotAllowed
+	case KindTooManyRequests:
+		return http.StatusTooManyRequests
 	case KindInternal, KindPluginInternal:
 		return http.StatusInternalServerError
 	}

@@ -398,7 +398,7 @@ func specIDHeader(alg, size uint16) []byte {
 func BenchmarkAAGetToken(b *testing.B) {
 	t := &testing.T{}
 	data := b.TempDir()
-	cfg, url := kbsConfig(t, data, "http", "[logging]\nlevel = \"warn\"\n")
+	cfg, url := kbsConfig(t, data, "http", benchKBS)
 	k := startKBS(t, cfg, url, data, nil)
 	defer k.stop()
 	if t.Failed() {

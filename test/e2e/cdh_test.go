@@ -471,7 +471,7 @@ func deviceMapper() bool {
 func BenchmarkCDHGetResource(b *testing.B) {
 	t := &testing.T{}
 	data := b.TempDir()
-	cfg, url := kbsConfig(t, data, "http", "[logging]\nlevel = \"warn\"\n")
+	cfg, url := kbsConfig(t, data, "http", benchKBS)
 	k := startKBS(t, cfg, url, data, nil)
 	defer k.stop()
 	provisionSample(t, url, k.adminKey())
