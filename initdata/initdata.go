@@ -5,9 +5,11 @@ package initdata
 import (
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -43,9 +45,9 @@ func Parse(body []byte) (*Document, error) {
 	if t := md.Type("data"); t != "" && t != "Hash" {
 		return nil, fmt.Errorf("%w: data must be a table, not %s", ErrInvalid, t)
 	}
-	if un := md.Undecoded(); len(un) > 0 {
-		return nil, fmt.Errorf("%w: unknown key %s", ErrInvalid, un[0])
-	}
+	// Unknown top-level keys are ignored, as upstream ignores them: what
+	// the guest trusts is the digest over the whole text, and only
+	// version, algorithm and data mean anything.
 	if d.Version != Version {
 		return nil, fmt.Errorf("%w: version %q, want %s", ErrInvalid, d.Version, Version)
 	}
@@ -79,19 +81,59 @@ func Digest(body []byte) ([]byte, *Document, error) {
 	return h.Sum(nil), d, nil
 }
 
-// Claims are the document's data entries as policies see them: the TOML
-// configs (aa.toml, cdh.toml) parsed into objects, the rest as strings.
+// Keys of the data entries policies see parsed, as Trustee names them.
+const (
+	AATOML      = "aa.toml"
+	CDHTOML     = "cdh.toml"
+	PolicyRego  = "policy.rego"
+	PolicyClaim = "agent_policy_claims"
+)
+
+// policyData starts the data a generated agent policy (Kata's genpolicy)
+// ends with: the containers, volumes and settings the policy's rules
+// compare requests against.
+const policyData = "policy_data := {"
+
+// Claims are the document's data entries as Trustee's attestation service
+// exposes them in init_data_claims: aa.toml and cdh.toml parsed into
+// objects (kept as strings when they are not TOML), and policy.rego
+// replaced by agent_policy_claims, the JSON object its policy_data rule
+// holds, when the policy ends with one. Other entries stay strings.
 func (d *Document) Claims() map[string]any {
 	out := make(map[string]any, len(d.Data))
 	for k, v := range d.Data {
-		if strings.HasSuffix(k, ".toml") {
-			var parsed map[string]any
-			if _, err := toml.Decode(v, &parsed); err == nil {
-				out[k] = parsed
-				continue
-			}
-		}
 		out[k] = v
 	}
+	for _, k := range [...]string{AATOML, CDHTOML} {
+		var parsed map[string]any
+		if v, ok := d.Data[k]; ok && toml.Unmarshal([]byte(v), &parsed) == nil {
+			out[k] = parsed
+		}
+	}
+	if pd, ok := AgentPolicyData(d.Data[PolicyRego]); ok {
+		delete(out, PolicyRego)
+		out[PolicyClaim] = pd
+	}
 	return out
+}
+
+// AgentPolicyData returns the value of the policy_data rule a generated
+// agent policy ends with: the JSON object from the first "policy_data :=
+// {" to the end of the text, which may hold nothing else but white space
+// (as Trustee reads it).
+func AgentPolicyData(rego string) (map[string]any, bool) {
+	i := strings.Index(rego, policyData)
+	if i < 0 {
+		return nil, false
+	}
+	dec := json.NewDecoder(strings.NewReader(rego[i+len(policyData)-1:]))
+	dec.UseNumber()
+	var v map[string]any
+	if dec.Decode(&v) != nil || v == nil {
+		return nil, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, false
+	}
+	return v, true
 }

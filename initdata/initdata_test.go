@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -132,8 +133,8 @@ func TestClaims(t *testing.T) {
 	if c2["aa.toml"] != "this is = not [toml" {
 		t.Errorf("bad aa.toml claim %v", c2["aa.toml"])
 	}
-	if m, ok := c2["other.toml"].(map[string]any); !ok || m["a"] != int64(1) {
-		t.Errorf("other.toml claim %v", c2["other.toml"])
+	if c2["other.toml"] != "a = 1" {
+		t.Errorf("other.toml claim %v: only aa.toml and cdh.toml are parsed, as Trustee does", c2["other.toml"])
 	}
 	if c2["plain"] != "b = 2" {
 		t.Errorf("plain claim %v", c2["plain"])
@@ -159,8 +160,6 @@ func TestInvalid(t *testing.T) {
 		"algorithm SHA384":  "version = \"0.1.0\"\nalgorithm = \"SHA384\"\n",
 		"algorithm sha1":    "version = \"0.1.0\"\nalgorithm = \"sha1\"\n",
 		"algorithm md5":     "version = \"0.1.0\"\nalgorithm = \"md5\"\n",
-		"unknown key":       "version = \"0.1.0\"\nalgorithm = \"sha256\"\nextra = 1\n",
-		"unknown table":     "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[other]\nx = \"y\"\n",
 		"data not strings":  "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\nx = 1\n",
 		"data nested table": "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data.sub]\nx = \"y\"\n",
 		"data a string":     "version = \"0.1.0\"\nalgorithm = \"sha256\"\ndata = \"x\"\n",
@@ -175,6 +174,25 @@ func TestInvalid(t *testing.T) {
 		}
 		if digest, d, err := initdata.Digest([]byte(body)); !errors.Is(err, initdata.ErrInvalid) || digest != nil || d != nil {
 			t.Errorf("%s: Digest = %x, %+v, %v; want ErrInvalid", name, digest, d, err)
+		}
+	}
+	// Unknown top-level keys and tables are ignored, as upstream ignores
+	// them; the known ones are still checked.
+	for _, body := range []string{
+		"version = \"0.1.0\"\nalgorithm = \"sha256\"\nextra = 1\n[data]\n\"aa.toml\" = \"x = 1\"\n",
+		"version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"aa.toml\" = \"x = 1\"\n[other]\nx = [1, {y = \"z\"}]\n",
+	} {
+		if d, err := initdata.Parse([]byte(body)); err != nil || d.Data["aa.toml"] != "x = 1" {
+			t.Errorf("unknown keys: %+v, %v", d, err)
+		}
+	}
+	for _, body := range []string{
+		"version = \"0.2.0\"\nalgorithm = \"sha256\"\nextra = 1\n",
+		"version = \"0.1.0\"\nalgorithm = \"sha1\"\n[other]\nx = 1\n",
+		"version = \"0.1.0\"\nalgorithm = \"sha256\"\nextra = 1\n[data]\nx = 1\n",
+	} {
+		if _, err := initdata.Parse([]byte(body)); !errors.Is(err, initdata.ErrInvalid) {
+			t.Errorf("bad known keys beside unknown ones: %v", err)
 		}
 	}
 	// An inline table is a table.
@@ -230,6 +248,83 @@ func FuzzParse(f *testing.F) {
 		claims := d.Claims()
 		if len(claims) != len(d.Data) {
 			t.Fatalf("%d claims for %d entries", len(claims), len(d.Data))
+		}
+	})
+}
+
+// genpolicyRego is shaped as Kata's genpolicy writes a policy: rules, then
+// the policy_data object they read, last.
+const genpolicyRego = `package agent_policy
+
+import future.keywords.in
+
+default CreateContainerRequest := false
+
+CreateContainerRequest if {
+	some c in policy_data.containers
+	input.OCI.Process.Args == c.OCI.Process.Args
+}
+
+policy_data := {
+  "containers": [
+    {"OCI": {"Process": {"Args": ["/pause"]}}},
+    {"OCI": {"Annotations": {"io.kubernetes.cri.image-name": "registry.example/app:1"},
+             "Process": {"Args": ["/app", "--serve"]}}}
+  ],
+  "common": {"cpath": "/run/kata-containers/shared/containers", "sandbox_id": 12345678901234567890}
+}
+`
+
+func TestAgentPolicyClaims(t *testing.T) {
+	body := "version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n\"policy.rego\" = '''\n" + genpolicyRego + "'''\n"
+	d, err := initdata.Parse([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := d.Claims()
+	if _, ok := c["policy.rego"]; ok {
+		t.Error("policy.rego kept beside agent_policy_claims")
+	}
+	pc, ok := c["agent_policy_claims"].(map[string]any)
+	if !ok {
+		t.Fatalf("agent_policy_claims %v", c["agent_policy_claims"])
+	}
+	args := pc["containers"].([]any)[1].(map[string]any)["OCI"].(map[string]any)["Process"].(map[string]any)["Args"].([]any)
+	if len(args) != 2 || args[0] != "/app" {
+		t.Errorf("containers[1].OCI.Process.Args = %v", args)
+	}
+	// Numbers keep every digit.
+	if id := pc["common"].(map[string]any)["sandbox_id"]; fmt.Sprint(id) != "12345678901234567890" {
+		t.Errorf("sandbox_id = %v", id)
+	}
+
+	// Policies without a trailing policy_data object stay as they are.
+	for name, rego := range map[string]string{
+		"no policy_data":     "package agent_policy\ndefault CreateContainerRequest := true\n",
+		"rules after it":     genpolicyRego + "\nExecProcessRequest := true\n",
+		"not JSON":           "package agent_policy\npolicy_data := {\"a\": input.x}\n",
+		"unterminated":       "package agent_policy\npolicy_data := {\"a\": [1, 2}\n",
+		"two objects":        "package agent_policy\npolicy_data := {} {}\n",
+		"another assignment": "package agent_policy\npolicy_data = {\"a\": 1}\n",
+	} {
+		if v, ok := initdata.AgentPolicyData(rego); ok {
+			t.Errorf("%s: policy data %v", name, v)
+		}
+		d := &initdata.Document{Data: map[string]string{"policy.rego": rego}}
+		if c := d.Claims(); c["policy.rego"] != rego || c["agent_policy_claims"] != nil {
+			t.Errorf("%s: claims %v", name, c)
+		}
+	}
+}
+
+func FuzzAgentPolicyData(f *testing.F) {
+	f.Add(genpolicyRego)
+	f.Add("policy_data := {}")
+	f.Add("policy_data := {\"a\": 1} x")
+	f.Fuzz(func(t *testing.T, rego string) {
+		v, ok := initdata.AgentPolicyData(rego)
+		if ok != (v != nil) {
+			t.Fatalf("%v, %v", v, ok)
 		}
 	})
 }

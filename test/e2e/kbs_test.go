@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -182,4 +183,102 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 	kder, _ := x509.MarshalPKCS8PrivateKey(k)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+// initdataWithPolicy is a pod's initdata as Kata's tools write it: an agent
+// policy ending with genpolicy's policy_data, and a top-level key Cocoon
+// does not know (upstream ignores those).
+func initdataWithPolicy(args string) string {
+	return `version = "0.1.0"
+algorithm = "sha384"
+generator = "genpolicy"
+
+[data]
+"aa.toml" = '''
+[token_configs.kbs]
+url = "http://127.0.0.1:8080"
+'''
+"policy.rego" = '''
+package agent_policy
+
+import future.keywords.in
+
+default CreateContainerRequest := false
+
+CreateContainerRequest if {
+	some c in policy_data.containers
+	input.OCI.Process.Args == c.OCI.Process.Args
+}
+
+policy_data := {
+  "containers": [
+    {"OCI": {"Process": {"Args": ["/pause"]}}},
+    {"OCI": {"Annotations": {"io.kubernetes.cri.image-name": "registry.example/app:1"},
+             "Process": {"Args": ` + args + `}}}
+  ]
+}
+'''
+`
+}
+
+// TestInitDataAgentPolicyClaims: as Trustee's, the KBS's token exposes the
+// agent policy of the guest's initdata as init_data_claims'
+// agent_policy_claims (its policy_data object), so a resource policy can
+// release a secret only to pods whose agent policy runs the expected
+// command.
+func TestInitDataAgentPolicyClaims(t *testing.T) {
+	data := t.TempDir()
+	cfg, url := kbsConfig(t, data, "http", "")
+	k := startKBS(t, cfg, url, data, nil)
+	provisionSample(t, url, k.adminKey())
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/app", []byte("for /app only"))
+	policy := filepath.Join(t.TempDir(), "p.rego")
+	if err := os.WriteFile(policy, []byte(`package policy
+import rego.v1
+default allow := false
+allow if {
+	cpu := input.submods.cpu0
+	cpu["ear.status"] == "affirming"
+	some c in cpu["ear.veraison.annotated-evidence"].init_data_claims.agent_policy_claims.containers
+	c.OCI.Process.Args[0] == "/app"
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustClient(t, "--url", url, "config", "--auth-private-key", k.adminKey(), "set-resource-policy", "--policy-file", policy)
+
+	good := initdataWithPolicy(`["/app", "--serve"]`)
+	token := mustClient(t, "--url", url, "attest", good)
+	claims := jwtPayload(t, token)
+	idc := claims["submods"].(map[string]any)["cpu0"].(map[string]any)["ear.veraison.annotated-evidence"].(map[string]any)["init_data_claims"].(map[string]any)
+	if _, ok := idc["policy.rego"]; ok {
+		t.Errorf("init_data_claims keeps policy.rego beside agent_policy_claims: %v", idc)
+	}
+	if aa, ok := idc["aa.toml"].(map[string]any); !ok || aa["token_configs"] == nil {
+		t.Errorf("init_data_claims aa.toml = %v", idc["aa.toml"])
+	}
+
+	out := mustClient(t, "--url", url, "get-resource", "--path", "default/key/app", good)
+	if b, _ := base64.StdEncoding.DecodeString(out); string(b) != "for /app only" {
+		t.Fatalf("get-resource = %q", out)
+	}
+	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/app", initdataWithPolicy(`["/bin/sh"]`)); err == nil ||
+		!strings.Contains(err.Error(), "PolicyDeny") {
+		t.Fatalf("released to a pod whose agent policy runs another command: %v", err)
+	}
+}
+
+// jwtPayload decodes a JWT's claims without verifying it.
+func jwtPayload(t *testing.T, token string) map[string]any {
+	t.Helper()
+	parts := strings.Split(strings.TrimSpace(token), ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", token)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims map[string]any
+	if err != nil || json.Unmarshal(b, &claims) != nil {
+		t.Fatalf("JWT payload %q: %v", parts[1], err)
+	}
+	return claims
 }
