@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sync"
 	"syscall"
@@ -34,10 +35,22 @@ type proc struct {
 	exitedAt   time.Time
 	exited     chan struct{}
 	output     sync.WaitGroup // copies of stdout and stderr
+
+	// The shim holds a writer of its own on the stdin fifo, as runc's shim
+	// does, so that the copy reads the fifo's end only once CloseIO
+	// dropped it and the client closed its side: every byte written before
+	// reaches the process before its stdin is closed.
+	stdinMu     sync.Mutex
+	stdinHold   io.Closer // nil once CloseIO or the exit dropped it
+	stdinIn     io.Closer // the copy's reader, closed at the exit
+	stdinClosed bool      // CloseIO came (maybe before the copy started)
+	stdinCopy   bool      // the copy started: stdinDone will be closed
+	stdinDone   chan struct{}
 }
 
 func newProc(cid, execID string, io stdio) *proc {
-	return &proc{cid: cid, execID: execID, stdio: io, status: task.Status_CREATED, exited: make(chan struct{})}
+	return &proc{cid: cid, execID: execID, stdio: io, status: task.Status_CREATED, exited: make(chan struct{}),
+		stdinDone: make(chan struct{})}
 }
 
 // agentExecID is the process's id on the agent: the container's for init.
@@ -78,10 +91,14 @@ func (p *proc) state() (task.Status, uint32, time.Time) {
 // copy quietly: the agent then discards the output itself.
 func (p *proc) copyIO(ctx context.Context, agent pb.AgentServiceService) {
 	id := p.agentExecID()
+	p.stdinMu.Lock()
+	p.stdinCopy = true
+	p.stdinMu.Unlock()
 	if p.stdio.stdin != "" {
 		go p.copyStdin(ctx, agent, id)
 	} else {
 		agent.CloseStdin(ctx, &pb.CloseStdinRequest{ContainerId: p.cid, ExecId: id})
+		close(p.stdinDone)
 	}
 	streams := []stream{{p.stdio.stdout, agent.ReadStdout}}
 	if !p.stdio.terminal {
@@ -107,19 +124,23 @@ type stream struct {
 
 type readFunc func(context.Context, *pb.ReadStreamRequest) (*pb.ReadStreamResponse, error)
 
+// copyStdin writes the stdin fifo to the agent until its end, then
+// closes the process's stdin there.
 func (p *proc) copyStdin(ctx context.Context, agent pb.AgentServiceService, id string) {
+	defer close(p.stdinDone)
 	defer agent.CloseStdin(context.WithoutCancel(ctx), &pb.CloseStdinRequest{ContainerId: p.cid, ExecId: id})
-	f, err := fifo.OpenFifo(ctx, p.stdio.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	in, err := p.openStdin(ctx)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("open stdin")
 		return
 	}
-	defer f.Close()
+	defer in.Close()
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := f.Read(buf)
+		n, err := in.Read(buf)
 		if n > 0 {
-			if _, werr := agent.WriteStdin(ctx, &pb.WriteStreamRequest{ContainerId: p.cid, ExecId: id, Data: buf[:n]}); werr != nil {
+			if werr := writeStdin(ctx, agent, &pb.WriteStreamRequest{ContainerId: p.cid, ExecId: id, Data: buf[:n]}); werr != nil {
+				log.G(ctx).WithError(werr).WithField("id", id).Warn("write stdin")
 				return
 			}
 		}
@@ -127,6 +148,86 @@ func (p *proc) copyStdin(ctx context.Context, agent pb.AgentServiceService, id s
 			return
 		}
 	}
+}
+
+// openStdin opens the stdin fifo for the copy and, unless CloseIO came
+// already, the shim's own writer.
+func (p *proc) openStdin(ctx context.Context) (io.ReadCloser, error) {
+	in, err := fifo.OpenFifo(ctx, p.stdio.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	select {
+	case <-p.exited: // stopStdin ran already
+		in.Close()
+		return nil, fmt.Errorf("process %s exited", p.agentExecID())
+	default:
+	}
+	if !p.stdinClosed {
+		hold, err := fifo.OpenFifo(ctx, p.stdio.stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			in.Close()
+			return nil, err
+		}
+		p.stdinHold = hold
+	}
+	p.stdinIn = in
+	return in, nil
+}
+
+// writeStdin writes all of r.Data, in as many calls as the agent needs.
+func writeStdin(ctx context.Context, agent pb.AgentServiceService, r *pb.WriteStreamRequest) error {
+	data := r.Data
+	for len(data) > 0 {
+		w, err := agent.WriteStdin(ctx, &pb.WriteStreamRequest{ContainerId: r.ContainerId, ExecId: r.ExecId, Data: data})
+		if err != nil {
+			return err
+		}
+		if w.Len == 0 || int(w.Len) > len(data) {
+			return fmt.Errorf("the agent wrote %d of %d bytes", w.Len, len(data))
+		}
+		data = data[w.Len:]
+	}
+	return nil
+}
+
+// closeStdin is CloseIO: it drops the shim's writer and waits, at most as
+// long as ctx, for the copy to write what the fifo still holds and close
+// the process's stdin. The client closes its side first (CRI does).
+func (p *proc) closeStdin(ctx context.Context) error {
+	p.stdinMu.Lock()
+	p.stdinClosed = true
+	if p.stdinHold != nil {
+		p.stdinHold.Close()
+		p.stdinHold = nil
+	}
+	copying := p.stdinCopy
+	p.stdinMu.Unlock()
+	if !copying {
+		return nil // the copy, once started, holds no writer
+	}
+	select {
+	case <-p.stdinDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stopStdin ends the stdin copy of an exited process: nothing reads its
+// input any more.
+func (p *proc) stopStdin() {
+	p.stdinMu.Lock()
+	defer p.stdinMu.Unlock()
+	p.stdinClosed = true
+	for _, c := range []io.Closer{p.stdinHold, p.stdinIn} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	p.stdinHold, p.stdinIn = nil, nil
 }
 
 func (p *proc) copyOut(ctx context.Context, path, id string, read readFunc) {

@@ -271,6 +271,7 @@ func (s *Service) exited(ctx context.Context, p *proc, code uint32) {
 	if !p.setExited(code) {
 		return
 	}
+	p.stopStdin()
 	s.mu.Lock()
 	var pid uint32
 	if s.pod != nil {
@@ -566,8 +567,23 @@ func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	})
 }
 
-// CloseIO closes a process's stdin.
+// CloseIO closes a process's stdin once everything written to its stdin
+// fifo reached the agent.
 func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
+	t, err := s.task(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	p, err := t.proc(r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if p.stdio.stdin != "" {
+		if err := p.closeStdin(ctx); err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrUnavailable, "close stdin of %s: %v", r.ID, err)
+		}
+		return empty(), nil
+	}
 	return s.onAgent("close stdin of "+r.ID, func(a pb.AgentServiceService) error {
 		_, err := a.CloseStdin(ctx, &pb.CloseStdinRequest{ContainerId: r.ID, ExecId: r.ExecID})
 		return err

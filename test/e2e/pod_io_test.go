@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+	internalapi "k8s.io/cri-api/pkg/apis"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// stream runs a CRI streaming request (Exec or Attach URL) the way the
+// kubelet forwards kubectl's: SPDY, remotecommand protocol v4/v5.
+func stream(ctx context.Context, rawURL string, stdin io.Reader, tty bool) (stdout, stderr []byte, err error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	ex, err := remotecommand.NewSPDYExecutor(&rest.Config{}, "POST", u)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out, errb bytes.Buffer
+	opts := remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Tty: tty}
+	if !tty {
+		opts.Stderr = &errb
+	}
+	err = ex.StreamWithContext(ctx, opts)
+	return out.Bytes(), errb.Bytes(), err
+}
+
+// execStream is kubectl exec [-i] [-t] through CRI's streaming server.
+func execStream(ctx context.Context, rs internalapi.RuntimeService, cid string, cmd []string, stdin io.Reader, tty bool) ([]byte, []byte, error) {
+	r, err := rs.Exec(ctx, &cri.ExecRequest{ContainerId: cid, Cmd: cmd, Stdin: stdin != nil, Stdout: true, Stderr: !tty, Tty: tty})
+	if err != nil {
+		return nil, nil, err
+	}
+	return stream(ctx, r.Url, stdin, tty)
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// TestPodStreams drives kubectl's stream features through CRI on one pod:
+// binary-exact stdin and stdout of any size (kubectl cp), a terminal
+// (kubectl exec -it), attach, logs and a restarted container's logs.
+func TestPodStreams(t *testing.T) {
+	e := newPodEnv(t)
+	rs := e.ctrd.RuntimeService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	logDir := t.TempDir()
+	podID, sandbox := e.startPod(ctx, t, rs, "streams", logDir)
+	defer rs.RemovePodSandbox(ctx, podID)
+	defer rs.StopPodSandbox(ctx, podID)
+	cid := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "sleeper"},
+		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sleep", "1000"}})
+	testCopy(ctx, t, rs, cid)
+}
+
+// testCopy copies random files into the container and back as kubectl cp
+// does (tar through exec's stdin and stdout), and with cat, checking every
+// byte. (containerd 1.6 and 1.7 close an exec's stdin stream once its
+// stdout ends, containerd#13934: "sh -c 'cat > f'" alone, whose shell
+// execs cat with stdout on the file, loses input with any runtime; kubectl
+// cp's tar keeps its stdout, and so does the shell here.)
+func testCopy(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string) {
+	for _, size := range []int{0, 1, 10 << 10, 10 << 20} {
+		t.Run(fmt.Sprintf("cp-%d", size), func(t *testing.T) {
+			data := make([]byte, size)
+			rand.Read(data)
+			name := fmt.Sprintf("f%d", size)
+			var archive bytes.Buffer
+			tw := tar.NewWriter(&archive)
+			tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(size), Typeflag: tar.TypeReg})
+			tw.Write(data)
+			tw.Close()
+			if _, errb, err := execStream(ctx, rs, cid, []string{"/bin/busybox", "tar", "-xf", "-", "-C", "/tmp"}, &archive, false); err != nil {
+				t.Fatalf("kubectl cp into the container (tar -x): %v %s", err, errb)
+			}
+			checkFile(ctx, t, rs, cid, "/tmp/"+name, data)
+			out, errb, err := execStream(ctx, rs, cid, []string{"/bin/busybox", "tar", "-cf", "-", "-C", "/tmp", name}, nil, false)
+			if err != nil {
+				t.Fatalf("kubectl cp from the container (tar -c): %v %s", err, errb)
+			}
+			tr := tar.NewReader(bytes.NewReader(out))
+			if h, err := tr.Next(); err != nil || h.Name != name {
+				t.Fatalf("tar from the container: %v %v", h, err)
+			}
+			if back, err := io.ReadAll(tr); err != nil || !bytes.Equal(back, data) {
+				t.Fatalf("tar from the container: %v, %d bytes back, want %d, equal %v", err, len(back), size, bytes.Equal(back, data))
+			}
+			f := "/tmp/cat" + name
+			if out, errb, err := execStream(ctx, rs, cid, []string{"/bin/sh", "-c", "cat > " + f + "; echo $?"}, bytes.NewReader(data), false); err != nil || string(out) != "0\n" {
+				t.Fatalf("exec -i cat > %s: %v %q %s", f, err, out, errb)
+			}
+			checkFile(ctx, t, rs, cid, f, data)
+			back, errb, err := execStream(ctx, rs, cid, []string{"/bin/cat", f}, nil, false)
+			if err != nil || !bytes.Equal(back, data) {
+				t.Fatalf("exec cat %s: %v, %d bytes back (want %d), equal %v, stderr %q", f, err, len(back), size, bytes.Equal(back, data), errb)
+			}
+		})
+	}
+}
+
+// checkFile checks a file's size and SHA-256 in the container.
+func checkFile(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid, path string, data []byte) {
+	t.Helper()
+	out, _, err := rs.ExecSync(ctx, cid, []string{"/bin/sh", "-c", "wc -c < " + path + "; sha256sum < " + path}, 30*time.Second)
+	if want := fmt.Sprintf("%d\n%s  -\n", len(data), sha(data)); err != nil || string(out) != want {
+		t.Fatalf("%s in the container: %v %q, want %q", path, err, out, want)
+	}
+}
+
+// runContainer creates and starts a container in the pod.
+func (e *podEnv) runContainer(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, podID string, sandbox *cri.PodSandboxConfig, cfg *cri.ContainerConfig) string {
+	t.Helper()
+	cid, err := rs.CreateContainer(ctx, podID, cfg, sandbox)
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	if err := rs.StartContainer(ctx, cid); err != nil {
+		t.Fatalf("StartContainer: %v", err)
+	}
+	return cid
+}
+
+// readLog reads a container's CRI log, keeping the messages only.
+func readLog(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs strings.Builder
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		// <time> <stream> <P|F> <message>
+		if f := strings.SplitN(line, " ", 4); len(f) == 4 {
+			msgs.WriteString(f[3])
+			if f[2] == "F" {
+				msgs.WriteString("\n")
+			}
+		}
+	}
+	return msgs.String()
+}
+
+var _ = filepath.Join
