@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,10 +19,13 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
 // stream runs a CRI streaming request (Exec or Attach URL) the way the
-// kubelet forwards kubectl's: SPDY, remotecommand protocol v4/v5.
+// kubelet forwards kubectl's: SPDY, remotecommand protocol v4/v5. A
+// terminal's size is 40x100 as kubectl sends it first.
 func stream(ctx context.Context, rawURL string, stdin io.Reader, tty bool) (stdout, stderr []byte, err error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -35,11 +37,22 @@ func stream(ctx context.Context, rawURL string, stdin io.Reader, tty bool) (stdo
 	}
 	var out, errb bytes.Buffer
 	opts := remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Tty: tty}
-	if !tty {
+	if tty {
+		opts.TerminalSizeQueue = &oneSize{size: &remotecommand.TerminalSize{Width: 100, Height: 40}}
+	} else {
 		opts.Stderr = &errb
 	}
 	err = ex.StreamWithContext(ctx, opts)
 	return out.Bytes(), errb.Bytes(), err
+}
+
+// oneSize is a terminal that never changes size.
+type oneSize struct{ size *remotecommand.TerminalSize }
+
+func (q *oneSize) Next() *remotecommand.TerminalSize {
+	s := q.size
+	q.size = nil
+	return s
 }
 
 // execStream is kubectl exec [-i] [-t] through CRI's streaming server.
@@ -59,8 +72,19 @@ func sha(b []byte) string {
 // TestPodStreams drives kubectl's stream features through CRI on one pod:
 // binary-exact stdin and stdout of any size (kubectl cp), a terminal
 // (kubectl exec -it), attach, logs and a restarted container's logs.
-func TestPodStreams(t *testing.T) {
-	e := newPodEnv(t)
+func TestPodStreams(t *testing.T) { testStreams(t, newPodEnv(t), 10<<20) }
+
+// TestPodStreamsVM is TestPodStreams in a QEMU VM (TCG): the streams cross
+// the virtio-serial channel (at about 1 MB/s in TCG: 2 MiB at most).
+func TestPodStreamsVM(t *testing.T) {
+	kernel, initrd := testutil.Guest(t)
+	testStreams(t, newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
+		kernel+"\"\ninitrd = \""+initrd+"\"\n"), 2<<20)
+}
+
+// testStreams runs the stream tests on one pod; files copied go up to
+// maxSize bytes.
+func testStreams(t *testing.T, e *podEnv, maxSize int) {
 	rs := e.ctrd.RuntimeService(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -70,7 +94,26 @@ func TestPodStreams(t *testing.T) {
 	defer rs.StopPodSandbox(ctx, podID)
 	cid := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "sleeper"},
 		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sleep", "1000"}})
-	testCopy(ctx, t, rs, cid)
+	testCopy(ctx, t, rs, cid, maxSize)
+	t.Run("exec-it", func(t *testing.T) { testTerminal(ctx, t, rs, cid) })
+}
+
+// testTerminal is kubectl exec -it: the terminal's size and output, and
+// nothing before it.
+func testTerminal(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string) {
+	// CRI ends a terminal's output when its input ends (a detach): the
+	// input stays open until the shell exits, as a user's terminal does.
+	in, keyboard := io.Pipe()
+	defer keyboard.Close()
+	go keyboard.Write([]byte("42\n"))
+	out, _, err := execStream(ctx, rs, cid, []string{"/bin/sh", "-c", "read x; stty size; echo tty-$x; exit 3"}, in, true)
+	if err == nil || !strings.Contains(err.Error(), "exit code 3") {
+		t.Errorf("exec -it: %v, want exit code 3", err)
+	}
+	// The terminal echoes the input, then the shell answers.
+	if string(out) != "42\r\n40 100\r\ntty-42\r\n" {
+		t.Errorf("exec -it output %q", out)
+	}
 }
 
 // testCopy copies random files into the container and back as kubectl cp
@@ -79,8 +122,8 @@ func TestPodStreams(t *testing.T) {
 // stdout ends, containerd#13934: "sh -c 'cat > f'" alone, whose shell
 // execs cat with stdout on the file, loses input with any runtime; kubectl
 // cp's tar keeps its stdout, and so does the shell here.)
-func testCopy(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string) {
-	for _, size := range []int{0, 1, 10 << 10, 10 << 20} {
+func testCopy(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string, maxSize int) {
+	for _, size := range []int{0, 1, 10 << 10, maxSize} {
 		t.Run(fmt.Sprintf("cp-%d", size), func(t *testing.T) {
 			data := make([]byte, size)
 			rand.Read(data)
@@ -159,5 +202,3 @@ func readLog(t *testing.T, path string) string {
 	}
 	return msgs.String()
 }
-
-var _ = filepath.Join
