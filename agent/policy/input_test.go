@@ -1,7 +1,11 @@
 package policy
 
 import (
+	"bytes"
 	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -56,6 +60,36 @@ func TestInputShape(t *testing.T) {
 	if g := js(inputJSON(t, &pb.StatsContainerResponse{CgroupStats: &pb.CgroupStats{MemoryStats: &pb.MemoryStats{Stats: map[string]uint64{"rss": 7}}}})); g !=
 		`{"cgroup_stats":{"cpu_stats":null,"memory_stats":{"cache":0,"kernel_usage":null,"stats":{"rss":7},"swap_usage":null,"usage":null,"use_hierarchy":false},"pids_stats":null},"network_stats":[]}` {
 		t.Errorf("map: %s", g)
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite testdata/input/*.json")
+
+// TestInputGolden: each request's input, key by key, as Kata's agent
+// serialises it: testdata/input/<request>.json (when written, compared
+// with the requests of genpolicy's policy tests: they decode here with no
+// unknown field and render back with every key and value they have).
+func TestInputGolden(t *testing.T) {
+	for rule, req := range requests() {
+		got, err := json.MarshalIndent(inputJSON(t, req), "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, '\n')
+		path := filepath.Join("testdata", "input", rule+".json")
+		if *update {
+			if err := os.WriteFile(path, got, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: input\n%s\nwant\n%s", rule, got, want)
+		}
 	}
 }
 

@@ -23,23 +23,37 @@ func mustNew(t testing.TB, text string) *Engine {
 	return e
 }
 
-// podSpec is a container's OCI spec as containerd's CRI plugin sends it.
+// podSpec is a container's OCI spec as the shim sends it for containerd's
+// CRI plugin, constrained as Kata's runtime does.
 func podSpec() *pb.Spec {
 	return &pb.Spec{Version: "1.1.0", Hostname: "pod",
 		Process: &pb.Process{Args: []string{"/app", "--serve"}, Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"},
 			Cwd: "/", User: &pb.User{UID: 65532, GID: 65532}, OOMScoreAdj: -998, NoNewPrivileges: true,
 			Capabilities: &pb.LinuxCapabilities{Bounding: []string{"CAP_CHOWN", "CAP_NET_BIND_SERVICE"}, Effective: []string{"CAP_CHOWN"}},
 			Rlimits:      []*pb.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1 << 20, Soft: 1 << 20}}},
-		Root: &pb.Root{Path: "rootfs", Readonly: true},
+		Root: &pb.Root{Path: pb.GuestRootfs("c"), Readonly: true},
 		Annotations: map[string]string{"io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.image-name": "registry.example/app:1",
-			"io.kubernetes.cri.sandbox-name": "web", "io.kubernetes.cri.sandbox-namespace": "default", "io.kubernetes.cri.container-name": "app"},
+			"io.kubernetes.cri.sandbox-name": "web", "io.kubernetes.cri.sandbox-namespace": "default", "io.kubernetes.cri.container-name": "app",
+			"io.katacontainers.pkg.oci.container_type": "pod_container", "io.katacontainers.pkg.oci.bundle_path": "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c"},
 		Mounts: []*pb.Mount{{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 			{Destination: "/etc/hosts", Type: "bind", Source: "/run/cocoon/sandbox/hosts", Options: []string{"rbind", "ro"}}},
-		Linux: &pb.Linux{Namespaces: []*pb.LinuxNamespace{{Type: "pid"}, {Type: "ipc"}, {Type: "uts"}, {Type: "mount"}},
+		Linux: &pb.Linux{Namespaces: []*pb.LinuxNamespace{{Type: "ipc"}, {Type: "uts"}, {Type: "mount"}},
 			MaskedPaths:   []string{"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/sys/firmware"},
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
-			Resources:     &pb.LinuxResources{Memory: &pb.LinuxMemory{Limit: 256 << 20}, CPU: &pb.LinuxCPU{Shares: 102, Quota: 50000, Period: 100000}}}}
+			Resources: &pb.LinuxResources{Memory: &pb.LinuxMemory{Limit: 256 << 20}, CPU: &pb.LinuxCPU{Shares: 102, Quota: 50000, Period: 100000},
+				HugepageLimits: []*pb.LinuxHugepageLimit{{Pagesize: "2MB"}}}}}
+}
+
+// createRequest is the CreateContainerRequest of container "c" as the
+// shim sends it.
+func createRequest() *pb.CreateContainerRequest {
+	oci := podSpec()
+	s, err := pb.GuestPullStorage("c", "registry.example/app:1", oci.Annotations)
+	if err != nil {
+		panic(err)
+	}
+	return &pb.CreateContainerRequest{ContainerId: "c", ExecId: "c", OCI: oci, Storages: []*pb.Storage{s}}
 }
 
 // requests has one real request of every kind the agent serves.
@@ -49,7 +63,7 @@ func requests() map[string]proto.Message {
 		"DestroySandboxRequest":  &pb.DestroySandboxRequest{},
 		"GuestDetailsRequest":    &pb.GuestDetailsRequest{},
 		"PullImageRequest":       &pb.PullImageRequest{Image: "registry.example/app:1", ContainerId: "c"},
-		"CreateContainerRequest": &pb.CreateContainerRequest{ContainerId: "c", ExecId: "c", OCI: podSpec(), Storages: []*pb.Storage{{Driver: "image_guest_pull", Source: "registry.example/app:1"}}},
+		"CreateContainerRequest": createRequest(),
 		"StartContainerRequest":  &pb.StartContainerRequest{ContainerId: "c"},
 		"RemoveContainerRequest": &pb.RemoveContainerRequest{ContainerId: "c"},
 		"WaitProcessRequest":     &pb.WaitProcessRequest{ContainerId: "c"},
