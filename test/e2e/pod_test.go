@@ -29,6 +29,7 @@ import (
 // registry holding a busybox image.
 type podEnv struct {
 	ctrd  *containerdtest.Containerd
+	reg   *imagetest.Registry
 	image string // registry/busybox:1
 	cfg   string // the shim's configuration
 }
@@ -50,7 +51,7 @@ func newPodEnvWith(t testing.TB, conf string) *podEnv {
 		t.Fatal(err)
 	}
 	ctrd := containerdtest.Start(t, containerdtest.Options{ShimDir: filepath.Dir(shim), ShimConfig: cfg, Registry: reg.Host})
-	return &podEnv{ctrd: ctrd, image: reg.Host + "/busybox:1", cfg: cfg}
+	return &podEnv{ctrd: ctrd, reg: reg, image: reg.Host + "/busybox:1", cfg: cfg}
 }
 
 // initdataAnnotation encodes initdata as Kata's cc_init_data annotation.
@@ -178,11 +179,17 @@ func TestPodCRI(t *testing.T) {
 // logDir if set) and pulls the test image for it.
 func (e *podEnv) startPod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, logDir string) (string, *cri.PodSandboxConfig) {
 	t.Helper()
+	return e.startPodWith(ctx, t, rs, name, logDir, policy.AllowAll())
+}
+
+// startPodWith is startPod with the agent policy rego in initdata.
+func (e *podEnv) startPodWith(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, logDir, rego string) (string, *cri.PodSandboxConfig) {
+	t.Helper()
 	sandbox := &cri.PodSandboxConfig{
 		Metadata:     &cri.PodSandboxMetadata{Name: name, Uid: "uid-" + name, Namespace: "default"},
 		Hostname:     name,
 		LogDirectory: logDir,
-		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
+		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, rego)},
 		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
 			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
 	}
