@@ -52,13 +52,15 @@ func Network() (bool, error) {
 	return true, netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.ParseIP(Gateway)})
 }
 
-// ReadInitdata finds the initdata disk by its serial and writes its
-// document to path (0600); no disk means no initdata.
+// ReadInitdata finds the initdata disk by its serial (Kata's, or the one
+// Cocoon's first hosts gave it) and writes its document to path (0600); no
+// disk means no initdata.
 func ReadInitdata(path string) (bool, error) {
 	serials, _ := filepath.Glob("/sys/block/*/serial")
 	for _, s := range serials {
 		b, err := os.ReadFile(s)
-		if err != nil || strings.TrimSpace(string(b)) != initdata.DiskSerial {
+		if serial := strings.TrimSpace(string(b)); err != nil ||
+			(serial != initdata.DiskSerial && serial != initdata.LegacyDiskSerial) {
 			continue
 		}
 		dev := "/dev/" + filepath.Base(filepath.Dir(s))

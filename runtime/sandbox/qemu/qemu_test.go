@@ -44,7 +44,7 @@ func argsOf(t *testing.T, o Options) string {
 func TestArgs(t *testing.T) {
 	none := argsOf(t, Options{})
 	for _, want := range []string{"-machine q35,accel=tcg", "-m 512", "virtserialport,chardev=agent,name=agent.0",
-		"socket,id=agent,path=/run/x/agent.sock", "serial=cocoon-initdata", "cocoon.channel=serial", "-no-reboot"} {
+		"socket,id=agent,path=/run/x/agent.sock", "serial=initdata", "cocoon.channel=serial", "-no-reboot"} {
 		if !strings.Contains(none, want) {
 			t.Errorf("tee none: %q missing in %s", want, none)
 		}
