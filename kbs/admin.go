@@ -289,7 +289,7 @@ func (a *Admin) verify(raw string) (*adminClaims, string, error) {
 				return nil, "", fmt.Errorf("%w: no exp claim", ErrAdminBadToken)
 			}
 			if err := c.ValidateWithLeeway(exp, 30*time.Second); err != nil {
-				return nil, "", fmt.Errorf("%w: %v", ErrAdminBadToken, err)
+				return nil, "", fmt.Errorf("%w: %v%s", ErrAdminBadToken, err, iss.expects(err))
 			}
 			if c.Role == "" {
 				return nil, "", fmt.Errorf("%w: no role claim", ErrAdminBadToken)
@@ -298,6 +298,18 @@ func (a *Admin) verify(raw string) (*adminClaims, string, error) {
 		}
 	}
 	return nil, "", fmt.Errorf("%w: no trusted key verifies it", ErrAdminBadToken)
+}
+
+// expects says what the identity provider wanted of a claim the token
+// failed on: admins sign their own tokens and need to know.
+func (iss issuer) expects(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrInvalidIssuer):
+		return fmt.Sprintf(" (the identity provider of this key expects issuer %q)", iss.name)
+	case errors.Is(err, jwt.ErrInvalidAudience):
+		return fmt.Sprintf(" (the identity provider of this key expects audience %q)", iss.audience)
+	}
+	return ""
 }
 
 // EnsureAdminKey returns the paths of the KBS's own admin key pair in

@@ -453,3 +453,48 @@ func TestAuthorize(t *testing.T) {
 		t.Errorf("no token: %q, %v", who, err)
 	}
 }
+
+// TestAdminTokenIssuerAudience: tokens kbs-client signs with an ECDSA
+// P-384 key (ES384), with the issuer and audience the identity provider
+// entry names, are accepted; without them they are refused, saying why.
+func TestAdminTokenIssuerAudience(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	writePEM(t, filepath.Join(dir, "admin.pub"), "PUBLIC KEY", der)
+	k := newKBS(t, baseConfig(dir, fmt.Sprintf(`
+[admin]
+authorization_mode = "AuthenticatedAuthorization"
+[admin.authentication.bearer_jwt]
+identity_providers = [{ issuer = "ops", audience = "kbs", public_key_uri = "%s/admin.pub" }]
+[admin.authorization.regex_acl]
+acls = [{ role = "admin", allowed_endpoints = "^/kbs/v0/.+$" }]
+`, dir)))
+	admin := func(c client.TokenClaims) *client.Admin {
+		return client.NewAdminSigning(k.ts.URL, k.ts.Client(), key, c)
+	}
+	if err := admin(client.TokenClaims{Role: AdminRole, Issuer: "ops", Audience: "kbs"}).SetResource(bg, "default/key/x", []byte("x")); err != nil {
+		t.Fatalf("ES384 token with issuer and audience: %v", err)
+	}
+	for name, c := range map[string]client.TokenClaims{
+		"no issuer":      {Role: AdminRole, Audience: "kbs"},
+		"other issuer":   {Role: AdminRole, Issuer: "dev", Audience: "kbs"},
+		"no audience":    {Role: AdminRole, Issuer: "ops"},
+		"other audience": {Role: AdminRole, Issuer: "ops", Audience: "as"},
+	} {
+		err := admin(c).SetResource(bg, "default/key/x", []byte("y"))
+		var kerr *protocol.Error
+		if !errors.As(err, &kerr) || kerr.Kind != protocol.KindAdminAuth {
+			t.Errorf("%s: %v", name, err)
+		} else if want := map[bool]string{true: `issuer "ops"`, false: `audience "kbs"`}[strings.Contains(name, "issuer")]; !strings.Contains(kerr.Detail, want) {
+			t.Errorf("%s: %q does not say what is expected (%s)", name, kerr.Detail, want)
+		}
+	}
+	if v, _ := k.srv.resources.store.Get(bg, ResourceNamespace, "default/key/x"); string(v) != "x" {
+		t.Errorf("resource %q", v)
+	}
+	p521, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)
+	if _, err := client.SignToken(p521, client.TokenClaims{Role: AdminRole}, time.Minute); err == nil {
+		t.Error("a P-521 key signed a token the KBS cannot verify")
+	}
+}

@@ -11,10 +11,12 @@ import (
 
 	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/cocoon-cc/cocoon/kbs/respolicy"
+	"github.com/cocoon-cc/cocoon/protocol"
 )
 
 type adminFlags struct {
 	tokenFile, privateKey string
+	claims                client.TokenClaims
 }
 
 func (f *adminFlags) admin(g *globals) (*client.Admin, error) {
@@ -30,7 +32,9 @@ func (f *adminFlags) admin(g *globals) (*client.Admin, error) {
 		if err != nil {
 			return nil, err
 		}
-		return client.NewAdminWithKey(g.url, hc, k), nil
+		return client.NewAdminSigning(g.url, hc, k, f.claims), nil
+	case f.claims != client.TokenClaims{Role: protocol.AdminRole}:
+		return nil, errors.New("--role, --issuer and --audience go with --auth-private-key; a token file is sent as it is")
 	case f.tokenFile != "":
 		b, err := os.ReadFile(f.tokenFile)
 		if err != nil {
@@ -45,7 +49,10 @@ func configCmd(g *globals) *cobra.Command {
 	f := &adminFlags{}
 	c := &cobra.Command{Use: "config", Short: "Configure the KBS (admin API)"}
 	c.PersistentFlags().StringVar(&f.tokenFile, "admin-token-file", "", "admin bearer token (JWT) file")
-	c.PersistentFlags().StringVar(&f.privateKey, "auth-private-key", "", "admin private key (PEM) to sign short-lived admin tokens with")
+	c.PersistentFlags().StringVar(&f.privateKey, "auth-private-key", "", "admin private key (PEM: Ed25519, ECDSA P-256 or P-384) to sign short-lived admin tokens with")
+	c.PersistentFlags().StringVar(&f.claims.Role, "role", protocol.AdminRole, "role claim of the signed tokens (the KBS's ACLs name it)")
+	c.PersistentFlags().StringVar(&f.claims.Issuer, "issuer", "", "iss claim of the signed tokens: the issuer of the KBS's identity provider entry")
+	c.PersistentFlags().StringVar(&f.claims.Audience, "audience", "", "aud claim of the signed tokens: the audience of the KBS's identity provider entry")
 	run := func(fn func(*cobra.Command, *client.Admin, []string) error) func(*cobra.Command, []string) error {
 		return func(c *cobra.Command, args []string) error {
 			a, err := f.admin(g)

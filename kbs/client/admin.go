@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -35,10 +37,16 @@ func NewAdmin(url string, hc *http.Client, token string) *Admin {
 }
 
 // NewAdminWithKey returns an admin client that signs a short-lived admin
-// token with key for every call.
+// token (role admin) with key for every call.
 func NewAdminWithKey(url string, hc *http.Client, key crypto.Signer) *Admin {
+	return NewAdminSigning(url, hc, key, TokenClaims{Role: protocol.AdminRole})
+}
+
+// NewAdminSigning returns an admin client that signs a short-lived admin
+// token making claims c with key for every call.
+func NewAdminSigning(url string, hc *http.Client, key crypto.Signer, c TokenClaims) *Admin {
 	return &Admin{url: strings.TrimRight(url, "/"), http: hc, token: func() (string, error) {
-		return SignAdminToken(key, protocol.AdminRole, 5*time.Minute)
+		return SignToken(key, c, 5*time.Minute)
 	}}
 }
 
@@ -119,12 +127,25 @@ func (a *Admin) GetReferenceValue(ctx context.Context, id string) (json.RawMessa
 
 func b64url(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-// SignAdminToken makes a short-lived admin JWT with an Ed25519 or ECDSA
-// private key, as kbs-client and coco-keyprovider do with --auth-private-key.
+// TokenClaims are what an admin token says besides its lifetime: the role
+// the KBS's ACLs name, and the issuer and audience its identity provider
+// entry expects (none when empty).
+type TokenClaims struct {
+	Role, Issuer, Audience string
+}
+
+// SignAdminToken makes a short-lived admin JWT for role, as kbs-client and
+// coco-keyprovider do with --auth-private-key.
 func SignAdminToken(priv crypto.Signer, role string, ttl time.Duration) (string, error) {
-	alg := gojose.EdDSA
-	if _, ok := priv.(*ecdsa.PrivateKey); ok {
-		alg = gojose.ES256
+	return SignToken(priv, TokenClaims{Role: role}, ttl)
+}
+
+// SignToken makes an admin JWT with an Ed25519 (EdDSA), P-256 (ES256) or
+// P-384 (ES384) private key.
+func SignToken(priv crypto.Signer, c TokenClaims, ttl time.Duration) (string, error) {
+	alg, err := signingAlgorithm(priv)
+	if err != nil {
+		return "", err
 	}
 	s, err := gojose.NewSigner(gojose.SigningKey{Algorithm: alg, Key: priv}, (&gojose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
@@ -134,9 +155,30 @@ func SignAdminToken(priv crypto.Signer, role string, ttl time.Duration) (string,
 	claims := struct {
 		jwt.Claims
 		Role string `json:"role"`
-	}{jwt.Claims{IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
-		Expiry: jwt.NewNumericDate(now.Add(ttl))}, role}
+	}{jwt.Claims{Issuer: c.Issuer, IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
+		Expiry: jwt.NewNumericDate(now.Add(ttl))}, c.Role}
+	if c.Audience != "" {
+		claims.Audience = jwt.Audience{c.Audience}
+	}
 	return jwt.Signed(s).Claims(claims).Serialize()
+}
+
+// signingAlgorithm is the JWS algorithm of an admin key, among those the
+// KBS accepts.
+func signingAlgorithm(k crypto.Signer) (gojose.SignatureAlgorithm, error) {
+	switch k := k.(type) {
+	case ed25519.PrivateKey:
+		return gojose.EdDSA, nil
+	case *ecdsa.PrivateKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return gojose.ES256, nil
+		case elliptic.P384():
+			return gojose.ES384, nil
+		}
+		return "", fmt.Errorf("admin key: ECDSA %s is not supported (P-256, P-384)", k.Curve.Params().Name)
+	}
+	return "", fmt.Errorf("admin key: %T is not supported (Ed25519, ECDSA P-256 or P-384)", k)
 }
 
 // LoadSigningKey reads an admin private key (PKCS#8 PEM: Ed25519 or ECDSA),
@@ -150,7 +192,12 @@ func LoadSigningKey(path string) (crypto.Signer, error) {
 	if block == nil {
 		return nil, fmt.Errorf("%s: no PEM block", path)
 	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	var k any
+	if block.Type == "EC PRIVATE KEY" { // openssl ecparam -genkey's SEC 1 form
+		k, err = x509.ParseECPrivateKey(block.Bytes)
+	} else {
+		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

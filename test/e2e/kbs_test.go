@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -281,4 +282,96 @@ func jwtPayload(t *testing.T, token string) map[string]any {
 		t.Fatalf("JWT payload %q: %v", parts[1], err)
 	}
 	return claims
+}
+
+// readmeBlock returns the first fenced block of lang in README.md after
+// the line that has marker.
+func readmeBlock(t *testing.T, marker, lang string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), marker)
+	if !ok {
+		t.Fatalf("README.md has no %q", marker)
+	}
+	_, after, ok = strings.Cut(after, "```"+lang+"\n")
+	block, _, ok2 := strings.Cut(after, "```")
+	if !ok || !ok2 {
+		t.Fatalf("README.md has no %s block after %q", lang, marker)
+	}
+	return block
+}
+
+// replaceAll replaces each old of pairs in s, failing when one is absent:
+// the README changed and this test must follow.
+func replaceAll(t *testing.T, s string, pairs ...string) string {
+	t.Helper()
+	for i := 0; i < len(pairs); i += 2 {
+		if !strings.Contains(s, pairs[i]) {
+			t.Fatalf("README text lacks %q", pairs[i])
+		}
+		s = strings.ReplaceAll(s, pairs[i], pairs[i+1])
+	}
+	return s
+}
+
+// TestREADMEMinimalConfig runs the KBS with README's minimal configuration
+// and the kbs-client commands README gives for it, moved to test paths.
+func TestREADMEMinimalConfig(t *testing.T) {
+	dir, data := t.TempDir(), t.TempDir()
+	certPEM, keyPEM := selfSigned(t)
+	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	os.WriteFile(cert, certPEM, 0o600)
+	os.WriteFile(key, keyPEM, 0o600)
+	port := freePort(t)
+	url := fmt.Sprintf("https://127.0.0.1:%d", port)
+	cfg := replaceAll(t, readmeBlock(t, "## The KBS", "toml"),
+		`["0.0.0.0:8080"]`, fmt.Sprintf(`["127.0.0.1:%d"]`, port),
+		"/etc/kbs/tls.key", key, "/etc/kbs/tls.crt", cert,
+		"/etc/kbs/admin.pub", filepath.Join(dir, "admin.pub"),
+		"/var/lib/cocoon/kbs", data)
+	cfgPath := filepath.Join(dir, "kbs.toml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	secret := filepath.Join(dir, "secret.bin")
+	os.WriteFile(secret, []byte("from the README"), 0o600)
+
+	// README's commands: the admin key pair first, then the KBS can start.
+	script := replaceAll(t, readmeBlock(t, "With the minimal configuration", "sh"),
+		"\\\n", " ", "admin.key", filepath.Join(dir, "admin.key"),
+		"/etc/kbs/admin.pub", filepath.Join(dir, "admin.pub"),
+		"https://kbs.example:8080", url, "tls.crt", cert, "secret.bin", secret)
+	lines := strings.Split(strings.TrimSpace(script), "\n")
+	run := func(line string) (string, error) {
+		args := strings.Fields(line)
+		if args[0] == "kbs-client" {
+			return kbsClient(t, args[1:]...)
+		}
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		return string(out), err
+	}
+	for _, line := range lines {
+		if !strings.HasPrefix(line, "kbs-client") {
+			if out, err := run(line); err != nil {
+				t.Fatalf("%s: %v %s", line, err, out)
+			}
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	startKBS(t, cfgPath, url, data, &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}})
+	for _, line := range lines {
+		if strings.HasPrefix(line, "kbs-client") {
+			if out, err := run(line); err != nil {
+				t.Fatalf("%s: %v %s", line, err, out)
+			}
+		}
+	}
+	// The token must carry the issuer: without it the refusal says so.
+	_, err := kbsClient(t, "--url", url, "--cert-file", cert, "config", "--auth-private-key", filepath.Join(dir, "admin.key"),
+		"delete-resource", "--path", "default/key/1")
+	if err == nil || !strings.Contains(err.Error(), `expects issuer "ops"`) {
+		t.Errorf("admin token without the issuer: %v", err)
+	}
 }
