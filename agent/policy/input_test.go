@@ -18,7 +18,11 @@ import (
 
 func inputJSON(t *testing.T, m proto.Message) any {
 	t.Helper()
-	v, err := ast.JSON(inputOf(m.ProtoReflect()))
+	in, err := requestInput(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ast.JSON(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +89,7 @@ func TestInputGolden(t *testing.T) {
 		}
 		want, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v (a new request? check its input and write it with: go test ./agent/policy -run TestInputGolden -args -update)", err)
 		}
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s: input\n%s\nwant\n%s", rule, got, want)
@@ -98,6 +102,9 @@ func TestInputGolden(t *testing.T) {
 // serves, fully populated.
 func TestInputNamesMatchProtojson(t *testing.T) {
 	for rule, req := range requests() {
+		if rule == "CopyFileRequest" {
+			continue // Kata's digest of the request: copyfile.go
+		}
 		b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(req)
 		if err != nil {
 			t.Fatal(err)

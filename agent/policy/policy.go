@@ -138,9 +138,11 @@ func compile(ctx context.Context, text string) (*compiled, error) {
 // Check evaluates the rule named after req's message; method (the ttrpc
 // method) only names the request in the error. nil means allowed.
 func (e *Engine) Check(ctx context.Context, method string, req proto.Message) error {
-	m := req.ProtoReflect()
-	rule := string(m.Descriptor().Name())
-	input := inputOf(m)
+	rule := string(req.ProtoReflect().Descriptor().Name())
+	input, err := requestInput(req)
+	if err != nil {
+		return fmt.Errorf("%s (%s) %w: %w", rule, method, ErrDenied, err)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.cur

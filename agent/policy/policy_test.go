@@ -76,7 +76,7 @@ func requests() map[string]proto.Message {
 		"TtyWinResizeRequest":    &pb.TtyWinResizeRequest{ContainerId: "c", Row: 24, Column: 80},
 		"ExecProcessRequest":     &pb.ExecProcessRequest{ContainerId: "c", ExecId: "e", Process: &pb.Process{Args: []string{"sh"}}},
 		"ReadStreamRequest":      &pb.ReadStreamRequest{ContainerId: "c", Len: 1024},
-		"SetPolicyRequest":       &pb.SetPolicyRequest{Policy: AllowAll()},
+		"SetPolicyRequest":       &pb.SetPolicyRequest{Policy: "package agent_policy\n\ndefault CreateContainerRequest := true\n"},
 		"UpdateContainerRequest": &pb.UpdateContainerRequest{ContainerId: "c", Resources: &pb.LinuxResources{Memory: &pb.LinuxMemory{Limit: 128 << 20}}},
 		"UpdateInterfaceRequest": &pb.UpdateInterfaceRequest{Interface: &pb.Interface{Name: "eth0", HwAddr: "02:00:00:00:00:01", Mtu: 1500,
 			IPAddresses: []*pb.IPAddress{{Address: "10.88.0.5", Mask: "16"}}}},
