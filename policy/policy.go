@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -104,7 +105,7 @@ func Parse(id, text string) (*ast.Module, error) {
 	if err != nil {
 		var err0 error
 		if mod, err0 = ast.ParseModuleWithOpts(id+".rego", text, ast.ParserOptions{RegoVersion: ast.RegoV0}); err0 != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, regoError(err))
 		}
 	}
 	if mod == nil {
@@ -114,6 +115,22 @@ func Parse(id, text string) (*ast.Module, error) {
 		return nil, fmt.Errorf("%w: package is %s, want policy", ErrInvalid, got)
 	}
 	return mod, nil
+}
+
+// regoError is OPA's parse or compile error on one line: each error's
+// location, code and message, without the source excerpt OPA adds below.
+func regoError(err error) string {
+	var errs ast.Errors
+	if !errors.As(err, &errs) {
+		return err.Error()
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		short := *e
+		short.Details = nil
+		msgs[i] = short.Error()
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // Set validates, compiles and stores a policy, replacing any other of that
@@ -218,7 +235,7 @@ func (c *compiled) prepare(ctx context.Context, query string, opts []func(*rego.
 	}, opts...)
 	q, err := rego.New(args...).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, regoError(err))
 	}
 	p := &prepared{query: q, data: data}
 	if c.cached {

@@ -73,6 +73,9 @@ func (f *verifyFlags) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := f.checkDirs(); err != nil {
+		return err
+	}
 	opts := verifiers.Options{Offline: !f.online, SNPCertDir: f.certs, TDXCollateralDir: f.collateral}
 	if f.at != "" {
 		t, err := time.Parse(time.RFC3339, f.at)
@@ -98,6 +101,24 @@ func (f *verifyFlags) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	return printResult(out, claims, f.json)
+}
+
+// checkDirs refuses endorsement and collateral directories that are not
+// there: verifying without them would fetch, or fail for another reason.
+func (f *verifyFlags) checkDirs() error {
+	for _, d := range []struct{ flag, path string }{{"--certs", f.certs}, {"--collateral", f.collateral}} {
+		if d.path == "" {
+			continue
+		}
+		st, err := os.Stat(d.path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.flag, err)
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("%s: %s is not a directory", d.flag, d.path)
+		}
+	}
+	return nil
 }
 
 // request reads the evidence in whichever form it comes.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -178,5 +179,49 @@ func TestVerifyOfflineTDX(t *testing.T) {
 	os.WriteFile(bad, raw, 0o600)
 	if _, err := attestationService(t, "verify", "--tee", "tdx", "--evidence", bad, "--collateral", dir, "--time", "2023-07-01T01:00:00Z"); err == nil {
 		t.Error("a tampered quote verified")
+	}
+}
+
+// TestVerifyRefusals: verify refuses what it cannot honour, each time with
+// one line: an endorsement or collateral directory that is not there,
+// another TEE's evidence passed as the sample TEE's, a policy that does
+// not compile.
+func TestVerifyRefusals(t *testing.T) {
+	fx := filepath.Join(testutil.Fixtures(t), "trustee")
+	snpJSON := filepath.Join(fx, "attestation-service/tests/e2e/evidence.json")
+	report := filepath.Join(fx, "deps/verifier/test_data/snp/test-report.bin")
+	tpm := filepath.Join(fx, "deps/verifier/test_data/tpm_evidence.json")
+	quote := filepath.Join(fx, "deps/verifier/test_data/tdx_quote_4.dat")
+	dir := t.TempDir()
+	badPolicy := filepath.Join(dir, "bad.rego")
+	os.WriteFile(badPolicy, []byte("package policy\nimport rego.v1\ntrust_claims := {\"hardware\": x} if { x := input.nope[0] + \"a\" }\nallow if {{\n"), 0o600)
+	sample := filepath.Join(dir, "sample.json")
+	ev, _ := json.Marshal(map[string]string{"svn": "1", "report_data": "AAAA"})
+	os.WriteFile(sample, ev, 0o600)
+	for name, c := range map[string]struct {
+		args []string
+		want string
+	}{
+		"missing --certs":          {[]string{"--tee", "snp", "--evidence", report, "--certs", filepath.Join(dir, "nothere")}, "--certs"},
+		"--certs a file":           {[]string{"--tee", "snp", "--evidence", report, "--certs", report}, "not a directory"},
+		"missing --collateral":     {[]string{"--tee", "tdx", "--evidence", quote, "--collateral", filepath.Join(dir, "nothere")}, "--collateral"},
+		"SNP evidence as sample":   {[]string{"--tee", "sample", "--evidence", snpJSON}, "sample"},
+		"TPM evidence as sample":   {[]string{"--tee", "sample", "--evidence", tpm}, "sample"},
+		"policy that is not Rego":  {[]string{"--tee", "sample", "--evidence", sample, "--policy", badPolicy}, "rego_parse_error"},
+		"evidence that is missing": {[]string{"--tee", "sample", "--evidence", filepath.Join(dir, "nothere")}, "no such file"},
+	} {
+		out, err := attestationService(t, append([]string{"verify"}, c.args...)...)
+		if err == nil {
+			t.Errorf("%s: accepted:\n%s", name, out)
+			continue
+		}
+		msg := strings.TrimSpace(err.Error())
+		if strings.Contains(msg, "\n") || !strings.Contains(msg, c.want) {
+			t.Errorf("%s: want one line with %q, got:\n%s", name, c.want, msg)
+		}
+	}
+	// The sample TEE's own evidence still verifies.
+	if out, err := attestationService(t, "verify", "--tee", "sample", "--evidence", sample); err != nil || !strings.Contains(out, "evidence verified") {
+		t.Errorf("sample evidence: %v\n%s", err, out)
 	}
 }

@@ -25,9 +25,16 @@ type Verifier struct{}
 // Evaluate checks the report-data binding and returns the claims Trustee's
 // sample verifier returns, so Trustee's default policy applies unchanged.
 func (Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
+	// Strictly the sample attester's two fields: another TEE's evidence
+	// is refused, not read as sample evidence with empty claims.
 	var ev Evidence
-	if err := json.Unmarshal(raw, &ev); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
 		return nil, fmt.Errorf("%w: sample: %v", verifier.ErrMalformedEvidence, err)
+	}
+	if ev.ReportData == "" {
+		return nil, fmt.Errorf("%w: sample: no report_data", verifier.ErrMalformedEvidence)
 	}
 	if want.ReportData != nil {
 		got, err := base64.StdEncoding.DecodeString(ev.ReportData)
