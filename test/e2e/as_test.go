@@ -2,11 +2,11 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"context"
 	"crypto"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net/http"
