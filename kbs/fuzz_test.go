@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -184,6 +186,32 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		default:
 			t.Fatalf("AS type %q", cfg.AttestationService.Type)
+		}
+	})
+}
+
+// FuzzCanonicalPath: a path CanonicalPath accepts is its own cleaned form,
+// so no other spelling of it reaches routing or the ACLs, and an accepted
+// admin path carries no query.
+func FuzzCanonicalPath(f *testing.F) {
+	for _, s := range []string{"/kbs/v0/resource/a/b/c", "/kbs/v0/resource/a/b/c?/public", "/kbs/v0/reference-value/",
+		"//kbs/v0", "/kbs/v0/%2e%2e/x", "/kbs/v0/a%2fb", "/kbs/v0/a%252fb", "/x/../kbs/v0/auth", "/kbs/v0/auth?", "/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		p, err := CanonicalPath(u)
+		if err != nil {
+			return
+		}
+		if path.Clean(p) != p || strings.Contains(strings.ToLower(u.RawPath), "%2f") {
+			t.Errorf("%q accepted as %q", target, p)
+		}
+		if _, err := adminPath(u); err == nil && (u.RawQuery != "" || u.ForceQuery) {
+			t.Errorf("admin path %q with a query accepted", target)
 		}
 	})
 }
