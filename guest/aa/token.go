@@ -99,11 +99,16 @@ func (r Retry) retry(ctx context.Context, f func(context.Context) error) error {
 var errServerFault = errors.New("server fault")
 
 // transient says whether another attempt may succeed: after a transport
-// failure or a server fault, not after a verdict or a local failure.
+// failure, a server fault or a KBS busy with this client (429), not after
+// a verdict or a local failure.
 func transient(err error) bool {
 	var kerr *protocol.Error
 	if errors.As(err, &kerr) {
-		return kerr.Kind == protocol.KindInternal || kerr.Kind == protocol.KindPluginInternal
+		switch kerr.Kind {
+		case protocol.KindInternal, protocol.KindPluginInternal, protocol.KindTooManyRequests:
+			return true
+		}
+		return false
 	}
 	var uerr *url.Error
 	return errors.As(err, &uerr) || errors.Is(err, errServerFault)
