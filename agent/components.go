@@ -37,7 +37,11 @@ type GuestComponents struct {
 	// (10.0.2.2 on QEMU's user network): images on a registry at 127.0.0.1
 	// or localhost on the host are pulled from there, under their name.
 	HostLoopback string
-	Log          *slog.Logger
+	// MaxUnpackedBytes bounds what one image pull extracts when the agent
+	// pulls without a data hub (pull.Options.MaxBytes; the data hub reads
+	// cdh.toml's [image] max_unpacked_size_mib).
+	MaxUnpackedBytes int64
+	Log              *slog.Logger
 
 	cdhSocket string
 	images    string // work dir of the in-process puller (no data hub)
@@ -178,7 +182,7 @@ func (g *GuestComponents) pullLocal(ctx context.Context, ref, bundleDir string) 
 	if err != nil {
 		return err
 	}
-	_, err = pull.New(st, pull.Options{HostLoopback: g.HostLoopback}).Pull(ctx, ref, bundleDir)
+	_, err = pull.New(st, pull.Options{HostLoopback: g.HostLoopback, MaxBytes: g.MaxUnpackedBytes}).Pull(ctx, ref, bundleDir)
 	if errors.Is(err, pull.ErrNoUnwrapper) {
 		return fmt.Errorf("%w: %w", ErrNoKBS, err)
 	}

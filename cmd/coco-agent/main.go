@@ -40,6 +40,7 @@ func init() {
 type flags struct {
 	listen, stateDir, initdata, policyFile, binDir, logLevel, hostLoopback, cgroupParent string
 	privateMounts, noPivotRoot                                                           bool
+	maxUnpackedMiB                                                                       int64
 }
 
 func main() {
@@ -52,6 +53,7 @@ func main() {
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.StringVar(&f.hostLoopback, "host-loopback", "", "address of the host's loopback from the sandbox (10.0.2.2 on QEMU's user network), for images on a registry at 127.0.0.1")
 	flag.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup of the containers (default /cocoon/<sandbox id>)")
+	flag.Int64Var(&f.maxUnpackedMiB, "max-unpacked-size-mib", 0, "what one image pull without a data hub may extract: 0 derives it from the space the layer store has left, -1 lifts it")
 	flag.BoolVar(&f.noPivotRoot, "no-pivot-root", false, "enter containers' root with chroot (the guest's initramfs root cannot be pivoted)")
 	flag.BoolVar(&f.privateMounts, "private-mounts", false, "local backend: private /proc and tmpfs state directories")
 	flag.Parse()
@@ -87,7 +89,7 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 		f.binDir = filepath.Dir(exe)
 	}
 	gc := &agent.GuestComponents{BinDir: f.binDir, RunDir: filepath.Join(f.stateDir, "guest-components"), Initdata: raw,
-		HostLoopback: f.hostLoopback, Log: log}
+		HostLoopback: f.hostLoopback, MaxUnpackedBytes: f.maxUnpackedMiB << 20, Log: log}
 	if err := gc.Start(ctx); err != nil {
 		return err
 	}

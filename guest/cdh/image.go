@@ -64,7 +64,7 @@ func (h *Hub) PullImage(ctx context.Context, imageURL, bundlePath string, opts .
 		return "", err
 	}
 	o := pull.Options{Registries: regs, Unwrapper: layerKeys{h}, Policy: pol, Keys: h.GetResource,
-		HostLoopback: h.hostLoopback, Keychain: creds, Lookaside: lookaside}
+		HostLoopback: h.hostLoopback, Keychain: creds, Lookaside: lookaside, MaxBytes: h.cfg.Image.MaxUnpackedSizeMiB << 20}
 	for _, opt := range opts {
 		opt(&o)
 	}

@@ -83,6 +83,12 @@ type Options struct {
 	Platform ocispec.Platform
 	// Unpack limits what layers may contain.
 	Unpack unpack.Options
+	// MaxBytes bounds the uncompressed bytes one pull extracts, all its
+	// layers together (those reused from the store do not count). 0: nine
+	// tenths of the space the store's filesystem has left when the pull
+	// starts (of the free memory on a filesystem without a size);
+	// negative: no bound.
+	MaxBytes int64
 	// Transport is the base HTTP transport.
 	Transport http.RoundTripper
 	// Backoff is the retry policy for transient registry errors.
@@ -274,8 +280,12 @@ func (p *Puller) layers(ctx context.Context, s *source, m *ocispec.Manifest, img
 		}
 		todo = append(todo, j)
 	}
+	uo, err := p.unpackOptions()
+	if err != nil {
+		return nil, err
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() { p.extractAll(ctx, s, todo, rep) })
+	wg.Go(func() { p.extractAll(ctx, s, todo, rep, uo) })
 	defer func() {
 		cancel()
 		wg.Wait()
@@ -313,6 +323,27 @@ func (p *Puller) layers(ctx context.Context, s *source, m *ocispec.Manifest, img
 	return dirs, nil
 }
 
+// unpackOptions are the layers' options for one pull, with the budget of
+// uncompressed bytes its layers share: MaxBytes, or by default nine tenths
+// of what the layer store's filesystem has left now, so that a
+// decompression bomb fails with unpack.ErrTooLarge before it fills the
+// guest's memory (where the store lives unless a disk is mounted there).
+func (p *Puller) unpackOptions() (unpack.Options, error) {
+	uo := p.o.Unpack
+	n := p.o.MaxBytes
+	if n == 0 {
+		avail, err := p.store.Available()
+		if err != nil {
+			return uo, fmt.Errorf("space left for layers: %w", err)
+		}
+		n = max(avail/10*9, 1)
+	}
+	if n > 0 {
+		uo.Budget = unpack.NewBudget(n)
+	}
+	return uo, nil
+}
+
 // checkKey makes a pull that reuses an encrypted layer from the store get
 // its key released as one that fetches it would: the KBS decides for
 // every container.
@@ -328,7 +359,7 @@ func (p *Puller) checkKey(ctx context.Context, desc ocispec.Descriptor) error {
 
 // extractAll extracts the jobs, in order, at most MaxConcurrentDownloads
 // at a time; every job is done when it returns.
-func (p *Puller) extractAll(ctx context.Context, s *source, jobs []*layerJob, rep *reporter) {
+func (p *Puller) extractAll(ctx context.Context, s *source, jobs []*layerJob, rep *reporter, uo unpack.Options) {
 	n := p.o.MaxConcurrentDownloads
 	if n <= 0 {
 		n = defaultConcurrentDownloads
@@ -350,7 +381,7 @@ func (p *Puller) extractAll(ctx context.Context, s *source, jobs []*layerJob, re
 			if j.dir, j.err = p.store.Ingest(); j.err != nil {
 				return
 			}
-			j.l, j.err = p.layer(ctx, s, j.desc, j.diffID, j.dir, rep)
+			j.l, j.err = p.layer(ctx, s, j.desc, j.diffID, j.dir, rep, uo)
 			if j.err == nil {
 				rep.layerDone()
 			}
@@ -375,13 +406,13 @@ func (p *Puller) config(ctx context.Context, s *source, desc ocispec.Descriptor,
 }
 
 // layer streams one layer into dir.
-func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, diffID digest.Digest, dir string, rep *reporter) (*unpack.Layer, error) {
+func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, diffID digest.Digest, dir string, rep *reporter, uo unpack.Options) (*unpack.Layer, error) {
 	b, err := p.blob(ctx, s, desc)
 	if err != nil {
 		return nil, err
 	}
 	defer b.Close()
-	l, err := p.apply(ctx, rep.meter(b), desc, diffID, dir)
+	l, err := p.apply(ctx, rep.meter(b), desc, diffID, dir, uo)
 	if err != nil {
 		return nil, err
 	}
@@ -395,7 +426,7 @@ func (p *Puller) layer(ctx context.Context, s *source, desc ocispec.Descriptor, 
 // every check passed to its end makes apply succeed. (The blob's digest,
 // in the manifest, pins the ciphertext and the HMAC binds it to the key:
 // ocicrypt's digest of the plaintext would add a hash pass and no check.)
-func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor, diffID digest.Digest, dir string) (*unpack.Layer, error) {
+func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor, diffID digest.Digest, dir string, uo unpack.Options) (*unpack.Layer, error) {
 	var s stages
 	in := s.add(nil, r, true, nil)
 	mt := desc.MediaType
@@ -414,7 +445,7 @@ func (p *Puller) apply(ctx context.Context, r io.Reader, desc ocispec.Descriptor
 	end := &eofReader{r: tarStream}
 	diff := store.NewVerifier(end, diffID, -1)
 	s.start()
-	l, err := unpack.Apply(ctx, dir, diff, p.o.Unpack)
+	l, err := unpack.Apply(ctx, dir, diff, uo)
 	if err == nil {
 		// Tar padding, then the diff_id and every check upstream.
 		if err = drain(diff); end.eof && errors.Is(err, store.ErrDigestMismatch) {

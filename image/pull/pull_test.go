@@ -27,6 +27,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // faults sits between the puller and the registry and breaks blob
@@ -330,6 +331,53 @@ func TestPullBadInput(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 		e.assertNothingLeft(t, 0)
+	})
+	t.Run("decompression bomb across layers", func(t *testing.T) {
+		// Each layer is under any per-layer bound; together they are over
+		// the pull's, whichever layer crosses it first.
+		e := newEnv(t)
+		a := imagetest.GzipLayer(t, imagetest.File("a", strings.Repeat("\x00", 4<<20), 0o644))
+		b := imagetest.GzipLayer(t, imagetest.File("b", strings.Repeat("\x00", 4<<20), 0o644))
+		e.reg.Push(t, imagetest.New(t, ocispec.ImageConfig{}, a, b), "cocoon/bombs:v1", nil)
+		if err := pullErr(t, e, Options{MaxBytes: 6 << 20}, "bombs:v1"); !errors.Is(err, unpack.ErrTooLarge) {
+			t.Fatalf("err = %v", err)
+		}
+		e.assertNothingLeft(t, 1)
+	})
+	t.Run("decompression bomb over the space left", func(t *testing.T) {
+		// By default a pull may extract what the layer store's filesystem
+		// has left, here a 16 MiB tmpfs (the guest's memory): a 64 MiB
+		// layer of zeros (64 KiB compressed) is refused before it fills
+		// it, and a plain image still pulls.
+		imagetest.RequireRoot(t)
+		e := newEnv(t)
+		if err := unix.Mount("tmpfs", e.storeDir, "tmpfs", 0, "size=16m"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Unmount(e.storeDir, unix.MNT_DETACH) })
+		var err error
+		if e.store, err = store.Open(e.storeDir); err != nil {
+			t.Fatal(err)
+		}
+		l := imagetest.GzipLayer(t, imagetest.File("zeros", strings.Repeat("\x00", 64<<20), 0o644))
+		if len(l.Blob) > 1<<20 {
+			t.Fatalf("the bomb is %d bytes compressed", len(l.Blob))
+		}
+		e.reg.Push(t, imagetest.New(t, ocispec.ImageConfig{}, l), "cocoon/bomb:v1", nil)
+		if err := pullErr(t, e, Options{}, "bomb:v1"); !errors.Is(err, unpack.ErrTooLarge) {
+			t.Fatalf("err = %v", err)
+		}
+		e.assertNothingLeft(t, 0)
+		var st unix.Statfs_t
+		if err := unix.Statfs(e.storeDir, &st); err != nil || (st.Blocks-st.Bfree)*uint64(st.Bsize) > 1<<20 {
+			t.Fatalf("%d bytes left in the store's filesystem, %v", (st.Blocks-st.Bfree)*uint64(st.Bsize), err)
+		}
+		e.reg.Push(t, appImage(t), "cocoon/app:v1", nil)
+		bundleDir := filepath.Join(e.parent, "app")
+		if _, err := e.puller(Options{}).Pull(ctx, "example.com/cocoon/app:v1", bundleDir); err != nil {
+			t.Fatalf("a plain image under the default limit: %v", err)
+		}
+		bundle.Remove(bundleDir)
 	})
 	t.Run("truncated downloads", func(t *testing.T) {
 		e := newEnv(t)

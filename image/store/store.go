@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // ErrDigestMismatch: content does not hash to its expected digest.
@@ -121,4 +122,23 @@ func (v *Verifier) Read(p []byte) (int, error) {
 		v.ok = true
 	}
 	return n, err
+}
+
+// Available is what the store's filesystem has left for layers: the free
+// space an unprivileged writer may use, or, on a filesystem with no size
+// (the ramfs of an initramfs root), the memory the guest has free, where
+// those files would land.
+func (s *Store) Available() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return 0, err
+	}
+	if st.Blocks > 0 {
+		return int64(st.Bavail) * st.Bsize, nil
+	}
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0, err
+	}
+	return int64(si.Freeram+si.Bufferram) * int64(si.Unit), nil
 }

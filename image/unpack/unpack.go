@@ -19,6 +19,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -45,7 +46,8 @@ var (
 	ErrSymlinkEscape = errors.New("tar entry path goes through an escaping symlink")
 	// ErrDevice: a device node in a layer while devices are not allowed.
 	ErrDevice = errors.New("device file in layer refused")
-	// ErrTooLarge: the layer's uncompressed size exceeds the limit.
+	// ErrTooLarge: the layer's (or the image's) uncompressed size exceeds
+	// the limit.
 	ErrTooLarge = errors.New("layer exceeds the uncompressed size limit")
 	// ErrBadEntry: a malformed or unsupported tar entry.
 	ErrBadEntry = errors.New("bad tar entry")
@@ -55,6 +57,9 @@ var (
 type Options struct {
 	// MaxSize bounds the uncompressed tar stream (0: no limit).
 	MaxSize int64
+	// Budget, if set, bounds it too, shared with the other layers given
+	// the same Budget.
+	Budget *Budget
 	// AllowDevices lets character and block devices be created.
 	AllowDevices bool
 }
@@ -78,7 +83,10 @@ type hardlink struct{ path, target string } // relative to the layer
 // directory they discard on failure.
 func Apply(ctx context.Context, dir string, r io.Reader, o Options) (*Layer, error) {
 	if o.MaxSize > 0 {
-		r = &limitReader{r: r, left: o.MaxSize}
+		r = &limitReader{r: r, b: NewBudget(o.MaxSize)}
+	}
+	if o.Budget != nil {
+		r = &limitReader{r: r, b: o.Budget}
 	}
 	a := &applier{root: dir, opts: o, chown: os.Geteuid() == 0, files: newFileCopier(),
 		layer: &Layer{Dir: dir, implicit: map[string]bool{}}}
@@ -392,15 +400,41 @@ func lutimes(p string, hdr *tar.Header) error {
 
 func timespec(t time.Time) unix.Timespec { return unix.NsecToTimespec(t.UnixNano()) }
 
-// limitReader fails with ErrTooLarge past its limit, rather than ending
+// Budget is an allowance of uncompressed bytes, which the layers one pull
+// extracts at the same time may share. Safe for concurrent use.
+type Budget struct{ left atomic.Int64 }
+
+// NewBudget returns an allowance of n bytes.
+func NewBudget(n int64) *Budget {
+	b := &Budget{}
+	b.left.Store(n)
+	return b
+}
+
+// take reserves up to n bytes, 0 when none are left.
+func (b *Budget) take(n int64) int64 {
+	for {
+		left := b.left.Load()
+		if left <= 0 {
+			return 0
+		}
+		m := min(n, left)
+		if b.left.CompareAndSwap(left, left-m) {
+			return m
+		}
+	}
+}
+
+// limitReader fails with ErrTooLarge past its budget, rather than ending
 // the stream as io.LimitReader would.
 type limitReader struct {
-	r    io.Reader
-	left int64
+	r io.Reader
+	b *Budget
 }
 
 func (l *limitReader) Read(p []byte) (int, error) {
-	if l.left <= 0 {
+	m := l.b.take(int64(len(p)))
+	if m == 0 && len(p) > 0 {
 		// One byte more than allowed tells a full stream from a bomb.
 		var b [1]byte
 		n, err := l.r.Read(b[:])
@@ -409,10 +443,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		}
 		return 0, err
 	}
-	if int64(len(p)) > l.left {
-		p = p[:l.left]
-	}
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
+	n, err := l.r.Read(p[:m])
+	l.b.left.Add(m - int64(n))
 	return n, err
 }

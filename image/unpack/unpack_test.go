@@ -281,3 +281,18 @@ func TestFinishStaysInTheLayer(t *testing.T) {
 		t.Error("hard link made through a symlink, outside the layer")
 	}
 }
+
+// TestBudgetShared: layers given one Budget share it, whatever their own
+// MaxSize; a stream of exactly the budget passes.
+func TestBudgetShared(t *testing.T) {
+	layer := it.Tar(t, it.File("f", strings.Repeat("x", 300<<10), 0o644))
+	b := NewBudget(int64(len(layer)) * 2)
+	for i := range 2 {
+		if _, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(layer), Options{Budget: b}); err != nil {
+			t.Fatalf("layer %d within the budget: %v", i, err)
+		}
+	}
+	if _, err := Apply(context.Background(), t.TempDir(), bytes.NewReader(layer), Options{Budget: b}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("third layer: %v, want ErrTooLarge", err)
+	}
+}

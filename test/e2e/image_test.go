@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -14,10 +15,12 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/crane"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc/codes"
 
 	"github.com/cocoon-cc/cocoon/image/decrypt"
 	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
+	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
 )
 
 // startKeyProvider runs coco-keyprovider against the KBS and returns an
@@ -172,5 +175,40 @@ func TestEncryptedImagePull(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(parent); len(ents) != 1 {
 		t.Fatalf("left behind: %v", ents)
+	}
+}
+
+// TestCDHRefusesDecompressionBomb: the data hub bounds what a pull
+// extracts (cdh.toml's [image] max_unpacked_size_mib here; by default the
+// space its work_dir has left): a 64 MiB layer of zeros, 64 KiB on the
+// registry, fails with ResourceExhausted and leaves nothing behind.
+func TestCDHRefusesDecompressionBomb(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	bomb := imagetest.GzipLayer(t, imagetest.File("zeros", strings.Repeat("\x00", 64<<20), 0o644))
+	reg.Push(t, imagetest.New(t, ocispec.ImageConfig{}, bomb), "bomb:1", nil)
+	dir, err := os.MkdirTemp("", "cdh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	regConf := filepath.Join(dir, "registries.conf")
+	work := filepath.Join(dir, "work")
+	e := &cdhEnv{cfg: filepath.Join(dir, "cdh.toml"), socket: filepath.Join(dir, "cdh.sock")}
+	if err := os.WriteFile(regConf, []byte(fmt.Sprintf("[[registry]]\nlocation = %q\ninsecure = true\n", reg.Host)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.cfg, []byte(fmt.Sprintf("socket = \"unix://%s\"\n[kbc]\nname = \"cc_kbc\"\nurl = \"http://127.0.0.1:1\"\n"+
+		"[image]\nregistry_configuration_uri = \"file://%s\"\nwork_dir = %q\nmax_unpacked_size_mib = 8\n", e.socket, regConf, work)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := e.startCDH(t)
+	parent := imagetest.BundleDir(t)
+	_, err = cdhpb.NewImagePullServiceClient(c).PullImage(context.Background(),
+		&cdhpb.ImagePullRequest{ImageUrl: reg.Host + "/bomb:1", BundlePath: filepath.Join(parent, "bundle")})
+	wantCode(t, "pull of a decompression bomb", err, codes.ResourceExhausted)
+	for _, d := range []string{parent, filepath.Join(work, "content/ingest"), filepath.Join(work, "content/layers/sha256")} {
+		if ents, _ := os.ReadDir(d); len(ents) != 0 {
+			t.Errorf("left behind in %s: %v", d, ents)
+		}
 	}
 }

@@ -74,7 +74,11 @@ type Image struct {
 	RegistryConfig                      map[string]any `toml:"registry_config"`
 	ExtraRootCertificates               []string       `toml:"extra_root_certificates"`
 	WorkDir                             string         `toml:"work_dir"`
-	ImagePullProxy                      Proxy          `toml:"image_pull_proxy"`
+	// MaxUnpackedSizeMiB bounds what one pull extracts (pull.Options
+	// MaxBytes): 0 derives it from the space work_dir has left, -1 lifts
+	// it.
+	MaxUnpackedSizeMiB int64 `toml:"max_unpacked_size_mib"`
+	ImagePullProxy     Proxy `toml:"image_pull_proxy"`
 }
 
 // Proxy is [image.image_pull_proxy].
@@ -133,6 +137,9 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.Socket, "unix://") || !strings.HasPrefix(c.AA.Socket, "unix://") {
 		return fmt.Errorf("%w: socket and aa_socket must be unix:// addresses", ErrInvalid)
+	}
+	if n := c.Image.MaxUnpackedSizeMiB; n < -1 || n > 1<<40 {
+		return fmt.Errorf("%w: [image] max_unpacked_size_mib %d: 0 (from the space left), -1 (no limit) or a size", ErrInvalid, n)
 	}
 	for _, cr := range c.Credentials {
 		if _, err := resource.Parse(cr.ResourceURI); err != nil {

@@ -51,18 +51,26 @@ func TestParse(t *testing.T) {
 	if err != nil || min.Socket != DefaultSocket || min.AA.Socket != DefaultAASocket {
 		t.Fatalf("defaults: %+v, %v", min, err)
 	}
+	if min.Image.MaxUnpackedSizeMiB != 0 {
+		t.Errorf("max_unpacked_size_mib defaults to %d, want 0 (from the space left)", min.Image.MaxUnpackedSizeMiB)
+	}
+	if c, err := Parse([]byte("[kbc]\nname = \"cc_kbc\"\nurl = \"https://kbs\"\n[image]\nmax_unpacked_size_mib = 2048\n")); err != nil ||
+		c.Image.MaxUnpackedSizeMiB != 2048 {
+		t.Errorf("max_unpacked_size_mib: %+v, %v", c, err)
+	}
 	for name, c := range map[string]struct {
 		toml string
 		want error
 	}{
-		"syntax":      {"[kbc", ErrInvalid},
-		"kbc name":    {"[kbc]\nname = \"offline_fs_kbc\"\nurl = \"http://k\"", ErrInvalid},
-		"url":         {"[kbc]\nname = \"cc_kbc\"\nurl = \"ftp://k\"", ErrInvalid},
-		"no kbc":      {"socket = \"unix:///x\"", ErrInvalid},
-		"typo":        {"[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"\nkbs_certs = \"x\"", ErrUnknownKey},
-		"socket":      {"socket = \"127.0.0.1:1\"\n[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"", ErrInvalid},
-		"cred escape": {"[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"\n[[credentials]]\npath = \"/run/confidential-containers/cdh/kbs/../../etc/x\"\nresource_uri = \"kbs:///a/b/c\"", ErrInvalid},
-		"cred uri":    {"[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"\n[[credentials]]\npath = \"/run/confidential-containers/cdh/kbs/x\"\nresource_uri = \"a/b/c\"", ErrInvalid},
+		"syntax":        {"[kbc", ErrInvalid},
+		"kbc name":      {"[kbc]\nname = \"offline_fs_kbc\"\nurl = \"http://k\"", ErrInvalid},
+		"url":           {"[kbc]\nname = \"cc_kbc\"\nurl = \"ftp://k\"", ErrInvalid},
+		"no kbc":        {"socket = \"unix:///x\"", ErrInvalid},
+		"typo":          {"[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"\nkbs_certs = \"x\"", ErrUnknownKey},
+		"socket":        {"socket = \"127.0.0.1:1\"\n[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"", ErrInvalid},
+		"cred escape":   {"[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"\n[[credentials]]\npath = \"/run/confidential-containers/cdh/kbs/../../etc/x\"\nresource_uri = \"kbs:///a/b/c\"", ErrInvalid},
+		"unpacked size": {"[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"\n[image]\nmax_unpacked_size_mib = -2", ErrInvalid},
+		"cred uri":      {"[kbc]\nname = \"cc_kbc\"\nurl = \"http://k\"\n[[credentials]]\npath = \"/run/confidential-containers/cdh/kbs/x\"\nresource_uri = \"a/b/c\"", ErrInvalid},
 	} {
 		if _, err := Parse([]byte(c.toml)); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", name, err, c.want)

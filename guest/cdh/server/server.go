@@ -24,6 +24,7 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/cdh/wrap"
 	"github.com/cocoon-cc/cocoon/image/decrypt"
 	"github.com/cocoon-cc/cocoon/image/pull"
+	"github.com/cocoon-cc/cocoon/image/unpack"
 	"github.com/cocoon-cc/cocoon/image/signature"
 	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
 	kppb "github.com/cocoon-cc/cocoon/protocol/ttrpc/keyprovider"
@@ -106,6 +107,8 @@ func Code(err error) codes.Code {
 		return codes.PermissionDenied
 	case errors.Is(err, pull.ErrRegistry):
 		return codes.Unavailable
+	case errors.Is(err, unpack.ErrTooLarge):
+		return codes.ResourceExhausted
 	case errors.Is(err, decrypt.ErrUnwrap), errors.Is(err, signature.ErrRejected),
 		errors.Is(err, signature.ErrSignatureRequired), errors.Is(err, signature.ErrSignatureInvalid):
 		return codes.PermissionDenied
