@@ -24,8 +24,8 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/cdh/wrap"
 	"github.com/cocoon-cc/cocoon/image/decrypt"
 	"github.com/cocoon-cc/cocoon/image/pull"
-	"github.com/cocoon-cc/cocoon/image/unpack"
 	"github.com/cocoon-cc/cocoon/image/signature"
+	"github.com/cocoon-cc/cocoon/image/unpack"
 	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
 	kppb "github.com/cocoon-cc/cocoon/protocol/ttrpc/keyprovider"
 )
