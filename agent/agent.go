@@ -35,9 +35,12 @@ type ImagePuller interface {
 
 // Policy is the agent policy (package agent/policy): the server's
 // interceptor checks every request; the agent asks it too whether the host
-// may read a process's output, and swaps it on SetPolicy.
+// may read a process's output, learns of a read it refused (Denied: the
+// read then answers with its data withheld, as Kata's agent does) and
+// swaps it on SetPolicy.
 type Policy interface {
 	Check(ctx context.Context, method string, req proto.Message) error
+	Denied(ctx context.Context) error
 	Set(ctx context.Context, rego string) error
 }
 

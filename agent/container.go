@@ -131,10 +131,7 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 func (a *Agent) guardOutput(ctx context.Context, cid, eid string, p *process) {
 	req := &pb.ReadStreamRequest{ContainerId: cid, ExecId: eid}
 	if a.cfg.Policy.Check(ctx, "ReadStdout", req) != nil {
-		p.drain(p.stdout)
-		if p.stderr != p.stdout {
-			p.drain(p.stderr)
-		}
+		p.withhold()
 	}
 }
 

@@ -35,6 +35,8 @@ type process struct {
 	drained   chan struct{}
 	ended     map[*os.File]bool
 	isDrained bool
+	// withheld: the host may not read the output; the guest drains it.
+	withheld bool
 }
 
 // newProcess prepares a libcontainer process for p. Its stdio are pipes,
@@ -170,15 +172,34 @@ func (p *process) read(stream *os.File, n uint32) ([]byte, error) {
 	return buf[:got], nil
 }
 
-// drain discards a stream the host may not read, so that the process never
-// blocks on a full pipe.
-func (p *process) drain(stream *os.File) {
-	if stream != nil {
-		go func() {
-			io.Copy(io.Discard, stream)
-			p.streamEnded(stream)
-		}()
+// withhold discards the output the host may not read, so that the process
+// never blocks on a full pipe; true the first time.
+func (p *process) withhold() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.withheld {
+		return false
 	}
+	p.withheld = true
+	streams := []*os.File{p.stdout}
+	if p.stderr != p.stdout {
+		streams = append(streams, p.stderr)
+	}
+	for _, s := range streams {
+		if s != nil {
+			go func() {
+				io.Copy(io.Discard, s)
+				p.streamEnded(s)
+			}()
+		}
+	}
+	return true
+}
+
+func (p *process) isWithheld() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.withheld
 }
 
 // streamEnded notes that an output stream was read to its end; once all

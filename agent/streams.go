@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"os"
 
 	"github.com/opencontainers/cgroups"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -25,26 +26,35 @@ func (a *Agent) WriteStdin(ctx context.Context, r *pb.WriteStreamRequest) (*pb.W
 }
 
 // ReadStdout blocks until the process wrote at least a byte, or returns
-// empty data once its output ended.
+// empty data once its output ended. When the policy denies the read, or
+// denied one before, the answer is empty and withheld at once, and the
+// process's output is drained in the guest.
 func (a *Agent) ReadStdout(ctx context.Context, r *pb.ReadStreamRequest) (*pb.ReadStreamResponse, error) {
-	_, p, err := a.lookupProcess(r.ContainerId, r.ExecId)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	b, err := p.read(p.stdout, r.Len)
-	return &pb.ReadStreamResponse{Data: b}, toStatus(err)
+	return a.readStream(ctx, r, func(p *process) *os.File { return p.stdout })
 }
 
 // ReadStderr is ReadStdout for the error stream (empty with a terminal).
 func (a *Agent) ReadStderr(ctx context.Context, r *pb.ReadStreamRequest) (*pb.ReadStreamResponse, error) {
+	return a.readStream(ctx, r, func(p *process) *os.File {
+		if p.console != nil {
+			return nil
+		}
+		return p.stderr
+	})
+}
+
+func (a *Agent) readStream(ctx context.Context, r *pb.ReadStreamRequest, stream func(*process) *os.File) (*pb.ReadStreamResponse, error) {
 	_, p, err := a.lookupProcess(r.ContainerId, r.ExecId)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if p.console != nil {
-		return &pb.ReadStreamResponse{}, nil
+	if denied := a.cfg.Policy.Denied(ctx); denied != nil || p.isWithheld() {
+		if p.withhold() {
+			a.log.Info("output withheld from the host", "container", r.ContainerId, "exec", r.ExecId, "reason", denied)
+		}
+		return &pb.ReadStreamResponse{Withheld: true}, nil
 	}
-	b, err := p.read(p.stderr, r.Len)
+	b, err := p.read(stream(p), r.Len)
 	return &pb.ReadStreamResponse{Data: b}, toStatus(err)
 }
 

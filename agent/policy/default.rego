@@ -58,6 +58,18 @@ default GetOOMEventRequest := true
 
 default ExecProcessRequest := false
 
+# Commands the host may run in the pod's containers (kubectl exec, exec
+# probes), each an exact argument vector, in genpolicy's
+# policy_data.request_defaults.ExecProcessRequest.allowed_commands: none
+# here. A pod whose probes run commands lists them in its own copy of this
+# policy (README, "The agent policy").
+ExecProcessRequest if {
+	some command in policy_data.request_defaults.ExecProcessRequest.allowed_commands
+	command == input.process.Args
+}
 default ReadStreamRequest := false
 
 default SetPolicyRequest := false
+
+# The data the rules read (last, as genpolicy writes it).
+policy_data := {"request_defaults": {"ExecProcessRequest": {"allowed_commands": []}}}

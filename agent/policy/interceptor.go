@@ -18,6 +18,9 @@ import (
 // UnaryInterceptor checks every ttrpc request before its handler runs and
 // answers PermissionDenied, without running the handler, when the policy
 // refuses it. Methods whose request type is not registered are refused too.
+// A refused ReadStreamRequest is Kata's exception: its handler runs with
+// the refusal in its context (Denied) and answers success with the data
+// withheld, as Kata's agent answers with the data cleared.
 func (e *Engine) UnaryInterceptor() ttrpc.UnaryServerInterceptor {
 	return func(ctx context.Context, unmarshal ttrpc.Unmarshaler, info *ttrpc.UnaryServerInfo, method ttrpc.Method) (any, error) {
 		req, err := requestFor(info.FullMethod)
@@ -29,7 +32,10 @@ func (e *Engine) UnaryInterceptor() ttrpc.UnaryServerInterceptor {
 		}
 		name := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
 		if err := e.Check(ctx, name, req); err != nil {
-			return nil, status.Error(codes.PermissionDenied, err.Error())
+			if req.ProtoReflect().Descriptor().Name() != withheldRequest {
+				return nil, status.Error(codes.PermissionDenied, err.Error())
+			}
+			ctx = context.WithValue(ctx, deniedKey{}, err)
 		}
 		// The handler gets the very request that was checked.
 		return method(ctx, func(v any) error {
@@ -41,6 +47,20 @@ func (e *Engine) UnaryInterceptor() ttrpc.UnaryServerInterceptor {
 			return nil
 		})
 	}
+}
+
+// withheldRequest is the request whose refusal withholds the answer's data
+// rather than failing the call.
+const withheldRequest = "ReadStreamRequest"
+
+type deniedKey struct{}
+
+// Denied is the policy's refusal of the request a handler serves, for
+// requests whose refusal reaches their handler (ReadStreamRequest); nil
+// when the policy allowed it.
+func (e *Engine) Denied(ctx context.Context) error {
+	err, _ := ctx.Value(deniedKey{}).(error)
+	return err
 }
 
 // requestFor makes an empty request message for "/pkg.Service/Method".

@@ -97,6 +97,11 @@ SetPolicyRequest if contains(input.policy, "# reviewed")`)
 	if _, err := client.GetGuestDetails(ctx, &pb.GuestDetailsRequest{}); err != nil {
 		t.Fatal(err)
 	}
+	// A denied ReadStream reaches its handler, which withholds the data
+	// (here it finds no such container).
+	if _, err := client.ReadStdout(ctx, &pb.ReadStreamRequest{ContainerId: "c"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("denied ReadStdout: %v, want the handler's NotFound", err)
+	}
 
 	// SetPolicy goes through the policy too, then replaces it.
 	if _, err := client.SetPolicy(ctx, &pb.SetPolicyRequest{Policy: AllowAll()}); status.Code(err) != codes.PermissionDenied {

@@ -124,6 +124,35 @@ func TestDefaultPolicy(t *testing.T) {
 	}
 }
 
+// TestExecCommands: a copy of the default policy listing commands allows
+// exactly those argument vectors, and nothing else.
+func TestExecCommands(t *testing.T) {
+	ctx := context.Background()
+	text := strings.Replace(Default(), `"allowed_commands": []`,
+		`"allowed_commands": [["/bin/cat", "/tmp/ready"], ["sh", "-c", "test -f /tmp/ready"]]`, 1)
+	if text == Default() {
+		t.Fatal("the default policy has no allowed_commands list")
+	}
+	e := mustNew(t, text)
+	exec := func(args ...string) error {
+		return e.Check(ctx, "ExecProcess", &pb.ExecProcessRequest{ContainerId: "c", ExecId: "e", Process: &pb.Process{Args: args}})
+	}
+	for _, args := range [][]string{{"/bin/cat", "/tmp/ready"}, {"sh", "-c", "test -f /tmp/ready"}} {
+		if err := exec(args...); err != nil {
+			t.Errorf("%q: %v", args, err)
+		}
+	}
+	for _, args := range [][]string{nil, {"/bin/cat"}, {"/bin/cat", "/tmp/ready", "/etc/shadow"}, {"cat", "/tmp/ready"},
+		{"sh", "-c", "test -f /tmp/ready; id"}, {"sh", "-c test -f /tmp/ready"}, {"/bin/sh"}} {
+		if err := exec(args...); !errors.Is(err, ErrDenied) {
+			t.Errorf("%q: %v, want denied", args, err)
+		}
+	}
+	if err := e.Check(ctx, "ExecProcess", &pb.ExecProcessRequest{ContainerId: "c"}); !errors.Is(err, ErrDenied) {
+		t.Errorf("no process: %v", err)
+	}
+}
+
 // TestResults: rules may answer with objects, as genpolicy's rules do, and
 // read the request under Kata's field names.
 func TestResults(t *testing.T) {

@@ -35,6 +35,8 @@ type proc struct {
 	exitedAt   time.Time
 	exited     chan struct{}
 	output     sync.WaitGroup // copies of stdout and stderr
+	// withheldOnce writes WithheldNotice in one of the output streams.
+	withheldOnce sync.Once
 
 	// The shim holds a writer of its own on the stdin fifo, as runc's shim
 	// does, so that the copy reads the fifo's end only once CloseIO
@@ -230,6 +232,13 @@ func (p *proc) stopStdin() {
 	p.stdinHold, p.stdinIn = nil, nil
 }
 
+// WithheldNotice is written once in a process's output (its log) when the
+// agent policy does not let the host read it, so that kubectl logs says why
+// it shows nothing else.
+const WithheldNotice = "cocoon: output withheld by the pod's agent policy (ReadStreamRequest denied)\n"
+
+// copyOut copies one output stream of the process into its fifo until the
+// stream ends, or writes WithheldNotice when the policy withholds it.
 func (p *proc) copyOut(ctx context.Context, path, id string, read readFunc) {
 	var w io.WriteCloser
 	w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
@@ -240,8 +249,9 @@ func (p *proc) copyOut(ctx context.Context, path, id string, read readFunc) {
 	defer w.Close()
 	for {
 		r, err := read(ctx, &pb.ReadStreamRequest{ContainerId: p.cid, ExecId: id, Len: 32 << 10})
-		if status.Code(err) == codes.PermissionDenied {
+		if r.GetWithheld() || status.Code(err) == codes.PermissionDenied {
 			log.G(ctx).WithField("id", id).Info("the agent policy does not let the host read this process's output")
+			p.withheldOnce.Do(func() { w.Write([]byte(WithheldNotice)) })
 			return
 		}
 		if err != nil || len(r.Data) == 0 {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,9 @@ import (
 	internalapi "k8s.io/cri-api/pkg/apis"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/runtime/shim"
 )
 
 // stream runs a CRI streaming request (Exec or Attach URL) the way the
@@ -96,6 +99,58 @@ func testStreams(t *testing.T, e *podEnv, maxSize int) {
 		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sleep", "1000"}})
 	testCopy(ctx, t, rs, cid, maxSize)
 	t.Run("exec-it", func(t *testing.T) { testTerminal(ctx, t, rs, cid) })
+}
+
+// TestPodDefaultPolicy: under the default policy, extended by the pod's
+// initdata with its probe's command, the exec probe runs and no other
+// command does; the containers' logs say in one line that their output is
+// withheld, and containers writing much more than a pipe holds still run
+// to their end.
+func TestPodDefaultPolicy(t *testing.T) {
+	e := newPodEnv(t)
+	rs := e.ctrd.RuntimeService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	logDir := t.TempDir()
+	probe := []string{"/bin/cat", "/tmp/ready"}
+	rego := strings.Replace(policy.Default(), `"allowed_commands": []`, `"allowed_commands": [["/bin/cat", "/tmp/ready"]]`, 1)
+	podID, sandbox := e.startPodWith(ctx, t, rs, "default-policy", logDir, rego)
+	defer rs.RemovePodSandbox(ctx, podID)
+	defer rs.StopPodSandbox(ctx, podID)
+	app := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "app"},
+		Image: &cri.ImageSpec{Image: e.image}, LogPath: "app.log", Command: []string{"/bin/sh", "-c",
+			"echo secret; head -c 1000000 /dev/zero; echo secret >&2; echo ok > /tmp/ready; exec sleep 1000"}})
+	quitter := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "quitter"},
+		Image: &cri.ImageSpec{Image: e.image}, LogPath: "quitter.log", Command: []string{"/bin/sh", "-c", "head -c 1000000 /dev/zero; exit 7"}})
+	if st := waitExited(ctx, t, rs, quitter); st.State != cri.ContainerState_CONTAINER_EXITED || st.ExitCode != 7 {
+		t.Fatalf("quitter: %v exit %d, want exited with 7", st.State, st.ExitCode)
+	}
+	if log := readLog(t, filepath.Join(logDir, "quitter.log")); log != shim.WithheldNotice {
+		t.Errorf("quitter's log %q, want the notice alone", log)
+	}
+	// The probe: allowed, its exit status reaches the kubelet, its output
+	// is withheld too.
+	var out []byte
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if out, _, err = rs.ExecSync(ctx, app, probe, 10*time.Second); err == nil {
+			break
+		}
+	}
+	if err != nil || string(out) != shim.WithheldNotice {
+		t.Fatalf("probe %q: %v %q", probe, err, out)
+	}
+	if _, _, err := rs.ExecSync(ctx, app, []string{"/bin/cat", "/tmp/ready", "/etc/passwd"}, 10*time.Second); err == nil ||
+		!strings.Contains(err.Error(), "ExecProcessRequest") {
+		t.Errorf("exec of another command: %v, want the policy's refusal", err)
+	}
+	if _, _, err := execStream(ctx, rs, app, []string{"/bin/sh"}, strings.NewReader("id\n"), false); err == nil ||
+		!strings.Contains(err.Error(), "ExecProcessRequest") {
+		t.Errorf("exec -i of a shell: %v, want the policy's refusal", err)
+	}
+	if log := readLog(t, filepath.Join(logDir, "app.log")); log != shim.WithheldNotice {
+		t.Errorf("app's log %q, want the notice alone", log)
+	}
 }
 
 // testTerminal is kubectl exec -it: the terminal's size and output, and

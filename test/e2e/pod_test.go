@@ -182,16 +182,19 @@ func (e *podEnv) startPod(ctx context.Context, t *testing.T, rs internalapi.Runt
 	return e.startPodWith(ctx, t, rs, name, logDir, policy.AllowAll())
 }
 
-// startPodWith is startPod with the agent policy rego in initdata.
+// startPodWith is startPod with an agent policy in the pod's initdata;
+// none ("") leaves the default policy.
 func (e *podEnv) startPodWith(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, logDir, rego string) (string, *cri.PodSandboxConfig) {
 	t.Helper()
 	sandbox := &cri.PodSandboxConfig{
 		Metadata:     &cri.PodSandboxMetadata{Name: name, Uid: "uid-" + name, Namespace: "default"},
 		Hostname:     name,
 		LogDirectory: logDir,
-		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, rego)},
 		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
 			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+	}
+	if rego != "" {
+		sandbox.Annotations = map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, rego)}
 	}
 	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
 	if err != nil {

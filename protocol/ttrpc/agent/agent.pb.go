@@ -2043,8 +2043,13 @@ func (x *ReadStreamRequest) GetLen() uint32 {
 }
 
 type ReadStreamResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// Cocoon's extension: the agent policy denied this read (Kata's agent
+	// then answers success with the data cleared, and so does Cocoon's;
+	// Kata's runtime ignores this field and reads the empty data as the
+	// stream's end). The guest drains the output itself.
+	Withheld      bool `protobuf:"varint,1000,opt,name=withheld,proto3" json:"withheld,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2084,6 +2089,13 @@ func (x *ReadStreamResponse) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *ReadStreamResponse) GetWithheld() bool {
+	if x != nil {
+		return x.Withheld
+	}
+	return false
 }
 
 type CloseStdinRequest struct {
@@ -3175,9 +3187,10 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x11ReadStreamRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x10\n" +
-	"\x03len\x18\x03 \x01(\rR\x03len\"(\n" +
+	"\x03len\x18\x03 \x01(\rR\x03len\"E\n" +
 	"\x12ReadStreamResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"O\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1b\n" +
+	"\bwithheld\x18\xe8\a \x01(\bR\bwithheld\"O\n" +
 	"\x11CloseStdinRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\"{\n" +
