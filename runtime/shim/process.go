@@ -35,8 +35,6 @@ type proc struct {
 	exitedAt   time.Time
 	exited     chan struct{}
 	output     sync.WaitGroup // copies of stdout and stderr
-	// withheldOnce writes WithheldNotice in one of the output streams.
-	withheldOnce sync.Once
 
 	// The shim holds a writer of its own on the stdin fifo, as runc's shim
 	// does, so that the copy reads the fifo's end only once CloseIO
@@ -90,7 +88,7 @@ func (p *proc) state() (task.Status, uint32, time.Time) {
 // copyIO connects the fifos to the agent's streams: stdin is written with
 // WriteStdin and closed with CloseStdin at its end; stdout and stderr are
 // read until their end. A policy that forbids reading output ends the
-// copy quietly: the agent then discards the output itself.
+// copy with a notice in stdout: the agent then discards the output itself.
 func (p *proc) copyIO(ctx context.Context, agent pb.AgentServiceService) {
 	id := p.agentExecID()
 	p.stdinMu.Lock()
@@ -102,9 +100,9 @@ func (p *proc) copyIO(ctx context.Context, agent pb.AgentServiceService) {
 		agent.CloseStdin(ctx, &pb.CloseStdinRequest{ContainerId: p.cid, ExecId: id})
 		close(p.stdinDone)
 	}
-	streams := []stream{{p.stdio.stdout, agent.ReadStdout}}
+	streams := []stream{{p.stdio.stdout, agent.ReadStdout, true}}
 	if !p.stdio.terminal {
-		streams = append(streams, stream{p.stdio.stderr, agent.ReadStderr})
+		streams = append(streams, stream{p.stdio.stderr, agent.ReadStderr, false})
 	}
 	for _, s := range streams {
 		if s.path == "" {
@@ -113,15 +111,16 @@ func (p *proc) copyIO(ctx context.Context, agent pb.AgentServiceService) {
 		p.output.Add(1)
 		go func() {
 			defer p.output.Done()
-			p.copyOut(ctx, s.path, id, s.read)
+			p.copyOut(ctx, s, id)
 		}()
 	}
 }
 
 // stream is an output fifo and the agent call that reads its data.
 type stream struct {
-	path string
-	read readFunc
+	path   string
+	read   readFunc
+	notice bool // gets WithheldNotice (stdout: every process has one)
 }
 
 type readFunc func(context.Context, *pb.ReadStreamRequest) (*pb.ReadStreamResponse, error)
@@ -239,19 +238,21 @@ const WithheldNotice = "cocoon: output withheld by the pod's agent policy (ReadS
 
 // copyOut copies one output stream of the process into its fifo until the
 // stream ends, or writes WithheldNotice when the policy withholds it.
-func (p *proc) copyOut(ctx context.Context, path, id string, read readFunc) {
+func (p *proc) copyOut(ctx context.Context, s stream, id string) {
 	var w io.WriteCloser
-	w, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
+	w, err := fifo.OpenFifo(ctx, s.path, syscall.O_WRONLY, 0)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("open output fifo")
 		return
 	}
 	defer w.Close()
 	for {
-		r, err := read(ctx, &pb.ReadStreamRequest{ContainerId: p.cid, ExecId: id, Len: 32 << 10})
+		r, err := s.read(ctx, &pb.ReadStreamRequest{ContainerId: p.cid, ExecId: id, Len: 32 << 10})
 		if r.GetWithheld() || status.Code(err) == codes.PermissionDenied {
 			log.G(ctx).WithField("id", id).Info("the agent policy does not let the host read this process's output")
-			p.withheldOnce.Do(func() { w.Write([]byte(WithheldNotice)) })
+			if s.notice {
+				w.Write([]byte(WithheldNotice))
+			}
 			return
 		}
 		if err != nil || len(r.Data) == 0 {

@@ -130,15 +130,15 @@ func TestPodDefaultPolicy(t *testing.T) {
 	}
 	// The probe: allowed, its exit status reaches the kubelet, its output
 	// is withheld too.
-	var out []byte
+	var out, errOut []byte
 	var err error
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if out, _, err = rs.ExecSync(ctx, app, probe, 10*time.Second); err == nil {
+		if out, errOut, err = rs.ExecSync(ctx, app, probe, 10*time.Second); err == nil {
 			break
 		}
 	}
-	if err != nil || string(out) != shim.WithheldNotice {
-		t.Fatalf("probe %q: %v %q", probe, err, out)
+	if err != nil || string(out) != shim.WithheldNotice || len(errOut) != 0 {
+		t.Fatalf("probe %q: %v, stdout %q, stderr %q", probe, err, out, errOut)
 	}
 	if _, _, err := rs.ExecSync(ctx, app, []string{"/bin/cat", "/tmp/ready", "/etc/passwd"}, 10*time.Second); err == nil ||
 		!strings.Contains(err.Error(), "ExecProcessRequest") {
