@@ -27,15 +27,19 @@ type Verifier struct{}
 func (Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
 	// Strictly the sample attester's two fields: another TEE's evidence
 	// is refused, not read as sample evidence with empty claims.
-	var ev Evidence
+	var fields struct {
+		SVN        *string `json:"svn"`
+		ReportData *string `json:"report_data"`
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&ev); err != nil {
+	if err := dec.Decode(&fields); err != nil {
 		return nil, fmt.Errorf("%w: sample: %v", verifier.ErrMalformedEvidence, err)
 	}
-	if ev.ReportData == "" {
-		return nil, fmt.Errorf("%w: sample: no report_data", verifier.ErrMalformedEvidence)
+	if fields.SVN == nil || fields.ReportData == nil {
+		return nil, fmt.Errorf("%w: sample: svn and report_data are required", verifier.ErrMalformedEvidence)
 	}
+	ev := Evidence{SVN: *fields.SVN, ReportData: *fields.ReportData}
 	if want.ReportData != nil {
 		got, err := base64.StdEncoding.DecodeString(ev.ReportData)
 		if err != nil {
