@@ -341,6 +341,13 @@ func TestAttestRefusals(t *testing.T) {
 		}), ck, 401, rat},
 		{"no primary evidence", "", attest, mutate(func(m map[string]any) { delete(te(m), "primary_evidence") }), ck, 401, rat},
 		{"primary evidence not an object", "", attest, mutate(func(m map[string]any) { te(m)["primary_evidence"] = "x" }), ck, 401, att},
+		// Another TEE's evidence is not read as sample evidence with empty claims.
+		{"SNP evidence in a sample session", "", attest, mutate(func(m map[string]any) {
+			te(m)["primary_evidence"] = map[string]any{"attestation_report": map[string]any{"version": 2}, "cert_chain": nil}
+		}), ck, 401, att},
+		{"sample evidence with an extra field", "", attest, mutate(func(m map[string]any) {
+			te(m)["primary_evidence"].(map[string]any)["launch_digest"] = "forged"
+		}), ck, 401, att},
 		{"additional evidence not JSON", "", attest, mutate(func(m map[string]any) { te(m)["additional_evidence"] = "{" }), ck, 401, rat},
 		{"additional evidence unknown tee", "", attest, mutate(func(m map[string]any) { te(m)["additional_evidence"] = `{"gpu9000":{}}` }), ck, 401, rat},
 		// The additional evidence is bound through the primary evidence's
