@@ -3,14 +3,10 @@ package kbs
 import (
 	"bufio"
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -42,17 +38,7 @@ func (b *lockedBuffer) String() string {
 // reference values, and a GET-only role.
 func tenantKBS(t *testing.T) (*testKBS, ed25519.PrivateKey, *lockedBuffer) {
 	t.Helper()
-	dir := t.TempDir()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	der, _ := x509.MarshalPKIXPublicKey(pub)
-	writePEM(t, filepath.Join(dir, "ed.pub"), "PUBLIC KEY", der)
-	k := newKBS(t, baseConfig(dir, fmt.Sprintf(`
-[admin]
-authorization_mode = "AuthenticatedAuthorization"
-
-[[admin.authentication.bearer_jwt.identity_providers]]
-public_key_uri = "file://%s/ed.pub"
-
+	k, priv := edAdminKBS(t, t.TempDir(), `
 [[admin.authorization.regex_acl.acls]]
 role = "public-writer"
 allowed_endpoints = "^/kbs/v0/resource/.*/public$"
@@ -69,7 +55,7 @@ allowed_endpoints = "^/kbs/v0/reference-value/"
 role = "rv-get"
 allowed_endpoints = "^/kbs/v0/reference-value"
 allowed_methods = ["get"]
-`, dir)))
+`)
 	logs := &lockedBuffer{}
 	k.srv.log = slog.New(slog.NewTextHandler(logs, nil))
 	return k, priv, logs

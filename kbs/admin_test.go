@@ -158,23 +158,32 @@ func mustAdminToken(t testing.TB, key crypto.Signer, role string, ttl time.Durat
 	return tok
 }
 
-// aclKBS has two identity providers and role-restricted ACLs.
-func aclKBS(t *testing.T) (*testKBS, ed25519.PrivateKey, *ecdsa.PrivateKey) {
+// edAdminKBS starts a KBS that trusts admin tokens signed by a new Ed25519
+// key (its public half in dir/ed.pub); more is TOML after that identity
+// provider: more providers, the ACLs.
+func edAdminKBS(t *testing.T, dir, more string) (*testKBS, ed25519.PrivateKey) {
 	t.Helper()
-	dir := t.TempDir()
 	edPub, edPriv, _ := ed25519.GenerateKey(rand.Reader)
 	der, _ := x509.MarshalPKIXPublicKey(edPub)
 	writePEM(t, filepath.Join(dir, "ed.pub"), "PUBLIC KEY", der)
-	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	set, _ := json.Marshal(gojose.JSONWebKeySet{Keys: []gojose.JSONWebKey{{Key: &ecKey.PublicKey, Algorithm: "ES256"}}})
-	os.WriteFile(filepath.Join(dir, "jwks.json"), set, 0o600)
 	k := newKBS(t, baseConfig(dir, fmt.Sprintf(`
 [admin]
 authorization_mode = "AuthenticatedAuthorization"
 
 [[admin.authentication.bearer_jwt.identity_providers]]
 public_key_uri = "file://%s/ed.pub"
+%s`, dir, more)))
+	return k, edPriv
+}
 
+// aclKBS has two identity providers and role-restricted ACLs.
+func aclKBS(t *testing.T) (*testKBS, ed25519.PrivateKey, *ecdsa.PrivateKey) {
+	t.Helper()
+	dir := t.TempDir()
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	set, _ := json.Marshal(gojose.JSONWebKeySet{Keys: []gojose.JSONWebKey{{Key: &ecKey.PublicKey, Algorithm: "ES256"}}})
+	os.WriteFile(filepath.Join(dir, "jwks.json"), set, 0o600)
+	k, edPriv := edAdminKBS(t, dir, fmt.Sprintf(`
 [[admin.authentication.bearer_jwt.identity_providers]]
 issuer = "https://idp.example"
 audience = "kbs"
@@ -191,7 +200,7 @@ allowed_endpoints = "^/kbs/v0/reference-value/.+$"
 [[admin.authorization.regex_acl.acls]]
 role = "admin"
 allowed_endpoints = "^/kbs/v0/.+$"
-`, dir, dir)))
+`, dir))
 	return k, edPriv, ecKey
 }
 
