@@ -457,6 +457,15 @@ func TestAuthorize(t *testing.T) {
 	if err != nil || who != "admin:alice" {
 		t.Errorf("Authorize = %q, %v", who, err)
 	}
+	// The standalone attestation service authorizes through Authorize too:
+	// the same canonical path, without a query, is what its ACLs see.
+	for _, target := range []string{"/policy?/kbs/v0/resource/tenantB/", "/policy/", "/x/../policy"} {
+		bad := httptest.NewRequest("POST", target, nil)
+		bad.Header = req.Header
+		if who, err := k.srv.admin.Authorize(bad); !errors.Is(err, ErrPathNotCanonical) || who != "" {
+			t.Errorf("%s: %q, %v", target, who, err)
+		}
+	}
 	req.Header.Del("Authorization")
 	if who, err := k.srv.admin.Authorize(req); !errors.Is(err, ErrAdminNoToken) || who != "" {
 		t.Errorf("no token: %q, %v", who, err)
