@@ -10,7 +10,11 @@ package snapshotter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"regexp"
 
 	"github.com/containerd/containerd/errdefs"
@@ -53,7 +57,13 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 		}
 	}
 	target, image := info.Labels[labelTargetRef], info.Labels[labelImageRef]
-	if target == "" || image == "" || (s.images != nil && !s.images.MatchString(image)) {
+	if target == "" || image == "" {
+		return s.Snapshotter.Prepare(ctx, key, parent, opts...)
+	}
+	if s.images != nil && !s.images.MatchString(image) {
+		if err := s.realParents(ctx, parent, image); err != nil {
+			return nil, err
+		}
 		return s.Snapshotter.Prepare(ctx, key, parent, opts...)
 	}
 	if _, err := s.Snapshotter.Prepare(ctx, key, parent, opts...); err != nil {
@@ -69,4 +79,62 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	}
 	log.G(ctx).WithField("image", image).WithField("layer", info.Labels[labelLayer]).Debug("layer left to the guest")
 	return nil, fmt.Errorf("layer %s of %s is pulled in the guest: %w", info.Labels[labelLayer], image, errdefs.ErrAlreadyExists)
+}
+
+// ErrSharedWithGuestPull: a layer of an image unpacked on the host would
+// be unpacked over layers left empty for an image pulled in the guest.
+// containerd names a layer snapshot by its chain ID alone, so it took those
+// empty placeholders for the shared layers, which were never fetched.
+var ErrSharedWithGuestPull = errors.New("layers shared with an image pulled in the guest")
+
+// realParents refuses a host unpack whose parent chain holds a guest-pull
+// placeholder: the layer would land on an empty root filesystem.
+func (s *Snapshotter) realParents(ctx context.Context, parent, image string) error {
+	for parent != "" {
+		info, err := s.Snapshotter.Stat(ctx, parent)
+		if err != nil {
+			return err
+		}
+		if guest, ok := info.Labels[labelGuestPull]; ok {
+			return fmt.Errorf("%w: %s would be unpacked over layer %s, left empty for %s: remove that image (crictl rmi) and pull %s first, or let --images select both: %w",
+				ErrSharedWithGuestPull, image, info.Labels[labelTargetRef], guest, image, errdefs.ErrFailedPrecondition)
+		}
+		parent = info.Parent
+	}
+	return nil
+}
+
+// PluginName is the name containerd knows the snapshotter by
+// ([proxy_plugins.cocoon]).
+const PluginName = "cocoon"
+
+// ImageFSPath is where containerd's CRI plugin (1.6 and later) says the
+// image filesystem of snapshotter PluginName is: <containerd root>/
+// io.containerd.snapshotter.v1.cocoon. It answers ImageFsInfo with that
+// path, and the kubelet's eviction manager reads the filesystem holding it,
+// so it must exist.
+func ImageFSPath(containerdRoot string) string {
+	return filepath.Join(containerdRoot, "io.containerd.snapshotter.v1."+PluginName)
+}
+
+// LinkImageFS makes ImageFSPath(containerdRoot) name root, the directory
+// the snapshots live in: nothing to do when they are the same, else a
+// symbolic link to root (the kubelet then measures root's filesystem). A
+// path that is already there and is something else is left as it is.
+func LinkImageFS(containerdRoot, root string) error {
+	p := ImageFSPath(containerdRoot)
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return err
+	}
+	if filepath.Clean(p) == abs {
+		return os.MkdirAll(p, 0o700)
+	}
+	if err := os.MkdirAll(containerdRoot, 0o711); err != nil {
+		return err
+	}
+	if err := os.Symlink(abs, p); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
 }

@@ -27,10 +27,18 @@ import (
 )
 
 func main() {
-	root := flag.String("root", "/var/lib/cocoon-snapshotter", "where the overlay snapshots live")
+	containerdRoot := flag.String("containerd-root", "/var/lib/containerd", "containerd's root directory (root in its config.toml): its CRI plugin reports the image filesystem at <containerd-root>/io.containerd.snapshotter.v1.cocoon")
+	root := flag.String("root", "", "where the overlay snapshots live (default: <containerd-root>/io.containerd.snapshotter.v1.cocoon; elsewhere, that path becomes a link to it)")
 	address := flag.String("address", "/run/cocoon-snapshotter/snapshotter.sock", "the gRPC socket containerd connects to")
 	images := flag.String("images", "", "regular expression of the image references pulled in the guest (default: all)")
 	flag.Parse()
+	if *root == "" {
+		*root = snapshotter.ImageFSPath(*containerdRoot)
+	}
+	if err := snapshotter.LinkImageFS(*containerdRoot, *root); err != nil {
+		fmt.Fprintln(os.Stderr, "cocoon-snapshotter: the CRI image filesystem path:", err)
+		os.Exit(1)
+	}
 	if err := run(*root, *address, *images); err != nil {
 		fmt.Fprintln(os.Stderr, "cocoon-snapshotter:", err)
 		os.Exit(1)

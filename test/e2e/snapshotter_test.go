@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,22 +12,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/mount"
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
+	"github.com/cocoon-cc/cocoon/snapshotter"
 )
 
-// startSnapshotter runs cocoon-snapshotter and returns its socket.
-func startSnapshotter(t *testing.T) string {
+// startSnapshotter runs cocoon-snapshotter for a containerd whose root is
+// a directory of its own, returned with the snapshotter's socket; the
+// snapshots live where containerd's CRI plugin looks for them.
+func startSnapshotter(t *testing.T, args ...string) (sock, containerdRoot string) {
 	t.Helper()
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "s.sock")
-	cmd := exec.Command(bin(t, "cocoon-snapshotter"), "--root", filepath.Join(dir, "root"), "--address", sock)
+	dir, err := os.MkdirTemp("/run", "snap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock, containerdRoot = filepath.Join(dir, "s.sock"), filepath.Join(dir, "containerd")
+	cmd := exec.Command(bin(t, "cocoon-snapshotter"), append([]string{"--containerd-root", containerdRoot, "--address", sock}, args...)...)
 	var log strings.Builder
 	cmd.Stderr = &log
 	if err := cmd.Start(); err != nil {
@@ -35,14 +46,18 @@ func startSnapshotter(t *testing.T) string {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 		containerdtest.UnmountUnder(dir)
+		os.RemoveAll(dir)
+		if t.Failed() {
+			t.Logf("cocoon-snapshotter log:\n%s", log.String())
+		}
 	})
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
-			return sock
+			return sock, containerdRoot
 		}
 	}
 	t.Fatalf("cocoon-snapshotter did not listen:\n%s", log.String())
-	return ""
+	return "", ""
 }
 
 // TestSnapshotterGuestPull: with cocoon-snapshotter, CRI's image pull
@@ -73,8 +88,9 @@ func TestSnapshotterGuestPull(t *testing.T) {
 		t.Fatalf("stock containerd pulled an encrypted image it cannot decrypt: %v", err)
 	}
 
+	sock, root := startSnapshotter(t)
 	ctrd := containerdtest.Start(t, containerdtest.Options{ShimDir: shimDir, ShimConfig: cfg, Registry: reg.Host,
-		Snapshotter: startSnapshotter(t)})
+		Snapshotter: sock, Root: root})
 	is, rs := ctrd.ImageService(t), ctrd.RuntimeService(t)
 	for _, img := range []string{"/secret-app:1", "/busybox:1"} {
 		if _, err := is.PullImage(ctx, &cri.ImageSpec{Image: reg.Host + img}, nil, nil); err != nil {
@@ -118,4 +134,94 @@ func TestSnapshotterGuestPull(t *testing.T) {
 	if err != nil || !strings.Contains(string(log), "pulled in the sandbox") {
 		t.Fatalf("container log %q %v", log, err)
 	}
+}
+
+// TestSnapshotterSharedLayers: cocoon-snapshotter with --images, next to
+// images unpacked on the host. containerd names a layer snapshot by its
+// chain ID alone, so an image unpacked on the host after an image pulled in
+// the guest that shares its lower layers would be unpacked over the guest
+// image's empty placeholders (its root filesystem without /bin/sh): that
+// unpack is refused; unpacked first, the layers are real and the guest
+// image reuses them. containerd's CRI finds the image filesystem where the
+// kubelet's eviction manager looks.
+func TestSnapshotterSharedLayers(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	busybox := imagetest.BusyboxLayer(t)
+	app := imagetest.GzipLayer(t, imagetest.File("app", "#!/bin/sh\necho app\n", 0o755))
+	base := imagetest.GzipLayer(t, imagetest.File("bin/tool", "#!/bin/sh\necho tool\n", 0o755))
+	extra := imagetest.GzipLayer(t, imagetest.File("etc/tool.conf", "x = 1\n", 0o644))
+	reg.Push(t, imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/app"}}, busybox, app), "host/app:1", nil)
+	reg.Push(t, imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}}, busybox), "guest/busybox:1", nil)
+	reg.Push(t, imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/tool"}}, base), "guest/tool:1", nil)
+	reg.Push(t, imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/tool"}}, base, extra), "host/tool:1", nil)
+
+	sock, root := startSnapshotter(t, "--images", "/guest/")
+	ctrd := containerdtest.Start(t, containerdtest.Options{Registry: reg.Host, Snapshotter: sock, Root: root})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	is := ctrd.ImageService(t)
+
+	fsInfo, err := is.ImageFsInfo(ctx)
+	if err != nil || len(fsInfo.GetImageFilesystems()) == 0 {
+		t.Fatalf("ImageFsInfo = %v, %v", fsInfo, err)
+	}
+	mp := fsInfo.ImageFilesystems[0].GetFsId().GetMountpoint()
+	var st unix.Statfs_t
+	if mp != snapshotter.ImageFSPath(root) || unix.Statfs(mp, &st) != nil {
+		t.Fatalf("CRI's image filesystem %q (want %q) cannot be measured", mp, snapshotter.ImageFSPath(root))
+	}
+
+	pull := func(img string) error {
+		_, err := is.PullImage(ctx, &cri.ImageSpec{Image: reg.Host + img}, nil, nil)
+		return err
+	}
+	// Unpacked on the host first: real layers, which the guest image reuses.
+	for _, img := range []string{"/host/app:1", "/guest/busybox:1"} {
+		if err := pull(img); err != nil {
+			t.Fatalf("pull %s: %v", img, err)
+		}
+	}
+	for _, f := range []string{"bin/sh", "app"} {
+		if !rootfsHas(t, ctrd, f, busybox, app) {
+			t.Errorf("host/app's root filesystem lacks /%s", f)
+		}
+	}
+	// Left to the guest first: the host image over it is refused.
+	if err := pull("/guest/tool:1"); err != nil {
+		t.Fatalf("pull guest/tool: %v", err)
+	}
+	if err := pull("/host/tool:1"); err == nil || !strings.Contains(err.Error(), snapshotter.ErrSharedWithGuestPull.Error()) {
+		t.Fatalf("host/tool over guest/tool's placeholders: %v", err)
+	}
+	if out, _ := ctrd.Ctr("snapshots", "--snapshotter", "cocoon", "info", identity.ChainID([]digest.Digest{base.DiffID, extra.DiffID}).String()); out != "" &&
+		!strings.Contains(out, "not found") {
+		t.Errorf("host/tool's top layer was committed: %s", out)
+	}
+}
+
+// rootfsHas mounts a view of the image made of layers, as a container's
+// root filesystem, and reports whether it holds path.
+func rootfsHas(t *testing.T, ctrd *containerdtest.Containerd, path string, layers ...imagetest.Layer) bool {
+	t.Helper()
+	var diffIDs []digest.Digest
+	for _, l := range layers {
+		diffIDs = append(diffIDs, l.DiffID)
+	}
+	key := fmt.Sprintf("view-%d", time.Now().UnixNano())
+	out, err := ctrd.Ctr("snapshots", "--snapshotter", "cocoon", "view", "--mounts", key, identity.ChainID(diffIDs).String())
+	if err != nil {
+		t.Fatalf("view: %v %s", err, out)
+	}
+	defer ctrd.Ctr("snapshots", "--snapshotter", "cocoon", "rm", key)
+	var mounts []mount.Mount
+	if err := json.Unmarshal([]byte(out), &mounts); err != nil {
+		t.Fatalf("view mounts %q: %v", out, err)
+	}
+	dir := t.TempDir()
+	if err := mount.All(mounts, dir); err != nil {
+		t.Fatal(err)
+	}
+	defer mount.UnmountAll(dir, 0)
+	_, err = os.Stat(filepath.Join(dir, path))
+	return err == nil
 }

@@ -36,11 +36,15 @@ type Options struct {
 	Registry string
 	// Snapshotter is a proxy snapshotter's socket, used by the CRI plugin.
 	Snapshotter string
+	// Root is containerd's root directory (default: root under its
+	// temporary directory).
+	Root string
 }
 
 // Containerd is a running containerd.
 type Containerd struct {
 	Dir     string
+	Root    string
 	Address string
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
@@ -62,7 +66,10 @@ func Start(t testing.TB, o Options) *Containerd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Containerd{Dir: dir, Address: filepath.Join(dir, "c.sock"), log: &bytes.Buffer{}}
+	c := &Containerd{Dir: dir, Root: o.Root, Address: filepath.Join(dir, "c.sock"), log: &bytes.Buffer{}}
+	if c.Root == "" {
+		c.Root = filepath.Join(dir, "root")
+	}
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(c.config(o)), 0o600); err != nil {
 		t.Fatal(err)
@@ -95,7 +102,7 @@ state = %q
   sandbox_image = %q
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
-`, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.Address, c.Address+".ttrpc", PauseImage)
+`, c.Root, filepath.Join(c.Dir, "state"), c.Address, c.Address+".ttrpc", PauseImage)
 	if o.Snapshotter != "" {
 		b.WriteString("    snapshotter = \"cocoon\"\n    disable_snapshot_annotations = false\n")
 	}
@@ -193,6 +200,7 @@ func (c *Containerd) stop(t testing.TB) {
 		<-done
 	}
 	killShims(c.Address)
+	UnmountUnder(c.Root)
 	UnmountUnder(c.Dir)
 	if err := os.RemoveAll(c.Dir); err != nil {
 		t.Errorf("remove containerd's directory: %v", err)
