@@ -64,7 +64,11 @@ type Config struct {
 	// SharedDir holds the files the host copies in (CopyFile); a VM's
 	// agent uses SharedPath itself. Default: <StateDir>/shared.
 	SharedDir string
-	Log       *slog.Logger
+	// SandboxDir holds the pod's emptyDir storages and the guest
+	// directories of allowed host paths; a VM's agent uses SandboxPath
+	// itself. Default: <StateDir>/sandbox.
+	SandboxDir string
+	Log        *slog.Logger
 }
 
 // Agent serves the agent API.
@@ -76,7 +80,8 @@ type Agent struct {
 	mu         sync.Mutex
 	sandboxID  string
 	containers map[string]*container
-	oom        chan string // ids of containers that met the OOM killer
+	oom        chan string       // ids of containers that met the OOM killer
+	storages   map[string]string // the pod's emptyDir storages: driver by mount point
 }
 
 // New prepares the state directory.
@@ -91,8 +96,11 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.SharedDir == "" {
 		cfg.SharedDir = filepath.Join(cfg.StateDir, "shared")
 	}
+	if cfg.SandboxDir == "" {
+		cfg.SandboxDir = filepath.Join(cfg.StateDir, "sandbox")
+	}
 	a := &Agent{cfg: cfg, log: log, root: filepath.Join(cfg.StateDir, "runc"), containers: map[string]*container{},
-		oom: make(chan string, 16)}
+		oom: make(chan string, 16), storages: map[string]string{}}
 	for _, d := range []string{a.root, filepath.Join(cfg.StateDir, "containers")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -155,6 +163,7 @@ func (a *Agent) DestroySandbox(ctx context.Context, _ *pb.DestroySandboxRequest)
 			firstErr = err
 		}
 	}
+	a.teardownStorages()
 	a.log.Info("sandbox destroyed", "containers", len(all))
 	return &emptypb.Empty{}, toStatus(firstErr)
 }
@@ -164,7 +173,7 @@ func (a *Agent) GetGuestDetails(ctx context.Context, _ *pb.GuestDetailsRequest) 
 	return &pb.GuestDetailsResponse{AgentDetails: &pb.AgentDetails{
 		Version:         Version,
 		InitDaemon:      os.Getpid() == 1,
-		StorageHandlers: []string{pb.StorageDriverImageGuestPull},
+		StorageHandlers: []string{pb.StorageDriverImageGuestPull, StorageDriverEphemeral, StorageDriverLocal},
 		// Built without libseccomp: a spec's seccomp profile is refused
 		// rather than silently ignored.
 		SupportsSeccomp: false,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -60,6 +61,7 @@ func (a *Agent) CreateContainer(ctx context.Context, r *pb.CreateContainerReques
 	if err != nil {
 		a.log.Warn("create container failed", "container", r.ContainerId, "err", err)
 		bundle.Remove(a.bundleDir(r.ContainerId))
+		a.removeShared(r.ContainerId)
 		return nil, toStatus(err)
 	}
 	a.log.Info("container created", "container", c.id)
@@ -87,8 +89,11 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 	if err != nil {
 		return nil, err
 	}
+	if err := a.setupStorages(r.Storages); err != nil {
+		return nil, err
+	}
 	bundle := a.bundleDir(r.ContainerId)
-	dropped, err := guestSpec(spec, r.ContainerId, filepath.Join(bundle, "rootfs"), a.cgroupParent(), image)
+	dropped, err := guestSpec(spec, r.ContainerId, filepath.Join(bundle, "rootfs"), a.cgroupParent(), image, a.bindSource)
 	if err != nil {
 		return nil, err
 	}
@@ -141,15 +146,17 @@ func imageRef(r *pb.CreateContainerRequest, annotations map[string]string) (stri
 	if len(r.SharedMounts) > 0 {
 		return "", fmt.Errorf("%w: shared mounts between containers", ErrUnsupported)
 	}
-	switch n := len(r.Storages); {
-	case n == 1 && r.Storages[0].GetDriver() == pb.StorageDriverImageGuestPull:
-		if _, err := r.Storages[0].GuestPull(r.ContainerId); err != nil {
+	// The emptyDir storages are the pod's volumes (setupStorages).
+	storages := slices.DeleteFunc(slices.Clone(r.Storages), isVolumeStorage)
+	switch n := len(storages); {
+	case n == 1 && storages[0].GetDriver() == pb.StorageDriverImageGuestPull:
+		if _, err := storages[0].GuestPull(r.ContainerId); err != nil {
 			return "", fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 		}
-		return r.Storages[0].Source, nil
+		return storages[0].Source, nil
 	case n > 0:
 		return "", fmt.Errorf("%w: storages other than one %s (driver %q)", ErrUnsupported,
-			pb.StorageDriverImageGuestPull, r.Storages[0].GetDriver())
+			pb.StorageDriverImageGuestPull, storages[0].GetDriver())
 	}
 	if ref := annotations[annotationImageName]; ref != "" {
 		return ref, nil
@@ -216,6 +223,7 @@ func (a *Agent) RemoveContainer(ctx context.Context, r *pb.RemoveContainerReques
 	a.mu.Lock()
 	delete(a.containers, r.ContainerId)
 	a.mu.Unlock()
+	a.removeShared(c.id)
 	a.log.Info("container removed", "container", c.id)
 	return empty(), nil
 }

@@ -51,13 +51,7 @@ func (a *Agent) copyFile(r *pb.CopyFileRequest) error {
 	case unix.S_IFDIR:
 		return copyDir(root, name, r)
 	case unix.S_IFLNK:
-		if err := root.RemoveAll(name); err != nil {
-			return err
-		}
-		if err := root.Symlink(string(r.Data), name); err != nil {
-			return fmt.Errorf("copy %s: %w", r.Path, err)
-		}
-		return root.Lchown(name, int(r.Uid), int(r.Gid))
+		return copySymlink(root, name, r)
 	case 0, unix.S_IFREG:
 		return copyChunk(root, name, r)
 	}
@@ -88,6 +82,28 @@ func copyDir(root *os.Root, name string, r *pb.CopyFileRequest) error {
 		return err
 	}
 	return root.Chown(name, int(r.Uid), int(r.Gid))
+}
+
+// copySymlink makes the symlink under a temporary name and renames it over
+// name: the kubelet updates a ConfigMap volume by swapping its "..data"
+// symlink, and a container must never find it missing.
+func copySymlink(root *os.Root, name string, r *pb.CopyFileRequest) error {
+	tmp := name + ".tmp"
+	if err := root.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := root.Symlink(string(r.Data), tmp); err != nil {
+		return fmt.Errorf("copy %s: %w", r.Path, err)
+	}
+	if err := root.Lchown(tmp, int(r.Uid), int(r.Gid)); err != nil {
+		return err
+	}
+	if st, err := root.Lstat(name); err == nil && st.IsDir() {
+		if err := root.RemoveAll(name); err != nil {
+			return err
+		}
+	}
+	return root.Rename(tmp, name)
 }
 
 func copyChunk(root *os.Root, name string, r *pb.CopyFileRequest) error {

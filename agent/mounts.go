@@ -8,9 +8,10 @@ import (
 )
 
 // PrivateDirs are the directories a local-backend agent gets private
-// tmpfs copies of: its state and guest-components' sockets, keys and image
-// work directories, which in a VM live in the guest's own /run.
-var PrivateDirs = []string{"/run/cocoon", "/run/confidential-containers", "/run/image-rs"}
+// tmpfs copies of: its state, guest-components' sockets, keys and image
+// work directories and the pod's volumes (Kata's paths), which in a VM live
+// in the guest's own /run.
+var PrivateDirs = []string{"/run/cocoon", "/run/confidential-containers", "/run/image-rs", "/run/kata-containers"}
 
 // PrivateMounts prepares the mount namespace of an agent started in new
 // namespaces on the host (the local backend): nothing it mounts propagates

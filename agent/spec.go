@@ -16,14 +16,15 @@ import (
 var ownNamespaces = []specs.LinuxNamespaceType{specs.PIDNamespace, specs.MountNamespace, specs.CgroupNamespace}
 
 // guestMountTypes are the kernel filesystems a container may mount; any
-// other mount names a host path that does not exist in the guest.
+// other mount but a bind mount names a host device the guest does not have.
 var guestMountTypes = []string{"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"}
 
 // guestSpec adapts the host's spec to the sandbox: the rootfs is the one
 // the agent pulled, namespaces lose their host paths, the cgroup sits under
-// cgroupParent, host bind mounts and devices are dropped and the image's process
-// fills in what the host left out. It returns what it dropped, for the log.
-func guestSpec(s *specs.Spec, id, rootfs, cgroupParent string, image *specs.Spec) (dropped []string, err error) {
+// cgroupParent, bind mounts name the guest paths bind maps their sources
+// to, devices are dropped and the image's process fills in what the host
+// left out. It returns what it dropped, for the log.
+func guestSpec(s *specs.Spec, id, rootfs, cgroupParent string, image *specs.Spec, bind func(specs.Mount) (string, error)) (dropped []string, err error) {
 	if s.Process == nil && (image == nil || image.Process == nil) {
 		return nil, fmt.Errorf("%w: container %s has no process", ErrInvalidArgument, id)
 	}
@@ -78,10 +79,13 @@ func guestSpec(s *specs.Spec, id, rootfs, cgroupParent string, image *specs.Spec
 	var mounts []specs.Mount
 	shm := false
 	for _, m := range s.Mounts {
-		// A bind option makes any type a bind mount of a host path.
-		if !slices.Contains(guestMountTypes, m.Type) || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
-			dropped = append(dropped, "mount "+m.Destination)
-			continue
+		switch {
+		case isBind(m):
+			if m.Source, err = bind(m); err != nil {
+				return nil, err
+			}
+		case !slices.Contains(guestMountTypes, m.Type):
+			return nil, fmt.Errorf("%w: mount %s: type %q is no guest filesystem", ErrInvalidArgument, m.Destination, m.Type)
 		}
 		shm = shm || m.Destination == "/dev/shm"
 		mounts = append(mounts, m)

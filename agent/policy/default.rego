@@ -1,7 +1,9 @@
 # Cocoon's default agent policy. The host may create, run, signal, resize and
 # tear down the pod's containers, set up the pod's network (which it controls
 # anyway) and copy in the pod's volume files (the agent keeps them under its
-# shared directory); it may not run other commands in them
+# shared directory); a container's bind mounts must name those copies or the
+# pod's emptyDir storages, never a host path (hostPath volumes) nor a host
+# device. It may not run other commands in them
 # (ExecProcess), read what they print (ReadStream: their output may carry
 # secrets) or replace this policy. A pod that wants any of those ships its
 # own policy in initdata (policy.rego). Rules the policy does not define
@@ -16,7 +18,50 @@ default GuestDetailsRequest := true
 
 default PullImageRequest := true
 
-default CreateContainerRequest := true
+CreateContainerRequest := {"allowed": count(refused) == 0, "message": concat("; ", sort(refused))}
+
+# Guest paths a bind mount may name: files copied in (CopyFile) and the
+# pod's emptyDir storages.
+guest_sources := [
+	"/run/kata-containers/shared/containers/",
+	"/run/kata-containers/sandbox/ephemeral/",
+	"/run/kata-containers/sandbox/storage/",
+]
+
+# The host paths (hostPath volumes) a pod allows: none. A pod's own policy
+# (initdata policy.rego, a copy of this one) may list some; each container
+# mounting one then gets an empty guest directory of that name, shared by
+# the pod's containers: the guest cannot see the host's files.
+allowed_host_paths := set()
+
+# Host devices a pod allows (their paths): none.
+allowed_devices := set()
+
+bind_mount(m) if m.type_ == "bind"
+
+bind_mount(m) if "bind" in m.options
+
+bind_mount(m) if "rbind" in m.options
+
+refused contains msg if {
+	some m in input.OCI.Mounts
+	bind_mount(m)
+	not guest_source(m.source)
+	not m.source in allowed_host_paths
+	msg := sprintf("mount %s: host path %s is not shared with the sandbox (hostPath volumes need the pod's policy to allow them)", [m.destination, m.source])
+}
+
+refused contains msg if {
+	some d in input.OCI.Linux.Devices
+	not d.Path in allowed_devices
+	msg := sprintf("device %s: host devices need the pod's policy to allow them", [d.Path])
+}
+
+guest_source(s) if {
+	some p in guest_sources
+	startswith(s, p)
+	not contains(s, "/..")
+}
 
 default StartContainerRequest := true
 

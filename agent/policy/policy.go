@@ -4,7 +4,8 @@
 // ReadStreamRequest, ...), evaluated with the request as input, shaped as
 // Kata's agent renders it (input.go). A rule allows when it is true, or an
 // object whose "allowed" is true and whose "ops" patch the policy state
-// (state.go); a rule the policy does not define denies. As in Kata, a
+// (state.go), and whose "message", when it denies, says why in the error; a
+// rule the policy does not define denies. As in Kata, a
 // policy whose AllowRequestsFailingPolicy is true lets denied requests
 // through (debugging only). As with Kata's regorus, a builtin's error makes
 // its expression undefined and rules are not type checked; print() output
@@ -131,7 +132,8 @@ func compile(ctx context.Context, text string) (*compiled, error) {
 		}
 	}
 	// Kata reads the switch once, with an empty input; an error is "off".
-	c.failOpen, _, _ = c.decide(ctx, failOpenRule, ast.NewObject())
+	d, _ := c.decide(ctx, failOpenRule, ast.NewObject())
+	c.failOpen = d.allowed
 	return c, nil
 }
 
@@ -146,26 +148,35 @@ func (e *Engine) Check(ctx context.Context, method string, req proto.Message) er
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.cur
-	ok, ops, err := c.decide(ctx, rule, input)
+	d, err := c.decide(ctx, rule, input)
 	switch {
 	case err != nil:
 		return fmt.Errorf("%s (%s) %w: %w", rule, method, ErrDenied, err)
-	case !ok && c.failOpen:
+	case !d.allowed && c.failOpen:
 		return nil
-	case !ok:
+	case !d.allowed && d.message != "":
+		return fmt.Errorf("%s (%s) %w: %s", rule, method, ErrDenied, d.message)
+	case !d.allowed:
 		return fmt.Errorf("%s (%s) %w", rule, method, ErrDenied)
 	}
+	ops := d.ops
 	if err := patch(ctx, c.state, ops); err != nil {
 		return fmt.Errorf("%s (%s) %w: %w", rule, method, ErrDenied, err)
 	}
 	return nil
 }
 
-// decide evaluates rule: allowed, and the state ops of an allowing object.
-// An undefined rule or result denies.
-func (c *compiled) decide(ctx context.Context, rule string, input ast.Value) (bool, []any, error) {
+// decision is a rule's result.
+type decision struct {
+	allowed bool
+	ops     []any  // state changes of an allowing object
+	message string // why an object denied, for the error
+}
+
+// decide evaluates rule. An undefined rule or result denies.
+func (c *compiled) decide(ctx context.Context, rule string, input ast.Value) (decision, error) {
 	if !c.rules[rule] {
-		return false, nil, nil
+		return decision{}, nil
 	}
 	q, ok := c.queries[rule]
 	if !ok {
@@ -173,27 +184,31 @@ func (c *compiled) decide(ctx context.Context, rule string, input ast.Value) (bo
 		q, err = rego.New(rego.Query(packagePath+"."+rule), rego.Compiler(c.compiler), rego.Store(c.state),
 			rego.Capabilities(capabilities)).PrepareForEval(ctx)
 		if err != nil {
-			return false, nil, err
+			return decision{}, err
 		}
 		c.queries[rule] = q
 	}
 	rs, err := q.Eval(ctx, rego.EvalParsedInput(input))
 	if err != nil || len(rs) != 1 || len(rs[0].Expressions) != 1 {
-		return false, nil, err
+		return decision{}, err
 	}
 	switch v := rs[0].Expressions[0].Value.(type) {
 	case bool:
-		return v, nil, nil
+		return decision{allowed: v}, nil
 	case map[string]any:
 		allowed, ok := v["allowed"].(bool)
 		if !ok {
-			return false, nil, fmt.Errorf("result has no boolean \"allowed\"")
+			return decision{}, fmt.Errorf("result has no boolean \"allowed\"")
 		}
 		ops, ok := v["ops"].([]any)
 		if !ok && v["ops"] != nil {
-			return false, nil, fmt.Errorf("result's \"ops\" is not an array")
+			return decision{}, fmt.Errorf("result's \"ops\" is not an array")
 		}
-		return allowed, ops, nil
+		message, ok := v["message"].(string)
+		if !ok && v["message"] != nil {
+			return decision{}, fmt.Errorf("result's \"message\" is not a string")
+		}
+		return decision{allowed: allowed, ops: ops, message: message}, nil
 	}
-	return false, nil, fmt.Errorf("result is neither a boolean nor an object")
+	return decision{}, fmt.Errorf("result is neither a boolean nor an object")
 }

@@ -37,7 +37,7 @@ func podSpec() *pb.Spec {
 			"io.katacontainers.pkg.oci.container_type": "pod_container", "io.katacontainers.pkg.oci.bundle_path": "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c"},
 		Mounts: []*pb.Mount{{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-			{Destination: "/etc/hosts", Type: "bind", Source: "/run/cocoon/sandbox/hosts", Options: []string{"rbind", "ro"}}},
+			{Destination: "/etc/hosts", Type: "bind", Source: "/run/kata-containers/shared/containers/c-0123456789abcdef-hosts", Options: []string{"rbind", "ro"}}},
 		Linux: &pb.Linux{Namespaces: []*pb.LinuxNamespace{{Type: "ipc"}, {Type: "uts"}, {Type: "mount"}},
 			MaskedPaths:   []string{"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/sys/firmware"},
 			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
@@ -150,6 +150,46 @@ func TestExecCommands(t *testing.T) {
 	}
 	if err := e.Check(ctx, "ExecProcess", &pb.ExecProcessRequest{ContainerId: "c"}); !errors.Is(err, ErrDenied) {
 		t.Errorf("no process: %v", err)
+	}
+}
+
+// TestDefaultPolicyMounts: the default policy refuses host bind mounts and
+// devices, naming them; a pod's policy may allow a host path by name.
+func TestDefaultPolicyMounts(t *testing.T) {
+	ctx := context.Background()
+	e := mustNew(t, Default())
+	withMount := func(src string) *pb.CreateContainerRequest {
+		r := requests()["CreateContainerRequest"].(*pb.CreateContainerRequest)
+		r.OCI.Mounts = append(r.OCI.Mounts, &pb.Mount{Destination: "/data", Type: "bind", Source: src, Options: []string{"rbind"}})
+		return r
+	}
+	for _, src := range []string{"/run/kata-containers/sandbox/ephemeral/cache", "/run/kata-containers/sandbox/storage/scratch",
+		"/run/kata-containers/shared/containers/c-0123456789abcdef-config"} {
+		if err := e.Check(ctx, "M", withMount(src)); err != nil {
+			t.Errorf("%s: %v", src, err)
+		}
+	}
+	for _, src := range []string{"/var/lib/data", "/run/kata-containers/shared/containers/../../../var", "/run/kata-containers/sandbox/hostpath/x"} {
+		err := e.Check(ctx, "M", withMount(src))
+		if !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), "mount /data: host path "+src+" is not shared") {
+			t.Errorf("%s: %v", src, err)
+		}
+	}
+	// Also a tmpfs asked to bind a host path.
+	r := requests()["CreateContainerRequest"].(*pb.CreateContainerRequest)
+	r.OCI.Mounts = append(r.OCI.Mounts, &pb.Mount{Destination: "/x", Type: "tmpfs", Source: "/", Options: []string{"bind"}})
+	r.OCI.Linux.Devices = []*pb.LinuxDevice{{Path: "/dev/sda", Type: "b", Major: 8}}
+	if err := e.Check(ctx, "M", r); err == nil || !strings.Contains(err.Error(), "device /dev/sda: host devices") ||
+		!strings.Contains(err.Error(), "mount /x: host path /") {
+		t.Errorf("tmpfs bind and device: %v", err)
+	}
+	// A pod's policy allowing /var/lib/data.
+	own := mustNew(t, strings.Replace(Default(), "allowed_host_paths := set()", `allowed_host_paths := {"/var/lib/data"}`, 1))
+	if err := own.Check(ctx, "M", withMount("/var/lib/data")); err != nil {
+		t.Errorf("allowed host path: %v", err)
+	}
+	if err := own.Check(ctx, "M", withMount("/var/lib/other")); err == nil {
+		t.Error("a host path the policy does not name was allowed")
 	}
 }
 

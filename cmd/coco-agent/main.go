@@ -94,8 +94,10 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 		return err
 	}
 	defer gc.Stop()
+	// The pod's volumes are where Kata's runtime names them (private
+	// directories on the local backend).
 	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Policy: engine, SetHostname: true,
-		NoPivotRoot: f.noPivotRoot, CgroupParent: f.cgroupParent, Log: log})
+		NoPivotRoot: f.noPivotRoot, CgroupParent: f.cgroupParent, SharedDir: agent.SharedPath, SandboxDir: agent.SandboxPath, Log: log})
 	if err != nil {
 		return err
 	}

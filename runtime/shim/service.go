@@ -66,6 +66,7 @@ type pod struct {
 	client *ttrpc.Client
 	agent  pb.AgentServiceService
 	dir    string
+	vols   volumes
 }
 
 // ctask is a containerd task: a container, or the pod's sandbox itself.
@@ -296,13 +297,19 @@ func (s *Service) createContainer(ctx context.Context, t *ctask, spec *specs.Spe
 	if ref == "" {
 		return errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "container %s: no image to pull in the sandbox: set the %s annotation", t.id, annotationImageName)
 	}
+	storages, copies, err := guestMounts(ctx, s.pod.agent, t.id, spec)
+	if err != nil {
+		return errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s: %v", t.id, err)
+	}
 	req, err := createRequest(t.id, t.bundle, ref, spec)
 	if err != nil {
 		return err
 	}
+	req.Storages = append(req.Storages, storages...)
 	if _, err := s.pod.agent.CreateContainer(ctx, req); err != nil {
 		return agentError("create container "+t.id, err)
 	}
+	s.pod.vols.watch(ctx, s.pod.agent, t.id, copies)
 	return nil
 }
 
@@ -466,6 +473,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 // removeContainer removes a container from the agent. A container the
 // agent no longer knows, or whose sandbox is gone, is removed already.
 func (s *Service) removeContainer(ctx context.Context, id string) error {
+	s.pod.vols.forget(id)
 	_, err := s.pod.agent.RemoveContainer(ctx, &pb.RemoveContainerRequest{ContainerId: id, Timeout: 10})
 	if err == nil || status.Code(err) == codes.NotFound {
 		return nil
