@@ -106,6 +106,21 @@ func (e *cdhEnv) startCDH(t *testing.T) *ttrpc.Client {
 	return c
 }
 
+// startREST runs api-server-rest for the data hub's resources and returns
+// its URL.
+func (e *cdhEnv) startREST(t *testing.T) string {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startDaemon(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "api-server-rest", "--features", "resource", "--bind", addr, "--cdh_addr", "unix://"+e.socket)
+	return "http://" + addr
+}
+
 func oneshot(t *testing.T, e *cdhEnv, args ...string) ([]byte, error) {
 	t.Helper()
 	cmd := exec.Command(bin(t, "cdh-oneshot"), append([]string{"-c", e.cfg, "--attester", "sample"}, args...)...)
@@ -146,16 +161,7 @@ func TestCDHGetResource(t *testing.T) {
 	_, err = cdhpb.NewImagePullServiceClient(c).PullImage(ctx, &cdhpb.ImagePullRequest{ImageUrl: "busybox"})
 	wantCode(t, "PullImage without a bundle path", err, codes.InvalidArgument)
 
-	port := freePort(t)
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	startDaemon(t, func() bool {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "api-server-rest", "--features", "resource", "--bind", fmt.Sprintf("127.0.0.1:%d", port),
-		"--cdh_addr", "unix://"+e.socket)
+	url := e.startREST(t)
 	if code, body := httpGet(t, url+"/cdh/resource/default/key/1"); code != 200 || !bytes.Equal(body, secret) {
 		t.Fatalf("REST resource = %d %q", code, body)
 	}
@@ -199,16 +205,7 @@ allow if {
 	}
 	mustClient(t, append(e.global, "config", "--auth-private-key", e.kbs.adminKey(), "set-resource-policy", "--policy-file", policy)...)
 	e.startCDH(t)
-	port := freePort(t)
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	startDaemon(t, func() bool {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "api-server-rest", "--features", "resource", "--bind", fmt.Sprintf("127.0.0.1:%d", port),
-		"--cdh_addr", "unix://"+e.socket)
+	url := e.startREST(t)
 
 	for _, tc := range []struct {
 		path string
@@ -540,16 +537,7 @@ func TestCDHWithAttestationAgent(t *testing.T) {
 func TestRESTServerOutlivesTheDataHub(t *testing.T) {
 	e := newCDHEnv(t)
 	e.set(t, "default/key/rest", []byte("late"))
-	port := freePort(t)
-	url := fmt.Sprintf("http://127.0.0.1:%d/cdh/resource/default/key/rest", port)
-	startDaemon(t, func() bool {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "api-server-rest", "--features", "resource", "--bind", fmt.Sprintf("127.0.0.1:%d", port),
-		"--cdh_addr", "unix://"+e.socket)
+	url := e.startREST(t) + "/cdh/resource/default/key/rest"
 	if code, _ := httpGet(t, url); code != http.StatusServiceUnavailable {
 		t.Fatalf("before the data hub: %d, want 503", code)
 	}

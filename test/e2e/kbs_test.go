@@ -202,14 +202,7 @@ url = "http://127.0.0.1:8080"
 "policy.rego" = '''
 package agent_policy
 
-import future.keywords.in
-
-default CreateContainerRequest := false
-
-CreateContainerRequest if {
-	some c in policy_data.containers
-	input.OCI.Process.Args == c.OCI.Process.Args
-}
+default ExecProcessRequest := false
 
 policy_data := {
   "containers": [
