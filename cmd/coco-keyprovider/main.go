@@ -22,22 +22,27 @@ import (
 
 	"github.com/cocoon-cc/cocoon/image/keyprovider"
 	"github.com/cocoon-cc/cocoon/kbs/client"
+	"github.com/cocoon-cc/cocoon/protocol"
 	pb "github.com/cocoon-cc/cocoon/protocol/grpc/keyprovider"
 )
 
 func main() {
 	socket := flag.String("socket", "127.0.0.1:50000", "gRPC listen address")
 	kbsURL := flag.String("kbs", "", "KBS URL to register key-encryption keys in (none: do not register)")
-	keyFile := flag.String("auth-private-key", "", "KBS admin private key (PKCS#8 PEM, Ed25519)")
+	keyFile := flag.String("auth-private-key", "", "KBS admin private key (PEM: Ed25519, ECDSA P-256 or P-384)")
 	certFile := flag.String("kbs-cert", "", "CA certificate of an HTTPS KBS")
+	claims := client.TokenClaims{}
+	flag.StringVar(&claims.Role, "role", protocol.AdminRole, "role claim of the admin tokens")
+	flag.StringVar(&claims.Issuer, "issuer", "", "iss claim of the admin tokens (the KBS identity provider's issuer)")
+	flag.StringVar(&claims.Audience, "audience", "", "aud claim of the admin tokens (the KBS identity provider's audience)")
 	flag.Parse()
-	if err := run(*socket, *kbsURL, *keyFile, *certFile); err != nil {
+	if err := run(*socket, *kbsURL, *keyFile, *certFile, claims); err != nil {
 		fmt.Fprintln(os.Stderr, "coco-keyprovider:", err)
 		os.Exit(1)
 	}
 }
 
-func run(socket, kbsURL, keyFile, certFile string) error {
+func run(socket, kbsURL, keyFile, certFile string, claims client.TokenClaims) error {
 	var reg keyprovider.Registrar
 	if kbsURL != "" {
 		if keyFile == "" {
@@ -51,7 +56,7 @@ func run(socket, kbsURL, keyFile, certFile string) error {
 		if err != nil {
 			return err
 		}
-		reg = client.NewAdminWithKey(kbsURL, hc, key)
+		reg = client.NewAdminSigning(kbsURL, hc, key, claims)
 	} else {
 		slog.Warn("no --kbs: key-encryption keys are not registered anywhere")
 	}
