@@ -99,6 +99,68 @@ func testStreams(t *testing.T, e *podEnv, maxSize int) {
 		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sleep", "1000"}})
 	testCopy(ctx, t, rs, cid, maxSize)
 	t.Run("exec-it", func(t *testing.T) { testTerminal(ctx, t, rs, cid) })
+	t.Run("attach", func(t *testing.T) { e.testAttach(ctx, t, rs, podID, sandbox, logDir) })
+	t.Run("logs", func(t *testing.T) { e.testLogs(ctx, t, rs, podID, sandbox, logDir) })
+}
+
+// testAttach is kubectl attach -i to a container started with stdin open
+// once (kubectl run -i): what it reads comes back, its exit status too.
+func (e *podEnv) testAttach(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, podID string, sandbox *cri.PodSandboxConfig, logDir string) {
+	cid := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "attached"},
+		Image: &cri.ImageSpec{Image: e.image}, LogPath: "attached.log", Stdin: true, StdinOnce: true,
+		Command: []string{"/bin/sh", "-c", "read line; echo got-$line; exit 6"}})
+	r, err := rs.Attach(ctx, &cri.AttachRequest{ContainerId: cid, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := stream(ctx, r.Url, strings.NewReader("hello\n"), false)
+	if err != nil || string(out) != "got-hello\n" {
+		t.Errorf("attach: %v %q", err, out)
+	}
+	if st := waitExited(ctx, t, rs, cid); st.ExitCode != 6 {
+		t.Errorf("attached container exited with %d, want 6", st.ExitCode)
+	}
+	if log := readLog(t, filepath.Join(logDir, "attached.log")); log != "got-hello\n" {
+		t.Errorf("attached container's log %q", log)
+	}
+}
+
+// testLogs is kubectl logs -f (the log grows while the container runs) and,
+// after a restart (the kubelet's next attempt of the container, with a log
+// of its own), kubectl logs --previous; exit statuses are the containers'.
+func (e *podEnv) testLogs(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, podID string, sandbox *cri.PodSandboxConfig, logDir string) {
+	os.MkdirAll(filepath.Join(logDir, "ticker"), 0o755)
+	var prev string
+	for attempt := range uint32(2) {
+		log := filepath.Join(logDir, "ticker", fmt.Sprintf("%d.log", attempt))
+		cid := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{
+			Metadata: &cri.ContainerMetadata{Name: "ticker", Attempt: attempt},
+			Image:    &cri.ImageSpec{Image: e.image}, LogPath: fmt.Sprintf("ticker/%d.log", attempt),
+			Command: []string{"/bin/sh", "-c", fmt.Sprintf("echo run-%d; echo err-%d >&2; while [ ! -f /tmp/stop%d ]; do sleep 0.1; done; exit %d",
+				attempt, attempt, attempt, 10+attempt)}})
+		// -f: the lines are in the log while the container still runs.
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if got := readLog(t, log); strings.Contains(got, fmt.Sprintf("run-%d\n", attempt)) && strings.Contains(got, fmt.Sprintf("err-%d\n", attempt)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("attempt %d: log %q while running", attempt, readLog(t, log))
+			}
+		}
+		if st, err := rs.ContainerStatus(ctx, cid, false); err != nil || st.Status.State != cri.ContainerState_CONTAINER_RUNNING {
+			t.Fatalf("attempt %d: %v %v, want running", attempt, st, err)
+		}
+		if _, _, err := rs.ExecSync(ctx, cid, []string{"/bin/touch", fmt.Sprintf("/tmp/stop%d", attempt)}, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if st := waitExited(ctx, t, rs, cid); st.ExitCode != int32(10+attempt) {
+			t.Errorf("attempt %d exited with %d, want %d", attempt, st.ExitCode, 10+attempt)
+		}
+		if prev != "" && readLog(t, prev) != "run-0\nerr-0\n" && readLog(t, prev) != "err-0\nrun-0\n" {
+			t.Errorf("the previous attempt's log %q", readLog(t, prev))
+		}
+		prev = log
+	}
 }
 
 // TestPodDefaultPolicy: under the default policy, extended by the pod's
