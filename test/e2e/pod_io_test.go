@@ -75,19 +75,18 @@ func sha(b []byte) string {
 // TestPodStreams drives kubectl's stream features through CRI on one pod:
 // binary-exact stdin and stdout of any size (kubectl cp), a terminal
 // (kubectl exec -it), attach, logs and a restarted container's logs.
-func TestPodStreams(t *testing.T) { testStreams(t, newPodEnv(t), 10<<20) }
+func TestPodStreams(t *testing.T) { testStreams(t, newPodEnv(t), 0, 1, 10<<10, 10<<20) }
 
 // TestPodStreamsVM is TestPodStreams in a QEMU VM (TCG): the streams cross
 // the virtio-serial channel (at about 1 MB/s in TCG: 2 MiB at most).
 func TestPodStreamsVM(t *testing.T) {
 	kernel, initrd := testutil.Guest(t)
 	testStreams(t, newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
-		kernel+"\"\ninitrd = \""+initrd+"\"\n"), 2<<20)
+		kernel+"\"\ninitrd = \""+initrd+"\"\n"), 1, 2<<20)
 }
 
-// testStreams runs the stream tests on one pod; files copied go up to
-// maxSize bytes.
-func testStreams(t *testing.T, e *podEnv, maxSize int) {
+// testStreams runs the stream tests on one pod, copying files of sizes.
+func testStreams(t *testing.T, e *podEnv, sizes ...int) {
 	rs := e.ctrd.RuntimeService(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -97,7 +96,7 @@ func testStreams(t *testing.T, e *podEnv, maxSize int) {
 	defer rs.StopPodSandbox(ctx, podID)
 	cid := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "sleeper"},
 		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sleep", "1000"}})
-	testCopy(ctx, t, rs, cid, maxSize)
+	testCopy(ctx, t, rs, cid, sizes)
 	t.Run("exec-it", func(t *testing.T) { testTerminal(ctx, t, rs, cid) })
 	t.Run("attach", func(t *testing.T) { e.testAttach(ctx, t, rs, podID, sandbox, logDir) })
 	t.Run("logs", func(t *testing.T) { e.testLogs(ctx, t, rs, podID, sandbox, logDir) })
@@ -239,8 +238,8 @@ func testTerminal(ctx context.Context, t *testing.T, rs internalapi.RuntimeServi
 // stdout ends, containerd#13934: "sh -c 'cat > f'" alone, whose shell
 // execs cat with stdout on the file, loses input with any runtime; kubectl
 // cp's tar keeps its stdout, and so does the shell here.)
-func testCopy(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string, maxSize int) {
-	for _, size := range []int{0, 1, 10 << 10, maxSize} {
+func testCopy(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string, sizes []int) {
+	for _, size := range sizes {
 		t.Run(fmt.Sprintf("cp-%d", size), func(t *testing.T) {
 			data := make([]byte, size)
 			rand.Read(data)
