@@ -13,7 +13,7 @@ import (
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 )
 
-func testAgent(t *testing.T) *Agent {
+func testAgent(t testing.TB) *Agent {
 	t.Helper()
 	e, err := policy.New(context.Background(), policy.AllowAll())
 	if err != nil {

@@ -197,7 +197,7 @@ func (a *Agent) bindSource(m specs.Mount) (string, error) {
 	// A host path the policy let through: a guest directory of that name.
 	dir := filepath.Join(a.cfg.SandboxDir, "hostpath", src)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: mount %s: %v", ErrInvalidArgument, m.Destination, err)
 	}
 	a.log.Warn("host path mount allowed by the policy: the container gets an empty guest directory, not the host's files",
 		"destination", m.Destination, "host_path", src)

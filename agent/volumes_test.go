@@ -116,3 +116,24 @@ func FuzzStorageOptions(f *testing.F) {
 		}
 	})
 }
+
+// FuzzBindSource: any source maps into the shared directory or the
+// sandbox directory, or is refused with ErrInvalidArgument.
+func FuzzBindSource(f *testing.F) {
+	a := testAgent(f)
+	for _, s := range []string{SharedPath + "/c-0123456789abcdef-cfg", LocalPath + "/x", "/var/lib/data", "/run/kata-containers/x/../y", "a/b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, src string) {
+		got, err := a.bindSource(specs.Mount{Destination: "/d", Type: "bind", Source: src})
+		if err != nil {
+			if !errors.Is(err, ErrInvalidArgument) {
+				t.Fatal(err)
+			}
+			return
+		}
+		if !strings.HasPrefix(got, a.cfg.SharedDir+"/") && !strings.HasPrefix(got, a.cfg.SandboxDir+"/") {
+			t.Fatalf("%q mapped to %q", src, got)
+		}
+	})
+}

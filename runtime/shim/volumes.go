@@ -141,13 +141,21 @@ func copyName(id, src string) string {
 
 // emptyDirStorage is an emptyDir volume's storage: a tmpfs when the
 // kubelet made a tmpfs of it (medium: Memory), else a guest directory.
+// The kubelet gives a pod's fsGroup an emptyDir's directory, setgid: so
+// does the guest.
 func emptyDirStorage(src string) *pb.Storage {
 	name := emptyDir.FindStringSubmatch(src)[1]
-	if _, ok := tmpfsSize(src); ok {
-		return memoryStorage(name, src)
-	}
-	return &pb.Storage{Driver: agent.StorageDriverLocal, Source: "local", Fstype: "local",
+	s := &pb.Storage{Driver: agent.StorageDriverLocal, Source: "local", Fstype: "local",
 		MountPoint: agent.LocalPath + "/" + name, Options: []string{"mode=0777"}}
+	if _, ok := tmpfsSize(src); ok {
+		s = memoryStorage(name, src)
+	}
+	if fi, err := os.Stat(src); err == nil && fi.Mode()&fs.ModeSetgid != 0 {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			s.FsGroup = &pb.FSGroup{GroupId: st.Gid}
+		}
+	}
+	return s
 }
 
 // memoryStorage is a guest tmpfs as large as the host's tmpfs at src.
