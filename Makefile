@@ -6,7 +6,7 @@ TEST_FLAGS ?= -count=1 -timeout 30m
 # Tools installed with go install (cosign) are found by the tests.
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build deps guest test test-short bench demo fuzz clean generate
+.PHONY: all build deps guest k8s-bins test test-short bench demo fuzz clean generate
 
 all: build
 
@@ -23,7 +23,13 @@ deps:
 guest:
 	@OVMF=$(OVMF) bash scripts/build-guest.sh
 
-test: deps build guest
+# Kubernetes v1.34.3's binaries for the Kubernetes tests, built once from
+# the Go module proxy into a cache outside the repository (several minutes
+# the first time; nothing after).
+k8s-bins:
+	@bash scripts/build-k8s.sh
+
+test: deps build guest k8s-bins
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	COCOON_BIN=$(CURDIR)/$(BIN) $(GO) test $(TEST_FLAGS) ./...
@@ -36,7 +42,7 @@ test-short:
 bench: deps build guest
 	COCOON_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 2s -timeout 60m ./...
 
-demo: build guest
+demo: deps build guest
 	@bash scripts/demo.sh
 
 # Run every fuzz target for FUZZTIME each.

@@ -25,6 +25,12 @@ declare -A need=(
   [busybox]=busybox-static
   [cpio]=cpio
   [gcc]=gcc
+  # A Kubernetes node (internal/testutil/k8stest).
+  [etcd]=etcd-server
+  [iptables]=iptables
+  [conntrack]=conntrack
+  [ip]=iproute2
+  [nsenter]=util-linux
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -32,6 +38,8 @@ for cmd in "${!need[@]}"; do
 done
 # The guest kernel of the qemu sandbox (make guest) and its modules.
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || missing+=(linux-image-cloud-amd64)
+# The CNI plugins of the test node's pod network.
+[ -e /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # OVMF firmware: SNP launch digests are computed from Debian's build in tests.
 [ -e /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)

@@ -23,7 +23,15 @@ type Registry struct {
 // in a temporary directory; the test is skipped when it is not installed.
 func StartRegistry(t testing.TB) *Registry {
 	t.Helper()
-	return startRegistry(t, "")
+	return startRegistry(t, "127.0.0.1:0", "")
+}
+
+// StartRegistryOn is StartRegistry listening on addr (host:port), an
+// address of an interface the test made, for clients in other network
+// namespaces.
+func StartRegistryOn(t testing.TB, addr string) *Registry {
+	t.Helper()
+	return startRegistry(t, addr, "")
 }
 
 // StartRegistryWithAuth is StartRegistry with basic authentication: one
@@ -38,16 +46,16 @@ func StartRegistryWithAuth(t testing.TB, user, password string) *Registry {
 	if err := os.WriteFile(htpasswd, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return startRegistry(t, fmt.Sprintf("auth:\n  htpasswd:\n    realm: cocoon\n    path: %s\n", htpasswd))
+	return startRegistry(t, "127.0.0.1:0", fmt.Sprintf("auth:\n  htpasswd:\n    realm: cocoon\n    path: %s\n", htpasswd))
 }
 
-func startRegistry(t testing.TB, extra string) *Registry {
+func startRegistry(t testing.TB, addr, extra string) *Registry {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
 		t.Skip("docker-registry not installed (scripts/install-deps.sh)")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

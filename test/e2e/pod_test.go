@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/base64"
 	"errors"
 	"os"
 	"os/exec"
@@ -54,18 +52,6 @@ func newPodEnvWith(t testing.TB, conf string) *podEnv {
 	return &podEnv{ctrd: ctrd, reg: reg, image: reg.Host + "/busybox:1", cfg: cfg}
 }
 
-// initdataAnnotation encodes initdata as Kata's cc_init_data annotation.
-func initdataAnnotation(t testing.TB, rego string) string {
-	doc := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = '''\n" + rego + "\n'''\n"
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	zw.Write([]byte(doc))
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return base64.StdEncoding.EncodeToString(b.Bytes())
-}
-
 // TestPodCtr runs containers through ctr with the coco runtime: the output
 // reaches ctr, the exit status is the container's, and nothing is left.
 func TestPodCtr(t *testing.T) {
@@ -73,7 +59,7 @@ func TestPodCtr(t *testing.T) {
 	if out, err := e.ctrd.Ctr("images", "pull", "--plain-http", e.image); err != nil {
 		t.Fatalf("pull: %v\n%s", err, out)
 	}
-	ann := "io.katacontainers.config.hypervisor.cc_init_data=" + initdataAnnotation(t, policy.AllowAll())
+	ann := "io.katacontainers.config.hypervisor.cc_init_data=" + testutil.InitdataAnnotation(t, policy.AllowAll())
 	out, err := e.ctrd.Ctr("run", "--rm", "--runtime", "io.containerd.coco.v2", "--runtime-config-path", e.cfg,
 		"--annotation", ann, e.image, "ctr1", "/bin/sh", "-c", "echo hello from $(cat /proc/1/cmdline | head -c 7); exit 3")
 	var exit *exec.ExitError
@@ -102,7 +88,7 @@ func TestPodCtr(t *testing.T) {
 		allowed    bool
 	}{{policy.AllowAll(), "ctr5", true}, {policy.Default(), "ctr6", false}} {
 		out, err := e.ctrd.Ctr("run", "-d", "--runtime", "io.containerd.coco.v2", "--runtime-config-path", e.cfg,
-			"--annotation", "io.katacontainers.config.hypervisor.cc_init_data="+initdataAnnotation(t, tc.policy), e.image, tc.id,
+			"--annotation", "io.katacontainers.config.hypervisor.cc_init_data="+testutil.InitdataAnnotation(t, tc.policy), e.image, tc.id,
 			"/bin/sleep", "1000")
 		if err != nil {
 			t.Fatalf("run -d: %v\n%s", err, out)
@@ -194,7 +180,7 @@ func (e *podEnv) startPodWith(ctx context.Context, t *testing.T, rs internalapi.
 			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
 	}
 	if rego != "" {
-		sandbox.Annotations = map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, rego)}
+		sandbox.Annotations = map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": testutil.InitdataAnnotation(t, rego)}
 	}
 	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
 	if err != nil {

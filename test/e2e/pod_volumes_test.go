@@ -182,7 +182,7 @@ func TestPodVolumesRefused(t *testing.T) {
 	cm := kp.volume("configmap", "cfg")
 	kp.write(t, cm, "1", map[string][]byte{"app.conf": []byte("v1\n")}, 0o644, 0)
 	sandbox := &cri.PodSandboxConfig{Metadata: &cri.PodSandboxMetadata{Name: "refuse", Uid: "uid-refuse", Namespace: "default"},
-		Hostname: "refuse", Annotations: map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.Default())},
+		Hostname: "refuse", Annotations: map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": testutil.InitdataAnnotation(t, policy.Default())},
 		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
 			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}}}
 	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")

@@ -110,7 +110,7 @@ func TestSnapshotterGuestPull(t *testing.T) {
 	sandbox := &cri.PodSandboxConfig{
 		Metadata:     &cri.PodSandboxMetadata{Name: "snap", Uid: "uid-snap", Namespace: "default"},
 		LogDirectory: t.TempDir(),
-		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
+		Annotations:  map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": testutil.InitdataAnnotation(t, policy.AllowAll())},
 		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
 			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
 	}

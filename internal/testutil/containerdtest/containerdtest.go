@@ -7,10 +7,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,8 +39,20 @@ type Options struct {
 	// Snapshotter is a proxy snapshotter's socket, used by the CRI plugin.
 	Snapshotter string
 	// Root is containerd's root directory (default: root under its
-	// temporary directory).
+	// directory).
 	Root string
+	// Runtimes are more coco runtime handlers, each with its shim's
+	// ConfigPath (as Kubernetes RuntimeClasses name them).
+	Runtimes map[string]string
+	// Dir holds containerd's root, state and sockets (default: a new
+	// directory under /run); it is removed when containerd stops.
+	Dir string
+	// Netns is a network namespace (a path, /run/netns/NAME) containerd
+	// runs in, and with it the CNI plugins and the pods' network setup.
+	Netns string
+	// CNIConfDir enables CRI's pod networking with the CNI configuration
+	// in this directory and Debian's plugins (containernetworking-plugins).
+	CNIConfDir string
 }
 
 // Containerd is a running containerd.
@@ -62,8 +76,12 @@ func Start(t testing.TB, o Options) *Containerd {
 		t.Skip("SKIP: containerd not installed (scripts/install-deps.sh installs it)")
 	}
 	// Unix socket paths are short: keep the directory near the root.
-	dir, err := os.MkdirTemp("/run", "ctrd-")
-	if err != nil {
+	dir := o.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("/run", "ctrd-"); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	c := &Containerd{Dir: dir, Root: o.Root, Address: filepath.Join(dir, "c.sock"), log: &bytes.Buffer{}}
@@ -75,6 +93,9 @@ func Start(t testing.TB, o Options) *Containerd {
 		t.Fatal(err)
 	}
 	c.cmd = exec.Command(bin, "--config", cfg)
+	if o.Netns != "" {
+		c.cmd = exec.Command("nsenter", "--net="+o.Netns, "--", bin, "--config", cfg)
+	}
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	c.cmd.Env = append(os.Environ(), "PATH="+o.ShimDir+":"+os.Getenv("PATH"))
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -100,21 +121,31 @@ state = %q
   address = %q
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "runc"
+  # root without CAP_SYS_RESOURCE (as in containers) cannot lower runc's
+  # oom_score_adj: runc pods would fail to start.
+  restrict_oom_score_adj = true
 `, c.Root, filepath.Join(c.Dir, "state"), c.Address, c.Address+".ttrpc", PauseImage)
+	if o.CNIConfDir != "" {
+		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n    bin_dir = \"/usr/lib/cni\"\n    conf_dir = %q\n", o.CNIConfDir)
+	}
+	b.WriteString("  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    default_runtime_name = \"runc\"\n")
 	if o.Snapshotter != "" {
 		b.WriteString("    snapshotter = \"cocoon\"\n    disable_snapshot_annotations = false\n")
 	}
-	fmt.Fprintf(&b, `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.coco]
+	b.WriteString("    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n")
+	runtimes := map[string]string{"coco": o.ShimConfig}
+	for name, cfg := range o.Runtimes {
+		runtimes[name] = cfg
+	}
+	for _, name := range slices.Sorted(maps.Keys(runtimes)) {
+		fmt.Fprintf(&b, `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.%[1]q]
       runtime_type = "io.containerd.coco.v2"
       pod_annotations = ["io.katacontainers.*"]
       container_annotations = ["io.katacontainers.*"]
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.coco.options]
-        ConfigPath = %q
-`, o.ShimConfig)
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.%[1]q.options]
+        ConfigPath = %[2]q
+`, name, runtimes[name])
+	}
 	if o.Registry != "" {
 		fmt.Fprintf(&b, "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.%q]\n    endpoint = [\"http://%s\"]\n", o.Registry, o.Registry)
 	}
