@@ -10,6 +10,8 @@ import (
 	"time"
 
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
 )
 
 // BenchmarkPodStart measures, through CRI as the kubelet drives it, the
@@ -70,7 +72,7 @@ func BenchmarkPodStart(b *testing.B) {
 // host: its shim and the shim's children (agent, VM).
 func podRSS(address string) int64 {
 	var total int64
-	for _, p := range podProcesses(address) {
+	for _, p := range containerdtest.SandboxProcesses(address) {
 		b, err := os.ReadFile("/proc/" + strings.Split(p, ":")[0] + "/status")
 		if err != nil {
 			continue

@@ -199,7 +199,7 @@ func (e *podEnv) startPodWith(ctx context.Context, t *testing.T, rs internalapi.
 func assertNoLeftovers(t *testing.T, c *containerdtest.Containerd) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		left := podProcesses(c.Address)
+		left := containerdtest.SandboxProcesses(c.Address)
 		if len(left) == 0 {
 			return
 		}
@@ -207,47 +207,6 @@ func assertNoLeftovers(t *testing.T, c *containerdtest.Containerd) {
 			t.Fatalf("processes left: %v", left)
 		}
 	}
-}
-
-// podProcesses lists the coco shims serving the containerd at address and
-// their children (agents, VMs), as pid:name; tests of other packages may
-// run pods at the same time.
-func podProcesses(address string) []string {
-	type proc struct {
-		ppid int
-		name string
-	}
-	procs := map[int]proc{}
-	shims := map[int]bool{}
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		pid, _ := strconv.Atoi(filepath.Base(d))
-		status, err := os.ReadFile(d + "/status")
-		if err != nil {
-			continue
-		}
-		var p proc
-		for _, line := range strings.Split(string(status), "\n") {
-			if v, ok := strings.CutPrefix(line, "Name:"); ok {
-				p.name = strings.TrimSpace(v)
-			}
-			if v, ok := strings.CutPrefix(line, "PPid:"); ok {
-				p.ppid, _ = strconv.Atoi(strings.TrimSpace(v))
-			}
-		}
-		procs[pid] = p
-		if cmdline, _ := os.ReadFile(d + "/cmdline"); strings.Contains(p.name, "containerd-shim") &&
-			strings.Contains(string(cmdline), "coco") && strings.Contains(string(cmdline), address) {
-			shims[pid] = true
-		}
-	}
-	var found []string
-	for pid, p := range procs {
-		if shims[pid] || shims[p.ppid] {
-			found = append(found, strconv.Itoa(pid)+":"+p.name)
-		}
-	}
-	return found
 }
 
 // TestPodVM runs a CRI pod in a QEMU VM (TCG): the image is pulled inside
@@ -302,7 +261,7 @@ func TestPodAgentDies(t *testing.T) {
 	var agents []string
 	for deadline := time.Now().Add(20 * time.Second); len(agents) == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if out, _ := e.ctrd.Ctr("task", "ls"); strings.Contains(out, "RUNNING") {
-			for _, p := range podProcesses(e.ctrd.Address) {
+			for _, p := range containerdtest.SandboxProcesses(e.ctrd.Address) {
 				if strings.HasSuffix(p, ":coco-agent") {
 					agents = append(agents, p)
 				}

@@ -22,6 +22,7 @@ func TestRuncPod(t *testing.T) {
 kind: Pod
 metadata: {name: plain, namespace: default}
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: c
     image: ` + c.Busybox(t) + `
@@ -59,6 +60,7 @@ spec:
     spec:
       runtimeClassName: cocoon-qemu
       automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 1
       containers:
       - name: c
         image: ` + c.Busybox(t) + `

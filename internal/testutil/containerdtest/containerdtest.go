@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -272,4 +273,45 @@ func UnmountUnder(dir string) {
 	for i := len(targets) - 1; i >= 0; i-- {
 		syscall.Unmount(targets[i], syscall.MNT_DETACH)
 	}
+}
+
+// SandboxProcesses lists the coco shims serving the containerd at address and
+// their children (agents, VMs), as pid:name; tests of other packages may
+// run pods at the same time.
+func SandboxProcesses(address string) []string {
+	type proc struct {
+		ppid int
+		name string
+	}
+	procs := map[int]proc{}
+	shims := map[int]bool{}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		status, err := os.ReadFile(d + "/status")
+		if err != nil {
+			continue
+		}
+		var p proc
+		for _, line := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(line, "Name:"); ok {
+				p.name = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+				p.ppid, _ = strconv.Atoi(strings.TrimSpace(v))
+			}
+		}
+		procs[pid] = p
+		if cmdline, _ := os.ReadFile(d + "/cmdline"); strings.Contains(p.name, "containerd-shim") &&
+			strings.Contains(string(cmdline), "coco") && strings.Contains(string(cmdline), address) {
+			shims[pid] = true
+		}
+	}
+	var found []string
+	for pid, p := range procs {
+		if shims[pid] || shims[p.ppid] {
+			found = append(found, strconv.Itoa(pid)+":"+p.name)
+		}
+	}
+	return found
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
 )
 
 // TryKubectl runs kubectl against the cluster as its admin, stdin (if
@@ -77,7 +77,7 @@ func (c *Cluster) WaitSelector(t testing.TB, ns, selector string) []string {
 		out, err := c.TryKubectl("", "get", "pods", "-n", ns, "-l", selector, "-o", "name")
 		return err == nil && strings.TrimSpace(out) != "", nil
 	})
-	c.waitPods(t, ns, "-l", selector)
+	c.waitPods(t, ns, "pods", "-l", selector)
 	out := c.Kubectl(t, "get", "pods", "-n", ns, "-l", selector, "-o", "jsonpath={.items[*].metadata.name}")
 	return strings.Fields(out)
 }
@@ -128,41 +128,7 @@ func (c *Cluster) NodeExec(args ...string) (string, error) {
 // children (QEMU, local agents) as pid:name: empty once every Cocoon pod is
 // gone.
 func (c *Cluster) SandboxProcesses() []string {
-	type proc struct {
-		ppid int
-		name string
-	}
-	procs := map[int]proc{}
-	shims := map[int]bool{}
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		pid, _ := strconv.Atoi(filepath.Base(d))
-		status, err := os.ReadFile(d + "/status")
-		if err != nil {
-			continue
-		}
-		var p proc
-		for _, line := range strings.Split(string(status), "\n") {
-			if v, ok := strings.CutPrefix(line, "Name:"); ok {
-				p.name = strings.TrimSpace(v)
-			}
-			if v, ok := strings.CutPrefix(line, "PPid:"); ok {
-				p.ppid, _ = strconv.Atoi(strings.TrimSpace(v))
-			}
-		}
-		procs[pid] = p
-		if cmdline, _ := os.ReadFile(d + "/cmdline"); strings.Contains(string(cmdline), "containerd-shim-coco") &&
-			strings.Contains(string(cmdline), c.Containerd.Address) {
-			shims[pid] = true
-		}
-	}
-	var found []string
-	for pid, p := range procs {
-		if shims[pid] || shims[p.ppid] {
-			found = append(found, strconv.Itoa(pid)+":"+p.name)
-		}
-	}
-	return found
+	return containerdtest.SandboxProcesses(c.Containerd.Address)
 }
 
 // PodLeftovers lists what remains on the node of the pod with this UID:

@@ -214,9 +214,6 @@ func start(t *owner) *Cluster {
 }
 
 func (c *Cluster) certificates() error {
-	if err := os.MkdirAll(c.pki.dir, 0o700); err != nil {
-		return err
-	}
 	for _, id := range c.identities() {
 		if err := c.pki.issue(id); err != nil {
 			return err
@@ -278,6 +275,7 @@ func (c *Cluster) startControlPlane(t testing.TB, bins string) {
 		"--service-account-signing-key-file="+p("service-account", ".key"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+		"--kubelet-preferred-address-types=InternalIP",
 		"--service-cluster-ip-range="+c.ServiceCIDR, "--allow-privileged=true", "--profiling=false")
 	var err error
 	if c.Kubeconfig, err = c.kubeconfig("admin"); err != nil {
@@ -335,6 +333,7 @@ func (c *Cluster) startNode(t testing.TB, bins string) {
 	}
 	cfg := filepath.Join(c.dir, "kubelet.yaml")
 	c.writeFile(t, cfg, c.kubeletConfig())
+	restoreKernelTunables(t)
 	c.run(t, "kubelet", true, filepath.Join(bins, "kubelet"), "--config="+cfg, "--kubeconfig="+kubelet,
 		"--root-dir="+filepath.Join(c.dir, "kubelet"), "--hostname-override="+NodeName, "--node-ip="+c.NodeIP,
 		"--node-labels="+strings.Join(NodeLabels, ","))
@@ -354,6 +353,27 @@ func (c *Cluster) startNode(t testing.TB, bins string) {
 		_, err := c.TryKubectl("", "get", "serviceaccount", "default")
 		return err == nil, nil
 	})
+	// Runs first at teardown, while the kubelet still runs.
+	t.Cleanup(func() { c.drain(t) })
+}
+
+// drain deletes every workload the tests left and waits (a minute at most)
+// for the kubelet to stop their pods: a pod still starting (a sandbox being
+// created) is stopped once it has started, which containerd alone would
+// not do for it.
+func (c *Cluster) drain(t testing.TB) {
+	if _, err := c.TryKubectl("", "delete", "all", "--all", "--all-namespaces", "--wait=false"); err != nil {
+		t.Logf("drain: %v", err)
+		return
+	}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+		// Pods a controller made before it was deleted go too, quickly.
+		c.TryKubectl("", "delete", "pods", "--all", "--all-namespaces", "--grace-period=1", "--wait=false")
+		if out, err := c.TryKubectl("", "get", "pods", "--all-namespaces", "-o", "name"); err == nil && strings.TrimSpace(out) == "" {
+			return
+		}
+	}
+	t.Logf("drain: pods left after a minute")
 }
 
 // removeSandboxes stops and removes every pod sandbox left in containerd.
@@ -430,4 +450,26 @@ func (c *Cluster) Logs(name string, n int) string {
 		}
 	}
 	return ""
+}
+
+// kubeletTunables are the host's sysctls a kubelet sets at start (it
+// expects them of a node); the test machine gets its own values back.
+var kubeletTunables = []string{"vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"}
+
+// restoreKernelTunables puts back, at teardown, the values the kubelet is
+// about to change.
+func restoreKernelTunables(t testing.TB) {
+	saved := map[string][]byte{}
+	for _, k := range kubeletTunables {
+		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
+			saved[k] = b
+		}
+	}
+	t.Cleanup(func() {
+		for k, v := range saved {
+			if err := os.WriteFile("/proc/sys/"+k, v, 0o644); err != nil {
+				t.Errorf("restore %s: %v", k, err)
+			}
+		}
+	})
 }

@@ -99,6 +99,26 @@ func (s *slot) setUp() error {
 			return fmt.Errorf("%s: %w: %s", strings.Join(st, " "), err, out)
 		}
 	}
+	return makeCgroups(s.Cgroup)
+}
+
+// makeCgroups makes the kubelet's cgroup root (it must exist) in every
+// cgroup v1 hierarchy; cpuset's gets its parent's CPUs and memory nodes.
+func makeCgroups(root string) error {
+	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*/cgroup.procs")
+	for _, h := range hierarchies {
+		dir := filepath.Join(filepath.Dir(h), root)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			if b, err := os.ReadFile(filepath.Join(filepath.Dir(h), f)); err == nil {
+				if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+					return fmt.Errorf("%s: %w", filepath.Join(dir, f), err)
+				}
+			}
+		}
+	}
 	return nil
 }
 
