@@ -93,7 +93,8 @@ func (c *Cluster) waitPods(t testing.TB, ns string, which ...string) {
 
 // PushImage pushes img to the cluster's registry as repo:tag and returns
 // the reference pods name it by. Repositories under guest/ are pulled only
-// in Cocoon's sandboxes.
+// in Cocoon's sandboxes; an image sharing layers with one of them must be
+// unpacked on the host first (see README, cocoon-snapshotter --images).
 func (c *Cluster) PushImage(t testing.TB, img *imagetest.Image, repoTag string) string {
 	t.Helper()
 	c.registry.Push(t, img, repoTag, nil)

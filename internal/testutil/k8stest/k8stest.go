@@ -229,8 +229,9 @@ func (c *Cluster) startContainerd(t testing.TB, kernel, initrd string) {
 	t.Helper()
 	snapDir := filepath.Join(c.dir, "snapshotter")
 	sock := filepath.Join(snapDir, "s.sock")
+	ctrdDir := filepath.Join(c.dir, "containerd")
 	c.run(t, "cocoon-snapshotter", false, testutil.Bin(t, "cocoon-snapshotter"), "--root", filepath.Join(snapDir, "root"),
-		"--address", sock, "--images", "^"+strings.ReplaceAll(c.Registry, ".", `\.`)+"/guest/")
+		"--containerd-root", filepath.Join(ctrdDir, "root"), "--address", sock, "--images", "^"+strings.ReplaceAll(c.Registry, ".", `\.`)+"/guest/")
 	c.waitFor(t, 20*time.Second, "cocoon-snapshotter's socket", func() (bool, error) { return exists(sock), nil })
 
 	cfgDir := filepath.Join(c.dir, "shim")
@@ -247,7 +248,7 @@ func (c *Cluster) startContainerd(t testing.TB, kernel, initrd string) {
 		Runtimes:    runtimes,
 		Registry:    c.Registry,
 		Snapshotter: sock,
-		Dir:         filepath.Join(c.dir, "containerd"),
+		Dir:         ctrdDir,
 		Netns:       c.slot.NetnsPath(),
 		CNIConfDir:  cniDir,
 	})
