@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -58,33 +60,54 @@ func setInt[T int64 | uint64](dst *T, v *T) {
 
 // OnlineCPUMem brings hot-plugged vCPUs and memory blocks online: the shim
 // grows the VM when a pod's containers ask for more than it booted with.
+// Memory blocks the kernel adds later (ACPI hotplug is asynchronous) come
+// online by themselves from the first call on; vCPUs do not, so with Wait
+// the call retries until NbCpus of them came online or ctx ends.
 func (a *Agent) OnlineCPUMem(ctx context.Context, r *pb.OnlineCPUMemRequest) (*emptypb.Empty, error) {
-	if err := online("/sys/devices/system/cpu/cpu*/online"); err != nil {
-		return nil, toStatus(err)
-	}
 	if !r.CpuOnly {
-		if err := online("/sys/devices/system/memory/memory*/online"); err != nil {
+		if err := os.WriteFile("/sys/devices/system/memory/auto_online_blocks", []byte("online"), 0); err != nil &&
+			!errors.Is(err, os.ErrNotExist) {
+			return nil, toStatus(fmt.Errorf("memory auto-online: %w", err))
+		}
+		if _, err := online("/sys/devices/system/memory/memory*/online"); err != nil {
 			return nil, toStatus(err)
 		}
 	}
-	return empty(), nil
+	for n := 0; ; {
+		done, err := online("/sys/devices/system/cpu/cpu*/online")
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if n += done; !r.Wait || n >= int(r.NbCpus) {
+			return empty(), nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, toStatus(fmt.Errorf("%d of %d vCPUs came online: %w", n, r.NbCpus, ctx.Err()))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
-func online(glob string) error {
+// online writes 1 to every online file of glob that reads 0 and says how
+// many it changed.
+func online(glob string) (int, error) {
 	files, err := filepath.Glob(glob)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	n := 0
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil || strings.TrimSpace(string(b)) != "0" {
 			continue
 		}
 		if err := os.WriteFile(f, []byte("1"), 0); err != nil {
-			return fmt.Errorf("online %s: %w", filepath.Dir(f), err)
+			return n, fmt.Errorf("online %s: %w", filepath.Dir(f), err)
 		}
+		n++
 	}
-	return nil
+	return n, nil
 }
 
 // GetOOMEvent waits for a container to meet the OOM killer and names it, so

@@ -52,11 +52,20 @@ type Config struct {
 	// and, in TEE modes, bind its digest into the launch (HOST_DATA,
 	// MRCONFIGID).
 	Initdata []byte
-	// MemoryMiB and VCPUs size VM backends; zero picks the backend default.
+	// MemoryMiB and VCPUs size VM backends at boot; zero picks the backend
+	// default.
 	MemoryMiB int
 	VCPUs     int
+	// MaxMemoryMiB and MaxVCPUs bound what a VM can grow to by hotplug;
+	// zero picks the backend default (the host's memory and CPUs).
+	MaxMemoryMiB int
+	MaxVCPUs     int
 }
 
 // ErrAgentUnreachable is wrapped by Start and Dial when the agent does not
 // answer on its channel in time.
 var ErrAgentUnreachable = errors.New("sandbox: agent unreachable")
+
+// ErrNoHotplug is wrapped by a Resize the sandbox cannot do: confidential
+// guests are sized at boot, and a VM's memory slots are few.
+var ErrNoHotplug = errors.New("sandbox: cannot grow")

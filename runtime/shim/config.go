@@ -26,6 +26,10 @@ const DefaultConfigPath = "/etc/cocoon/containerd-shim-coco-v2.toml"
 // accepted too).
 const AnnotationInitdata = "io.katacontainers.config.hypervisor.cc_init_data"
 
+// defaultMemoryMiB is a VM's own memory: the guest's kernel, agent and the
+// image layers it pulls, before any container's limit.
+const defaultMemoryMiB = 256
+
 // ErrConfig is wrapped by every configuration and annotation error.
 var ErrConfig = errors.New("coco shim configuration")
 
@@ -36,9 +40,14 @@ type Config struct {
 		Backend string `toml:"backend"`
 		// StartTimeout bounds a sandbox's boot until its agent answers.
 		StartTimeout duration `toml:"start_timeout"`
-		// MemoryMiB and VCPUs size VM sandboxes.
+		// MemoryMiB and VCPUs are a VM's own size (default 256 MiB, 1),
+		// to which its containers' limits are added.
 		MemoryMiB int `toml:"memory_mib"`
 		VCPUs     int `toml:"vcpus"`
+		// MaxMemoryMiB and MaxVCPUs bound a VM's size (default: the
+		// host's memory and CPUs).
+		MaxMemoryMiB int `toml:"max_memory_mib"`
+		MaxVCPUs     int `toml:"max_vcpus"`
 	} `toml:"sandbox"`
 	// Backends' own sections ([local], [qemu]) are decoded by their
 	// factories.
@@ -82,6 +91,15 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	if c.Sandbox.Backend == "" {
 		c.Sandbox.Backend = "local"
+	}
+	if c.Sandbox.MemoryMiB <= 0 {
+		c.Sandbox.MemoryMiB = defaultMemoryMiB
+	}
+	if c.Sandbox.VCPUs <= 0 {
+		c.Sandbox.VCPUs = 1
+	}
+	if c.Sandbox.MaxMemoryMiB < 0 || c.Sandbox.MaxVCPUs < 0 {
+		return nil, fmt.Errorf("%w: [sandbox] max_memory_mib and max_vcpus cannot be negative", ErrConfig)
 	}
 	if c.Sandbox.StartTimeout.Duration == 0 {
 		c.Sandbox.StartTimeout.Duration = 60 * time.Second

@@ -67,6 +67,8 @@ type pod struct {
 	agent  pb.AgentServiceService
 	dir    string
 	vols   volumes
+	res    *podResources
+	cgroup *podCgroup // the host cgroup of the pod's sandbox, if containerd named one
 }
 
 // ctask is a containerd task: a container, or the pod's sandbox itself.
@@ -185,8 +187,22 @@ func (s *Service) startPod(ctx context.Context, r *taskAPI.CreateTaskRequest, sp
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	sb, err := factory(ctx, sandbox.Config{ID: id, StateDir: dir, Initdata: init, MemoryMiB: cfg.Sandbox.MemoryMiB,
-		VCPUs: cfg.Sandbox.VCPUs}, cfg)
+	res := newPodResources(cfg)
+	vcpus, mib, err := res.bootSize(spec.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	cg, err := joinPodCgroup(spec.Linux)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			cg.leave()
+		}
+	}()
+	sb, err := factory(ctx, sandbox.Config{ID: id, StateDir: dir, Initdata: init, MemoryMiB: mib, VCPUs: vcpus,
+		MaxMemoryMiB: cfg.Sandbox.MaxMemoryMiB, MaxVCPUs: cfg.Sandbox.MaxVCPUs}, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -208,12 +224,13 @@ func (s *Service) startPod(ctx context.Context, r *taskAPI.CreateTaskRequest, sp
 		return nil, err
 	}
 	client := ttrpc.NewClient(conn)
-	p := &pod{id: id, sb: sb, client: client, agent: pb.NewAgentServiceClient(client), dir: dir}
+	p := &pod{id: id, sb: sb, client: client, agent: pb.NewAgentServiceClient(client), dir: dir, res: res, cgroup: cg}
 	if _, err := p.agent.CreateSandbox(sctx, &pb.CreateSandboxRequest{SandboxId: id, Hostname: spec.Hostname}); err != nil {
 		client.Close()
 		return nil, agentError("create the sandbox", err)
 	}
 	go s.watchPod(ctx, p)
+	go s.watchOOM(ctx, p)
 	return p, nil
 }
 
@@ -306,6 +323,9 @@ func (s *Service) createContainer(ctx context.Context, t *ctask, spec *specs.Spe
 		return err
 	}
 	req.Storages = append(req.Storages, storages...)
+	if err := s.fit(ctx, s.pod, t.id, spec.Linux); err != nil {
+		return err
+	}
 	if _, err := s.pod.agent.CreateContainer(ctx, req); err != nil {
 		return agentError("create container "+t.id, err)
 	}
@@ -458,6 +478,8 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		}
 	} else if err := s.removeContainer(ctx, t.id); err != nil {
 		return nil, err
+	} else {
+		s.pod.res.forget(t.id)
 	}
 	s.exited(ctx, p, 137) // a created task deleted unstarted
 	_, code, at = p.state()
@@ -603,11 +625,6 @@ func (s *Service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "checkpoint of a confidential container")
 }
 
-// Update would change resources the guest enforces; not supported yet.
-func (s *Service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
-	return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "update of a container's resources")
-}
-
 // Stats reports a container's cgroup statistics from the guest.
 func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
 	agent, err := s.agent()
@@ -649,6 +666,9 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 		s.pod.sb.Stop(ctx2)
 		cancel()
 		os.RemoveAll(s.pod.dir)
+		if err := s.pod.cgroup.leave(); err != nil {
+			log.G(ctx).WithError(err).Warn("remove the pod's cgroup")
+		}
 	}
 	// The shim exits once its publisher has delivered every event.
 	s.publisher.Close()
@@ -660,6 +680,12 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 // with it (its processes are bound to the shim's life).
 func (s *Service) Cleanup(ctx context.Context) (*taskAPI.DeleteResponse, error) {
 	os.RemoveAll(stateDir(ctx, s.id))
+	if spec, err := readSpec("."); err == nil && (spec.Annotations[annotationSandboxID] == "" ||
+		spec.Annotations[annotationContainerType] == containerTypeSandbox) {
+		if err := removePodCgroup(spec.Linux); err != nil {
+			log.G(ctx).WithError(err).Warn("remove the pod's cgroup")
+		}
+	}
 	return &taskAPI.DeleteResponse{ExitedAt: protobuf.ToTimestamp(time.Now()), ExitStatus: 128 + uint32(syscall.SIGKILL)}, nil
 }
 

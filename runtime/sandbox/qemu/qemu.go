@@ -54,9 +54,10 @@ type Options struct {
 	CPU string `toml:"cpu"`
 }
 
-// Defaults of a VM's size.
+// Defaults of a VM's size: the guest's own needs (kernel, agent, the
+// image layers it pulls) before any container's limits are added.
 const (
-	DefaultMemoryMiB = 512
+	DefaultMemoryMiB = 256
 	DefaultVCPUs     = 1
 )
 
@@ -71,6 +72,9 @@ type Sandbox struct {
 
 	mu     sync.Mutex
 	dialer transport.Dialer
+
+	sizeMu sync.Mutex // cfg.VCPUs, cfg.MemoryMiB and dimms, which Resize grows
+	dimms  int
 }
 
 var _ sandbox.Sandbox = (*Sandbox)(nil)
@@ -95,12 +99,7 @@ func New(cfg sandbox.Config, o Options) (*Sandbox, error) {
 	if o.CPU == "" {
 		o.CPU = "max"
 	}
-	if cfg.MemoryMiB == 0 {
-		cfg.MemoryMiB = DefaultMemoryMiB
-	}
-	if cfg.VCPUs == 0 {
-		cfg.VCPUs = DefaultVCPUs
-	}
+	sizeDefaults(&cfg)
 	switch {
 	case cfg.ID == "" || !filepath.IsAbs(cfg.StateDir):
 		return nil, fmt.Errorf("%w: an id and an absolute state directory are required", ErrInvalidOptions)
@@ -133,11 +132,13 @@ func (s *Sandbox) Args() ([]string, error) {
 	o := s.opts
 	machine := "q35,accel=" + o.Accel
 	args := []string{"-nodefaults", "-nographic", "-no-reboot", "-no-user-config",
-		"-cpu", o.CPU, "-smp", strconv.Itoa(s.cfg.VCPUs), "-m", strconv.Itoa(s.cfg.MemoryMiB),
-		"-serial", "file:" + s.path("console.log"),
+		"-cpu", o.CPU}
+	args = append(args, s.sizeArgs()...)
+	args = append(args, "-qmp", "unix:"+s.path("qmp.sock")+",server=on,wait=off",
+		"-serial", "file:"+s.path("console.log"),
 		"-kernel", o.Kernel, "-initrd", o.Initrd,
-		"-device", "virtio-rng-pci"}
-	args = append(args, "-append", Cmdline(o.Channel, o.KernelParams))
+		"-device", "virtio-rng-pci")
+	args = append(args, "-append", Cmdline(o.Channel, s.kernelParams()))
 	switch o.TEE {
 	case "snp":
 		machine += ",confidential-guest-support=sev0,memory-backend=ram0"
@@ -299,7 +300,7 @@ func (s *Sandbox) Dial(ctx context.Context) (net.Conn, error) {
 // the host must keep), SIGKILL follows if ctx ends first.
 func (s *Sandbox) Stop(ctx context.Context) error {
 	s.Process.Stop(ctx)
-	for _, f := range []string{"agent.sock", "initdata.img"} {
+	for _, f := range []string{"agent.sock", "qmp.sock", "initdata.img"} {
 		os.Remove(s.path(f))
 	}
 	return nil

@@ -6,9 +6,11 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,7 +45,8 @@ func argsOf(t *testing.T, o Options) string {
 
 func TestArgs(t *testing.T) {
 	none := argsOf(t, Options{})
-	for _, want := range []string{"-machine q35,accel=tcg", "-m 512", "virtserialport,chardev=agent,name=agent.0",
+	for _, want := range []string{"-machine q35,accel=tcg", "-m 256M,slots=10,maxmem=", "-smp 1,maxcpus=",
+		"-qmp unix:/run/x/qmp.sock,server=on,wait=off", "virtserialport,chardev=agent,name=agent.0",
 		"socket,id=agent,path=/run/x/agent.sock", "serial=initdata", "cocoon.channel=serial", "-no-reboot"} {
 		if !strings.Contains(none, want) {
 			t.Errorf("tee none: %q missing in %s", want, none)
@@ -52,7 +55,7 @@ func TestArgs(t *testing.T) {
 	sum256, sum384 := sha256.Sum256(doc), sha512.Sum384(doc)
 	snp := argsOf(t, Options{TEE: "snp", Firmware: "/ovmf", CPU: "EPYC-v4"})
 	for _, want := range []string{"confidential-guest-support=sev0", "sev-snp-guest", "kernel-hashes=on",
-		"host-data=" + base64.StdEncoding.EncodeToString(sum256[:]), "-bios /ovmf", "accel=kvm"} {
+		"host-data=" + base64.StdEncoding.EncodeToString(sum256[:]), "-bios /ovmf", "accel=kvm", "-smp 1 -m 256 "} {
 		if !strings.Contains(snp, want) {
 			t.Errorf("snp: %q missing in %s", want, snp)
 		}
@@ -110,14 +113,14 @@ func boot(t *testing.T, o Options, init []byte) *Sandbox {
 	t.Helper()
 	o.Kernel, o.Initrd = testutil.Guest(t)
 	o.Accel = "tcg" // this machine's /dev/kvm cannot run vCPUs
-	s, err := New(sandbox.Config{ID: t.Name(), StateDir: t.TempDir(), Initdata: init, MemoryMiB: 512}, o)
+	s, err := New(sandbox.Config{ID: t.Name(), StateDir: t.TempDir(), Initdata: init, MaxVCPUs: 4}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		s.Stop(context.Background())
 		if t.Failed() {
-			t.Logf("console:\n%s", s.consoleTail())
+			t.Logf("err %v console:\n%s", s.Err(), s.consoleTail())
 		}
 	})
 	return s
@@ -132,7 +135,7 @@ func TestVM(t *testing.T) {
 	reg.Push(t, img, "busybox:1", nil)
 	ref := reg.Host + "/busybox:1"
 
-	s := boot(t, Options{}, doc)
+	s := boot(t, Options{KernelParams: "loglevel=7"}, doc)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -157,9 +160,23 @@ func TestVM(t *testing.T) {
 	if _, err := a.CreateSandbox(ctx, &pb.CreateSandboxRequest{SandboxId: "vm", Hostname: "vmpod"}); err != nil {
 		t.Fatal(err)
 	}
+	// The VM grows: a vCPU and 256 MiB hot-plugged, brought online by the
+	// agent, seen by the container.
+	if v, m := s.Size(); v != 1 || m != 256 {
+		t.Fatalf("boot size %d vCPUs %d MiB", v, m)
+	}
+	t.Logf("resize at %v", time.Since(start))
+	if v, m, err := s.Resize(ctx, 2, 400); err != nil || v != 2 || m != 512 {
+		t.Fatalf("Resize: %d vCPUs %d MiB, %v; want 2, 512", v, m, err)
+	}
+	if _, err := a.OnlineCPUMem(ctx, &pb.OnlineCPUMemRequest{Wait: true, NbCpus: 1}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("online at %v", time.Since(start))
 	spec := specconv.Example()
 	spec.Process.Terminal = false
-	spec.Process.Args = []string{"/bin/sh", "-c", "echo hello from $(hostname) $(cat /proc/sys/kernel/osrelease)"}
+	spec.Process.Args = []string{"/bin/sh", "-c", "echo hello from $(hostname) $(cat /proc/sys/kernel/osrelease); " +
+		"grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo"}
 	storage, err := pb.GuestPullStorage("c1", ref, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -185,6 +202,15 @@ func TestVM(t *testing.T) {
 	}
 	if !strings.HasPrefix(out.String(), "hello from vmpod 6.") {
 		t.Errorf("container output %q", out.String())
+	}
+	var cpus, memKiB int
+	if lines := strings.Split(out.String(), "\n"); len(lines) > 2 {
+		cpus, _ = strconv.Atoi(lines[1])
+		fmt.Sscanf(lines[2], "MemTotal: %d kB", &memKiB)
+	}
+	// MemTotal is the RAM less what the kernel keeps for itself.
+	if cpus != 2 || memKiB < 400<<10 || memKiB > 512<<10 {
+		t.Errorf("the guest has %d vCPUs and %d KiB after growing to 2 and 512 MiB", cpus, memKiB)
 	}
 	if w, err := a.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: "c1", ExecId: "c1"}); err != nil || w.Status != 0 {
 		t.Fatalf("wait %v %v", w, err)

@@ -1,0 +1,230 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	internalapi "k8s.io/cri-api/pkg/apis"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+)
+
+// podCgroupParent is a pod cgroup as the kubelet's cgroupfs driver names
+// it, under a parent this test owns and removes.
+func podCgroupParent(t *testing.T) string {
+	t.Helper()
+	top := fmt.Sprintf("/cocoon-e2e-%d", time.Now().UnixNano())
+	t.Cleanup(func() {
+		// What the shim made below it must be gone already; the parents
+		// are the test's own (the kubelet's, in a cluster).
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + top)
+		dirs2, _ := filepath.Glob("/sys/fs/cgroup" + top)
+		for _, d := range append(dirs, dirs2...) {
+			os.Remove(filepath.Join(d, "besteffort", "pod-"+t.Name()))
+			os.Remove(filepath.Join(d, "besteffort"))
+			os.Remove(d)
+		}
+	})
+	return top + "/besteffort/pod-" + t.Name()
+}
+
+// resourcePod runs a coco pod through CRI with its sandbox in the cgroup
+// parent (CRI's linux.cgroup_parent), initdata allowing every agent call,
+// and res as the sandbox's resources (the kubelet's sum of the limits).
+func (e *podEnv) resourcePod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, parent string,
+	res *cri.LinuxContainerResources) (string, *cri.PodSandboxConfig) {
+	t.Helper()
+	sandbox := &cri.PodSandboxConfig{
+		Metadata:    &cri.PodSandboxMetadata{Name: name, Uid: "uid-" + name, Namespace: "default"},
+		Hostname:    name,
+		Annotations: map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
+		Linux: &cri.LinuxPodSandboxConfig{CgroupParent: parent, Resources: res,
+			SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+	}
+	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v\n%s", err, e.ctrd.Logs())
+	}
+	t.Cleanup(func() {
+		rs.StopPodSandbox(context.Background(), podID)
+		rs.RemovePodSandbox(context.Background(), podID)
+	})
+	if _, err := e.ctrd.ImageService(t).PullImage(ctx, &cri.ImageSpec{Image: e.image}, nil, sandbox); err != nil {
+		t.Fatal(err)
+	}
+	return podID, sandbox
+}
+
+// runLimited creates and starts a container running cmd with a memory
+// limit (MiB) and a CPU limit (millicpus).
+func runLimited(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, e *podEnv, podID string,
+	sandbox *cri.PodSandboxConfig, name string, memMiB, milliCPUs int64, cmd ...string) string {
+	t.Helper()
+	cid, err := rs.CreateContainer(ctx, podID, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: name},
+		Image: &cri.ImageSpec{Image: e.image}, Command: cmd,
+		Linux: &cri.LinuxContainerConfig{Resources: &cri.LinuxContainerResources{MemoryLimitInBytes: memMiB << 20,
+			CpuPeriod: 100000, CpuQuota: milliCPUs * 100}}}, sandbox)
+	if err != nil {
+		t.Fatalf("CreateContainer %s: %v\n%s", name, err, e.ctrd.Logs())
+	}
+	if err := rs.StartContainer(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	return cid
+}
+
+// inCgroup says whether process pid is in the cgroup whose path ends with
+// path in its memory hierarchy (cgroup v1) or the unified one.
+func inCgroup(t *testing.T, pid int, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 && (f[1] == "memory" || f[1] == "") && f[2] == path {
+			return true
+		}
+	}
+	return false
+}
+
+// shimPid is the pid of the coco shim serving the containerd at address.
+func shimPid(t *testing.T, address string) int {
+	t.Helper()
+	for _, p := range podProcesses(address) {
+		if strings.HasSuffix(p, ":containerd-shim") {
+			pid, _ := strconv.Atoi(strings.Split(p, ":")[0])
+			return pid
+		}
+	}
+	t.Fatal("no shim running")
+	return 0
+}
+
+// checkStats: CRI's ContainerStats, which containerd builds from the
+// shim's Stats, show the container's CPU time and memory.
+func checkStats(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string) {
+	t.Helper()
+	st, err := rs.ContainerStats(ctx, cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0 || st.GetMemory().GetWorkingSetBytes().GetValue() == 0 ||
+		st.GetMemory().GetUsageBytes().GetValue() == 0 {
+		t.Errorf("ContainerStats: %v", st)
+	}
+}
+
+// TestPodResourcesLocal: on the local backend a pod's shim and agent run
+// in the pod's cgroup, which is gone after the pod; a container's stats
+// are real.
+func TestPodResourcesLocal(t *testing.T) {
+	e := newPodEnv(t)
+	rs := e.ctrd.RuntimeService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	parent := podCgroupParent(t)
+	podID, sandbox := e.resourcePod(ctx, t, rs, "res-local", parent, nil)
+	cid := runLimited(ctx, t, rs, e, podID, sandbox, "c", 64, 500, "/bin/sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 1000")
+	cgroup := parent + "/" + podID
+	for _, p := range podProcesses(e.ctrd.Address) {
+		pid, _ := strconv.Atoi(strings.Split(p, ":")[0])
+		if (strings.HasSuffix(p, ":containerd-shim") || strings.HasSuffix(p, ":coco-agent")) && !inCgroup(t, pid, cgroup) {
+			t.Errorf("%s is not in the pod's cgroup %s", p, cgroup)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	checkStats(ctx, t, rs, cid)
+	if err := rs.StopPodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.RemovePodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeftovers(t, e.ctrd)
+	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroup); len(dirs) > 0 {
+		t.Errorf("the pod's cgroup is left: %v", dirs)
+	}
+}
+
+// TestPodResourcesVM: a pod's VM is the default size plus its containers'
+// limits (hot-plugged as containers come), QEMU runs in the pod's cgroup,
+// the guest enforces the limits (an update changes them, a container over
+// its memory limit is OOMKilled) and CRI's stats are the guest's.
+func TestPodResourcesVM(t *testing.T) {
+	kernel, initrd := testutil.Guest(t)
+	e := newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"120s\"\nmax_vcpus = 4\n[qemu]\naccel = \"tcg\"\nkernel = \""+
+		kernel+"\"\ninitrd = \""+initrd+"\"\n")
+	rs := e.ctrd.RuntimeService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	parent := podCgroupParent(t)
+	podID, sandbox := e.resourcePod(ctx, t, rs, "res-vm", parent, nil)
+	cgroup := parent + "/" + podID
+	var qemu int
+	for _, p := range podProcesses(e.ctrd.Address) {
+		if strings.Contains(p, ":qemu-system") {
+			qemu, _ = strconv.Atoi(strings.Split(p, ":")[0])
+		}
+	}
+	if qemu == 0 || !inCgroup(t, qemu, cgroup) || !inCgroup(t, shimPid(t, e.ctrd.Address), cgroup) {
+		t.Errorf("QEMU (%d) and the shim are not in the pod's cgroup %s", qemu, cgroup)
+	}
+
+	// 300 MiB and 2 CPUs: the VM grows from 1 vCPU and 256 MiB to 3 vCPUs
+	// and 640 MiB (memory comes in 128 MiB blocks).
+	cid := runLimited(ctx, t, rs, e, podID, sandbox, "big", 300, 2000, "/bin/sleep", "1000")
+	out, _, err := rs.ExecSync(ctx, cid, []string{"/bin/sh", "-c", "grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max"}, time.Minute)
+	if err != nil {
+		t.Fatalf("exec: %v", err)
+	}
+	lines := strings.Split(string(out), "\n")
+	var cpus, memKiB int
+	if len(lines) > 3 {
+		cpus, _ = strconv.Atoi(lines[0])
+		fmt.Sscanf(lines[1], "MemTotal: %d kB", &memKiB)
+	}
+	if cpus != 3 || memKiB < 556<<10 || memKiB > 640<<10 || lines[2] != strconv.Itoa(300<<20) || lines[3] != "200000 100000" {
+		t.Errorf("guest: %d vCPUs, %d KiB, cgroup limits %q; want 3 vCPUs, 556-640 MiB, 300 MiB and 2 CPUs", cpus, memKiB, lines)
+	}
+	checkStats(ctx, t, rs, cid)
+
+	// The kubelet's in-place resize changes the container's cgroup in the
+	// guest.
+	if err := rs.UpdateContainerResources(ctx, cid, &cri.ContainerResources{Linux: &cri.LinuxContainerResources{
+		MemoryLimitInBytes: 200 << 20, CpuPeriod: 100000, CpuQuota: 100000}}); err != nil {
+		t.Fatalf("UpdateContainerResources: %v", err)
+	}
+	out, _, err = rs.ExecSync(ctx, cid, []string{"/bin/cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/cpu.max"}, time.Minute)
+	if want := fmt.Sprintf("%d\n100000 100000\n", 200<<20); err != nil || string(out) != want {
+		t.Errorf("limits after the update: %q %v, want %q", out, err, want)
+	}
+
+	// Over its memory limit, a container is killed by the guest's OOM
+	// killer and CRI says so.
+	hog := runLimited(ctx, t, rs, e, podID, sandbox, "hog", 32, 0, "/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1")
+	if st := waitExited(ctx, t, rs, hog); st.Reason != "OOMKilled" {
+		t.Errorf("the memory hog exited with %d, reason %q; want OOMKilled", st.ExitCode, st.Reason)
+	}
+
+	if err := rs.StopPodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.RemovePodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeftovers(t, e.ctrd)
+	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroup); len(dirs) > 0 {
+		t.Errorf("the pod's cgroup is left: %v", dirs)
+	}
+}
