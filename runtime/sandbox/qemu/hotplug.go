@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -174,10 +175,19 @@ func (s *Sandbox) plugCPUs(ctx context.Context, q *qmp, n int) error {
 			free = append(free, c)
 		}
 	}
-	id := func(c hotpluggableCPU) float64 { f, _ := c.Props["socket-id"].(float64); return f }
-	sort.Slice(free, func(i, j int) bool { return id(free[i]) < id(free[j]) })
+	// In topology order: QEMU lists them last first.
+	topo := func(c hotpluggableCPU) (k [4]float64) {
+		for i, p := range []string{"socket-id", "die-id", "core-id", "thread-id"} {
+			k[i], _ = c.Props[p].(float64)
+		}
+		return k
+	}
+	sort.Slice(free, func(i, j int) bool {
+		a, b := topo(free[i]), topo(free[j])
+		return slices.Compare(a[:], b[:]) < 0
+	})
 	for _, c := range free[:min(n, len(free))] {
-		args := map[string]any{"driver": c.Type, "id": fmt.Sprintf("cpu%d", int(id(c)))}
+		args := map[string]any{"driver": c.Type, "id": fmt.Sprintf("cpu%d", s.cfg.VCPUs)}
 		for k, v := range c.Props {
 			args[k] = v
 		}
