@@ -15,6 +15,7 @@ import (
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
 )
 
 // podCgroupParent is a pod cgroup as the kubelet's cgroupfs driver names
@@ -45,7 +46,7 @@ func (e *podEnv) resourcePod(ctx context.Context, t *testing.T, rs internalapi.R
 	sandbox := &cri.PodSandboxConfig{
 		Metadata:    &cri.PodSandboxMetadata{Name: name, Uid: "uid-" + name, Namespace: "default"},
 		Hostname:    name,
-		Annotations: map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": initdataAnnotation(t, policy.AllowAll())},
+		Annotations: map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": testutil.InitdataAnnotation(t, policy.AllowAll())},
 		Linux: &cri.LinuxPodSandboxConfig{CgroupParent: parent, Resources: res,
 			SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
 	}
@@ -101,7 +102,7 @@ func inCgroup(t *testing.T, pid int, path string) bool {
 // shimPid is the pid of the coco shim serving the containerd at address.
 func shimPid(t *testing.T, address string) int {
 	t.Helper()
-	for _, p := range podProcesses(address) {
+	for _, p := range containerdtest.SandboxProcesses(address) {
 		if strings.HasSuffix(p, ":containerd-shim") {
 			pid, _ := strconv.Atoi(strings.Split(p, ":")[0])
 			return pid
@@ -137,7 +138,7 @@ func TestPodResourcesLocal(t *testing.T) {
 	podID, sandbox := e.resourcePod(ctx, t, rs, "res-local", parent, nil)
 	cid := runLimited(ctx, t, rs, e, podID, sandbox, "c", 64, 500, "/bin/sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 1000")
 	cgroup := parent + "/" + podID
-	for _, p := range podProcesses(e.ctrd.Address) {
+	for _, p := range containerdtest.SandboxProcesses(e.ctrd.Address) {
 		pid, _ := strconv.Atoi(strings.Split(p, ":")[0])
 		if (strings.HasSuffix(p, ":containerd-shim") || strings.HasSuffix(p, ":coco-agent")) && !inCgroup(t, pid, cgroup) {
 			t.Errorf("%s is not in the pod's cgroup %s", p, cgroup)
@@ -194,7 +195,7 @@ func TestPodResourcesVM(t *testing.T) {
 		CpuQuota: 200000, MemoryLimitInBytes: 300 << 20})
 	cgroup := parent + "/" + podID
 	var qemu int
-	for _, p := range podProcesses(e.ctrd.Address) {
+	for _, p := range containerdtest.SandboxProcesses(e.ctrd.Address) {
 		if strings.Contains(p, ":qemu-system") {
 			qemu, _ = strconv.Atoi(strings.Split(p, ":")[0])
 		}
