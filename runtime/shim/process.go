@@ -35,6 +35,10 @@ type proc struct {
 	exitedAt   time.Time
 	exited     chan struct{}
 	output     sync.WaitGroup // copies of stdout and stderr
+	// ending is closed once the exit is known, before the output copies
+	// are waited for: they keep their fifos open until then (copyOut).
+	ending     chan struct{}
+	endingOnce sync.Once
 
 	// The shim holds a writer of its own on the stdin fifo, as runc's shim
 	// does, so that the copy reads the fifo's end only once CloseIO
@@ -50,7 +54,7 @@ type proc struct {
 
 func newProc(cid, execID string, io stdio) *proc {
 	return &proc{cid: cid, execID: execID, stdio: io, status: task.Status_CREATED, exited: make(chan struct{}),
-		stdinDone: make(chan struct{})}
+		ending: make(chan struct{}), stdinDone: make(chan struct{})}
 }
 
 // agentExecID is the process's id on the agent: the container's for init.
@@ -237,7 +241,11 @@ func (p *proc) stopStdin() {
 const WithheldNotice = "cocoon: output withheld by the pod's agent policy (ReadStreamRequest denied)\n"
 
 // copyOut copies one output stream of the process into its fifo until the
-// stream ends, or writes WithheldNotice when the policy withholds it.
+// stream ends, or writes WithheldNotice when the policy withholds it. The
+// fifo is closed only once the process exited: containerd 1.6 and 1.7 end
+// an exec's stdin stream as soon as its stdout fifo ends
+// (containerd#13934), which would cut the input of a process that closed
+// its stdout early (sh -c 'cat > f').
 func (p *proc) copyOut(ctx context.Context, s stream, id string) {
 	var w io.WriteCloser
 	w, err := fifo.OpenFifo(ctx, s.path, syscall.O_WRONLY, 0)
@@ -246,6 +254,7 @@ func (p *proc) copyOut(ctx context.Context, s stream, id string) {
 		return
 	}
 	defer w.Close()
+	defer func() { <-p.ending }()
 	for {
 		r, err := s.read(ctx, &pb.ReadStreamRequest{ContainerId: p.cid, ExecId: id, Len: 32 << 10})
 		if r.GetWithheld() || status.Code(err) == codes.PermissionDenied {
@@ -270,9 +279,10 @@ type nopWriter struct{}
 func (nopWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (nopWriter) Close() error                { return nil }
 
-// waitOutput waits for the output copies to finish, at most d: the
-// agent's streams end when the process's last writer is gone.
+// waitOutput lets the output copies end and waits for them, at most d:
+// the agent's streams end when the process's last writer is gone.
 func (p *proc) waitOutput(d time.Duration) {
+	p.endingOnce.Do(func() { close(p.ending) })
 	done := make(chan struct{})
 	go func() {
 		p.output.Wait()

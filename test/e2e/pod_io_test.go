@@ -234,10 +234,10 @@ func testTerminal(ctx context.Context, t *testing.T, rs internalapi.RuntimeServi
 
 // testCopy copies random files into the container and back as kubectl cp
 // does (tar through exec's stdin and stdout), and with cat, checking every
-// byte. (containerd 1.6 and 1.7 close an exec's stdin stream once its
-// stdout ends, containerd#13934: "sh -c 'cat > f'" alone, whose shell
-// execs cat with stdout on the file, loses input with any runtime; kubectl
-// cp's tar keeps its stdout, and so does the shell here.)
+// byte. "sh -c 'cat > f'" execs cat with its stdout on the file: with runc,
+// containerd 1.6 and 1.7 then end the exec's stdin stream early
+// (containerd#13934); the coco shim keeps the stdout fifo open until the
+// exit.
 func testCopy(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string, sizes []int) {
 	for _, size := range sizes {
 		t.Run(fmt.Sprintf("cp-%d", size), func(t *testing.T) {
@@ -265,7 +265,7 @@ func testCopy(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, 
 				t.Fatalf("tar from the container: %v, %d bytes back, want %d, equal %v", err, len(back), size, bytes.Equal(back, data))
 			}
 			f := "/tmp/cat" + name
-			if out, errb, err := execStream(ctx, rs, cid, []string{"/bin/sh", "-c", "cat > " + f + "; echo $?"}, bytes.NewReader(data), false); err != nil || string(out) != "0\n" {
+			if out, errb, err := execStream(ctx, rs, cid, []string{"/bin/sh", "-c", "cat > " + f}, bytes.NewReader(data), false); err != nil || len(out) != 0 {
 				t.Fatalf("exec -i cat > %s: %v %q %s", f, err, out, errb)
 			}
 			checkFile(ctx, t, rs, cid, f, data)
