@@ -3,9 +3,12 @@
 package k8s
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
@@ -116,4 +119,49 @@ spec:
 		t.Errorf("the RuntimeClass's node selector is not the pod's: %s", out)
 	}
 	c.Kubectl(t, "wait", "--for=condition=PodScheduled=false", "pod/snp", "--timeout=1m")
+}
+
+// TestRuncPodNetwork: the harness's network as the pod networking tests
+// need it: a pod's IP and its Service's cluster IP (through kube-proxy's
+// rules on the node) answer from the test process.
+func TestRuncPodNetwork(t *testing.T) {
+	c := k8stest.Get(t)
+	manifests := `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default, labels: {app: web}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: ` + c.Busybox(t) + `
+    command: ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/etc"]
+    ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+`
+	c.Apply(t, manifests)
+	defer c.Delete(t, manifests)
+	c.WaitReady(t, "default", "web")
+	podIP := c.Kubectl(t, "get", "pod", "web", "-o", "jsonpath={.status.podIP}")
+	clusterIP := c.Kubectl(t, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+	for _, url := range []string{"http://" + podIP + ":8080/group", "http://" + clusterIP + "/group"} {
+		c.Eventually(t, "GET "+url, func() bool { return strings.Contains(httpGet(url), "nogroup") })
+	}
+}
+
+// httpGet is the body a GET of url answers, or the error.
+func httpGet(url string) string {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -164,3 +164,11 @@ func (c *Cluster) WaitGone(t testing.TB, what string, list func() []string) {
 		}
 	}
 }
+
+// Eventually polls cond (every 200 ms, for a minute at most) until it
+// holds, failing the test, naming what, when it does not: for what settles
+// after a pod is Ready (kube-proxy's rules, an endpoint).
+func (c *Cluster) Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	c.waitFor(t, time.Minute, what, func() (bool, error) { return cond(), nil })
+}
