@@ -76,8 +76,8 @@ spec:
 	}
 	pod := pods[0]
 	// The RuntimeClass's overhead is the pod's.
-	if out := c.Kubectl(t, "get", "pod", pod, "-o", "jsonpath={.spec.overhead.memory}"); out != "160Mi" {
-		t.Errorf("pod overhead memory %q, want the RuntimeClass's 160Mi", out)
+	if out := c.Kubectl(t, "get", "pod", pod, "-o", "jsonpath={.spec.overhead.memory}"); out != "448Mi" {
+		t.Errorf("pod overhead memory %q, want the RuntimeClass's 448Mi", out)
 	}
 	if out := c.Kubectl(t, "logs", pod); !strings.Contains(out, "hello from 6.") {
 		t.Errorf("kubectl logs: %q (want the guest kernel's release)", out)
