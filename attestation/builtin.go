@@ -71,6 +71,8 @@ type parsedValue struct {
 func NewPolicies(ctx context.Context, s store.Store, rv *rvps.Service) (*policy.Engine, error) {
 	e := policy.New(s, PolicyNamespace, ReferenceValueBuiltin(rv))
 	e.CacheDecisions(rv.Version, "query_reference_value")
+	// Replicas sharing the store: values registered elsewhere count too.
+	e.Follow(rvps.Namespace, rv.Forget)
 	e.SetSample(map[string]any{"sample": map[string]any{"svn": "1", "launch_digest": "abcde"},
 		"report_data": "", "init_data": ""}, nil)
 	if err := e.SetDefault(ctx, DefaultPolicyID+"_cpu", DefaultCPUPolicy); err != nil {

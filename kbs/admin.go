@@ -1,6 +1,8 @@
 package kbs
 
 import (
+	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -23,6 +25,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/cocoon-cc/cocoon/protocol"
+	"github.com/cocoon-cc/cocoon/store"
 )
 
 // Admin authorization errors.
@@ -73,8 +76,9 @@ type AdminIdentity struct {
 
 // NewAdmin builds the authorizer from [admin]. With no mode configured it
 // never falls back to allowing everyone: it generates an Ed25519 key pair
-// in dataDir (once) and trusts tokens signed by it for role "admin".
-func NewAdmin(c AdminConfig, dataDir string, log *slog.Logger) (*Admin, error) {
+// (once, kept in st and written to dataDir) and trusts tokens signed by it
+// for role "admin".
+func NewAdmin(ctx context.Context, c AdminConfig, st store.Store, dataDir string, log *slog.Logger) (*Admin, error) {
 	a := &Admin{mode: c.AuthorizationMode, now: time.Now}
 	switch c.AuthorizationMode {
 	case ModeInsecureAllowAll:
@@ -83,7 +87,7 @@ func NewAdmin(c AdminConfig, dataDir string, log *slog.Logger) (*Admin, error) {
 	case ModeDenyAll:
 		return a, nil
 	case "":
-		priv, pub, err := EnsureAdminKey(dataDir)
+		priv, pub, err := EnsureAdminKey(ctx, st, dataDir)
 		if err != nil {
 			return nil, err
 		}
@@ -312,27 +316,70 @@ func (iss issuer) expects(err error) string {
 	return ""
 }
 
+// adminKeyName is the KBS's own admin key in the store's KeyNamespace.
+const adminKeyName = "admin-ed25519"
+
 // EnsureAdminKey returns the paths of the KBS's own admin key pair in
-// dataDir, generating it on first use.
-func EnsureAdminKey(dataDir string) (privPath, pubPath string, err error) {
+// dataDir. The key lives in the store (generated on first use, or taken
+// from dataDir where an earlier version left it), so replicas sharing the
+// store trust the same key; each writes it to its own dataDir for the
+// operator.
+func EnsureAdminKey(ctx context.Context, st store.Store, dataDir string) (privPath, pubPath string, err error) {
 	dir := filepath.Join(dataDir, "admin")
 	privPath, pubPath = filepath.Join(dir, "private.key"), filepath.Join(dir, "public.pub")
-	if _, err := os.Stat(pubPath); err == nil {
-		return privPath, pubPath, nil
+	der, err := loadOrCreate(ctx, st, adminKeyName, func() []byte { return adminKeyOnDisk(privPath) })
+	if err != nil {
+		return "", "", fmt.Errorf("admin: key: %w", err)
 	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	priv, ok := k.(ed25519.PrivateKey)
+	if err != nil || !ok {
+		return "", "", errors.New("admin: stored key is not an Ed25519 PKCS#8 key")
+	}
+	pubDER, _ := x509.MarshalPKIXPublicKey(priv.Public())
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", "", fmt.Errorf("admin: %w", err)
 	}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
-	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
-	if err := os.WriteFile(privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), 0o600); err != nil {
-		return "", "", fmt.Errorf("admin: %w", err)
+	if err := writeIfChanged(privPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return "", "", err
 	}
-	if err := os.WriteFile(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644); err != nil {
-		return "", "", fmt.Errorf("admin: %w", err)
+	if err := writeIfChanged(pubPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644); err != nil {
+		return "", "", err
 	}
 	return privPath, pubPath, nil
+}
+
+// adminKeyOnDisk is the PKCS#8 DER of the Ed25519 key at path, or of a
+// new one when there is none that reads.
+func adminKeyOnDisk(path string) []byte {
+	if b, err := os.ReadFile(path); err == nil {
+		if block, _ := pem.Decode(b); block != nil {
+			if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+				if _, ok := k.(ed25519.PrivateKey); ok {
+					return block.Bytes
+				}
+			}
+		}
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	return der
+}
+
+// writeIfChanged replaces path with b (through a renamed temporary file)
+// unless it holds b already.
+func writeIfChanged(path string, b []byte, mode os.FileMode) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+		return nil
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	return nil
 }
 
 // Authorize is Check for APIs that only log who called.

@@ -3,7 +3,10 @@ package kbs
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -117,17 +120,59 @@ type ACL struct {
 type StorageConfig struct {
 	StorageType string `toml:"storage_type"`
 	Backends    struct {
-		Embedded struct {
-			Path string `toml:"path"`
-			// SealingKeyPath holds the key that encrypts every stored
-			// value; by default <path>/sealing.key. Keep it apart from the
-			// database (a tmpfs, a mounted secret) to protect backups.
-			SealingKeyPath string `toml:"sealing_key_path"`
-		} `toml:"embedded"`
-		LocalFS struct {
+		Embedded EmbeddedConfig `toml:"embedded"`
+		LocalFS  struct {
 			DirPath string `toml:"dir_path"`
 		} `toml:"local_fs"`
+		Postgres PostgresConfig `toml:"postgres"`
+		Redis    struct {
+			URL string `toml:"url"`
+		} `toml:"redis"`
 	} `toml:"backends"`
+}
+
+// EmbeddedConfig is [storage_backend.backends.embedded].
+type EmbeddedConfig struct {
+	Path string `toml:"path"`
+	// SealingKeyPath holds the key that encrypts every stored value; by
+	// default <path>/sealing.key. Keep it apart from the database (a
+	// tmpfs, a mounted secret) to protect backups.
+	SealingKeyPath string `toml:"sealing_key_path"`
+}
+
+// PostgresConfig is [storage_backend.backends.postgres], Trustee's keys
+// plus sealing_key_path, which a shared store requires: every replica
+// must seal with the same key, and it cannot live in the database it
+// protects.
+type PostgresConfig struct {
+	Host           string `toml:"host"`
+	Port           int    `toml:"port"`
+	DB             string `toml:"db"`
+	Username       string `toml:"username"`
+	Password       string `toml:"password"`
+	SealingKeyPath string `toml:"sealing_key_path"`
+}
+
+// Environment variables that win over the configured connection, as in
+// Trustee: they keep credentials out of the configuration file.
+const (
+	PostgresURLEnv = "POSTGRES_URL"
+	RedisURLEnv    = "REDIS_URL"
+)
+
+// URL is the connection string: POSTGRES_URL when set, else one built
+// from the keys.
+func (p PostgresConfig) URL() string {
+	if u := os.Getenv(PostgresURLEnv); u != "" {
+		return u
+	}
+	u := url.URL{Scheme: "postgres", Host: net.JoinHostPort(p.Host, strconv.Itoa(p.Port)), Path: "/" + p.DB}
+	if p.Password != "" {
+		u.User = url.UserPassword(p.Username, p.Password)
+	} else {
+		u.User = url.User(p.Username)
+	}
+	return u.String()
 }
 
 // PluginConfig is one [[plugins]] entry.
@@ -187,6 +232,7 @@ const (
 	DefaultRCARRate    = 100
 	DefaultRCARBurst   = 500
 	DefaultMaxSessions = 50000
+	DefaultRedisURL    = "redis://127.0.0.1:6379"
 )
 
 // LoadConfig reads a TOML configuration file.
@@ -277,8 +323,12 @@ func (c *Config) normalizeStorage() error {
 			s.Backends.Embedded.Path = s.Backends.LocalFS.DirPath
 		}
 	case "Memory":
+	case "Postgres":
+		if err := s.Backends.Postgres.normalize(); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("config: storage_type %q is not supported (Embedded, Memory)", s.StorageType)
+		return fmt.Errorf("config: storage_type %q is not supported (Embedded, Postgres, Memory; Redis only as session_storage_type)", s.StorageType)
 	}
 	if c.DataDir == "" {
 		c.DataDir = s.Backends.Embedded.Path
@@ -293,8 +343,38 @@ func (c *Config) normalizeStorage() error {
 	case "":
 		c.SessionStorageType = s.StorageType
 	case "Memory", s.StorageType:
+	case "Redis":
+		if u := os.Getenv(RedisURLEnv); u != "" {
+			s.Backends.Redis.URL = u
+		}
+		if s.Backends.Redis.URL == "" {
+			s.Backends.Redis.URL = DefaultRedisURL
+		}
 	default:
-		return fmt.Errorf("config: session_storage_type %q must be Memory or the storage_type", c.SessionStorageType)
+		return fmt.Errorf("config: session_storage_type %q must be Memory, Redis or the storage_type", c.SessionStorageType)
+	}
+	return nil
+}
+
+func (p *PostgresConfig) normalize() error {
+	if p.Host == "" {
+		p.Host = "localhost"
+	}
+	if p.Port == 0 {
+		p.Port = 5432
+	}
+	if p.Port < 0 || p.Port > 65535 {
+		return fmt.Errorf("config: [storage_backend.backends.postgres] port %d", p.Port)
+	}
+	if p.DB == "" {
+		p.DB = "postgres"
+	}
+	if p.Username == "" {
+		p.Username = "postgres"
+	}
+	if p.SealingKeyPath == "" {
+		return fmt.Errorf("config: storage_type Postgres needs [storage_backend.backends.postgres] sealing_key_path: " +
+			"a file of 32 random bytes every replica reads (head -c 32 /dev/urandom), kept out of the database")
 	}
 	return nil
 }

@@ -375,7 +375,54 @@ func TestSessionStorageType(t *testing.T) {
 	if cfg, err = ParseConfig([]byte(base), quietLog()); err != nil || cfg.SessionStorageType != "Embedded" {
 		t.Fatalf("default session storage: %v %q", err, cfg.SessionStorageType)
 	}
-	if _, err := ParseConfig([]byte("session_storage_type = \"Redis\"\n"+base), quietLog()); err == nil {
-		t.Fatal("an unknown session storage type was accepted")
+	for _, bad := range []string{"Postgres", "Sqlite"} {
+		if _, err := ParseConfig([]byte("session_storage_type = \""+bad+"\"\n"+base), quietLog()); err == nil {
+			t.Fatalf("session storage %s beside Embedded storage was accepted", bad)
+		}
+	}
+	t.Setenv(RedisURLEnv, "")
+	if cfg, err = ParseConfig([]byte("session_storage_type = \"Redis\"\n"+base), quietLog()); err != nil ||
+		cfg.StorageBackend.Backends.Redis.URL != DefaultRedisURL {
+		t.Fatalf("Redis sessions: %v, url %q", err, cfg.StorageBackend.Backends.Redis.URL)
+	}
+	t.Setenv(RedisURLEnv, "redis://10.0.0.1:6379/2")
+	if cfg, _ = ParseConfig([]byte("session_storage_type = \"Redis\"\n"+base+"[storage_backend.backends.redis]\nurl = \"redis://x\"\n"),
+		quietLog()); cfg.StorageBackend.Backends.Redis.URL != "redis://10.0.0.1:6379/2" {
+		t.Fatalf("REDIS_URL did not win: %q", cfg.StorageBackend.Backends.Redis.URL)
+	}
+}
+
+func TestPostgresConfig(t *testing.T) {
+	base := "[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Postgres\"\n[storage_backend.backends.postgres]\n"
+	t.Setenv(PostgresURLEnv, "")
+	if _, err := ParseConfig([]byte(base), quietLog()); err == nil || !strings.Contains(err.Error(), "sealing_key_path") {
+		t.Fatalf("Postgres without sealing_key_path: %v", err)
+	}
+	cfg, err := ParseConfig([]byte(base+"sealing_key_path = \"/k\"\n"), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.StorageBackend.Backends.Postgres.URL(); got != "postgres://postgres@localhost:5432/postgres" {
+		t.Fatalf("default URL %q", got)
+	}
+	if cfg.SessionStorageType != "Postgres" {
+		t.Fatalf("sessions go to %q", cfg.SessionStorageType)
+	}
+	cfg, err = ParseConfig([]byte(base+"sealing_key_path = \"/k\"\nhost = \"db\"\nport = 6543\ndb = \"kbs\"\nusername = \"u\"\npassword = \"p@ss/w\"\n"), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.StorageBackend.Backends.Postgres.URL(); got != "postgres://u:p%40ss%2Fw@db:6543/kbs" {
+		t.Fatalf("URL %q", got)
+	}
+	t.Setenv(PostgresURLEnv, "postgres://env@h/db")
+	if got := cfg.StorageBackend.Backends.Postgres.URL(); got != "postgres://env@h/db" {
+		t.Fatalf("POSTGRES_URL did not win: %q", got)
+	}
+	if _, err := ParseConfig([]byte(base+"sealing_key_path = \"/k\"\nport = 70000\n"), quietLog()); err == nil {
+		t.Fatal("port 70000 accepted")
+	}
+	if _, err := ParseConfig([]byte("[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Redis\"\n"), quietLog()); err == nil {
+		t.Fatal("storage_type Redis accepted")
 	}
 }

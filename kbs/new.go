@@ -26,6 +26,8 @@ import (
 	"github.com/cocoon-cc/cocoon/store"
 	"github.com/cocoon-cc/cocoon/store/bolt"
 	"github.com/cocoon-cc/cocoon/store/memory"
+	"github.com/cocoon-cc/cocoon/store/postgres"
+	"github.com/cocoon-cc/cocoon/store/redis"
 	"github.com/cocoon-cc/cocoon/store/sealed"
 	"github.com/cocoon-cc/cocoon/store/wal"
 )
@@ -40,7 +42,7 @@ const (
 
 // New builds a KBS from its configuration and the verifiers to use.
 func New(ctx context.Context, cfg *Config, verifiers verifier.Registry, log *slog.Logger) (*Server, error) {
-	st, err := OpenStore(cfg)
+	st, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +99,7 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 	if remote != nil {
 		remote.tokens = srv.tokens
 	}
-	if srv.admin, err = NewAdmin(cfg.Admin, cfg.DataDir, log); err != nil {
+	if srv.admin, err = NewAdmin(ctx, cfg.Admin, st, cfg.DataDir, log); err != nil {
 		return nil, err
 	}
 	rp := policy.New(st, ResourcePolicyNamespace)
@@ -154,33 +156,93 @@ func checkPlugins(plugins []PluginConfig) error {
 	return nil
 }
 
-// OpenStore opens the configured storage backend. The embedded store keeps
-// RCAR sessions, many small and short-lived records, in a log of their
-// own (store/wal) and the rest in bbolt, and seals every value with a key
-// kept beside it or at sealing_key_path.
-func OpenStore(cfg *Config) (store.Store, error) {
-	if cfg.StorageBackend.StorageType == "Memory" {
+// SharedNamespaces are the namespaces whose contents replicas cache (the
+// compiled policies, the reference values): a shared store keeps version
+// counters of them, read before every decision.
+var SharedNamespaces = []string{ResourcePolicyNamespace, attestation.PolicyNamespace, rvps.Namespace}
+
+// sealingCheck is the marker that tells a wrong sealing key at start.
+const sealingCheck = "sealing-check"
+
+// OpenStore opens the configured storage backend and seals every value.
+// The embedded store keeps RCAR sessions, many small and short-lived
+// records, in a log of their own (store/wal) and the rest in bbolt, with
+// the sealing key beside them unless sealing_key_path moves it.
+// PostgreSQL holds everything, shared by replicas, with the sealing key
+// every replica reads from sealing_key_path. Sessions may go to Redis
+// instead (session_storage_type).
+func OpenStore(ctx context.Context, cfg *Config) (store.Store, error) {
+	sb := cfg.StorageBackend
+	var def store.Store
+	var key []byte
+	var err error
+	routes := map[string]store.Store{}
+	switch sb.StorageType {
+	case "Memory":
+		if cfg.SessionStorageType == "Redis" {
+			return nil, errors.New("kbs: Redis sessions need a durable storage_type, whose sealing key seals them")
+		}
 		return memory.New(), nil
+	case "Postgres":
+		if key, err = sealed.LoadKey(sb.Backends.Postgres.SealingKeyPath); err != nil {
+			return nil, fmt.Errorf("kbs: the sealing key of a shared store must exist (every replica reads the same one): %w", err)
+		}
+		def, err = postgres.Open(ctx, sb.Backends.Postgres.URL(), postgres.Options{Versioned: SharedNamespaces})
+	default:
+		def, err = openEmbedded(sb.Backends.Embedded, routes, cfg.SessionStorageType != "Redis")
+		if err == nil {
+			key, err = sealed.LoadOrCreateKey(embeddedKeyPath(sb.Backends.Embedded))
+		}
 	}
-	emb := cfg.StorageBackend.Backends.Embedded
-	keyPath := emb.SealingKeyPath
-	if keyPath == "" {
-		keyPath = filepath.Join(emb.Path, "sealing.key")
-	}
-	key, err := sealed.LoadOrCreateKey(keyPath)
 	if err != nil {
+		closeAll(def, routes)
 		return nil, err
 	}
+	if cfg.SessionStorageType == "Redis" {
+		if routes[SessionNamespace], err = redis.Open(ctx, sb.Backends.Redis.URL); err != nil {
+			closeAll(def, routes)
+			return nil, err
+		}
+	}
+	st, err := sealed.New(store.NewRouted(def, routes), key)
+	if err == nil {
+		err = st.Verify(ctx, KeyNamespace, sealingCheck)
+	}
+	if err != nil {
+		closeAll(def, routes)
+		return nil, err
+	}
+	return st, nil
+}
+
+func embeddedKeyPath(emb EmbeddedConfig) string {
+	if emb.SealingKeyPath != "" {
+		return emb.SealingKeyPath
+	}
+	return filepath.Join(emb.Path, "sealing.key")
+}
+
+// openEmbedded opens bbolt in the data directory and, when sessions stay
+// local, their log beside it.
+func openEmbedded(emb EmbeddedConfig, routes map[string]store.Store, sessions bool) (store.Store, error) {
 	b, err := bolt.Open(emb.Path)
-	if err != nil {
-		return nil, err
+	if err != nil || !sessions {
+		return b, err
 	}
-	sessions, err := wal.Open(filepath.Join(emb.Path, "sessions"))
-	if err != nil {
+	if routes[SessionNamespace], err = wal.Open(filepath.Join(emb.Path, "sessions")); err != nil {
 		b.Close()
 		return nil, err
 	}
-	return sealed.New(store.NewRouted(b, map[string]store.Store{SessionNamespace: sessions}), key)
+	return b, nil
+}
+
+func closeAll(def store.Store, routes map[string]store.Store) {
+	if def != nil {
+		def.Close()
+	}
+	for _, s := range routes {
+		s.Close()
+	}
 }
 
 // loadSigner returns the token signer: the configured PEM key, or the key

@@ -38,6 +38,7 @@ func (e *Engine) CacheDecisions(version func() uint64, builtins ...string) {
 	defer e.mu.Unlock()
 	e.version, e.tracked = version, tracked
 	e.compiled = map[string]*compiled{} // analysed again when next loaded
+	e.stale = map[string]*compiled{}
 }
 
 // inputPaths is the fixed paths into the input that mod reads, or ok false

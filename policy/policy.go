@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -44,6 +45,17 @@ type Engine struct {
 
 	mu       sync.RWMutex
 	compiled map[string]*compiled
+	// With a store other processes write (store.Versioner): the
+	// namespaces followed besides ns, what to call when one moves, the
+	// counters last seen (ns first), and the epoch, which moves whenever
+	// compiled is dropped; stale keeps the dropped policies, reused when
+	// their text turns out unchanged.
+	follows  []string
+	onChange []func()
+	seen     []uint64
+	epoch    uint64
+	stale    map[string]*compiled
+	unshared atomic.Bool
 	// Decision caching (CacheDecisions): nil version means off.
 	version func() uint64
 	tracked map[string]bool
@@ -70,7 +82,67 @@ type prepared struct {
 // New returns an Engine over namespace ns of s; opts (custom builtins) are
 // added to every query.
 func New(s store.Store, ns string, opts ...func(*rego.Rego)) *Engine {
-	return &Engine{store: s, ns: ns, opts: opts, compiled: map[string]*compiled{}, budget: DefaultBudget}
+	return &Engine{store: s, ns: ns, opts: opts, compiled: map[string]*compiled{}, stale: map[string]*compiled{}, budget: DefaultBudget}
+}
+
+// Follow names another namespace the engine's decisions depend on (the
+// reference values of attestation policies): with a store other processes
+// write, every evaluation reads its version counter along with the
+// policies' and calls changed when it moved, before deciding.
+func (e *Engine) Follow(ns string, changed func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.follows = append(e.follows, ns)
+	e.onChange = append(e.onChange, changed)
+	e.seen = nil
+}
+
+// sync makes the engine current with a store that other processes (KBS
+// replicas) write: it reads the version counters of its namespace and of
+// those it follows in one round trip, and drops what it cached of any that
+// moved. A replica thus never decides on a policy replaced elsewhere: the
+// read happens after every write acknowledged before the request came.
+func (e *Engine) sync(ctx context.Context) error {
+	if e.unshared.Load() {
+		return nil
+	}
+	e.mu.RLock()
+	ns := append([]string{e.ns}, e.follows...)
+	e.mu.RUnlock()
+	vs, err := store.Versions(ctx, e.store, ns...)
+	if errors.Is(err, store.ErrUnversioned) {
+		// This process is the store's only writer.
+		e.unshared.Store(true)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: policy versions: %w", ErrEval, err)
+	}
+	var changed []func()
+	e.mu.Lock()
+	if len(e.seen) != len(vs) {
+		e.seen = make([]uint64, len(vs))
+	}
+	for i, v := range vs {
+		if v <= e.seen[i] {
+			continue // counters only grow: an older read says nothing new
+		}
+		e.seen[i] = v
+		if i > 0 {
+			changed = append(changed, e.onChange[i-1])
+			continue
+		}
+		for id, c := range e.compiled {
+			e.stale[id] = c
+		}
+		e.compiled = map[string]*compiled{}
+		e.epoch++
+	}
+	e.mu.Unlock()
+	for _, f := range changed {
+		f()
+	}
+	return nil
 }
 
 // SetBudget bounds every evaluation from now on; zero fields keep their
@@ -246,10 +318,11 @@ func (c *compiled) prepare(ctx context.Context, query string, opts []func(*rego.
 }
 
 // load returns the compiled policy id, compiling the stored text on first
-// use (after a restart).
+// use (after a restart, or after another process changed the policies).
 func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 	e.mu.RLock()
 	c, ok := e.compiled[id]
+	old, epoch := e.stale[id], e.epoch
 	e.mu.RUnlock()
 	if ok {
 		return c, nil
@@ -258,11 +331,18 @@ func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c, err = e.compile(ctx, id, text); err != nil {
+	if old != nil && old.text == text {
+		c = old // unchanged: keep its compiled queries and decisions
+	} else if c, err = e.compile(ctx, id, text); err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
-	e.compiled[id] = c
+	// A text read before the policies were dropped may be stale: use it
+	// for this call only.
+	if e.epoch == epoch {
+		e.compiled[id] = c
+		delete(e.stale, id)
+	}
 	e.mu.Unlock()
 	return c, nil
 }
@@ -272,6 +352,9 @@ func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 // result is nil when the query is undefined; it may be a cached decision,
 // shared with other callers, who must not modify it.
 func (e *Engine) Eval(ctx context.Context, id, query string, input, data map[string]any) (any, error) {
+	if err := e.sync(ctx); err != nil {
+		return nil, err
+	}
 	c, err := e.load(ctx, id)
 	if err != nil {
 		return nil, err

@@ -53,8 +53,9 @@ type Extractor interface {
 }
 
 // Service stores and serves reference values. Values read are kept in
-// memory: every appraisal looks several up, and only Register changes them
-// (the store has one writer, this process).
+// memory: every appraisal looks several up, and only Register and Expire
+// change them. When replicas share the store, Forget drops what another
+// process may have changed.
 type Service struct {
 	store      store.Store
 	extractors map[string]Extractor
@@ -67,6 +68,8 @@ type Service struct {
 	// change, and when the next of the values read expires.
 	version    uint64
 	nextExpiry time.Time
+	// epoch moves at every Forget: a value read before it is not cached.
+	epoch uint64
 }
 
 // New returns a Service over s with the sample extractor registered.
@@ -195,10 +198,22 @@ func (s *Service) Version() uint64 {
 	return s.version
 }
 
+// Forget drops every cached value and moves Version: another process
+// sharing the store changed the reference values.
+func (s *Service) Forget() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cache = map[string]*ReferenceValue{}
+	s.version++
+	s.epoch++
+	s.nextExpiry = time.Time{}
+}
+
 // load returns the stored value named name (nil when there is none).
 func (s *Service) load(ctx context.Context, name string) (*ReferenceValue, error) {
 	s.mu.RLock()
 	rv, ok := s.cache[name]
+	epoch := s.epoch
 	s.mu.RUnlock()
 	if ok {
 		return rv, nil
@@ -215,8 +230,10 @@ func (s *Service) load(ctx context.Context, name string) (*ReferenceValue, error
 		return nil, fmt.Errorf("rvps: stored %s: %w", name, err)
 	}
 	s.mu.Lock()
-	s.cache[name] = rv
-	s.noteExpiry(rv)
+	if s.epoch == epoch {
+		s.cache[name] = rv
+		s.noteExpiry(rv)
+	}
 	s.mu.Unlock()
 	return rv, nil
 }

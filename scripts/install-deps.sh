@@ -31,6 +31,7 @@ declare -A need=(
   [conntrack]=conntrack
   [ip]=iproute2
   [nsenter]=util-linux
+  [redis-server]=redis-server
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -45,6 +46,9 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -e /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)
 # Static glibc: coco-agent (libcontainer's nsenter is C) in the guest image.
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+# PostgreSQL: the shared KBS store's tests start private clusters with its
+# initdb (not on PATH).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # GNU time: peak RSS of the image pull benchmark's child processes.
 [ -x /usr/bin/time ] || missing+=(time)
 if [ ${#missing[@]} -gt 0 ]; then

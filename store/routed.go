@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Routed is a Store that keeps some namespaces in stores of their own
@@ -48,6 +49,21 @@ func (r *Routed) List(ctx context.Context, ns string) ([]string, error) {
 // Update implements Store.
 func (r *Routed) Update(ctx context.Context, ns, key string, fn func([]byte) ([]byte, error)) error {
 	return r.of(ns).Update(ctx, ns, key, fn)
+}
+
+// Versions implements Versioner: the namespaces must all live in one
+// store that keeps versions.
+func (r *Routed) Versions(ctx context.Context, ns ...string) ([]uint64, error) {
+	if len(ns) == 0 {
+		return nil, nil
+	}
+	s := r.of(ns[0])
+	for _, n := range ns[1:] {
+		if r.of(n) != s {
+			return nil, fmt.Errorf("store: versions of %q and %q live in different stores", ns[0], n)
+		}
+	}
+	return Versions(ctx, s, ns...)
 }
 
 // Close implements Store.

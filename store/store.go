@@ -21,7 +21,30 @@ type Store interface {
 	List(ctx context.Context, ns string) ([]string, error)
 	// Update reads key (nil when missing), calls fn and stores its result
 	// atomically; fn returning nil deletes the key, returning an error
-	// aborts the update with that error.
+	// aborts the update with that error. fn may be called more than once
+	// (a shared store retries when another process raced it).
 	Update(ctx context.Context, ns, key string, fn func(old []byte) ([]byte, error)) error
 	Close() error
+}
+
+// ErrUnversioned is returned by Versions of a store that keeps no version
+// counters: this process is its only writer, so what it caches stays true.
+var ErrUnversioned = errors.New("store: no version counters (not shared)")
+
+// Versioner is a Store that other processes write too (KBS replicas on one
+// database). Versions reads, in one round trip, a counter per namespace
+// that every committed write to it increments, whoever wrote: a cache of
+// a namespace read before the counter moved may be stale. Every write
+// acknowledged before the call is counted.
+type Versioner interface {
+	Versions(ctx context.Context, ns ...string) ([]uint64, error)
+}
+
+// Versions asks s for the counters of ns; ErrUnversioned when s keeps none.
+func Versions(ctx context.Context, s Store, ns ...string) ([]uint64, error) {
+	v, ok := s.(Versioner)
+	if !ok {
+		return nil, ErrUnversioned
+	}
+	return v.Versions(ctx, ns...)
 }

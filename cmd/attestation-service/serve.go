@@ -30,7 +30,7 @@ func serveCmd() *cobra.Command {
 			log := logging.New(os.Stderr, cfg.Logging.Level, cfg.Logging.Format)
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			st, err := kbs.OpenStore(cfg)
+			st, err := kbs.OpenStore(ctx, cfg)
 			if err != nil {
 				return err
 			}
@@ -43,7 +43,7 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			admin, err := kbs.NewAdmin(cfg.Admin, cfg.DataDir, log)
+			admin, err := kbs.NewAdmin(ctx, cfg.Admin, st, cfg.DataDir, log)
 			if err != nil {
 				return err
 			}

@@ -44,18 +44,24 @@ func New(inner store.Store, key []byte) (*Store, error) {
 	return &Store{inner: inner, aead: aead}, nil
 }
 
+// LoadKey reads the sealing key at path.
+func LoadKey(path string) ([]byte, error) {
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("store: read sealing key: %w", err)
+	}
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("store: sealing key %s has %d bytes, want %d", path, len(key), KeySize)
+	}
+	return key, nil
+}
+
 // LoadOrCreateKey reads the sealing key at path, creating it (mode 0600)
 // when it does not exist yet.
 func LoadOrCreateKey(path string) ([]byte, error) {
-	key, err := os.ReadFile(path)
-	if err == nil {
-		if len(key) != KeySize {
-			return nil, fmt.Errorf("store: sealing key %s has %d bytes, want %d", path, len(key), KeySize)
-		}
-		return key, nil
-	}
+	key, err := LoadKey(path)
 	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("store: read sealing key: %w", err)
+		return key, err
 	}
 	key = make([]byte, KeySize)
 	rand.Read(key)
@@ -97,6 +103,25 @@ func (s *Store) open(ns, key string, v []byte) ([]byte, error) {
 	return out, nil
 }
 
+// Verify makes sure the values of the store were sealed with this key: it
+// opens a marker kept under ns/key, storing one first when there is none.
+// Processes sharing a database but given different keys thus fail when
+// they start, not at the first secret they read.
+func (s *Store) Verify(ctx context.Context, ns, key string) error {
+	marker := make([]byte, 16)
+	rand.Read(marker)
+	err := s.Update(ctx, ns, key, func(old []byte) ([]byte, error) {
+		if old != nil {
+			return old, nil
+		}
+		return marker, nil
+	})
+	if errors.Is(err, ErrTampered) {
+		return fmt.Errorf("store: the database was sealed with another sealing key: %w", err)
+	}
+	return err
+}
+
 // Get implements store.Store.
 func (s *Store) Get(ctx context.Context, ns, key string) ([]byte, error) {
 	v, err := s.inner.Get(ctx, ns, key)
@@ -136,6 +161,12 @@ func (s *Store) Update(ctx context.Context, ns, key string, fn func([]byte) ([]b
 		}
 		return s.seal(ns, key, v), nil
 	})
+}
+
+// Versions implements store.Versioner when the wrapped store does:
+// counters are not secret.
+func (s *Store) Versions(ctx context.Context, ns ...string) ([]uint64, error) {
+	return store.Versions(ctx, s.inner, ns...)
 }
 
 // Close implements store.Store.
