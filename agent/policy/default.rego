@@ -18,7 +18,21 @@ default GuestDetailsRequest := true
 
 default PullImageRequest := true
 
-CreateContainerRequest := {"allowed": count(refused) == 0, "message": concat("; ", sort(refused))}
+CreateContainerRequest := {"allowed": count(refused) == 0, "message": concat("; ", sort(refused)), "ops": remembered}
+
+# How the container's process runs, remembered in the policy state for its
+# exec processes (ExecProcessRequest).
+default remembered := []
+
+remembered := [{"op": "add", "path": concat("", ["/pstate/exec:", input.container_id]), "value": as_run(input.OCI.Process)}]
+
+# What decides how a command runs, besides its arguments: containerd runs
+# an exec with the container's process settings, adding TERM with a
+# terminal.
+as_run(p) := {
+	"User": p.User, "Cwd": p.Cwd, "Capabilities": p.Capabilities, "NoNewPrivileges": p.NoNewPrivileges,
+	"Env": sort([e | some e in p.Env; not startswith(e, "TERM=")]),
+}
 
 # Guest paths a bind mount may name: files copied in (CopyFile) and the
 # pod's emptyDir storages.
@@ -107,10 +121,13 @@ default ExecProcessRequest := false
 # probes), each an exact argument vector, in genpolicy's
 # policy_data.request_defaults.ExecProcessRequest.allowed_commands: none
 # here. A pod whose probes run commands lists them in its own copy of this
-# policy (README, "The agent policy").
+# policy (README, "The agent policy"). They run as the container's process
+# does (user, environment, working directory, capabilities): a host that
+# could set LD_PRELOAD or PATH would choose what runs.
 ExecProcessRequest if {
 	some command in policy_data.request_defaults.ExecProcessRequest.allowed_commands
 	command == input.process.Args
+	as_run(input.process) == data.pstate[concat("", ["exec:", input.container_id])]
 }
 default ReadStreamRequest := false
 

@@ -125,7 +125,8 @@ func TestDefaultPolicy(t *testing.T) {
 }
 
 // TestExecCommands: a copy of the default policy listing commands allows
-// exactly those argument vectors, and nothing else.
+// exactly those argument vectors, run as the container's process runs, and
+// nothing else.
 func TestExecCommands(t *testing.T) {
 	ctx := context.Background()
 	text := strings.Replace(Default(), `"allowed_commands": []`,
@@ -134,62 +135,50 @@ func TestExecCommands(t *testing.T) {
 		t.Fatal("the default policy has no allowed_commands list")
 	}
 	e := mustNew(t, text)
-	exec := func(args ...string) error {
-		return e.Check(ctx, "ExecProcess", &pb.ExecProcessRequest{ContainerId: "c", ExecId: "e", Process: &pb.Process{Args: args}})
+	spec := podSpec()
+	if err := e.Check(ctx, "CreateContainer", &pb.CreateContainerRequest{ContainerId: "c", ExecId: "c", OCI: spec}); err != nil {
+		t.Fatal(err)
+	}
+	// containerd's exec: the container's process with other arguments.
+	process := func(args ...string) *pb.Process {
+		p := proto.Clone(spec.Process).(*pb.Process)
+		p.Args = args
+		return p
+	}
+	exec := func(cid string, p *pb.Process) error {
+		return e.Check(ctx, "ExecProcess", &pb.ExecProcessRequest{ContainerId: cid, ExecId: "e", Process: p})
 	}
 	for _, args := range [][]string{{"/bin/cat", "/tmp/ready"}, {"sh", "-c", "test -f /tmp/ready"}} {
-		if err := exec(args...); err != nil {
+		if err := exec("c", process(args...)); err != nil {
 			t.Errorf("%q: %v", args, err)
 		}
 	}
+	tty := process("/bin/cat", "/tmp/ready")
+	tty.Terminal, tty.Env = true, append(tty.Env, "TERM=xterm")
+	if err := exec("c", tty); err != nil {
+		t.Errorf("with a terminal: %v", err)
+	}
 	for _, args := range [][]string{nil, {"/bin/cat"}, {"/bin/cat", "/tmp/ready", "/etc/shadow"}, {"cat", "/tmp/ready"},
 		{"sh", "-c", "test -f /tmp/ready; id"}, {"sh", "-c test -f /tmp/ready"}, {"/bin/sh"}} {
-		if err := exec(args...); !errors.Is(err, ErrDenied) {
+		if err := exec("c", process(args...)); !errors.Is(err, ErrDenied) {
 			t.Errorf("%q: %v, want denied", args, err)
 		}
 	}
+	root, preload, cwd, caps := process("/bin/cat", "/tmp/ready"), process("/bin/cat", "/tmp/ready"), process("/bin/cat", "/tmp/ready"), process("/bin/cat", "/tmp/ready")
+	root.User = &pb.User{}
+	preload.Env = append(preload.Env, "LD_PRELOAD=/run/kata-containers/shared/containers/x.so")
+	cwd.Cwd = "/tmp"
+	caps.Capabilities = &pb.LinuxCapabilities{Bounding: []string{"CAP_SYS_ADMIN"}, Effective: []string{"CAP_SYS_ADMIN"}}
+	for name, p := range map[string]*pb.Process{"another user": root, "another environment": preload, "another directory": cwd, "other capabilities": caps} {
+		if err := exec("c", p); !errors.Is(err, ErrDenied) {
+			t.Errorf("%s: %v, want denied", name, err)
+		}
+	}
+	if err := exec("other", process("/bin/cat", "/tmp/ready")); !errors.Is(err, ErrDenied) {
+		t.Errorf("in a container the policy never saw created: %v", err)
+	}
 	if err := e.Check(ctx, "ExecProcess", &pb.ExecProcessRequest{ContainerId: "c"}); !errors.Is(err, ErrDenied) {
 		t.Errorf("no process: %v", err)
-	}
-}
-
-// TestDefaultPolicyMounts: the default policy refuses host bind mounts and
-// devices, naming them; a pod's policy may allow a host path by name.
-func TestDefaultPolicyMounts(t *testing.T) {
-	ctx := context.Background()
-	e := mustNew(t, Default())
-	withMount := func(src string) *pb.CreateContainerRequest {
-		r := requests()["CreateContainerRequest"].(*pb.CreateContainerRequest)
-		r.OCI.Mounts = append(r.OCI.Mounts, &pb.Mount{Destination: "/data", Type: "bind", Source: src, Options: []string{"rbind"}})
-		return r
-	}
-	for _, src := range []string{"/run/kata-containers/sandbox/ephemeral/cache", "/run/kata-containers/sandbox/storage/scratch",
-		"/run/kata-containers/shared/containers/c-0123456789abcdef-config"} {
-		if err := e.Check(ctx, "M", withMount(src)); err != nil {
-			t.Errorf("%s: %v", src, err)
-		}
-	}
-	for _, src := range []string{"/var/lib/data", "/run/kata-containers/shared/containers/../../../var", "/run/kata-containers/sandbox/hostpath/x"} {
-		err := e.Check(ctx, "M", withMount(src))
-		if !errors.Is(err, ErrDenied) || !strings.Contains(err.Error(), "mount /data: host path "+src+" is not shared") {
-			t.Errorf("%s: %v", src, err)
-		}
-	}
-	// Also a tmpfs asked to bind a host path.
-	r := requests()["CreateContainerRequest"].(*pb.CreateContainerRequest)
-	r.OCI.Mounts = append(r.OCI.Mounts, &pb.Mount{Destination: "/x", Type: "tmpfs", Source: "/", Options: []string{"bind"}})
-	r.OCI.Linux.Devices = []*pb.LinuxDevice{{Path: "/dev/sda", Type: "b", Major: 8}}
-	if err := e.Check(ctx, "M", r); err == nil || !strings.Contains(err.Error(), "device /dev/sda: host devices") ||
-		!strings.Contains(err.Error(), "mount /x: host path /") {
-		t.Errorf("tmpfs bind and device: %v", err)
-	}
-	// A pod's policy allowing /var/lib/data.
-	own := mustNew(t, strings.Replace(Default(), "allowed_host_paths := set()", `allowed_host_paths := {"/var/lib/data"}`, 1))
-	if err := own.Check(ctx, "M", withMount("/var/lib/data")); err != nil {
-		t.Errorf("allowed host path: %v", err)
-	}
-	if err := own.Check(ctx, "M", withMount("/var/lib/other")); err == nil {
-		t.Error("a host path the policy does not name was allowed")
 	}
 }
 
