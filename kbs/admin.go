@@ -59,6 +59,7 @@ type acl struct {
 	role    string
 	re      *regexp.Regexp
 	methods map[string]bool // nil: any method
+	repos   map[string]bool // nil: any path; else only these repositories'
 }
 
 // Admin decides who may call the admin endpoints.
@@ -72,6 +73,8 @@ type Admin struct {
 // AdminIdentity is who an authorized admin call came from, for audit lines.
 type AdminIdentity struct {
 	Role, Issuer, Subject string
+	// Tenant is the repository the call is about, if any.
+	Tenant string
 }
 
 // NewAdmin builds the authorizer from [admin]. With no mode configured it
@@ -129,7 +132,11 @@ func (a *Admin) configure(c AdminConfig) error {
 		if err != nil {
 			return fmt.Errorf("admin: ACL for role %q: %w", r.Role, err)
 		}
-		a.acls = append(a.acls, acl{role: r.Role, re: re, methods: methods})
+		repos, err := aclRepositories(r.Repositories)
+		if err != nil {
+			return fmt.Errorf("admin: ACL for role %q: %w", r.Role, err)
+		}
+		a.acls = append(a.acls, acl{role: r.Role, re: re, methods: methods, repos: repos})
 	}
 	return nil
 }
@@ -150,6 +157,34 @@ func aclMethods(names []string) (map[string]bool, error) {
 		}
 	}
 	return m, nil
+}
+
+// aclRepositories reads repositories; none means the role is no tenant's.
+func aclRepositories(names []string) (map[string]bool, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	m := map[string]bool{}
+	for _, n := range names {
+		if !protocol.ValidSegment(n) {
+			return nil, fmt.Errorf("repositories: %q is not a resource path segment", n)
+		}
+		m[n] = true
+	}
+	return m, nil
+}
+
+// RepositoryOf names the repository (tenant) a canonical API path is
+// about: a resource's, or a repository's resource policy; "" for any
+// other path.
+func RepositoryOf(path string) string {
+	for _, p := range []string{Prefix + "resource/", Prefix + "resource-policy/"} {
+		if rest, ok := strings.CutPrefix(path, p); ok {
+			repo, _, _ := strings.Cut(rest, "/")
+			return repo
+		}
+	}
+	return ""
 }
 
 // CanonicalPath returns the path of u when it is in canonical form:
@@ -254,7 +289,7 @@ func (a *Admin) Check(r *http.Request) (*AdminIdentity, error) {
 	}
 	switch a.mode {
 	case ModeInsecureAllowAll:
-		return &AdminIdentity{Role: "insecure-allow-all"}, nil
+		return &AdminIdentity{Role: "insecure-allow-all", Tenant: RepositoryOf(path)}, nil
 	case ModeDenyAll:
 		return nil, ErrAdminDenyAll
 	}
@@ -266,9 +301,11 @@ func (a *Admin) Check(r *http.Request) (*AdminIdentity, error) {
 	if err != nil {
 		return nil, err
 	}
+	tenant := RepositoryOf(path)
 	for _, rule := range a.acls {
-		if rule.role == claims.Role && (rule.methods == nil || rule.methods[r.Method]) && rule.re.MatchString(path) {
-			return &AdminIdentity{Role: claims.Role, Issuer: iss, Subject: claims.Subject}, nil
+		if rule.role == claims.Role && (rule.methods == nil || rule.methods[r.Method]) && rule.re.MatchString(path) &&
+			(rule.repos == nil || rule.repos[tenant]) {
+			return &AdminIdentity{Role: claims.Role, Issuer: iss, Subject: claims.Subject, Tenant: tenant}, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: role %q, %s %s", ErrAdminForbidden, claims.Role, r.Method, path)

@@ -228,7 +228,8 @@ func TestAdminACL(t *testing.T) {
 		// The reader's ACL matches any path below reference-value/, but a
 		// registration there is no endpoint at all.
 		{"rv-reader registers below", "POST", "/kbs/v0/reference-value/svn", msg, bearerHdr(rvReader), 404, protocol.KindInvalidPath},
-		{"rv-reader sets a policy below", "POST", "/kbs/v0/resource-policy/x", policyBody, bearerHdr(polAdmin), 404, protocol.KindInvalidPath},
+		{"rv-reader sets a policy below", "POST", "/kbs/v0/resource-policy/x/y", policyBody, bearerHdr(polAdmin), 404, protocol.KindInvalidPath},
+		{"policy-admin sets a repository's policy", "POST", "/kbs/v0/resource-policy/x", policyBody, bearerHdr(polAdmin), 401, protocol.KindAdminAuth},
 		// The IdP with issuer and audience wants both.
 		{"ES256 without iss", "POST", "/kbs/v0/resource-policy", policyBody, bearerHdr(mustAdminToken(t, ec, "admin", time.Minute)), 401, protocol.KindAdminAuth},
 		{"ES256 wrong aud", "POST", "/kbs/v0/resource-policy", policyBody, bearerHdr(signJWT(t, ec, map[string]any{

@@ -114,6 +114,10 @@ type ACL struct {
 	AllowedEndpoints string `toml:"allowed_endpoints"`
 	// AllowedMethods is a Cocoon extension.
 	AllowedMethods []string `toml:"allowed_methods"`
+	// Repositories, a Cocoon extension, makes the role a tenant's: it
+	// reaches only the resources and resource policies of these
+	// repositories, and nothing that is not a repository's.
+	Repositories []string `toml:"repositories"`
 }
 
 // StorageConfig is [storage_backend].

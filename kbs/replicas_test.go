@@ -73,6 +73,12 @@ func TestReplicasShareOneStore(t *testing.T) {
 			testReplicas(t, a, b)
 		})
 	}
+	t.Run("Tenants", func(t *testing.T) {
+		acls, key := tenantACLs(t)
+		cfg := sharedConfig(t, pg.CreateDB(t, "tenants"), rd.URL(), "", writeSealingKey(t)) + acls
+		a, b := newKBS(t, cfg), newKBS(t, cfg)
+		testTenants(t, a, b, key, logTo(a, b))
+	})
 	t.Run("WrongSealingKey", func(t *testing.T) {
 		url := pg.CreateDB(t, "wrongkey")
 		newKBS(t, sharedConfig(t, url, rd.URL(), "", writeSealingKey(t)))

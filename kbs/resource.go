@@ -21,6 +21,9 @@ const (
 	ResourceNamespace       = "resources"
 	ResourcePolicyNamespace = "resource-policy"
 	ResourcePolicyID        = "resource-policy"
+	// RepositoryPolicyPrefix + a repository is the id of that
+	// repository's own resource policy.
+	RepositoryPolicyPrefix = "repository/"
 )
 
 // MaxResourceSize bounds a stored resource.
@@ -100,7 +103,7 @@ func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path pr
 		return &protocol.Error{Kind: protocol.KindJwe, Detail: err.Error(), Err: err}
 	}
 	s.metrics.releases.Inc()
-	s.log.Info("audit", "action", "release-resource", "resource", path.String(), "remote", r.RemoteAddr,
+	s.log.Info("audit", "action", "release-resource", "tenant", path.Repository, "resource", path.String(), "remote", r.RemoteAddr,
 		"tee", teeOf(claims), "status", claims.Submods["cpu0"].Status)
 	writeJSON(w, http.StatusOK, resp)
 	return nil
@@ -120,8 +123,9 @@ func (s *Server) tokenOf(r *http.Request) (string, error) {
 	return "", protocol.Errorf(protocol.KindTokenNotFound, "no attested session and no bearer token")
 }
 
-// decide evaluates the resource policy: input = the token's claims, data =
-// the plugin, path and query. Anything but true denies.
+// decide evaluates the resource policy and the repository's own, if it has
+// one: input = the token's claims, data = the plugin, path and query. Both
+// must answer true.
 func (s *Server) decide(ctx context.Context, claims map[string]any, path protocol.ResourcePath, query map[string][]string) error {
 	q := map[string]any{}
 	for k, v := range query {
@@ -132,14 +136,21 @@ func (s *Server) decide(ctx context.Context, claims map[string]any, path protoco
 		"resource-path": []any{path.Repository, path.Type, path.Tag},
 		"query":         q,
 	}
-	out, err := s.resources.policy.Eval(ctx, ResourcePolicyID, "data.policy.allow", claims, data)
+	ids := []string{ResourcePolicyID, RepositoryPolicyPrefix + path.Repository}
+	err := s.resources.policy.EvalEach(ctx, ids, "data.policy.allow", claims, data, func(id string, out any) error {
+		if allow, ok := out.(bool); !ok || !allow {
+			s.metrics.decisions.WithLabelValues("deny").Inc()
+			return protocol.Errorf(protocol.KindPolicyDeny, "resource policy %s denied %s", id, path)
+		}
+		return nil
+	})
+	var kerr *protocol.Error
+	if errors.As(err, &kerr) {
+		return err
+	}
 	if err != nil {
 		s.metrics.decisions.WithLabelValues("error").Inc()
 		return &protocol.Error{Kind: protocol.KindPolicyEngine, Detail: err.Error(), Err: err}
-	}
-	if allow, ok := out.(bool); !ok || !allow {
-		s.metrics.decisions.WithLabelValues("deny").Inc()
-		return protocol.Errorf(protocol.KindPolicyDeny, "resource policy denied %s", path)
 	}
 	s.metrics.decisions.WithLabelValues("allow").Inc()
 	return nil
@@ -174,7 +185,15 @@ func teeOf(c *ear.Claims) string {
 	return ""
 }
 
-func (s *Server) setResourcePolicy(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+// policyID is the id of the resource policy of repo ("": the global one).
+func policyID(repo string) string {
+	if repo == "" {
+		return ResourcePolicyID
+	}
+	return RepositoryPolicyPrefix + repo
+}
+
+func (s *Server) setResourcePolicy(w http.ResponseWriter, r *http.Request, id *AdminIdentity, repo string) error {
 	var req struct {
 		Policy string `json:"policy"`
 	}
@@ -185,15 +204,18 @@ func (s *Server) setResourcePolicy(w http.ResponseWriter, r *http.Request, id *A
 	if err != nil {
 		return err
 	}
-	if err := s.resources.policy.Set(r.Context(), ResourcePolicyID, text); err != nil {
+	if err := s.resources.policy.Set(r.Context(), policyID(repo), text); err != nil {
 		return policyError(err)
 	}
 	s.audit(r, id, "set-resource-policy", "bytes", len(text))
 	return nil
 }
 
-func (s *Server) getResourcePolicy(w http.ResponseWriter, r *http.Request, _ *AdminIdentity) error {
-	text, err := s.resources.policy.Get(r.Context(), ResourcePolicyID)
+func (s *Server) getResourcePolicy(w http.ResponseWriter, r *http.Request, repo string) error {
+	text, err := s.resources.policy.Get(r.Context(), policyID(repo))
+	if errors.Is(err, policy.ErrNotFound) {
+		return protocol.Errorf(protocol.KindResourceNotFound, "repository %s has no resource policy", repo)
+	}
 	if err != nil {
 		return fmt.Errorf("resource policy: %w", err)
 	}

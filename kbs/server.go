@@ -144,7 +144,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, endpoint, rest st
 	// path; anywhere else it would dodge path-based admin ACLs.
 	switch endpoint {
 	case "auth", "attest", "attestation-policy", "resource-policy", "reference-value":
-		if rest != "" && !(endpoint == "reference-value" && m == http.MethodGet) {
+		if rest != "" && !(endpoint == "reference-value" && m == http.MethodGet) &&
+			!(endpoint == "resource-policy" && protocol.ValidSegment(rest)) {
 			return protocol.Errorf(protocol.KindInvalidPath, "unexpected path after %s", endpoint)
 		}
 	}
@@ -162,9 +163,13 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, endpoint, rest st
 	case endpoint == "attestation-policy" && m == http.MethodPost:
 		return s.adminCall(w, r, s.setAttestationPolicy)
 	case endpoint == "resource-policy" && m == http.MethodPost:
-		return s.adminCall(w, r, s.setResourcePolicy)
+		return s.adminCall(w, r, func(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+			return s.setResourcePolicy(w, r, id, rest)
+		})
 	case endpoint == "resource-policy" && m == http.MethodGet:
-		return s.adminCall(w, r, s.getResourcePolicy)
+		return s.adminCall(w, r, func(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+			return s.getResourcePolicy(w, r, rest)
+		})
 	case endpoint == "reference-value" && m == http.MethodPost:
 		return s.adminCall(w, r, s.registerReferenceValue)
 	case endpoint == "reference-value" && m == http.MethodGet:
@@ -253,7 +258,9 @@ func (s *Server) adminCall(w http.ResponseWriter, r *http.Request, fn func(http.
 	id, err := s.admin.Check(r)
 	if err != nil {
 		// The request target as sent, query included: what was refused.
-		s.log.Warn("audit: admin call refused", "method", r.Method, "target", r.RequestURI, "remote", r.RemoteAddr, "reason", err.Error())
+		p, _ := CanonicalPath(r.URL)
+		s.log.Warn("audit: admin call refused", "method", r.Method, "target", r.RequestURI, "tenant", RepositoryOf(p),
+			"remote", r.RemoteAddr, "reason", err.Error())
 		kind := protocol.KindAdminAuth
 		if errors.Is(err, ErrPathNotCanonical) {
 			kind = protocol.KindInvalidPath
@@ -265,7 +272,7 @@ func (s *Server) adminCall(w http.ResponseWriter, r *http.Request, fn func(http.
 
 func (s *Server) audit(r *http.Request, id *AdminIdentity, action string, attrs ...any) {
 	s.log.Info("audit", append([]any{"action", action, "role", id.Role, "subject", id.Subject,
-		"issuer", id.Issuer, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr}, attrs...)...)
+		"issuer", id.Issuer, "tenant", id.Tenant, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr}, attrs...)...)
 }
 
 // decodePolicy reads the base64url (no padding, as Trustee's clients send;

@@ -317,6 +317,10 @@ func (c *compiled) prepare(ctx context.Context, query string, opts []func(*rego.
 	return p, nil
 }
 
+// absent marks a policy id known not to exist (cached like a policy, so
+// optional policies cost no store read when there are none).
+var absent = &compiled{}
+
 // load returns the compiled policy id, compiling the stored text on first
 // use (after a restart, or after another process changed the policies).
 func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
@@ -324,17 +328,24 @@ func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 	c, ok := e.compiled[id]
 	old, epoch := e.stale[id], e.epoch
 	e.mu.RUnlock()
+	if c == absent {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
 	if ok {
 		return c, nil
 	}
 	text, err := e.Get(ctx, id)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		c = absent
+	case err != nil:
 		return nil, err
-	}
-	if old != nil && old.text == text {
+	case old != nil && old.text == text:
 		c = old // unchanged: keep its compiled queries and decisions
-	} else if c, err = e.compile(ctx, id, text); err != nil {
-		return nil, err
+	default:
+		if c, err = e.compile(ctx, id, text); err != nil {
+			return nil, err
+		}
 	}
 	e.mu.Lock()
 	// A text read before the policies were dropped may be stale: use it
@@ -344,6 +355,9 @@ func (e *Engine) load(ctx context.Context, id string) (*compiled, error) {
 		delete(e.stale, id)
 	}
 	e.mu.Unlock()
+	if c == absent {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -355,6 +369,32 @@ func (e *Engine) Eval(ctx context.Context, id, query string, input, data map[str
 	if err := e.sync(ctx); err != nil {
 		return nil, err
 	}
+	return e.eval(ctx, id, query, input, data)
+}
+
+// EvalEach evaluates query with each policy of ids in turn, as Eval does,
+// after one read of the store's versions, and hands each result to each;
+// a policy that does not exist is skipped. An error of each stops it.
+func (e *Engine) EvalEach(ctx context.Context, ids []string, query string, input, data map[string]any, each func(id string, out any) error) error {
+	if err := e.sync(ctx); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		out, err := e.eval(ctx, id, query, input, data)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err == nil {
+			err = each(id, out)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Engine) eval(ctx context.Context, id, query string, input, data map[string]any) (any, error) {
 	c, err := e.load(ctx, id)
 	if err != nil {
 		return nil, err
