@@ -1,0 +1,165 @@
+package k8s
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/internal/testutil/k8stest"
+	"github.com/cocoon-cc/cocoon/runtime/shim"
+)
+
+// toolsImage is busybox with tar (kubectl cp runs it in the container) and
+// sha256sum.
+func toolsImage(t *testing.T, c *k8stest.Cluster) string {
+	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t),
+		imagetest.GzipLayer(t, imagetest.Symlink("bin/tar", "busybox"), imagetest.Symlink("bin/sha256sum", "busybox")))
+	return c.PushImage(t, img, "busybox-tools:1")
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// TestKubectlStreams: kubectl's stream commands on a cocoon-qemu pod whose
+// policy allows exec and reads: cp both ways and exec -i, byte for byte;
+// logs, logs -f, and logs --previous with the exit status after the
+// container ended and the kubelet restarted it.
+func TestKubectlStreams(t *testing.T) {
+	c := k8stest.Get(t)
+	// Each run of the container prints its number and ticks until told to
+	// exit (a file in the pod's emptyDir), with status 3.
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: streams
+  namespace: default
+  annotations:
+    io.katacontainers.config.hypervisor.cc_init_data: "` + testutil.InitdataAnnotation(t, policy.AllowAll()) + `"
+spec:
+  runtimeClassName: cocoon-qemu
+  automountServiceAccountToken: false
+  containers:
+  - name: c
+    image: ` + toolsImage(t, c) + `
+    command: ["/bin/sh", "-c", "n=$(cat /data/n 2>/dev/null || echo 0); echo $((n+1)) > /data/n; echo run-$n; i=0; while [ ! -f /data/stop-$n ]; do echo tick-$i; i=$((i+1)); sleep 0.5; done; exit 3"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, emptyDir: {}}]
+`
+	c.Apply(t, pod)
+	defer c.Delete(t, pod)
+	c.WaitReady(t, "default", "streams")
+
+	for _, size := range []int{0, 1, 1 << 20} {
+		data := make([]byte, size)
+		rand.Read(data)
+		local := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(local, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("%s  /tmp/f%d\n", sum(data), size)
+		c.Kubectl(t, "cp", local, fmt.Sprintf("default/streams:/tmp/f%d", size))
+		if out := c.Kubectl(t, "exec", "streams", "--", "sha256sum", fmt.Sprintf("/tmp/f%d", size)); out != want {
+			t.Errorf("kubectl cp of %d bytes into the pod: %q, want %q", size, out, want)
+		}
+		back := filepath.Join(t.TempDir(), "back")
+		c.Kubectl(t, "cp", fmt.Sprintf("default/streams:/tmp/f%d", size), back)
+		if got, err := os.ReadFile(back); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("kubectl cp of %d bytes from the pod: %v, %d bytes, equal %v", size, err, len(got), bytes.Equal(got, data))
+		}
+		if out, err := c.TryKubectl(string(data), "exec", "-i", "streams", "--", "sh", "-c", fmt.Sprintf("cat > /tmp/i%d", size)); err != nil {
+			t.Errorf("kubectl exec -i: %v %s", err, out)
+		}
+		if out := c.Kubectl(t, "exec", "streams", "--", "cat", fmt.Sprintf("/tmp/i%d", size)); out != string(data) {
+			t.Errorf("kubectl exec -i of %d bytes: %d bytes back", size, len(out))
+		}
+	}
+
+	// logs -f: ticks arrive while the container runs.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	follow := exec.CommandContext(ctx, filepath.Join(k8stest.BinDir(), "kubectl"), "--kubeconfig", c.Kubeconfig, "logs", "-f", "streams")
+	out, err := follow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(out)
+	var seen []string
+	for len(seen) < 4 && lines.Scan() {
+		seen = append(seen, lines.Text())
+	}
+	cancel()
+	follow.Wait()
+	if len(seen) < 4 || seen[0] != "run-0" || !strings.HasPrefix(seen[3], "tick-") {
+		t.Errorf("kubectl logs -f: %q", seen)
+	}
+
+	// The container exits with 3; the kubelet restarts it.
+	c.Kubectl(t, "exec", "streams", "--", "touch", "/data/stop-0")
+	c.Kubectl(t, "wait", "--for=jsonpath={.status.containerStatuses[0].restartCount}=1", "pod/streams", "--timeout=2m")
+	c.WaitReady(t, "default", "streams")
+	if code := c.Kubectl(t, "get", "pod", "streams", "-o", "jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode}"); code != "3" {
+		t.Errorf("the ended container's exit code %q, want 3", code)
+	}
+	if prev := c.Kubectl(t, "logs", "--previous", "streams"); !strings.HasPrefix(prev, "run-0\ntick-0\n") {
+		t.Errorf("kubectl logs --previous: %q", prev)
+	}
+	if cur := c.Kubectl(t, "logs", "streams"); !strings.HasPrefix(cur, "run-1\n") {
+		t.Errorf("kubectl logs after the restart: %q", cur)
+	}
+}
+
+// TestKubectlDefaultPolicy: a Cocoon pod under the default policy with its
+// exec readiness probe allowed in its initdata becomes Ready; kubectl exec
+// of anything else is refused, naming the rule; kubectl logs says in one
+// line that the output is withheld.
+func TestKubectlDefaultPolicy(t *testing.T) {
+	c := k8stest.Get(t)
+	rego := strings.Replace(policy.Default(), `"allowed_commands": []`, `"allowed_commands": [["cat", "/tmp/ready"]]`, 1)
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: probed
+  namespace: default
+  annotations:
+    io.katacontainers.config.hypervisor.cc_init_data: "` + testutil.InitdataAnnotation(t, rego) + `"
+spec:
+  runtimeClassName: cocoon-local
+  automountServiceAccountToken: false
+  containers:
+  - name: c
+    image: ` + c.Busybox(t) + `
+    command: ["/bin/sh", "-c", "echo secret; touch /tmp/ready; exec sleep 1000"]
+    readinessProbe:
+      exec: {command: ["cat", "/tmp/ready"]}
+      periodSeconds: 1
+`
+	c.Apply(t, pod)
+	defer c.Delete(t, pod)
+	c.WaitReady(t, "default", "probed")
+	if out, err := c.TryKubectl("", "exec", "probed", "--", "cat", "/etc/passwd"); err == nil || !strings.Contains(out, "ExecProcessRequest") {
+		t.Errorf("kubectl exec of another command: %v %q", err, out)
+	}
+	if out := c.Kubectl(t, "logs", "probed"); out != shim.WithheldNotice {
+		t.Errorf("kubectl logs: %q, want the withheld notice", out)
+	}
+}
