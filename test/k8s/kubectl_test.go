@@ -91,6 +91,22 @@ spec:
 		}
 	}
 
+	// exec -it, from a terminal (script's) whose input stays open: the
+	// process has a terminal, and nothing precedes its output.
+	term := exec.Command("script", "-qec", filepath.Join(k8stest.BinDir(), "kubectl")+" --kubeconfig "+c.Kubeconfig+
+		" exec -it streams -- sh -c 'tty; echo hi'", "/dev/null")
+	keyboard, keys, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	term.Stdin = keyboard
+	got, err := term.CombinedOutput()
+	keys.Close()
+	keyboard.Close()
+	if err != nil || string(got) != "/dev/pts/0\r\nhi\r\n" {
+		t.Errorf("kubectl exec -it: %v %q", err, got)
+	}
+
 	// logs -f: ticks arrive while the container runs.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
