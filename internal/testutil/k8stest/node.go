@@ -79,6 +79,8 @@ func (s *slot) setUp() error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return err
 	}
+	// Where br_netfilter is a module: its sysctl below needs it.
+	exec.Command("modprobe", "br_netfilter").Run()
 	steps := [][]string{
 		{"ip", "netns", "add", s.Netns},
 		{"ip", "link", "add", s.hostIf, "type", "veth", "peer", "name", "node0", "netns", s.Netns},
