@@ -33,9 +33,7 @@ spec:
 `
 	c.Apply(t, pod)
 	c.WaitReady(t, "default", "plain")
-	if out := c.Kubectl(t, "logs", "plain"); !strings.Contains(out, "hello from runc") {
-		t.Errorf("kubectl logs: %q", out)
-	}
+	c.Eventually(t, "kubectl logs", func() bool { return strings.Contains(c.Kubectl(t, "logs", "plain"), "hello from runc") })
 	if out := c.Kubectl(t, "exec", "plain", "--", "cat", "/proc/1/cmdline"); out != "sleep\x001000\x00" {
 		t.Errorf("kubectl exec: %q", out)
 	}
@@ -79,9 +77,10 @@ spec:
 	if out := c.Kubectl(t, "get", "pod", pod, "-o", "jsonpath={.spec.overhead.memory}"); out != "448Mi" {
 		t.Errorf("pod overhead memory %q, want the RuntimeClass's 448Mi", out)
 	}
-	if out := c.Kubectl(t, "logs", pod); !strings.Contains(out, "hello from 6.") {
-		t.Errorf("kubectl logs: %q (want the guest kernel's release)", out)
-	}
+	// The output reaches the log as the shim reads it from the guest.
+	c.Eventually(t, "the guest kernel's release in kubectl logs", func() bool {
+		return strings.Contains(c.Kubectl(t, "logs", pod), "hello from 6.")
+	})
 	if out := c.Kubectl(t, "exec", pod, "--", "cat", "/proc/1/cmdline"); out != "sleep\x001000\x00" {
 		t.Errorf("kubectl exec: %q", out)
 	}
