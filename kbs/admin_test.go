@@ -238,7 +238,7 @@ func TestAdminACL(t *testing.T) {
 			"iss": "https://evil.example", "aud": "kbs", "role": "admin", "exp": time.Now().Add(time.Minute).Unix()})), 401, protocol.KindAdminAuth},
 		{"unknown role", "POST", "/kbs/v0/resource-policy", policyBody, bearerHdr(mustAdminToken(t, ed, "root", time.Minute)), 401, protocol.KindAdminAuth},
 	})
-	if r := k.do(t, "GET", "/kbs/v0/reference-value/svn", nil, bearerHdr(rvReader)); r.status != 200 || string(r.body) != "null" {
+	if r := k.do(t, "GET", "/kbs/v0/reference-value/svn", nil, bearerHdr(rvReader)); r.status != 401 || r.kind() != protocol.KindRvps {
 		t.Errorf("rv-reader reads: %d %s", r.status, r.body)
 	}
 	// The admin role of the second IdP, with its issuer and audience.
@@ -385,11 +385,13 @@ func TestAdminEndpoints(t *testing.T) {
 	if r := post("/kbs/v0/resource-policy", map[string]string{"policy": b64u(respolicy.Affirming)}); r.status != 200 {
 		t.Fatalf("set resource policy: %d %s", r.status, r.body)
 	}
-	r := k.do(t, "GET", "/kbs/v0/resource-policy", nil, hdr)
-	var got map[string]string
-	json.Unmarshal(r.body, &got)
-	if dec, _ := base64.RawURLEncoding.DecodeString(got["policy"]); string(dec) != respolicy.Affirming {
-		t.Errorf("GET resource-policy: %s", r.body)
+	// GET answers the policies' ids, as Trustee does.
+	if r := k.do(t, "GET", "/kbs/v0/resource-policy", nil, hdr); r.status != 200 ||
+		string(r.body) != `["resource-policy"]`+"\n" || r.header.Get("Content-Type") != "application/json" {
+		t.Errorf("GET resource-policy: %d %q", r.status, r.body)
+	}
+	if text, err := k.srv.resources.policy.Get(bg, ResourcePolicyID); err != nil || text != respolicy.Affirming {
+		t.Errorf("resource policy not replaced: %v", err)
 	}
 
 	// Resources: set, fetch, delete.
@@ -405,8 +407,7 @@ func TestAdminEndpoints(t *testing.T) {
 	if r := k.do(t, "DELETE", "/kbs/v0/resource/default/key/x", nil, hdr); r.status != 200 {
 		t.Fatal(r.status)
 	}
-	var kerr *protocol.Error
-	if _, err := c.GetResource(bg, "default/key/x"); !errors.As(err, &kerr) || kerr.Kind != protocol.KindResourceNotFound {
+	if _, err := c.GetResource(bg, "default/key/x"); !protocol.IsResourceNotFound(err) {
 		t.Errorf("deleted resource: %v", err)
 	}
 
@@ -418,34 +419,34 @@ func TestAdminEndpoints(t *testing.T) {
 	if r := k.do(t, "GET", "/kbs/v0/reference-value/svn", nil, hdr); string(r.body) != `["1","2"]` {
 		t.Errorf("GET reference-value: %s", r.body)
 	}
-	if r := k.do(t, "GET", "/kbs/v0/reference-value/nothing", nil, hdr); r.status != 200 || string(r.body) != "null" {
+	if r := k.do(t, "GET", "/kbs/v0/reference-value/nothing", nil, hdr); r.status != 401 || r.kind() != protocol.KindRvps {
 		t.Errorf("unknown reference value: %d %s", r.status, r.body)
 	}
 
 	// Refused inputs.
 	j := func(v any) []byte { b, _ := json.Marshal(v); return b }
-	sp, rv := protocol.KindSetPolicy, protocol.KindRvps
+	pp, pe, ae, rv := protocol.KindParsePolicy, protocol.KindPolicyEngine, protocol.KindAttestation, protocol.KindRvps
 	k.expectRefused(t, []badCase{
-		{"policy not base64", "POST", "/kbs/v0/resource-policy", j(map[string]string{"policy": "not base64!"}), hdr, 401, sp},
-		{"policy not rego", "POST", "/kbs/v0/resource-policy", j(map[string]string{"policy": b64u("allow everything")}), hdr, 401, sp},
-		{"policy wrong package", "POST", "/kbs/v0/resource-policy", j(map[string]string{"policy": b64u("package kbs\ndefault allow = true\n")}), hdr, 401, sp},
-		{"policy http.send", "POST", "/kbs/v0/resource-policy", j(map[string]string{"policy": b64u("package policy\nimport rego.v1\nallow if http.send({\"method\":\"get\",\"url\":\"http://x\"}).body.ok\n")}), hdr, 401, sp},
-		{"policy malformed JSON", "POST", "/kbs/v0/resource-policy", []byte(`{"policy":`), hdr, 401, protocol.KindSerde},
-		{"attestation policy type", "POST", "/kbs/v0/attestation-policy", j(map[string]string{"type": "opa", "policy": b64u(affirm)}), hdr, 401, sp},
-		{"attestation policy id", "POST", "/kbs/v0/attestation-policy", j(map[string]string{"policy_id": "../x", "policy": b64u(affirm)}), hdr, 401, sp},
-		{"attestation policy id long", "POST", "/kbs/v0/attestation-policy", j(map[string]string{"policy_id": strings.Repeat("a", 129), "policy": b64u(affirm)}), hdr, 401, sp},
-		{"attestation policy invalid", "POST", "/kbs/v0/attestation-policy", j(map[string]string{"policy": b64u("package policy\ntrust_claims := {")}), hdr, 401, sp},
-		{"attestation policy trailing", "POST", "/kbs/v0/attestation-policy", append(j(map[string]string{"policy": b64u(affirm)}), "x"...), hdr, 401, protocol.KindSerde},
+		{"policy not base64", "POST", "/kbs/v0/resource-policy", j(map[string]string{"policy": "not base64!"}), hdr, 401, pp},
+		{"policy not rego", "POST", "/kbs/v0/resource-policy", j(map[string]string{"policy": b64u("allow everything")}), hdr, 401, pe},
+		{"policy wrong package", "POST", "/kbs/v0/resource-policy", j(map[string]string{"policy": b64u("package kbs\ndefault allow = true\n")}), hdr, 401, pe},
+		{"policy http.send", "POST", "/kbs/v0/resource-policy", j(map[string]string{"policy": b64u("package policy\nimport rego.v1\nallow if http.send({\"method\":\"get\",\"url\":\"http://x\"}).body.ok\n")}), hdr, 401, pe},
+		{"policy malformed JSON", "POST", "/kbs/v0/resource-policy", []byte(`{"policy":`), hdr, 401, pp},
+		{"attestation policy type", "POST", "/kbs/v0/attestation-policy", j(map[string]string{"type": "opa", "policy": b64u(affirm)}), hdr, 401, ae},
+		{"attestation policy id", "POST", "/kbs/v0/attestation-policy", j(map[string]string{"policy_id": "../x", "policy": b64u(affirm)}), hdr, 401, ae},
+		{"attestation policy id long", "POST", "/kbs/v0/attestation-policy", j(map[string]string{"policy_id": strings.Repeat("a", 129), "policy": b64u(affirm)}), hdr, 401, ae},
+		{"attestation policy invalid", "POST", "/kbs/v0/attestation-policy", j(map[string]string{"policy": b64u("package policy\ntrust_claims := {")}), hdr, 401, ae},
+		{"attestation policy trailing", "POST", "/kbs/v0/attestation-policy", append(j(map[string]string{"policy": b64u(affirm)}), "x"...), hdr, 401, ae},
 		{"rv not JSON", "POST", "/kbs/v0/reference-value", []byte("svn=1"), hdr, 401, rv},
 		{"rv version", "POST", "/kbs/v0/reference-value", j(map[string]string{"version": "9", "type": "sample", "payload": msg["payload"]}), hdr, 401, rv},
 		{"rv type", "POST", "/kbs/v0/reference-value", j(map[string]string{"version": "0.1.0", "type": "swid", "payload": msg["payload"]}), hdr, 401, rv},
 		{"rv payload", "POST", "/kbs/v0/reference-value", j(map[string]string{"version": "0.1.0", "type": "sample", "payload": "%%%"}), hdr, 401, rv},
-		{"rv no id", "GET", "/kbs/v0/reference-value", nil, hdr, 404, protocol.KindInvalidPath},
+		{"rv no id", "GET", "/kbs/v0/reference-value", nil, hdr, 401, rv},
 		{"resource bad path", "POST", "/kbs/v0/resource/default/../x", []byte("x"), hdr, 404, protocol.KindInvalidPath},
-		{"resource long segment", "POST", "/kbs/v0/resource/default/key/" + strings.Repeat("a", 256), []byte("x"), hdr, 404, protocol.KindInvalidPath},
-		{"DELETE reference value", "DELETE", "/kbs/v0/reference-value", nil, hdr, 405, protocol.KindMethodNotAllowed},
+		{"resource long segment", "POST", "/kbs/v0/resource/default/key/" + strings.Repeat("a", 256), []byte("x"), hdr, 401, protocol.KindPluginInternal},
+		{"DELETE reference value", "DELETE", "/kbs/v0/reference-value", nil, hdr, 404, protocol.KindPluginNotFound},
 		{"DELETE reference value id", "DELETE", "/kbs/v0/reference-value/svn", nil, hdr, 404, protocol.KindInvalidPath},
-		{"PUT resource policy", "PUT", "/kbs/v0/resource-policy", nil, hdr, 405, protocol.KindMethodNotAllowed},
+		{"PUT resource policy", "PUT", "/kbs/v0/resource-policy", nil, hdr, 404, protocol.KindPluginNotFound},
 	})
 }
 

@@ -39,10 +39,9 @@ func TestPolicyBudget(t *testing.T) {
 		t.Fatalf("budget %+v", got)
 	}
 	admin := bearerHdr(k.adminToken(t, AdminRole, 60e9))
-	sp := protocol.KindSetPolicy
 	k.expectRefused(t, []badCase{
-		{"resource policy", "POST", "/kbs/v0/resource-policy", policyBody(t, hugeRange, nil), admin, 401, sp},
-		{"attestation policy", "POST", "/kbs/v0/attestation-policy", policyBody(t, hugeRange, map[string]string{"policy_id": "default_cpu"}), admin, 401, sp},
+		{"resource policy", "POST", "/kbs/v0/resource-policy", policyBody(t, hugeRange, nil), admin, 401, protocol.KindPolicyEngine},
+		{"attestation policy", "POST", "/kbs/v0/attestation-policy", policyBody(t, hugeRange, map[string]string{"policy_id": "default_cpu"}), admin, 401, protocol.KindAttestation},
 	})
 	r := k.do(t, "POST", "/kbs/v0/resource-policy", policyBody(t, hugeRange, nil), admin)
 	if !strings.Contains(string(r.body), "over budget") {

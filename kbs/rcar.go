@@ -14,18 +14,14 @@ import (
 // auth answers a Request with a Challenge and a session cookie.
 func (s *Server) auth(w http.ResponseWriter, r *http.Request) error {
 	var req protocol.Request
-	if err := decodeJSON(r, &req); err != nil {
-		var kerr *protocol.Error
-		if errors.As(err, &kerr) && kerr.Kind == protocol.KindPayloadTooLarge {
-			return err
-		}
-		return &protocol.Error{Kind: protocol.KindRcarAuth, Detail: err.Error(), Err: err}
+	if err := decodeJSON(r, protocol.KindAttestation, &req); err != nil {
+		return err
 	}
 	if req.Version != protocol.Version {
-		return protocol.Errorf(protocol.KindRcarAuth, "protocol version %q is not supported, expect %s", req.Version, protocol.Version)
+		return protocol.Errorf(protocol.KindAttestation, "RCAR auth: protocol version %q is not supported, expect %s", req.Version, protocol.Version)
 	}
 	if req.Tee == "" {
-		return protocol.Errorf(protocol.KindRcarAuth, "tee missing")
+		return protocol.Errorf(protocol.KindAttestation, "RCAR auth: tee missing")
 	}
 	if err := s.sessionRoom(w); err != nil {
 		return err
@@ -49,15 +45,15 @@ func (s *Server) setCookie(w http.ResponseWriter, c *challenge) {
 func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	c, err := s.challengeOf(r)
 	if err != nil {
-		return attestErr(err)
+		return &protocol.Error{Kind: protocol.KindAttestation, Detail: "RCAR attest: " + err.Error(), Err: err}
 	}
 	var att protocol.Attestation
-	if err := decodeJSON(r, &att); err != nil {
-		return attestErr(err)
+	if err := decodeJSON(r, protocol.KindAttestation, &att); err != nil {
+		return err
 	}
 	sess, err := s.sessions.stored(r.Context(), c.ID)
 	if err != nil {
-		return attestErr(err)
+		return err
 	}
 	if sess != nil {
 		// Trustee answers an attested session with its token again.
@@ -70,7 +66,7 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	}
 	reqs, err := s.verificationRequests(c, &att)
 	if err != nil {
-		return attestErr(err)
+		return err
 	}
 	token, claims, err := s.as.Evaluate(r.Context(), reqs, "")
 	if err != nil {
@@ -91,14 +87,6 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func attestErr(err error) error {
-	var kerr *protocol.Error
-	if errors.As(err, &kerr) && kerr.Kind != protocol.KindSerde {
-		return err
-	}
-	return &protocol.Error{Kind: protocol.KindRcarAttest, Detail: err.Error(), Err: err}
-}
-
 // challengeOf reads the live session named by the request's cookie.
 func (s *Server) challengeOf(r *http.Request) (*challenge, error) {
 	c, err := r.Cookie(protocol.SessionCookie)
@@ -113,14 +101,14 @@ func (s *Server) challengeOf(r *http.Request) (*challenge, error) {
 // additional device's evidence to runtime data without it.
 func (s *Server) verificationRequests(c *challenge, att *protocol.Attestation) ([]attestation.Request, error) {
 	if !hmac.Equal([]byte(att.RuntimeData.Nonce), []byte(c.Nonce)) {
-		return nil, protocol.Errorf(protocol.KindRcarAttest, "nonce does not match the session's challenge")
+		return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: nonce does not match the session's challenge")
 	}
 	if len(att.TeeEvidence.Primary) == 0 {
-		return nil, protocol.Errorf(protocol.KindRcarAttest, "primary_evidence missing")
+		return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: primary_evidence missing")
 	}
 	pub := att.RuntimeData.TeePubKey
 	if _, _, err := jose.ParsePublicKey(pub, s.cfg.JWE.AllowRSA1_5); err != nil {
-		return nil, protocol.Errorf(protocol.KindRcarAttest, "tee-pubkey: %v", err)
+		return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: tee-pubkey: %v", err)
 	}
 	primary := attestation.Request{
 		Tee:         c.Tee,
@@ -129,7 +117,7 @@ func (s *Server) verificationRequests(c *challenge, att *protocol.Attestation) (
 	}
 	if att.InitData != nil {
 		if att.InitData.Format != "toml" {
-			return nil, protocol.Errorf(protocol.KindRcarAttest, "init-data format %q is not supported (toml)", att.InitData.Format)
+			return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: init-data format %q is not supported (toml)", att.InitData.Format)
 		}
 		primary.InitData = &attestation.InitData{TOML: []byte(att.InitData.Body)}
 	}
@@ -139,7 +127,7 @@ func (s *Server) verificationRequests(c *challenge, att *protocol.Attestation) (
 	}
 	var more map[protocol.Tee]json.RawMessage
 	if err := json.Unmarshal([]byte(att.TeeEvidence.Additional), &more); err != nil {
-		return nil, protocol.Errorf(protocol.KindRcarAttest, "additional_evidence: %v", err)
+		return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: additional_evidence: %v", err)
 	}
 	for tee, ev := range more {
 		reqs = append(reqs, attestation.Request{Tee: tee, Evidence: ev,

@@ -271,7 +271,7 @@ func (k *testKBS) expectRefused(t *testing.T, cases []badCase) {
 func TestAuthRefusals(t *testing.T) {
 	k := newKBS(t, "")
 	const auth = "/kbs/v0/auth"
-	ra := protocol.KindRcarAuth
+	ra := protocol.KindAttestation
 	k.expectRefused(t, []badCase{
 		{"empty body", "", auth, nil, nil, 401, ra},
 		{"malformed JSON", "", auth, []byte(`{"version":"0.4.0",`), nil, 401, ra},
@@ -287,8 +287,8 @@ func TestAuthRefusals(t *testing.T) {
 		{"unknown tee", "", auth, []byte(`{"version":"0.4.0","tee":"pentium"}`), nil, 401, ra},
 		{"tee upper case", "", auth, []byte(`{"version":"0.4.0","tee":"SNP"}`), nil, 401, ra},
 		{"no tee", "", auth, []byte(`{"version":"0.4.0"}`), nil, 401, ra},
-		{"GET", "GET", auth, nil, nil, 405, protocol.KindMethodNotAllowed},
-		{"PUT", "PUT", auth, []byte(`{"version":"0.4.0","tee":"sample"}`), nil, 405, protocol.KindMethodNotAllowed},
+		{"GET", "GET", auth, nil, nil, 404, protocol.KindPluginNotFound},
+		{"PUT", "PUT", auth, []byte(`{"version":"0.4.0","tee":"sample"}`), nil, 404, protocol.KindPluginNotFound},
 		{"path after auth", "", auth + "/x", []byte(`{"version":"0.4.0","tee":"sample"}`), nil, 404, protocol.KindInvalidPath},
 	})
 }
@@ -312,18 +312,18 @@ func TestAttestRefusals(t *testing.T) {
 	}
 	rd := func(m map[string]any) map[string]any { return m["runtime-data"].(map[string]any) }
 	te := func(m map[string]any) map[string]any { return m["tee-evidence"].(map[string]any) }
-	rat, att := protocol.KindRcarAttest, protocol.KindAttestation
+	att := protocol.KindAttestation
 	k.expectRefused(t, []badCase{
-		{"no cookie", "", attest, good, nil, 401, rat},
-		{"unknown session", "", attest, good, cookieHdr(strings.Repeat("ab", 16)), 401, rat},
-		{"malformed session id", "", attest, good, cookieHdr("../../etc"), 401, rat},
-		{"empty session id", "", attest, good, cookieHdr(""), 401, rat},
-		{"malformed JSON", "", attest, []byte(`{"runtime-data":`), ck, 401, rat},
-		{"trailing data", "", attest, append(append([]byte{}, good...), []byte(" 1")...), ck, 401, rat},
-		{"wrong nonce", "", attest, attestationBody(t, "AAAA", "AAAA", key), ck, 401, rat},
-		{"no nonce", "", attest, mutate(func(m map[string]any) { delete(rd(m), "nonce") }), ck, 401, rat},
+		{"no cookie", "", attest, good, nil, 401, att},
+		{"unknown session", "", attest, good, cookieHdr(strings.Repeat("ab", 16)), 401, att},
+		{"malformed session id", "", attest, good, cookieHdr("../../etc"), 401, att},
+		{"empty session id", "", attest, good, cookieHdr(""), 401, att},
+		{"malformed JSON", "", attest, []byte(`{"runtime-data":`), ck, 401, att},
+		{"trailing data", "", attest, append(append([]byte{}, good...), []byte(" 1")...), ck, 401, att},
+		{"wrong nonce", "", attest, attestationBody(t, "AAAA", "AAAA", key), ck, 401, att},
+		{"no nonce", "", attest, mutate(func(m map[string]any) { delete(rd(m), "nonce") }), ck, 401, att},
 		// Session B's nonce and evidence replayed in session A.
-		{"replayed nonce", "", attest, attestationBody(t, nonceB, nonceB, key), ck, 401, rat},
+		{"replayed nonce", "", attest, attestationBody(t, nonceB, nonceB, key), ck, 401, att},
 		// The right nonce, with evidence bound to another one.
 		{"report data mismatch", "", attest, attestationBody(t, nonce, nonceB, key), ck, 401, att},
 		{"evidence for another key", "", attest, mutate(func(m map[string]any) {
@@ -335,11 +335,11 @@ func TestAttestRefusals(t *testing.T) {
 		}), ck, 401, att},
 		{"bad tee-pubkey", "", attest, mutate(func(m map[string]any) {
 			rd(m)["tee-pubkey"].(map[string]any)["alg"] = "RSA1_5"
-		}), ck, 401, rat},
+		}), ck, 401, att},
 		{"off-curve tee-pubkey", "", attest, mutate(func(m map[string]any) {
 			rd(m)["tee-pubkey"].(map[string]any)["y"] = "AQ"
-		}), ck, 401, rat},
-		{"no primary evidence", "", attest, mutate(func(m map[string]any) { delete(te(m), "primary_evidence") }), ck, 401, rat},
+		}), ck, 401, att},
+		{"no primary evidence", "", attest, mutate(func(m map[string]any) { delete(te(m), "primary_evidence") }), ck, 401, att},
 		{"primary evidence not an object", "", attest, mutate(func(m map[string]any) { te(m)["primary_evidence"] = "x" }), ck, 401, att},
 		// Another TEE's evidence is not read as sample evidence with empty claims.
 		{"SNP evidence in a sample session", "", attest, mutate(func(m map[string]any) {
@@ -348,19 +348,19 @@ func TestAttestRefusals(t *testing.T) {
 		{"sample evidence with an extra field", "", attest, mutate(func(m map[string]any) {
 			te(m)["primary_evidence"].(map[string]any)["launch_digest"] = "forged"
 		}), ck, 401, att},
-		{"additional evidence not JSON", "", attest, mutate(func(m map[string]any) { te(m)["additional_evidence"] = "{" }), ck, 401, rat},
-		{"additional evidence unknown tee", "", attest, mutate(func(m map[string]any) { te(m)["additional_evidence"] = `{"gpu9000":{}}` }), ck, 401, rat},
+		{"additional evidence not JSON", "", attest, mutate(func(m map[string]any) { te(m)["additional_evidence"] = "{" }), ck, 401, att},
+		{"additional evidence unknown tee", "", attest, mutate(func(m map[string]any) { te(m)["additional_evidence"] = `{"gpu9000":{}}` }), ck, 401, att},
 		// The additional evidence is bound through the primary evidence's
 		// report data: adding it afterwards is a mismatch.
 		{"additional evidence added", "", attest, mutate(func(m map[string]any) { te(m)["additional_evidence"] = `{"tdx":{}}` }), ck, 401, att},
 		{"init-data format", "", attest, mutate(func(m map[string]any) {
 			m["init-data"] = map[string]any{"format": "json", "body": "{}"}
-		}), ck, 401, rat},
+		}), ck, 401, att},
 		{"init-data invalid", "", attest, mutate(func(m map[string]any) {
 			m["init-data"] = map[string]any{"format": "toml", "body": "version = 1"}
 		}), ck, 401, att},
 		{"tee without a verifier", "", attest, attestationBody(t, nonceSNP, nonceSNP, key), cookieHdr(cookieSNP), 401, att},
-		{"GET", "GET", attest, nil, ck, 405, protocol.KindMethodNotAllowed},
+		{"GET", "GET", attest, nil, ck, 404, protocol.KindPluginNotFound},
 	})
 	// After all that, the session still attests with the right evidence.
 	if r := k.do(t, "POST", attest, good, ck); r.status != 200 {
@@ -381,7 +381,7 @@ func TestExpiredSession(t *testing.T) {
 	nonce, cookie := k.challenge(t, "sample")
 	k.srv.sessions.now = late
 	r := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key), cookieHdr(cookie))
-	if r.status != 401 || r.kind() != protocol.KindRcarAttest || !strings.Contains(string(r.body), "expired") {
+	if r.status != 401 || r.kind() != protocol.KindAttestation || !strings.Contains(string(r.body), "expired") {
 		t.Errorf("expired session: %d %s", r.status, r.body)
 	}
 	// An attested session that expires is deleted when next used.
@@ -509,7 +509,7 @@ func TestResourceRefusals(t *testing.T) {
 	_, unattested := k.challenge(t, "sample")
 
 	const res = "/kbs/v0/resource/default/key/x"
-	tv, inv := protocol.KindTokenVerifier, protocol.KindInvalidPath
+	tv, inv, pie := protocol.KindTokenVerifier, protocol.KindInvalidPath, protocol.KindPluginInternal
 	k.expectRefused(t, []badCase{
 		{"no token", "GET", res, nil, nil, 401, protocol.KindTokenNotFound},
 		{"unattested session", "GET", res, nil, cookieHdr(unattested), 401, protocol.KindTokenNotFound},
@@ -523,21 +523,21 @@ func TestResourceRefusals(t *testing.T) {
 		{"contraindicated", "GET", res, nil, bearer(contra), 401, protocol.KindPolicyDeny},
 		{"no tee-pubkey", "GET", res, nil, bearer(keyless), 401, tv},
 		{"unusable tee-pubkey", "GET", res, nil, bearer(weakKey), 401, protocol.KindJwe},
-		{"not found", "GET", "/kbs/v0/resource/default/key/nothere", nil, bearer(tok), 404, protocol.KindResourceNotFound},
+		{"not found", "GET", "/kbs/v0/resource/default/key/nothere", nil, bearer(tok), 401, protocol.KindPluginInternal},
 		{"dot dot", "GET", "/kbs/v0/resource/../key/x", nil, bearer(tok), 404, inv},
 		{"dot dot middle", "GET", "/kbs/v0/resource/default/../x", nil, bearer(tok), 404, inv},
 		{"dot dot encoded", "GET", "/kbs/v0/resource/%2e%2e/key/x", nil, bearer(tok), 404, inv},
 		{"dot dot encoded upper", "GET", "/kbs/v0/resource/default/%2E%2E/x", nil, bearer(tok), 404, inv},
 		{"dot", "GET", "/kbs/v0/resource/default/./x", nil, bearer(tok), 404, inv},
 		{"dot encoded", "GET", "/kbs/v0/resource/default/key/%2e", nil, bearer(tok), 404, inv},
-		{"two segments", "GET", "/kbs/v0/resource/default/key", nil, bearer(tok), 404, inv},
-		{"four segments", "GET", "/kbs/v0/resource/default/key/x/y", nil, bearer(tok), 404, inv},
+		{"two segments", "GET", "/kbs/v0/resource/default/key", nil, bearer(tok), 401, pie},
+		{"four segments", "GET", "/kbs/v0/resource/default/key/x/y", nil, bearer(tok), 401, pie},
 		{"trailing dot dot", "GET", "/kbs/v0/resource/default/key/x/..", nil, bearer(tok), 404, inv},
 		{"empty segment", "GET", "/kbs/v0/resource/default//x", nil, bearer(tok), 404, inv},
 		{"encoded slash", "GET", "/kbs/v0/resource/default/key%2fx/y", nil, bearer(tok), 404, inv},
-		{"no path", "GET", "/kbs/v0/resource", nil, bearer(tok), 404, inv},
-		{"space", "GET", "/kbs/v0/resource/default/key/a%20b", nil, bearer(tok), 404, inv},
-		{"leading dot", "GET", "/kbs/v0/resource/.hidden/key/x", nil, bearer(tok), 404, inv},
+		{"no path", "GET", "/kbs/v0/resource", nil, bearer(tok), 401, pie},
+		{"space", "GET", "/kbs/v0/resource/default/key/a%20b", nil, bearer(tok), 401, pie},
+		{"leading dot", "GET", "/kbs/v0/resource/.hidden/key/x", nil, bearer(tok), 401, pie},
 		{"unknown plugin", "GET", "/kbs/v0/secrets/default/key/x", nil, bearer(tok), 404, protocol.KindPluginNotFound},
 		{"dot dot plugin", "GET", "/kbs/v0/../metrics", nil, nil, 404, inv},
 		{"empty endpoint", "GET", "/kbs/v0/", nil, nil, 404, inv},
@@ -617,7 +617,7 @@ func TestOversizeBody(t *testing.T) {
 	tok := k.adminToken(t, AdminRole, time.Minute)
 	k.expectRefused(t, []badCase{
 		{"auth", "", "/kbs/v0/auth", big, nil, 413, protocol.KindPayloadTooLarge},
-		{"attest", "", "/kbs/v0/attest", big, nil, 401, protocol.KindRcarAttest}, // no session: refused before reading
+		{"attest", "", "/kbs/v0/attest", big, nil, 401, protocol.KindAttestation}, // no session: refused before reading
 		{"resource", "", "/kbs/v0/resource/default/key/big", big, map[string]string{"Authorization": "Bearer " + tok}, 413, protocol.KindPayloadTooLarge},
 		{"reference value", "", "/kbs/v0/reference-value", big, map[string]string{"Authorization": "Bearer " + tok}, 413, protocol.KindPayloadTooLarge},
 		{"resource policy", "", "/kbs/v0/resource-policy", big, map[string]string{"Authorization": "Bearer " + tok}, 413, protocol.KindPayloadTooLarge},

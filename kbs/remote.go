@@ -22,10 +22,12 @@ type attestationService interface {
 	Evaluate(ctx context.Context, reqs []attestation.Request, policyID string) (string, *ear.Claims, error)
 }
 
-// errRemoteAS answers admin calls for what a remote attestation service
-// manages itself.
-var errRemoteAS = protocol.Errorf(protocol.KindPluginNotFound,
-	"policies and reference values are managed by the remote attestation service")
+// remoteASManages answers admin calls for what a remote attestation
+// service manages itself, as Trustee's endpoint k refuses what its
+// attestation service does not support.
+func remoteASManages(k protocol.Kind) error {
+	return protocol.Errorf(k, "policies and reference values are managed by the remote attestation service")
+}
 
 // remoteAS asks a standalone attestation service over its REST API and
 // verifies the token it returns with the keys it published.

@@ -200,7 +200,7 @@ func testReplicas(t *testing.T, a, b *testKBS) {
 	}
 	b.registerSampleRVs(t)
 	c3, _ := client.New(b.ts.URL, sample.Attester{}, client.Options{})
-	if _, err := c3.GetResource(ctx, "default/key/one"); !errors.As(err, &perr) || perr.Kind != protocol.KindResourceNotFound {
+	if _, err := c3.GetResource(ctx, "default/key/one"); !protocol.IsResourceNotFound(err) {
 		t.Fatalf("b after a deleted the resource: %v", err)
 	}
 }

@@ -37,7 +37,8 @@ type resources struct {
 func (s *Server) resource(w http.ResponseWriter, r *http.Request, rest string) error {
 	path, err := protocol.ParseResourcePath(rest)
 	if err != nil {
-		return err
+		// Trustee's resource plugin refuses a path it cannot read.
+		return &protocol.Error{Kind: protocol.KindPluginInternal, Detail: err.(*protocol.Error).Detail, Err: err}
 	}
 	switch r.Method {
 	case http.MethodGet:
@@ -55,11 +56,11 @@ func (s *Server) resource(w http.ResponseWriter, r *http.Request, rest string) e
 			return nil
 		})
 	}
-	return protocol.Errorf(protocol.KindMethodNotAllowed, "%s not allowed on resource", r.Method)
+	return wrongMethod(r.Method, "resource")
 }
 
 func (s *Server) setResource(w http.ResponseWriter, r *http.Request, id *AdminIdentity, path protocol.ResourcePath) error {
-	b, err := readBody(r)
+	b, err := readBody(r, protocol.KindPluginInternal)
 	if err != nil {
 		return err
 	}
@@ -84,7 +85,7 @@ func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path pr
 	if err != nil {
 		return &protocol.Error{Kind: protocol.KindTokenVerifier, Detail: err.Error(), Err: err}
 	}
-	if err := s.decide(r.Context(), raw, path, r.URL.Query()); err != nil {
+	if err := s.decide(r.Context(), claims, raw, path, r.URL.Query()); err != nil {
 		return err
 	}
 	pub, err := teePubKeyOf(claims)
@@ -93,7 +94,7 @@ func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path pr
 	}
 	data, err := s.resources.store.Get(r.Context(), ResourceNamespace, path.String())
 	if errors.Is(err, store.ErrNotFound) {
-		return protocol.Errorf(protocol.KindResourceNotFound, "resource %s not found", path)
+		return protocol.ResourceNotFound(path.String())
 	}
 	if err != nil {
 		return err
@@ -126,7 +127,7 @@ func (s *Server) tokenOf(r *http.Request) (string, error) {
 // decide evaluates the resource policy and the repository's own, if it has
 // one: input = the token's claims, data = the plugin, path and query. Both
 // must answer true.
-func (s *Server) decide(ctx context.Context, claims map[string]any, path protocol.ResourcePath, query map[string][]string) error {
+func (s *Server) decide(ctx context.Context, token *ear.Claims, claims map[string]any, path protocol.ResourcePath, query map[string][]string) error {
 	q := map[string]any{}
 	for k, v := range query {
 		q[k] = v[0]
@@ -140,7 +141,7 @@ func (s *Server) decide(ctx context.Context, claims map[string]any, path protoco
 	err := s.resources.policy.EvalEach(ctx, ids, "data.policy.allow", claims, data, func(id string, out any) error {
 		if allow, ok := out.(bool); !ok || !allow {
 			s.metrics.decisions.WithLabelValues("deny").Inc()
-			return protocol.Errorf(protocol.KindPolicyDeny, "resource policy %s denied %s", id, path)
+			return protocol.Errorf(protocol.KindPolicyDeny, "resource policy %s denied %s%s", id, path, appraisal(token))
 		}
 		return nil
 	})
@@ -193,28 +194,50 @@ func policyID(repo string) string {
 	return RepositoryPolicyPrefix + repo
 }
 
+// appraisal says, for a refusal's detail, how the token's cpu0 appraisal
+// came out when it is not affirming, and which trust claims kept it there:
+// the usual reason why a policy that wants affirming refuses.
+func appraisal(c *ear.Claims) string {
+	cpu, ok := c.Submods["cpu0"]
+	if !ok || cpu.Status == ear.StatusAffirming {
+		return ""
+	}
+	return fmt.Sprintf(" (the token's cpu0 appraisal is %s: %s)", cpu.Status, strings.Join(cpu.TrustVector.Unaffirmed(), ", "))
+}
+
 func (s *Server) setResourcePolicy(w http.ResponseWriter, r *http.Request, id *AdminIdentity, repo string) error {
 	var req struct {
-		Policy string `json:"policy"`
+		Policy *string `json:"policy"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := decodeJSON(r, protocol.KindParsePolicy, &req); err != nil {
 		return err
 	}
-	text, err := decodePolicy(req.Policy)
+	text, err := decodePolicy(req.Policy, protocol.KindParsePolicy)
 	if err != nil {
 		return err
 	}
 	if err := s.resources.policy.Set(r.Context(), policyID(repo), text); err != nil {
-		return policyError(err)
+		return policyError(err, protocol.KindPolicyEngine)
 	}
 	s.audit(r, id, "set-resource-policy", "bytes", len(text))
 	return nil
 }
 
+// getResourcePolicy answers, as Trustee does, the ids of the resource
+// policies (["resource-policy"], and the repositories' own), or with repo
+// (Cocoon's extension) that repository's policy.
 func (s *Server) getResourcePolicy(w http.ResponseWriter, r *http.Request, repo string) error {
+	if repo == "" {
+		ids, err := s.resources.policy.List(r.Context())
+		if err != nil {
+			return fmt.Errorf("resource policies: %w", err)
+		}
+		writeJSON(w, http.StatusOK, ids)
+		return nil
+	}
 	text, err := s.resources.policy.Get(r.Context(), policyID(repo))
 	if errors.Is(err, policy.ErrNotFound) {
-		return protocol.Errorf(protocol.KindResourceNotFound, "repository %s has no resource policy", repo)
+		return protocol.Errorf(protocol.KindPolicyEngine, "repository %s has no resource policy", repo)
 	}
 	if err != nil {
 		return fmt.Errorf("resource policy: %w", err)

@@ -109,7 +109,7 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.Error("panic serving request", "path", r.URL.Path, "panic", v)
-			s.fail(sw, r, protocol.Errorf(protocol.KindInternal, "internal error"))
+			s.fail(sw, r, endpoint, protocol.Errorf(protocol.KindInternal, "internal error"))
 		}
 		label := endpointLabel(endpoint)
 		s.metrics.requests.WithLabelValues(label, r.Method, strconv.Itoa(sw.code)).Inc()
@@ -126,7 +126,7 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 		err = s.route(sw, r, endpoint, rest)
 	}
 	if err != nil {
-		s.fail(sw, r, err)
+		s.fail(sw, r, endpoint, err)
 	}
 }
 
@@ -178,28 +178,60 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, endpoint, rest st
 		})
 	case endpoint == "resource":
 		return s.resource(w, r, rest)
-	case endpoint == "auth", endpoint == "attest", endpoint == "attestation-policy",
-		endpoint == "resource-policy", endpoint == "reference-value":
-		return protocol.Errorf(protocol.KindMethodNotAllowed, "%s not allowed on %s", m, endpoint)
-	case endpoint == "":
-		return protocol.Errorf(protocol.KindInvalidPath, "empty request path")
+	}
+	return wrongMethod(m, endpoint)
+}
+
+// wrongMethod refuses a request no endpoint takes. Trustee routes GET,
+// POST, PUT and DELETE of any path to its built-in endpoints first and to
+// a plugin of that name then, so a built-in endpoint called with another
+// of those methods is a plugin not found; its framework answers any other
+// method with 405.
+func wrongMethod(m, endpoint string) error {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete:
+	default:
+		return protocol.Errorf(protocol.KindMethodNotAllowed, "%s not allowed (GET, POST, PUT, DELETE)", m)
+	}
+	switch endpoint {
+	case "auth", "attest", "attestation-policy":
+		return protocol.Errorf(protocol.KindPluginNotFound, "plugin %q not found (%s takes POST)", endpoint, endpoint)
+	case "resource-policy", "reference-value":
+		return protocol.Errorf(protocol.KindPluginNotFound, "plugin %q not found (%s takes GET and POST)", endpoint, endpoint)
 	}
 	return protocol.Errorf(protocol.KindPluginNotFound, "plugin %q not found", endpoint)
 }
 
-// fail writes a KBS error body. Internal details never reach the client.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+// faultKind is the variant Trustee answers with when an endpoint fails
+// itself (its store, ...): the 401 that makes guests attest again.
+func faultKind(endpoint string) protocol.Kind {
+	switch endpoint {
+	case "auth", "attest", "attestation-policy":
+		return protocol.KindAttestation
+	case "resource-policy":
+		return protocol.KindPolicyEngine
+	case "reference-value":
+		return protocol.KindRvps
+	case "resource":
+		return protocol.KindPluginInternal
+	}
+	return protocol.KindInternal
+}
+
+// fail writes a KBS error body. An error that is not a *protocol.Error is
+// the KBS's own failure: logged, and answered with the endpoint's variant
+// and no detail.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, endpoint string, err error) {
 	var kerr *protocol.Error
 	if !errors.As(err, &kerr) {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			kerr = protocol.Errorf(protocol.KindPayloadTooLarge, "request body over %d bytes", tooBig.Limit)
 		} else {
-			s.log.Error("request failed", "path", r.URL.Path, "err", err)
-			kerr = protocol.Errorf(protocol.KindInternal, "internal error")
+			kerr = protocol.Errorf(faultKind(endpoint), "internal error")
+			s.log.Error("request failed", "method", r.Method, "target", r.RequestURI, "kind", kerr.Kind, "err", err)
 		}
-	}
-	if kerr.Status() >= 500 {
+	} else if kerr.Kind == protocol.KindInternal {
 		s.log.Error("request failed", "method", r.Method, "target", r.RequestURI, "kind", kerr.Kind, "err", err)
 	} else {
 		s.log.Info("request refused", "method", r.Method, "target", r.RequestURI, "kind", kerr.Kind, "detail", kerr.Detail)
@@ -213,8 +245,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// readBody reads the (size-limited) body.
-func readBody(r *http.Request) ([]byte, error) {
+// readBody reads the (size-limited) body; k is the variant of a failed read.
+func readBody(r *http.Request, k protocol.Kind) ([]byte, error) {
 	var buf bytes.Buffer
 	if n := r.ContentLength; n > 0 && n <= 1<<20 {
 		buf.Grow(int(n) + bytes.MinRead) // one read to the end, no regrowth
@@ -226,25 +258,21 @@ func readBody(r *http.Request) ([]byte, error) {
 		return nil, protocol.Errorf(protocol.KindPayloadTooLarge, "request body over %d bytes", tooBig.Limit)
 	}
 	if err != nil {
-		return nil, protocol.Errorf(protocol.KindSerde, "read body: %v", err)
+		return nil, protocol.Errorf(k, "read body: %v", err)
 	}
 	return b, nil
 }
 
 // decodeJSON reads the body into v; anything but exactly one JSON value
-// is a SerdeError.
-func decodeJSON(r *http.Request, v any) error {
-	b, err := readBody(r)
+// is an error of variant k, the one Trustee's endpoint answers with.
+func decodeJSON(r *http.Request, k protocol.Kind, v any) error {
+	b, err := readBody(r, k)
 	if err != nil {
 		return err
 	}
-	return unmarshalStrict(b, v)
-}
-
-func unmarshalStrict(b []byte, v any) error {
 	// Unmarshal refuses anything but whitespace after the value.
 	if err := json.Unmarshal(b, v); err != nil {
-		return protocol.Errorf(protocol.KindSerde, "malformed JSON: %v", err)
+		return protocol.Errorf(k, "malformed JSON: %v", err)
 	}
 	return nil
 }
@@ -276,49 +304,58 @@ func (s *Server) audit(r *http.Request, id *AdminIdentity, action string, attrs 
 }
 
 // decodePolicy reads the base64url (no padding, as Trustee's clients send;
-// padded is accepted too) Rego text of a policy request.
-func decodePolicy(b64 string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(b64, "="))
+// padded is accepted too) Rego text of a policy request; k is the variant
+// of a refusal.
+func decodePolicy(b64 *string, k protocol.Kind) (string, error) {
+	if b64 == nil {
+		return "", protocol.Errorf(k, "no policy in the request")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(*b64, "="))
 	if err != nil {
-		return "", protocol.Errorf(protocol.KindSetPolicy, "policy is not base64url: %v", err)
+		return "", protocol.Errorf(k, "policy is not base64url: %v", err)
 	}
 	return string(b), nil
 }
 
-func policyError(err error) error {
+// policyError gives a policy the engine refuses variant k; any other
+// failure is the KBS's own.
+func policyError(err error, k protocol.Kind) error {
 	if errors.Is(err, policy.ErrInvalid) {
-		return protocol.Errorf(protocol.KindSetPolicy, "%v", err)
+		return protocol.Errorf(k, "%v", err)
 	}
 	return err
 }
 
 func (s *Server) setAttestationPolicy(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
+	// Trustee's attestation service refuses every mistake of this call as
+	// AttestationError.
+	const k = protocol.KindAttestation
 	var req struct {
-		Type     string `json:"type"`
-		PolicyID string `json:"policy_id"`
-		Policy   string `json:"policy"`
+		Type     string  `json:"type"`
+		PolicyID string  `json:"policy_id"`
+		Policy   *string `json:"policy"`
 	}
-	if err := decodeJSON(r, &req); err != nil {
+	if err := decodeJSON(r, k, &req); err != nil {
 		return err
 	}
 	if req.Type != "" && req.Type != "rego" {
-		return protocol.Errorf(protocol.KindSetPolicy, "policy type %q is not supported (rego)", req.Type)
+		return protocol.Errorf(k, "set attestation policy: type %q is not supported (rego)", req.Type)
 	}
 	if req.PolicyID == "" {
 		req.PolicyID = attestation.DefaultPolicyID + "_cpu"
 	}
 	if !validPolicyID(req.PolicyID) {
-		return protocol.Errorf(protocol.KindSetPolicy, "bad policy_id %q", req.PolicyID)
+		return protocol.Errorf(k, "set attestation policy: bad policy_id %q", req.PolicyID)
 	}
-	text, err := decodePolicy(req.Policy)
+	text, err := decodePolicy(req.Policy, k)
 	if err != nil {
 		return err
 	}
 	if s.builtin == nil {
-		return errRemoteAS
+		return remoteASManages(k)
 	}
 	if err := s.builtin.Policies().Set(r.Context(), req.PolicyID, text); err != nil {
-		return policyError(err)
+		return policyError(err, k)
 	}
 	s.audit(r, id, "set-attestation-policy", "policy_id", req.PolicyID, "bytes", len(text))
 	w.WriteHeader(http.StatusOK)
@@ -331,9 +368,9 @@ func validPolicyID(id string) bool {
 
 func (s *Server) registerReferenceValue(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
 	if s.rvps == nil {
-		return errRemoteAS
+		return remoteASManages(protocol.KindRvps)
 	}
-	b, err := readBody(r)
+	b, err := readBody(r, protocol.KindRvps)
 	if err != nil {
 		return err
 	}
@@ -351,11 +388,20 @@ func (s *Server) registerReferenceValue(w http.ResponseWriter, r *http.Request, 
 }
 
 func (s *Server) getReferenceValue(w http.ResponseWriter, r *http.Request, name string) error {
-	if name == "" {
-		return protocol.Errorf(protocol.KindInvalidPath, "reference value id missing")
-	}
 	if s.rvps == nil {
-		return errRemoteAS
+		return remoteASManages(protocol.KindRvps)
 	}
-	return s.rvps.ServeHTTPValue(w, r, name)
+	var v json.RawMessage
+	if name != "" {
+		var err error
+		if v, err = s.rvps.Query(r.Context(), name); err != nil {
+			return err
+		}
+	}
+	if v == nil {
+		return protocol.Errorf(protocol.KindRvps, "no reference value named %q", name)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, err := w.Write(v)
+	return err
 }

@@ -118,8 +118,9 @@ func testTenants(t *testing.T, ra, rb *testKBS, key ed25519.PrivateKey, logs *lo
 		{rb, b, "POST", "/kbs/v0/attestation-policy", []byte(`{}`), 401},
 		{rb, b, "POST", "/kbs/v0/reference-value", []byte(`{}`), 401},
 		{rb, b, "GET", "/kbs/v0/reference-value/svn", nil, 401},
-		// A repository without a policy of its own: 404, not someone else's.
-		{ra, op, "GET", "/kbs/v0/resource-policy/c", nil, 404},
+		// A repository without a policy of its own: PolicyEngineError (401,
+		// as Trustee's policy engine refuses an unknown policy), not someone else's.
+		{ra, op, "GET", "/kbs/v0/resource-policy/c", nil, 401},
 	} {
 		r := step.k.do(t, step.method, step.path, step.body, step.hdr)
 		if r.status != step.wantStatus {

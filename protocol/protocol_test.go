@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -226,43 +227,57 @@ func TestWireNames(t *testing.T) {
 	}
 }
 
-var allKinds = []protocol.Kind{protocol.KindAttestation, protocol.KindRcarAuth, protocol.KindRcarAttest,
-	protocol.KindTokenNotFound, protocol.KindTokenVerifier, protocol.KindPolicyDeny, protocol.KindPolicyEngine,
-	protocol.KindJwe, protocol.KindInvalidPath, protocol.KindPluginNotFound, protocol.KindPluginInternal,
-	protocol.KindResourceNotFound, protocol.KindAdminAuth, protocol.KindSerde, protocol.KindSetPolicy,
-	protocol.KindRvps, protocol.KindPayloadTooLarge, protocol.KindMethodNotAllowed, protocol.KindInternal}
+var allKinds = []protocol.Kind{protocol.KindAttestation, protocol.KindTokenNotFound, protocol.KindTokenVerifier,
+	protocol.KindPolicyDeny, protocol.KindPolicyEngine, protocol.KindParsePolicy, protocol.KindJwe,
+	protocol.KindInvalidPath, protocol.KindPluginNotFound, protocol.KindPluginInternal, protocol.KindAdminAuth,
+	protocol.KindSerde, protocol.KindRvps, protocol.KindPayloadTooLarge, protocol.KindMethodNotAllowed,
+	protocol.KindTooManyRequests, protocol.KindInternal}
 
+// TestErrorStatus: Trustee answers 404 for InvalidRequestPath and
+// PluginNotFound and 401 for every other variant; the rest are Cocoon's.
 func TestErrorStatus(t *testing.T) {
 	want := map[protocol.Kind]int{
 		protocol.KindInvalidPath:      http.StatusNotFound,
 		protocol.KindPluginNotFound:   http.StatusNotFound,
-		protocol.KindResourceNotFound: http.StatusNotFound,
 		protocol.KindPayloadTooLarge:  http.StatusRequestEntityTooLarge,
 		protocol.KindMethodNotAllowed: http.StatusMethodNotAllowed,
+		protocol.KindTooManyRequests:  http.StatusTooManyRequests,
 		protocol.KindInternal:         http.StatusInternalServerError,
-		protocol.KindPluginInternal:   http.StatusInternalServerError,
 	}
 	for _, k := range allKinds {
 		w, ok := want[k]
 		if !ok {
-			// Every client mistake is 401, as Trustee answers.
 			w = http.StatusUnauthorized
 		}
 		if got := (&protocol.Error{Kind: k}).Status(); got != w {
 			t.Errorf("%s: status %d, want %d", k, got, w)
 		}
 	}
-	// Client mistakes never map to 5xx.
-	for _, k := range []protocol.Kind{protocol.KindRcarAuth, protocol.KindRcarAttest, protocol.KindSerde,
-		protocol.KindAdminAuth, protocol.KindPolicyDeny, protocol.KindTokenNotFound, protocol.KindTokenVerifier,
-		protocol.KindAttestation, protocol.KindSetPolicy, protocol.KindRvps, protocol.KindJwe} {
-		if s := (&protocol.Error{Kind: k}).Status(); s >= 500 {
-			t.Errorf("%s maps to %d", k, s)
-		}
-	}
-	// An unknown kind is a client mistake too.
+	// An unknown kind is a 401 too.
 	if s := (&protocol.Error{Kind: "Whatever"}).Status(); s != http.StatusUnauthorized {
 		t.Errorf("unknown kind: %d", s)
+	}
+}
+
+func TestResourceNotFound(t *testing.T) {
+	e := protocol.ResourceNotFound("default/key/1")
+	if e.Kind != protocol.KindPluginInternal || e.Status() != http.StatusUnauthorized {
+		t.Errorf("ResourceNotFound = %s, %d", e.Kind, e.Status())
+	}
+	// As a client reads it back from the wire, wrapped.
+	back, _ := protocol.ParseErrorInformation(e.Info())
+	if !protocol.IsResourceNotFound(fmt.Errorf("get: %w", back)) {
+		t.Errorf("IsResourceNotFound(%v) = false", back)
+	}
+	for _, err := range []error{
+		protocol.Errorf(protocol.KindPluginInternal, "internal error"),
+		protocol.Errorf(protocol.KindPolicyDeny, "resource default/key/1 not found"),
+		errors.New("resource default/key/1 not found"),
+		nil,
+	} {
+		if protocol.IsResourceNotFound(err) {
+			t.Errorf("IsResourceNotFound(%v) = true", err)
+		}
 	}
 }
 

@@ -122,8 +122,8 @@ func (s *Service) Query(ctx context.Context, name string) (json.RawMessage, erro
 	return rv.Value, nil
 }
 
-// ServeHTTPValue answers a lookup as the KBS and the attestation service
-// do: the value's JSON, or null when there is none.
+// ServeHTTPValue answers a lookup as the attestation service does: the
+// value's JSON, or null when there is none.
 func (s *Service) ServeHTTPValue(w http.ResponseWriter, r *http.Request, name string) error {
 	v, err := s.Query(r.Context(), name)
 	if err != nil {

@@ -3,7 +3,10 @@
 // appraisal status follows from it, and ES256 signing and verification.
 package ear
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 // Profile is the eat_profile Trustee's tokens carry.
 const Profile = "tag:github.com,2024:confidential-containers/Trustee"
@@ -86,6 +89,22 @@ func (v *TrustVector) field(name string) *int {
 func (v TrustVector) values() []int {
 	return []int{v.InstanceIdentity, v.Configuration, v.Executables, v.FileSystem,
 		v.Hardware, v.RuntimeOpaque, v.StorageOpaque, v.SourcedData}
+}
+
+// names are the claims' names in the order of values.
+var names = []string{"instance-identity", "configuration", "executables", "file-system",
+	"hardware", "runtime-opaque", "storage-opaque", "sourced-data"}
+
+// Unaffirmed lists the claims in the warning or contraindicated tier, as
+// "name value": what keeps an appraisal from affirming.
+func (v TrustVector) Unaffirmed() []string {
+	var out []string
+	for i, x := range v.values() {
+		if t := TierOf(x); t == StatusWarning || t == StatusContraindicated {
+			out = append(out, fmt.Sprintf("%s %d", names[i], x))
+		}
+	}
+	return out
 }
 
 // AnySet reports whether any claim is non-zero.

@@ -118,7 +118,8 @@ func (a *Admin) RegisterReferenceValues(ctx context.Context, message []byte) err
 	return a.call(ctx, http.MethodPost, "/kbs/v0/reference-value", message, nil)
 }
 
-// GetReferenceValue returns the JSON of a reference value (null if none).
+// GetReferenceValue returns the JSON of a reference value (a KBS refuses
+// an unknown id with RvpsError).
 func (a *Admin) GetReferenceValue(ctx context.Context, id string) (json.RawMessage, error) {
 	var out []byte
 	err := a.call(ctx, http.MethodGet, "/kbs/v0/reference-value/"+id, nil, &out)

@@ -74,7 +74,7 @@ func TestKBSClientEndToEnd(t *testing.T) {
 	mustClient(t, append(admin, "set-resource-policy", "--allow-all")...)
 	mustClient(t, append(admin, "delete-resource", "--path", "default/key/1")...)
 	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/1"); err == nil ||
-		!strings.Contains(err.Error(), "ResourceNotFound") {
+		!strings.Contains(err.Error(), "PluginInternalError: resource default/key/1 not found") {
 		t.Fatalf("deleted resource: %v", err)
 	}
 

@@ -111,12 +111,12 @@ func (k *KBC) GetResource(ctx context.Context, u resource.URI) ([]byte, error) {
 // classify wraps err with the sentinel that says what went wrong.
 func classify(u resource.URI, err error) error {
 	var kerr *protocol.Error
+	if protocol.IsResourceNotFound(err) {
+		return fmt.Errorf("%w: %s: %w", ErrNotFound, u, err)
+	}
 	if errors.As(err, &kerr) {
 		switch kerr.Kind {
-		case protocol.KindResourceNotFound:
-			return fmt.Errorf("%w: %s: %w", ErrNotFound, u, err)
-		case protocol.KindPolicyDeny, protocol.KindAttestation, protocol.KindRcarAttest,
-			protocol.KindRcarAuth, protocol.KindTokenVerifier, protocol.KindTokenNotFound:
+		case protocol.KindPolicyDeny, protocol.KindAttestation, protocol.KindTokenVerifier, protocol.KindTokenNotFound:
 			return fmt.Errorf("%w: %s: %w", ErrDenied, u, err)
 		}
 		return fmt.Errorf("%w: %s: %w", ErrKBS, u, err)
