@@ -101,9 +101,9 @@ func testTenants(t *testing.T, ra, rb *testKBS, key ed25519.PrivateKey, logs *lo
 		{ra, op, "POST", "/kbs/v0/resource-policy", policy(respolicy.AllowAll), 200},
 		{ra, a, "POST", "/kbs/v0/resource/a/key/s", []byte("secret-a"), 200},
 		{rb, b, "POST", "/kbs/v0/resource/b/key/s", []byte("secret-b"), 200},
-		{ra, a, "POST", "/kbs/v0/resource-policy/a", policy(respolicy.DenyAll), 200},
 		{rb, b, "POST", "/kbs/v0/resource-policy/b", policy(respolicy.Affirming), 200},
-		{rb, a, "GET", "/kbs/v0/resource-policy/a", nil, 200},
+		{rb, a, "GET", "/kbs/v0/resource-policy/a", nil, 404}, // a's own: none yet
+		{rb, b, "GET", "/kbs/v0/resource-policy/b", nil, 200},
 		// Neither tenant reaches the other's repository, on either replica.
 		{rb, a, "POST", "/kbs/v0/resource/b/key/s", []byte("overwritten"), 401},
 		{ra, a, "DELETE", "/kbs/v0/resource/b/key/s", nil, 401},
@@ -126,6 +126,13 @@ func testTenants(t *testing.T, ra, rb *testKBS, key ed25519.PrivateKey, logs *lo
 		if r.status != step.wantStatus {
 			t.Fatalf("%s %s as %s: %d %s, want %d", step.method, step.path, step.hdr["Authorization"][:20], r.status, r.body, step.wantStatus)
 		}
+	}
+	teamA := client.NewAdminSigning(ra.ts.URL, ra.ts.Client(), key, client.TokenClaims{Role: "team-a"})
+	if err := teamA.SetRepositoryPolicy(ctx, "a", respolicy.DenyAll); err != nil {
+		t.Fatal(err)
+	}
+	if err := teamA.SetRepositoryPolicy(ctx, "../b", respolicy.AllowAll); err == nil {
+		t.Fatal("the client sent a repository that is no path segment")
 	}
 	// a's policy denies a's resources only; b's are b's policy's.
 	guest, _ := client.New(rb.ts.URL, sample.Attester{}, client.Options{})

@@ -98,7 +98,7 @@ func deleteResourceCmd(run runner) *cobra.Command {
 }
 
 func setResourcePolicyCmd(run runner) *cobra.Command {
-	var file string
+	var file, repo string
 	var allowAll, denyAll, affirming, def bool
 	c := &cobra.Command{Use: "set-resource-policy", Short: "Set the resource policy", Args: cobra.NoArgs,
 		RunE: run(func(c *cobra.Command, a *client.Admin, _ []string) error {
@@ -121,9 +121,13 @@ func setResourcePolicyCmd(run runner) *cobra.Command {
 			default:
 				return errors.New("give --policy-file, --allow-all, --deny-all, --affirming or --default")
 			}
+			if repo != "" {
+				return a.SetRepositoryPolicy(c.Context(), repo, text)
+			}
 			return a.SetResourcePolicy(c.Context(), text)
 		})}
 	c.Flags().StringVar(&file, "policy-file", "", "Rego policy file")
+	c.Flags().StringVar(&repo, "repository", "", "set this repository's (tenant's) own policy, which applies beside the global one")
 	c.Flags().BoolVar(&allowAll, "allow-all", false, "release every resource to any verified token")
 	c.Flags().BoolVar(&denyAll, "deny-all", false, "release nothing")
 	c.Flags().BoolVar(&affirming, "affirming", false, "release only to tokens whose appraisal is affirming")

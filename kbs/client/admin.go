@@ -95,6 +95,15 @@ func (a *Admin) SetResourcePolicy(ctx context.Context, rego string) error {
 	return a.callJSON(ctx, "/kbs/v0/resource-policy", map[string]string{"policy": b64url(rego)})
 }
 
+// SetRepositoryPolicy replaces the resource policy of one repository
+// (tenant), which applies beside the global one (a Cocoon extension).
+func (a *Admin) SetRepositoryPolicy(ctx context.Context, repo, rego string) error {
+	if !protocol.ValidSegment(repo) {
+		return fmt.Errorf("kbs client: repository %q is not a resource path segment", repo)
+	}
+	return a.callJSON(ctx, "/kbs/v0/resource-policy/"+repo, map[string]string{"policy": b64url(rego)})
+}
+
 // SetAttestationPolicy stores an attestation policy.
 func (a *Admin) SetAttestationPolicy(ctx context.Context, id, typ, rego string) error {
 	return a.callJSON(ctx, "/kbs/v0/attestation-policy",
