@@ -32,12 +32,26 @@ func TestGenpolicyStyle(t *testing.T) {
 	ctx := context.Background()
 	text := genpolicyStyle(t, map[string]any{
 		"sandbox_name": "web", "namespace": "default",
-		"common": map[string]any{"root_path": "/run/kata-containers/$(bundle-id)/rootfs"},
+		"common": map[string]any{"root_path": "/run/kata-containers/$(bundle-id)/rootfs",
+			"sfprefix": "^/run/kata-containers/shared/containers/"},
+		"request_defaults": map[string]any{"CopyFileRequest": []string{"$(sfprefix)[a-zA-Z0-9._-]+(/[a-zA-Z0-9._-]+)*$"}},
 		"containers": []any{map[string]any{"name": "app", "image": "registry.example/app:1",
 			"args": []string{"/app", "--serve"}, "readonly": true, "sandbox_pidns": false}},
 	})
 	start := &pb.StartContainerRequest{ContainerId: "c"}
 	e := mustNew(t, text)
+	for path, allowed := range map[string]bool{
+		"/run/kata-containers/shared/containers/c-1a2b-hosts":             true,
+		"/run/kata-containers/shared/containers/c-1a2b-config/..data/key": true,
+		"/run/kata-containers/shared/containers/../../../etc/passwd":      false,
+		"/etc/passwd": false,
+		"/run/kata-containers/shared/containers/c-1a2b-hosts\n/etc/shadow": false,
+	} {
+		err := e.Check(ctx, "CopyFile", &pb.CopyFileRequest{Path: path, FileSize: 1, FileMode: 0o100644, Data: []byte("x")})
+		if (err == nil) != allowed {
+			t.Errorf("CopyFile %s: %v, want allowed=%v", path, err, allowed)
+		}
+	}
 	if err := e.Check(ctx, "StartContainer", start); err == nil {
 		t.Fatal("a container the policy did not see created may start")
 	}

@@ -37,7 +37,9 @@ func TestPodGenpolicyStyle(t *testing.T) {
 	}
 	data, err := json.Marshal(map[string]any{
 		"sandbox_name": "gpod", "namespace": "default",
-		"common": map[string]any{"root_path": "/run/kata-containers/$(bundle-id)/rootfs"},
+		"common": map[string]any{"root_path": "/run/kata-containers/$(bundle-id)/rootfs",
+			"sfprefix": "^/run/kata-containers/shared/containers/"},
+		"request_defaults": map[string]any{"CopyFileRequest": []string{"$(sfprefix)[a-zA-Z0-9._-]+(/[a-zA-Z0-9._-]+)*$"}},
 		"containers": []any{map[string]any{"name": "app", "image": e.image, "args": args, "readonly": false,
 			"sandbox_pidns": false}},
 	})

@@ -29,6 +29,15 @@ default ExecProcessRequest := false
 default SetPolicyRequest := false
 default PullImageRequest := false
 
+# Files the runtime copies in (volumes, /etc/hosts, ...) only under the
+# shared directory, as policy_data's patterns say.
+default CopyFileRequest := false
+CopyFileRequest if {
+	some pattern in policy_data.request_defaults.CopyFileRequest
+	regex.match(replace(pattern, "$(sfprefix)", policy_data.common.sfprefix), input.path)
+	not regex.match(`(^|/)\.\.?(/|$)`, input.path)
+}
+
 # Only a container this policy let the host create may start.
 default StartContainerRequest := false
 StartContainerRequest if {
