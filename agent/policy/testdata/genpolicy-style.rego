@@ -92,12 +92,30 @@ create_input_allowed if {
 	count(i_linux.GIDMappings) == 0
 }
 
-# One storage: the image pulled in the guest as the container's rootfs.
+# One storage is the image pulled in the guest as the container's rootfs;
+# the others are the pod's emptyDir volumes and /dev/shm, in the guest.
 allow_storages(p_container, bundle_id) if {
-	count(input.storages) == 1
+	count([s | some s in input.storages; s.driver == "image_guest_pull"]) == 1
 	every i_storage in input.storages {
-		allow_image_guest_pull(i_storage, p_container, bundle_id)
+		allow_storage(i_storage, p_container, bundle_id)
 	}
+}
+
+allow_storage(i_storage, p_container, bundle_id) if {
+	allow_image_guest_pull(i_storage, p_container, bundle_id)
+}
+
+allow_storage(i_storage, _, _) if {
+	i_storage.driver == "ephemeral"
+	i_storage.source == "tmpfs"
+	i_storage.fstype == "tmpfs"
+	regex.match(`^/run/kata-containers/sandbox/ephemeral/[a-zA-Z0-9_-][a-zA-Z0-9._-]*$`, i_storage.mount_point)
+}
+
+allow_storage(i_storage, _, _) if {
+	i_storage.driver == "local"
+	i_storage.fstype == "local"
+	regex.match(`^/run/kata-containers/sandbox/storage/[a-zA-Z0-9_-][a-zA-Z0-9._-]*$`, i_storage.mount_point)
 }
 
 allow_image_guest_pull(i_storage, p_container, bundle_id) if {
