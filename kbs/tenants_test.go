@@ -91,40 +91,40 @@ func testTenants(t *testing.T, ra, rb *testKBS, key ed25519.PrivateKey, logs *lo
 	ra.registerSampleRVs(t)
 	// The operator's policy lets every repository's own policy decide.
 	for _, step := range []struct {
-		k          *testKBS
-		hdr        map[string]string
-		method     string
-		path       string
-		body       []byte
-		wantStatus int
+		k      *testKBS
+		hdr    map[string]string
+		method string
+		path   string
+		body   []byte
+		want   protocol.Kind // "": 200
 	}{
-		{ra, op, "POST", "/kbs/v0/resource-policy", policy(respolicy.AllowAll), 200},
-		{ra, a, "POST", "/kbs/v0/resource/a/key/s", []byte("secret-a"), 200},
-		{rb, b, "POST", "/kbs/v0/resource/b/key/s", []byte("secret-b"), 200},
-		{rb, b, "POST", "/kbs/v0/resource-policy/b", policy(respolicy.Affirming), 200},
-		{rb, a, "GET", "/kbs/v0/resource-policy/a", nil, 404}, // a's own: none yet
-		{rb, b, "GET", "/kbs/v0/resource-policy/b", nil, 200},
+		{ra, op, "POST", "/kbs/v0/resource-policy", policy(respolicy.AllowAll), ""},
+		{ra, a, "POST", "/kbs/v0/resource/a/key/s", []byte("secret-a"), ""},
+		{rb, b, "POST", "/kbs/v0/resource/b/key/s", []byte("secret-b"), ""},
+		{rb, b, "POST", "/kbs/v0/resource-policy/b", policy(respolicy.Affirming), ""},
+		{rb, a, "GET", "/kbs/v0/resource-policy/a", nil, protocol.KindPolicyEngine}, // a's own: none yet
+		{rb, b, "GET", "/kbs/v0/resource-policy/b", nil, ""},
 		// Neither tenant reaches the other's repository, on either replica.
-		{rb, a, "POST", "/kbs/v0/resource/b/key/s", []byte("overwritten"), 401},
-		{ra, a, "DELETE", "/kbs/v0/resource/b/key/s", nil, 401},
-		{rb, a, "POST", "/kbs/v0/resource/b/key/new", []byte("x"), 401},
-		{ra, a, "GET", "/kbs/v0/resource-policy/b", nil, 401},
-		{rb, a, "POST", "/kbs/v0/resource-policy/b", policy(respolicy.AllowAll), 401},
-		{ra, b, "GET", "/kbs/v0/resource-policy/a", nil, 401},
-		{ra, b, "DELETE", "/kbs/v0/resource/a/key/s", nil, 401},
+		{rb, a, "POST", "/kbs/v0/resource/b/key/s", []byte("overwritten"), protocol.KindAdminAuth},
+		{ra, a, "DELETE", "/kbs/v0/resource/b/key/s", nil, protocol.KindAdminAuth},
+		{rb, a, "POST", "/kbs/v0/resource/b/key/new", []byte("x"), protocol.KindAdminAuth},
+		{ra, a, "GET", "/kbs/v0/resource-policy/b", nil, protocol.KindAdminAuth},
+		{rb, a, "POST", "/kbs/v0/resource-policy/b", policy(respolicy.AllowAll), protocol.KindAdminAuth},
+		{ra, b, "GET", "/kbs/v0/resource-policy/a", nil, protocol.KindAdminAuth},
+		{ra, b, "DELETE", "/kbs/v0/resource/a/key/s", nil, protocol.KindAdminAuth},
 		// Nor anything that is no repository's.
-		{ra, a, "POST", "/kbs/v0/resource-policy", policy(respolicy.AllowAll), 401},
-		{ra, a, "GET", "/kbs/v0/resource-policy", nil, 401},
-		{rb, b, "POST", "/kbs/v0/attestation-policy", []byte(`{}`), 401},
-		{rb, b, "POST", "/kbs/v0/reference-value", []byte(`{}`), 401},
-		{rb, b, "GET", "/kbs/v0/reference-value/svn", nil, 401},
+		{ra, a, "POST", "/kbs/v0/resource-policy", policy(respolicy.AllowAll), protocol.KindAdminAuth},
+		{ra, a, "GET", "/kbs/v0/resource-policy", nil, protocol.KindAdminAuth},
+		{rb, b, "POST", "/kbs/v0/attestation-policy", []byte(`{}`), protocol.KindAdminAuth},
+		{rb, b, "POST", "/kbs/v0/reference-value", []byte(`{}`), protocol.KindAdminAuth},
+		{rb, b, "GET", "/kbs/v0/reference-value/svn", nil, protocol.KindAdminAuth},
 		// A repository without a policy of its own: PolicyEngineError (401,
 		// as Trustee's policy engine refuses an unknown policy), not someone else's.
-		{ra, op, "GET", "/kbs/v0/resource-policy/c", nil, 401},
+		{ra, op, "GET", "/kbs/v0/resource-policy/c", nil, protocol.KindPolicyEngine},
 	} {
 		r := step.k.do(t, step.method, step.path, step.body, step.hdr)
-		if r.status != step.wantStatus {
-			t.Fatalf("%s %s as %s: %d %s, want %d", step.method, step.path, step.hdr["Authorization"][:20], r.status, r.body, step.wantStatus)
+		if (step.want == "") != (r.status == 200) || r.kind() != step.want {
+			t.Fatalf("%s %s as %s: %d %s, want %q", step.method, step.path, step.hdr["Authorization"][:20], r.status, r.body, step.want)
 		}
 	}
 	teamA := client.NewAdminSigning(ra.ts.URL, ra.ts.Client(), key, client.TokenClaims{Role: "team-a"})
