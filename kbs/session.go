@@ -180,20 +180,19 @@ func (s *sessions) stored(ctx context.Context, id string) (*session, error) {
 // attested records the token of a challenge answered, unless a concurrent
 // attestation of the same session won; the token stored is returned.
 func (s *sessions) attested(ctx context.Context, c *challenge, token string) (string, error) {
-	stored, added := token, false
-	// The store holds its lock while fn runs: keep fn short.
-	err := s.store.Update(ctx, SessionNamespace, c.ID, func(old []byte) ([]byte, error) {
-		if sess, err := decodeSession(old); err == nil && sess.Token != "" {
-			stored = sess.Token
-			return old, nil
-		}
-		added = old == nil
-		return []byte(token), nil
-	})
-	if added && err == nil {
-		s.live.Add(1)
+	stored, added, err := store.Insert(ctx, s.store, SessionNamespace, c.ID, []byte(token))
+	if err != nil {
+		return "", err
 	}
-	return stored, err
+	if added {
+		s.live.Add(1)
+		return token, nil
+	}
+	sess, err := decodeSession(stored)
+	if err != nil {
+		return "", fmt.Errorf("session: stored %s: %w", c.ID, err)
+	}
+	return sess.Token, nil
 }
 
 // sweep deletes expired sessions.

@@ -51,6 +51,11 @@ func (r *Routed) Update(ctx context.Context, ns, key string, fn func([]byte) ([]
 	return r.of(ns).Update(ctx, ns, key, fn)
 }
 
+// Insert implements Inserter.
+func (r *Routed) Insert(ctx context.Context, ns, key string, value []byte) ([]byte, bool, error) {
+	return Insert(ctx, r.of(ns), ns, key, value)
+}
+
 // Versions implements Versioner: the namespaces must all live in one
 // store that keeps versions.
 func (r *Routed) Versions(ctx context.Context, ns ...string) ([]uint64, error) {

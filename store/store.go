@@ -48,3 +48,27 @@ func Versions(ctx context.Context, s Store, ns ...string) ([]uint64, error) {
 	}
 	return v.Versions(ctx, ns...)
 }
+
+// Inserter is a Store that can store a value where none is in one step (a
+// round trip for a remote store), cheaper than Update.
+type Inserter interface {
+	// Insert stores value unless key holds one; it returns the value
+	// key holds afterwards and whether it is value.
+	Insert(ctx context.Context, ns, key string, value []byte) (stored []byte, inserted bool, err error)
+}
+
+// Insert stores value at key unless it holds one, with s's Insert when it
+// has one, else with Update.
+func Insert(ctx context.Context, s Store, ns, key string, value []byte) (stored []byte, inserted bool, err error) {
+	if i, ok := s.(Inserter); ok {
+		return i.Insert(ctx, ns, key, value)
+	}
+	err = s.Update(ctx, ns, key, func(old []byte) ([]byte, error) {
+		stored, inserted = old, old == nil
+		if inserted {
+			stored = value
+		}
+		return stored, nil
+	})
+	return stored, inserted, err
+}

@@ -9,6 +9,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -321,6 +322,30 @@ func update(ctx context.Context, tx pgx.Tx, t, key string, fn func([]byte) ([]by
 		}
 	}
 	return err
+}
+
+// Insert implements store.Inserter: one statement, and a read of the
+// other's value when the key was taken.
+func (s *Store) Insert(ctx context.Context, ns, key string, value []byte) ([]byte, bool, error) {
+	if err := s.ensure(ctx, ns); err != nil {
+		return nil, false, err
+	}
+	t, _ := table(ns)
+	var inserted bool
+	err := s.do(ctx, func(ctx context.Context) error {
+		tag, err := s.pool.Exec(ctx, "INSERT INTO "+t+" (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value)
+		inserted = err == nil && tag.RowsAffected() == 1
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("store: postgres insert %s: %w", ns, err)
+	}
+	if inserted {
+		return value, true, nil
+	}
+	// A retried insert that had committed finds its own value here.
+	stored, err := s.Get(ctx, ns, key)
+	return stored, err == nil && bytes.Equal(stored, value), err
 }
 
 // Versions implements store.Versioner for the namespaces named at Open.

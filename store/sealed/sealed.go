@@ -163,6 +163,16 @@ func (s *Store) Update(ctx context.Context, ns, key string, fn func([]byte) ([]b
 	})
 }
 
+// Insert implements store.Inserter.
+func (s *Store) Insert(ctx context.Context, ns, key string, value []byte) ([]byte, bool, error) {
+	stored, inserted, err := store.Insert(ctx, s.inner, ns, key, s.seal(ns, key, value))
+	if err != nil || inserted {
+		return value, inserted, err
+	}
+	v, err := s.open(ns, key, stored)
+	return v, false, err
+}
+
 // Versions implements store.Versioner when the wrapped store does:
 // counters are not secret.
 func (s *Store) Versions(ctx context.Context, ns ...string) ([]uint64, error) {

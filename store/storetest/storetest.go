@@ -63,6 +63,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatalf("aborted Update changed the value to %q", v)
 		}
 	})
+	t.Run("InsertKeepsTheFirst", func(t *testing.T) {
+		s := open(t)
+		for i, want := range []bool{true, false} {
+			stored, inserted, err := store.Insert(ctx, s, "ns", "k", []byte(fmt.Sprint("v", i)))
+			if err != nil || inserted != want || string(stored) != "v0" {
+				t.Fatalf("Insert %d = %q, %v, %v", i, stored, inserted, err)
+			}
+		}
+	})
 	t.Run("ConcurrentUpdatesAreAtomic", func(t *testing.T) {
 		Increments(t, open(t))
 	})
