@@ -32,16 +32,15 @@ func run() error {
 	if err := boot.LoadModules("/lib/modules"); err != nil {
 		return err
 	}
-	network, err := boot.Network()
-	if err != nil {
+	if err := boot.Loopback(); err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
 	b, _ := os.ReadFile("/proc/cmdline")
 	p := boot.ParseCmdline(string(b))
 	args := []string{"--listen", p.Channel, "--state-dir", "/run/cocoon", "--log-level", p.LogLevel, "--no-pivot-root",
 		"--guest-components", "/usr/local/bin"}
-	if network {
-		args = append(args, "--host-loopback", boot.Gateway)
+	if p.UserNetwork {
+		args = append(args, "--host-loopback", boot.UserHost)
 	}
 	found, err := boot.ReadInitdata(initdataPath)
 	if err != nil {

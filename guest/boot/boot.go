@@ -1,6 +1,7 @@
 // Package boot is the guest's PID 1 (coco-init): it mounts the kernel
 // filesystems, loads the modules the initramfs carries, brings up the
-// network QEMU gives the guest, reads the pod's initdata from its disk and
+// loopback interface (the runtime configures the NICs through the agent),
+// reads the pod's initdata from its disk and
 // runs coco-agent, reaping orphans, until the agent exits; then it powers
 // the VM off so that the host sees the sandbox end.
 package boot
@@ -22,6 +23,10 @@ type Params struct {
 	Channel string
 	// LogLevel is the agent's log level (cocoon.log=debug...).
 	LogLevel string
+	// UserNetwork says the VM has QEMU's user network (cocoon.net=user),
+	// a development setup where images on the host's loopback registry
+	// are pulled from UserHost.
+	UserNetwork bool
 }
 
 // ParseCmdline reads the parameters from a kernel command line.
@@ -39,6 +44,8 @@ func ParseCmdline(cmdline string) Params {
 			}
 		case "cocoon.log":
 			p.LogLevel = v
+		case "cocoon.net":
+			p.UserNetwork = v == "user"
 		}
 	}
 	return p

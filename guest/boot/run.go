@@ -3,7 +3,6 @@ package boot
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,39 +16,20 @@ import (
 	"github.com/cocoon-cc/cocoon/initdata"
 )
 
-// QEMU's user network: the guest's address and the gateway, behind which
-// the host's loopback answers.
-const (
-	guestAddr = "10.0.2.15/24"
-	// Gateway is the host's loopback, seen from the guest.
-	Gateway = "10.0.2.2"
-)
+// UserHost is the host on QEMU's (restricted) user network, where the host
+// forwards the ports of its loopback it chose (the qemu backend's
+// user_forwards).
+const UserHost = "10.0.2.2"
 
-// Network brings up lo and, when QEMU gave the guest a NIC, eth0 on QEMU's
-// user network; it reports whether the guest has that network.
-func Network() (bool, error) {
+// Loopback brings up lo. The NICs stay down until the runtime describes
+// them (UpdateInterface): the pod network is CNI's, which only the host
+// knows.
+func Loopback() error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
-		return false, err
+		return err
 	}
-	if err := netlink.LinkSetUp(lo); err != nil {
-		return false, err
-	}
-	eth, err := netlink.LinkByName("eth0")
-	if err != nil {
-		return false, nil // no NIC: a sandbox without network
-	}
-	addr, err := netlink.ParseAddr(guestAddr)
-	if err != nil {
-		return false, err
-	}
-	if err := netlink.AddrAdd(eth, addr); err != nil {
-		return false, err
-	}
-	if err := netlink.LinkSetUp(eth); err != nil {
-		return false, err
-	}
-	return true, netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.ParseIP(Gateway)})
+	return netlink.LinkSetUp(lo)
 }
 
 // ReadInitdata finds the initdata disk by its serial (Kata's, or the one

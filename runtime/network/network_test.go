@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -16,28 +14,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/cocoon-cc/cocoon/internal/testutil/nettest"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 )
-
-// newNamespace creates a named network namespace the test owns and
-// removes it at the end; it returns its path.
-func newNamespace(t *testing.T, name string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP: network namespaces need root (CI runs as root)")
-	}
-	name = fmt.Sprintf("%s-%d", name, os.Getpid())
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	return "/run/netns/" + name
-}
-
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
 
 const (
 	podIP  = "10.213.7.5"
@@ -49,15 +28,15 @@ const (
 // veth with an address, a route and a static neighbour) pairs with an
 // interface in a peer namespace standing for the node.
 func podAndPeer(t *testing.T) (pod, peer string) {
-	pod, peer = newNamespace(t, "cocoon-pod"), newNamespace(t, "cocoon-peer")
+	pod, peer = nettest.Namespace(t), nettest.Namespace(t)
 	pn, qn := strings.TrimPrefix(pod, "/run/netns/"), strings.TrimPrefix(peer, "/run/netns/")
-	run(t, "ip", "-n", qn, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", pn)
-	run(t, "ip", "-n", pn, "link", "set", "eth0", "address", podMAC, "mtu", "1400", "up")
-	run(t, "ip", "-n", pn, "addr", "add", podIP+"/24", "dev", "eth0")
-	run(t, "ip", "-n", pn, "route", "add", "10.96.0.0/12", "via", peerIP)
-	run(t, "ip", "-n", pn, "neigh", "add", "10.213.7.9", "lladdr", "02:00:00:00:00:09", "dev", "eth0", "nud", "permanent")
-	run(t, "ip", "-n", qn, "link", "set", "veth0", "mtu", "1400", "up")
-	run(t, "ip", "-n", qn, "addr", "add", peerIP+"/24", "dev", "veth0")
+	nettest.Run(t, "ip", "-n", qn, "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", pn)
+	nettest.Run(t, "ip", "-n", pn, "link", "set", "eth0", "address", podMAC, "mtu", "1400", "up")
+	nettest.Run(t, "ip", "-n", pn, "addr", "add", podIP+"/24", "dev", "eth0")
+	nettest.Run(t, "ip", "-n", pn, "route", "add", "10.96.0.0/12", "via", peerIP)
+	nettest.Run(t, "ip", "-n", pn, "neigh", "add", "10.213.7.9", "lladdr", "02:00:00:00:00:09", "dev", "eth0", "nud", "permanent")
+	nettest.Run(t, "ip", "-n", qn, "link", "set", "veth0", "mtu", "1400", "up")
+	nettest.Run(t, "ip", "-n", qn, "addr", "add", peerIP+"/24", "dev", "veth0")
 	return pod, peer
 }
 
@@ -189,16 +168,14 @@ func TestAttachErrors(t *testing.T) {
 	if _, err := Attach("relative/ns"); !errors.Is(err, ErrNetwork) {
 		t.Errorf("relative path: %v", err)
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP: network namespaces need root (CI runs as root)")
-	}
+	nettest.RequireRoot(t)
 	if _, err := Attach("/run/netns/no-such-namespace"); !errors.Is(err, ErrNetwork) || !errors.Is(err, unix.ENOENT) {
 		t.Errorf("missing namespace: %v", err)
 	}
 	// A namespace whose interface already has an ingress qdisc (another
 	// runtime's): Attach fails and leaves the namespace as it was.
 	pod, _ := podAndPeer(t)
-	run(t, "tc", "-n", strings.TrimPrefix(pod, "/run/netns/"), "qdisc", "add", "dev", "eth0", "ingress")
+	nettest.Run(t, "tc", "-n", strings.TrimPrefix(pod, "/run/netns/"), "qdisc", "add", "dev", "eth0", "ingress")
 	if _, err := Attach(pod); !errors.Is(err, ErrNetwork) {
 		t.Fatalf("Attach over an ingress qdisc: %v", err)
 	}

@@ -60,6 +60,10 @@ type Config struct {
 	// zero picks the backend default (the host's memory and CPUs).
 	MaxMemoryMiB int
 	MaxVCPUs     int
+	// NetNS is the pod's network namespace, which CNI prepared (CRI's
+	// sandbox spec names it); empty for a pod without one (host network,
+	// ctr). VM backends attach the VM to it (runtime/network).
+	NetNS string
 }
 
 // ErrAgentUnreachable is wrapped by Start and Dial when the agent does not

@@ -202,7 +202,7 @@ func (s *Service) startPod(ctx context.Context, r *taskAPI.CreateTaskRequest, sp
 		}
 	}()
 	sb, err := factory(ctx, sandbox.Config{ID: id, StateDir: dir, Initdata: init, MemoryMiB: mib, VCPUs: vcpus,
-		MaxMemoryMiB: cfg.Sandbox.MaxMemoryMiB, MaxVCPUs: cfg.Sandbox.MaxVCPUs}, cfg)
+		MaxMemoryMiB: cfg.Sandbox.MaxMemoryMiB, MaxVCPUs: cfg.Sandbox.MaxVCPUs, NetNS: podNetNS(spec)}, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -225,6 +225,12 @@ func (s *Service) startPod(ctx context.Context, r *taskAPI.CreateTaskRequest, sp
 	}
 	client := ttrpc.NewClient(conn)
 	p := &pod{id: id, sb: sb, client: client, agent: pb.NewAgentServiceClient(client), dir: dir, res: res, cgroup: cg}
+	if g, ok := sb.(guestNetworker); ok {
+		if err := configureNetwork(sctx, g, p.agent); err != nil {
+			client.Close()
+			return nil, err
+		}
+	}
 	if _, err := p.agent.CreateSandbox(sctx, &pb.CreateSandboxRequest{SandboxId: id, Hostname: spec.Hostname}); err != nil {
 		client.Close()
 		return nil, agentError("create the sandbox", err)

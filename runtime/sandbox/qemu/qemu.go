@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,8 @@ import (
 	"time"
 
 	"github.com/cocoon-cc/cocoon/initdata"
+	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
+	"github.com/cocoon-cc/cocoon/runtime/network"
 	"github.com/cocoon-cc/cocoon/runtime/sandbox"
 	"github.com/cocoon-cc/cocoon/runtime/transport"
 )
@@ -45,9 +48,14 @@ type Options struct {
 	TEE string `toml:"tee"`
 	// Channel is "serial" (default: virtio-serial) or "vsock".
 	Channel string `toml:"channel"`
-	// Network gives the guest QEMU's user network, through which the
-	// host's loopback is 10.0.2.2 (default true).
-	Network *bool `toml:"network"`
+	// UserNetwork gives the guest QEMU's user network too, for
+	// development (ctr) only: restricted, the guest reaches nothing of the
+	// host or beyond but the UserForwards. Pods get their network from
+	// CNI (Config.NetNS) whatever this says.
+	UserNetwork bool `toml:"user_network"`
+	// UserForwards are the ports of the host's loopback the guest reaches
+	// at 10.0.2.2 on the user network, one by one (QEMU's guestfwd).
+	UserForwards []uint16 `toml:"user_forwards"`
 	// KernelParams are appended to the kernel command line.
 	KernelParams string `toml:"kernel_params"`
 	// CPU is the vCPU model (default max; snp needs an EPYC model).
@@ -75,6 +83,7 @@ type Sandbox struct {
 
 	sizeMu sync.Mutex // cfg.VCPUs, cfg.MemoryMiB and dimms, which Resize grows
 	dimms  int
+	net    *network.Pod // the pod network the VM is attached to, if any
 }
 
 var _ sandbox.Sandbox = (*Sandbox)(nil)
@@ -115,6 +124,10 @@ func New(cfg sandbox.Config, o Options) (*Sandbox, error) {
 		return nil, fmt.Errorf("%w: channel %q (want serial or vsock)", ErrInvalidOptions, o.Channel)
 	case o.Accel != "kvm" && o.Accel != "tcg":
 		return nil, fmt.Errorf("%w: accel %q (want kvm or tcg)", ErrInvalidOptions, o.Accel)
+	case len(o.UserForwards) > 0 && !o.UserNetwork:
+		return nil, fmt.Errorf("%w: user_forwards without user_network", ErrInvalidOptions)
+	case slices.Contains(o.UserForwards, 0):
+		return nil, fmt.Errorf("%w: user_forwards: port 0", ErrInvalidOptions)
 	}
 	return &Sandbox{cfg: cfg, opts: o, Process: sandbox.NewProcess()}, nil
 }
@@ -138,7 +151,11 @@ func (s *Sandbox) Args() ([]string, error) {
 		"-serial", "file:"+s.path("console.log"),
 		"-kernel", o.Kernel, "-initrd", o.Initrd,
 		"-device", "virtio-rng-pci")
-	args = append(args, "-append", Cmdline(o.Channel, s.kernelParams()))
+	params := s.kernelParams()
+	if o.UserNetwork {
+		params = strings.TrimSpace(params + " cocoon.net=user")
+	}
+	args = append(args, "-append", Cmdline(o.Channel, params))
 	switch o.TEE {
 	case "snp":
 		machine += ",confidential-guest-support=sev0,memory-backend=ram0"
@@ -169,14 +186,63 @@ func (s *Sandbox) Args() ([]string, error) {
 	case "vsock":
 		args = append(args, "-device", "vhost-vsock-pci,guest-cid="+strconv.FormatUint(uint64(s.vsockCID()), 10))
 	}
-	if o.Network == nil || *o.Network {
-		args = append(args, "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0,romfile=")
-	}
+	args = append(args, s.nicArgs()...)
 	if len(s.cfg.Initdata) > 0 {
 		args = append(args, "-drive", "file="+s.path("initdata.img")+",if=none,id=initdata,format=raw,readonly=on",
 			"-device", "virtio-blk-pci,drive=initdata,serial="+initdata.DiskSerial)
 	}
 	return args, nil
+}
+
+// The user network's guest NIC and the host's address on it.
+const (
+	userMAC   = "52:54:00:12:34:56"
+	userAddr  = "10.0.2.15"
+	userHost  = "10.0.2.2"
+	firstTap  = 3 // the first tap queue's descriptor in QEMU (cmd.ExtraFiles)
+	vhostNode = "/dev/vhost-net"
+)
+
+// nicArgs are the VM's NICs: one per tap of the pod network, then the
+// restricted user network if asked for.
+func (s *Sandbox) nicArgs() []string {
+	var args []string
+	vhost := "off"
+	if _, err := os.Stat(vhostNode); err == nil && s.opts.Accel == "kvm" {
+		vhost = "on" // the kernel moves the frames; TCG has no ioeventfd for it
+	}
+	if s.net != nil {
+		for i, nic := range s.net.NICs {
+			id := "pod" + strconv.Itoa(i)
+			args = append(args, "-netdev", fmt.Sprintf("tap,id=%s,fd=%d,vhost=%s", id, firstTap+i, vhost),
+				"-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=%s,romfile=", id, nic.MAC))
+		}
+	}
+	if s.opts.UserNetwork {
+		// restrict=on: no connection to the host (its loopback is not
+		// 10.0.2.2) or beyond, but the guestfwd rules.
+		user := "user,id=user0,restrict=on"
+		for _, p := range s.opts.UserForwards {
+			user += fmt.Sprintf(",guestfwd=tcp:%s:%d-tcp:127.0.0.1:%d", userHost, p, p)
+		}
+		args = append(args, "-netdev", user, "-device", "virtio-net-pci,netdev=user0,mac="+userMAC+",romfile=")
+	}
+	return args
+}
+
+// GuestNetwork is what the guest's agent is told about its NICs once it
+// answers: the pod network's interfaces, routes and neighbours, and the
+// user network's address.
+func (s *Sandbox) GuestNetwork() network.Config {
+	var c network.Config
+	if s.net != nil {
+		c = s.net.Guest
+	}
+	if s.opts.UserNetwork {
+		c.Interfaces = append(c.Interfaces, &pb.Interface{Name: "eth" + strconv.Itoa(len(c.Interfaces)), HwAddr: userMAC,
+			IPAddresses: []*pb.IPAddress{{Address: userAddr, Mask: "24"}}})
+	}
+	return c
 }
 
 // Cmdline is the guest kernel's command line. SNP's measured direct boot
@@ -202,7 +268,19 @@ func (s *Sandbox) Start(ctx context.Context) error {
 	return nil
 }
 
-func (s *Sandbox) launch() error {
+func (s *Sandbox) launch() (err error) {
+	if s.cfg.NetNS != "" {
+		if s.net, err = network.Attach(s.cfg.NetNS); err != nil {
+			return err
+		}
+		// QEMU holds the taps from here on: they go when it exits.
+		defer s.net.CloseTaps()
+		defer func() {
+			if err != nil {
+				s.net.Detach()
+			}
+		}()
+	}
 	if len(s.cfg.Initdata) > 0 {
 		img, err := initdata.EncodeDisk(s.cfg.Initdata)
 		if err != nil {
@@ -223,6 +301,11 @@ func (s *Sandbox) launch() error {
 	defer logf.Close()
 	cmd := exec.Command(s.opts.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if s.net != nil {
+		for _, nic := range s.net.NICs {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, nic.Tap)
+		}
+	}
 	// A VM never outlives the shim that owns it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := s.Process.Start(cmd, s.exited); err != nil {
@@ -302,6 +385,9 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	s.Process.Stop(ctx)
 	for _, f := range []string{"agent.sock", "qmp.sock", "initdata.img"} {
 		os.Remove(s.path(f))
+	}
+	if s.net != nil {
+		return s.net.Detach()
 	}
 	return nil
 }

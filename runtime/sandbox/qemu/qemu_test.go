@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,7 +25,9 @@ import (
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/internal/testutil/nettest"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
+	"github.com/cocoon-cc/cocoon/runtime/network"
 	"github.com/cocoon-cc/cocoon/runtime/sandbox"
 )
 
@@ -52,6 +56,17 @@ func TestArgs(t *testing.T) {
 			t.Errorf("tee none: %q missing in %s", want, none)
 		}
 	}
+	// No network unless asked: pods get CNI's, never the host's loopback.
+	if strings.Contains(none, "-netdev") || strings.Contains(none, "cocoon.net") {
+		t.Errorf("tee none: a network without a pod namespace or user_network: %s", none)
+	}
+	user := argsOf(t, Options{UserNetwork: true, UserForwards: []uint16{5000}})
+	for _, want := range []string{"user,id=user0,restrict=on,guestfwd=tcp:10.0.2.2:5000-tcp:127.0.0.1:5000",
+		"virtio-net-pci,netdev=user0,mac=52:54:00:12:34:56", "cocoon.net=user"} {
+		if !strings.Contains(user, want) {
+			t.Errorf("user network: %q missing in %s", want, user)
+		}
+	}
 	sum256, sum384 := sha256.Sum256(doc), sha512.Sum384(doc)
 	snp := argsOf(t, Options{TEE: "snp", Firmware: "/ovmf", CPU: "EPYC-v4"})
 	for _, want := range []string{"confidential-guest-support=sev0", "sev-snp-guest", "kernel-hashes=on",
@@ -65,6 +80,32 @@ func TestArgs(t *testing.T) {
 		"vhost-vsock-pci,guest-cid=", "cocoon.channel=vsock"} {
 		if !strings.Contains(tdx, want) {
 			t.Errorf("tdx: %q missing in %s", want, tdx)
+		}
+	}
+}
+
+// TestTapArgs: each tap of the pod network is a virtio-net NIC with the
+// CNI interface's MAC, its queue passed as a descriptor; vhost-net only
+// under KVM.
+func TestTapArgs(t *testing.T) {
+	mac, _ := net.ParseMAC("02:42:0a:58:00:05")
+	for _, accel := range []string{"tcg", "kvm"} {
+		s, err := New(sandbox.Config{ID: "pod", StateDir: "/run/x"}, Options{Kernel: "/k", Initrd: "/i", Accel: accel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.net = &network.Pod{NICs: []network.NIC{{MAC: mac}, {MAC: mac}}}
+		a, _ := s.Args()
+		args := strings.Join(a, " ")
+		vhost := "off"
+		if _, err := os.Stat(vhostNode); err == nil && accel == "kvm" {
+			vhost = "on"
+		}
+		for _, want := range []string{"-netdev tap,id=pod0,fd=3,vhost=" + vhost, "-netdev tap,id=pod1,fd=4,vhost=" + vhost,
+			"-device virtio-net-pci,netdev=pod0,mac=02:42:0a:58:00:05"} {
+			if !strings.Contains(args, want) {
+				t.Errorf("%s: %q missing in %s", accel, want, args)
+			}
 		}
 	}
 }
@@ -90,6 +131,8 @@ func TestOptionErrors(t *testing.T) {
 		"channel":       {Kernel: "/k", Initrd: "/i", Channel: "tcp"},
 		"accel":         {Kernel: "/k", Initrd: "/i", Accel: "hvf"},
 		"relative path": {Kernel: "/k", Initrd: "/i"},
+		"forwards":      {Kernel: "/k", Initrd: "/i", UserForwards: []uint16{80}},
+		"port 0":        {Kernel: "/k", Initrd: "/i", UserNetwork: true, UserForwards: []uint16{0}},
 	} {
 		dir := "/run/x"
 		if name == "relative path" {
@@ -109,11 +152,11 @@ func benchConfig(t testing.TB) sandbox.Config {
 	return sandbox.Config{ID: t.Name(), StateDir: t.TempDir(), MemoryMiB: 512}
 }
 
-func boot(t *testing.T, o Options, init []byte) *Sandbox {
+func boot(t *testing.T, o Options, init []byte, netns string) *Sandbox {
 	t.Helper()
 	o.Kernel, o.Initrd = testutil.Guest(t)
 	o.Accel = "tcg" // this machine's /dev/kvm cannot run vCPUs
-	s, err := New(sandbox.Config{ID: t.Name(), StateDir: t.TempDir(), Initdata: init, MaxVCPUs: 4}, o)
+	s, err := New(sandbox.Config{ID: t.Name(), StateDir: t.TempDir(), Initdata: init, MaxVCPUs: 4, NetNS: netns}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,16 +169,18 @@ func boot(t *testing.T, o Options, init []byte) *Sandbox {
 	return s
 }
 
-// TestVM boots the real guest in TCG, runs a container pulled inside the
-// VM (through QEMU's user network the agent reaches the host's loopback
-// registry at 10.0.2.2) and then sees the VM crash.
+// TestVM boots the real guest in TCG attached to a pod network namespace
+// (a veth to the host, as CNI makes), tells the agent its network, runs a
+// container pulled inside the VM from a registry on the host's end of the
+// veth, and then sees the VM crash and its tap go with it.
 func TestVM(t *testing.T) {
-	reg := imagetest.StartRegistry(t)
+	netns, hostIP, podIP := nettest.Pod(t)
+	reg := imagetest.StartRegistryOn(t, net.JoinHostPort(hostIP.String(), "0"))
 	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t))
 	reg.Push(t, img, "busybox:1", nil)
 	ref := reg.Host + "/busybox:1"
 
-	s := boot(t, Options{}, doc)
+	s := boot(t, Options{}, doc, netns)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -156,6 +201,17 @@ func TestVM(t *testing.T) {
 	d, err := a.GetGuestDetails(ctx, &pb.GuestDetailsRequest{})
 	if err != nil || !d.AgentDetails.InitDaemon && !slices.Contains(d.AgentDetails.StorageHandlers, "image_guest_pull") {
 		t.Fatalf("guest details %v %v", d, err)
+	}
+	g := s.GuestNetwork()
+	if len(g.Interfaces) != 1 || g.Interfaces[0].IPAddresses[0].Address != podIP.String() {
+		t.Fatalf("guest network %v", g)
+	}
+	iface, err := a.UpdateInterface(ctx, &pb.UpdateInterfaceRequest{Interface: g.Interfaces[0]})
+	if err != nil || iface.Name != "eth0" || iface.HwAddr != g.Interfaces[0].HwAddr {
+		t.Fatalf("UpdateInterface: %v %v", iface, err)
+	}
+	if _, err := a.UpdateRoutes(ctx, &pb.UpdateRoutesRequest{Routes: &pb.Routes{Routes: g.Routes}}); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := a.CreateSandbox(ctx, &pb.CreateSandboxRequest{SandboxId: "vm", Hostname: "vmpod"}); err != nil {
 		t.Fatal(err)
@@ -224,13 +280,24 @@ func TestVM(t *testing.T) {
 	if err := s.Err(); err == nil || !strings.Contains(err.Error(), "VM exited") {
 		t.Fatalf("Err %v", err)
 	}
+	out2, _ := exec.Command("ip", "-n", filepath.Base(netns), "link", "show").CombinedOutput()
+	if strings.Contains(string(out2), "tap0_coco") {
+		t.Errorf("tap left after QEMU died:\n%s", out2)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out2, _ = exec.Command("tc", "-n", filepath.Base(netns), "qdisc", "show", "dev", "eth0").CombinedOutput()
+	if strings.Contains(string(out2), "ingress") {
+		t.Errorf("ingress qdisc left on eth0 after Stop:\n%s", out2)
+	}
 }
 
 // TestAgentUnreachable: a guest that cannot boot (no init: the kernel
 // panics) ends its VM; Start fails with ErrAgentUnreachable well before
 // its deadline, nothing left running.
 func TestAgentUnreachable(t *testing.T) {
-	s := boot(t, Options{KernelParams: "rdinit=/no/such/init"}, nil)
+	s := boot(t, Options{KernelParams: "rdinit=/no/such/init"}, nil, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	err := s.Start(ctx)

@@ -1,0 +1,122 @@
+// Package nettest gives tests network parts of their own: a free private
+// subnet, a bridge, a network namespace with a veth into it. Everything is
+// removed when the test ends, and nothing routes off the machine.
+package nettest
+
+import (
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// RequireRoot skips the test loudly when it cannot change the network.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP: network namespaces and links need root (CI runs as root)")
+	}
+}
+
+// Run runs a command (ip, tc) and fails the test on error.
+func Run(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// Subnet is a /24 in 10.200.0.0/13 that no address or route of the
+// machine overlaps (tests of other packages pick theirs at random too).
+func Subnet(t testing.TB) *net.IPNet {
+	t.Helper()
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		n, _ := rand.Int(rand.Reader, big.NewInt(8*256))
+		sub := &net.IPNet{IP: net.IPv4(10, byte(200+n.Int64()/256), byte(n.Int64()%256), 0).To4(), Mask: net.CIDRMask(24, 32)}
+		used := false
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue // the default route
+			}
+			if ones, _ := r.Dst.Mask.Size(); ones > 0 && (r.Dst.Contains(sub.IP) || sub.Contains(r.Dst.IP)) {
+				used = true
+			}
+		}
+		for _, a := range addrs {
+			used = used || sub.Contains(a.IP)
+		}
+		if !used {
+			return sub
+		}
+	}
+	t.Fatal("no free test subnet in 10.200.0.0/13")
+	return nil
+}
+
+// Host returns the subnet's i-th address.
+func Host(sub *net.IPNet, i int) net.IP {
+	ip := sub.IP.To4()
+	return net.IPv4(ip[0], ip[1], ip[2], ip[3]+byte(i)).To4()
+}
+
+// name is a link or namespace name unique to this process.
+func name(prefix string) string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return fmt.Sprintf("%s%x", prefix, b)
+}
+
+// Bridge creates a bridge holding the subnet's first address (a CNI
+// bridge's gateway) and returns its name and that address.
+func Bridge(t testing.TB, sub *net.IPNet) (string, net.IP) {
+	t.Helper()
+	RequireRoot(t)
+	br, gw := name("ccbr"), Host(sub, 1)
+	Run(t, "ip", "link", "add", br, "type", "bridge")
+	t.Cleanup(func() { exec.Command("ip", "link", "del", br).Run() })
+	Run(t, "ip", "addr", "add", fmt.Sprintf("%s/24", gw), "dev", br)
+	Run(t, "ip", "link", "set", br, "up")
+	return br, gw
+}
+
+// Namespace creates a network namespace and returns its path.
+func Namespace(t testing.TB) string {
+	t.Helper()
+	RequireRoot(t)
+	ns := name("cocoon-")
+	Run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	return "/run/netns/" + ns
+}
+
+// Pod is CNI's work done by hand: a namespace whose eth0 is a veth to the
+// host with the subnet's second address; the host's end has the first.
+func Pod(t testing.TB) (nsPath string, host, pod net.IP) {
+	t.Helper()
+	sub := Subnet(t)
+	nsPath = Namespace(t)
+	ns := strings.TrimPrefix(nsPath, "/run/netns/")
+	veth := name("ccv")
+	host, pod = Host(sub, 1), Host(sub, 2)
+	Run(t, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", veth).Run() })
+	Run(t, "ip", "addr", "add", host.String()+"/24", "dev", veth)
+	Run(t, "ip", "link", "set", veth, "up")
+	Run(t, "ip", "-n", ns, "addr", "add", pod.String()+"/24", "dev", "eth0")
+	Run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	return nsPath, host, pod
+}
