@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,15 +22,20 @@ import (
 	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
+	"github.com/cocoon-cc/cocoon/internal/testutil/nettest"
 )
 
-// podEnv is containerd with the coco runtime on the local backend and a
-// registry holding a busybox image.
+// podEnv is containerd with the coco runtime, a CNI pod network on a
+// bridge of the test's own, and a registry holding a busybox image on the
+// bridge's gateway address, which the host and the pods (VMs included)
+// reach.
 type podEnv struct {
-	ctrd  *containerdtest.Containerd
-	reg   *imagetest.Registry
-	image string // registry/busybox:1
-	cfg   string // the shim's configuration
+	ctrd    *containerdtest.Containerd
+	reg     *imagetest.Registry
+	image   string // registry/busybox:1
+	cfg     string // the shim's configuration
+	bridge  string
+	gateway net.IP
 }
 
 func newPodEnv(t testing.TB) *podEnv {
@@ -41,15 +47,18 @@ func newPodEnv(t testing.TB) *podEnv {
 func newPodEnvWith(t testing.TB, conf string) *podEnv {
 	t.Helper()
 	shim := testutil.Bin(t, "containerd-shim-coco-v2")
-	reg := imagetest.StartRegistry(t)
+	sub := nettest.Subnet(t)
+	bridge, gw := nettest.Bridge(t, sub)
+	reg := imagetest.StartRegistryOn(t, net.JoinHostPort(gw.String(), "0"))
 	img := imagetest.New(t, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t))
 	reg.Push(t, img, "busybox:1", nil)
 	cfg := filepath.Join(t.TempDir(), "coco.toml")
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctrd := containerdtest.Start(t, containerdtest.Options{ShimDir: filepath.Dir(shim), ShimConfig: cfg, Registry: reg.Host})
-	return &podEnv{ctrd: ctrd, reg: reg, image: reg.Host + "/busybox:1", cfg: cfg}
+	ctrd := containerdtest.Start(t, containerdtest.Options{ShimDir: filepath.Dir(shim), ShimConfig: cfg, Registry: reg.Host,
+		CNIConfDir: containerdtest.BridgeCNI(t, bridge, sub)})
+	return &podEnv{ctrd: ctrd, reg: reg, image: reg.Host + "/busybox:1", cfg: cfg, bridge: bridge, gateway: gw}
 }
 
 // TestPodCtr runs containers through ctr with the coco runtime: the output
@@ -161,8 +170,8 @@ func TestPodCRI(t *testing.T) {
 }
 
 // startPod runs a pod sandbox named name on the coco runtime through CRI
-// (host network, initdata allowing every agent call, container logs in
-// logDir if set) and pulls the test image for it.
+// (on CNI's pod network, initdata allowing every agent call, container
+// logs in logDir if set) and pulls the test image for it.
 func (e *podEnv) startPod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, logDir string) (string, *cri.PodSandboxConfig) {
 	t.Helper()
 	return e.startPodWith(ctx, t, rs, name, logDir, policy.AllowAll())
@@ -177,7 +186,7 @@ func (e *podEnv) startPodWith(ctx context.Context, t *testing.T, rs internalapi.
 		Hostname:     name,
 		LogDirectory: logDir,
 		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
-			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_POD}}},
 	}
 	if rego != "" {
 		sandbox.Annotations = map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": testutil.InitdataAnnotation(t, rego)}

@@ -6,6 +6,7 @@ package containerdtest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -61,6 +62,7 @@ type Containerd struct {
 	Dir     string
 	Root    string
 	Address string
+	pods    bool // pods have a CNI network: removed before containerd stops
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
 }
@@ -85,7 +87,7 @@ func Start(t testing.TB, o Options) *Containerd {
 	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	c := &Containerd{Dir: dir, Root: o.Root, Address: filepath.Join(dir, "c.sock"), log: &bytes.Buffer{}}
+	c := &Containerd{Dir: dir, Root: o.Root, Address: filepath.Join(dir, "c.sock"), pods: o.CNIConfDir != "", log: &bytes.Buffer{}}
 	if c.Root == "" {
 		c.Root = filepath.Join(dir, "root")
 	}
@@ -222,6 +224,9 @@ func (c *Containerd) importPause(t testing.TB) {
 // stop ends containerd and everything it started: shims (and through them
 // sandboxes), mounts under its root, its directory.
 func (c *Containerd) stop(t testing.TB) {
+	if c.pods {
+		c.removePods(t)
+	}
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { c.cmd.Wait(); close(done) }()
@@ -240,6 +245,50 @@ func (c *Containerd) stop(t testing.TB) {
 	if t.Failed() {
 		t.Logf("containerd log:\n%s", c.log)
 	}
+}
+
+// removePods removes the pods a failed test left, so that CNI tears their
+// networks down (veths, addresses, namespaces) before containerd goes.
+func (c *Containerd) removePods(t testing.TB) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rs := c.RuntimeService(t)
+	pods, err := rs.ListPodSandbox(ctx, nil)
+	if err != nil {
+		t.Errorf("list the pods left: %v", err)
+		return
+	}
+	for _, p := range pods {
+		rs.StopPodSandbox(ctx, p.Id)
+		rs.RemovePodSandbox(ctx, p.Id)
+	}
+}
+
+// BridgeCNI writes a CNI configuration (for Options.CNIConfDir) giving
+// pods addresses of subnet on bridge, a bridge the test made with the
+// subnet's first address (the gateway): host-local addresses, no
+// masquerading and no default route, so that pods reach the gateway and
+// each other and nothing off the machine.
+func BridgeCNI(t testing.TB, bridge string, subnet *net.IPNet) string {
+	t.Helper()
+	if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
+		t.Skip("SKIP: containernetworking-plugins not installed (scripts/install-deps.sh installs them)")
+	}
+	dir := t.TempDir()
+	ip := subnet.IP.To4()
+	gw := net.IPv4(ip[0], ip[1], ip[2], ip[3]+1)
+	conf, err := json.Marshal(map[string]any{"cniVersion": "1.0.0", "name": "cocoon-test", "plugins": []any{map[string]any{
+		"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+		"ipam": map[string]any{"type": "host-local", "dataDir": filepath.Join(dir, "ipam"),
+			"ranges": [][]map[string]string{{{"subnet": subnet.String(), "gateway": gw.String()}}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "10-cocoon-test.conflist"), conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // killShims kills shims started for this containerd (their command line

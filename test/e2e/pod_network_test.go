@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	internalapi "k8s.io/cri-api/pkg/apis"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+)
+
+// TestPodNetwork runs two VM pods (QEMU TCG) on CNI's pod network through
+// CRI: the pod's container sees its pod IP and serves HTTP, which the host
+// and the other pod reach at that IP; the guests reach no service on the
+// host's loopback, by any address; deleting the pods leaves no tap, qdisc,
+// QEMU or shim.
+func TestPodNetwork(t *testing.T) {
+	kernel, initrd := testutil.Guest(t)
+	e := newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
+		kernel+"\"\ninitrd = \""+initrd+"\"\n")
+	rs := e.ctrd.RuntimeService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	// A service on the host's loopback only, as etcd or a kubelet's
+	// read-only port would be: no pod may reach it.
+	secret, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer secret.Close()
+	var reached atomic.Int32
+	go func() {
+		for {
+			c, err := secret.Accept()
+			if err != nil {
+				return
+			}
+			reached.Add(1)
+			c.Close()
+		}
+	}()
+	secretPort := secret.Addr().(*net.TCPAddr).Port
+
+	web, webIP, webNS := e.runNetPod(ctx, t, rs, "web",
+		"mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www")
+	client, clientIP, _ := e.runNetPod(ctx, t, rs, "client", "exec /bin/sleep 1000")
+	if webIP == clientIP || !strings.HasPrefix(webIP, e.gateway.String()[:strings.LastIndex(e.gateway.String(), ".")+1]) {
+		t.Fatalf("pod IPs %s and %s, gateway %s", webIP, clientIP, e.gateway)
+	}
+	// The tap and its redirects are in the pod's namespace.
+	for _, args := range [][]string{{"ip", "-n", webNS, "link", "show", "tap0_coco"}, {"tc", "-n", webNS, "filter", "show", "dev", "eth0", "ingress"}} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil || len(out) == 0 {
+			t.Errorf("%v: %v %s", args, err, out)
+		}
+	}
+
+	// The container has the pod's address on eth0, as CNI gave it.
+	out := e.exec(ctx, t, rs, web.cid, "ip -4 -o addr show eth0")
+	if !strings.Contains(out, " "+webIP+"/") {
+		t.Errorf("the guest's eth0: %q, want %s", out, webIP)
+	}
+	// From the host, to the pod IP (as the kubelet's probes go).
+	var body string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + net.JoinHostPort(webIP, "8080") + "/"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if body = string(b); resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+	}
+	if body != "hello-from-web\n" {
+		t.Fatalf("GET from the host: %q", body)
+	}
+	// From the other pod, with the client the loopback probes below use.
+	if out := e.exec(ctx, t, rs, client.cid, "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 "+webIP+" 8080"); !strings.HasSuffix(out, "\r\n\r\nhello-from-web\n") {
+		t.Errorf("GET from the client pod: %q", out)
+	}
+	// Nothing on the host's loopback answers a guest: not at 127.0.0.1
+	// (the guest's own), not at 10.0.2.2 (QEMU's user network's host,
+	// which pods do not have), not at the node's address.
+	probe := ""
+	for _, a := range []string{"127.0.0.1", "10.0.2.2", e.gateway.String()} {
+		probe += fmt.Sprintf("echo x | nc -w 3 %s %d && echo reached-%s; ", a, secretPort, a)
+	}
+	if out := e.exec(ctx, t, rs, client.cid, probe+"true"); strings.Contains(out, "reached") || reached.Load() != 0 {
+		t.Errorf("a guest reached the host's loopback: %q, %d connections", out, reached.Load())
+	}
+
+	links := bridgePorts(t, e.bridge)
+	for _, p := range []netPod{web, client} {
+		if err := rs.StopPodSandbox(ctx, p.id); err != nil {
+			t.Fatal(err)
+		}
+		if err := rs.RemovePodSandbox(ctx, p.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertNoLeftovers(t, e.ctrd)
+	if left := bridgePorts(t, e.bridge); len(left) != 0 {
+		t.Errorf("links left on the bridge: %v (had %v)", left, links)
+	}
+	if out, _ := exec.Command("ip", "netns", "list").CombinedOutput(); strings.Contains(string(out), webNS) {
+		t.Errorf("the pod's namespace %s is left", webNS)
+	}
+}
+
+// netPod is a running pod with one container.
+type netPod struct{ id, cid string }
+
+// runNetPod starts a pod on the pod network with one container running
+// script, and returns it with its IP and network namespace's name.
+func (e *podEnv) runNetPod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, script string) (netPod, string, string) {
+	t.Helper()
+	id, sandbox := e.startPod(ctx, t, rs, name, "")
+	t.Cleanup(func() { rs.StopPodSandbox(context.Background(), id); rs.RemovePodSandbox(context.Background(), id) })
+	cid, err := rs.CreateContainer(ctx, id, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"},
+		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sh", "-c", script}}, sandbox)
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	if err := rs.StartContainer(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	st, err := rs.PodSandboxStatus(ctx, id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		RuntimeSpec struct {
+			Linux struct {
+				Namespaces []struct{ Type, Path string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(st.Info["info"]), &info); err != nil {
+		t.Fatal(err)
+	}
+	ns := ""
+	for _, n := range info.RuntimeSpec.Linux.Namespaces {
+		if n.Type == "network" {
+			ns = filepath.Base(n.Path)
+		}
+	}
+	return netPod{id: id, cid: cid}, st.Status.GetNetwork().GetIp(), ns
+}
+
+// exec runs a shell command in a container and returns its output.
+func (e *podEnv) exec(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid, cmd string) string {
+	t.Helper()
+	stdout, stderr, err := rs.ExecSync(ctx, cid, []string{"/bin/sh", "-c", cmd}, 60*time.Second)
+	if err != nil {
+		t.Errorf("exec %q: %v %s", cmd, err, stderr)
+	}
+	return string(stdout)
+}
+
+// bridgePorts lists the links enslaved to the bridge (the pods' veths).
+func bridgePorts(t *testing.T, bridge string) []string {
+	out, err := exec.Command("ip", "-o", "link", "show", "master", bridge).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip link: %v %s", err, out)
+	}
+	var names []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			names = append(names, strings.TrimSuffix(f[1], ":"))
+		}
+	}
+	return names
+}
