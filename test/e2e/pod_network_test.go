@@ -16,8 +16,6 @@ import (
 
 	internalapi "k8s.io/cri-api/pkg/apis"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
 // TestPodNetwork runs two VM pods (QEMU TCG) on CNI's pod network through
@@ -26,9 +24,7 @@ import (
 // host's loopback, by any address; deleting the pods leaves no tap, qdisc,
 // QEMU or shim.
 func TestPodNetwork(t *testing.T) {
-	kernel, initrd := testutil.Guest(t)
-	e := newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
-		kernel+"\"\ninitrd = \""+initrd+"\"\n")
+	e := newVMPodEnv(t)
 	rs := e.ctrd.RuntimeService(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -61,6 +61,13 @@ func newPodEnvWith(t testing.TB, conf string) *podEnv {
 	return &podEnv{ctrd: ctrd, reg: reg, image: reg.Host + "/busybox:1", cfg: cfg, bridge: bridge, gateway: gw}
 }
 
+// newVMPodEnv is a podEnv whose pods are QEMU VMs (TCG).
+func newVMPodEnv(t testing.TB) *podEnv {
+	kernel, initrd := testutil.Guest(t)
+	return newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
+		kernel+"\"\ninitrd = \""+initrd+"\"\n")
+}
+
 // TestPodCtr runs containers through ctr with the coco runtime: the output
 // reaches ctr, the exit status is the container's, and nothing is left.
 func TestPodCtr(t *testing.T) {
@@ -222,9 +229,7 @@ func assertNoLeftovers(t *testing.T, c *containerdtest.Containerd) {
 // the guest, the container's output reaches the log and QEMU is gone once
 // the pod is removed.
 func TestPodVM(t *testing.T) {
-	kernel, initrd := testutil.Guest(t)
-	e := newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
-		kernel+"\"\ninitrd = \""+initrd+"\"\n")
+	e := newVMPodEnv(t)
 	rs := e.ctrd.RuntimeService(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
