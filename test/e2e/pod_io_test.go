@@ -22,7 +22,6 @@ import (
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
-	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/runtime/shim"
 )
 
@@ -80,9 +79,7 @@ func TestPodStreams(t *testing.T) { testStreams(t, newPodEnv(t), 0, 1, 10<<10, 1
 // TestPodStreamsVM is TestPodStreams in a QEMU VM (TCG): the streams cross
 // the virtio-serial channel (at about 1 MB/s in TCG: 2 MiB at most).
 func TestPodStreamsVM(t *testing.T) {
-	kernel, initrd := testutil.Guest(t)
-	testStreams(t, newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
-		kernel+"\"\ninitrd = \""+initrd+"\"\n"), 1, 2<<20)
+	testStreams(t, newVMPodEnv(t), 1, 2<<20)
 }
 
 // testStreams runs the stream tests on one pod, copying files of sizes.
