@@ -7,7 +7,8 @@
 // address, and the guest is told the interface's addresses, routes and
 // static neighbours (Kata's UpdateInterface, UpdateRoutes and
 // AddARPNeighbors). The VMM runs outside the namespace: it gets the taps as
-// open files, and the taps vanish when it exits.
+// open files, and the taps vanish when it exits. The namespace's loopback
+// is forwarded to the VM for containerd's port forwarding (forward.go).
 package network
 
 import (
@@ -44,6 +45,7 @@ type NIC struct {
 // Pod is a pod network namespace attached to a VM.
 type Pod struct {
 	nsPath string
+	fwd    *forwarder // the namespace's loopback to the VM (forward.go)
 	NICs   []NIC
 	// Guest is what the guest's agent is told about the network.
 	Guest Config
@@ -84,7 +86,12 @@ func Attach(nsPath string) (_ *Pod, err error) {
 				return err
 			}
 		}
-		p.Guest, err = describe(h, links)
+		if p.Guest, err = describe(h, links); err != nil {
+			return err
+		}
+		if ip := p.Guest.podIPv4(); ip != nil {
+			p.fwd, err = forwardLoopback(h, ip)
+		}
 		return err
 	})
 	if err != nil {
@@ -179,8 +186,18 @@ func (p *Pod) CloseTaps() {
 // hold them. A namespace already gone (CNI's teardown ran) has nothing
 // left to remove.
 func (p *Pod) Detach() error {
+	fwd := p.fwd
+	p.fwd = nil
+	if fwd != nil {
+		fwd.l.Close()
+	}
 	err := p.inNamespace(func(h *netlink.Handle) error {
 		var errs []error
+		if fwd != nil {
+			if err := fwd.removeRule(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		for _, nic := range p.NICs {
 			if l, err := h.LinkByName(nic.Link); err == nil {
 				q := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Parent: netlink.HANDLE_INGRESS, Handle: ingress}}

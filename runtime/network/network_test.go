@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -189,4 +192,70 @@ func TestAttachErrors(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestForwardLoopback: a connection to 127.0.0.1:PORT in the pod's
+// namespace (containerd's port forwarding) reaches PORT at the forwarder's
+// target from this process's namespace; here the target is a listener on
+// this namespace's loopback, standing for the VM at the pod's IP.
+func TestForwardLoopback(t *testing.T) {
+	ns := nettest.Namespace(t)
+	pod := &Pod{nsPath: ns}
+	target, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	go func() {
+		for {
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	port := target.Addr().(*net.TCPAddr).Port
+	dialInPod := func() (net.Conn, error) {
+		var c net.Conn
+		err := pod.inNamespace(func(*netlink.Handle) error {
+			var err error
+			c, err = net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+			return err
+		})
+		return c, err
+	}
+	pod.inNamespace(func(h *netlink.Handle) error {
+		pod.fwd, err = forwardLoopback(h, net.ParseIP("127.0.0.1"))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialInPod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("through the forwarder"))
+	c.(*net.TCPConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || string(b) != "through the forwarder" {
+		t.Fatalf("echo %q %v", b, err)
+	}
+	if err := pod.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := dialInPod(); err == nil {
+		c.Close()
+		t.Fatal("the pod's loopback still forwards after Detach")
+	}
+	var out []byte
+	pod.inNamespace(func(*netlink.Handle) error {
+		out, _ = exec.Command("iptables-save", "-t", "nat").CombinedOutput()
+		return nil
+	})
+	if strings.Contains(string(out), "REDIRECT") {
+		t.Errorf("nat rule left:\n%s", out)
+	}
 }

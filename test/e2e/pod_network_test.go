@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -68,19 +72,16 @@ func TestPodNetwork(t *testing.T) {
 		t.Errorf("the guest's eth0: %q, want %s", out, webIP)
 	}
 	// From the host, to the pod IP (as the kubelet's probes go).
-	var body string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + net.JoinHostPort(webIP, "8080") + "/"); err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if body = string(b); resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-	}
-	if body != "hello-from-web\n" {
+	if body := awaitGet(net.JoinHostPort(webIP, "8080"), 30*time.Second); body != "hello-from-web\n" {
 		t.Fatalf("GET from the host: %q", body)
 	}
+	// Through CRI's port forwarding (kubectl port-forward), which dials
+	// localhost in the pod's namespace on the host.
+	local, stop := portForward(ctx, t, rs, web.id, 8080)
+	if body := awaitGet(local, 10*time.Second); body != "hello-from-web\n" {
+		t.Errorf("GET through port forwarding: %q", body)
+	}
+	stop()
 	// From the other pod, with the client the loopback probes below use.
 	if out := e.exec(ctx, t, rs, client.cid, "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 "+webIP+" 8080"); !strings.HasSuffix(out, "\r\n\r\nhello-from-web\n") {
 		t.Errorf("GET from the client pod: %q", out)
@@ -112,6 +113,60 @@ func TestPodNetwork(t *testing.T) {
 	if out, _ := exec.Command("ip", "netns", "list").CombinedOutput(); strings.Contains(string(out), webNS) {
 		t.Errorf("the pod's namespace %s is left", webNS)
 	}
+}
+
+// awaitGet returns the body of http://addr/ once it answers 200 OK, within
+// wait; "" if it never does.
+func awaitGet(addr string, wait time.Duration) string {
+	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return string(b)
+		}
+	}
+	return ""
+}
+
+// portForward forwards a local port to the pod's port as the kubelet
+// does kubectl's (CRI PortForward, SPDY to containerd's streaming server)
+// and returns the local address and the function stopping it.
+func portForward(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, podID string, port int32) (string, func()) {
+	t.Helper()
+	r, err := rs.PortForward(ctx, &cri.PortForwardRequest{PodSandboxId: podID, Port: []int32{port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(r.Url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, ready := make(chan struct{}), make(chan struct{})
+	pf, err := portforward.NewOnAddresses(spdy.NewDialer(upgrader, &http.Client{Transport: rt}, "POST", u),
+		[]string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- pf.ForwardPorts() }()
+	select {
+	case <-ready:
+	case err := <-errc:
+		t.Fatalf("port forwarding: %v", err)
+	}
+	ports, err := pf.GetPorts()
+	if err != nil || len(ports) != 1 {
+		t.Fatalf("forwarded ports %v %v", ports, err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", ports[0].Local), func() { close(stop) }
 }
 
 // netPod is a running pod with one container.
