@@ -33,6 +33,7 @@ declare -A need=(
   [nsenter]=util-linux
   [redis-server]=redis-server
   [tc]=iproute2
+  [iptables]=iptables
 )
 missing=()
 for cmd in "${!need[@]}"; do
