@@ -28,6 +28,10 @@ default TtyWinResizeRequest := true
 default ExecProcessRequest := false
 default SetPolicyRequest := false
 default PullImageRequest := false
+# The pod network the runtime describes (genpolicy's defaults).
+default UpdateInterfaceRequest := true
+default UpdateRoutesRequest := true
+default AddARPNeighborsRequest := true
 
 # Files the runtime copies in (volumes, /etc/hosts, ...) only under the
 # shared directory, as policy_data's patterns say.
