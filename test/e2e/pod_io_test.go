@@ -284,7 +284,7 @@ func checkFile(ctx context.Context, t *testing.T, rs internalapi.RuntimeService,
 }
 
 // runContainer creates and starts a container in the pod.
-func (e *podEnv) runContainer(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, podID string, sandbox *cri.PodSandboxConfig, cfg *cri.ContainerConfig) string {
+func (e *podEnv) runContainer(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, podID string, sandbox *cri.PodSandboxConfig, cfg *cri.ContainerConfig) string {
 	t.Helper()
 	cid, err := rs.CreateContainer(ctx, podID, cfg, sandbox)
 	if err != nil {

@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/transport/spdy"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cocoon-cc/cocoon/agent/policy"
 )
 
 // TestPodNetwork runs two VM pods (QEMU TCG) on CNI's pod network through
@@ -172,20 +174,20 @@ func portForward(ctx context.Context, t *testing.T, rs internalapi.RuntimeServic
 // netPod is a running pod with one container.
 type netPod struct{ id, cid string }
 
-// runNetPod starts a pod on the pod network with one container running
-// script, and returns it with its IP and network namespace's name.
-func (e *podEnv) runNetPod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, script string) (netPod, string, string) {
+// runNetPod starts a coco pod on the pod network with one container
+// running script, and returns it with its IP and network namespace's name.
+func (e *podEnv) runNetPod(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, name, script string) (netPod, string, string) {
 	t.Helper()
-	id, sandbox := e.startPod(ctx, t, rs, name, "")
+	return e.runNetPodOn(ctx, t, rs, "coco", name, script)
+}
+
+// runNetPodOn is runNetPod on the runtime handler (coco, runc).
+func (e *podEnv) runNetPodOn(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, handler, name, script string) (netPod, string, string) {
+	t.Helper()
+	id, sandbox := e.startPodOn(ctx, t, rs, handler, name, "", policy.AllowAll())
 	t.Cleanup(func() { rs.StopPodSandbox(context.Background(), id); rs.RemovePodSandbox(context.Background(), id) })
-	cid, err := rs.CreateContainer(ctx, id, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"},
-		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sh", "-c", script}}, sandbox)
-	if err != nil {
-		t.Fatalf("CreateContainer: %v", err)
-	}
-	if err := rs.StartContainer(ctx, cid); err != nil {
-		t.Fatal(err)
-	}
+	cid := e.runContainer(ctx, t, rs, id, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"},
+		Image: &cri.ImageSpec{Image: e.image}, Command: []string{"/bin/sh", "-c", script}})
 	st, err := rs.PodSandboxStatus(ctx, id, true)
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +212,7 @@ func (e *podEnv) runNetPod(ctx context.Context, t *testing.T, rs internalapi.Run
 }
 
 // exec runs a shell command in a container and returns its output.
-func (e *podEnv) exec(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid, cmd string) string {
+func (e *podEnv) exec(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, cid, cmd string) string {
 	t.Helper()
 	stdout, stderr, err := rs.ExecSync(ctx, cid, []string{"/bin/sh", "-c", cmd}, 60*time.Second)
 	if err != nil {

@@ -186,7 +186,13 @@ func (e *podEnv) startPod(ctx context.Context, t *testing.T, rs internalapi.Runt
 
 // startPodWith is startPod with an agent policy in the pod's initdata;
 // none ("") leaves the default policy.
-func (e *podEnv) startPodWith(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, logDir, rego string) (string, *cri.PodSandboxConfig) {
+func (e *podEnv) startPodWith(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, name, logDir, rego string) (string, *cri.PodSandboxConfig) {
+	t.Helper()
+	return e.startPodOn(ctx, t, rs, "coco", name, logDir, rego)
+}
+
+// startPodOn is startPodWith on the runtime handler (coco, runc).
+func (e *podEnv) startPodOn(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, handler, name, logDir, rego string) (string, *cri.PodSandboxConfig) {
 	t.Helper()
 	sandbox := &cri.PodSandboxConfig{
 		Metadata:     &cri.PodSandboxMetadata{Name: name, Uid: "uid-" + name, Namespace: "default"},
@@ -198,7 +204,7 @@ func (e *podEnv) startPodWith(ctx context.Context, t *testing.T, rs internalapi.
 	if rego != "" {
 		sandbox.Annotations = map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": testutil.InitdataAnnotation(t, rego)}
 	}
-	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
+	podID, err := rs.RunPodSandbox(ctx, sandbox, handler)
 	if err != nil {
 		t.Fatalf("RunPodSandbox: %v\n%s", err, e.ctrd.Logs())
 	}
