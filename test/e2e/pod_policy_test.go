@@ -13,7 +13,6 @@ import (
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cocoon-cc/cocoon/image/imagetest"
-	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
 // TestPodGenpolicyStyle: a CRI pod in a QEMU VM (TCG) under an agent
@@ -22,9 +21,7 @@ import (
 // container the policy names, and the agent refuses the host's attempts to
 // run another command or another image in the pod.
 func TestPodGenpolicyStyle(t *testing.T) {
-	kernel, initrd := testutil.Guest(t)
-	e := newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
-		kernel+"\"\ninitrd = \""+initrd+"\"\n")
+	e := newVMPodEnv(t)
 	// Another image with the same command (containerd names an image by
 	// its first name: it must differ in content).
 	other := e.reg.Host + "/other:1"

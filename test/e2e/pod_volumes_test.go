@@ -85,9 +85,7 @@ func TestPodVolumes(t *testing.T) {
 // TestPodVolumesVM: the same in a QEMU VM (TCG), where nothing but CopyFile
 // crosses from the host.
 func TestPodVolumesVM(t *testing.T) {
-	kernel, initrd := testutil.Guest(t)
-	testPodVolumes(t, newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
-		kernel+"\"\ninitrd = \""+initrd+"\"\n"))
+	testPodVolumes(t, newVMPodEnv(t))
 }
 
 func testPodVolumes(t *testing.T, e *podEnv) {
