@@ -33,7 +33,6 @@ declare -A need=(
   [nsenter]=util-linux
   [redis-server]=redis-server
   [tc]=iproute2
-  [iptables]=iptables
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -51,8 +50,6 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # PostgreSQL: the shared KBS store's tests start private clusters with its
 # initdb (not on PATH).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
-# CNI plugins (bridge, host-local, loopback): the pods' network in tests.
-[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 # GNU time: peak RSS of the image pull benchmark's child processes.
 [ -x /usr/bin/time ] || missing+=(time)
 if [ ${#missing[@]} -gt 0 ]; then
