@@ -16,10 +16,10 @@ import (
 	"github.com/cocoon-cc/cocoon/initdata"
 )
 
-// UserHost is the host on QEMU's (restricted) user network, where the host
+// UserHost is where, on QEMU's (restricted) user network, the host
 // forwards the ports of its loopback it chose (the qemu backend's
 // user_forwards).
-const UserHost = "10.0.2.2"
+const UserHost = "10.0.2.100"
 
 // Loopback brings up lo. The NICs stay down until the runtime describes
 // them (UpdateInterface): the pod network is CNI's, which only the host

@@ -146,4 +146,3 @@ func (c Config) podIPv4() net.IP {
 	}
 	return nil
 }
-

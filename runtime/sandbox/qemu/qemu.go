@@ -54,7 +54,9 @@ type Options struct {
 	// CNI (Config.NetNS) whatever this says.
 	UserNetwork bool `toml:"user_network"`
 	// UserForwards are the ports of the host's loopback the guest reaches
-	// at 10.0.2.2 on the user network, one by one (QEMU's guestfwd).
+	// at 10.0.2.100 on the user network, one by one: QEMU's guestfwd runs
+	// busybox nc (busybox-static) on the host per connection (a chardev
+	// target would carry one connection in QEMU's life).
 	UserForwards []uint16 `toml:"user_forwards"`
 	// KernelParams are appended to the kernel command line.
 	KernelParams string `toml:"kernel_params"`
@@ -194,11 +196,13 @@ func (s *Sandbox) Args() ([]string, error) {
 	return args, nil
 }
 
-// The user network's guest NIC and the host's address on it.
+// The user network's guest NIC, and the address where the forwarded ports
+// of the host's loopback are (QEMU's own host address, 10.0.2.2, cannot
+// carry guestfwd rules; restricted, it answers nothing).
 const (
 	userMAC   = "52:54:00:12:34:56"
 	userAddr  = "10.0.2.15"
-	userHost  = "10.0.2.2"
+	userHost  = "10.0.2.100"
 	firstTap  = 3 // the first tap queue's descriptor in QEMU (cmd.ExtraFiles)
 	vhostNode = "/dev/vhost-net"
 )
@@ -219,11 +223,11 @@ func (s *Sandbox) nicArgs() []string {
 		}
 	}
 	if s.opts.UserNetwork {
-		// restrict=on: no connection to the host (its loopback is not
-		// 10.0.2.2) or beyond, but the guestfwd rules.
+		// restrict=on: no connection to the host (10.0.2.2 is not its
+		// loopback) or beyond, but the guestfwd rules.
 		user := "user,id=user0,restrict=on"
 		for _, p := range s.opts.UserForwards {
-			user += fmt.Sprintf(",guestfwd=tcp:%s:%d-tcp:127.0.0.1:%d", userHost, p, p)
+			user += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:busybox nc 127.0.0.1 %d", userHost, p, p)
 		}
 		args = append(args, "-netdev", user, "-device", "virtio-net-pci,netdev=user0,mac="+userMAC+",romfile=")
 	}
@@ -239,7 +243,7 @@ func (s *Sandbox) GuestNetwork() network.Config {
 		c = s.net.Guest
 	}
 	if s.opts.UserNetwork {
-		c.Interfaces = append(c.Interfaces, &pb.Interface{Name: "eth" + strconv.Itoa(len(c.Interfaces)), HwAddr: userMAC,
+		c.Interfaces = append(slices.Clone(c.Interfaces), &pb.Interface{Name: "eth" + strconv.Itoa(len(c.Interfaces)), HwAddr: userMAC,
 			IPAddresses: []*pb.IPAddress{{Address: userAddr, Mask: "24"}}})
 	}
 	return c

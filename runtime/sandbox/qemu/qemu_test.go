@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ func TestArgs(t *testing.T) {
 		t.Errorf("tee none: a network without a pod namespace or user_network: %s", none)
 	}
 	user := argsOf(t, Options{UserNetwork: true, UserForwards: []uint16{5000}})
-	for _, want := range []string{"user,id=user0,restrict=on,guestfwd=tcp:10.0.2.2:5000-tcp:127.0.0.1:5000",
+	for _, want := range []string{"user,id=user0,restrict=on,guestfwd=tcp:10.0.2.100:5000-cmd:busybox nc 127.0.0.1 5000",
 		"virtio-net-pci,netdev=user0,mac=52:54:00:12:34:56", "cocoon.net=user"} {
 		if !strings.Contains(user, want) {
 			t.Errorf("user network: %q missing in %s", want, user)
@@ -227,47 +228,19 @@ func TestVM(t *testing.T) {
 	if _, err := a.OnlineCPUMem(ctx, &pb.OnlineCPUMemRequest{Wait: true, NbCpus: 1}); err != nil {
 		t.Fatal(err)
 	}
-	spec := specconv.Example()
-	spec.Process.Terminal = false
-	spec.Process.Args = []string{"/bin/sh", "-c", "echo hello from $(hostname) $(cat /proc/sys/kernel/osrelease); " +
-		"grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo"}
-	storage, err := pb.GuestPullStorage("c1", ref, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = a.CreateContainer(ctx, &pb.CreateContainerRequest{ContainerId: "c1", ExecId: "c1", OCI: pb.SpecFromOCI(spec),
-		Storages: []*pb.Storage{storage}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.StartContainer(ctx, &pb.StartContainerRequest{ContainerId: "c1"}); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	for {
-		r, err := a.ReadStdout(ctx, &pb.ReadStreamRequest{ContainerId: "c1", ExecId: "c1", Len: 4096})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.Data) == 0 {
-			break
-		}
-		out.Write(r.Data)
-	}
-	if !strings.HasPrefix(out.String(), "hello from vmpod 6.") {
-		t.Errorf("container output %q", out.String())
+	out := runContainer(ctx, t, a, "c1", ref, "echo hello from $(hostname) $(cat /proc/sys/kernel/osrelease); "+
+		"grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo")
+	if !strings.HasPrefix(out, "hello from vmpod 6.") {
+		t.Errorf("container output %q", out)
 	}
 	var cpus, memKiB int
-	if lines := strings.Split(out.String(), "\n"); len(lines) > 2 {
+	if lines := strings.Split(out, "\n"); len(lines) > 2 {
 		cpus, _ = strconv.Atoi(lines[1])
 		fmt.Sscanf(lines[2], "MemTotal: %d kB", &memKiB)
 	}
 	// MemTotal is the RAM less what the kernel keeps for itself.
 	if cpus != 2 || memKiB < 400<<10 || memKiB > 512<<10 {
 		t.Errorf("the guest has %d vCPUs and %d KiB after growing to 2 and 512 MiB", cpus, memKiB)
-	}
-	if w, err := a.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: "c1", ExecId: "c1"}); err != nil || w.Status != 0 {
-		t.Fatalf("wait %v %v", w, err)
 	}
 
 	// The VM dies under the pod: Done fires and Err says so.
@@ -290,6 +263,97 @@ func TestVM(t *testing.T) {
 	out2, _ = exec.Command("tc", "-n", filepath.Base(netns), "qdisc", "show", "dev", "eth0").CombinedOutput()
 	if strings.Contains(string(out2), "ingress") {
 		t.Errorf("ingress qdisc left on eth0 after Stop:\n%s", out2)
+	}
+}
+
+// runContainer runs script in a container of the image ref, pulled in the
+// guest, and returns its output once it exited with status 0.
+func runContainer(ctx context.Context, t *testing.T, a pb.AgentServiceService, id, ref, script string) string {
+	t.Helper()
+	spec := specconv.Example()
+	spec.Process.Terminal = false
+	spec.Process.Args = []string{"/bin/sh", "-c", script}
+	storage, err := pb.GuestPullStorage(id, ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.CreateContainer(ctx, &pb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: pb.SpecFromOCI(spec),
+		Storages: []*pb.Storage{storage}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.StartContainer(ctx, &pb.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	for {
+		r, err := a.ReadStdout(ctx, &pb.ReadStreamRequest{ContainerId: id, ExecId: id, Len: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Data) == 0 {
+			break
+		}
+		out.Write(r.Data)
+	}
+	if w, err := a.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: id, ExecId: id}); err != nil || w.Status != 0 {
+		t.Fatalf("wait %v %v; output %q", w, err, out.String())
+	}
+	return out.String()
+}
+
+// TestUserNetwork: with user_network (development), the guest is on
+// QEMU's restricted user network: it pulls an image from a registry on
+// the host's loopback through the one port forwarded to it, and reaches
+// no other port of the host's loopback.
+func TestUserNetwork(t *testing.T) {
+	reg := imagetest.StartRegistry(t)
+	reg.Push(t, imagetest.New(t, ocispec.ImageConfig{Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t)), "busybox:1", nil)
+	_, port, _ := net.SplitHostPort(reg.Host)
+	regPort, _ := strconv.Atoi(port)
+	secret, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer secret.Close()
+	var reached atomic.Int32
+	go func() {
+		for {
+			c, err := secret.Accept()
+			if err != nil {
+				return
+			}
+			reached.Add(1)
+			c.Close()
+		}
+	}()
+
+	s := boot(t, Options{UserNetwork: true, UserForwards: []uint16{uint16(regPort)}}, doc, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := s.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ttrpc.NewClient(conn)
+	defer c.Close()
+	a := pb.NewAgentServiceClient(c)
+	for _, iface := range s.GuestNetwork().Interfaces {
+		if _, err := a.UpdateInterface(ctx, &pb.UpdateInterfaceRequest{Interface: iface}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.CreateSandbox(ctx, &pb.CreateSandboxRequest{SandboxId: "user", Hostname: "user"}); err != nil {
+		t.Fatal(err)
+	}
+	secretPort := secret.Addr().(*net.TCPAddr).Port
+	out := runContainer(ctx, t, a, "c1", reg.Host+"/busybox:1", fmt.Sprintf(
+		"for a in 10.0.2.2 10.0.2.100; do echo x | nc -w 3 $a %d && echo reached; done; echo done", secretPort))
+	if out != "done\n" || reached.Load() != 0 {
+		t.Errorf("a port of the host's loopback not forwarded answered: %q, %d connections", out, reached.Load())
 	}
 }
 
