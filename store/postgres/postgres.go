@@ -272,6 +272,10 @@ func (s *Store) List(ctx context.Context, ns string) ([]string, error) {
 	return keys, nil
 }
 
+// maxRaces bounds how often Update starts again because another process
+// inserted the key first.
+const maxRaces = 100
+
 // errRaced: another process inserted the key between our read and write.
 var errRaced = errors.New("store: concurrent insert")
 
@@ -284,12 +288,14 @@ func (s *Store) Update(ctx context.Context, ns, key string, fn func([]byte) ([]b
 	}
 	t, _ := table(ns)
 	err := s.do(ctx, func(ctx context.Context) error {
-		for {
-			err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return update(ctx, tx, t, key, fn) })
+		var err error
+		for range maxRaces {
+			err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return update(ctx, tx, t, key, fn) })
 			if !errors.Is(err, errRaced) {
 				return err
 			}
 		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("store: postgres update %s: %w", ns, err)

@@ -128,10 +128,13 @@ func startGuests(urls []string, guests int, tr http.RoundTripper) *guestLoad {
 	return l
 }
 
-// waitFor returns once n more operations are done.
-func (l *guestLoad) waitFor(n int64) {
-	for end := l.done.Load() + n; l.done.Load() < end; {
-		time.Sleep(10 * time.Millisecond)
+// waitFor waits until n more operations are done, for a minute at most.
+func (l *guestLoad) waitFor(t *testing.T, n int64) {
+	deadline := time.Now().Add(time.Minute)
+	for end := l.done.Load() + n; l.done.Load() < end; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the guests did %d operations in a minute", l.done.Load())
+		}
 	}
 }
 
@@ -172,10 +175,10 @@ func TestKBSReplicasFailover(t *testing.T) {
 		}
 	}()
 	load := startGuests(rs.urls, 12, tr)
-	load.waitFor(100)
+	load.waitFor(t, 100)
 	rs.procs[0].cmd.Process.Kill() // SIGKILL, mid-request
 	rs.procs[0].cmd.Wait()
-	load.waitFor(100)
+	load.waitFor(t, 100)
 	close(stopAdmin)
 	<-adminDone
 	if failed, done := load.stop(); failed > 0 {
@@ -296,11 +299,9 @@ func policyPropagation(b *testing.B, rs *replicaSet, rounds int) (p50, p99 time.
 		}
 		acked := time.Now()
 		for _, g := range guests[1:] {
-			for {
-				_, err := g.GetResource(ctx, "default/key/bench")
-				var kerr *protocol.Error
-				if denied := errors.As(err, &kerr) && kerr.Kind == protocol.KindPolicyDeny; denied == deny && (deny || err == nil) {
-					break
+			for !decidedBy(ctx, g, deny) {
+				if time.Since(acked) > 10*time.Second {
+					b.Fatalf("a replica still decided by the old policy 10 s after the change")
 				}
 			}
 		}
@@ -308,6 +309,17 @@ func policyPropagation(b *testing.B, rs *replicaSet, rounds int) (p50, p99 time.
 	}
 	slices.Sort(lat)
 	return lat[len(lat)/2], lat[len(lat)*99/100]
+}
+
+// decidedBy tells whether a fetch of g is decided by the policy that denies
+// (deny) or by the one that allows.
+func decidedBy(ctx context.Context, g *client.Client, deny bool) bool {
+	_, err := g.GetResource(ctx, "default/key/bench")
+	var kerr *protocol.Error
+	if deny {
+		return errors.As(err, &kerr) && kerr.Kind == protocol.KindPolicyDeny
+	}
+	return err == nil
 }
 
 // killUnderLoad runs guests over the replicas, kills replica 0 with
