@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -63,7 +64,35 @@ func configCmd(g *globals) *cobra.Command {
 		}
 	}
 	c.AddCommand(setResourceCmd(run), deleteResourceCmd(run), setResourcePolicyCmd(run),
-		setAttestationPolicyCmd(run), setSampleRVCmd(run), setRVCmd(run), getRVCmd(run))
+		setAttestationPolicyCmd(run), setSampleRVCmd(run), setRVCmd(run), getRVCmd(run), signAdminTokenCmd(f))
+	return c
+}
+
+// signAdminTokenCmd prints an admin token, for what kbs-client does not
+// call itself: the KBS dashboard, curl.
+func signAdminTokenCmd(f *adminFlags) *cobra.Command {
+	var ttl time.Duration
+	c := &cobra.Command{Use: "sign-admin-token", Short: "Print an admin token (JWT) signed with --auth-private-key, for --role",
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if f.privateKey == "" {
+				return errors.New("sign-admin-token needs --auth-private-key")
+			}
+			if ttl <= 0 {
+				return errors.New("--ttl must be positive")
+			}
+			k, err := client.LoadSigningKey(f.privateKey)
+			if err != nil {
+				return err
+			}
+			tok, err := client.SignToken(k, f.claims, ttl)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.OutOrStdout(), tok)
+			return nil
+		}}
+	c.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
 	return c
 }
 
