@@ -70,14 +70,14 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	}
 	token, claims, err := s.as.Evaluate(r.Context(), reqs, "")
 	if err != nil {
-		s.metrics.attestations.WithLabelValues(string(c.Tee), "failure").Inc()
+		s.metrics.attestation(s.now(), string(c.Tee), nil)
 		var kerr *protocol.Error
 		if errors.As(err, &kerr) {
 			return err
 		}
 		return &protocol.Error{Kind: protocol.KindAttestation, Detail: err.Error(), Err: err}
 	}
-	s.metrics.attestations.WithLabelValues(string(c.Tee), "success").Inc()
+	s.metrics.attestation(s.now(), string(c.Tee), claims)
 	s.tokens.Remember(token, claims)
 	if token, err = s.sessions.attested(r.Context(), c, token); err != nil {
 		return err

@@ -42,7 +42,9 @@ func (s *Server) resource(w http.ResponseWriter, r *http.Request, rest string) e
 	}
 	switch r.Method {
 	case http.MethodGet:
-		return s.releaseResource(w, r, path)
+		err := s.releaseResource(w, r, path)
+		s.metrics.resourceRequest(s.now(), path.String(), err)
+		return err
 	case http.MethodPost, http.MethodPut:
 		return s.adminCall(w, r, func(w http.ResponseWriter, r *http.Request, id *AdminIdentity) error {
 			return s.setResource(w, r, id, path)
@@ -103,7 +105,6 @@ func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path pr
 	if err != nil {
 		return &protocol.Error{Kind: protocol.KindJwe, Detail: err.Error(), Err: err}
 	}
-	s.metrics.releases.Inc()
 	s.log.Info("audit", "action", "release-resource", "tenant", path.Repository, "resource", path.String(), "remote", r.RemoteAddr,
 		"tee", teeOf(claims), "status", claims.Submods["cpu0"].Status)
 	writeJSON(w, http.StatusOK, resp)

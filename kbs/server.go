@@ -45,6 +45,7 @@ type Server struct {
 	sessions  *sessions
 	limiter   *clientLimiter
 	metrics   *metrics
+	replicas  ReplicaLister
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -56,6 +57,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /.well-known/jwks.json", s.serveJWKS)
+	s.dashboardRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The API answers a path that is not canonical ("..", ".", "//",
 		// a trailing slash) itself, with InvalidRequestPath, also when it

@@ -137,6 +137,25 @@ func (s *Service) ServeHTTPValue(w http.ResponseWriter, r *http.Request, name st
 	return err
 }
 
+// List returns every stored value by name, expired ones too.
+func (s *Service) List(ctx context.Context) ([]*ReferenceValue, error) {
+	names, err := s.store.List(ctx, Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("rvps: list: %w", err)
+	}
+	out := make([]*ReferenceValue, 0, len(names))
+	for _, name := range names {
+		rv, err := s.load(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if rv != nil { // deleted since List
+			out = append(out, rv)
+		}
+	}
+	return out, nil
+}
+
 // Expire sets when the value named name stops vouching for anything;
 // a time in the past revokes it at once.
 func (s *Service) Expire(ctx context.Context, name string, at time.Time) error {
