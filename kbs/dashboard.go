@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/cocoon-cc/cocoon/policy"
@@ -102,37 +101,6 @@ type PolicyInfo struct {
 	ID     string `json:"id"`
 	Bytes  int    `json:"bytes"`
 	SHA256 string `json:"sha256"`
-}
-
-// Replica is a KBS process serving from the store this one uses.
-type Replica struct {
-	ID        string    `json:"id"`
-	Started   time.Time `json:"started"`
-	Heartbeat time.Time `json:"heartbeat"`
-	Self      bool      `json:"self"`
-}
-
-// ReplicaLister lists the replicas of a KBS for the dashboard. A store
-// shared by replicas can keep each one's record (id, start, heartbeat);
-// alone, a KBS is its only replica (thisReplica).
-type ReplicaLister interface {
-	Replicas(ctx context.Context) ([]Replica, error)
-}
-
-// thisReplica is the process itself.
-type thisReplica struct {
-	id      string
-	started time.Time
-	now     func() time.Time
-}
-
-func newThisReplica(now func() time.Time) *thisReplica {
-	host, _ := os.Hostname()
-	return &thisReplica{id: fmt.Sprintf("%s/%d", host, os.Getpid()), started: now().UTC(), now: now}
-}
-
-func (t *thisReplica) Replicas(context.Context) ([]Replica, error) {
-	return []Replica{{ID: t.id, Started: t.started, Heartbeat: t.now().UTC(), Self: true}}, nil
 }
 
 func (s *Server) serveSummary(w http.ResponseWriter, r *http.Request, _ *AdminIdentity) error {

@@ -2,10 +2,12 @@ package kbs
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/cocoon-cc/cocoon/kbs/respolicy"
 	"github.com/cocoon-cc/cocoon/protocol"
+	"github.com/cocoon-cc/cocoon/store/memory"
 )
 
 func TestActivity(t *testing.T) {
@@ -285,5 +288,70 @@ func TestDashboardAccess(t *testing.T) {
 		if r := k.do(t, "GET", path, nil, hdr["admin"]); r.status != http.StatusNotFound {
 			t.Errorf("%s: %d", path, r.status)
 		}
+	}
+}
+
+// TestDashboardReplicas: KBS processes on one store list each other from
+// their heartbeats; one that stops, or stops beating, leaves the list.
+func TestDashboardReplicas(t *testing.T) {
+	st := memory.New()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	servers := make([]*Server, 3)
+	for i := range servers {
+		cfg, err := ParseConfig([]byte(baseConfig(t.TempDir(), "")), quietLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if servers[i], err = newServer(bg, cfg, st, sampleRegistry(), quietLog()); err != nil {
+			t.Fatal(err)
+		}
+		servers[i].replicas.now = clock
+	}
+	a, b, c := servers[0].replicas, servers[1].replicas, servers[2].replicas
+	ids := func(r *replicas) []string {
+		t.Helper()
+		list, err := r.Replicas(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, rep := range list {
+			if rep.Self != (rep.ID == r.self.ID) || !rep.Heartbeat.Equal(now.UTC()) {
+				t.Errorf("record %+v", rep)
+			}
+			out = append(out, rep.ID)
+		}
+		return out
+	}
+	if got := ids(a); !reflect.DeepEqual(got, []string{a.self.ID}) {
+		t.Errorf("alone: %v", got)
+	}
+	for _, r := range []*replicas{a, b, c} {
+		if err := r.beat(bg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ids(b); len(got) != 3 || got[0] != b.self.ID {
+		t.Errorf("b lists %v", got)
+	}
+	// c stops cleanly: its record goes at once.
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	c.run(ctx, time.Hour, quietLog())
+	if got := ids(a); len(got) != 2 || slices.Contains(got, c.self.ID) {
+		t.Errorf("after c left, a lists %v", got)
+	}
+	// b stops beating: after replicaGone it is not listed, and a's next
+	// heartbeat deletes its record.
+	now = now.Add(replicaGone + time.Second)
+	if got := ids(a); !reflect.DeepEqual(got, []string{a.self.ID}) {
+		t.Errorf("after b went silent, a lists %v", got)
+	}
+	if err := a.beat(bg); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := st.List(bg, ReplicaNamespace); !reflect.DeepEqual(keys, []string{a.self.ID}) {
+		t.Errorf("records left: %v", keys)
 	}
 }

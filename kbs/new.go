@@ -58,7 +58,7 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 	srv := &Server{cfg: cfg, store: st, log: log, metrics: newMetrics(), now: time.Now,
 		sessions: &sessions{store: st, timeout: time.Duration(cfg.AttestationService.Timeout) * time.Minute, now: time.Now,
 			max: int64(cfg.Limits.MaxSessions)},
-		limiter: newClientLimiter(cfg.Limits, time.Now), replicas: newThisReplica(time.Now)}
+		limiter: newClientLimiter(cfg.Limits, time.Now)}
 	if cfg.SessionStorageType == "Memory" && cfg.StorageBackend.StorageType != "Memory" {
 		srv.sessions.store = memory.New()
 	}
@@ -111,6 +111,7 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 		return nil, fmt.Errorf("kbs: default resource policy: %w", err)
 	}
 	srv.resources = &resources{store: st, policy: rp}
+	srv.replicas = newReplicas(st, srv.now)
 	return srv, checkPlugins(cfg.Plugins)
 }
 

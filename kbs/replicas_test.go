@@ -203,4 +203,14 @@ func testReplicas(t *testing.T, a, b *testKBS) {
 	if _, err := c3.GetResource(ctx, "default/key/one"); !protocol.IsResourceNotFound(err) {
 		t.Fatalf("b after a deleted the resource: %v", err)
 	}
+	// Each lists the other on its dashboard, from their heartbeats.
+	for _, k := range []*testKBS{a, b} {
+		if err := k.srv.replicas.beat(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := a.srv.summary(ctx)
+	if err != nil || len(sum.Replicas) != 2 || sum.Replicas[1].ID != b.srv.replicas.self.ID {
+		t.Fatalf("a's dashboard lists replicas %+v, %v", sum, err)
+	}
 }

@@ -45,7 +45,7 @@ type Server struct {
 	sessions  *sessions
 	limiter   *clientLimiter
 	metrics   *metrics
-	replicas  ReplicaLister
+	replicas  *replicas
 	log       *slog.Logger
 	now       func() time.Time
 }

@@ -196,7 +196,9 @@ function render(sum) {
     sum.remote_attestation_service ? "Kept by the remote attestation service." : "No reference value.");
   fillTable("table-rv", sum.reference_values.map((rv) => [rv.name, fmtDate(rv.expiration), rv.expired ? "expired" : "valid"]));
   fillTable("table-policies", sum.policies.map((p) => [p.kind, p.id, { text: p.bytes, num: true }, p.sha256.slice(0, 16)]));
-  fillTable("table-replicas", sum.replicas.map((r) => [r.id + (r.self ? " (this)" : ""), fmtDate(r.started), fmtDate(r.heartbeat)]));
+  const late = (r) => Date.parse(sum.generated) - Date.parse(r.heartbeat) > 45000;
+  fillTable("table-replicas", sum.replicas.map((r) => [r.id + (r.self ? " (this)" : ""), fmtDate(r.started),
+    fmtDate(r.heartbeat) + (late(r) ? " (late)" : "")]));
   $("status").textContent = `Updated ${new Date(sum.generated).toLocaleTimeString()}`;
 }
 
