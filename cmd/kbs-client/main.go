@@ -8,8 +8,9 @@ import (
 )
 
 func main() {
-	if err := newRoot().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "kbs-client:", err)
+	root, g := newRoot()
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "kbs-client:", withHint(err, g))
 		os.Exit(1)
 	}
 }

@@ -21,7 +21,7 @@ type globals struct {
 
 func (g *globals) http() (*http.Client, error) { return client.HTTPClient(g.certFile) }
 
-func newRoot() *cobra.Command {
+func newRoot() (*cobra.Command, *globals) {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "kbs-client",
@@ -32,7 +32,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.url, "url", "http://127.0.0.1:8080", "the KBS server root URL")
 	root.PersistentFlags().StringVar(&g.certFile, "cert-file", "", "the KBS HTTPS server's root certificate (PEM)")
 	root.AddCommand(attestCmd(g), getResourceCmd(g), configCmd(g), sealCmd())
-	return root
+	return root, g
 }
 
 // guestFlags are the attestation flags of attest and get-resource.

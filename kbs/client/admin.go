@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -191,6 +192,10 @@ func signingAlgorithm(k crypto.Signer) (gojose.SignatureAlgorithm, error) {
 	return "", fmt.Errorf("admin key: %T is not supported (Ed25519, ECDSA P-256 or P-384)", k)
 }
 
+// ErrPublicKey: a public key (or certificate) was given where a private
+// key is needed.
+var ErrPublicKey = errors.New("a public key, not a private key")
+
 // LoadSigningKey reads an admin private key (PKCS#8 PEM: Ed25519 or ECDSA),
 // as --auth-private-key names it.
 func LoadSigningKey(path string) (crypto.Signer, error) {
@@ -201,6 +206,9 @@ func LoadSigningKey(path string) (crypto.Signer, error) {
 	block, _ := pem.Decode(b)
 	if block == nil {
 		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	if block.Type == "PUBLIC KEY" || block.Type == "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: %w (PEM %s)", path, ErrPublicKey, block.Type)
 	}
 	var k any
 	if block.Type == "EC PRIVATE KEY" { // openssl ecparam -genkey's SEC 1 form

@@ -157,9 +157,26 @@ func TestKBSServesTLS(t *testing.T) {
 	if b, _ := base64.StdEncoding.DecodeString(out); string(b) != "over tls" {
 		t.Fatalf("get-resource over TLS = %q", out)
 	}
-	// A client that does not trust the KBS's certificate gets nothing.
-	if _, err := kbsClient(t, "--url", url, "get-resource", "--path", "default/key/tls"); err == nil {
-		t.Fatal("an untrusted TLS server was accepted")
+	// A client that does not trust the KBS's certificate gets nothing, and
+	// kbs-client's errors say what to change.
+	plain := "http://" + strings.TrimPrefix(url, "https://")
+	adminPub := filepath.Join(filepath.Dir(k.adminKey()), "public.pub")
+	otherPEM, _ := selfSigned(t)
+	other := filepath.Join(dir, "other.pem")
+	os.WriteFile(other, otherPEM, 0o600)
+	for _, c := range []struct {
+		args []string
+		hint string
+	}{
+		{[]string{"--url", url, "get-resource", "--path", "default/key/tls"}, "pass --cert-file"},
+		{[]string{"--url", url, "--cert-file", other, "attest"}, "not signed by --cert-file " + other},
+		{[]string{"--url", plain, "--cert-file", cert, "attest"}, "the KBS speaks HTTPS: use --url " + url},
+		{[]string{"--url", url, "--cert-file", cert, "config", "--auth-private-key", adminPub,
+			"delete-resource", "--path", "default/key/tls"}, "--auth-private-key takes the private key"},
+	} {
+		if _, err := kbsClient(t, c.args...); err == nil || !strings.Contains(err.Error(), "\nhint: ") || !strings.Contains(err.Error(), c.hint) {
+			t.Errorf("kbs-client %v: %v; want the hint %q", c.args, err, c.hint)
+		}
 	}
 }
 
@@ -311,59 +328,63 @@ func replaceAll(t *testing.T, s string, pairs ...string) string {
 }
 
 // TestREADMEMinimalConfig runs the KBS with README's minimal configuration
-// and the kbs-client commands README gives for it, moved to test paths.
+// and README's first-secret walkthrough as written, but for its paths and
+// port: the openssl commands make the keys and the certificate, the KBS
+// starts, and the kbs-client commands store, release and print the secret.
 func TestREADMEMinimalConfig(t *testing.T) {
 	dir, data := t.TempDir(), t.TempDir()
-	certPEM, keyPEM := selfSigned(t)
-	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	os.WriteFile(cert, certPEM, 0o600)
-	os.WriteFile(key, keyPEM, 0o600)
 	port := freePort(t)
-	url := fmt.Sprintf("https://127.0.0.1:%d", port)
 	cfg := replaceAll(t, readmeBlock(t, "## The KBS", "toml"),
 		`["0.0.0.0:8080"]`, fmt.Sprintf(`["127.0.0.1:%d"]`, port),
-		"/etc/kbs/tls.key", key, "/etc/kbs/tls.crt", cert,
-		"/etc/kbs/admin.pub", filepath.Join(dir, "admin.pub"),
-		"/var/lib/cocoon/kbs", data)
+		"/etc/kbs/", dir+"/", "/var/lib/cocoon/kbs", data)
 	cfgPath := filepath.Join(dir, "kbs.toml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
-	secret := filepath.Join(dir, "secret.bin")
-	os.WriteFile(secret, []byte("from the README"), 0o600)
-
-	// README's commands: the admin key pair first, then the KBS can start.
-	script := replaceAll(t, readmeBlock(t, "With the minimal configuration", "sh"),
-		"\\\n", " ", "admin.key", filepath.Join(dir, "admin.key"),
-		"/etc/kbs/admin.pub", filepath.Join(dir, "admin.pub"),
-		"https://kbs.example:8080", url, "tls.crt", cert, "secret.bin", secret)
-	lines := strings.Split(strings.TrimSpace(script), "\n")
-	run := func(line string) (string, error) {
-		args := strings.Fields(line)
-		if args[0] == "kbs-client" {
-			return kbsClient(t, args[1:]...)
-		}
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		return string(out), err
-	}
-	for _, line := range lines {
-		if !strings.HasPrefix(line, "kbs-client") {
-			if out, err := run(line); err != nil {
-				t.Fatalf("%s: %v %s", line, err, out)
+	// The commands run in a shell in a scratch directory, with Cocoon's
+	// binaries first in PATH.
+	sh := func(script string) string {
+		t.Helper()
+		cmd := exec.Command("sh", "-ec", script)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin(t, "kbs-client"))+":"+os.Getenv("PATH"))
+		out, err := cmd.Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
 			}
+			t.Fatalf("%s: %v %s", script, err, stderr)
 		}
+		return string(out)
+	}
+	sh(replaceAll(t, readmeBlock(t, "### A first secret", "sh"), "/etc/kbs/", dir+"/"))
+	certPEM, err := os.ReadFile(filepath.Join(dir, "tls.crt"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(certPEM)
+	url := fmt.Sprintf("https://127.0.0.1:%d", port)
 	startKBS(t, cfgPath, url, data, &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}})
-	for _, line := range lines {
-		if strings.HasPrefix(line, "kbs-client") {
-			if out, err := run(line); err != nil {
-				t.Fatalf("%s: %v %s", line, err, out)
-			}
-		}
+	out := sh(replaceAll(t, readmeBlock(t, "Start the KBS (`kbs --config kbs.toml`)", "sh"),
+		"/etc/kbs/", dir+"/", "localhost:8080", fmt.Sprintf("localhost:%d", port)))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if b, _ := base64.StdEncoding.DecodeString(lines[len(lines)-1]); string(b) != "my first secret\n" {
+		t.Fatalf("the walkthrough printed %q", out)
+	}
+	// major_version registered as a list, as it is without
+	// --as-single-value: the appraisal is contraindicated, and the refusal
+	// says which claim and what to do.
+	global := []string{"--url", url, "--cert-file", filepath.Join(dir, "tls.crt")}
+	mustClient(t, append(global, "config", "--auth-private-key", filepath.Join(dir, "admin.key"), "--issuer", "ops",
+		"set-sample-reference-value", "major_version", "1", "--as-integer")...)
+	if _, err := kbsClient(t, append(global, "get-resource", "--path", "default/key/1")...); err == nil ||
+		!strings.Contains(err.Error(), "PolicyDeny") || !strings.Contains(err.Error(), "contraindicated: hardware 97") ||
+		!strings.Contains(err.Error(), "hint: the attestation service did not affirm") {
+		t.Errorf("major_version in a list: %v", err)
 	}
 	// The token must carry the issuer: without it the refusal says so.
-	_, err := kbsClient(t, "--url", url, "--cert-file", cert, "config", "--auth-private-key", filepath.Join(dir, "admin.key"),
-		"delete-resource", "--path", "default/key/1")
+	_, err = kbsClient(t, "--url", url, "--cert-file", filepath.Join(dir, "tls.crt"), "config",
+		"--auth-private-key", filepath.Join(dir, "admin.key"), "delete-resource", "--path", "default/key/1")
 	if err == nil || !strings.Contains(err.Error(), `expects issuer "ops"`) {
 		t.Errorf("admin token without the issuer: %v", err)
 	}
