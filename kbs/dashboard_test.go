@@ -118,8 +118,9 @@ func TestActivityConcurrent(t *testing.T) {
 	}
 }
 
-// dashboardKBS trusts an admin key for three roles: admin (anything),
-// viewer (GET on the dashboard only) and rv-reader (reference values).
+// dashboardKBS trusts an admin key for four roles: admin (anything),
+// viewer (GET on the dashboard only), rv-reader (reference values) and
+// tenant-a (anything of repository a's).
 func dashboardKBS(t *testing.T) (*testKBS, map[string]map[string]string) {
 	t.Helper()
 	k, key := edAdminKBS(t, t.TempDir(), `
@@ -135,10 +136,15 @@ allowed_methods = ["GET"]
 [[admin.authorization.regex_acl.acls]]
 role = "rv-reader"
 allowed_endpoints = "^/kbs/v0/reference-value/.+$"
+
+[[admin.authorization.regex_acl.acls]]
+role = "tenant-a"
+allowed_endpoints = "^/.+$"
+repositories = ["a"]
 `)
 	k.adminKey = key
 	hdr := map[string]map[string]string{}
-	for _, role := range []string{"admin", "viewer", "rv-reader"} {
+	for _, role := range []string{"admin", "viewer", "rv-reader", "tenant-a"} {
 		hdr[role] = bearerHdr(mustAdminToken(t, key, role, time.Hour))
 	}
 	return k, hdr
@@ -257,6 +263,8 @@ func TestDashboardAccess(t *testing.T) {
 		{"no token", "GET", api, nil, nil, 401, protocol.KindAdminAuth},
 		{"garbage token", "GET", api, nil, bearerHdr("not.a.jwt"), 401, protocol.KindAdminAuth},
 		{"role without the dashboard", "GET", api, nil, hdr["rv-reader"], 401, protocol.KindAdminAuth},
+		// The dashboard shows every repository's requests: no tenant's.
+		{"tenant's role", "GET", api, nil, hdr["tenant-a"], 401, protocol.KindAdminAuth},
 		{"query", "GET", api + "?x=1", nil, hdr["viewer"], 404, protocol.KindInvalidPath},
 	})
 	for _, role := range []string{"admin", "viewer"} {
