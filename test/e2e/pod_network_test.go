@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/internal/testutil/nettest"
 )
 
 // TestPodNetwork runs two VM pods (QEMU TCG) on CNI's pod network through
@@ -37,23 +37,7 @@ func TestPodNetwork(t *testing.T) {
 
 	// A service on the host's loopback only, as etcd or a kubelet's
 	// read-only port would be: no pod may reach it.
-	secret, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer secret.Close()
-	var reached atomic.Int32
-	go func() {
-		for {
-			c, err := secret.Accept()
-			if err != nil {
-				return
-			}
-			reached.Add(1)
-			c.Close()
-		}
-	}()
-	secretPort := secret.Addr().(*net.TCPAddr).Port
+	secretPort, reached := nettest.LoopbackService(t)
 
 	web, webIP, webNS := e.runNetPod(ctx, t, rs, "web",
 		"mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www")
@@ -95,8 +79,8 @@ func TestPodNetwork(t *testing.T) {
 	for _, a := range []string{"127.0.0.1", "10.0.2.2", e.gateway.String()} {
 		probe += fmt.Sprintf("echo x | nc -w 3 %s %d && echo reached-%s; ", a, secretPort, a)
 	}
-	if out := e.exec(ctx, t, rs, client.cid, probe+"true"); strings.Contains(out, "reached") || reached.Load() != 0 {
-		t.Errorf("a guest reached the host's loopback: %q, %d connections", out, reached.Load())
+	if out := e.exec(ctx, t, rs, client.cid, probe+"true"); strings.Contains(out, "reached") || reached() != 0 {
+		t.Errorf("a guest reached the host's loopback: %q, %d connections", out, reached())
 	}
 
 	links := bridgePorts(t, e.bridge)

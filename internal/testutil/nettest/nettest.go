@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -119,4 +120,28 @@ func Pod(t testing.TB) (nsPath string, host, pod net.IP) {
 	Run(t, "ip", "-n", ns, "addr", "add", pod.String()+"/24", "dev", "eth0")
 	Run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
 	return nsPath, host, pod
+}
+
+// LoopbackService listens on the host's 127.0.0.1, as etcd or a kubelet's
+// read-only port do, and counts the connections it accepts: sandboxes
+// must never reach it. It returns its port and the count so far.
+func LoopbackService(t testing.TB) (port int, reached func() int32) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var n atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Close()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port, n.Load
 }

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -311,22 +310,7 @@ func TestUserNetwork(t *testing.T) {
 	reg.Push(t, imagetest.New(t, ocispec.ImageConfig{Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t)), "busybox:1", nil)
 	_, port, _ := net.SplitHostPort(reg.Host)
 	regPort, _ := strconv.Atoi(port)
-	secret, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer secret.Close()
-	var reached atomic.Int32
-	go func() {
-		for {
-			c, err := secret.Accept()
-			if err != nil {
-				return
-			}
-			reached.Add(1)
-			c.Close()
-		}
-	}()
+	secretPort, reached := nettest.LoopbackService(t)
 
 	s := boot(t, Options{UserNetwork: true, UserForwards: []uint16{uint16(regPort)}}, doc, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -349,11 +333,10 @@ func TestUserNetwork(t *testing.T) {
 	if _, err := a.CreateSandbox(ctx, &pb.CreateSandboxRequest{SandboxId: "user", Hostname: "user"}); err != nil {
 		t.Fatal(err)
 	}
-	secretPort := secret.Addr().(*net.TCPAddr).Port
 	out := runContainer(ctx, t, a, "c1", reg.Host+"/busybox:1", fmt.Sprintf(
 		"for a in 10.0.2.2 10.0.2.100; do echo x | nc -w 3 $a %d && echo reached; done; echo done", secretPort))
-	if out != "done\n" || reached.Load() != 0 {
-		t.Errorf("a port of the host's loopback not forwarded answered: %q, %d connections", out, reached.Load())
+	if out != "done\n" || reached() != 0 {
+		t.Errorf("a port of the host's loopback not forwarded answered: %q, %d connections", out, reached())
 	}
 }
 
