@@ -255,10 +255,19 @@ func (s *Service) appraise(ctx context.Context, policyID string, a annotatedClai
 	return &ear.Appraisal{Status: tv.Status(), TrustVector: tv, PolicyID: policyID, AnnotatedEvidence: raw}, nil
 }
 
-// encodeClaims encodes each claim as the token's annotated evidence.
+// encodeClaims encodes each claim as the token's annotated evidence. Claims
+// of runtime data's shape (objects of strings, most of them) are written
+// directly: encoding/json's reflection was a tenth of the KBS's non-crypto
+// CPU per attestation.
 func encodeClaims(m map[string]any) (map[string]json.RawMessage, error) {
 	raw := make(map[string]json.RawMessage, len(m))
 	for k, v := range m {
+		if m, isMap := v.(map[string]any); !isMap || m != nil { // a nil map is null
+			if b, ok := protocol.AppendCanonical(nil, v); ok {
+				raw[k] = b
+				continue
+			}
+		}
 		b, err := json.Marshal(v)
 		if err != nil {
 			return nil, fmt.Errorf("attestation: claim %s: %w", k, err)

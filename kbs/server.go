@@ -242,9 +242,18 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, endpoint string, e
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	// One encoding and one write of known length: no Encoder and no
+	// buffered copy per response.
+	b, err := json.Marshal(v)
+	if err != nil { // only values of types that always encode come here
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(b) + 1)}
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+	w.Write(append(b, '\n'))
 }
 
 // readBody reads the (size-limited) body; k is the variant of a failed read.

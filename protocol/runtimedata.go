@@ -31,7 +31,7 @@ func RuntimeDataClaims(nonce string, pub TeePubKey, additional *string) map[stri
 
 // CanonicalJSON is the RFC 8785 (JCS) form of v.
 func CanonicalJSON(v any) ([]byte, error) {
-	if b, ok := appendCanonical(make([]byte, 0, 512), v); ok {
+	if b, ok := AppendCanonical(make([]byte, 0, 512), v); ok {
 		return b, nil
 	}
 	b, err := json.Marshal(v)
@@ -52,12 +52,13 @@ func ReportData(runtimeData map[string]any) ([]byte, error) {
 	return sum[:], nil
 }
 
-// appendCanonical writes the shape runtime data has, objects of strings and
+// AppendCanonical writes the shape runtime data has, objects of strings and
 // objects with ASCII keys, in RFC 8785 form directly: every handshake
-// hashes one on each side. ok is false for any other value (numbers,
+// hashes one on each side (and the attestation service encodes its claims
+// this way when they have that shape). ok is false for any other value (numbers,
 // arrays, other keys, invalid UTF-8), which goes through encoding/json and
 // jcs instead.
-func appendCanonical(b []byte, v any) (_ []byte, ok bool) {
+func AppendCanonical(b []byte, v any) (_ []byte, ok bool) {
 	switch v := v.(type) {
 	case string:
 		return appendCanonicalString(b, v)
@@ -78,7 +79,7 @@ func appendCanonical(b []byte, v any) (_ []byte, ok bool) {
 				b = append(b, ',')
 			}
 			b, _ = appendCanonicalString(b, k)
-			if b, ok = appendCanonical(append(b, ':'), v[k]); !ok {
+			if b, ok = AppendCanonical(append(b, ':'), v[k]); !ok {
 				return nil, false
 			}
 		}
