@@ -242,18 +242,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, endpoint string, e
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	// One encoding and one write of known length: no Encoder and no
-	// buffered copy per response.
-	b, err := json.Marshal(v)
-	if err != nil { // only values of types that always encode come here
-		w.WriteHeader(http.StatusInternalServerError)
-		return
-	}
-	h := w.Header()
-	h["Content-Type"] = []string{"application/json"}
-	h["Content-Length"] = []string{strconv.Itoa(len(b) + 1)}
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	w.Write(append(b, '\n'))
+	json.NewEncoder(w).Encode(v)
 }
 
 // readBody reads the (size-limited) body; k is the variant of a failed read.
