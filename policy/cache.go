@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
-	"hash"
 	"maps"
 	"math"
 	"slices"
@@ -133,26 +132,45 @@ type decision struct {
 }
 
 func newDecisions(paths [][]string) *decisions {
-	return &decisions{paths: paths, byKey: map[[sha256.Size]byte]decision{}}
+	return &decisions{paths: distinctPaths(paths), byKey: map[[sha256.Size]byte]decision{}}
+}
+
+// distinctPaths drops repeated paths and those below another one (whose
+// value the key holds already): a policy names the same input fields in
+// many rules, and the key was hashing each of them once per mention.
+func distinctPaths(paths [][]string) [][]string {
+	sorted := slices.SortedFunc(slices.Values(paths), slices.Compare[[]string])
+	var out [][]string
+	for _, p := range sorted {
+		// Sorted, a path follows its prefixes: only the last kept one
+		// can be one of them.
+		if n := len(out); n > 0 && len(out[n-1]) <= len(p) && slices.Equal(out[n-1], p[:len(out[n-1])]) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // key names a decision of the query: the request's data and the input at
 // the policy's paths. Equal keys mean inputs the policy cannot tell apart.
-// ok is false for a value that cannot be encoded.
+// ok is false for a value that cannot be encoded. The encoding is built in
+// one buffer and hashed once: a hash call per value cost more than the
+// hashing.
 func (d *decisions) key(input, data map[string]any) (k [sha256.Size]byte, ok bool) {
-	h := sha256.New()
-	ok = hashValue(h, data)
+	b, ok := appendValue(make([]byte, 0, 1024), data)
 	for _, p := range d.paths {
 		depth, v, found := lookup(input, p)
-		h.Write(binary.AppendUvarint(nil, uint64(depth)))
+		b = binary.AppendUvarint(b, uint64(depth))
 		if !found {
-			h.Write([]byte{'-'})
+			b = append(b, '-')
 			continue
 		}
-		ok = ok && hashValue(h, v)
+		if ok {
+			b, ok = appendValue(b, v)
+		}
 	}
-	h.Sum(k[:0])
-	return k, ok
+	return sha256.Sum256(b), ok
 }
 
 // lookup follows path through nested objects: the value at the end, or at
@@ -173,20 +191,19 @@ func lookup(input map[string]any, path []string) (depth int, v any, found bool) 
 	return len(path), v, true
 }
 
-// hashValue writes an unambiguous encoding of v: values OPA tells apart
+// appendValue appends an unambiguous encoding of v: values OPA tells apart
 // never encode the same (length-prefixed raw strings, not JSON text, which
 // would merge invalid UTF-8). Values of other types are their JSON, which
 // is all OPA sees of them too.
-func hashValue(h hash.Hash, v any) bool {
-	var buf [binary.MaxVarintLen64 + 1]byte
-	tagged := func(tag byte, n uint64) { h.Write(binary.AppendUvarint(append(buf[:0], tag), n)) }
-	bytesOf := func(tag byte, b []byte) {
-		tagged(tag, uint64(len(b)))
-		h.Write(b)
+func appendValue(b []byte, v any) (_ []byte, ok bool) {
+	tagged := func(tag byte, n uint64) { b = binary.AppendUvarint(append(b, tag), n) }
+	stringOf := func(tag byte, s string) {
+		tagged(tag, uint64(len(s)))
+		b = append(b, s...)
 	}
 	switch v := v.(type) {
 	case ast.Value:
-		return false // never in inputs built from JSON or Go values
+		return b, false // never in inputs built from JSON or Go values
 	case nil:
 		tagged('n', 0)
 	case bool:
@@ -196,11 +213,11 @@ func hashValue(h hash.Hash, v any) bool {
 			tagged('f', 0)
 		}
 	case string:
-		bytesOf('s', []byte(v))
+		stringOf('s', v)
 	case json.Number:
-		bytesOf('N', []byte(v))
+		stringOf('N', string(v))
 	case json.RawMessage:
-		bytesOf('R', v)
+		stringOf('R', string(v))
 	case float64:
 		tagged('F', math.Float64bits(v))
 	case int:
@@ -210,31 +227,31 @@ func hashValue(h hash.Hash, v any) bool {
 	case []string:
 		tagged('S', uint64(len(v)))
 		for _, s := range v {
-			bytesOf('s', []byte(s))
+			stringOf('s', s)
 		}
 	case []any:
 		tagged('A', uint64(len(v)))
 		for _, e := range v {
-			if !hashValue(h, e) {
-				return false
+			if b, ok = appendValue(b, e); !ok {
+				return b, false
 			}
 		}
 	case map[string]any:
 		tagged('M', uint64(len(v)))
 		for _, k := range slices.Sorted(maps.Keys(v)) {
-			bytesOf('s', []byte(k))
-			if !hashValue(h, v[k]) {
-				return false
+			stringOf('s', k)
+			if b, ok = appendValue(b, v[k]); !ok {
+				return b, false
 			}
 		}
 	default:
-		b, err := json.Marshal(v)
+		j, err := json.Marshal(v)
 		if err != nil {
-			return false
+			return b, false
 		}
-		bytesOf('J', b)
+		stringOf('J', string(j))
 	}
-	return true
+	return b, true
 }
 
 func (d *decisions) get(k [sha256.Size]byte, version uint64) (any, bool) {

@@ -65,29 +65,28 @@ func TestInputPaths(t *testing.T) {
 	}
 }
 
-// TestHashValue: values OPA tells apart get different keys.
-func TestHashValue(t *testing.T) {
+// TestAppendValue: values OPA tells apart get different keys.
+func TestAppendValue(t *testing.T) {
 	seen := map[[sha256.Size]byte]string{}
 	for _, v := range []any{
 		nil, true, false, "", "a", "\xff", "\xfe", "\ufffd", json.Number("1"), json.Number("1.0"), 1.0, 2,
 		[]any{"a", "b"}, []any{"ab"}, []string{"a", "b"}, map[string]any{"a": "b"}, map[string]any{"ab": ""},
 		json.RawMessage(`{"a":1}`), json.RawMessage(`{"a": 1}`), struct{ A int }{1}, []byte("x"),
 	} {
-		h := sha256.New()
-		if !hashValue(h, v) {
+		b, ok := appendValue(nil, v)
+		if !ok {
 			t.Fatalf("%#v: not hashed", v)
 		}
-		var k [sha256.Size]byte
-		h.Sum(k[:0])
+		k := sha256.Sum256(b)
 		if prev, dup := seen[k]; dup {
 			t.Errorf("%#v hashes as %s", v, prev)
 		}
 		seen[k] = fmt.Sprintf("%#v", v)
 	}
-	if hashValue(sha256.New(), map[string]any{"f": func() {}}) {
+	if _, ok := appendValue(nil, map[string]any{"f": func() {}}); ok {
 		t.Error("a func was hashed")
 	}
-	if hashValue(sha256.New(), ast.String("x")) {
+	if _, ok := appendValue(nil, ast.String("x")); ok {
 		t.Error("an AST value was hashed")
 	}
 }
@@ -219,4 +218,17 @@ func FuzzDecisionCache(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDistinctPaths: repeated paths and paths below another one are
+// dropped from the key, which holds their values already.
+func TestDistinctPaths(t *testing.T) {
+	got := distinctPaths([][]string{{"a", "b"}, {"c"}, {"a"}, {"a", "b"}, {"c"}, {"ab"}, {"a", "c", "d"}})
+	want := [][]string{{"a"}, {"ab"}, {"c"}}
+	if !slices.EqualFunc(got, want, slices.Equal[[]string]) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := distinctPaths([][]string{{"a"}, nil, {"b", "c"}}); len(got) != 1 || got[0] != nil {
+		t.Errorf("whole input: got %q", got)
+	}
 }
