@@ -48,7 +48,7 @@ func (e *podEnv) resourcePod(ctx context.Context, t *testing.T, rs internalapi.R
 		Hostname:    name,
 		Annotations: map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": testutil.InitdataAnnotation(t, policy.AllowAll())},
 		Linux: &cri.LinuxPodSandboxConfig{CgroupParent: parent, Resources: res,
-			SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+			SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_POD}}},
 	}
 	podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
 	if err != nil {
