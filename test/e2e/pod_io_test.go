@@ -219,7 +219,12 @@ func testTerminal(ctx context.Context, t *testing.T, rs internalapi.RuntimeServi
 	in, keyboard := io.Pipe()
 	defer keyboard.Close()
 	go keyboard.Write([]byte("42\n"))
-	out, _, err := execStream(ctx, rs, cid, []string{"/bin/sh", "-c", "read x; stty size; echo tty-$x; exit 3"}, in, true)
+	// The client sends the terminal's size once the stream is up, as
+	// kubectl does, so it may come after the input: wait for it.
+	script := `read x; i=0; s=$(stty size 2>/dev/null)
+while [ -z "$s" -o "$s" = "0 0" ] && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.1; s=$(stty size 2>/dev/null); done
+echo $s; echo tty-$x; exit 3`
+	out, _, err := execStream(ctx, rs, cid, []string{"/bin/sh", "-c", script}, in, true)
 	if err == nil || !strings.Contains(err.Error(), "exit code 3") {
 		t.Errorf("exec -it: %v, want exit code 3", err)
 	}
