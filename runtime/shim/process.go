@@ -46,15 +46,28 @@ type proc struct {
 	// reaches the process before its stdin is closed.
 	stdinMu     sync.Mutex
 	stdinHold   io.Closer // nil once CloseIO or the exit dropped it
-	stdinIn     io.Closer // the copy's reader, closed at the exit
+	stdinIn     io.ReadCloser // the copy's reader, closed at the exit
 	stdinClosed bool      // CloseIO came (maybe before the copy started)
 	stdinCopy   bool      // the copy started: stdinDone will be closed
 	stdinDone   chan struct{}
 }
 
-func newProc(cid, execID string, io stdio) *proc {
-	return &proc{cid: cid, execID: execID, stdio: io, status: task.Status_CREATED, exited: make(chan struct{}),
+func newProc(ctx context.Context, cid, execID string, io stdio) (*proc, error) {
+	p := &proc{cid: cid, execID: execID, stdio: io, status: task.Status_CREATED, exited: make(chan struct{}),
 		ending: make(chan struct{}), stdinDone: make(chan struct{})}
+	if io.stdin == "" {
+		return p, nil
+	}
+	// The stdin reader is opened at create, as runc's shim does: CRI
+	// attaches a client's stdin before Start, and a client with nothing to
+	// send closes its writer at once; a reader opened only at Start would
+	// wait for a writer that never comes. Its open outlives the request.
+	in, err := fifo.OpenFifo(context.WithoutCancel(ctx), io.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("stdin of %s: %w", p.agentExecID(), err)
+	}
+	p.stdinIn = in
+	return p, nil
 }
 
 // agentExecID is the process's id on the agent: the container's for init.
@@ -155,31 +168,22 @@ func (p *proc) copyStdin(ctx context.Context, agent pb.AgentServiceService, id s
 	}
 }
 
-// openStdin opens the stdin fifo for the copy and, unless CloseIO came
-// already, the shim's own writer.
+// openStdin returns the stdin reader for the copy and, unless CloseIO came
+// already, opens the shim's own writer.
 func (p *proc) openStdin(ctx context.Context) (io.ReadCloser, error) {
-	in, err := fifo.OpenFifo(ctx, p.stdio.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
 	p.stdinMu.Lock()
 	defer p.stdinMu.Unlock()
-	select {
-	case <-p.exited: // stopStdin ran already
-		in.Close()
+	if p.stdinIn == nil { // stopStdin ran already
 		return nil, fmt.Errorf("process %s exited", p.agentExecID())
-	default:
 	}
 	if !p.stdinClosed {
-		hold, err := fifo.OpenFifo(ctx, p.stdio.stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
+		hold, err := fifo.OpenFifo(context.WithoutCancel(ctx), p.stdio.stdin, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
-			in.Close()
 			return nil, err
 		}
 		p.stdinHold = hold
 	}
-	p.stdinIn = in
-	return in, nil
+	return p.stdinIn, nil
 }
 
 // writeStdin writes all of r.Data, in as many calls as the agent needs.

@@ -150,11 +150,15 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			return nil, errdefs.ToGRPC(err)
 		}
 	}
-	io := stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal}
-	t := &ctask{id: r.ID, bundle: r.Bundle, init: newProc(r.ID, "", io), execs: map[string]*proc{}}
+	p, err := newProc(ctx, r.ID, "", stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal})
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
+	t := &ctask{id: r.ID, bundle: r.Bundle, init: p, execs: map[string]*proc{}}
 	if spec.Annotations[annotationContainerType] == containerTypeSandbox {
 		t.sandbox = true
 	} else if err := s.createContainer(ctx, t, spec); err != nil {
+		p.stopStdin()
 		return nil, err
 	}
 	s.tasks[r.ID] = t
@@ -410,11 +414,16 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	if _, dup := t.execs[r.ExecID]; dup {
 		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "exec %s", r.ExecID)
 	}
+	p, err := newProc(ctx, t.id, r.ExecID, stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal})
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
 	proc := pb.SpecFromOCI(&specs.Spec{Process: &ps}).Process
 	if _, err := s.pod.agent.ExecProcess(ctx, &pb.ExecProcessRequest{ContainerId: t.id, ExecId: r.ExecID, Process: proc}); err != nil {
+		p.stopStdin()
 		return nil, agentError("exec in "+t.id, err)
 	}
-	t.execs[r.ExecID] = newProc(t.id, r.ExecID, stdio{stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, terminal: r.Terminal})
+	t.execs[r.ExecID] = p
 	s.publish(ctx, runtime.TaskExecAddedEventTopic, &eventstypes.TaskExecAdded{ContainerID: t.id, ExecID: r.ExecID})
 	return empty(), nil
 }
