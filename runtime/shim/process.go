@@ -45,10 +45,10 @@ type proc struct {
 	// dropped it and the client closed its side: every byte written before
 	// reaches the process before its stdin is closed.
 	stdinMu     sync.Mutex
-	stdinHold   io.Closer // nil once CloseIO or the exit dropped it
+	stdinHold   io.Closer     // nil once CloseIO or the exit dropped it
 	stdinIn     io.ReadCloser // the copy's reader, closed at the exit
-	stdinClosed bool      // CloseIO came (maybe before the copy started)
-	stdinCopy   bool      // the copy started: stdinDone will be closed
+	stdinClosed bool          // CloseIO came (maybe before the copy started)
+	stdinCopy   bool          // the copy started: stdinDone will be closed
 	stdinDone   chan struct{}
 }
 
