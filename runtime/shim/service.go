@@ -110,6 +110,16 @@ func (s *Service) task(id string) (*ctask, error) {
 	return t, nil
 }
 
+// taskProc finds a task and one of its processes.
+func (s *Service) taskProc(id, execID string) (*ctask, *proc, error) {
+	t, err := s.task(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := t.proc(execID)
+	return t, p, err
+}
+
 func (t *ctask) proc(execID string) (*proc, error) {
 	if execID == "" {
 		return t.init, nil
@@ -355,11 +365,7 @@ func agentError(step string, err error) error {
 
 // Start runs a task's process.
 func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.proc(r.ExecID)
+	t, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -430,11 +436,7 @@ func (s *Service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 
 // Kill signals a process; killing the sandbox task stops the sandbox.
 func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.proc(r.ExecID)
+	t, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -469,11 +471,7 @@ func (s *Service) stopSandboxTask(ctx context.Context, p *proc) {
 
 // Delete removes a task's process, or the task and its container.
 func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.proc(r.ExecID)
+	t, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -529,11 +527,7 @@ func (s *Service) removeContainer(ctx context.Context, id string) error {
 
 // Wait blocks until the process exits.
 func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.proc(r.ExecID)
+	_, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -548,11 +542,7 @@ func (s *Service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 
 // State reports a process's state.
 func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.proc(r.ExecID)
+	t, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
@@ -615,11 +605,7 @@ func (s *Service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 // CloseIO closes a process's stdin once everything written to its stdin
 // fifo reached the agent.
 func (s *Service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
-	t, err := s.task(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	p, err := t.proc(r.ExecID)
+	_, p, err := s.taskProc(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
