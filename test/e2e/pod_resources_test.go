@@ -146,16 +146,7 @@ func TestPodResourcesLocal(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	checkStats(ctx, t, rs, cid)
-	if err := rs.StopPodSandbox(ctx, podID); err != nil {
-		t.Fatal(err)
-	}
-	if err := rs.RemovePodSandbox(ctx, podID); err != nil {
-		t.Fatal(err)
-	}
-	assertNoLeftovers(t, e.ctrd)
-	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroup); len(dirs) > 0 {
-		t.Errorf("the pod's cgroup is left: %v", dirs)
-	}
+	removeResourcePod(ctx, t, rs, e, podID, cgroup)
 }
 
 // guestSize is what a container sees of its VM: vCPUs and MemTotal (KiB),
@@ -233,16 +224,7 @@ func TestPodResourcesVM(t *testing.T) {
 		t.Errorf("limits after the update: %q", limits)
 	}
 
-	if err := rs.StopPodSandbox(ctx, podID); err != nil {
-		t.Fatal(err)
-	}
-	if err := rs.RemovePodSandbox(ctx, podID); err != nil {
-		t.Fatal(err)
-	}
-	assertNoLeftovers(t, e.ctrd)
-	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroup); len(dirs) > 0 {
-		t.Errorf("the pod's cgroup is left: %v", dirs)
-	}
+	removeResourcePod(ctx, t, rs, e, podID, cgroup)
 }
 
 // BenchmarkPodOverhead measures what an idle coco pod costs the host (a
@@ -308,4 +290,20 @@ func cgroupMemory(path string) int64 {
 		}
 	}
 	return 0
+}
+
+// removeResourcePod removes a pod and checks that nothing of it is left,
+// its host cgroup included.
+func removeResourcePod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, e *podEnv, podID, cgroup string) {
+	t.Helper()
+	if err := rs.StopPodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.RemovePodSandbox(ctx, podID); err != nil {
+		t.Fatal(err)
+	}
+	assertNoLeftovers(t, e.ctrd)
+	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + cgroup); len(dirs) > 0 {
+		t.Errorf("the pod's cgroup is left: %v", dirs)
+	}
 }
