@@ -124,3 +124,31 @@ executables := 3 if {
 configuration := 0 if {
 	input.tpm
 }
+
+# --- Arm CCA: the verifier refuses a platform not in its trust anchor and
+# reference value stores, so a verified token is from a known platform in
+# a reference state whose RAK it vouched for (as in Trustee's CCA policy).
+
+hardware := 2 if {
+	input.cca.platform
+}
+
+instance_identity := 2 if {
+	input.cca.platform
+}
+
+runtime_opaque := 2 if {
+	input.cca.platform
+}
+
+executables := 3 if {
+	input.cca.realm["cca-realm-initial-measurement"] in query_reference_value("cca.realm.cca-realm-initial-measurement")
+}
+
+# 2: the platform is in the PSA "secured" lifecycle state (0x3000-0x30ff),
+# the one where its debug interfaces are closed.
+configuration := 2 if {
+	lifecycle := input.cca.platform["cca-platform-lifecycle"]
+	lifecycle >= 12288
+	lifecycle < 12544
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/cca"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/sample"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
@@ -31,6 +32,9 @@ type Options struct {
 	TDXCollateralDir string `toml:"tdx_collateral_dir"`
 	// TDXCollateralURL is a PCCS to use instead of Intel's PCS.
 	TDXCollateralURL string `toml:"tdx_collateral_url"`
+	// CCAStoreDir holds the CCA trust anchor and reference value stores
+	// (tastore.json, rvstore.json).
+	CCAStoreDir string `toml:"cca_store_dir"`
 }
 
 // New returns a registry of every built-in verifier.
@@ -48,8 +52,15 @@ func New(o Options) (verifier.Registry, error) {
 	if err != nil {
 		return nil, err
 	}
+	copts := cca.Options{}
+	if o.CCAStoreDir != "" {
+		if copts.TrustAnchors, copts.ReferenceValues, err = cca.LoadDir(o.CCAStoreDir); err != nil {
+			return nil, err
+		}
+	}
 	return verifier.Registry{
 		protocol.TeeSample: sample.Verifier{},
+		protocol.TeeCCA:    cca.New(copts),
 		protocol.TeeSNP:    s,
 		protocol.TeeTDX:    t,
 		protocol.TeeTPM:    tpm.New(tpm.Options{Now: o.Now}),

@@ -20,6 +20,7 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation"
 	"github.com/cocoon-cc/cocoon/attestation/ear"
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/cca"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
 	"github.com/cocoon-cc/cocoon/attestation/verifiers"
@@ -44,8 +45,9 @@ func verifyCmd() *cobra.Command {
 --evidence takes Trustee's JSON evidence (the primary_evidence a guest sends),
 a whole KBS attestation message (its runtime data then gives the report data),
 or the raw bytes the guest produced: an SNP report.bin (with --certs holding
-ark/ask/vcek as snpguest writes them) or a TDX quote (with --collateral holding
-saved PCS responses). The exit status is 0 only when the evidence is
+ark/ask/vcek as snpguest writes them), a TDX quote (with --collateral holding
+saved PCS responses) or a CCA token (CBOR; --certs holds the CCA trust anchor
+and reference value stores, tastore.json and rvstore.json). The exit status is 0 only when the evidence is
 cryptographically valid and every requested binding holds.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return f.run(c.Context(), c.OutOrStdout()) },
@@ -55,7 +57,7 @@ cryptographically valid and every requested binding holds.`,
 	fl.StringVar(&f.evidence, "evidence", "", "evidence file")
 	fl.StringVar(&f.reportData, "report-data", "", "expected report data, hex (fitted to the TEE's field)")
 	fl.StringVar(&f.initData, "init-data", "", "initdata TOML the TEE was launched with")
-	fl.StringVar(&f.certs, "certs", "", "SNP endorsement keys directory (vcek.der, ask.pem, ark.pem, ...)")
+	fl.StringVar(&f.certs, "certs", "", "SNP endorsement keys directory (vcek.der, ask.pem, ark.pem, ...); CCA stores directory (tastore.json, rvstore.json)")
 	fl.StringVar(&f.collateral, "collateral", "", "TDX collateral directory (saved PCS responses)")
 	fl.StringVar(&f.eventLog, "event-log", "", "TDX CC event log (CCEL) to replay, with a raw quote")
 	fl.StringVar(&f.at, "time", "", "verify at this time (RFC 3339) instead of now, for old evidence")
@@ -77,6 +79,9 @@ func (f *verifyFlags) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	opts := verifiers.Options{Offline: !f.online, SNPCertDir: f.certs, TDXCollateralDir: f.collateral}
+	if tee == protocol.TeeCCA {
+		opts.SNPCertDir, opts.CCAStoreDir = "", f.certs
+	}
 	if f.at != "" {
 		t, err := time.Parse(time.RFC3339, f.at)
 		if err != nil {
@@ -162,6 +167,9 @@ func (f *verifyFlags) rawEvidence(req *attestation.Request, reg verifier.Registr
 	raw := req.Evidence
 	req.Evidence = json.RawMessage("null")
 	switch req.Tee {
+	case protocol.TeeCCA:
+		// The CBOR token as the attester wraps it.
+		req.Evidence, _ = json.Marshal(cca.Evidence{Token: raw})
 	case protocol.TeeSNP:
 		v, err := snp.New(snp.Options{Now: o.Now, CertDir: o.SNPCertDir, DisableKDS: o.Offline})
 		if err != nil {
