@@ -96,3 +96,29 @@ func FuzzDecrypt(f *testing.F) {
 		}
 	})
 }
+
+// FuzzVerifySigned feeds arbitrary compact JWS to the TEE-key signature
+// check: it verifies only what the key signed, and refuses the rest with
+// a typed error.
+func FuzzVerifySigned(f *testing.F) {
+	k, err := jose.GenerateTEEKey("EC")
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _ := k.Sign([]byte(`{"nonce":"n"}`))
+	f.Add(good)
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, jws string) {
+		payload, err := jose.VerifySigned(k.Public(), jws)
+		if err != nil {
+			if !errors.Is(err, jose.ErrBadSignature) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		if jws != good && !bytes.Equal(payload, []byte(`{"nonce":"n"}`)) {
+			t.Fatalf("verified a JWS the key did not sign: %q", payload)
+		}
+	})
+}

@@ -31,6 +31,7 @@ type Config struct {
 	DataDir            string         `toml:"data_dir"`
 	Logging            LoggingConfig  `toml:"logging"`
 	Limits             LimitsConfig   `toml:"limits"`
+	SPIFFE             SPIFFEConfig   `toml:"spiffe"`
 }
 
 // HTTPServerConfig is [http_server].
@@ -278,6 +279,9 @@ func (c *Config) normalize() error {
 		c.AttestationService.TokenBroker.DurationMin = DefaultTokenMinutes
 	}
 	if err := c.Limits.normalize(); err != nil {
+		return err
+	}
+	if err := c.SPIFFE.normalize(); err != nil {
 		return err
 	}
 	switch c.AttestationService.Type {

@@ -112,6 +112,9 @@ func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verif
 	}
 	srv.resources = &resources{store: st, policy: rp}
 	srv.replicas = newReplicas(st, srv.now)
+	if srv.spiffe, err = newSPIFFE(ctx, cfg.SPIFFE, st, srv.metrics); err != nil {
+		return nil, err
+	}
 	return srv, checkPlugins(cfg.Plugins)
 }
 
@@ -160,7 +163,7 @@ func checkPlugins(plugins []PluginConfig) error {
 // SharedNamespaces are the namespaces whose contents replicas cache (the
 // compiled policies, the reference values): a shared store keeps version
 // counters of them, read before every decision.
-var SharedNamespaces = []string{ResourcePolicyNamespace, attestation.PolicyNamespace, rvps.Namespace}
+var SharedNamespaces = []string{ResourcePolicyNamespace, attestation.PolicyNamespace, rvps.Namespace, SPIFFEPolicyNamespace}
 
 // sealingCheck is the marker that tells a wrong sealing key at start.
 const sealingCheck = "sealing-check"

@@ -79,13 +79,9 @@ func (s *Server) setResource(w http.ResponseWriter, r *http.Request, id *AdminId
 // releaseResource checks the caller's token, asks the resource policy and
 // answers with the resource sealed to the token's TEE key.
 func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path protocol.ResourcePath) error {
-	token, err := s.tokenOf(r)
+	claims, raw, err := s.verifiedToken(r)
 	if err != nil {
 		return err
-	}
-	claims, raw, err := s.tokens.Verify(token)
-	if err != nil {
-		return &protocol.Error{Kind: protocol.KindTokenVerifier, Detail: err.Error(), Err: err}
 	}
 	if err := s.decide(r.Context(), claims, raw, path, r.URL.Query()); err != nil {
 		return err
@@ -109,6 +105,20 @@ func (s *Server) releaseResource(w http.ResponseWriter, r *http.Request, path pr
 		"tee", teeOf(claims), "status", claims.Submods["cpu0"].Status)
 	writeJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// verifiedToken is the caller's attestation token, verified: its claims,
+// typed and as a policy's input.
+func (s *Server) verifiedToken(r *http.Request) (*ear.Claims, map[string]any, error) {
+	token, err := s.tokenOf(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	claims, raw, err := s.tokens.Verify(token)
+	if err != nil {
+		return nil, nil, &protocol.Error{Kind: protocol.KindTokenVerifier, Detail: err.Error(), Err: err}
+	}
+	return claims, raw, nil
 }
 
 // tokenOf finds the attestation token: the attested session's, or a bearer
@@ -207,6 +217,12 @@ func appraisal(c *ear.Claims) string {
 }
 
 func (s *Server) setResourcePolicy(w http.ResponseWriter, r *http.Request, id *AdminIdentity, repo string) error {
+	return s.setPolicy(r, id, s.resources.policy, policyID(repo), "set-resource-policy")
+}
+
+// setPolicy reads a {"policy":"<base64url Rego>"} request into engine e
+// as policy pid and audits it as action.
+func (s *Server) setPolicy(r *http.Request, id *AdminIdentity, e *policy.Engine, pid, action string) error {
 	var req struct {
 		Policy *string `json:"policy"`
 	}
@@ -217,10 +233,10 @@ func (s *Server) setResourcePolicy(w http.ResponseWriter, r *http.Request, id *A
 	if err != nil {
 		return err
 	}
-	if err := s.resources.policy.Set(r.Context(), policyID(repo), text); err != nil {
+	if err := e.Set(r.Context(), pid, text); err != nil {
 		return policyError(err, protocol.KindPolicyEngine)
 	}
-	s.audit(r, id, "set-resource-policy", "bytes", len(text))
+	s.audit(r, id, action, "bytes", len(text))
 	return nil
 }
 

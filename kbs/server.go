@@ -46,6 +46,7 @@ type Server struct {
 	limiter   *clientLimiter
 	metrics   *metrics
 	replicas  *replicas
+	spiffe    *spiffeIssuer // nil without [spiffe]
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -134,7 +135,7 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 
 func endpointLabel(e string) string {
 	switch e {
-	case "auth", "attest", "resource", "attestation-policy", "resource-policy", "reference-value":
+	case "auth", "attest", "resource", "attestation-policy", "resource-policy", "reference-value", "spiffe", "spiffe-policy":
 		return e
 	}
 	return "other"
@@ -145,7 +146,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, endpoint, rest st
 	// Only resources and reference values are named by the rest of the
 	// path; anywhere else it would dodge path-based admin ACLs.
 	switch endpoint {
-	case "auth", "attest", "attestation-policy", "resource-policy", "reference-value":
+	case "auth", "attest", "attestation-policy", "resource-policy", "reference-value", "spiffe-policy":
 		if rest != "" && !(endpoint == "reference-value" && m == http.MethodGet) &&
 			!(endpoint == "resource-policy" && protocol.ValidSegment(rest)) {
 			return protocol.Errorf(protocol.KindInvalidPath, "unexpected path after %s", endpoint)
@@ -180,6 +181,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, endpoint, rest st
 		})
 	case endpoint == "resource":
 		return s.resource(w, r, rest)
+	case endpoint == "spiffe":
+		return s.spiffeCall(w, r, rest)
+	case endpoint == "spiffe-policy" && m == http.MethodPost:
+		return s.adminCall(w, r, s.setSPIFFEPolicy)
+	case endpoint == "spiffe-policy" && m == http.MethodGet:
+		return s.adminCall(w, r, s.getSPIFFEPolicy)
 	}
 	return wrongMethod(m, endpoint)
 }

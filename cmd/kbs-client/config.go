@@ -64,7 +64,7 @@ func configCmd(g *globals) *cobra.Command {
 		}
 	}
 	c.AddCommand(setResourceCmd(run), deleteResourceCmd(run), setResourcePolicyCmd(run),
-		setAttestationPolicyCmd(run), setSampleRVCmd(run), setRVCmd(run), getRVCmd(run), signAdminTokenCmd(f))
+		setSPIFFEPolicyCmd(run), setAttestationPolicyCmd(run), setSampleRVCmd(run), setRVCmd(run), getRVCmd(run), signAdminTokenCmd(f))
 	return c
 }
 
@@ -162,6 +162,21 @@ func setResourcePolicyCmd(run runner) *cobra.Command {
 	c.Flags().BoolVar(&affirming, "affirming", false, "release only to tokens whose appraisal is affirming")
 	c.Flags().BoolVar(&def, "default", false, "restore the default policy (affirming, never the sample TEE)")
 	c.MarkFlagsMutuallyExclusive("policy-file", "allow-all", "deny-all", "affirming", "default")
+	return c
+}
+
+func setSPIFFEPolicyCmd(run runner) *cobra.Command {
+	var file string
+	c := &cobra.Command{Use: "set-spiffe-policy", Short: "Set the policy deciding which SPIFFE IDs an appraisal may receive", Args: cobra.NoArgs,
+		RunE: run(func(c *cobra.Command, a *client.Admin, _ []string) error {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				return err
+			}
+			return a.SetSPIFFEPolicy(c.Context(), string(b))
+		})}
+	c.Flags().StringVar(&file, "policy-file", "", "Rego policy file (package policy, rule allow)")
+	c.MarkFlagRequired("policy-file")
 	return c
 }
 

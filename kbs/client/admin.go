@@ -96,6 +96,12 @@ func (a *Admin) SetResourcePolicy(ctx context.Context, rego string) error {
 	return a.callJSON(ctx, "/kbs/v0/resource-policy", map[string]string{"policy": b64url(rego)})
 }
 
+// SetSPIFFEPolicy replaces the policy deciding which SPIFFE IDs an
+// appraisal may receive (a Cocoon extension).
+func (a *Admin) SetSPIFFEPolicy(ctx context.Context, rego string) error {
+	return a.callJSON(ctx, "/kbs/v0/spiffe-policy", map[string]string{"policy": b64url(rego)})
+}
+
 // SetRepositoryPolicy replaces the resource policy of one repository
 // (tenant), which applies beside the global one (a Cocoon extension).
 func (a *Admin) SetRepositoryPolicy(ctx context.Context, repo, rego string) error {

@@ -58,6 +58,7 @@ type Client struct {
 	attesting sync.Mutex
 	mu        sync.Mutex
 	token     string
+	nonce     string // the challenge token answered, "" for a token given in Options
 	session   string // the RCAR session cookie, when HTTP has no jar
 }
 
@@ -139,7 +140,7 @@ func (c *Client) attest(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("attest: %w", err)
 	}
 	c.mu.Lock()
-	c.token = tok.Token
+	c.token, c.nonce = tok.Token, ch.Nonce
 	c.mu.Unlock()
 	return tok.Token, nil
 }
@@ -179,31 +180,46 @@ func (c *Client) GetResource(ctx context.Context, path string) ([]byte, error) {
 	if query != "" {
 		path += "?" + query
 	}
-	token := c.currentToken()
+	var out []byte
+	err = c.withToken(ctx, func(token, _ string) error {
+		var resp protocol.Response
+		if err := c.do(ctx, http.MethodGet, "/kbs/v0/resource/"+path, token, nil, &resp); err != nil {
+			return fmt.Errorf("get resource %s: %w", path, err)
+		}
+		out, err = c.key.Decrypt(&resp)
+		return err
+	})
+	return out, err
+}
+
+// withToken calls fn with the token and the nonce of its session,
+// attesting first when there is no token yet and once more when the KBS
+// no longer accepts it.
+func (c *Client) withToken(ctx context.Context, fn func(token, nonce string) error) error {
+	token, nonce := c.tokenAndNonce()
 	if token == "" {
 		if err := c.refresh(ctx, ""); err != nil {
-			return nil, err
+			return err
 		}
-		token = c.currentToken()
+		token, nonce = c.tokenAndNonce()
 	}
-	out, err := c.getResource(ctx, path, token)
+	err := fn(token, nonce)
 	var kerr *protocol.Error
 	if errors.As(err, &kerr) && c.attester != nil &&
 		(kerr.Kind == protocol.KindTokenNotFound || kerr.Kind == protocol.KindTokenVerifier) {
 		if err := c.refresh(ctx, token); err != nil {
-			return nil, err
+			return err
 		}
-		return c.getResource(ctx, path, c.currentToken())
+		return fn(c.tokenAndNonce())
 	}
-	return out, err
+	return err
 }
 
-func (c *Client) getResource(ctx context.Context, path, token string) ([]byte, error) {
-	var resp protocol.Response
-	if err := c.do(ctx, http.MethodGet, "/kbs/v0/resource/"+path, token, nil, &resp); err != nil {
-		return nil, fmt.Errorf("get resource %s: %w", path, err)
-	}
-	return c.key.Decrypt(&resp)
+// tokenAndNonce is the current token and its session's nonce.
+func (c *Client) tokenAndNonce() (string, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token, c.nonce
 }
 
 // do sends a JSON request (body nil for none) with the session cookie and
