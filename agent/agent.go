@@ -50,6 +50,8 @@ type Config struct {
 	StateDir string
 	// Images pulls images for image_guest_pull storages.
 	Images ImagePuller
+	// Volumes opens encrypted volumes (the data hub's secure mount).
+	Volumes SecureMounter
 	// Policy is the agent policy.
 	Policy Policy
 	// SetHostname lets CreateSandbox set the hostname: the agent owns its

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/ttrpc"
 
 	"github.com/cocoon-cc/cocoon/guest/cdh/config"
+	"github.com/cocoon-cc/cocoon/guest/cdh/securemount"
 	"github.com/cocoon-cc/cocoon/image/pull"
 	"github.com/cocoon-cc/cocoon/image/store"
 	"github.com/cocoon-cc/cocoon/initdata"
@@ -167,13 +168,41 @@ func (g *GuestComponents) PullImage(ctx context.Context, ref, bundleDir string) 
 	if g.cdhSocket == "" {
 		return g.pullLocal(ctx, ref, bundleDir)
 	}
-	conn, err := net.Dial("unix", g.cdhSocket)
+	client, err := g.dialCDH()
 	if err != nil {
-		return fmt.Errorf("confidential-data-hub: %w", err)
+		return err
 	}
-	client := ttrpc.NewClient(conn)
 	defer client.Close()
 	_, err = cdhpb.NewImagePullServiceClient(client).PullImage(ctx, &cdhpb.ImagePullRequest{ImageUrl: ref, BundlePath: bundleDir})
+	return err
+}
+
+// dialCDH connects to the data hub.
+func (g *GuestComponents) dialCDH() (*ttrpc.Client, error) {
+	conn, err := net.Dial("unix", g.cdhSocket)
+	if err != nil {
+		return nil, fmt.Errorf("confidential-data-hub: %w", err)
+	}
+	return ttrpc.NewClient(conn), nil
+}
+
+// SecureMount opens an encrypted volume through the data hub, which holds
+// the KBS's keys. Without one (no cdh.toml) only a volume with a key made
+// up in the guest can be opened, in-process.
+func (g *GuestComponents) SecureMount(ctx context.Context, r *securemount.Request) error {
+	if g.cdhSocket == "" {
+		if r.Options["key"] != "" {
+			return fmt.Errorf("%w: no KBS configured in initdata (cdh.toml) to release volume key %s", ErrUnsupported, r.Options["key"])
+		}
+		return (&securemount.Mounter{}).Mount(ctx, r)
+	}
+	client, err := g.dialCDH()
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	_, err = cdhpb.NewSecureMountServiceClient(client).SecureMount(ctx, &cdhpb.SecureMountRequest{
+		VolumeType: r.VolumeType, Options: r.Options, Flags: r.Flags, MountPoint: r.MountPoint})
 	return err
 }
 

@@ -89,7 +89,7 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 	if err != nil {
 		return nil, err
 	}
-	if err := a.setupStorages(r.Storages); err != nil {
+	if err := a.setupStorages(ctx, r.Storages); err != nil {
 		return nil, err
 	}
 	bundle := a.bundleDir(r.ContainerId)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -43,7 +44,8 @@ const (
 
 // isVolumeStorage tells the emptyDir storages from the image's.
 func isVolumeStorage(s *pb.Storage) bool {
-	return s.GetDriver() == StorageDriverEphemeral || s.GetDriver() == StorageDriverLocal
+	d := s.GetDriver()
+	return d == StorageDriverEphemeral || d == StorageDriverLocal || d == StorageDriverBlock
 }
 
 // isBind tells a bind mount, whatever its type says.
@@ -62,21 +64,21 @@ func sandboxName(p, dir string) (string, bool) {
 
 // setupStorages mounts the request's emptyDir storages, once per pod: a
 // second container naming one shares it.
-func (a *Agent) setupStorages(storages []*pb.Storage) error {
+func (a *Agent) setupStorages(ctx context.Context, storages []*pb.Storage) error {
 	for _, s := range storages {
 		if !isVolumeStorage(s) {
 			continue
 		}
-		if err := a.setupStorage(s); err != nil {
+		if err := a.setupStorage(ctx, s); err != nil {
 			return fmt.Errorf("storage %s: %w", s.MountPoint, err)
 		}
 	}
 	return nil
 }
 
-func (a *Agent) setupStorage(s *pb.Storage) error {
+func (a *Agent) setupStorage(ctx context.Context, s *pb.Storage) error {
 	dir := EphemeralPath
-	if s.Driver == StorageDriverLocal {
+	if s.Driver != StorageDriverEphemeral {
 		dir = LocalPath
 	}
 	name, ok := sandboxName(s.MountPoint, dir)
@@ -92,8 +94,12 @@ func (a *Agent) setupStorage(s *pb.Storage) error {
 		}
 		return nil
 	}
-	mode, data, err := storageOptions(s)
-	if err != nil {
+	mode, data, err := fs.FileMode(0o777), "", error(nil)
+	if s.Driver == StorageDriverBlock {
+		if err := a.setupBlock(ctx, s, target); err != nil {
+			return err
+		}
+	} else if mode, data, err = storageOptions(s); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
@@ -155,14 +161,14 @@ func validSize(v string) bool {
 	return err == nil
 }
 
-// teardownStorages unmounts the pod's tmpfs storages (DestroySandbox).
+// teardownStorages unmounts the pod's tmpfs and disk storages
+// (DestroySandbox); the disks' mappings go with the VM.
 func (a *Agent) teardownStorages() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for mp, driver := range a.storages {
-		if driver == StorageDriverEphemeral {
-			name, _ := sandboxName(mp, EphemeralPath)
-			if err := unix.Unmount(filepath.Join(a.cfg.SandboxDir, "ephemeral", name), unix.MNT_DETACH); err != nil {
+		if driver != StorageDriverLocal { // a tmpfs or a disk
+			if err := unix.Unmount(filepath.Join(a.cfg.SandboxDir, strings.TrimPrefix(mp, SandboxPath)), unix.MNT_DETACH); err != nil {
 				a.log.Warn("unmount storage", "mount_point", mp, "err", err)
 			}
 		}

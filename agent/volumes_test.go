@@ -26,7 +26,7 @@ func TestStorages(t *testing.T) {
 		Options: []string{"mode=0770"}, FsGroup: &pb.FSGroup{GroupId: 1234}}
 	image := &pb.Storage{Driver: pb.StorageDriverImageGuestPull}
 	for range 2 { // a second container shares them
-		if err := a.setupStorages([]*pb.Storage{image, mem, disk}); err != nil {
+		if err := a.setupStorages(context.Background(), []*pb.Storage{image, mem, disk}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -48,7 +48,23 @@ func TestStorages(t *testing.T) {
 		{Driver: StorageDriverLocal, MountPoint: LocalPath + "/z", Options: []string{"mode=4777"}},
 		{Driver: StorageDriverLocal, MountPoint: EphemeralPath + "/cache"},
 	} {
-		if err := a.setupStorages([]*pb.Storage{bad}); !errors.Is(err, ErrInvalidArgument) {
+		if err := a.setupStorages(context.Background(), []*pb.Storage{bad}); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+	// A blk storage is an encrypted scratch disk, nothing else.
+	scratch := func(opts ...string) *pb.Storage {
+		return &pb.Storage{Driver: StorageDriverBlock, Source: "10/00", Fstype: "ext4", MountPoint: LocalPath + "/MTAvMDA=",
+			DriverOptions: opts}
+	}
+	for _, bad := range []*pb.Storage{
+		scratch(DriverOptionCreateFS),
+		scratch(DriverOptionEphemeralKey),
+		scratch("encryption_key=kbs:///default/k/k", DriverOptionCreateFS),
+		{Driver: StorageDriverBlock, Source: "10/00", Fstype: "xfs", MountPoint: LocalPath + "/x",
+			DriverOptions: []string{DriverOptionEphemeralKey, DriverOptionCreateFS}},
+	} {
+		if err := a.setupStorages(context.Background(), []*pb.Storage{bad}); !errors.Is(err, ErrUnsupported) {
 			t.Errorf("%v: %v", bad, err)
 		}
 	}
@@ -66,7 +82,7 @@ func TestBindSource(t *testing.T) {
 	if _, err := a.CopyFile(ctx, &pb.CopyFileRequest{Path: SharedPath + "/c-0123456789abcdef-evil", FileMode: unix.S_IFLNK | 0o777, Data: []byte("/")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.setupStorages([]*pb.Storage{{Driver: StorageDriverLocal, MountPoint: LocalPath + "/scratch"}}); err != nil {
+	if err := a.setupStorages(context.Background(), []*pb.Storage{{Driver: StorageDriverLocal, MountPoint: LocalPath + "/scratch"}}); err != nil {
 		t.Fatal(err)
 	}
 	bind := func(src string) (string, error) {

@@ -96,7 +96,7 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 	defer gc.Stop()
 	// The pod's volumes are where Kata's runtime names them (private
 	// directories on the local backend).
-	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Policy: engine, SetHostname: true,
+	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Volumes: gc, Policy: engine, SetHostname: true,
 		NoPivotRoot: f.noPivotRoot, CgroupParent: f.cgroupParent, SharedDir: agent.SharedPath, SandboxDir: agent.SandboxPath, Log: log})
 	if err != nil {
 		return err

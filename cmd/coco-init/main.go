@@ -25,6 +25,9 @@ func main() {
 }
 
 func run() error {
+	// The kernel starts init with no PATH; the agent's helpers (runc's
+	// nsenter, the data hub's cryptsetup and mkfs.ext4) are found by it.
+	os.Setenv("PATH", "/sbin:/usr/sbin:/usr/local/bin:/bin:/usr/bin")
 	if err := boot.MountAll(); err != nil {
 		return err
 	}

@@ -114,7 +114,14 @@ func loadModule(path string) error {
 		return err
 	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+	err = unix.FinitModule(int(f.Fd()), "", 0)
+	if errors.Is(err, unix.ENODEV) {
+		// A driver for hardware the VM lacks (aesni_intel on a CPU
+		// without AES-NI): the generic code serves.
+		fmt.Fprintf(Console(), "coco-init: %s: no such hardware, skipped\n", filepath.Base(path))
+		return nil
+	}
+	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("load %s: %w", filepath.Base(path), err)
 	}
 	return nil

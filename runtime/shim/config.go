@@ -48,6 +48,12 @@ type Config struct {
 		// host's memory and CPUs).
 		MaxMemoryMiB int `toml:"max_memory_mib"`
 		MaxVCPUs     int `toml:"max_vcpus"`
+		// EmptyDirMode is where a VM pod's disk-backed emptyDir volumes
+		// live: "block-encrypted" (default: a scratch disk encrypted in
+		// the guest) or "local" (a guest directory, in guest memory).
+		EmptyDirMode string `toml:"emptydir_mode"`
+		// EmptyDirSizeMiB is a scratch disk's size (sparse).
+		EmptyDirSizeMiB int `toml:"emptydir_size_mib"`
 	} `toml:"sandbox"`
 	// Backends' own sections ([local], [qemu]) are decoded by their
 	// factories.
@@ -100,6 +106,20 @@ func ParseConfig(b []byte) (*Config, error) {
 	}
 	if c.Sandbox.MaxMemoryMiB < 0 || c.Sandbox.MaxVCPUs < 0 {
 		return nil, fmt.Errorf("%w: [sandbox] max_memory_mib and max_vcpus cannot be negative", ErrConfig)
+	}
+	switch c.Sandbox.EmptyDirMode {
+	case "":
+		c.Sandbox.EmptyDirMode = EmptyDirBlockEncrypted
+	case EmptyDirBlockEncrypted, EmptyDirGuestLocal:
+	default:
+		return nil, fmt.Errorf("%w: [sandbox] emptydir_mode %q (want %s or %s)", ErrConfig, c.Sandbox.EmptyDirMode,
+			EmptyDirBlockEncrypted, EmptyDirGuestLocal)
+	}
+	if c.Sandbox.EmptyDirSizeMiB < 0 {
+		return nil, fmt.Errorf("%w: [sandbox] emptydir_size_mib cannot be negative", ErrConfig)
+	}
+	if c.Sandbox.EmptyDirSizeMiB == 0 {
+		c.Sandbox.EmptyDirSizeMiB = defaultEmptyDirMiB
 	}
 	if c.Sandbox.StartTimeout.Duration == 0 {
 		c.Sandbox.StartTimeout.Duration = 60 * time.Second

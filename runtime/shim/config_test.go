@@ -53,10 +53,12 @@ func TestParseConfig(t *testing.T) {
 	if err := c.Decode("qemu", &q); err != nil || q.Kernel != "/k" {
 		t.Fatalf("decode [qemu]: %+v %v", q, err)
 	}
-	if d, err := ParseConfig(nil); err != nil || d.Sandbox.Backend != "local" || d.Sandbox.StartTimeout.Duration != time.Minute {
+	if d, err := ParseConfig(nil); err != nil || d.Sandbox.Backend != "local" || d.Sandbox.StartTimeout.Duration != time.Minute ||
+		d.Sandbox.EmptyDirMode != EmptyDirBlockEncrypted || d.Sandbox.EmptyDirSizeMiB != defaultEmptyDirMiB {
 		t.Fatalf("defaults: %+v %v", d, err)
 	}
-	for _, bad := range []string{"[sandbox", "[sandbox]\nstart_timeout = \"soon\""} {
+	for _, bad := range []string{"[sandbox", "[sandbox]\nstart_timeout = \"soon\"", "[sandbox]\nemptydir_mode = \"shared-fs\"",
+		"[sandbox]\nemptydir_size_mib = -1"} {
 		if _, err := ParseConfig([]byte(bad)); !errors.Is(err, ErrConfig) {
 			t.Errorf("%q: %v", bad, err)
 		}

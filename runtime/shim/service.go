@@ -67,6 +67,7 @@ type pod struct {
 	agent  pb.AgentServiceService
 	dir    string
 	vols   volumes
+	disks  *scratchDisks // nil: emptyDir volumes are guest directories
 	res    *podResources
 	cgroup *podCgroup // the host cgroup of the pod's sandbox, if containerd named one
 }
@@ -238,7 +239,8 @@ func (s *Service) startPod(ctx context.Context, r *taskAPI.CreateTaskRequest, sp
 		return nil, err
 	}
 	client := ttrpc.NewClient(conn)
-	p := &pod{id: id, sb: sb, client: client, agent: pb.NewAgentServiceClient(client), dir: dir, res: res, cgroup: cg}
+	p := &pod{id: id, sb: sb, client: client, agent: pb.NewAgentServiceClient(client), dir: dir, res: res, cgroup: cg,
+		disks: newScratchDisks(sb, dir, cfg)}
 	if g, ok := sb.(guestNetworker); ok {
 		if err := configureNetwork(sctx, g, p.agent); err != nil {
 			client.Close()
@@ -334,7 +336,7 @@ func (s *Service) createContainer(ctx context.Context, t *ctask, spec *specs.Spe
 	if ref == "" {
 		return errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "container %s: no image to pull in the sandbox: set the %s annotation", t.id, annotationImageName)
 	}
-	storages, copies, err := guestMounts(ctx, s.pod.agent, t.id, spec)
+	storages, copies, err := guestMounts(ctx, s.pod.agent, s.pod.disks, t.id, spec)
 	if err != nil {
 		return errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s: %v", t.id, err)
 	}

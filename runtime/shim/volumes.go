@@ -35,8 +35,9 @@ import (
 //     copied again when they change on the host (the kubelet swaps a
 //     volume's "..data" symlink to update it);
 //   - storages the guest makes, for emptyDir volumes and the pod's /dev/shm:
-//     a tmpfs (the host's is a tmpfs: medium Memory, with its size) or a
-//     guest directory, shared by the pod's containers;
+//     a tmpfs (the host's is a tmpfs: medium Memory, with its size), an
+//     encrypted scratch disk (disks.go) or a guest directory, shared by the
+//     pod's containers;
 //   - anything else (hostPath volumes) is sent as it is, for the agent policy
 //     to refuse (or allow, as an empty guest directory).
 
@@ -86,7 +87,7 @@ type volumes struct {
 // guestMounts rewrites container id's host bind mounts for the guest
 // (the comment above), copies the files in, and returns the emptyDir
 // storages the request must carry and the copies to watch.
-func guestMounts(ctx context.Context, a pb.AgentServiceService, id string, spec *specs.Spec) ([]*pb.Storage, []*copied, error) {
+func guestMounts(ctx context.Context, a pb.AgentServiceService, disks *scratchDisks, id string, spec *specs.Spec) ([]*pb.Storage, []*copied, error) {
 	var storages []*pb.Storage
 	var copies []*copied
 	for i, m := range spec.Mounts {
@@ -100,6 +101,12 @@ func guestMounts(ctx context.Context, a pb.AgentServiceService, id string, spec 
 			spec.Mounts[i].Source = agent.EphemeralPath + "/shm"
 		case emptyDir.MatchString(src):
 			s := emptyDirStorage(src)
+			if s.Driver == agent.StorageDriverLocal && disks != nil {
+				var err error
+				if s, err = disks.storage(ctx, src, emptyDir.FindStringSubmatch(src)[1], s.FsGroup); err != nil {
+					return nil, nil, err
+				}
+			}
 			storages = append(storages, s)
 			spec.Mounts[i].Source = s.MountPoint
 		case copiedMount(m.Destination, src):

@@ -58,7 +58,7 @@ func TestGuestMounts(t *testing.T) {
 		{Destination: "/etc/hosts", Type: "bind", Source: hosts},
 		{Destination: "/data", Type: "bind", Source: "/srv/data"},
 	}}
-	storages, copies, err := guestMounts(ctx, a, "c1", spec)
+	storages, copies, err := guestMounts(ctx, a, nil, "c1", spec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,7 @@ type podEnv struct {
 	cfg     string // the shim's configuration
 	bridge  string
 	gateway net.IP
+	vm      bool // the qemu backend
 }
 
 func newPodEnv(t testing.TB) *podEnv {
@@ -64,8 +65,10 @@ func newPodEnvWith(t testing.TB, conf string) *podEnv {
 // newVMPodEnv is a podEnv whose pods are QEMU VMs (TCG).
 func newVMPodEnv(t testing.TB) *podEnv {
 	kernel, initrd := testutil.Guest(t)
-	return newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
+	e := newPodEnvWith(t, "[sandbox]\nbackend = \"qemu\"\nstart_timeout = \"90s\"\n[qemu]\naccel = \"tcg\"\nkernel = \""+
 		kernel+"\"\ninitrd = \""+initrd+"\"\n")
+	e.vm = true
+	return e
 }
 
 // TestPodCtr runs containers through ctr with the coco runtime: the output

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/runtime/shim"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,10 +85,15 @@ func TestPodVolumes(t *testing.T) {
 }
 
 // TestPodVolumesVM: the same in a QEMU VM (TCG), where nothing but CopyFile
-// crosses from the host.
+// crosses from the host, and the disk emptyDir is a scratch disk the guest
+// encrypts: its backing file holds no byte the container wrote in clear.
 func TestPodVolumesVM(t *testing.T) {
 	testPodVolumes(t, newVMPodEnv(t))
 }
+
+// plainMarker is what a container writes to an encrypted volume; the host
+// must never find it in the volume's backing store.
+const plainMarker = "COCOON-PLAINTEXT-MARKER-5f0c1e"
 
 func testPodVolumes(t *testing.T, e *podEnv) {
 	rs := e.ctrd.RuntimeService(t)
@@ -128,6 +135,7 @@ func testPodVolumes(t *testing.T, e *podEnv) {
 		"echo mounts; " + bb + "grep -E ' /(mem|disk|dev/shm|etc/cfg) ' /proc/mounts",
 		"echo hosts=$(" + bb + "wc -c < /etc/hosts) hostname=$(cat /etc/hostname) resolv=$(test -f /etc/resolv.conf && echo yes)",
 		"echo hostdata=[$(ls /hostdata)]",
+		"for i in 1 2 3 4 5 6 7 8; do echo " + plainMarker + " >> /disk/marker; done; sync",
 		"echo shared > /disk/f; echo shared > /mem/f; echo bye > /dev/termination-log && echo term=ok",
 		"echo ready",
 		"while ! " + bb + "grep -q v2 /etc/cfg/app.conf; do sleep 0.2; done; echo cfg2=$(cat /etc/cfg/app.conf) sub2=$(cat /etc/app.conf)",
@@ -165,6 +173,29 @@ func testPodVolumes(t *testing.T, e *podEnv) {
 	// Nothing reached the host's emptyDir directory.
 	if f, _ := os.ReadDir(kp.volume("empty-dir", "disk")); len(f) != 0 {
 		t.Errorf("host emptyDir has %v", f)
+	}
+	if e.vm {
+		checkScratchDisk(t, log, podID)
+	}
+}
+
+// checkScratchDisk: a VM pod's disk emptyDir was an ext4 on dm-crypt in the
+// guest, and its backing file on the host is LUKS2 with no plaintext.
+func checkScratchDisk(t *testing.T, log, podID string) {
+	t.Helper()
+	if !strings.Contains(log, "/dev/mapper/") || !strings.Contains(log, " /disk ext4 ") {
+		t.Errorf("the disk emptyDir is no ext4 on dm-crypt:\n%s", log)
+	}
+	sum := sha256.Sum256([]byte("k8s.io/" + podID))
+	img, err := os.ReadFile(filepath.Join(shim.StateRoot, hex.EncodeToString(sum[:8]), "emptydir-disk.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(img, []byte("LUKS\xba\xbe")) {
+		t.Errorf("the scratch disk has no LUKS header: % x", img[:min(16, len(img))])
+	}
+	if bytes.Contains(img, []byte(plainMarker)) || bytes.Contains(img, []byte("shared\n")) {
+		t.Error("the host reads what the container wrote in the scratch disk's backing file")
 	}
 }
 

@@ -86,6 +86,9 @@ type Sandbox struct {
 	sizeMu sync.Mutex // cfg.VCPUs, cfg.MemoryMiB and dimms, which Resize grows
 	dimms  int
 	net    *network.Pod // the pod network the VM is attached to, if any
+
+	diskMu sync.Mutex
+	disks  int // disks attached (AttachDisk)
 }
 
 var _ sandbox.Sandbox = (*Sandbox)(nil)
@@ -189,6 +192,7 @@ func (s *Sandbox) Args() ([]string, error) {
 		args = append(args, "-device", "vhost-vsock-pci,guest-cid="+strconv.FormatUint(uint64(s.vsockCID()), 10))
 	}
 	args = append(args, s.nicArgs()...)
+	args = append(args, diskArgs()...)
 	if len(s.cfg.Initdata) > 0 {
 		args = append(args, "-drive", "file="+s.path("initdata.img")+",if=none,id=initdata,format=raw,readonly=on",
 			"-device", "virtio-blk-pci,drive=initdata,serial="+initdata.DiskSerial)
