@@ -15,6 +15,7 @@ require (
 	github.com/containerd/typeurl/v2 v2.1.1
 	github.com/containers/ocicrypt v1.2.1
 	github.com/cyphar/filepath-securejoin v0.7.0
+	github.com/emmansun/gmsm v0.15.5
 	github.com/fxamacker/cbor/v2 v2.9.1
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/google/go-containerregistry v0.20.7
@@ -40,6 +41,7 @@ require (
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/sigstore/sigstore v1.9.5
 	github.com/spf13/cobra v1.10.2
+	github.com/spiffe/go-spiffe/v2 v2.8.1
 	github.com/veraison/go-cose v1.3.0
 	github.com/vishvananda/netlink v1.3.1
 	github.com/vishvananda/netns v0.0.5
@@ -130,7 +132,6 @@ require (
 	github.com/sirupsen/logrus v1.10.2 // indirect
 	github.com/smallstep/pkcs7 v0.1.1 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
-	github.com/spiffe/go-spiffe/v2 v2.8.1 // indirect
 	github.com/stefanberger/go-pkcs11uri v0.0.0-20230803200340-78284954bff6 // indirect
 	github.com/titanous/rocacheck v0.0.0-20171023193734-afe73141d399 // indirect
 	github.com/valyala/fastjson v1.6.10 // indirect

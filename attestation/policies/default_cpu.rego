@@ -152,3 +152,19 @@ configuration := 2 if {
 	lifecycle >= 12288
 	lifecycle < 12544
 }
+
+# --- Hygon CSV (Trustee's default policy has no CSV rules; these are
+# Cocoon's). The verifier checked the chain to Hygon's root; CSV publishes
+# no TCB status to compare.
+
+executables := 3 if {
+	input.csv.measure in query_reference_value("csv_measure")
+}
+
+hardware := 2 if {
+	input.csv
+}
+
+configuration := 2 if {
+	input.csv.policy.nodbg == 1
+}

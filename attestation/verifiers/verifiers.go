@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/cca"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/csv"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/sample"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
@@ -35,6 +37,13 @@ type Options struct {
 	// CCAStoreDir holds the CCA trust anchor and reference value stores
 	// (tastore.json, rvstore.json).
 	CCAStoreDir string `toml:"cca_store_dir"`
+	// CSVCertDir holds Hygon HSK/CEK pairs (hsk_cek/<chip>/hsk_cek.cert).
+	CSVCertDir string `toml:"csv_cert_dir"`
+	// CSVCacheDir keeps HSK/CEK pairs fetched from Hygon's KDS.
+	CSVCacheDir string `toml:"csv_cache_dir"`
+	// CSVHRK is a file holding the root certificate CSV chains must end
+	// in, instead of Hygon's HRK: for test chips.
+	CSVHRK string `toml:"csv_hrk"`
 }
 
 // New returns a registry of every built-in verifier.
@@ -58,13 +67,29 @@ func New(o Options) (verifier.Registry, error) {
 			return nil, err
 		}
 	}
+	c, err := newCSV(o)
+	if err != nil {
+		return nil, err
+	}
 	return verifier.Registry{
 		protocol.TeeSample: sample.Verifier{},
 		protocol.TeeCCA:    cca.New(copts),
 		protocol.TeeSNP:    s,
 		protocol.TeeTDX:    t,
 		protocol.TeeTPM:    tpm.New(tpm.Options{Now: o.Now}),
+		protocol.TeeCSV:    c,
 	}, nil
+}
+
+func newCSV(o Options) (*csv.Verifier, error) {
+	co := csv.Options{CertDir: o.CSVCertDir, CacheDir: o.CSVCacheDir, DisableKDS: o.Offline}
+	if o.CSVHRK != "" {
+		var err error
+		if co.HRK, err = os.ReadFile(o.CSVHRK); err != nil {
+			return nil, fmt.Errorf("csv_hrk: %w", err)
+		}
+	}
+	return csv.New(co)
 }
 
 // ErrOffline is returned for collateral that would have to be fetched.

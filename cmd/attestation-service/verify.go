@@ -57,7 +57,7 @@ cryptographically valid and every requested binding holds.`,
 	fl.StringVar(&f.evidence, "evidence", "", "evidence file")
 	fl.StringVar(&f.reportData, "report-data", "", "expected report data, hex (fitted to the TEE's field)")
 	fl.StringVar(&f.initData, "init-data", "", "initdata TOML the TEE was launched with")
-	fl.StringVar(&f.certs, "certs", "", "SNP endorsement keys directory (vcek.der, ask.pem, ark.pem, ...); CCA stores directory (tastore.json, rvstore.json)")
+	fl.StringVar(&f.certs, "certs", "", "endorsements directory: SNP keys (vcek.der, ask.pem, ark.pem, ...), CSV HSK/CEK (hsk_cek.cert), CCA stores (tastore.json, rvstore.json)")
 	fl.StringVar(&f.collateral, "collateral", "", "TDX collateral directory (saved PCS responses)")
 	fl.StringVar(&f.eventLog, "event-log", "", "TDX CC event log (CCEL) to replay, with a raw quote")
 	fl.StringVar(&f.at, "time", "", "verify at this time (RFC 3339) instead of now, for old evidence")
@@ -78,7 +78,7 @@ func (f *verifyFlags) run(ctx context.Context, out io.Writer) error {
 	if err := f.checkDirs(); err != nil {
 		return err
 	}
-	opts := verifiers.Options{Offline: !f.online, SNPCertDir: f.certs, TDXCollateralDir: f.collateral}
+	opts := verifiers.Options{Offline: !f.online, SNPCertDir: f.certs, CSVCertDir: f.certs, TDXCollateralDir: f.collateral}
 	if tee == protocol.TeeCCA {
 		opts.SNPCertDir, opts.CCAStoreDir = "", f.certs
 	}

@@ -1,0 +1,79 @@
+package e2e
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier/csv/csvtest"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/kbs/client"
+	"github.com/cocoon-cc/cocoon/protocol"
+)
+
+// TestVerifyOfflineCSV: Trustee's evidence from a Hygon machine carries
+// only its PEK; offline, verify says the HSK/CEK are missing, and a pair
+// of another root is refused at the HSK.
+func TestVerifyOfflineCSV(t *testing.T) {
+	ev := filepath.Join(testutil.Fixtures(t), "trustee/deps/verifier/test_data/csv_evidence.json")
+	if _, err := attestationService(t, "verify", "--tee", "csv", "--evidence", ev); err == nil || !strings.Contains(err.Error(), "no HSK/CEK") {
+		t.Errorf("no HSK/CEK offline: %v", err)
+	}
+	certs := t.TempDir()
+	p := csvtest.New(t)
+	path := filepath.Join(certs, "hsk_cek", "KPA64911240507", "hsk_cek.cert")
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	os.WriteFile(path, p.HSKCEK(), 0o600)
+	if _, err := attestationService(t, "verify", "--tee", "csv", "--evidence", ev, "--certs", certs); err == nil || !strings.Contains(err.Error(), "HSK not signed by the HRK") {
+		t.Errorf("foreign HSK: %v", err)
+	}
+}
+
+// TestKBSReleasesOnlyToAffirmingCSV runs the protocol against the real kbs
+// binary with CSV evidence of a test chip (the KBS trusts its root): each
+// handshake's nonce is in a freshly signed report; nothing is released
+// until the owner registers the guest's launch digest.
+func TestKBSReleasesOnlyToAffirmingCSV(t *testing.T) {
+	p := csvtest.New(t)
+	root := filepath.Join(t.TempDir(), "hrk.cert")
+	if err := os.WriteFile(root, p.HRKCert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	cfg, url := kbsConfig(t, data, "http", fmt.Sprintf("[attestation_service.verifiers]\noffline = true\ncsv_hrk = %q\n", root))
+	k := startKBS(t, cfg, url, data, nil)
+	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/csv", []byte("for the CSV guest"))
+
+	fetch := func(a csvtest.Attester) ([]byte, error) {
+		jar, _ := cookiejar.New(nil)
+		c, err := client.New(url, a, client.Options{HTTP: &http.Client{Jar: jar}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.GetResource(context.Background(), "default/key/csv")
+	}
+	guest := csvtest.Attester{PKI: p, T: t}
+	var kerr *protocol.Error
+	if _, err := fetch(guest); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
+		t.Fatalf("unknown launch digest: %v, want PolicyDeny", err)
+	}
+	mustClient(t, append(admin, "set-sample-reference-value", "csv_measure", hex.EncodeToString(p.Measure))...)
+	got, err := fetch(guest)
+	if err != nil || string(got) != "for the CSV guest" {
+		t.Fatalf("affirming CSV guest: %q, %v", got, err)
+	}
+	// A chip whose chain ends in another root does not attest.
+	other := csvtest.New(t)
+	other.Measure = p.Measure
+	if _, err := fetch(csvtest.Attester{PKI: other, T: t}); !errors.As(err, &kerr) || kerr.Kind != protocol.KindAttestation {
+		t.Fatalf("foreign chip: %v, want AttestationError", err)
+	}
+}
