@@ -58,3 +58,14 @@ func ModuleDir(t testing.TB, module string) string {
 	}
 	return dir
 }
+
+// WriteFile writes b to path, creating its directories.
+func WriteFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

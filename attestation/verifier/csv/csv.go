@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sync"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )
@@ -51,9 +50,8 @@ type Options struct {
 type Verifier struct {
 	opts  Options
 	hrk   *caCert
-	kds   *kdsClient // nil when DisableKDS
-	mu    sync.Mutex
-	valid map[[sha256.Size]byte]*csvCert // verified chains, by digest of HSK ‖ CEK ‖ PEK
+	kds   *kdsClient                            // nil when DisableKDS
+	valid *bounded[[sha256.Size]byte, *csvCert] // verified chains, by digest of HSK ‖ CEK ‖ PEK
 }
 
 // maxChains bounds the verified-chain cache (one entry per chip and PEK).
@@ -61,7 +59,7 @@ const maxChains = 4096
 
 // New returns a Verifier.
 func New(opts Options) (*Verifier, error) {
-	v := &Verifier{opts: opts, valid: map[[sha256.Size]byte]*csvCert{}}
+	v := &Verifier{opts: opts, valid: newBounded[[sha256.Size]byte, *csvCert](maxChains)}
 	var err error
 	if opts.HRK == nil {
 		v.hrk, err = builtinHRK()
@@ -142,22 +140,14 @@ func (v *Verifier) endorse(ctx context.Context, ev *Evidence) (*csvCert, error) 
 	h.Write(ev.PEK)
 	var key [sha256.Size]byte
 	h.Sum(key[:0])
-	v.mu.Lock()
-	pek, ok := v.valid[key]
-	v.mu.Unlock()
-	if ok {
+	if pek, ok := v.valid.get(key); ok {
 		return pek, nil
 	}
 	pek, err := v.verifyChain(hsk, cek, ev.PEK)
 	if err != nil {
 		return nil, err
 	}
-	v.mu.Lock()
-	if len(v.valid) >= maxChains {
-		clear(v.valid)
-	}
-	v.valid[key] = pek
-	v.mu.Unlock()
+	v.valid.put(key, pek)
 	return pek, nil
 }
 

@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/sha512"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/csv/csvtest"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
 var ctx = context.Background()
@@ -44,14 +44,6 @@ func binding(s string) []byte {
 	return h[:]
 }
 
-func writeFile(t testing.TB, path string, b []byte) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+func writeFile(t testing.TB, path string, b []byte) { testutil.WriteFile(t, path, b) }
 
 func expect(rd []byte) verifier.Expected { return verifier.Expected{ReportData: rd} }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 )
 
@@ -82,15 +81,14 @@ type kdsClient struct {
 	base     string
 	http     *http.Client
 	cacheDir string
-	mu       sync.Mutex
-	mem      map[string][]byte
+	mem      *bounded[string, []byte]
 }
 
 // maxKDSCache bounds the fetched pairs kept in memory (one per chip).
 const maxKDSCache = 4096
 
 func newKDSClient(o Options) *kdsClient {
-	k := &kdsClient{base: o.KDSURL, http: o.HTTPClient, cacheDir: o.CacheDir, mem: map[string][]byte{}}
+	k := &kdsClient{base: o.KDSURL, http: o.HTTPClient, cacheDir: o.CacheDir, mem: newBounded[string, []byte](maxKDSCache)}
 	if k.base == "" {
 		k.base = DefaultKDSURL
 	}
@@ -104,10 +102,7 @@ func newKDSClient(o Options) *kdsClient {
 // size is right; the chain check decides whether they are genuine, and a
 // pair that fails it costs nothing but a failed verification.
 func (k *kdsClient) get(ctx context.Context, chip string) ([]byte, error) {
-	k.mu.Lock()
-	b, ok := k.mem[chip]
-	k.mu.Unlock()
-	if ok {
+	if b, ok := k.mem.get(chip); ok {
 		return b, nil
 	}
 	if k.cacheDir != "" {
@@ -119,12 +114,7 @@ func (k *kdsClient) get(ctx context.Context, chip string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.mu.Lock()
-	if len(k.mem) >= maxKDSCache {
-		clear(k.mem)
-	}
-	k.mem[chip] = b
-	k.mu.Unlock()
+	k.mem.put(chip, b)
 	if k.cacheDir != "" {
 		// A cache that cannot be written only costs a fetch next time.
 		p := hskCEKPath(k.cacheDir, chip)

@@ -80,12 +80,4 @@ func newVerifier(t testing.TB, o Options) *Verifier {
 	return v
 }
 
-func writeFile(t testing.TB, path string, b []byte) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+func writeFile(t testing.TB, path string, b []byte) { testutil.WriteFile(t, path, b) }
