@@ -6,10 +6,8 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )
 
-// Every check has its own error. Each wraps one of the verifier package's
-// shared errors, so callers can test the precise check
-// (errors.Is(err, ErrPEKSignature)) or its class
-// (errors.Is(err, verifier.ErrEndorsement)).
+// One error per check, each of the class (verifier.ErrEndorsement, ...)
+// the attestation service reports.
 var (
 	// ErrEvidenceJSON: the evidence is not the JSON Trustee's CSV verifier
 	// reads (a field missing, of the wrong type or length).
