@@ -23,6 +23,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/util"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -145,6 +146,25 @@ func (e *Engine) Check(ctx context.Context, method string, req proto.Message) er
 	if err != nil {
 		return fmt.Errorf("%s (%s) %w: %w", rule, method, ErrDenied, err)
 	}
+	return e.check(ctx, rule, method, input)
+}
+
+// CheckInput is Check for a request given as the input its rule sees (the
+// JSON Kata's agent evaluates, as testdata/input holds it), for tools that
+// explain a decision; it changes the policy state as Check does.
+func (e *Engine) CheckInput(ctx context.Context, rule string, input []byte) error {
+	var v any
+	if err := util.UnmarshalJSON(input, &v); err != nil {
+		return fmt.Errorf("%s input: %w", rule, err)
+	}
+	value, err := ast.InterfaceToValue(v)
+	if err != nil {
+		return fmt.Errorf("%s input: %w", rule, err)
+	}
+	return e.check(ctx, rule, rule, value)
+}
+
+func (e *Engine) check(ctx context.Context, rule, method string, input ast.Value) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c := e.cur

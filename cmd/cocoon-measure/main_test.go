@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha512"
 	"encoding/base64"
@@ -14,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/cocoon-cc/cocoon/initdata"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf/ovmftest"
 	"github.com/cocoon-cc/cocoon/rvps"
 	"github.com/cocoon-cc/cocoon/store/memory"
@@ -21,13 +21,7 @@ import (
 
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	var out bytes.Buffer
-	root := newRoot()
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(args)
-	err := root.Execute()
-	return out.String(), err
+	return testutil.Execute(newRoot(), args...)
 }
 
 // amdSevFixture writes a synthetic AmdSev-shaped firmware to a file.
