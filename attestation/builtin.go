@@ -25,6 +25,11 @@ const PolicyNamespace = "attestation-policies"
 //go:embed policies/default_cpu.rego
 var DefaultCPUPolicy string
 
+// DefaultGPUPolicy appraises NVIDIA GPU claims (device class gpu).
+//
+//go:embed policies/default_gpu.rego
+var DefaultGPUPolicy string
+
 // ReferenceValueBuiltin is the Rego builtin query_reference_value(name):
 // the named reference value from the RVPS, or null when there is none.
 func ReferenceValueBuiltin(rv *rvps.Service) func(*rego.Rego) {
@@ -75,8 +80,10 @@ func NewPolicies(ctx context.Context, s store.Store, rv *rvps.Service) (*policy.
 	e.Follow(rvps.Namespace, rv.Forget)
 	e.SetSample(map[string]any{"sample": map[string]any{"svn": "1", "launch_digest": "abcde"},
 		"report_data": "", "init_data": ""}, nil)
-	if err := e.SetDefault(ctx, DefaultPolicyID+"_cpu", DefaultCPUPolicy); err != nil {
-		return nil, fmt.Errorf("attestation: default policy: %w", err)
+	for class, text := range map[string]string{"cpu": DefaultCPUPolicy, "gpu": DefaultGPUPolicy} {
+		if err := e.SetDefault(ctx, DefaultPolicyID+"_"+class, text); err != nil {
+			return nil, fmt.Errorf("attestation: default %s policy: %w", class, err)
+		}
 	}
 	return e, nil
 }

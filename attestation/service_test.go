@@ -519,10 +519,16 @@ func TestDeviceClasses(t *testing.T) {
 	if claims.Submods["cpu1"].Status != ear.StatusAffirming {
 		t.Errorf("cpu1 %s", claims.Submods["cpu1"].Status)
 	}
-	// A class without a policy fails the whole evaluation.
+	// Without the owner's policy the default GPU policy appraises: these
+	// claims name no verified GPU.
 	f2 := newFixture(t, Config{})
-	if _, _, err := f2.svc.Evaluate(ctx, []Request{{Tee: protocol.TeeNvidia, Evidence: json.RawMessage(`{}`)}}, ""); !errors.Is(err, policy.ErrNotFound) {
-		t.Errorf("no gpu policy: %v", err)
+	if _, claims, err := f2.svc.Evaluate(ctx, []Request{{Tee: protocol.TeeNvidia, Evidence: json.RawMessage(`{}`)}}, ""); err != nil ||
+		claims.Submods["gpu0"].Status != ear.StatusContraindicated {
+		t.Errorf("default gpu policy: %v", err)
+	}
+	// A class without a policy fails the whole evaluation.
+	if _, _, err := f2.svc.Evaluate(ctx, []Request{{Tee: protocol.TeeNvidia, Evidence: json.RawMessage(`{}`)}}, "nope"); !errors.Is(err, policy.ErrNotFound) {
+		t.Errorf("no nope_gpu policy: %v", err)
 	}
 }
 

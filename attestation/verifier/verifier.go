@@ -70,6 +70,15 @@ func (r Registry) Lookup(tee protocol.Tee) (Verifier, error) {
 	return v, nil
 }
 
+// DecodeStrict decodes JSON evidence into v, refusing members v does not
+// have: another TEE's evidence must not pass for this one's with empty
+// claims.
+func DecodeStrict(raw json.RawMessage, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
 // Fit zero-pads or truncates digest to a TEE field of width n, the way the
 // guest writes it into that field.
 func Fit(digest []byte, n int) []byte {

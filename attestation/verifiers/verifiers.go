@@ -12,6 +12,7 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/cca"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/csv"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/nvidia"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/sample"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
@@ -44,6 +45,9 @@ type Options struct {
 	// CSVHRK is a file holding the root certificate CSV chains must end
 	// in, instead of Hygon's HRK: for test chips.
 	CSVHRK string `toml:"csv_hrk"`
+	// NvidiaRoots is a PEM file of device roots trusted instead of NVIDIA's
+	// (test GPUs); NVIDIA's device root when empty.
+	NvidiaRoots string `toml:"nvidia_roots"`
 }
 
 // New returns a registry of every built-in verifier.
@@ -61,19 +65,22 @@ func New(o Options) (verifier.Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	copts := cca.Options{}
-	if o.CCAStoreDir != "" {
-		if copts.TrustAnchors, copts.ReferenceValues, err = cca.LoadDir(o.CCAStoreDir); err != nil {
-			return nil, err
-		}
-	}
 	c, err := newCSV(o)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := newCCA(o)
+	if err != nil {
+		return nil, err
+	}
+	nv, err := newNvidia(o)
 	if err != nil {
 		return nil, err
 	}
 	return verifier.Registry{
 		protocol.TeeSample: sample.Verifier{},
-		protocol.TeeCCA:    cca.New(copts),
+		protocol.TeeCCA:    cc,
+		protocol.TeeNvidia: nv,
 		protocol.TeeSNP:    s,
 		protocol.TeeTDX:    t,
 		protocol.TeeTPM:    tpm.New(tpm.Options{Now: o.Now}),
@@ -99,4 +106,31 @@ type offline struct{}
 
 func (offline) Get(_ context.Context, url string) (http.Header, []byte, error) {
 	return nil, nil, fmt.Errorf("%w (%s)", ErrOffline, url)
+}
+
+// newCCA loads the CCA stores; without them every token is refused.
+func newCCA(o Options) (*cca.Verifier, error) {
+	var co cca.Options
+	if o.CCAStoreDir != "" {
+		var err error
+		if co.TrustAnchors, co.ReferenceValues, err = cca.LoadDir(o.CCAStoreDir); err != nil {
+			return nil, err
+		}
+	}
+	return cca.New(co), nil
+}
+
+// newNvidia trusts NVIDIA's device root, or the roots of o.NvidiaRoots.
+func newNvidia(o Options) (*nvidia.Verifier, error) {
+	no := nvidia.Options{Now: o.Now}
+	if o.NvidiaRoots != "" {
+		pem, err := os.ReadFile(o.NvidiaRoots)
+		if err != nil {
+			return nil, err
+		}
+		if no.Roots, err = nvidia.ParseChain(pem); err != nil {
+			return nil, fmt.Errorf("nvidia_roots: %w", err)
+		}
+	}
+	return nvidia.New(no), nil
 }

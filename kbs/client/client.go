@@ -50,6 +50,7 @@ type Client struct {
 	url      string
 	http     *http.Client
 	attester attester.Attester
+	devices  []attester.Attester
 	key      *jose.TEEKey
 	initData []byte
 
@@ -75,6 +76,9 @@ type Options struct {
 	// Token is an attestation token obtained before (used as a bearer
 	// token; Key must be the key it vouches for).
 	Token string
+	// Devices attest the TEE's devices (GPUs); their evidence goes with
+	// the primary evidence as additional evidence.
+	Devices []attester.Attester
 }
 
 // New returns a Client for the KBS at url, attesting with a.
@@ -90,7 +94,7 @@ func New(url string, a attester.Attester, o Options) (*Client, error) {
 			return nil, err
 		}
 	}
-	return &Client{url: strings.TrimRight(url, "/"), http: o.HTTP, attester: a, key: o.Key,
+	return &Client{url: strings.TrimRight(url, "/"), http: o.HTTP, attester: a, devices: o.Devices, key: o.Key,
 		initData: o.InitData, token: o.Token}, nil
 }
 
@@ -147,7 +151,10 @@ func (c *Client) attest(ctx context.Context) (string, error) {
 
 // attestation builds the Attestation answering nonce.
 func (c *Client) attestation(ctx context.Context, nonce string) (*protocol.Attestation, error) {
-	additional := ""
+	additional, err := c.additionalEvidence(ctx, nonce)
+	if err != nil {
+		return nil, err
+	}
 	rd, err := protocol.ReportData(protocol.RuntimeDataClaims(nonce, c.key.Public(), &additional))
 	if err != nil {
 		return nil, err
@@ -164,6 +171,27 @@ func (c *Client) attestation(ctx context.Context, nonce string) (*protocol.Attes
 		att.InitData = &protocol.InitData{Format: "toml", Body: string(c.initData)}
 	}
 	return att, nil
+}
+
+// additionalEvidence is the devices' evidence as guest-components sends
+// it: a JSON object from TEE name to evidence, each bound to the runtime
+// data without additional evidence; "" without devices.
+func (c *Client) additionalEvidence(ctx context.Context, nonce string) (string, error) {
+	if len(c.devices) == 0 {
+		return "", nil
+	}
+	rd, err := protocol.ReportData(protocol.RuntimeDataClaims(nonce, c.key.Public(), nil))
+	if err != nil {
+		return "", err
+	}
+	evidence := make(map[protocol.Tee]json.RawMessage, len(c.devices))
+	for _, d := range c.devices {
+		if evidence[d.Tee()], err = d.Evidence(ctx, rd); err != nil {
+			return "", fmt.Errorf("%s evidence: %w", d.Tee(), err)
+		}
+	}
+	b, err := json.Marshal(evidence)
+	return string(b), err
 }
 
 // GetResource returns the plaintext of repo/type/tag[?query], attesting

@@ -57,27 +57,34 @@ func TestVerifyOfflineCCA(t *testing.T) {
 			t.Errorf("byte 0x%x flipped: reason is not one line: %v", off, err)
 		}
 	}
-	for name, c := range map[string]struct {
-		args []string
-		want string
-	}{
+	verifyRefusals(t, []string{"verify", "--tee", "cca", "--evidence", token}, map[string]refusal{
 		"another report data": {[]string{"--certs", stores, "--report-data", strings.Repeat("00", 64)}, "report data"},
 		"no stores":           {nil, "trust anchor"},
 		"stores missing":      {[]string{"--certs", t.TempDir()}, "tastore.json"},
-	} {
-		_, err := attestationService(t, append([]string{"verify", "--tee", "cca", "--evidence", token}, c.args...)...)
+	})
+}
+
+// refusal is a verify run that must fail: its extra arguments and a word
+// of the one-line reason.
+type refusal struct {
+	args []string
+	want string
+}
+
+func verifyRefusals(t *testing.T, base []string, cases map[string]refusal) {
+	t.Helper()
+	for name, c := range cases {
+		_, err := attestationService(t, append(append([]string{}, base...), c.args...)...)
 		if err == nil || strings.Contains(strings.TrimSpace(err.Error()), "\n") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want one line with %q", name, err, c.want)
 		}
 	}
 }
 
-// TestKBSReleasesToCCARealm runs the whole protocol against the kbs binary
-// with a live nonce: the example token's platform part as captured, its
-// realm part re-issued for each challenge with the RAK it vouches for and
-// the initdata's digest as personalization value. Nothing is released
-// until the owner registers the realm's initial measurement.
-func TestKBSReleasesToCCARealm(t *testing.T) {
+// ccaIssuer re-issues Trustee's example token's realm part with the RAK
+// the platform part vouches for (the fixture has its private key).
+func ccaIssuer(t *testing.T) *ccatest.Issuer {
+	t.Helper()
 	fx := testutil.Fixtures(t)
 	rak, err := ccatest.LoadKey(filepath.Join(fx, ccaData, "misc/rak-priv.json"))
 	if err != nil {
@@ -88,6 +95,17 @@ func TestKBSReleasesToCCARealm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return iss
+}
+
+// TestKBSReleasesToCCARealm runs the whole protocol against the kbs binary
+// with a live nonce: the example token's platform part as captured, its
+// realm part re-issued for each challenge with the RAK it vouches for and
+// the initdata's digest as personalization value. Nothing is released
+// until the owner registers the realm's initial measurement.
+func TestKBSReleasesToCCARealm(t *testing.T) {
+	fx := testutil.Fixtures(t)
+	iss := ccaIssuer(t)
 	toml := []byte("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n")
 	digest, _, err := initdata.Digest(toml)
 	if err != nil {
@@ -101,12 +119,7 @@ func TestKBSReleasesToCCARealm(t *testing.T) {
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/cca", []byte("for the realm"))
 
 	fetch := func(toml []byte) ([]byte, error) {
-		jar, _ := cookiejar.New(nil)
-		c, err := client.New(url, ccatest.Attester{Issuer: iss}, client.Options{HTTP: &http.Client{Jar: jar}, InitData: toml})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.GetResource(context.Background(), "default/key/cca")
+		return realmFetch(t, url, iss, client.Options{InitData: toml}, "default/key/cca")
 	}
 	var kerr *protocol.Error
 	if _, err := fetch(toml); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
@@ -122,4 +135,17 @@ func TestKBSReleasesToCCARealm(t *testing.T) {
 	if _, err := fetch([]byte("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\nx = \"y\"\n")); !errors.As(err, &kerr) || kerr.Kind != protocol.KindAttestation {
 		t.Fatalf("other initdata: %v, want AttestationError", err)
 	}
+}
+
+// realmFetch attests as the realm iss issues tokens for (and the devices
+// of o) in a new session and fetches path.
+func realmFetch(t *testing.T, url string, iss *ccatest.Issuer, o client.Options, path string) ([]byte, error) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	o.HTTP = &http.Client{Jar: jar}
+	c, err := client.New(url, ccatest.Attester{Issuer: iss}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.GetResource(context.Background(), path)
 }

@@ -50,9 +50,7 @@ func New(o Options) *Verifier { return &Verifier{opts: o} }
 // Evaluate verifies CCA evidence and returns its claims, device class cpu.
 func (v *Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
 	var ev Evidence
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&ev); err != nil {
+	if err := verifier.DecodeStrict(raw, &ev); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEvidenceJSON, err)
 	}
 	if len(ev.Token) == 0 {

@@ -33,7 +33,7 @@ func FuzzEvaluate(f *testing.F) {
 	f.Add([]byte(`{"token":"2QGPoA=="}`))
 	v := fixtureVerifier(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if _, err := v.Evaluate(context.Background(), json.RawMessage(b), verifier.Expected{}); err == nil {
+		if _, err := v.Evaluate(context.Background(), json.RawMessage(b), verifier.Expected{ReportData: []byte{1}}); err == nil {
 			t.Fatal("fuzzed evidence verified")
 		}
 	})

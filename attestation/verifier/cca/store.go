@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )
 
 // The stores use the JSON forms of Veraison's ccatoken crate, which
@@ -114,7 +116,7 @@ func ParseTrustAnchors(b []byte) (TrustAnchors, error) {
 		ImplementationID hexBytes        `json:"implementation-id"`
 		InstanceID       hexBytes        `json:"instance-id"`
 	}
-	if err := strictJSON(b, &entries); err != nil {
+	if err := verifier.DecodeStrict(b, &entries); err != nil {
 		return nil, fmt.Errorf("%w: trust anchors: %v", ErrStore, err)
 	}
 	ta := make(TrustAnchors, len(entries))
@@ -152,7 +154,7 @@ func ParseReferenceValues(b []byte) (*ReferenceValues, error) {
 			RAKHashAlgorithm       string     `json:"rak-hash-algorithm"`
 		} `json:"realm"`
 	}
-	if err := strictJSON(b, &doc); err != nil {
+	if err := verifier.DecodeStrict(b, &doc); err != nil {
 		return nil, fmt.Errorf("%w: reference values: %v", ErrStore, err)
 	}
 	rv := &ReferenceValues{Platforms: map[string][]PlatformReference{}}
@@ -177,12 +179,6 @@ func ParseReferenceValues(b []byte) (*ReferenceValues, error) {
 		rv.Realms = append(rv.Realms, ref)
 	}
 	return rv, nil
-}
-
-func strictJSON(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
 }
 
 // appraisePlatform finds a reference state equal to the platform's.

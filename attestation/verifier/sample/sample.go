@@ -31,9 +31,7 @@ func (Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifier.E
 		SVN        *string `json:"svn"`
 		ReportData *string `json:"report_data"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&fields); err != nil {
+	if err := verifier.DecodeStrict(raw, &fields); err != nil {
 		return nil, fmt.Errorf("%w: sample: %v", verifier.ErrMalformedEvidence, err)
 	}
 	if fields.SVN == nil || fields.ReportData == nil {
