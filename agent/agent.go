@@ -42,6 +42,8 @@ type Policy interface {
 	Check(ctx context.Context, method string, req proto.Message) error
 	Denied(ctx context.Context) error
 	Set(ctx context.Context, rego string) error
+	// Value is the value of one of the policy's rules (nil: undefined).
+	Value(ctx context.Context, name string) (any, error)
 }
 
 // Config configures an Agent.

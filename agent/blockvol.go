@@ -1,14 +1,22 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cocoon-cc/cocoon/guest/cdh/securemount"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
@@ -49,7 +57,7 @@ func (a *Agent) setupBlock(ctx context.Context, s *pb.Storage, target string) er
 	if a.cfg.Volumes == nil {
 		return fmt.Errorf("%w: no secure mount in this agent", ErrUnsupported)
 	}
-	dev, err := blockDevice(ctx, s.Source)
+	dev, _, err := blockDevice(ctx, s.Source)
 	if err != nil {
 		return err
 	}
@@ -89,21 +97,21 @@ func parsePCIPath(p string) ([]int, error) {
 }
 
 // blockDevice waits for the virtio-blk disk at PCI path p and returns its
-// device number (MAJ:MIN).
-func blockDevice(ctx context.Context, p string) (string, error) {
+// device number (MAJ:MIN) and name (vdb).
+func blockDevice(ctx context.Context, p string) (string, string, error) {
 	slots, err := parsePCIPath(p)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, diskWait)
 	defer cancel()
 	for {
-		if dev, ok := findBlockDevice(slots); ok {
-			return dev, nil
+		if dev, name, ok := findBlockDevice(slots); ok {
+			return dev, name, nil
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("%w: no disk at PCI path %s", ErrNotFound, p)
+			return "", "", fmt.Errorf("%w: no disk at PCI path %s", ErrNotFound, p)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -111,22 +119,137 @@ func blockDevice(ctx context.Context, p string) (string, error) {
 
 // findBlockDevice walks sysfs down the slots (bus numbers are the
 // guest's: each bridge's child is found by its slot) to a disk.
-func findBlockDevice(slots []int) (string, bool) {
+func findBlockDevice(slots []int) (string, string, bool) {
 	dir := pciRoot
 	for _, slot := range slots {
 		m, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("0000:??:%02x.0", slot)))
 		if len(m) != 1 {
-			return "", false
+			return "", "", false
 		}
 		dir = m[0]
 	}
 	devs, _ := filepath.Glob(filepath.Join(dir, "virtio*", "block", "*", "dev"))
 	if len(devs) != 1 {
-		return "", false
+		return "", "", false
 	}
 	b, err := os.ReadFile(devs[0])
 	if err != nil {
-		return "", false
+		return "", "", false
 	}
-	return strings.TrimSpace(string(b)), true
+	return strings.TrimSpace(string(b)), filepath.Base(filepath.Dir(devs[0])), true
+}
+
+// A raw block volume (CRI's volumeDevices, a block PersistentVolume) that
+// the pod's policy names in encrypted_volumes (agent/policy/default.rego)
+// is opened with LUKS2 under a key the data hub fetches from the KBS after
+// attestation, and its ext4 mounted in the container. The key's URI and
+// the mount point come from the policy, which initdata carries and the
+// TEE measures: the host only hands the device over (a "blk" device at
+// its PCI path, as Kata's runtime describes one) and never learns the key.
+
+// encryptedVolume is an entry of the policy's encrypted_volumes.
+type encryptedVolume struct {
+	Key        string `json:"key"`
+	MountPoint string `json:"mount_point"`
+	Format     bool   `json:"format"`
+}
+
+// luksMagic starts a LUKS header; blankBytes is how much of a device must
+// be zero for it to count as never used.
+var luksMagic = []byte("LUKS\xba\xbe")
+
+const blankBytes = 1 << 20
+
+// openDevices opens the request's devices the policy names as encrypted
+// volumes and mounts them in the container (spec); guestSpec drops the
+// host's device entries.
+func (a *Agent) openDevices(ctx context.Context, r *pb.CreateContainerRequest, spec *specs.Spec) error {
+	if len(r.Devices) == 0 {
+		return nil
+	}
+	v, err := a.cfg.Policy.Value(ctx, "encrypted_volumes")
+	if err != nil || v == nil {
+		return err
+	}
+	b, _ := json.Marshal(v)
+	var vols map[string]encryptedVolume
+	if err := json.Unmarshal(b, &vols); err != nil {
+		return fmt.Errorf("%w: the policy's encrypted_volumes: %v", ErrInvalidArgument, err)
+	}
+	for _, d := range r.Devices {
+		vol, ok := vols[d.ContainerPath]
+		if !ok || d.Type != StorageDriverBlock {
+			continue
+		}
+		if !path.IsAbs(vol.MountPoint) || vol.Key == "" {
+			return fmt.Errorf("%w: encrypted volume %s: a key and an absolute mount_point are required", ErrInvalidArgument, d.ContainerPath)
+		}
+		mp := LocalPath + "/pv-" + base64.URLEncoding.EncodeToString([]byte(d.VmPath))
+		if err := a.openVolume(ctx, d.VmPath, mp, vol); err != nil {
+			return fmt.Errorf("encrypted volume %s: %w", d.ContainerPath, err)
+		}
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: path.Clean(vol.MountPoint), Source: mp, Type: "bind",
+			Options: []string{"rbind", "rw"}})
+	}
+	return nil
+}
+
+// openVolume opens the device at PCI path pci as the pod's storage mp,
+// once: the pod's containers share it.
+func (a *Agent) openVolume(ctx context.Context, pci, mp string, vol encryptedVolume) error {
+	if a.cfg.Volumes == nil {
+		return fmt.Errorf("%w: no secure mount in this agent", ErrUnsupported)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.storages[mp] != "" {
+		return nil
+	}
+	dev, name, err := blockDevice(ctx, pci)
+	if err != nil {
+		return err
+	}
+	source, err := luksSource("/dev/"+name, vol.Format)
+	if err != nil {
+		return err
+	}
+	target := filepath.Join(a.cfg.SandboxDir, strings.TrimPrefix(mp, SandboxPath))
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if err := a.cfg.Volumes.SecureMount(ctx, &securemount.Request{VolumeType: securemount.VolumeBlockDevice,
+		MountPoint: target, Options: map[string]string{
+			"deviceId": dev, "encryptionType": "luks2", "sourceType": source, "key": vol.Key,
+			"targetType": securemount.TargetFileSystem, "filesystemType": "ext4",
+		}}); err != nil {
+		return err
+	}
+	a.storages[mp] = StorageDriverBlock
+	a.log.Info("encrypted volume opened", "device", name, "mount_point", mp, "formatted", source == securemount.SourceEmpty)
+	return nil
+}
+
+// luksSource tells an encrypted device to open from a blank one to
+// format (when allowed); anything else is refused, never overwritten.
+func luksSource(dev string, format bool) (string, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	head := make([]byte, blankBytes)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return "", err
+	}
+	head = head[:n]
+	switch {
+	case bytes.HasPrefix(head, luksMagic):
+		return securemount.SourceEncrypted, nil
+	case !format:
+		return "", fmt.Errorf("%w: %s has no LUKS2 header and the policy does not let the guest format it", ErrInvalidArgument, dev)
+	case bytes.Count(head, []byte{0}) != len(head):
+		return "", fmt.Errorf("%w: %s is neither LUKS2 nor blank: not formatting it", ErrInvalidArgument, dev)
+	}
+	return securemount.SourceEmpty, nil
 }

@@ -92,6 +92,9 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 	if err := a.setupStorages(ctx, r.Storages); err != nil {
 		return nil, err
 	}
+	if err := a.openDevices(ctx, r, spec); err != nil {
+		return nil, err
+	}
 	bundle := a.bundleDir(r.ContainerId)
 	dropped, err := guestSpec(spec, r.ContainerId, filepath.Join(bundle, "rootfs"), a.cgroupParent(), image, a.bindSource)
 	if err != nil {

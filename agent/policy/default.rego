@@ -65,9 +65,20 @@ refused contains msg if {
 	msg := sprintf("mount %s: host path %s is not shared with the sandbox (hostPath volumes need the pod's policy to allow them)", [m.destination, m.source])
 }
 
+# Raw block volumes (volumeDevices) the guest opens encrypted, by their
+# path in the container: none. A pod's own policy lists them, e.g.
+#   encrypted_volumes := {"/dev/xvda": {"key": "kbs:///default/pv/key",
+#     "mount_point": "/data", "format": true}}
+# The agent opens the device with LUKS2 under the KBS resource "key"
+# (released after attestation) and mounts its ext4 at "mount_point" in the
+# container; "format" lets it format a blank device (no LUKS2 header, first
+# MiB zero) on first use, never one holding anything else.
+encrypted_volumes := {}
+
 refused contains msg if {
 	some d in input.OCI.Linux.Devices
 	not d.Path in allowed_devices
+	not encrypted_volumes[d.Path]
 	msg := sprintf("device %s: host devices need the pod's policy to allow them", [d.Path])
 }
 

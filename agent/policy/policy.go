@@ -195,24 +195,11 @@ type decision struct {
 
 // decide evaluates rule. An undefined rule or result denies.
 func (c *compiled) decide(ctx context.Context, rule string, input ast.Value) (decision, error) {
-	if !c.rules[rule] {
-		return decision{}, nil
-	}
-	q, ok := c.queries[rule]
-	if !ok {
-		var err error
-		q, err = rego.New(rego.Query(packagePath+"."+rule), rego.Compiler(c.compiler), rego.Store(c.state),
-			rego.Capabilities(capabilities)).PrepareForEval(ctx)
-		if err != nil {
-			return decision{}, err
-		}
-		c.queries[rule] = q
-	}
-	rs, err := q.Eval(ctx, rego.EvalParsedInput(input))
-	if err != nil || len(rs) != 1 || len(rs[0].Expressions) != 1 {
+	result, ok, err := c.value(ctx, rule, input)
+	if !ok || err != nil {
 		return decision{}, err
 	}
-	switch v := rs[0].Expressions[0].Value.(type) {
+	switch v := result.(type) {
 	case bool:
 		return decision{allowed: v}, nil
 	case map[string]any:
@@ -231,4 +218,36 @@ func (c *compiled) decide(ctx context.Context, rule string, input ast.Value) (de
 		return decision{allowed: allowed, ops: ops, message: message}, nil
 	}
 	return decision{}, fmt.Errorf("result is neither a boolean nor an object")
+}
+
+// value evaluates rule; ok is false when it is undefined.
+func (c *compiled) value(ctx context.Context, rule string, input ast.Value) (any, bool, error) {
+	if !c.rules[rule] {
+		return nil, false, nil
+	}
+	q, ok := c.queries[rule]
+	if !ok {
+		var err error
+		q, err = rego.New(rego.Query(packagePath+"."+rule), rego.Compiler(c.compiler), rego.Store(c.state),
+			rego.Capabilities(capabilities)).PrepareForEval(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		c.queries[rule] = q
+	}
+	rs, err := q.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil || len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return nil, false, err
+	}
+	return rs[0].Expressions[0].Value, true, nil
+}
+
+// Value is what the policy's rule name says, with no input: settings the
+// pod's owner gives the agent in its policy (encrypted_volumes); nil when
+// the policy does not define it.
+func (e *Engine) Value(ctx context.Context, name string) (any, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v, _, err := e.cur.value(ctx, name, ast.NewObject())
+	return v, err
 }

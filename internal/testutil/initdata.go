@@ -12,7 +12,12 @@ import (
 // document holding the agent policy rego: gzip-compressed, base64-encoded.
 func InitdataAnnotation(t testing.TB, rego string) string {
 	t.Helper()
-	doc := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = '''\n" + rego + "\n'''\n"
+	return InitdataDocAnnotation(t, "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = '''\n"+rego+"\n'''\n")
+}
+
+// InitdataDocAnnotation is the annotation carrying the initdata TOML doc.
+func InitdataDocAnnotation(t testing.TB, doc string) string {
+	t.Helper()
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
 	zw.Write([]byte(doc))

@@ -67,7 +67,7 @@ type pod struct {
 	agent  pb.AgentServiceService
 	dir    string
 	vols   volumes
-	disks  *scratchDisks // nil: emptyDir volumes are guest directories
+	disks  *podDisks // nil: the sandbox takes no disks
 	res    *podResources
 	cgroup *podCgroup // the host cgroup of the pod's sandbox, if containerd named one
 }
@@ -240,7 +240,7 @@ func (s *Service) startPod(ctx context.Context, r *taskAPI.CreateTaskRequest, sp
 	}
 	client := ttrpc.NewClient(conn)
 	p := &pod{id: id, sb: sb, client: client, agent: pb.NewAgentServiceClient(client), dir: dir, res: res, cgroup: cg,
-		disks: newScratchDisks(sb, dir, cfg)}
+		disks: newPodDisks(sb, dir, cfg)}
 	if g, ok := sb.(guestNetworker); ok {
 		if err := configureNetwork(sctx, g, p.agent); err != nil {
 			client.Close()
@@ -345,6 +345,11 @@ func (s *Service) createContainer(ctx context.Context, t *ctask, spec *specs.Spe
 		return err
 	}
 	req.Storages = append(req.Storages, storages...)
+	if s.pod.disks != nil {
+		if req.Devices, err = s.pod.disks.blockDevices(ctx, spec); err != nil {
+			return errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s: %v", t.id, err)
+		}
+	}
 	if err := s.fit(ctx, s.pod, t.id, spec.Linux); err != nil {
 		return err
 	}

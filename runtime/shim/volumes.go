@@ -87,7 +87,7 @@ type volumes struct {
 // guestMounts rewrites container id's host bind mounts for the guest
 // (the comment above), copies the files in, and returns the emptyDir
 // storages the request must carry and the copies to watch.
-func guestMounts(ctx context.Context, a pb.AgentServiceService, disks *scratchDisks, id string, spec *specs.Spec) ([]*pb.Storage, []*copied, error) {
+func guestMounts(ctx context.Context, a pb.AgentServiceService, disks *podDisks, id string, spec *specs.Spec) ([]*pb.Storage, []*copied, error) {
 	var storages []*pb.Storage
 	var copies []*copied
 	for i, m := range spec.Mounts {
@@ -101,9 +101,9 @@ func guestMounts(ctx context.Context, a pb.AgentServiceService, disks *scratchDi
 			spec.Mounts[i].Source = agent.EphemeralPath + "/shm"
 		case emptyDir.MatchString(src):
 			s := emptyDirStorage(src)
-			if s.Driver == agent.StorageDriverLocal && disks != nil {
+			if s.Driver == agent.StorageDriverLocal && disks != nil && disks.emptyDirs {
 				var err error
-				if s, err = disks.storage(ctx, src, emptyDir.FindStringSubmatch(src)[1], s.FsGroup); err != nil {
+				if s, err = disks.scratch(ctx, emptyDir.FindStringSubmatch(src)[1], s.FsGroup); err != nil {
 					return nil, nil, err
 				}
 			}

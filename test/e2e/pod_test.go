@@ -197,6 +197,16 @@ func (e *podEnv) startPodWith(ctx context.Context, t testing.TB, rs internalapi.
 // startPodOn is startPodWith on the runtime handler (coco, runc).
 func (e *podEnv) startPodOn(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, handler, name, logDir, rego string) (string, *cri.PodSandboxConfig) {
 	t.Helper()
+	init := ""
+	if rego != "" {
+		init = testutil.InitdataAnnotation(t, rego)
+	}
+	return e.startPodInit(ctx, t, rs, handler, name, logDir, init)
+}
+
+// startPodInit is startPodOn with an initdata annotation ("": none).
+func (e *podEnv) startPodInit(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, handler, name, logDir, init string) (string, *cri.PodSandboxConfig) {
+	t.Helper()
 	sandbox := &cri.PodSandboxConfig{
 		Metadata:     &cri.PodSandboxMetadata{Name: name, Uid: "uid-" + name, Namespace: "default"},
 		Hostname:     name,
@@ -204,8 +214,8 @@ func (e *podEnv) startPodOn(ctx context.Context, t testing.TB, rs internalapi.Ru
 		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
 			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_POD}}},
 	}
-	if rego != "" {
-		sandbox.Annotations = map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": testutil.InitdataAnnotation(t, rego)}
+	if init != "" {
+		sandbox.Annotations = map[string]string{"io.katacontainers.config.hypervisor.cc_init_data": init}
 	}
 	podID, err := rs.RunPodSandbox(ctx, sandbox, handler)
 	if err != nil {

@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -265,5 +270,84 @@ func waitLog(t *testing.T, path, want string) string {
 		if strings.Contains(string(b), want) || time.Now().After(deadline) {
 			return string(b)
 		}
+	}
+}
+
+// TestPodEncryptedBlockVolume: a raw block volume (a loop device, as a
+// local block PersistentVolume) handed to a VM pod is formatted with LUKS2
+// under a key the guest fetches from a real KBS after attestation, its URI
+// named by the pod's policy in initdata; the host's device holds only
+// ciphertext, and a second pod opens it again with the same key and reads
+// what the first wrote. Nothing of the pods is left on the host.
+func TestPodEncryptedBlockVolume(t *testing.T) {
+	e := newVMPodEnv(t)
+	// The KBS, where the guests reach it: the pods' bridge.
+	data := t.TempDir()
+	port := freePort(t)
+	addr := net.JoinHostPort(e.gateway.String(), strconv.Itoa(port))
+	cfg := filepath.Join(t.TempDir(), "kbs.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[http_server]\nsockets = [%q]\ninsecure_http = true\n[storage_backend]\n"+
+		"storage_type = \"Embedded\"\n[storage_backend.backends.embedded]\npath = %q\n", addr, data)), 0o600)
+	url := "http://" + addr
+	k := startKBS(t, cfg, url, data, nil)
+	provisionSample(t, url, k.adminKey())
+	key := make([]byte, 64)
+	rand.Read(key)
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/pv/key", key)
+
+	backing := filepath.Join(t.TempDir(), "pv.img")
+	if err := os.WriteFile(backing, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(backing, 64<<20)
+	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v %s", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	mappers, _ := os.ReadDir("/dev/mapper")
+	rs := e.ctrd.RuntimeService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+
+	rego := strings.Replace(policy.Default(), "default ReadStreamRequest := false", "default ReadStreamRequest := true", 1)
+	rego = strings.Replace(rego, "encrypted_volumes := {}",
+		`encrypted_volumes := {"/dev/xvda": {"key": "kbs:///default/pv/key", "mount_point": "/data", "format": true}}`, 1)
+	kbc := fmt.Sprintf("[kbc]\nname = \"cc_kbc\"\nurl = %q\n", url)
+	init := testutil.InitdataDocAnnotation(t, fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n"+
+		"\"aa.toml\" = '''\n[token_configs.kbs]\nurl = %q\n'''\n\"cdh.toml\" = '''\n%s'''\n\"policy.rego\" = '''\n%s\n'''\n", url, kbc, rego))
+	run := func(name, script string) string {
+		logDir := t.TempDir()
+		podID, sandbox := e.startPodInit(ctx, t, rs, "coco", name, logDir, init)
+		defer rs.RemovePodSandbox(ctx, podID)
+		defer rs.StopPodSandbox(ctx, podID)
+		cid := createStarted(ctx, t, e, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"},
+			Image: &cri.ImageSpec{Image: e.image}, LogPath: "c.log", Command: []string{"/bin/sh", "-c", script},
+			Devices: []*cri.Device{{ContainerPath: "/dev/xvda", HostPath: loop, Permissions: "rwm"}}})
+		if st := waitExited(ctx, t, rs, cid); st.ExitCode != 0 {
+			b, _ := os.ReadFile(filepath.Join(logDir, "c.log"))
+			t.Fatalf("%s: exit %d\n%s\n%s", name, st.ExitCode, b, e.ctrd.Logs())
+		}
+		return waitLog(t, filepath.Join(logDir, "c.log"), "done")
+	}
+	log := run("pv1", "grep ' /data ' /proc/mounts; for i in 1 2 3 4 5 6 7 8; do echo "+plainMarker+" >> /data/m; done; sync; echo done")
+	if !strings.Contains(log, "/dev/mapper/") || !strings.Contains(log, " /data ext4 ") {
+		t.Errorf("/data is no ext4 on dm-crypt:\n%s", log)
+	}
+	img, err := os.ReadFile(backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(img, []byte("LUKS\xba\xbe")) || bytes.Contains(img, []byte(plainMarker)) {
+		t.Errorf("the host's device is not LUKS2 ciphertext only (header % x)", img[:16])
+	}
+	// Reopened under the KBS's key, not formatted again.
+	if log := run("pv2", "echo read=$(/bin/busybox head -n 1 /data/m); echo done"); !strings.Contains(log, "read="+plainMarker) {
+		t.Errorf("second pod:\n%s", log)
+	}
+	assertNoLeftovers(t, e.ctrd)
+	if now, _ := os.ReadDir("/dev/mapper"); len(now) != len(mappers) {
+		t.Errorf("device-mapper entries on the host: %v, before %v", now, mappers)
 	}
 }
