@@ -32,6 +32,7 @@ type container struct {
 	bundle string
 	lc     *libcontainer.Container
 	init   *process
+	mounts []specs.Mount // the spec's, sources in the guest
 
 	mu      sync.Mutex
 	started bool
@@ -129,7 +130,7 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 		return nil, err
 	}
 	a.guardOutput(ctx, r.ContainerId, r.ContainerId, p)
-	c := &container{id: r.ContainerId, bundle: bundle, lc: lc, init: p, execs: map[string]*process{}}
+	c := &container{id: r.ContainerId, bundle: bundle, lc: lc, init: p, mounts: spec.Mounts, execs: map[string]*process{}}
 	a.watchOOM(c)
 	return c, nil
 }
@@ -361,7 +362,8 @@ func (a *Agent) SignalProcess(ctx context.Context, r *pb.SignalProcessRequest) (
 	return empty(), toStatus(err)
 }
 
-// WaitProcess blocks until the process exits and returns its status.
+// WaitProcess blocks until the process exits and returns its status,
+// with the container's termination message when the host asks for it.
 func (a *Agent) WaitProcess(ctx context.Context, r *pb.WaitProcessRequest) (*pb.WaitProcessResponse, error) {
 	c, p, err := a.lookupProcess(r.ContainerId, r.ExecId)
 	if err != nil {
@@ -372,10 +374,13 @@ func (a *Agent) WaitProcess(ctx context.Context, r *pb.WaitProcessRequest) (*pb.
 	case <-ctx.Done():
 		return nil, toStatus(ctx.Err())
 	}
+	w := &pb.WaitProcessResponse{Status: p.exitStatus()}
 	if p != c.init {
 		go c.reapExec(p)
+	} else if r.TerminationMessagePath != "" {
+		a.terminationMessage(ctx, c, r.TerminationMessagePath, w)
 	}
-	return &pb.WaitProcessResponse{Status: p.exitStatus()}, nil
+	return w, nil
 }
 
 // execLinger bounds how long an exited exec keeps output nobody reads.

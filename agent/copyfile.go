@@ -21,7 +21,9 @@ const SharedPath = "/run/kata-containers/shared/containers"
 // CopyFile writes one chunk of a file the host copies into the guest, or
 // makes a directory or a symlink, as Kata's agent does: a file is written to
 // "<name>.tmp" and renamed over its name once it has file_size bytes, so a
-// container never sees half a file. Everything stays under SharedDir.
+// container never sees half a file. With Cocoon's remove it deletes the
+// path instead (a file gone from the host's volume). Everything stays under
+// SharedDir.
 func (a *Agent) CopyFile(ctx context.Context, r *pb.CopyFileRequest) (*emptypb.Empty, error) {
 	return empty(), toStatus(a.copyFile(r))
 }
@@ -39,6 +41,9 @@ func (a *Agent) copyFile(r *pb.CopyFileRequest) error {
 		return err
 	}
 	defer root.Close()
+	if r.Remove {
+		return root.RemoveAll(name)
+	}
 	if dir := path.Dir(name); dir != "." {
 		if err := root.MkdirAll(dir, fs.FileMode(r.DirMode&0o777)); err != nil {
 			return fmt.Errorf("copy %s: parent: %w", r.Path, err)

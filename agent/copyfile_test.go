@@ -67,6 +67,17 @@ func TestCopyFile(t *testing.T) {
 		t.Errorf("symlink: %q %v", target, err)
 	}
 
+	// Removals (Cocoon's): a file, a directory with what it holds, a
+	// symlink but not what it points at; removing what is gone is no error.
+	for _, name := range []string{"pod/vol/key", "pod/cm", "pod/gone"} {
+		if err := copyFile(&pb.CopyFileRequest{Path: p(name), Remove: true}); err != nil {
+			t.Errorf("remove %s: %v", name, err)
+		}
+		if _, err := os.Lstat(filepath.Join(a.cfg.SharedDir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s not removed: %v", name, err)
+		}
+	}
+
 	// Nothing outside the shared directory, whatever the path or links say.
 	outside := t.TempDir()
 	if err := copyFile(&pb.CopyFileRequest{Path: p("pod/esc"), FileMode: unix.S_IFLNK | 0o777, Data: []byte(outside)}); err != nil {
@@ -81,6 +92,9 @@ func TestCopyFile(t *testing.T) {
 		{Path: p("pod/neg"), FileSize: 1, Offset: -1, Data: []byte("x")},
 		{Path: p("pod/key.tmp"), FileSize: 1, Data: []byte("x")},
 		{Path: p("pod/dev"), FileMode: unix.S_IFCHR | 0o666},
+		{Path: SharedPath, Remove: true},
+		{Path: p("../x"), Remove: true},
+		{Path: p("pod/esc/planted"), Remove: true},
 	} {
 		if err := copyFile(r); err == nil {
 			t.Errorf("%s (mode %#o): accepted", r.Path, r.FileMode)

@@ -54,4 +54,6 @@ default ExecProcessRequest := true
 
 default ReadStreamRequest := true
 
+default TerminationMessageRequest := true
+
 default SetPolicyRequest := true

@@ -15,6 +15,8 @@ import (
 // request (PolicyCopyFileRequest): the file's kind by name, a symlink's
 // target as text, the numeric fields, and no data. A symlink whose target
 // is not UTF-8 is refused before any rule runs, as Kata's agent refuses it.
+// Cocoon adds "remove": true to a removal (its extension: delete the path
+// instead), and only then, so that a copy's input stays Kata's.
 
 // requestInput is the input Kata's agent evaluates req with.
 func requestInput(req proto.Message) (ast.Value, error) {
@@ -47,7 +49,7 @@ func copyFileInput(r *pb.CopyFileRequest) (ast.Value, error) {
 		}
 		target = ast.StringTerm(string(r.Data))
 	}
-	return ast.NewObject(
+	o := ast.NewObject(
 		[2]*ast.Term{ast.StringTerm("path"), ast.StringTerm(r.Path)},
 		[2]*ast.Term{ast.StringTerm("file_type"), ast.StringTerm(kind)},
 		[2]*ast.Term{ast.StringTerm("symlink_target"), target},
@@ -57,5 +59,9 @@ func copyFileInput(r *pb.CopyFileRequest) (ast.Value, error) {
 		[2]*ast.Term{ast.StringTerm("uid"), ast.InternedTerm(int64(r.Uid))},
 		[2]*ast.Term{ast.StringTerm("gid"), ast.InternedTerm(int64(r.Gid))},
 		[2]*ast.Term{ast.StringTerm("offset"), ast.InternedTerm(r.Offset)},
-	), nil
+	)
+	if r.Remove {
+		o.Insert(ast.StringTerm("remove"), ast.InternedTerm(true))
+	}
+	return o, nil
 }

@@ -22,6 +22,8 @@ func TestCopyFileInput(t *testing.T) {
 			`{"dir_mode":0,"file_mode":16877,"file_size":0,"file_type":"Directory","gid":0,"offset":0,"path":"/d","symlink_target":null,"uid":0}`},
 		"symlink": {&pb.CopyFileRequest{Path: "/d/..data", FileMode: 0o120777, Data: []byte("..2026_12_04")},
 			`{"dir_mode":0,"file_mode":41471,"file_size":0,"file_type":"Symlink","gid":0,"offset":0,"path":"/d/..data","symlink_target":"..2026_12_04","uid":0}`},
+		"removal (Cocoon's)": {&pb.CopyFileRequest{Path: "/d/..2026_12_03", Remove: true},
+			`{"dir_mode":0,"file_mode":0,"file_size":0,"file_type":"Unknown","gid":0,"offset":0,"path":"/d/..2026_12_03","remove":true,"symlink_target":null,"uid":0}`},
 		"socket": {&pb.CopyFileRequest{Path: "/s", FileMode: 0o140755},
 			`{"dir_mode":0,"file_mode":49645,"file_size":0,"file_type":"Unknown","gid":0,"offset":0,"path":"/s","symlink_target":null,"uid":0}`},
 	} {

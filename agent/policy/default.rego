@@ -5,7 +5,9 @@
 # pod's emptyDir storages, never a host path (hostPath volumes) nor a host
 # device. It may not run other commands in them
 # (ExecProcess), read what they print (ReadStream: their output may carry
-# secrets) or replace this policy. A pod that wants any of those ships its
+# secrets) or their termination messages (TerminationMessage, Cocoon's: the
+# file a container writes at its terminationMessagePath) or replace this
+# policy. A pod that wants any of those ships its
 # own policy in initdata (policy.rego). Rules the policy does not define
 # are denied.
 package agent_policy
@@ -141,6 +143,8 @@ ExecProcessRequest if {
 	as_run(input.process) == data.pstate[concat("", ["exec:", input.container_id])]
 }
 default ReadStreamRequest := false
+
+default TerminationMessageRequest := false
 
 default SetPolicyRequest := false
 

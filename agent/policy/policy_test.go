@@ -85,16 +85,17 @@ func requests() map[string]proto.Message {
 		"ListRoutesRequest":     &pb.ListRoutesRequest{},
 		"AddARPNeighborsRequest": &pb.AddARPNeighborsRequest{Neighbors: &pb.ARPNeighbors{ARPNeighbors: []*pb.ARPNeighbor{{
 			ToIPAddress: &pb.IPAddress{Address: "10.88.0.1"}, Device: "eth0", Lladdr: "02:00:00:00:00:02"}}}},
-		"OnlineCPUMemRequest": &pb.OnlineCPUMemRequest{NbCpus: 2},
-		"CopyFileRequest":     &pb.CopyFileRequest{Path: "/run/kata-containers/shared/containers/c-hosts", FileSize: 1, FileMode: 0o100644, Data: []byte("x")},
-		"GetOOMEventRequest":  &pb.GetOOMEventRequest{},
+		"OnlineCPUMemRequest":       &pb.OnlineCPUMemRequest{NbCpus: 2},
+		"CopyFileRequest":           &pb.CopyFileRequest{Path: "/run/kata-containers/shared/containers/c-hosts", FileSize: 1, FileMode: 0o100644, Data: []byte("x")},
+		"GetOOMEventRequest":        &pb.GetOOMEventRequest{},
+		"TerminationMessageRequest": &pb.TerminationMessageRequest{ContainerId: "c", Path: "/dev/termination-log", Len: 3},
 	}
 }
 
 func TestDefaultPolicy(t *testing.T) {
 	ctx := context.Background()
 	e := mustNew(t, Default())
-	denied := map[string]bool{"ExecProcessRequest": true, "ReadStreamRequest": true, "SetPolicyRequest": true}
+	denied := map[string]bool{"ExecProcessRequest": true, "ReadStreamRequest": true, "SetPolicyRequest": true, "TerminationMessageRequest": true}
 	for rule, req := range requests() {
 		err := e.Check(ctx, "M", req)
 		if denied[rule] != (err != nil) {

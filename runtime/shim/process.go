@@ -28,6 +28,7 @@ type stdio struct {
 type proc struct {
 	cid, execID string // execID is empty for a container's init
 	stdio       stdio
+	termination *copied // a container's termination-message file, if any
 
 	mu         sync.Mutex
 	status     task.Status

@@ -357,6 +357,7 @@ func (s *Service) createContainer(ctx context.Context, t *ctask, spec *specs.Spe
 		return agentError("create container "+t.id, err)
 	}
 	s.pod.vols.watch(ctx, s.pod.agent, t.id, copies)
+	t.init.termination = terminationLogOf(copies)
 	return nil
 }
 
@@ -397,12 +398,17 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	return &taskAPI.StartResponse{Pid: pid}, nil
 }
 
-// waitProcess waits on the agent for the process's exit.
+// waitProcess waits on the agent for the process's exit and hands its
+// termination message to the kubelet before reporting it.
 func (s *Service) waitProcess(ctx context.Context, p *proc) {
-	w, err := s.pod.agent.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: p.cid, ExecId: p.execID})
+	w, err := s.pod.agent.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: p.cid, ExecId: p.execID,
+		TerminationMessagePath: p.termination.terminationPath()})
 	code := uint32(255)
 	if err == nil {
 		code = uint32(w.Status)
+		if err := p.termination.deliverTermination(w); err != nil {
+			log.G(ctx).WithError(err).WithField("id", p.cid).Warn("write the termination message")
+		}
 	} else {
 		log.G(ctx).WithError(err).WithField("id", p.agentExecID()).Warn("wait on the agent failed")
 	}

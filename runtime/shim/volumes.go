@@ -66,6 +66,7 @@ var podFiles = []string{"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}
 // copied is one host file or directory copied into the guest.
 type copied struct {
 	host, guest string
+	dest        string               // the mount's path in the container
 	seen        map[string]fileState // what was copied, by path relative to host
 }
 
@@ -110,7 +111,7 @@ func guestMounts(ctx context.Context, a pb.AgentServiceService, disks *podDisks,
 			storages = append(storages, s)
 			spec.Mounts[i].Source = s.MountPoint
 		case copiedMount(m.Destination, src):
-			c := &copied{host: src, guest: copyName(id, src), seen: map[string]fileState{}}
+			c := &copied{host: src, guest: copyName(id, src), dest: m.Destination, seen: map[string]fileState{}}
 			if err := c.sync(ctx, a); err != nil {
 				return nil, nil, fmt.Errorf("copy %s into the guest (mount %s): %w", src, m.Destination, err)
 			}
@@ -191,8 +192,10 @@ func tmpfsSize(dir string) (string, bool) {
 
 // sync copies what changed on the host since the last sync: directories
 // first, then files, then symlinks, so that a ConfigMap's new "..data"
-// points at complete files when it lands. Files gone from the host stay in
-// the guest (CopyFile cannot delete), where nothing points at them.
+// points at complete files when it lands, and last removes from the guest
+// what the host removed (Cocoon's CopyFile extension), as the kubelet's
+// atomic writer removes a volume's old keys and its old "..<timestamp>"
+// directory only after the swap.
 func (c *copied) sync(ctx context.Context, a pb.AgentServiceService) error {
 	var dirs, files, links []string
 	now := map[string]fileState{}
@@ -228,7 +231,40 @@ func (c *copied) sync(ctx context.Context, a pb.AgentServiceService) error {
 		}
 		c.seen[rel] = now[rel]
 	}
+	for _, rel := range gone(c.seen, now) {
+		if _, err := a.CopyFile(ctx, &pb.CopyFileRequest{Path: c.guestPath(rel), Remove: true}); err != nil {
+			return err
+		}
+		for old := range c.seen {
+			if old == rel || strings.HasPrefix(old, rel+"/") {
+				delete(c.seen, old)
+			}
+		}
+	}
 	return nil
+}
+
+// gone lists what was copied and is no longer on the host: the topmost
+// entries only (removing a directory removes what it holds), sorted.
+func gone(seen, now map[string]fileState) []string {
+	var top []string
+	for rel := range seen {
+		if _, ok := now[rel]; !ok && !goneParent(rel, now) {
+			top = append(top, rel)
+		}
+	}
+	slices.Sort(top)
+	return top
+}
+
+// goneParent tells whether a directory above rel is gone from the host too.
+func goneParent(rel string, now map[string]fileState) bool {
+	for dir := filepath.Dir(rel); dir != "." && dir != "/"; dir = filepath.Dir(dir) {
+		if _, ok := now[dir]; !ok {
+			return true
+		}
+	}
+	return false
 }
 
 func stateOf(p string) (fileState, error) {
@@ -246,13 +282,17 @@ func stateOf(p string) (fileState, error) {
 	return st, err
 }
 
+// guestPath is the guest's name of host entry rel.
+func (c *copied) guestPath(rel string) string {
+	if rel == "." {
+		return c.guest
+	}
+	return path.Join(c.guest, filepath.ToSlash(rel))
+}
+
 // copy sends one host entry, a regular file in chunks.
 func (c *copied) copy(ctx context.Context, a pb.AgentServiceService, rel string, st fileState) error {
-	guest := c.guest
-	if rel != "." {
-		guest = path.Join(guest, filepath.ToSlash(rel))
-	}
-	req := &pb.CopyFileRequest{Path: guest, FileMode: unixMode(st.mode), DirMode: 0o755, Uid: int32(st.uid), Gid: int32(st.gid)}
+	req := &pb.CopyFileRequest{Path: c.guestPath(rel), FileMode: unixMode(st.mode), DirMode: 0o755, Uid: int32(st.uid), Gid: int32(st.gid)}
 	switch {
 	case st.mode.IsDir():
 		_, err := a.CopyFile(ctx, req)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cocoon-cc/cocoon/agent"
 	"github.com/cocoon-cc/cocoon/agent/policy"
+	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 )
 
 // TestGuestMounts: the kubelet's mounts become copies in a real agent's
@@ -21,15 +22,7 @@ import (
 // policy; a sync copies what changed.
 func TestGuestMounts(t *testing.T) {
 	ctx := context.Background()
-	e, err := policy.New(ctx, policy.AllowAll())
-	if err != nil {
-		t.Fatal(err)
-	}
-	shared := t.TempDir()
-	a, err := agent.New(agent.Config{StateDir: t.TempDir(), SharedDir: shared, Policy: e})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, shared := copyAgent(t)
 	pod := filepath.Join(t.TempDir(), "pods", "uid")
 	vol := func(kind, name string) string {
 		d := filepath.Join(pod, "volumes", "kubernetes.io~"+kind, name)
@@ -94,5 +87,110 @@ func TestGuestMounts(t *testing.T) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(guest(copyName("c1", hosts)), &st); err != nil || st.Mode&0o777 != 0o644 {
 		t.Errorf("hosts mode %o %v", st.Mode, err)
+	}
+}
+
+// copyAgent is a real agent (allowing everything) whose shared directory
+// the test reads.
+func copyAgent(t *testing.T) (*agent.Agent, string) {
+	t.Helper()
+	e, err := policy.New(context.Background(), policy.AllowAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := t.TempDir()
+	a, err := agent.New(agent.Config{StateDir: t.TempDir(), SharedDir: shared, Policy: e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, shared
+}
+
+// TestVolumeUpdateRemoves: a ConfigMap update as the kubelet's atomic
+// writer makes it (a new timestamped directory, the "..data" swap, then the
+// removed key's link and the old directory deleted) leaves the guest's copy
+// as the host's: the removed key and the old directory are gone.
+func TestVolumeUpdateRemoves(t *testing.T) {
+	ctx := context.Background()
+	a, shared := copyAgent(t)
+	vol := filepath.Join(t.TempDir(), "pods", "uid", "volumes", "kubernetes.io~configmap", "cfg")
+	write := func(ts string, keys map[string]string) {
+		os.MkdirAll(filepath.Join(vol, ts), 0o755)
+		for k, v := range keys {
+			os.WriteFile(filepath.Join(vol, ts, k), []byte(v), 0o644)
+			os.Symlink(filepath.Join("..data", k), filepath.Join(vol, k))
+		}
+		os.Symlink(ts, filepath.Join(vol, "..data_tmp"))
+		os.Rename(filepath.Join(vol, "..data_tmp"), filepath.Join(vol, "..data"))
+	}
+	write("..2026_12_04_1", map[string]string{"a": "1", "b": "1"})
+	spec := &specs.Spec{Mounts: []specs.Mount{{Destination: "/etc/cfg", Type: "bind", Source: vol, Options: []string{"rbind", "ro"}}}}
+	_, copies, err := guestMounts(ctx, a, "c1", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("..2026_12_04_2", map[string]string{"a": "2"})
+	os.Remove(filepath.Join(vol, "b"))
+	os.RemoveAll(filepath.Join(vol, "..2026_12_04_1"))
+	if err := copies[0].sync(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	guest := filepath.Join(shared, strings.TrimPrefix(copyName("c1", vol), agent.SharedPath))
+	entries, _ := os.ReadDir(guest)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != "..2026_12_04_2 ..data a" {
+		t.Errorf("guest copy after the update: %s", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(guest, "a")); err != nil || string(b) != "2" {
+		t.Errorf("updated key: %q %v", b, err)
+	}
+}
+
+// TestTerminationMessage: the kubelet's termination-message file is known
+// among a container's copies, WaitProcess names its path in the container,
+// and the agent's answer lands in the host's file: the message (its end,
+// as the kubelet reads it), or the notice that the policy withheld it.
+func TestTerminationMessage(t *testing.T) {
+	ctx := context.Background()
+	a, _ := copyAgent(t)
+	host := filepath.Join(t.TempDir(), "pods", "uid", "containers", "app", "0a1b2c3d")
+	os.MkdirAll(filepath.Dir(host), 0o755)
+	os.WriteFile(host, nil, 0o666)
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"), 0o644)
+	spec := &specs.Spec{Mounts: []specs.Mount{
+		{Destination: "/etc/hosts", Type: "bind", Source: hosts},
+		{Destination: "/dev/termination-log", Type: "bind", Source: host},
+	}}
+	_, copies, err := guestMounts(ctx, a, "c1", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	term := terminationLogOf(copies)
+	if term.terminationPath() != "/dev/termination-log" || terminationLogOf(copies[:1]).terminationPath() != "" {
+		t.Fatalf("termination file %+v", term)
+	}
+	long := strings.Repeat("x", agent.TerminationMessageMax) + "end"
+	for _, tc := range []struct {
+		w    *pb.WaitProcessResponse
+		want string
+	}{
+		{&pb.WaitProcessResponse{TerminationMessage: []byte("bye")}, "bye"},
+		{&pb.WaitProcessResponse{}, "bye"}, // no message: the file stays
+		{&pb.WaitProcessResponse{TerminationMessage: []byte(long)}, long[len(long)-agent.TerminationMessageMax:]},
+		{&pb.WaitProcessResponse{TerminationMessageWithheld: true}, WithheldTerminationMessage},
+	} {
+		if err := term.deliverTermination(tc.w); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(host); string(b) != tc.want {
+			t.Errorf("host file after %v: %q", tc.w, b)
+		}
+	}
+	if err := (*copied)(nil).deliverTermination(&pb.WaitProcessResponse{TerminationMessage: []byte("x")}); err != nil {
+		t.Errorf("no termination file: %v", err)
 	}
 }

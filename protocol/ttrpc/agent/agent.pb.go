@@ -483,11 +483,17 @@ func (x *SignalProcessRequest) GetSignal() uint32 {
 }
 
 type WaitProcessRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	ExecId        string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ExecId      string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	// Cocoon's extension: the path, in the container, of the init
+	// process's termination-message file (Kubernetes'
+	// terminationMessagePath), a file the host copied in. The agent answers
+	// with its end when the process exits, if TerminationMessageRequest
+	// allows it. Kata's agent ignores it.
+	TerminationMessagePath string `protobuf:"bytes,1000,opt,name=termination_message_path,json=terminationMessagePath,proto3" json:"termination_message_path,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *WaitProcessRequest) Reset() {
@@ -534,11 +540,24 @@ func (x *WaitProcessRequest) GetExecId() string {
 	return ""
 }
 
+func (x *WaitProcessRequest) GetTerminationMessagePath() string {
+	if x != nil {
+		return x.TerminationMessagePath
+	}
+	return ""
+}
+
 type WaitProcessResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        int32                  `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status int32                  `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`
+	// Cocoon's extension: the last TerminationMessageMax bytes of the file
+	// termination_message_path named, as the kubelet reads the host's.
+	TerminationMessage []byte `protobuf:"bytes,1000,opt,name=termination_message,json=terminationMessage,proto3" json:"termination_message,omitempty"`
+	// Cocoon's extension: the file held a message the agent policy denied
+	// (TerminationMessageRequest) to the host.
+	TerminationMessageWithheld bool `protobuf:"varint,1001,opt,name=termination_message_withheld,json=terminationMessageWithheld,proto3" json:"termination_message_withheld,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *WaitProcessResponse) Reset() {
@@ -578,6 +597,83 @@ func (x *WaitProcessResponse) GetStatus() int32 {
 	return 0
 }
 
+func (x *WaitProcessResponse) GetTerminationMessage() []byte {
+	if x != nil {
+		return x.TerminationMessage
+	}
+	return nil
+}
+
+func (x *WaitProcessResponse) GetTerminationMessageWithheld() bool {
+	if x != nil {
+		return x.TerminationMessageWithheld
+	}
+	return false
+}
+
+// Cocoon's extension, no request of its own: the input of the policy rule
+// deciding whether a container's termination message, which WaitProcess
+// read for the host, may leave the guest.
+type TerminationMessageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Len           uint32                 `protobuf:"varint,3,opt,name=len,proto3" json:"len,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TerminationMessageRequest) Reset() {
+	*x = TerminationMessageRequest{}
+	mi := &file_agent_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TerminationMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TerminationMessageRequest) ProtoMessage() {}
+
+func (x *TerminationMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TerminationMessageRequest.ProtoReflect.Descriptor instead.
+func (*TerminationMessageRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TerminationMessageRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *TerminationMessageRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *TerminationMessageRequest) GetLen() uint32 {
+	if x != nil {
+		return x.Len
+	}
+	return 0
+}
+
 type StatsContainerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -587,7 +683,7 @@ type StatsContainerRequest struct {
 
 func (x *StatsContainerRequest) Reset() {
 	*x = StatsContainerRequest{}
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +695,7 @@ func (x *StatsContainerRequest) String() string {
 func (*StatsContainerRequest) ProtoMessage() {}
 
 func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[8]
+	mi := &file_agent_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +708,7 @@ func (x *StatsContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerRequest.ProtoReflect.Descriptor instead.
 func (*StatsContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatsContainerRequest) GetContainerId() string {
@@ -631,7 +727,7 @@ type PauseContainerRequest struct {
 
 func (x *PauseContainerRequest) Reset() {
 	*x = PauseContainerRequest{}
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +739,7 @@ func (x *PauseContainerRequest) String() string {
 func (*PauseContainerRequest) ProtoMessage() {}
 
 func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[9]
+	mi := &file_agent_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +752,7 @@ func (x *PauseContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseContainerRequest.ProtoReflect.Descriptor instead.
 func (*PauseContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PauseContainerRequest) GetContainerId() string {
@@ -675,7 +771,7 @@ type ResumeContainerRequest struct {
 
 func (x *ResumeContainerRequest) Reset() {
 	*x = ResumeContainerRequest{}
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +783,7 @@ func (x *ResumeContainerRequest) String() string {
 func (*ResumeContainerRequest) ProtoMessage() {}
 
 func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[10]
+	mi := &file_agent_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +796,7 @@ func (x *ResumeContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeContainerRequest.ProtoReflect.Descriptor instead.
 func (*ResumeContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResumeContainerRequest) GetContainerId() string {
@@ -722,7 +818,7 @@ type CpuUsage struct {
 
 func (x *CpuUsage) Reset() {
 	*x = CpuUsage{}
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +830,7 @@ func (x *CpuUsage) String() string {
 func (*CpuUsage) ProtoMessage() {}
 
 func (x *CpuUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[11]
+	mi := &file_agent_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +843,7 @@ func (x *CpuUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CpuUsage.ProtoReflect.Descriptor instead.
 func (*CpuUsage) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CpuUsage) GetTotalUsage() uint64 {
@@ -787,7 +883,7 @@ type CpuStats struct {
 
 func (x *CpuStats) Reset() {
 	*x = CpuStats{}
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +895,7 @@ func (x *CpuStats) String() string {
 func (*CpuStats) ProtoMessage() {}
 
 func (x *CpuStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[12]
+	mi := &file_agent_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +908,7 @@ func (x *CpuStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CpuStats.ProtoReflect.Descriptor instead.
 func (*CpuStats) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CpuStats) GetCpuUsage() *CpuUsage {
@@ -832,7 +928,7 @@ type PidsStats struct {
 
 func (x *PidsStats) Reset() {
 	*x = PidsStats{}
-	mi := &file_agent_agent_proto_msgTypes[13]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +940,7 @@ func (x *PidsStats) String() string {
 func (*PidsStats) ProtoMessage() {}
 
 func (x *PidsStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[13]
+	mi := &file_agent_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +953,7 @@ func (x *PidsStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsStats.ProtoReflect.Descriptor instead.
 func (*PidsStats) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PidsStats) GetCurrent() uint64 {
@@ -886,7 +982,7 @@ type MemoryData struct {
 
 func (x *MemoryData) Reset() {
 	*x = MemoryData{}
-	mi := &file_agent_agent_proto_msgTypes[14]
+	mi := &file_agent_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +994,7 @@ func (x *MemoryData) String() string {
 func (*MemoryData) ProtoMessage() {}
 
 func (x *MemoryData) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[14]
+	mi := &file_agent_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1007,7 @@ func (x *MemoryData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryData.ProtoReflect.Descriptor instead.
 func (*MemoryData) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemoryData) GetUsage() uint64 {
@@ -956,7 +1052,7 @@ type MemoryStats struct {
 
 func (x *MemoryStats) Reset() {
 	*x = MemoryStats{}
-	mi := &file_agent_agent_proto_msgTypes[15]
+	mi := &file_agent_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1064,7 @@ func (x *MemoryStats) String() string {
 func (*MemoryStats) ProtoMessage() {}
 
 func (x *MemoryStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[15]
+	mi := &file_agent_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1077,7 @@ func (x *MemoryStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryStats.ProtoReflect.Descriptor instead.
 func (*MemoryStats) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MemoryStats) GetCache() uint64 {
@@ -1037,7 +1133,7 @@ type CgroupStats struct {
 
 func (x *CgroupStats) Reset() {
 	*x = CgroupStats{}
-	mi := &file_agent_agent_proto_msgTypes[16]
+	mi := &file_agent_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1145,7 @@ func (x *CgroupStats) String() string {
 func (*CgroupStats) ProtoMessage() {}
 
 func (x *CgroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[16]
+	mi := &file_agent_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1158,7 @@ func (x *CgroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CgroupStats.ProtoReflect.Descriptor instead.
 func (*CgroupStats) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CgroupStats) GetCpuStats() *CpuStats {
@@ -1103,7 +1199,7 @@ type NetworkStats struct {
 
 func (x *NetworkStats) Reset() {
 	*x = NetworkStats{}
-	mi := &file_agent_agent_proto_msgTypes[17]
+	mi := &file_agent_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1211,7 @@ func (x *NetworkStats) String() string {
 func (*NetworkStats) ProtoMessage() {}
 
 func (x *NetworkStats) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[17]
+	mi := &file_agent_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1224,7 @@ func (x *NetworkStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkStats.ProtoReflect.Descriptor instead.
 func (*NetworkStats) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{17}
+	return file_agent_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NetworkStats) GetName() string {
@@ -1204,7 +1300,7 @@ type StatsContainerResponse struct {
 
 func (x *StatsContainerResponse) Reset() {
 	*x = StatsContainerResponse{}
-	mi := &file_agent_agent_proto_msgTypes[18]
+	mi := &file_agent_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1312,7 @@ func (x *StatsContainerResponse) String() string {
 func (*StatsContainerResponse) ProtoMessage() {}
 
 func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[18]
+	mi := &file_agent_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1325,7 @@ func (x *StatsContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsContainerResponse.ProtoReflect.Descriptor instead.
 func (*StatsContainerResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{18}
+	return file_agent_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StatsContainerResponse) GetCgroupStats() *CgroupStats {
@@ -1256,7 +1352,7 @@ type UpdateContainerRequest struct {
 
 func (x *UpdateContainerRequest) Reset() {
 	*x = UpdateContainerRequest{}
-	mi := &file_agent_agent_proto_msgTypes[19]
+	mi := &file_agent_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1364,7 @@ func (x *UpdateContainerRequest) String() string {
 func (*UpdateContainerRequest) ProtoMessage() {}
 
 func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[19]
+	mi := &file_agent_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1377,7 @@ func (x *UpdateContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContainerRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContainerRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{19}
+	return file_agent_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateContainerRequest) GetContainerId() string {
@@ -1307,7 +1403,7 @@ type UpdateInterfaceRequest struct {
 
 func (x *UpdateInterfaceRequest) Reset() {
 	*x = UpdateInterfaceRequest{}
-	mi := &file_agent_agent_proto_msgTypes[20]
+	mi := &file_agent_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1415,7 @@ func (x *UpdateInterfaceRequest) String() string {
 func (*UpdateInterfaceRequest) ProtoMessage() {}
 
 func (x *UpdateInterfaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[20]
+	mi := &file_agent_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1428,7 @@ func (x *UpdateInterfaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateInterfaceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateInterfaceRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{20}
+	return file_agent_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpdateInterfaceRequest) GetInterface() *Interface {
@@ -1351,7 +1447,7 @@ type UpdateRoutesRequest struct {
 
 func (x *UpdateRoutesRequest) Reset() {
 	*x = UpdateRoutesRequest{}
-	mi := &file_agent_agent_proto_msgTypes[21]
+	mi := &file_agent_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1459,7 @@ func (x *UpdateRoutesRequest) String() string {
 func (*UpdateRoutesRequest) ProtoMessage() {}
 
 func (x *UpdateRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[21]
+	mi := &file_agent_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1472,7 @@ func (x *UpdateRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRoutesRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{21}
+	return file_agent_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UpdateRoutesRequest) GetRoutes() *Routes {
@@ -1395,7 +1491,7 @@ type Routes struct {
 
 func (x *Routes) Reset() {
 	*x = Routes{}
-	mi := &file_agent_agent_proto_msgTypes[22]
+	mi := &file_agent_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1503,7 @@ func (x *Routes) String() string {
 func (*Routes) ProtoMessage() {}
 
 func (x *Routes) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[22]
+	mi := &file_agent_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1516,7 @@ func (x *Routes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Routes.ProtoReflect.Descriptor instead.
 func (*Routes) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{22}
+	return file_agent_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Routes) GetRoutes() []*Route {
@@ -1439,7 +1535,7 @@ type Interfaces struct {
 
 func (x *Interfaces) Reset() {
 	*x = Interfaces{}
-	mi := &file_agent_agent_proto_msgTypes[23]
+	mi := &file_agent_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1547,7 @@ func (x *Interfaces) String() string {
 func (*Interfaces) ProtoMessage() {}
 
 func (x *Interfaces) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[23]
+	mi := &file_agent_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1560,7 @@ func (x *Interfaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interfaces.ProtoReflect.Descriptor instead.
 func (*Interfaces) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{23}
+	return file_agent_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Interfaces) GetInterfaces() []*Interface {
@@ -1482,7 +1578,7 @@ type ListInterfacesRequest struct {
 
 func (x *ListInterfacesRequest) Reset() {
 	*x = ListInterfacesRequest{}
-	mi := &file_agent_agent_proto_msgTypes[24]
+	mi := &file_agent_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1590,7 @@ func (x *ListInterfacesRequest) String() string {
 func (*ListInterfacesRequest) ProtoMessage() {}
 
 func (x *ListInterfacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[24]
+	mi := &file_agent_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1603,7 @@ func (x *ListInterfacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterfacesRequest.ProtoReflect.Descriptor instead.
 func (*ListInterfacesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{24}
+	return file_agent_agent_proto_rawDescGZIP(), []int{25}
 }
 
 type ListRoutesRequest struct {
@@ -1518,7 +1614,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_agent_agent_proto_msgTypes[25]
+	mi := &file_agent_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1626,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[25]
+	mi := &file_agent_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1639,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{25}
+	return file_agent_agent_proto_rawDescGZIP(), []int{26}
 }
 
 type ARPNeighbors struct {
@@ -1555,7 +1651,7 @@ type ARPNeighbors struct {
 
 func (x *ARPNeighbors) Reset() {
 	*x = ARPNeighbors{}
-	mi := &file_agent_agent_proto_msgTypes[26]
+	mi := &file_agent_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1663,7 @@ func (x *ARPNeighbors) String() string {
 func (*ARPNeighbors) ProtoMessage() {}
 
 func (x *ARPNeighbors) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[26]
+	mi := &file_agent_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1676,7 @@ func (x *ARPNeighbors) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ARPNeighbors.ProtoReflect.Descriptor instead.
 func (*ARPNeighbors) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{26}
+	return file_agent_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ARPNeighbors) GetARPNeighbors() []*ARPNeighbor {
@@ -1599,7 +1695,7 @@ type AddARPNeighborsRequest struct {
 
 func (x *AddARPNeighborsRequest) Reset() {
 	*x = AddARPNeighborsRequest{}
-	mi := &file_agent_agent_proto_msgTypes[27]
+	mi := &file_agent_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1707,7 @@ func (x *AddARPNeighborsRequest) String() string {
 func (*AddARPNeighborsRequest) ProtoMessage() {}
 
 func (x *AddARPNeighborsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[27]
+	mi := &file_agent_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1720,7 @@ func (x *AddARPNeighborsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddARPNeighborsRequest.ProtoReflect.Descriptor instead.
 func (*AddARPNeighborsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{27}
+	return file_agent_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AddARPNeighborsRequest) GetNeighbors() *ARPNeighbors {
@@ -1646,7 +1742,7 @@ type OnlineCPUMemRequest struct {
 
 func (x *OnlineCPUMemRequest) Reset() {
 	*x = OnlineCPUMemRequest{}
-	mi := &file_agent_agent_proto_msgTypes[28]
+	mi := &file_agent_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1754,7 @@ func (x *OnlineCPUMemRequest) String() string {
 func (*OnlineCPUMemRequest) ProtoMessage() {}
 
 func (x *OnlineCPUMemRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[28]
+	mi := &file_agent_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1767,7 @@ func (x *OnlineCPUMemRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineCPUMemRequest.ProtoReflect.Descriptor instead.
 func (*OnlineCPUMemRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{28}
+	return file_agent_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OnlineCPUMemRequest) GetWait() bool {
@@ -1699,22 +1795,26 @@ func (x *OnlineCPUMemRequest) GetCpuOnly() bool {
 // symlink, by file_mode) under the guest's shared-files directory: how
 // volumes reach a guest that shares no filesystem with the host.
 type CopyFileRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
-	FileSize      int64                  `protobuf:"varint,2,opt,name=file_size,json=fileSize,proto3" json:"file_size,omitempty"`
-	FileMode      uint32                 `protobuf:"varint,3,opt,name=file_mode,json=fileMode,proto3" json:"file_mode,omitempty"`
-	DirMode       uint32                 `protobuf:"varint,4,opt,name=dir_mode,json=dirMode,proto3" json:"dir_mode,omitempty"`
-	Uid           int32                  `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           int32                  `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
-	Offset        int64                  `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
-	Data          []byte                 `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Path     string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	FileSize int64                  `protobuf:"varint,2,opt,name=file_size,json=fileSize,proto3" json:"file_size,omitempty"`
+	FileMode uint32                 `protobuf:"varint,3,opt,name=file_mode,json=fileMode,proto3" json:"file_mode,omitempty"`
+	DirMode  uint32                 `protobuf:"varint,4,opt,name=dir_mode,json=dirMode,proto3" json:"dir_mode,omitempty"`
+	Uid      int32                  `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid      int32                  `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	Offset   int64                  `protobuf:"varint,7,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data     []byte                 `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	// Cocoon's extension: remove path (a file, symlink or directory and
+	// what it holds) instead of copying: a file gone from the host's
+	// volume goes from the guest's copy. Kata's agent has no way to delete.
+	Remove        bool `protobuf:"varint,1000,opt,name=remove,proto3" json:"remove,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CopyFileRequest) Reset() {
 	*x = CopyFileRequest{}
-	mi := &file_agent_agent_proto_msgTypes[29]
+	mi := &file_agent_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1826,7 @@ func (x *CopyFileRequest) String() string {
 func (*CopyFileRequest) ProtoMessage() {}
 
 func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[29]
+	mi := &file_agent_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1839,7 @@ func (x *CopyFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyFileRequest.ProtoReflect.Descriptor instead.
 func (*CopyFileRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{29}
+	return file_agent_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CopyFileRequest) GetPath() string {
@@ -1798,6 +1898,13 @@ func (x *CopyFileRequest) GetData() []byte {
 	return nil
 }
 
+func (x *CopyFileRequest) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
 type GetOOMEventRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1806,7 +1913,7 @@ type GetOOMEventRequest struct {
 
 func (x *GetOOMEventRequest) Reset() {
 	*x = GetOOMEventRequest{}
-	mi := &file_agent_agent_proto_msgTypes[30]
+	mi := &file_agent_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1925,7 @@ func (x *GetOOMEventRequest) String() string {
 func (*GetOOMEventRequest) ProtoMessage() {}
 
 func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[30]
+	mi := &file_agent_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1938,7 @@ func (x *GetOOMEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOOMEventRequest.ProtoReflect.Descriptor instead.
 func (*GetOOMEventRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{30}
+	return file_agent_agent_proto_rawDescGZIP(), []int{31}
 }
 
 type OOMEvent struct {
@@ -1843,7 +1950,7 @@ type OOMEvent struct {
 
 func (x *OOMEvent) Reset() {
 	*x = OOMEvent{}
-	mi := &file_agent_agent_proto_msgTypes[31]
+	mi := &file_agent_agent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +1962,7 @@ func (x *OOMEvent) String() string {
 func (*OOMEvent) ProtoMessage() {}
 
 func (x *OOMEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[31]
+	mi := &file_agent_agent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +1975,7 @@ func (x *OOMEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OOMEvent.ProtoReflect.Descriptor instead.
 func (*OOMEvent) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{31}
+	return file_agent_agent_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *OOMEvent) GetContainerId() string {
@@ -1889,7 +1996,7 @@ type WriteStreamRequest struct {
 
 func (x *WriteStreamRequest) Reset() {
 	*x = WriteStreamRequest{}
-	mi := &file_agent_agent_proto_msgTypes[32]
+	mi := &file_agent_agent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2008,7 @@ func (x *WriteStreamRequest) String() string {
 func (*WriteStreamRequest) ProtoMessage() {}
 
 func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[32]
+	mi := &file_agent_agent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2021,7 @@ func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
 func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{32}
+	return file_agent_agent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WriteStreamRequest) GetContainerId() string {
@@ -1947,7 +2054,7 @@ type WriteStreamResponse struct {
 
 func (x *WriteStreamResponse) Reset() {
 	*x = WriteStreamResponse{}
-	mi := &file_agent_agent_proto_msgTypes[33]
+	mi := &file_agent_agent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2066,7 @@ func (x *WriteStreamResponse) String() string {
 func (*WriteStreamResponse) ProtoMessage() {}
 
 func (x *WriteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[33]
+	mi := &file_agent_agent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2079,7 @@ func (x *WriteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteStreamResponse.ProtoReflect.Descriptor instead.
 func (*WriteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{33}
+	return file_agent_agent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WriteStreamResponse) GetLen() uint32 {
@@ -1993,7 +2100,7 @@ type ReadStreamRequest struct {
 
 func (x *ReadStreamRequest) Reset() {
 	*x = ReadStreamRequest{}
-	mi := &file_agent_agent_proto_msgTypes[34]
+	mi := &file_agent_agent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2112,7 @@ func (x *ReadStreamRequest) String() string {
 func (*ReadStreamRequest) ProtoMessage() {}
 
 func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[34]
+	mi := &file_agent_agent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2125,7 @@ func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
 func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{34}
+	return file_agent_agent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadStreamRequest) GetContainerId() string {
@@ -2056,7 +2163,7 @@ type ReadStreamResponse struct {
 
 func (x *ReadStreamResponse) Reset() {
 	*x = ReadStreamResponse{}
-	mi := &file_agent_agent_proto_msgTypes[35]
+	mi := &file_agent_agent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2175,7 @@ func (x *ReadStreamResponse) String() string {
 func (*ReadStreamResponse) ProtoMessage() {}
 
 func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[35]
+	mi := &file_agent_agent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2188,7 @@ func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
 func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{35}
+	return file_agent_agent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadStreamResponse) GetData() []byte {
@@ -2108,7 +2215,7 @@ type CloseStdinRequest struct {
 
 func (x *CloseStdinRequest) Reset() {
 	*x = CloseStdinRequest{}
-	mi := &file_agent_agent_proto_msgTypes[36]
+	mi := &file_agent_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2227,7 @@ func (x *CloseStdinRequest) String() string {
 func (*CloseStdinRequest) ProtoMessage() {}
 
 func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[36]
+	mi := &file_agent_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2240,7 @@ func (x *CloseStdinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStdinRequest.ProtoReflect.Descriptor instead.
 func (*CloseStdinRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{36}
+	return file_agent_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CloseStdinRequest) GetContainerId() string {
@@ -2162,7 +2269,7 @@ type TtyWinResizeRequest struct {
 
 func (x *TtyWinResizeRequest) Reset() {
 	*x = TtyWinResizeRequest{}
-	mi := &file_agent_agent_proto_msgTypes[37]
+	mi := &file_agent_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2281,7 @@ func (x *TtyWinResizeRequest) String() string {
 func (*TtyWinResizeRequest) ProtoMessage() {}
 
 func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[37]
+	mi := &file_agent_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2294,7 @@ func (x *TtyWinResizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TtyWinResizeRequest.ProtoReflect.Descriptor instead.
 func (*TtyWinResizeRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{37}
+	return file_agent_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TtyWinResizeRequest) GetContainerId() string {
@@ -2228,7 +2335,7 @@ type KernelModule struct {
 
 func (x *KernelModule) Reset() {
 	*x = KernelModule{}
-	mi := &file_agent_agent_proto_msgTypes[38]
+	mi := &file_agent_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2347,7 @@ func (x *KernelModule) String() string {
 func (*KernelModule) ProtoMessage() {}
 
 func (x *KernelModule) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[38]
+	mi := &file_agent_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2360,7 @@ func (x *KernelModule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KernelModule.ProtoReflect.Descriptor instead.
 func (*KernelModule) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{38}
+	return file_agent_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *KernelModule) GetName() string {
@@ -2285,7 +2392,7 @@ type CreateSandboxRequest struct {
 
 func (x *CreateSandboxRequest) Reset() {
 	*x = CreateSandboxRequest{}
-	mi := &file_agent_agent_proto_msgTypes[39]
+	mi := &file_agent_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2404,7 @@ func (x *CreateSandboxRequest) String() string {
 func (*CreateSandboxRequest) ProtoMessage() {}
 
 func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[39]
+	mi := &file_agent_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2417,7 @@ func (x *CreateSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSandboxRequest.ProtoReflect.Descriptor instead.
 func (*CreateSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{39}
+	return file_agent_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateSandboxRequest) GetHostname() string {
@@ -2370,7 +2477,7 @@ type DestroySandboxRequest struct {
 
 func (x *DestroySandboxRequest) Reset() {
 	*x = DestroySandboxRequest{}
-	mi := &file_agent_agent_proto_msgTypes[40]
+	mi := &file_agent_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2489,7 @@ func (x *DestroySandboxRequest) String() string {
 func (*DestroySandboxRequest) ProtoMessage() {}
 
 func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[40]
+	mi := &file_agent_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2502,7 @@ func (x *DestroySandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySandboxRequest.ProtoReflect.Descriptor instead.
 func (*DestroySandboxRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{40}
+	return file_agent_agent_proto_rawDescGZIP(), []int{41}
 }
 
 type AgentDetails struct {
@@ -2412,7 +2519,7 @@ type AgentDetails struct {
 
 func (x *AgentDetails) Reset() {
 	*x = AgentDetails{}
-	mi := &file_agent_agent_proto_msgTypes[41]
+	mi := &file_agent_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2531,7 @@ func (x *AgentDetails) String() string {
 func (*AgentDetails) ProtoMessage() {}
 
 func (x *AgentDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[41]
+	mi := &file_agent_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2544,7 @@ func (x *AgentDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentDetails.ProtoReflect.Descriptor instead.
 func (*AgentDetails) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{41}
+	return file_agent_agent_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AgentDetails) GetVersion() string {
@@ -2492,7 +2599,7 @@ type GuestDetailsRequest struct {
 
 func (x *GuestDetailsRequest) Reset() {
 	*x = GuestDetailsRequest{}
-	mi := &file_agent_agent_proto_msgTypes[42]
+	mi := &file_agent_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2611,7 @@ func (x *GuestDetailsRequest) String() string {
 func (*GuestDetailsRequest) ProtoMessage() {}
 
 func (x *GuestDetailsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[42]
+	mi := &file_agent_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2624,7 @@ func (x *GuestDetailsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestDetailsRequest.ProtoReflect.Descriptor instead.
 func (*GuestDetailsRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{42}
+	return file_agent_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GuestDetailsRequest) GetMemBlockSize() bool {
@@ -2545,7 +2652,7 @@ type GuestDetailsResponse struct {
 
 func (x *GuestDetailsResponse) Reset() {
 	*x = GuestDetailsResponse{}
-	mi := &file_agent_agent_proto_msgTypes[43]
+	mi := &file_agent_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2664,7 @@ func (x *GuestDetailsResponse) String() string {
 func (*GuestDetailsResponse) ProtoMessage() {}
 
 func (x *GuestDetailsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[43]
+	mi := &file_agent_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2677,7 @@ func (x *GuestDetailsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GuestDetailsResponse.ProtoReflect.Descriptor instead.
 func (*GuestDetailsResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{43}
+	return file_agent_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GuestDetailsResponse) GetMemBlockSizeBytes() uint64 {
@@ -2610,7 +2717,7 @@ type Storage struct {
 
 func (x *Storage) Reset() {
 	*x = Storage{}
-	mi := &file_agent_agent_proto_msgTypes[44]
+	mi := &file_agent_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +2729,7 @@ func (x *Storage) String() string {
 func (*Storage) ProtoMessage() {}
 
 func (x *Storage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[44]
+	mi := &file_agent_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +2742,7 @@ func (x *Storage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Storage.ProtoReflect.Descriptor instead.
 func (*Storage) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{44}
+	return file_agent_agent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Storage) GetDriver() string {
@@ -2704,7 +2811,7 @@ type FSGroup struct {
 
 func (x *FSGroup) Reset() {
 	*x = FSGroup{}
-	mi := &file_agent_agent_proto_msgTypes[45]
+	mi := &file_agent_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2716,7 +2823,7 @@ func (x *FSGroup) String() string {
 func (*FSGroup) ProtoMessage() {}
 
 func (x *FSGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[45]
+	mi := &file_agent_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2729,7 +2836,7 @@ func (x *FSGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSGroup.ProtoReflect.Descriptor instead.
 func (*FSGroup) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{45}
+	return file_agent_agent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *FSGroup) GetGroupId() uint32 {
@@ -2759,7 +2866,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_agent_agent_proto_msgTypes[46]
+	mi := &file_agent_agent_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +2878,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[46]
+	mi := &file_agent_agent_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +2891,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{46}
+	return file_agent_agent_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Device) GetId() string {
@@ -2833,7 +2940,7 @@ type StringUser struct {
 
 func (x *StringUser) Reset() {
 	*x = StringUser{}
-	mi := &file_agent_agent_proto_msgTypes[47]
+	mi := &file_agent_agent_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +2952,7 @@ func (x *StringUser) String() string {
 func (*StringUser) ProtoMessage() {}
 
 func (x *StringUser) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[47]
+	mi := &file_agent_agent_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +2965,7 @@ func (x *StringUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringUser.ProtoReflect.Descriptor instead.
 func (*StringUser) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{47}
+	return file_agent_agent_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StringUser) GetUid() string {
@@ -2891,7 +2998,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_agent_agent_proto_msgTypes[48]
+	mi := &file_agent_agent_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2903,7 +3010,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[48]
+	mi := &file_agent_agent_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2916,7 +3023,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{48}
+	return file_agent_agent_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SetPolicyRequest) GetPolicy() string {
@@ -2937,7 +3044,7 @@ type PullImageRequest struct {
 
 func (x *PullImageRequest) Reset() {
 	*x = PullImageRequest{}
-	mi := &file_agent_agent_proto_msgTypes[49]
+	mi := &file_agent_agent_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3056,7 @@ func (x *PullImageRequest) String() string {
 func (*PullImageRequest) ProtoMessage() {}
 
 func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[49]
+	mi := &file_agent_agent_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3069,7 @@ func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
 func (*PullImageRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{49}
+	return file_agent_agent_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PullImageRequest) GetImage() string {
@@ -2995,7 +3102,7 @@ type PullImageResponse struct {
 
 func (x *PullImageResponse) Reset() {
 	*x = PullImageResponse{}
-	mi := &file_agent_agent_proto_msgTypes[50]
+	mi := &file_agent_agent_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3114,7 @@ func (x *PullImageResponse) String() string {
 func (*PullImageResponse) ProtoMessage() {}
 
 func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agent_proto_msgTypes[50]
+	mi := &file_agent_agent_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3127,7 @@ func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
 func (*PullImageResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agent_proto_rawDescGZIP(), []int{50}
+	return file_agent_agent_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PullImageResponse) GetImageRef() string {
@@ -3079,12 +3186,19 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x14SignalProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
-	"\x06signal\x18\x03 \x01(\rR\x06signal\"P\n" +
+	"\x06signal\x18\x03 \x01(\rR\x06signal\"\x8b\x01\n" +
 	"\x12WaitProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"-\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\x129\n" +
+	"\x18termination_message_path\x18\xe8\a \x01(\tR\x16terminationMessagePath\"\xa2\x01\n" +
 	"\x13WaitProcessResponse\x12\x16\n" +
-	"\x06status\x18\x01 \x01(\x05R\x06status\":\n" +
+	"\x06status\x18\x01 \x01(\x05R\x06status\x120\n" +
+	"\x13termination_message\x18\xe8\a \x01(\fR\x12terminationMessage\x12A\n" +
+	"\x1ctermination_message_withheld\x18\xe9\a \x01(\bR\x1aterminationMessageWithheld\"d\n" +
+	"\x19TerminationMessageRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x10\n" +
+	"\x03len\x18\x03 \x01(\rR\x03len\":\n" +
 	"\x15StatsContainerRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\":\n" +
 	"\x15PauseContainerRequest\x12!\n" +
@@ -3165,7 +3279,7 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x13OnlineCPUMemRequest\x12\x12\n" +
 	"\x04wait\x18\x01 \x01(\bR\x04wait\x12\x17\n" +
 	"\anb_cpus\x18\x02 \x01(\rR\x06nbCpus\x12\x19\n" +
-	"\bcpu_only\x18\x03 \x01(\bR\acpuOnly\"\xca\x01\n" +
+	"\bcpu_only\x18\x03 \x01(\bR\acpuOnly\"\xe3\x01\n" +
 	"\x0fCopyFileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1b\n" +
 	"\tfile_size\x18\x02 \x01(\x03R\bfileSize\x12\x1b\n" +
@@ -3174,7 +3288,8 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x03uid\x18\x05 \x01(\x05R\x03uid\x12\x10\n" +
 	"\x03gid\x18\x06 \x01(\x05R\x03gid\x12\x16\n" +
 	"\x06offset\x18\a \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04data\x18\b \x01(\fR\x04data\"\x14\n" +
+	"\x04data\x18\b \x01(\fR\x04data\x12\x17\n" +
+	"\x06remove\x18\xe8\a \x01(\bR\x06remove\"\x14\n" +
 	"\x12GetOOMEventRequest\"-\n" +
 	"\bOOMEvent\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\"d\n" +
@@ -3309,155 +3424,156 @@ func file_agent_agent_proto_rawDescGZIP() []byte {
 	return file_agent_agent_proto_rawDescData
 }
 
-var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_agent_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_agent_agent_proto_goTypes = []any{
-	(*CreateContainerRequest)(nil), // 0: grpc.CreateContainerRequest
-	(*SharedMount)(nil),            // 1: grpc.SharedMount
-	(*StartContainerRequest)(nil),  // 2: grpc.StartContainerRequest
-	(*RemoveContainerRequest)(nil), // 3: grpc.RemoveContainerRequest
-	(*ExecProcessRequest)(nil),     // 4: grpc.ExecProcessRequest
-	(*SignalProcessRequest)(nil),   // 5: grpc.SignalProcessRequest
-	(*WaitProcessRequest)(nil),     // 6: grpc.WaitProcessRequest
-	(*WaitProcessResponse)(nil),    // 7: grpc.WaitProcessResponse
-	(*StatsContainerRequest)(nil),  // 8: grpc.StatsContainerRequest
-	(*PauseContainerRequest)(nil),  // 9: grpc.PauseContainerRequest
-	(*ResumeContainerRequest)(nil), // 10: grpc.ResumeContainerRequest
-	(*CpuUsage)(nil),               // 11: grpc.CpuUsage
-	(*CpuStats)(nil),               // 12: grpc.CpuStats
-	(*PidsStats)(nil),              // 13: grpc.PidsStats
-	(*MemoryData)(nil),             // 14: grpc.MemoryData
-	(*MemoryStats)(nil),            // 15: grpc.MemoryStats
-	(*CgroupStats)(nil),            // 16: grpc.CgroupStats
-	(*NetworkStats)(nil),           // 17: grpc.NetworkStats
-	(*StatsContainerResponse)(nil), // 18: grpc.StatsContainerResponse
-	(*UpdateContainerRequest)(nil), // 19: grpc.UpdateContainerRequest
-	(*UpdateInterfaceRequest)(nil), // 20: grpc.UpdateInterfaceRequest
-	(*UpdateRoutesRequest)(nil),    // 21: grpc.UpdateRoutesRequest
-	(*Routes)(nil),                 // 22: grpc.Routes
-	(*Interfaces)(nil),             // 23: grpc.Interfaces
-	(*ListInterfacesRequest)(nil),  // 24: grpc.ListInterfacesRequest
-	(*ListRoutesRequest)(nil),      // 25: grpc.ListRoutesRequest
-	(*ARPNeighbors)(nil),           // 26: grpc.ARPNeighbors
-	(*AddARPNeighborsRequest)(nil), // 27: grpc.AddARPNeighborsRequest
-	(*OnlineCPUMemRequest)(nil),    // 28: grpc.OnlineCPUMemRequest
-	(*CopyFileRequest)(nil),        // 29: grpc.CopyFileRequest
-	(*GetOOMEventRequest)(nil),     // 30: grpc.GetOOMEventRequest
-	(*OOMEvent)(nil),               // 31: grpc.OOMEvent
-	(*WriteStreamRequest)(nil),     // 32: grpc.WriteStreamRequest
-	(*WriteStreamResponse)(nil),    // 33: grpc.WriteStreamResponse
-	(*ReadStreamRequest)(nil),      // 34: grpc.ReadStreamRequest
-	(*ReadStreamResponse)(nil),     // 35: grpc.ReadStreamResponse
-	(*CloseStdinRequest)(nil),      // 36: grpc.CloseStdinRequest
-	(*TtyWinResizeRequest)(nil),    // 37: grpc.TtyWinResizeRequest
-	(*KernelModule)(nil),           // 38: grpc.KernelModule
-	(*CreateSandboxRequest)(nil),   // 39: grpc.CreateSandboxRequest
-	(*DestroySandboxRequest)(nil),  // 40: grpc.DestroySandboxRequest
-	(*AgentDetails)(nil),           // 41: grpc.AgentDetails
-	(*GuestDetailsRequest)(nil),    // 42: grpc.GuestDetailsRequest
-	(*GuestDetailsResponse)(nil),   // 43: grpc.GuestDetailsResponse
-	(*Storage)(nil),                // 44: grpc.Storage
-	(*FSGroup)(nil),                // 45: grpc.FSGroup
-	(*Device)(nil),                 // 46: grpc.Device
-	(*StringUser)(nil),             // 47: grpc.StringUser
-	(*SetPolicyRequest)(nil),       // 48: grpc.SetPolicyRequest
-	(*PullImageRequest)(nil),       // 49: grpc.PullImageRequest
-	(*PullImageResponse)(nil),      // 50: grpc.PullImageResponse
-	nil,                            // 51: grpc.MemoryStats.StatsEntry
-	(*Spec)(nil),                   // 52: grpc.Spec
-	(*Process)(nil),                // 53: grpc.Process
-	(*LinuxResources)(nil),         // 54: grpc.LinuxResources
-	(*Interface)(nil),              // 55: types.Interface
-	(*Route)(nil),                  // 56: types.Route
-	(*ARPNeighbor)(nil),            // 57: types.ARPNeighbor
-	(FSGroupChangePolicy)(0),       // 58: types.FSGroupChangePolicy
-	(*emptypb.Empty)(nil),          // 59: google.protobuf.Empty
+	(*CreateContainerRequest)(nil),    // 0: grpc.CreateContainerRequest
+	(*SharedMount)(nil),               // 1: grpc.SharedMount
+	(*StartContainerRequest)(nil),     // 2: grpc.StartContainerRequest
+	(*RemoveContainerRequest)(nil),    // 3: grpc.RemoveContainerRequest
+	(*ExecProcessRequest)(nil),        // 4: grpc.ExecProcessRequest
+	(*SignalProcessRequest)(nil),      // 5: grpc.SignalProcessRequest
+	(*WaitProcessRequest)(nil),        // 6: grpc.WaitProcessRequest
+	(*WaitProcessResponse)(nil),       // 7: grpc.WaitProcessResponse
+	(*TerminationMessageRequest)(nil), // 8: grpc.TerminationMessageRequest
+	(*StatsContainerRequest)(nil),     // 9: grpc.StatsContainerRequest
+	(*PauseContainerRequest)(nil),     // 10: grpc.PauseContainerRequest
+	(*ResumeContainerRequest)(nil),    // 11: grpc.ResumeContainerRequest
+	(*CpuUsage)(nil),                  // 12: grpc.CpuUsage
+	(*CpuStats)(nil),                  // 13: grpc.CpuStats
+	(*PidsStats)(nil),                 // 14: grpc.PidsStats
+	(*MemoryData)(nil),                // 15: grpc.MemoryData
+	(*MemoryStats)(nil),               // 16: grpc.MemoryStats
+	(*CgroupStats)(nil),               // 17: grpc.CgroupStats
+	(*NetworkStats)(nil),              // 18: grpc.NetworkStats
+	(*StatsContainerResponse)(nil),    // 19: grpc.StatsContainerResponse
+	(*UpdateContainerRequest)(nil),    // 20: grpc.UpdateContainerRequest
+	(*UpdateInterfaceRequest)(nil),    // 21: grpc.UpdateInterfaceRequest
+	(*UpdateRoutesRequest)(nil),       // 22: grpc.UpdateRoutesRequest
+	(*Routes)(nil),                    // 23: grpc.Routes
+	(*Interfaces)(nil),                // 24: grpc.Interfaces
+	(*ListInterfacesRequest)(nil),     // 25: grpc.ListInterfacesRequest
+	(*ListRoutesRequest)(nil),         // 26: grpc.ListRoutesRequest
+	(*ARPNeighbors)(nil),              // 27: grpc.ARPNeighbors
+	(*AddARPNeighborsRequest)(nil),    // 28: grpc.AddARPNeighborsRequest
+	(*OnlineCPUMemRequest)(nil),       // 29: grpc.OnlineCPUMemRequest
+	(*CopyFileRequest)(nil),           // 30: grpc.CopyFileRequest
+	(*GetOOMEventRequest)(nil),        // 31: grpc.GetOOMEventRequest
+	(*OOMEvent)(nil),                  // 32: grpc.OOMEvent
+	(*WriteStreamRequest)(nil),        // 33: grpc.WriteStreamRequest
+	(*WriteStreamResponse)(nil),       // 34: grpc.WriteStreamResponse
+	(*ReadStreamRequest)(nil),         // 35: grpc.ReadStreamRequest
+	(*ReadStreamResponse)(nil),        // 36: grpc.ReadStreamResponse
+	(*CloseStdinRequest)(nil),         // 37: grpc.CloseStdinRequest
+	(*TtyWinResizeRequest)(nil),       // 38: grpc.TtyWinResizeRequest
+	(*KernelModule)(nil),              // 39: grpc.KernelModule
+	(*CreateSandboxRequest)(nil),      // 40: grpc.CreateSandboxRequest
+	(*DestroySandboxRequest)(nil),     // 41: grpc.DestroySandboxRequest
+	(*AgentDetails)(nil),              // 42: grpc.AgentDetails
+	(*GuestDetailsRequest)(nil),       // 43: grpc.GuestDetailsRequest
+	(*GuestDetailsResponse)(nil),      // 44: grpc.GuestDetailsResponse
+	(*Storage)(nil),                   // 45: grpc.Storage
+	(*FSGroup)(nil),                   // 46: grpc.FSGroup
+	(*Device)(nil),                    // 47: grpc.Device
+	(*StringUser)(nil),                // 48: grpc.StringUser
+	(*SetPolicyRequest)(nil),          // 49: grpc.SetPolicyRequest
+	(*PullImageRequest)(nil),          // 50: grpc.PullImageRequest
+	(*PullImageResponse)(nil),         // 51: grpc.PullImageResponse
+	nil,                               // 52: grpc.MemoryStats.StatsEntry
+	(*Spec)(nil),                      // 53: grpc.Spec
+	(*Process)(nil),                   // 54: grpc.Process
+	(*LinuxResources)(nil),            // 55: grpc.LinuxResources
+	(*Interface)(nil),                 // 56: types.Interface
+	(*Route)(nil),                     // 57: types.Route
+	(*ARPNeighbor)(nil),               // 58: types.ARPNeighbor
+	(FSGroupChangePolicy)(0),          // 59: types.FSGroupChangePolicy
+	(*emptypb.Empty)(nil),             // 60: google.protobuf.Empty
 }
 var file_agent_agent_proto_depIdxs = []int32{
-	47, // 0: grpc.CreateContainerRequest.string_user:type_name -> grpc.StringUser
-	46, // 1: grpc.CreateContainerRequest.devices:type_name -> grpc.Device
-	44, // 2: grpc.CreateContainerRequest.storages:type_name -> grpc.Storage
-	52, // 3: grpc.CreateContainerRequest.OCI:type_name -> grpc.Spec
+	48, // 0: grpc.CreateContainerRequest.string_user:type_name -> grpc.StringUser
+	47, // 1: grpc.CreateContainerRequest.devices:type_name -> grpc.Device
+	45, // 2: grpc.CreateContainerRequest.storages:type_name -> grpc.Storage
+	53, // 3: grpc.CreateContainerRequest.OCI:type_name -> grpc.Spec
 	1,  // 4: grpc.CreateContainerRequest.shared_mounts:type_name -> grpc.SharedMount
-	47, // 5: grpc.ExecProcessRequest.string_user:type_name -> grpc.StringUser
-	53, // 6: grpc.ExecProcessRequest.process:type_name -> grpc.Process
-	11, // 7: grpc.CpuStats.cpu_usage:type_name -> grpc.CpuUsage
-	14, // 8: grpc.MemoryStats.usage:type_name -> grpc.MemoryData
-	14, // 9: grpc.MemoryStats.swap_usage:type_name -> grpc.MemoryData
-	14, // 10: grpc.MemoryStats.kernel_usage:type_name -> grpc.MemoryData
-	51, // 11: grpc.MemoryStats.stats:type_name -> grpc.MemoryStats.StatsEntry
-	12, // 12: grpc.CgroupStats.cpu_stats:type_name -> grpc.CpuStats
-	15, // 13: grpc.CgroupStats.memory_stats:type_name -> grpc.MemoryStats
-	13, // 14: grpc.CgroupStats.pids_stats:type_name -> grpc.PidsStats
-	16, // 15: grpc.StatsContainerResponse.cgroup_stats:type_name -> grpc.CgroupStats
-	17, // 16: grpc.StatsContainerResponse.network_stats:type_name -> grpc.NetworkStats
-	54, // 17: grpc.UpdateContainerRequest.resources:type_name -> grpc.LinuxResources
-	55, // 18: grpc.UpdateInterfaceRequest.interface:type_name -> types.Interface
-	22, // 19: grpc.UpdateRoutesRequest.routes:type_name -> grpc.Routes
-	56, // 20: grpc.Routes.Routes:type_name -> types.Route
-	55, // 21: grpc.Interfaces.Interfaces:type_name -> types.Interface
-	57, // 22: grpc.ARPNeighbors.ARPNeighbors:type_name -> types.ARPNeighbor
-	26, // 23: grpc.AddARPNeighborsRequest.neighbors:type_name -> grpc.ARPNeighbors
-	44, // 24: grpc.CreateSandboxRequest.storages:type_name -> grpc.Storage
-	38, // 25: grpc.CreateSandboxRequest.kernel_modules:type_name -> grpc.KernelModule
-	41, // 26: grpc.GuestDetailsResponse.agent_details:type_name -> grpc.AgentDetails
-	45, // 27: grpc.Storage.fs_group:type_name -> grpc.FSGroup
-	58, // 28: grpc.FSGroup.group_change_policy:type_name -> types.FSGroupChangePolicy
+	48, // 5: grpc.ExecProcessRequest.string_user:type_name -> grpc.StringUser
+	54, // 6: grpc.ExecProcessRequest.process:type_name -> grpc.Process
+	12, // 7: grpc.CpuStats.cpu_usage:type_name -> grpc.CpuUsage
+	15, // 8: grpc.MemoryStats.usage:type_name -> grpc.MemoryData
+	15, // 9: grpc.MemoryStats.swap_usage:type_name -> grpc.MemoryData
+	15, // 10: grpc.MemoryStats.kernel_usage:type_name -> grpc.MemoryData
+	52, // 11: grpc.MemoryStats.stats:type_name -> grpc.MemoryStats.StatsEntry
+	13, // 12: grpc.CgroupStats.cpu_stats:type_name -> grpc.CpuStats
+	16, // 13: grpc.CgroupStats.memory_stats:type_name -> grpc.MemoryStats
+	14, // 14: grpc.CgroupStats.pids_stats:type_name -> grpc.PidsStats
+	17, // 15: grpc.StatsContainerResponse.cgroup_stats:type_name -> grpc.CgroupStats
+	18, // 16: grpc.StatsContainerResponse.network_stats:type_name -> grpc.NetworkStats
+	55, // 17: grpc.UpdateContainerRequest.resources:type_name -> grpc.LinuxResources
+	56, // 18: grpc.UpdateInterfaceRequest.interface:type_name -> types.Interface
+	23, // 19: grpc.UpdateRoutesRequest.routes:type_name -> grpc.Routes
+	57, // 20: grpc.Routes.Routes:type_name -> types.Route
+	56, // 21: grpc.Interfaces.Interfaces:type_name -> types.Interface
+	58, // 22: grpc.ARPNeighbors.ARPNeighbors:type_name -> types.ARPNeighbor
+	27, // 23: grpc.AddARPNeighborsRequest.neighbors:type_name -> grpc.ARPNeighbors
+	45, // 24: grpc.CreateSandboxRequest.storages:type_name -> grpc.Storage
+	39, // 25: grpc.CreateSandboxRequest.kernel_modules:type_name -> grpc.KernelModule
+	42, // 26: grpc.GuestDetailsResponse.agent_details:type_name -> grpc.AgentDetails
+	46, // 27: grpc.Storage.fs_group:type_name -> grpc.FSGroup
+	59, // 28: grpc.FSGroup.group_change_policy:type_name -> types.FSGroupChangePolicy
 	0,  // 29: grpc.AgentService.CreateContainer:input_type -> grpc.CreateContainerRequest
 	2,  // 30: grpc.AgentService.StartContainer:input_type -> grpc.StartContainerRequest
 	3,  // 31: grpc.AgentService.RemoveContainer:input_type -> grpc.RemoveContainerRequest
 	4,  // 32: grpc.AgentService.ExecProcess:input_type -> grpc.ExecProcessRequest
 	5,  // 33: grpc.AgentService.SignalProcess:input_type -> grpc.SignalProcessRequest
 	6,  // 34: grpc.AgentService.WaitProcess:input_type -> grpc.WaitProcessRequest
-	8,  // 35: grpc.AgentService.StatsContainer:input_type -> grpc.StatsContainerRequest
-	9,  // 36: grpc.AgentService.PauseContainer:input_type -> grpc.PauseContainerRequest
-	10, // 37: grpc.AgentService.ResumeContainer:input_type -> grpc.ResumeContainerRequest
-	19, // 38: grpc.AgentService.UpdateContainer:input_type -> grpc.UpdateContainerRequest
-	32, // 39: grpc.AgentService.WriteStdin:input_type -> grpc.WriteStreamRequest
-	34, // 40: grpc.AgentService.ReadStdout:input_type -> grpc.ReadStreamRequest
-	34, // 41: grpc.AgentService.ReadStderr:input_type -> grpc.ReadStreamRequest
-	36, // 42: grpc.AgentService.CloseStdin:input_type -> grpc.CloseStdinRequest
-	37, // 43: grpc.AgentService.TtyWinResize:input_type -> grpc.TtyWinResizeRequest
-	20, // 44: grpc.AgentService.UpdateInterface:input_type -> grpc.UpdateInterfaceRequest
-	21, // 45: grpc.AgentService.UpdateRoutes:input_type -> grpc.UpdateRoutesRequest
-	24, // 46: grpc.AgentService.ListInterfaces:input_type -> grpc.ListInterfacesRequest
-	25, // 47: grpc.AgentService.ListRoutes:input_type -> grpc.ListRoutesRequest
-	27, // 48: grpc.AgentService.AddARPNeighbors:input_type -> grpc.AddARPNeighborsRequest
-	39, // 49: grpc.AgentService.CreateSandbox:input_type -> grpc.CreateSandboxRequest
-	40, // 50: grpc.AgentService.DestroySandbox:input_type -> grpc.DestroySandboxRequest
-	42, // 51: grpc.AgentService.GetGuestDetails:input_type -> grpc.GuestDetailsRequest
-	28, // 52: grpc.AgentService.OnlineCPUMem:input_type -> grpc.OnlineCPUMemRequest
-	29, // 53: grpc.AgentService.CopyFile:input_type -> grpc.CopyFileRequest
-	30, // 54: grpc.AgentService.GetOOMEvent:input_type -> grpc.GetOOMEventRequest
-	48, // 55: grpc.AgentService.SetPolicy:input_type -> grpc.SetPolicyRequest
-	49, // 56: grpc.Image.PullImage:input_type -> grpc.PullImageRequest
-	59, // 57: grpc.AgentService.CreateContainer:output_type -> google.protobuf.Empty
-	59, // 58: grpc.AgentService.StartContainer:output_type -> google.protobuf.Empty
-	59, // 59: grpc.AgentService.RemoveContainer:output_type -> google.protobuf.Empty
-	59, // 60: grpc.AgentService.ExecProcess:output_type -> google.protobuf.Empty
-	59, // 61: grpc.AgentService.SignalProcess:output_type -> google.protobuf.Empty
+	9,  // 35: grpc.AgentService.StatsContainer:input_type -> grpc.StatsContainerRequest
+	10, // 36: grpc.AgentService.PauseContainer:input_type -> grpc.PauseContainerRequest
+	11, // 37: grpc.AgentService.ResumeContainer:input_type -> grpc.ResumeContainerRequest
+	20, // 38: grpc.AgentService.UpdateContainer:input_type -> grpc.UpdateContainerRequest
+	33, // 39: grpc.AgentService.WriteStdin:input_type -> grpc.WriteStreamRequest
+	35, // 40: grpc.AgentService.ReadStdout:input_type -> grpc.ReadStreamRequest
+	35, // 41: grpc.AgentService.ReadStderr:input_type -> grpc.ReadStreamRequest
+	37, // 42: grpc.AgentService.CloseStdin:input_type -> grpc.CloseStdinRequest
+	38, // 43: grpc.AgentService.TtyWinResize:input_type -> grpc.TtyWinResizeRequest
+	21, // 44: grpc.AgentService.UpdateInterface:input_type -> grpc.UpdateInterfaceRequest
+	22, // 45: grpc.AgentService.UpdateRoutes:input_type -> grpc.UpdateRoutesRequest
+	25, // 46: grpc.AgentService.ListInterfaces:input_type -> grpc.ListInterfacesRequest
+	26, // 47: grpc.AgentService.ListRoutes:input_type -> grpc.ListRoutesRequest
+	28, // 48: grpc.AgentService.AddARPNeighbors:input_type -> grpc.AddARPNeighborsRequest
+	40, // 49: grpc.AgentService.CreateSandbox:input_type -> grpc.CreateSandboxRequest
+	41, // 50: grpc.AgentService.DestroySandbox:input_type -> grpc.DestroySandboxRequest
+	43, // 51: grpc.AgentService.GetGuestDetails:input_type -> grpc.GuestDetailsRequest
+	29, // 52: grpc.AgentService.OnlineCPUMem:input_type -> grpc.OnlineCPUMemRequest
+	30, // 53: grpc.AgentService.CopyFile:input_type -> grpc.CopyFileRequest
+	31, // 54: grpc.AgentService.GetOOMEvent:input_type -> grpc.GetOOMEventRequest
+	49, // 55: grpc.AgentService.SetPolicy:input_type -> grpc.SetPolicyRequest
+	50, // 56: grpc.Image.PullImage:input_type -> grpc.PullImageRequest
+	60, // 57: grpc.AgentService.CreateContainer:output_type -> google.protobuf.Empty
+	60, // 58: grpc.AgentService.StartContainer:output_type -> google.protobuf.Empty
+	60, // 59: grpc.AgentService.RemoveContainer:output_type -> google.protobuf.Empty
+	60, // 60: grpc.AgentService.ExecProcess:output_type -> google.protobuf.Empty
+	60, // 61: grpc.AgentService.SignalProcess:output_type -> google.protobuf.Empty
 	7,  // 62: grpc.AgentService.WaitProcess:output_type -> grpc.WaitProcessResponse
-	18, // 63: grpc.AgentService.StatsContainer:output_type -> grpc.StatsContainerResponse
-	59, // 64: grpc.AgentService.PauseContainer:output_type -> google.protobuf.Empty
-	59, // 65: grpc.AgentService.ResumeContainer:output_type -> google.protobuf.Empty
-	59, // 66: grpc.AgentService.UpdateContainer:output_type -> google.protobuf.Empty
-	33, // 67: grpc.AgentService.WriteStdin:output_type -> grpc.WriteStreamResponse
-	35, // 68: grpc.AgentService.ReadStdout:output_type -> grpc.ReadStreamResponse
-	35, // 69: grpc.AgentService.ReadStderr:output_type -> grpc.ReadStreamResponse
-	59, // 70: grpc.AgentService.CloseStdin:output_type -> google.protobuf.Empty
-	59, // 71: grpc.AgentService.TtyWinResize:output_type -> google.protobuf.Empty
-	55, // 72: grpc.AgentService.UpdateInterface:output_type -> types.Interface
-	22, // 73: grpc.AgentService.UpdateRoutes:output_type -> grpc.Routes
-	23, // 74: grpc.AgentService.ListInterfaces:output_type -> grpc.Interfaces
-	22, // 75: grpc.AgentService.ListRoutes:output_type -> grpc.Routes
-	59, // 76: grpc.AgentService.AddARPNeighbors:output_type -> google.protobuf.Empty
-	59, // 77: grpc.AgentService.CreateSandbox:output_type -> google.protobuf.Empty
-	59, // 78: grpc.AgentService.DestroySandbox:output_type -> google.protobuf.Empty
-	43, // 79: grpc.AgentService.GetGuestDetails:output_type -> grpc.GuestDetailsResponse
-	59, // 80: grpc.AgentService.OnlineCPUMem:output_type -> google.protobuf.Empty
-	59, // 81: grpc.AgentService.CopyFile:output_type -> google.protobuf.Empty
-	31, // 82: grpc.AgentService.GetOOMEvent:output_type -> grpc.OOMEvent
-	59, // 83: grpc.AgentService.SetPolicy:output_type -> google.protobuf.Empty
-	50, // 84: grpc.Image.PullImage:output_type -> grpc.PullImageResponse
+	19, // 63: grpc.AgentService.StatsContainer:output_type -> grpc.StatsContainerResponse
+	60, // 64: grpc.AgentService.PauseContainer:output_type -> google.protobuf.Empty
+	60, // 65: grpc.AgentService.ResumeContainer:output_type -> google.protobuf.Empty
+	60, // 66: grpc.AgentService.UpdateContainer:output_type -> google.protobuf.Empty
+	34, // 67: grpc.AgentService.WriteStdin:output_type -> grpc.WriteStreamResponse
+	36, // 68: grpc.AgentService.ReadStdout:output_type -> grpc.ReadStreamResponse
+	36, // 69: grpc.AgentService.ReadStderr:output_type -> grpc.ReadStreamResponse
+	60, // 70: grpc.AgentService.CloseStdin:output_type -> google.protobuf.Empty
+	60, // 71: grpc.AgentService.TtyWinResize:output_type -> google.protobuf.Empty
+	56, // 72: grpc.AgentService.UpdateInterface:output_type -> types.Interface
+	23, // 73: grpc.AgentService.UpdateRoutes:output_type -> grpc.Routes
+	24, // 74: grpc.AgentService.ListInterfaces:output_type -> grpc.Interfaces
+	23, // 75: grpc.AgentService.ListRoutes:output_type -> grpc.Routes
+	60, // 76: grpc.AgentService.AddARPNeighbors:output_type -> google.protobuf.Empty
+	60, // 77: grpc.AgentService.CreateSandbox:output_type -> google.protobuf.Empty
+	60, // 78: grpc.AgentService.DestroySandbox:output_type -> google.protobuf.Empty
+	44, // 79: grpc.AgentService.GetGuestDetails:output_type -> grpc.GuestDetailsResponse
+	60, // 80: grpc.AgentService.OnlineCPUMem:output_type -> google.protobuf.Empty
+	60, // 81: grpc.AgentService.CopyFile:output_type -> google.protobuf.Empty
+	32, // 82: grpc.AgentService.GetOOMEvent:output_type -> grpc.OOMEvent
+	60, // 83: grpc.AgentService.SetPolicy:output_type -> google.protobuf.Empty
+	51, // 84: grpc.Image.PullImage:output_type -> grpc.PullImageResponse
 	57, // [57:85] is the sub-list for method output_type
 	29, // [29:57] is the sub-list for method input_type
 	29, // [29:29] is the sub-list for extension type_name
@@ -3478,7 +3594,7 @@ func file_agent_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agent_proto_rawDesc), len(file_agent_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
