@@ -222,11 +222,25 @@ func (p *Pod) Detach() error {
 	return nil
 }
 
-// inNamespace runs f on an OS thread switched into the pod's namespace,
-// with a netlink handle there. The thread is returned to the scheduler
-// only once switched back; if that fails it ends with the goroutine.
+// inNamespace runs f in the pod's namespace (InNamespace) with a netlink
+// handle there.
 func (p *Pod) inNamespace(f func(*netlink.Handle) error) error {
-	target, err := netns.GetFromPath(p.nsPath)
+	return InNamespace(p.nsPath, func() error {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		return f(h)
+	})
+}
+
+// InNamespace runs f on an OS thread switched into the network namespace at
+// nsPath: what f creates there (sockets, links, a child process started
+// from the thread) belongs to it. The thread goes back to the scheduler
+// only once switched back; if that fails it ends with the goroutine.
+func InNamespace(nsPath string, f func() error) error {
+	target, err := netns.GetFromPath(nsPath)
 	if err != nil {
 		return err
 	}
@@ -245,11 +259,7 @@ func (p *Pod) inNamespace(f func(*netlink.Handle) error) error {
 			errc <- err
 			return
 		}
-		h, err := netlink.NewHandle()
-		if err == nil {
-			err = f(h)
-			h.Close()
-		}
+		err = f()
 		if netns.Set(orig) == nil {
 			runtime.UnlockOSThread()
 		}

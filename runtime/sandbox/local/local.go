@@ -1,8 +1,10 @@
 // Package local is the sandbox backend without a VM: coco-agent runs on the
-// host in namespaces of its own (mount, PID, UTS, IPC and optionally
-// network), so a pod's containers are ordinary processes the host can
-// inspect. It is NOT confidential — it exists for development, tests and
-// machines without virtualization — and says so in every pod's Info.
+// host in namespaces of its own (mount, PID, UTS, IPC) and in the pod's
+// network namespace (CNI's, so the pod has its pod IP as with runc; for a
+// container without one, the host's or a new empty one), so a pod's
+// containers are ordinary processes the host can inspect. It is NOT
+// confidential — it exists for development, tests and machines without
+// virtualization — and says so in every pod's Info.
 package local
 
 import (
@@ -17,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cocoon-cc/cocoon/runtime/network"
 	"github.com/cocoon-cc/cocoon/runtime/sandbox"
 )
 
@@ -25,8 +28,10 @@ type Options struct {
 	// AgentPath is the coco-agent binary (default: coco-agent beside the
 	// running executable, then on PATH).
 	AgentPath string `toml:"agent_path"`
-	// Netns is "host" (default: the pod shares the host's network) or
-	// "new" (a private, empty network namespace).
+	// Netns is, for a sandbox without a pod network namespace (a pod on
+	// the host's network, ctr), "host" (default: the host's network) or
+	// "new" (a private, empty network namespace). A pod whose namespace
+	// CNI prepared always runs in that one.
 	Netns string `toml:"netns"`
 }
 
@@ -131,18 +136,34 @@ func (s *Sandbox) launch() error {
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC)
-	if s.opts.Netns == "new" {
+	if s.cfg.NetNS == "" && s.opts.Netns == "new" {
 		flags |= syscall.CLONE_NEWNET
 	}
 	// The agent is its PID namespace's init: when it dies, the kernel kills
 	// every container process, so nothing outlives the sandbox.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	log := filepath.Join(s.cfg.StateDir, "agent.log")
-	err = s.Process.Start(cmd, func(err error) error {
-		return fmt.Errorf("agent exited: %v: %s", err, logTail(log))
+	err = startIn(s.cfg.NetNS, func() error {
+		return s.Process.Start(cmd, func(err error) error {
+			return fmt.Errorf("agent exited: %v: %s", err, logTail(log))
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("start %s: %w", s.opts.AgentPath, err)
+	}
+	return nil
+}
+
+// startIn runs start, which starts a process, in the network namespace at
+// nsPath (none: as it is), so that the process is born there. Its
+// parent-death signal is the starting thread's, which InNamespace returns
+// to the scheduler (it ends only if it cannot switch back).
+func startIn(nsPath string, start func() error) error {
+	if nsPath == "" {
+		return start()
+	}
+	if err := network.InNamespace(nsPath, start); err != nil {
+		return fmt.Errorf("in the pod's network namespace %s: %w", nsPath, err)
 	}
 	return nil
 }

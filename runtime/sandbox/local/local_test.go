@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/internal/testutil/nettest"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 	"github.com/cocoon-cc/cocoon/runtime/sandbox"
 	"github.com/cocoon-cc/cocoon/runtime/sandbox/local"
@@ -38,8 +40,14 @@ func initdataWithPolicy(rego string) []byte {
 // pod starts a local sandbox and returns an agent client.
 func pod(t *testing.T, id string, initdata []byte) (*local.Sandbox, pb.AgentServiceService) {
 	t.Helper()
+	return podIn(t, id, initdata, "")
+}
+
+// podIn is pod in the pod network namespace at netns (CNI's).
+func podIn(t *testing.T, id string, initdata []byte, netns string) (*local.Sandbox, pb.AgentServiceService) {
+	t.Helper()
 	needRoot(t)
-	sb, err := local.New(sandbox.Config{ID: id, StateDir: t.TempDir(), Initdata: initdata},
+	sb, err := local.New(sandbox.Config{ID: id, StateDir: t.TempDir(), Initdata: initdata, NetNS: netns},
 		local.Options{AgentPath: testutil.Bin(t, "coco-agent")})
 	if err != nil {
 		t.Fatal(err)
@@ -317,5 +325,37 @@ func TestTerminal(t *testing.T) {
 	}
 	if _, err := a.TtyWinResize(ctx, &pb.TtyWinResizeRequest{ContainerId: "nope", Row: 1, Column: 1}); status.Code(err) != codes.NotFound {
 		t.Errorf("resize of an unknown container: %v", err)
+	}
+}
+
+// TestPodNetwork: a sandbox given the pod's network namespace (CNI's) runs
+// its agent, and so its containers, there: it has the pod's address.
+func TestPodNetwork(t *testing.T) {
+	nsPath, _, podIP := nettest.Pod(t)
+	_, a := podIn(t, "netpod", nil, nsPath)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ifaces, err := a.ListInterfaces(ctx, &pb.ListInterfacesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, i := range ifaces.Interfaces {
+		for _, ip := range i.IPAddresses {
+			addrs = append(addrs, i.Name+"="+ip.Address)
+		}
+	}
+	if !slices.Contains(addrs, "eth0="+podIP.String()) {
+		t.Errorf("the agent's interfaces %v lack the pod's eth0 %s", addrs, podIP)
+	}
+	// A namespace that is gone: Start fails, saying so.
+	sb, err := local.New(sandbox.Config{ID: "nonet", StateDir: t.TempDir(), NetNS: "/run/netns/cocoon-gone"},
+		local.Options{AgentPath: testutil.Bin(t, "coco-agent")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Start(ctx); err == nil || !strings.Contains(err.Error(), "network namespace /run/netns/cocoon-gone") {
+		sb.Stop(ctx)
+		t.Errorf("start in a missing namespace: %v", err)
 	}
 }
