@@ -17,6 +17,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/cocoon-cc/cocoon/agent"
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
@@ -39,18 +40,21 @@ func sum(b []byte) string {
 
 // TestKubectlStreams: kubectl's stream commands on a cocoon-qemu pod whose
 // policy allows exec and reads: cp both ways and exec -i, byte for byte;
-// logs, logs -f, and logs --previous with the exit status after the
-// container ended and the kubelet restarted it.
+// attach, also -i; logs, logs -f, and logs --previous with the exit status
+// and the termination message after the container ended and the kubelet
+// restarted it.
 func TestKubectlStreams(t *testing.T) {
 	c := k8stest.Get(t)
 	// Each run of the container prints its number and ticks until told to
-	// exit (a file in the pod's emptyDir), with status 3.
+	// exit (a file in the pod's emptyDir), with a 5000-byte termination
+	// message and status 3. Container "in" answers each line of its input.
 	pod := `apiVersion: v1
 kind: Pod
 metadata:
   name: streams
   namespace: default
   annotations:
+    kubectl.kubernetes.io/default-container: c
     io.katacontainers.config.hypervisor.cc_init_data: "` + testutil.InitdataAnnotation(t, policy.AllowAll()) + `"
 spec:
   runtimeClassName: cocoon-qemu
@@ -58,8 +62,12 @@ spec:
   containers:
   - name: c
     image: ` + toolsImage(t, c) + `
-    command: ["/bin/sh", "-c", "n=$(cat /data/n 2>/dev/null || echo 0); echo $((n+1)) > /data/n; echo run-$n; i=0; while [ ! -f /data/stop-$n ]; do echo tick-$i; i=$((i+1)); sleep 0.5; done; exit 3"]
+    command: ["/bin/sh", "-c", "n=$(cat /data/n 2>/dev/null || echo 0); echo $((n+1)) > /data/n; echo run-$n; i=0; while [ ! -f /data/stop-$n ]; do echo tick-$i; i=$((i+1)); sleep 0.5; done; i=0; while [ $i -lt 500 ]; do printf 'line-%04d\\n' $i; i=$((i+1)); done > /dev/termination-log; exit 3"]
     volumeMounts: [{name: data, mountPath: /data}]
+  - name: in
+    image: ` + c.Busybox(t) + `
+    command: ["/bin/sh", "-c", "while read l; do echo got-$l; done"]
+    stdin: true
   volumes: [{name: data, emptyDir: {}}]
 `
 	c.Apply(t, pod)
@@ -108,25 +116,16 @@ spec:
 	}
 
 	// logs -f: ticks arrive while the container runs.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	follow := exec.CommandContext(ctx, filepath.Join(k8stest.BinDir(), "kubectl"), "--kubeconfig", c.Kubeconfig, "logs", "-f", "streams")
-	out, err := follow.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := follow.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(out)
-	var seen []string
-	for len(seen) < 4 && lines.Scan() {
-		seen = append(seen, lines.Text())
-	}
-	cancel()
-	follow.Wait()
-	if len(seen) < 4 || seen[0] != "run-0" || !strings.HasPrefix(seen[3], "tick-") {
+	if seen := follow(t, c, "", 4, "logs", "-f", "streams"); len(seen) < 4 || seen[0] != "run-0" || !strings.HasPrefix(seen[3], "tick-") {
 		t.Errorf("kubectl logs -f: %q", seen)
+	}
+	// attach: the running container's output from now on; attach -i: the
+	// input reaches the container's stdin.
+	if seen := follow(t, c, "", 1, "attach", "streams", "-c", "c"); len(seen) != 1 || !strings.HasPrefix(seen[0], "tick-") {
+		t.Errorf("kubectl attach: %q", seen)
+	}
+	if seen := follow(t, c, "hello\nworld\n", 2, "attach", "-i", "streams", "-c", "in"); strings.Join(seen, " ") != "got-hello got-world" {
+		t.Errorf("kubectl attach -i: %q", seen)
 	}
 
 	// The container exits with 3; the kubelet restarts it.
@@ -136,12 +135,62 @@ spec:
 	if code := c.Kubectl(t, "get", "pod", "streams", "-o", "jsonpath={.status.containerStatuses[0].lastState.terminated.exitCode}"); code != "3" {
 		t.Errorf("the ended container's exit code %q, want 3", code)
 	}
+	// The termination message the container wrote in the guest, its last
+	// 4096 bytes as the kubelet reads them.
+	var message strings.Builder
+	for i := range 500 {
+		fmt.Fprintf(&message, "line-%04d\n", i)
+	}
+	want := message.String()[message.Len()-agent.TerminationMessageMax:]
+	if got := c.Kubectl(t, "get", "pod", "streams", "-o", "jsonpath={.status.containerStatuses[0].lastState.terminated.message}"); got != want {
+		t.Errorf("termination message: %d bytes %.40q..., want the file's last %d", len(got), got, len(want))
+	}
 	if prev := c.Kubectl(t, "logs", "--previous", "streams"); !strings.HasPrefix(prev, "run-0\ntick-0\n") {
 		t.Errorf("kubectl logs --previous: %q", prev)
 	}
 	if cur := c.Kubectl(t, "logs", "streams"); !strings.HasPrefix(cur, "run-1\n") {
 		t.Errorf("kubectl logs after the restart: %q", cur)
 	}
+}
+
+// follow runs a kubectl command that streams (logs -f, attach), input on its
+// standard input (which stays open: containerd ends an attach, stdout too,
+// when its input ends), until it printed n lines or a minute passed, and
+// returns the lines (with its standard error when fewer).
+func follow(t *testing.T, c *k8stest.Cluster, input string, n int, args ...string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(k8stest.BinDir(), "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	in, keys, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keys.Close()
+	cmd.Stdin = in
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Start()
+	in.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys.WriteString(input)
+	lines := bufio.NewScanner(out)
+	var seen []string
+	for len(seen) < n && lines.Scan() {
+		seen = append(seen, lines.Text())
+	}
+	cancel()
+	cmd.Wait()
+	if len(seen) < n {
+		seen = append(seen, "stderr: "+stderr.String())
+	}
+	return seen
 }
 
 // TestKubectlDefaultPolicy: a Cocoon pod under the default policy with its
@@ -177,5 +226,53 @@ spec:
 	}
 	if out := c.Kubectl(t, "logs", "probed"); out != shim.WithheldNotice {
 		t.Errorf("kubectl logs: %q, want the withheld notice", out)
+	}
+}
+
+// TestTerminationMessages: cocoon-local pods whose containers end: under
+// the default policy a message written in the sandbox is reported as
+// withheld, and FallbackToLogsOnError falls back to the log's withheld
+// notice; under a policy allowing TerminationMessageRequest (and reads) a
+// message at a terminationMessagePath of the pod's choosing is reported,
+// and FallbackToLogsOnError gives the failed container's output.
+func TestTerminationMessages(t *testing.T) {
+	c := k8stest.Get(t)
+	pod := func(name, rego string) string {
+		initdata := testutil.InitdataAnnotation(t, rego)
+		return `apiVersion: v1
+kind: Pod
+metadata: {name: ` + name + `, namespace: default, annotations: {io.katacontainers.config.hypervisor.cc_init_data: "` + initdata + `"}}
+spec:
+  runtimeClassName: cocoon-local
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  containers:
+  - name: told
+    image: ` + c.Busybox(t) + `
+    command: ["/bin/sh", "-c", "echo the reason > /tmp/why"]
+    terminationMessagePath: /tmp/why
+  - name: fallback
+    image: ` + c.Busybox(t) + `
+    command: ["/bin/sh", "-c", "echo crashed; exit 1"]
+    terminationMessagePolicy: FallbackToLogsOnError
+`
+	}
+	pods := pod("ended-default", policy.Default()) + "---\n" + pod("ended-allowed", policy.AllowAll())
+	c.Apply(t, pods)
+	defer c.Delete(t, pods)
+	message := func(pod, container string) string {
+		return c.Kubectl(t, "get", "pod", pod, "-o", `jsonpath={.status.containerStatuses[?(@.name=="`+container+`")].state.terminated.message}`)
+	}
+	for pod, want := range map[string][2]string{
+		"ended-default": {shim.WithheldTerminationMessage, shim.WithheldNotice},
+		"ended-allowed": {"the reason\n", "crashed\n"},
+	} {
+		c.Kubectl(t, "wait", "--for=jsonpath={.status.phase}=Failed", "pod/"+pod, "--timeout=2m")
+		if got := message(pod, "told"); got != want[0] {
+			t.Errorf("%s: termination message %q, want %q", pod, got, want[0])
+		}
+		if got := message(pod, "fallback"); got != want[1] {
+			t.Errorf("%s: FallbackToLogsOnError message %q, want %q", pod, got, want[1])
+		}
 	}
 }

@@ -106,3 +106,33 @@ spec:
 		t.Errorf("GET through kubectl port-forward: %q", body)
 	}
 }
+
+// TestCocoonLocalNetwork: a cocoon-local pod lives in the network
+// namespace CNI prepared: its container has the pod IP, and the kubelet's
+// HTTP readiness probe reaches it there from the node.
+func TestCocoonLocalNetwork(t *testing.T) {
+	c := k8stest.Get(t)
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: local-web
+  namespace: default
+  annotations: {io.katacontainers.config.hypervisor.cc_init_data: "` + testutil.InitdataAnnotation(t, policy.AllowAll()) + `"}
+spec:
+  runtimeClassName: cocoon-local
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: ` + c.Busybox(t) + `
+    command: ["/bin/sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www"]
+    readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+`
+	c.Apply(t, pod)
+	defer c.Delete(t, pod)
+	c.WaitReady(t, "default", "local-web")
+	podIP := c.Kubectl(t, "get", "pod", "local-web", "-o", "jsonpath={.status.podIP}")
+	if out := c.Kubectl(t, "exec", "local-web", "--", "/bin/busybox", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, " "+podIP+"/") {
+		t.Errorf("the container's eth0 lacks the pod IP %s: %q", podIP, out)
+	}
+}

@@ -13,14 +13,14 @@ import (
 // TestCocoonVolumes: a cocoon-qemu pod's ConfigMap, Secret, projected
 // service-account token, downwardAPI and emptyDir volumes reach its
 // container (copied into the VM); a ConfigMap update reaches the running
-// container; /etc/hosts and /etc/resolv.conf are there; a hostPath pod
+// container, and a key removed from it disappears there; /etc/hosts and /etc/resolv.conf are there; a hostPath pod
 // under the default policy fails to start, saying why.
 func TestCocoonVolumes(t *testing.T) {
 	c := k8stest.Get(t)
 	objects := `apiVersion: v1
 kind: ConfigMap
 metadata: {name: vols-cfg, namespace: default}
-data: {app.conf: v1}
+data: {app.conf: v1, old.conf: gone-soon}
 ---
 apiVersion: v1
 kind: Secret
@@ -76,11 +76,14 @@ echo hosts=$(/bin/busybox grep -c vols /etc/hosts) resolv=$(/bin/busybox grep -c
 			t.Errorf("pod lacks %q:\n%s", want, out)
 		}
 	}
-	c.Kubectl(t, "patch", "configmap", "vols-cfg", "-p", `{"data":{"app.conf":"v2"}}`)
+	c.Kubectl(t, "patch", "configmap", "vols-cfg", "--type=json", "-p",
+		`[{"op":"replace","path":"/data/app.conf","value":"v2"},{"op":"remove","path":"/data/old.conf"}]`)
 	// The kubelet syncs ConfigMap volumes within its sync period (about a
-	// minute); the shim then copies the change in.
+	// minute); the shim then copies the change in and removes what the
+	// kubelet removed: the old key and the old data directory.
 	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(2 * time.Second) {
-		if out := exec("cat /etc/cfg/app.conf"); out == "v2" {
+		if out := exec("cat /etc/cfg/app.conf; echo; /bin/busybox ls -A /etc/cfg | /bin/busybox tr '\\n' ' '"); strings.HasPrefix(out, "v2\n..20") &&
+			strings.HasSuffix(out, " ..data app.conf ") && strings.Count(out, "..20") == 1 {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("the ConfigMap update did not reach the container: %q", out)
