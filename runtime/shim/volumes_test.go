@@ -125,7 +125,7 @@ func TestVolumeUpdateRemoves(t *testing.T) {
 	}
 	write("..2026_12_04_1", map[string]string{"a": "1", "b": "1"})
 	spec := &specs.Spec{Mounts: []specs.Mount{{Destination: "/etc/cfg", Type: "bind", Source: vol, Options: []string{"rbind", "ro"}}}}
-	_, copies, err := guestMounts(ctx, a, "c1", spec)
+	_, copies, err := guestMounts(ctx, a, nil, "c1", spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestTerminationMessage(t *testing.T) {
 		{Destination: "/etc/hosts", Type: "bind", Source: hosts},
 		{Destination: "/dev/termination-log", Type: "bind", Source: host},
 	}}
-	_, copies, err := guestMounts(ctx, a, "c1", spec)
+	_, copies, err := guestMounts(ctx, a, nil, "c1", spec)
 	if err != nil {
 		t.Fatal(err)
 	}
