@@ -32,6 +32,7 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/cdh/kbc"
 	"github.com/cocoon-cc/cocoon/guest/cdh/resource"
 	"github.com/cocoon-cc/cocoon/guest/cdh/wrap"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
 	kppb "github.com/cocoon-cc/cocoon/protocol/ttrpc/keyprovider"
 )
@@ -394,16 +395,7 @@ func TestCDHSecureMount(t *testing.T) {
 	e.set(t, "default/disk/key", key)
 
 	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil || os.Truncate(img, 64<<20) != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("SKIPPED LOUDLY: no loop device: %v %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	dev, _ := testutil.LoopDevice(t, 64<<20)
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	mapper := fmt.Sprintf("cdh-e2e-%d", os.Getpid())

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -295,17 +294,7 @@ func TestPodEncryptedBlockVolume(t *testing.T) {
 	rand.Read(key)
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/pv/key", key)
 
-	backing := filepath.Join(t.TempDir(), "pv.img")
-	if err := os.WriteFile(backing, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(backing, 64<<20)
-	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v %s", err, out)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	loop, backing := testutil.LoopDevice(t, 64<<20)
 	mappers, _ := os.ReadDir("/dev/mapper")
 	rs := e.ctrd.RuntimeService(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)

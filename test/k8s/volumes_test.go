@@ -1,6 +1,13 @@
 package k8s
 
 import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +15,7 @@ import (
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/internal/testutil/k8stest"
+	"github.com/cocoon-cc/cocoon/runtime/shim"
 )
 
 // TestCocoonVolumes: a cocoon-qemu pod's ConfigMap, Secret, projected
@@ -114,4 +122,155 @@ spec:
 			t.Fatalf("hostPath pod: %q\n%s", out, c.Kubectl(t, "describe", "pod", "hostpath"))
 		}
 	}
+}
+
+// marker is what the pods write to their encrypted volumes; the host must
+// never find it in their backing stores.
+const marker = "COCOON-K8S-PLAINTEXT-3b9d27"
+
+// TestCocoonEncryptedVolumes: on a real node, a cocoon-qemu pod's disk
+// emptyDir is a scratch disk encrypted in the guest, and a block
+// PersistentVolume (a local PV on a loop device) is opened with LUKS2
+// under a key the guest fetches from a real KBS after attestation, named
+// by the pod's policy in initdata. The host sees ciphertext only; deleting
+// the pods leaves no scratch file, device-mapper entry or kubelet loop
+// device.
+func TestCocoonEncryptedVolumes(t *testing.T) {
+	c := k8stest.Get(t)
+	key := make([]byte, 64)
+	rand.Read(key)
+	url := startKBS(t, c, map[string][]byte{"default/pv/key": key})
+	loop, backing := testutil.LoopDevice(t, 64<<20)
+	mappers, _ := os.ReadDir("/dev/mapper")
+
+	rego := policy.AllowAll() + "\n" +
+		`encrypted_volumes := {"/dev/xvda": {"key": "kbs:///default/pv/key", "mount_point": "/data", "format": true}}` + "\n"
+	init := testutil.InitdataDocAnnotation(t, fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n"+
+		"\"aa.toml\" = '''\n[token_configs.kbs]\nurl = %q\n'''\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n'''\n"+
+		"\"policy.rego\" = '''\n%s\n'''\n", url, url, rego))
+	objects := `apiVersion: v1
+kind: PersistentVolume
+metadata: {name: crypt-pv}
+spec:
+  capacity: {storage: 64Mi}
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: default, name: crypt-pvc}
+  local: {path: ` + loop + `}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [` + k8stest.NodeName + `]}]}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: crypt-pvc, namespace: default}
+spec:
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: crypt-pv
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: crypt
+  namespace: default
+  annotations:
+    io.katacontainers.config.hypervisor.cc_init_data: "` + init + `"
+spec:
+  containers: [{name: c, image: "` + c.Busybox(t) + `", command: [/bin/sleep, "1000"],
+    volumeMounts: [{name: crypt-scratch, mountPath: /scratch}], volumeDevices: [{name: pv, devicePath: /dev/xvda}]}]
+  runtimeClassName: cocoon-qemu
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: crypt-scratch, emptyDir: {}}
+  - {name: pv, persistentVolumeClaim: {claimName: crypt-pvc}}
+`
+	c.Apply(t, objects)
+	defer c.Delete(t, objects)
+	c.WaitReady(t, "default", "crypt")
+	mounts := c.Kubectl(t, "exec", "crypt", "--", "/bin/sh", "-c", "for d in /scratch /data; do for i in 1 2 3 4 5 6 7 8; do "+
+		"echo "+marker+" >> $d/m; done; done; sync; /bin/busybox grep -E ' /(scratch|data) ' /proc/mounts")
+	for _, want := range []string{" /scratch ext4 ", " /data ext4 "} {
+		if !strings.Contains(mounts, want) || strings.Count(mounts, "/dev/mapper/") != 2 {
+			t.Errorf("mounts lack %q on dm-crypt:\n%s", want, mounts)
+		}
+	}
+	scratch, _ := filepath.Glob(filepath.Join(shim.StateRoot, "*", "emptydir-crypt-scratch.img"))
+	if len(scratch) != 1 {
+		t.Fatalf("scratch disks: %v", scratch)
+	}
+	for _, f := range []string{scratch[0], backing} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte("LUKS\xba\xbe")) || bytes.Contains(b, []byte(marker)) {
+			t.Errorf("%s is not LUKS2 ciphertext only (header % x)", f, b[:16])
+		}
+	}
+
+	uid := c.Kubectl(t, "get", "pod", "crypt", "-o", "jsonpath={.metadata.uid}")
+	c.Kubectl(t, "delete", "pod", "crypt", "--wait")
+	c.WaitGone(t, "pod crypt", func() []string {
+		left := c.PodLeftovers(uid)
+		if _, err := os.Stat(scratch[0]); err == nil {
+			left = append(left, "scratch disk "+scratch[0])
+		}
+		if now, _ := os.ReadDir("/dev/mapper"); len(now) != len(mappers) {
+			left = append(left, fmt.Sprintf("device-mapper entries %v", now))
+		}
+		// The kubelet holds a block PV with a loop device of its own
+		// while a pod maps it.
+		if l, _ := exec.Command("losetup", "-j", loop).Output(); len(l) > 0 {
+			left = append(left, "loop "+strings.TrimSpace(string(l)))
+		}
+		return left
+	})
+}
+
+// startKBS runs a KBS where the cluster's guests reach the host, for the
+// sample TEE the TCG guests attest with, holding resources; it returns its
+// URL.
+func startKBS(t *testing.T, c *k8stest.Cluster, resources map[string][]byte) string {
+	t.Helper()
+	l, err := net.Listen("tcp", c.HostIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	data := t.TempDir()
+	cfg := filepath.Join(data, "kbs.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[http_server]\nsockets = [%q]\ninsecure_http = true\n[storage_backend]\n"+
+		"storage_type = \"Embedded\"\n[storage_backend.backends.embedded]\npath = %q\n", addr, filepath.Join(data, "db"))), 0o600)
+	kbs := exec.Command(testutil.Bin(t, "kbs"), "--config", cfg)
+	if err := kbs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kbs.Process.Kill(); kbs.Wait() })
+	url := "http://" + addr
+	admin := []string{"--url", url, "config", "--auth-private-key", filepath.Join(data, "db", "admin", "private.key")}
+	client := func(args ...string) ([]byte, error) {
+		return exec.Command(testutil.Bin(t, "kbs-client"), append(admin, args...)...).CombinedOutput()
+	}
+	// The first admin call succeeds once the KBS listens.
+	c.Eventually(t, "the KBS", func() bool { _, err := client("set-resource-policy", "--affirming"); return err == nil })
+	cmds := [][]string{{"set-sample-reference-value", "launch_digest", "abcde"}, {"set-sample-reference-value", "svn", "1"},
+		{"set-sample-reference-value", "major_version", "1", "--as-integer", "--as-single-value"},
+		{"set-sample-reference-value", "minimum_minor_version", "1", "--as-integer", "--as-single-value"}}
+	for path, b := range resources {
+		f := filepath.Join(data, strings.ReplaceAll(path, "/", "_"))
+		os.WriteFile(f, b, 0o600)
+		cmds = append(cmds, []string{"set-resource", "--path", path, "--resource-file", f})
+	}
+	for _, args := range cmds {
+		if out, err := client(args...); err != nil {
+			t.Fatalf("kbs-client %v: %v\n%s", args, err, out)
+		}
+	}
+	return url
 }
