@@ -168,3 +168,59 @@ hardware := 2 if {
 configuration := 2 if {
 	input.csv.policy.nodbg == 1
 }
+
+# --- Intel SGX: the enclave must be one the owner registered.
+
+executables := 3 if {
+	input.sgx.body.mr_enclave in query_reference_value("mr_enclave")
+	input.sgx.body.mr_signer in query_reference_value("mr_signer")
+}
+
+hardware := 2 if {
+	input.sgx.header.vendor_id == "939a7233f79c4ca9940a0db3957f0607"
+	input.sgx.tcb_status == "UpToDate"
+}
+
+# The low nibble of the first attributes byte holds DEBUG (bit 1).
+configuration := 2 if {
+	substring(input.sgx.body["attributes.flags"], 1, 1) in {"0", "1", "4", "5", "8", "9", "c", "d"}
+}
+
+# --- Azure confidential VMs: the hardware report behind the vTPM, and the
+# vTPM's PCRs, under Trustee's reference value names.
+
+executables := 3 if {
+	input["az-snp-vtpm"].measurement in query_reference_value("measurement")
+	input["az-snp-vtpm"].tpm.pcr11 in query_reference_value("snp_pcr11")
+}
+
+hardware := 2 if {
+	input["az-snp-vtpm"].reported_tcb_bootloader in query_reference_value("tcb_bootloader")
+	input["az-snp-vtpm"].reported_tcb_microcode in query_reference_value("tcb_microcode")
+	input["az-snp-vtpm"].reported_tcb_snp in query_reference_value("tcb_snp")
+	input["az-snp-vtpm"].reported_tcb_tee in query_reference_value("tcb_tee")
+}
+
+configuration := 2 if {
+	input["az-snp-vtpm"].platform_smt_enabled in query_reference_value("smt_enabled")
+	input["az-snp-vtpm"].platform_tsme_enabled in query_reference_value("tsme_enabled")
+	input["az-snp-vtpm"].policy_abi_major in query_reference_value("abi_major")
+	input["az-snp-vtpm"].policy_abi_minor in query_reference_value("abi_minor")
+	input["az-snp-vtpm"].policy_single_socket in query_reference_value("single_socket")
+	input["az-snp-vtpm"].policy_smt_allowed in query_reference_value("smt_allowed")
+}
+
+executables := 3 if {
+	input["az-tdx-vtpm"].tpm.pcr11 in query_reference_value("tdx_pcr11")
+}
+
+hardware := 2 if {
+	input["az-tdx-vtpm"].quote.header.tee_type == "81000000"
+	input["az-tdx-vtpm"].quote.header.vendor_id == "939a7233f79c4ca9940a0db3957f0607"
+	input["az-tdx-vtpm"].quote.body.mr_td in query_reference_value("mr_td")
+	input["az-tdx-vtpm"].tcb_status == "UpToDate"
+}
+
+configuration := 2 if {
+	input["az-tdx-vtpm"].quote.body.xfam in query_reference_value("xfam")
+}

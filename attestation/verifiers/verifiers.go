@@ -12,8 +12,10 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/cca"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/csv"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/nvidia"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/sample"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/sgx"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tpm"
@@ -48,6 +50,12 @@ type Options struct {
 	// NvidiaRoots is a PEM file of device roots trusted instead of NVIDIA's
 	// (test GPUs); NVIDIA's device root when empty.
 	NvidiaRoots string `toml:"nvidia_roots"`
+	// DCAPRootCA is a PEM file of the roots TDX and SGX PCK chains and
+	// collateral must chain to, instead of Intel's SGX Root CA (Intel's
+	// pre-production PCS, a test PKI).
+	DCAPRootCA string `toml:"dcap_root_ca"`
+	// SGXAllowDebug accepts SGX enclaves in debug mode.
+	SGXAllowDebug bool `toml:"sgx_allow_debug"`
 }
 
 // New returns a registry of every built-in verifier.
@@ -56,12 +64,15 @@ func New(o Options) (verifier.Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	topts := tdx.Options{Now: o.Now, CollateralDir: o.TDXCollateralDir, CollateralURL: o.TDXCollateralURL}
-	if o.Offline && o.TDXCollateralDir == "" {
-		// No directory and no network: the verifier will say what is missing.
-		topts.Getter = offline{}
+	dopts, err := o.dcap()
+	if err != nil {
+		return nil, err
 	}
-	t, err := tdx.New(topts)
+	t, err := tdx.New(dopts)
+	if err != nil {
+		return nil, err
+	}
+	sg, err := sgx.New(sgx.Options{DCAP: dopts, AllowDebug: o.SGXAllowDebug})
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +94,7 @@ func New(o Options) (verifier.Registry, error) {
 		protocol.TeeNvidia: nv,
 		protocol.TeeSNP:    s,
 		protocol.TeeTDX:    t,
+		protocol.TeeSGX:    sg,
 		protocol.TeeTPM:    tpm.New(tpm.Options{Now: o.Now}),
 		protocol.TeeCSV:    c,
 	}, nil
@@ -97,6 +109,25 @@ func newCSV(o Options) (*csv.Verifier, error) {
 		}
 	}
 	return csv.New(co)
+}
+
+// dcap is the configuration TDX and SGX share.
+func (o *Options) dcap() (dcap.Options, error) {
+	d := dcap.Options{Now: o.Now, CollateralDir: o.TDXCollateralDir, CollateralURL: o.TDXCollateralURL}
+	if o.Offline && o.TDXCollateralDir == "" {
+		// No directory and no network: the verifier will say what is missing.
+		d.Getter = offline{}
+	}
+	if o.DCAPRootCA != "" {
+		pemData, err := os.ReadFile(o.DCAPRootCA)
+		if err != nil {
+			return d, fmt.Errorf("dcap_root_ca: %w", err)
+		}
+		if d.Roots, err = dcap.ParsePEMCerts(pemData); err != nil || len(d.Roots) == 0 {
+			return d, fmt.Errorf("dcap_root_ca %s: no PEM certificates (%v)", o.DCAPRootCA, err)
+		}
+	}
+	return d, nil
 }
 
 // ErrOffline is returned for collateral that would have to be fetched.

@@ -21,6 +21,7 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/ear"
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/cca"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/sgx"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
 	"github.com/cocoon-cc/cocoon/attestation/verifiers"
@@ -31,8 +32,8 @@ import (
 
 type verifyFlags struct {
 	tee, evidence, reportData, initData, certs, collateral, eventLog string
-	at, policy, refValues                                            string
-	online, json                                                     bool
+	at, policy, refValues, dcapRoot                                  string
+	online, json, sgxDebug                                           bool
 }
 
 func verifyCmd() *cobra.Command {
@@ -45,20 +46,22 @@ func verifyCmd() *cobra.Command {
 --evidence takes Trustee's JSON evidence (the primary_evidence a guest sends),
 a whole KBS attestation message (its runtime data then gives the report data),
 or the raw bytes the guest produced: an SNP report.bin (with --certs holding
-ark/ask/vcek as snpguest writes them), a TDX quote (with --collateral holding
-saved PCS responses) or a CCA token (CBOR; --certs holds the CCA trust anchor
-and reference value stores, tastore.json and rvstore.json). The exit status is 0 only when the evidence is
+ark/ask/vcek as snpguest writes them), a TDX or SGX quote (with --collateral
+holding saved PCS responses) or a CCA token (CBOR; --certs holds the CCA trust
+anchor and reference value stores, tastore.json and rvstore.json). The exit status is 0 only when the evidence is
 cryptographically valid and every requested binding holds.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return f.run(c.Context(), c.OutOrStdout()) },
 	}
 	fl := c.Flags()
-	fl.StringVar(&f.tee, "tee", "", "TEE type: snp, tdx, tpm, sample, ...")
+	fl.StringVar(&f.tee, "tee", "", "TEE type: snp, tdx, sgx, tpm, sample, ...")
 	fl.StringVar(&f.evidence, "evidence", "", "evidence file")
 	fl.StringVar(&f.reportData, "report-data", "", "expected report data, hex (fitted to the TEE's field)")
 	fl.StringVar(&f.initData, "init-data", "", "initdata TOML the TEE was launched with")
 	fl.StringVar(&f.certs, "certs", "", "endorsements directory: SNP keys (vcek.der, ask.pem, ark.pem, ...), CSV HSK/CEK (hsk_cek.cert), CCA stores (tastore.json, rvstore.json)")
-	fl.StringVar(&f.collateral, "collateral", "", "TDX collateral directory (saved PCS responses)")
+	fl.StringVar(&f.collateral, "collateral", "", "TDX and SGX collateral directory (saved PCS responses)")
+	fl.StringVar(&f.dcapRoot, "dcap-root", "", "PEM roots of TDX and SGX chains instead of Intel's SGX Root CA")
+	fl.BoolVar(&f.sgxDebug, "sgx-allow-debug", false, "accept SGX enclaves in debug mode")
 	fl.StringVar(&f.eventLog, "event-log", "", "TDX CC event log (CCEL) to replay, with a raw quote")
 	fl.StringVar(&f.at, "time", "", "verify at this time (RFC 3339) instead of now, for old evidence")
 	fl.StringVar(&f.policy, "policy", "", "attestation policy (Rego) instead of the default")
@@ -78,7 +81,8 @@ func (f *verifyFlags) run(ctx context.Context, out io.Writer) error {
 	if err := f.checkDirs(); err != nil {
 		return err
 	}
-	opts := verifiers.Options{Offline: !f.online, SNPCertDir: f.certs, CSVCertDir: f.certs, TDXCollateralDir: f.collateral}
+	opts := verifiers.Options{Offline: !f.online, SNPCertDir: f.certs, CSVCertDir: f.certs, TDXCollateralDir: f.collateral,
+		DCAPRootCA: f.dcapRoot, SGXAllowDebug: f.sgxDebug}
 	if tee == protocol.TeeCCA {
 		opts.SNPCertDir, opts.CCAStoreDir = "", f.certs
 	}
@@ -192,6 +196,14 @@ func (f *verifyFlags) rawEvidence(req *attestation.Request, reg verifier.Registr
 		}
 		reg[req.Tee] = rawVerifier(func(ctx context.Context, want verifier.Expected) (verifier.Claims, error) {
 			return v.VerifyQuote(ctx, raw, log, want)
+		})
+	case protocol.TeeSGX:
+		v, ok := reg[protocol.TeeSGX].(*sgx.Verifier)
+		if !ok {
+			return fmt.Errorf("no sgx verifier")
+		}
+		reg[req.Tee] = rawVerifier(func(ctx context.Context, want verifier.Expected) (verifier.Claims, error) {
+			return v.VerifyQuote(ctx, raw, want)
 		})
 	default:
 		return fmt.Errorf("%s evidence must be JSON", req.Tee)

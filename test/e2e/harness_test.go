@@ -3,9 +3,11 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cocoon-cc/cocoon/guest/attester"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/kbs/client"
 )
 
 // bin returns the path of a Cocoon binary (testutil.Bin).
@@ -156,4 +160,15 @@ func setResource(t *testing.T, global []string, adminKey, path string, data []by
 	}
 	mustClient(t, append(append([]string{}, global...), "config", "--auth-private-key", adminKey,
 		"set-resource", "--path", path, "--resource-file", file)...)
+}
+
+// fetchAttested runs a whole RCAR handshake with att's evidence, in a
+// session of its own, and fetches the resource at path.
+func fetchAttested(t *testing.T, url string, att attester.Attester, path string) ([]byte, error) {
+	jar, _ := cookiejar.New(nil)
+	c, err := client.New(url, att, client.Options{HTTP: &http.Client{Jar: jar}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.GetResource(context.Background(), path)
 }

@@ -6,14 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"net/http"
-	"net/http/cookiejar"
 	"testing"
 
 	vtpm "github.com/cocoon-cc/cocoon/attestation/verifier/tpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/tpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/tpm/swtpmtest"
-	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
@@ -35,14 +32,7 @@ func TestKBSReleasesOnlyToAffirmingTPM(t *testing.T) {
 	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/tpm", []byte("for the TPM guest"))
 
-	fetch := func() ([]byte, error) {
-		jar, _ := cookiejar.New(nil)
-		c, err := client.New(url, att, client.Options{HTTP: &http.Client{Jar: jar}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.GetResource(context.Background(), "default/key/tpm")
-	}
+	fetch := func() ([]byte, error) { return fetchAttested(t, url, att, "default/key/tpm") }
 	var kerr *protocol.Error
 	if _, err := fetch(); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
 		t.Fatalf("unknown TPM: %v, want PolicyDeny", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 )
 
 // BenchmarkVerifyTDX measures Evaluate with cached collateral: decoding,
@@ -59,7 +60,7 @@ func BenchmarkVerifyTDX(b *testing.B) {
 			q.Body.RTMR = rtmrs
 			q.Body.ReportData = [64]byte(verifier.Fit(digest[:], 64))
 		})
-		benchEvaluate(b, p.verifier(b, p.dir(b, sampleTestCollateral(b))), evidenceJSON(quote, logData), verifier.Expected{ReportData: digest[:]})
+		benchEvaluate(b, p.verifier(b, p.Dir(b, sampleTestCollateral(b))), evidenceJSON(quote, logData), verifier.Expected{ReportData: digest[:]})
 	})
 }
 
@@ -104,46 +105,46 @@ func BenchmarkTDXSignatureFloor(b *testing.B) {
 
 func floorChecks(b *testing.B) []sigCheck {
 	q := mustParse(b, sampleQuote(b))
-	chain, err := parsePCKChain(q.PCKChain)
+	chain, err := dcap.ParsePCKChain(q.PCKChain)
 	if err != nil {
 		b.Fatal(err)
 	}
-	root := IntelRootCA()
-	ak, err := parseRawP256(q.AttestationKey)
+	root := dcap.IntelRootCA()
+	ak, err := dcap.ParseRawP256(q.AttestationKey)
 	if err != nil {
 		b.Fatal(err)
 	}
-	signer, err := tcbSigner([]byte(tdxtesting.TcbInfoHeader["Tcb-Info-Issuer-Chain"][0]), root)
+	signer, err := dcap.TCBSigner([]byte(tdxtesting.TcbInfoHeader["Tcb-Info-Issuer-Chain"][0]), root)
 	if err != nil {
 		b.Fatal(err)
 	}
-	tcb, err := splitSigned(testdata.TcbInfoBody, "tcbInfo")
+	tcb, err := dcap.SplitSigned(testdata.TcbInfoBody, "tcbInfo")
 	if err != nil {
 		b.Fatal(err)
 	}
-	qe, err := splitSigned(testdata.QeIdentityBody, "enclaveIdentity")
+	qe, err := dcap.SplitSigned(testdata.QeIdentityBody, "enclaveIdentity")
 	if err != nil {
 		b.Fatal(err)
 	}
-	pckCRL, err := parseCRL(testdata.PckCrlBody)
+	pckCRL, err := dcap.ParseCRL(testdata.PckCrlBody)
 	if err != nil {
 		b.Fatal(err)
 	}
-	rootCRL, err := parseCRL(testdata.RootCrlBody)
+	rootCRL, err := dcap.ParseCRL(testdata.RootCrlBody)
 	if err != nil {
 		b.Fatal(err)
 	}
 	key := func(c *x509.Certificate) *ecdsa.PublicKey { return c.PublicKey.(*ecdsa.PublicKey) }
 	hash := func(m []byte) []byte { h := sha256.Sum256(m); return h[:] }
 	return []sigCheck{
-		{"quote", ak, hash(q.SignedData), rawToASN1(q.Signature)},
-		{"QE report", chain.leafKey, hash(q.RawQEReport), rawToASN1(q.QEReportSignature)},
-		{"PCK certificate", key(chain.intermediate), hash(chain.leaf.RawTBSCertificate), chain.leaf.Signature},
-		{"PCK CA certificate", key(root), hash(chain.intermediate.RawTBSCertificate), chain.intermediate.Signature},
+		{"quote", ak, hash(q.SignedData), dcap.RawToASN1(q.Signature)},
+		{"QE report", chain.LeafKey, hash(q.RawQEReport), dcap.RawToASN1(q.QEReportSignature)},
+		{"PCK certificate", key(chain.Intermediate), hash(chain.Leaf.RawTBSCertificate), chain.Leaf.Signature},
+		{"PCK CA certificate", key(root), hash(chain.Intermediate.RawTBSCertificate), chain.Intermediate.Signature},
 		{"TCB signing certificate", key(root), hash(signer.RawTBSCertificate), signer.Signature},
-		{"TCB info", key(signer), hash(tcb.raw), rawToASN1(tcb.sig)},
-		{"QE identity", key(signer), hash(qe.raw), rawToASN1(qe.sig)},
-		{"PCK CRL", key(chain.intermediate), hash(pckCRL.RawTBSRevocationList), pckCRL.Signature},
+		{"TCB info", key(signer), hash(tcb.Raw), dcap.RawToASN1(tcb.Sig)},
+		{"QE identity", key(signer), hash(qe.Raw), dcap.RawToASN1(qe.Sig)},
+		{"PCK CRL", key(chain.Intermediate), hash(pckCRL.RawTBSRevocationList), pckCRL.Signature},
 		{"root CA CRL", key(root), hash(rootCRL.RawTBSRevocationList), rootCRL.Signature},
 	}
 }

@@ -1,16 +1,11 @@
 package tdx
 
 import (
-	"crypto/ecdsa"
-	"crypto/sha512"
-	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
-	"slices"
-	"time"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 )
 
 // Claim names and encodings follow Trustee's TDX verifier: byte fields are
@@ -21,9 +16,9 @@ import (
 func quoteClaims(q *Quote) map[string]any {
 	h := &q.Header
 	header := map[string]any{
-		"version":      hexLE16(h.Version),
-		"att_key_type": hexLE16(h.AttKeyType),
-		"tee_type":     hexLE32(h.TeeType),
+		"version":      dcap.HexLE16(h.Version),
+		"att_key_type": dcap.HexLE16(h.AttKeyType),
+		"tee_type":     dcap.HexLE32(h.TeeType),
 		"reserved":     hex.EncodeToString(h.Reserved[:]),
 		"vendor_id":    hex.EncodeToString(h.VendorID[:]),
 		"user_data":    hex.EncodeToString(h.UserData[:]),
@@ -52,18 +47,10 @@ func quoteClaims(q *Quote) map[string]any {
 	}
 	out := map[string]any{"header": header, "body": body}
 	if h.Version == 5 {
-		out["type"] = hexLE16(q.BodyType)
-		out["size"] = hexLE32(q.BodySize)
+		out["type"] = dcap.HexLE16(q.BodyType)
+		out["size"] = dcap.HexLE32(q.BodySize)
 	}
 	return out
-}
-
-func hexLE16(v uint16) string {
-	return hex.EncodeToString(binary.LittleEndian.AppendUint16(nil, v))
-}
-
-func hexLE32(v uint32) string {
-	return hex.EncodeToString(binary.LittleEndian.AppendUint32(nil, v))
 }
 
 // tdAttributes decodes the TD attribute bits Trustee reports.
@@ -80,7 +67,7 @@ func tdAttributes(a [8]byte) map[string]any {
 
 // evidenceClaims are the claims Trustee derives from the quote, the event
 // log and the PCK certificate alone.
-func evidenceClaims(q *Quote, log *EventLog, p *platformInfo) verifier.Claims {
+func evidenceClaims(q *Quote, log *EventLog, p *dcap.PlatformInfo) verifier.Claims {
 	c := verifier.Claims{
 		"quote":         quoteClaims(q),
 		"td_attributes": tdAttributes(q.Body.TDAttributes),
@@ -90,80 +77,8 @@ func evidenceClaims(q *Quote, log *EventLog, p *platformInfo) verifier.Claims {
 	if log != nil {
 		c["uefi_event_logs"] = log.claims()
 	}
-	if p.instanceID != nil {
-		// Trustee reads the ID as a little-endian 128-bit number.
-		id := slices.Clone(p.instanceID)
-		slices.Reverse(id)
-		c["platform_instance_id"] = hex.EncodeToString(id)
+	if id := dcap.PlatformInstanceID(p); id != "" {
+		c["platform_instance_id"] = id
 	}
 	return c
-}
-
-func sgxTypeName(t int) string {
-	switch t {
-	case 0:
-		return "Standard"
-	case 1:
-		return "Scalable"
-	case 2:
-		return "Scalable with Integrity"
-	}
-	return fmt.Sprintf("Unknown (%d)", t)
-}
-
-// addDCAPClaims adds what Intel's library reports as supplemental data.
-func addDCAPClaims(c verifier.Claims, chain *verifiedChain, coll *collateral, tcb *tcbResult) {
-	w := coll.dates
-	for _, cert := range []*x509.Certificate{chain.leaf, chain.intermediate, chain.trustedRoot} {
-		w.add(cert.NotBefore, cert.NotAfter)
-	}
-	p := &chain.platform
-	c["tcb_status"] = tcb.status
-	c["tcb_date"] = rfc3339(tcb.date)
-	c["advisory_ids"] = stringsToAny(tcb.advisories)
-	// Expired collateral is rejected, so what is reported is always current.
-	c["collateral_expiration_status"] = "0"
-	c["earliest_issue_date"] = rfc3339(w.earliestStart)
-	c["latest_issue_date"] = rfc3339(w.latestStart)
-	c["earliest_expiration_date"] = rfc3339(w.earliestEnd)
-	c["pck_crl_num"] = crlNumber(coll.pckCRL)
-	c["root_ca_crl_num"] = crlNumber(coll.rootCRL)
-	c["tcb_eval_num"] = min(coll.tcbInfo.TcbEvaluationDataNumber, coll.qeIdentity.TcbEvaluationDataNumber)
-	c["platform_provider_id"] = hex.EncodeToString(p.ppid)
-	c["root_key_id"] = rootKeyID(chain.trustedRoot.PublicKey.(*ecdsa.PublicKey))
-	c["sgx_type"] = sgxTypeName(p.sgxType)
-	if p.sgxType > 0 && p.hasConfig {
-		c["is_dynamic_platform"] = p.dynamicPlatform
-		c["is_cached_keys"] = p.cachedKeys
-		c["is_smt_enabled"] = p.smtEnabled
-	}
-}
-
-func rfc3339(t time.Time) string {
-	return t.UTC().Format(time.RFC3339)
-}
-
-func stringsToAny(s []string) []any {
-	out := make([]any, len(s))
-	for i, v := range s {
-		out[i] = v
-	}
-	return out
-}
-
-func crlNumber(crl *x509.RevocationList) uint64 {
-	if crl.Number == nil || !crl.Number.IsUint64() {
-		return 0
-	}
-	return crl.Number.Uint64()
-}
-
-// rootKeyID is SHA-384 of the root's uncompressed public key point.
-func rootKeyID(key *ecdsa.PublicKey) string {
-	point, err := key.Bytes()
-	if err != nil {
-		return ""
-	}
-	sum := sha512.Sum384(point)
-	return hex.EncodeToString(sum[:])
 }

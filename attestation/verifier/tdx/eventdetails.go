@@ -11,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 )
 
 // eventTypeNames are the event types Trustee knows; others make the log
@@ -106,11 +108,11 @@ const aaelEventID = 0x4141454c
 // eventTagDetails decodes TCG_PCClientTaggedEvent; runtime events of the
 // attestation agent ("domain operation content") are split up.
 func eventTagDetails(data []byte) (map[string]any, error) {
-	c := &cursor{b: data}
-	id := c.u32()
-	tagged := c.take(int(c.u32()))
-	if c.err != nil {
-		return nil, fmt.Errorf("tagged event: %v", c.err)
+	c := &dcap.Cursor{B: data}
+	id := c.U32()
+	tagged := c.Take(int(c.U32()))
+	if c.Err != nil {
+		return nil, fmt.Errorf("tagged event: %v", c.Err)
 	}
 	d := stringDetails(strings.ReplaceAll(lossyUTF8(tagged), "\x00", ""))
 	if id != aaelEventID {
@@ -174,22 +176,22 @@ func iplDetails(data []byte) (map[string]any, error) {
 
 // efiVariableDetails decodes UEFI_VARIABLE_DATA.
 func efiVariableDetails(data []byte) (map[string]any, error) {
-	c := &cursor{b: data}
-	guid := c.take(16)
-	nameLen, dataLen := c.u64(), c.u64()
-	if c.err != nil || nameLen > uint64(len(c.b))/2 {
+	c := &dcap.Cursor{B: data}
+	guid := c.Take(16)
+	nameLen, dataLen := c.U64(), c.U64()
+	if c.Err != nil || nameLen > uint64(len(c.B))/2 {
 		return nil, errors.New("UEFI variable data is truncated")
 	}
-	name, err := strictUTF16(c.take(int(nameLen * 2)))
+	name, err := strictUTF16(c.Take(int(nameLen * 2)))
 	if err != nil {
 		return nil, err
 	}
 	varData := ""
 	if dataLen > 0 {
-		if dataLen > uint64(len(c.b)) {
+		if dataLen > uint64(len(c.B)) {
 			return nil, errors.New("UEFI variable data is truncated")
 		}
-		varData = base64.StdEncoding.EncodeToString(c.take(int(dataLen)))
+		varData = base64.StdEncoding.EncodeToString(c.Take(int(dataLen)))
 	}
 	return map[string]any{
 		"unicode_name":         name,

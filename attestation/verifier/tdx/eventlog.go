@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 )
 
 // TCG algorithm identifiers (TCG Algorithm Registry) and the names Trustee
@@ -67,16 +69,16 @@ type Digest struct {
 // ParseEventLog parses a crypto-agile event log. Parsing stops at the end
 // of the data or at padding (an event header of all zeros or all ones).
 func ParseEventLog(b []byte) (*EventLog, error) {
-	p := &logParser{c: cursor{b: b}}
+	p := &logParser{c: dcap.Cursor{B: b}}
 	if err := p.specID(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEventLogFormat, err)
 	}
 	log := &EventLog{}
-	for len(p.c.b) > 0 {
-		if len(p.c.b) < 8 {
-			return nil, fmt.Errorf("%w: %d trailing bytes", ErrEventLogFormat, len(p.c.b))
+	for len(p.c.B) > 0 {
+		if len(p.c.B) < 8 {
+			return nil, fmt.Errorf("%w: %d trailing bytes", ErrEventLogFormat, len(p.c.B))
 		}
-		if head := binary.LittleEndian.Uint64(p.c.b); head == 0 || head == ^uint64(0) {
+		if head := binary.LittleEndian.Uint64(p.c.B); head == 0 || head == ^uint64(0) {
 			break
 		}
 		ev, err := p.event()
@@ -89,33 +91,33 @@ func ParseEventLog(b []byte) (*EventLog, error) {
 }
 
 type logParser struct {
-	c     cursor
+	c     dcap.Cursor
 	sizes map[uint16]uint16 // digest sizes from the Spec ID event
 }
 
 // specID parses the first event, TCG_EfiSpecIDEvent in the legacy format,
 // which declares the digest algorithms of the following events.
 func (p *logParser) specID() error {
-	p.c.u32() // MR index
-	typ := p.c.u32()
-	p.c.take(sha1Size)
-	data := &cursor{b: p.c.take(int(p.c.u32()))}
-	if p.c.err != nil {
-		return p.c.err
+	p.c.U32() // MR index
+	typ := p.c.U32()
+	p.c.Take(sha1Size)
+	data := &dcap.Cursor{B: p.c.Take(int(p.c.U32()))}
+	if p.c.Err != nil {
+		return p.c.Err
 	}
-	sig := data.take(len(specIDSignature))
+	sig := data.Take(len(specIDSignature))
 	// guest-components' attestation agent, starting a log where the guest
 	// has no CCEL, writes the header with an all-zero signature: accept it
 	// as Trustee does, the declared algorithms are what matter.
 	if typ != evNoAction || !(bytes.Equal(sig, specIDSignature) || bytes.Equal(sig, make([]byte, len(specIDSignature)))) {
 		return fmt.Errorf("first event is not a Spec ID event")
 	}
-	data.take(8) // platform class, spec version, errata, uintn size
-	n := data.u32()
+	data.Take(8) // platform class, spec version, errata, uintn size
+	n := data.U32()
 	p.sizes = make(map[uint16]uint16)
-	for i := uint32(0); i < n && data.err == nil; i++ {
-		alg, size := data.u16(), data.u16()
-		if _, ok := algNames[alg]; !ok && data.err == nil {
+	for i := uint32(0); i < n && data.Err == nil; i++ {
+		alg, size := data.U16(), data.U16()
+		if _, ok := algNames[alg]; !ok && data.Err == nil {
 			return fmt.Errorf("unknown digest algorithm %#x", alg)
 		}
 		if want, ok := digestSizes[alg]; ok && want != size {
@@ -123,31 +125,31 @@ func (p *logParser) specID() error {
 		}
 		p.sizes[alg] = size
 	}
-	vendor := data.take(1)
+	vendor := data.Take(1)
 	if vendor != nil {
-		data.take(int(vendor[0]))
+		data.Take(int(vendor[0]))
 	}
-	return exactlyConsumed(data)
+	return dcap.ExactlyConsumed(data)
 }
 
 // event parses one TCG_PCR_EVENT2.
 func (p *logParser) event() (Event, error) {
-	ev := Event{Index: p.c.u32(), Type: p.c.u32()}
-	if _, ok := eventTypeNames[ev.Type]; !ok && p.c.err == nil {
+	ev := Event{Index: p.c.U32(), Type: p.c.U32()}
+	if _, ok := eventTypeNames[ev.Type]; !ok && p.c.Err == nil {
 		return ev, fmt.Errorf("unknown event type %#x", ev.Type)
 	}
-	n := p.c.u32()
-	for i := uint32(0); i < n && p.c.err == nil; i++ {
-		alg := p.c.u16()
+	n := p.c.U32()
+	for i := uint32(0); i < n && p.c.Err == nil; i++ {
+		alg := p.c.U16()
 		size, ok := p.sizes[alg]
-		if !ok && p.c.err == nil {
+		if !ok && p.c.Err == nil {
 			return ev, fmt.Errorf("digest algorithm %#x not declared in the Spec ID event", alg)
 		}
-		ev.Digests = append(ev.Digests, Digest{Alg: alg, Value: p.c.take(int(size))})
+		ev.Digests = append(ev.Digests, Digest{Alg: alg, Value: p.c.Take(int(size))})
 	}
-	ev.Data = p.c.take(int(p.c.u32()))
-	if p.c.err != nil {
-		return ev, p.c.err
+	ev.Data = p.c.Take(int(p.c.U32()))
+	if p.c.Err != nil {
+		return ev, p.c.Err
 	}
 	var err error
 	if ev.DigestMatchesEvent, err = digestsMatch(ev.Data, ev.Digests); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 )
 
 // logPrefix trims an event log to its first n events (all for n < 0):
@@ -48,17 +49,6 @@ func FuzzParseQuote(f *testing.F) {
 	})
 }
 
-func FuzzParsePCKChain(f *testing.F) {
-	for _, raw := range realQuotes(f) {
-		f.Add(mustParse(f, raw).PCKChain)
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if _, err := parsePCKChain(b); err != nil && !errors.Is(err, verifier.ErrMalformedEvidence) && !errors.Is(err, ErrPCKChain) {
-			t.Fatalf("unexpected error %v", err)
-		}
-	})
-}
-
 func FuzzParseEventLog(f *testing.F) {
 	f.Add(logPrefix(f, trusteeData(f, "CCEL_data"), -1))
 	f.Add(logPrefix(f, goTDXData(f, "ccel/ccel_data.dat"), 12))
@@ -87,43 +77,36 @@ func FuzzCollateral(f *testing.F) {
 	f.Add(testdata.TcbInfoBody, testdata.QeIdentityBody)
 	f.Add(trusteeData(f, "tcbInfo.json"), trusteeData(f, "enclaveIdentity.json"))
 	quotes := []*Quote{mustParse(f, sampleQuote(f)), mustParse(f, trusteeData(f, "tdx_quote_5.dat"))}
-	var platforms []*platformInfo
+	var chains []*dcap.VerifiedChain
 	for _, q := range quotes {
-		c, err := parsePCKChain(q.PCKChain)
+		c, err := dcap.ParsePCKChain(q.PCKChain)
 		if err != nil {
 			f.Fatal(err)
 		}
-		platforms = append(platforms, &c.platform)
+		chains = append(chains, &dcap.VerifiedChain{PCKChain: c})
 	}
 	f.Fuzz(func(t *testing.T, tcbBody, qeBody []byte) {
-		tcb, err1 := splitSigned(tcbBody, "tcbInfo")
-		qe, err2 := splitSigned(qeBody, "enclaveIdentity")
+		tcb, err1 := dcap.SplitSigned(tcbBody, "tcbInfo")
+		qe, err2 := dcap.SplitSigned(qeBody, "enclaveIdentity")
 		if err1 != nil || err2 != nil {
 			return
 		}
-		c := &collateral{}
-		if c.tcbInfo, err1 = parseTCBInfoMember(tcb.raw); err1 != nil {
+		c := &dcap.Collateral{}
+		if c.TCBInfo, err1 = dcap.ParseTCBInfo(dcap.TDX, tcb.Raw); err1 != nil {
 			return
 		}
-		if c.qeIdentity, err2 = parseQEIdentityMember(qe.raw); err2 != nil {
+		if c.QEIdentity, err2 = dcap.ParseQEIdentity(dcap.TDX, qe.Raw); err2 != nil {
 			return
 		}
 		for i, q := range quotes {
-			c.matchPlatform(platforms[i])
-			if _, err := evaluateTCB(q, platforms[i], c); err != nil && !errors.Is(err, verifier.ErrEndorsement) {
+			level, err := dcap.CheckQEIdentity(&q.QEReport, &c.QEIdentity)
+			if err != nil {
+				continue
+			}
+			r := &dcap.Result{Chain: chains[i], Collateral: c, QELevel: level}
+			if _, err := evaluateTCB(q, r); err != nil && !errors.Is(err, verifier.ErrEndorsement) {
 				t.Fatalf("evaluateTCB: %v is not an endorsement error", err)
 			}
-		}
-	})
-}
-
-func FuzzParseCRL(f *testing.F) {
-	f.Add(testdata.PckCrlBody)
-	f.Add(testdata.RootCrlBody)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if crl, err := parseCRL(b); err == nil {
-			revokedSerials(crl)
-			crlNumber(crl)
 		}
 	})
 }

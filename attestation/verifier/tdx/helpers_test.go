@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-tdx-guest/testing/testdata"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap/dcaptest"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
@@ -53,7 +54,7 @@ func goTDXData(t testing.TB, name string) []byte {
 }
 
 // sprQuote is go-tdx-guest's real SPR quote. Its platform's TCB is below
-// every level of the sample TCB info, so it fails with ErrTCBNotSupported,
+// every level of the sample TCB info, so it fails with dcap.ErrTCBNotSupported,
 // as go-tdx-guest's own tests expect.
 func sprQuote(t testing.TB) []byte { return goTDXData(t, "tdx_prod_quote_SPR_E4.dat") }
 
@@ -203,19 +204,7 @@ func marshalQuote(q *Quote) []byte {
 	if q.BodyType == bodyTypeTD15 {
 		b = append(append(b, body.TeeTCBSVN2[:]...), body.MrServiceTD[:]...)
 	}
-	cert := append([]byte{}, q.RawQEReport...)
-	cert = append(cert, q.QEReportSignature...)
-	cert = le16(cert, uint16(len(q.QEAuthData)))
-	cert = append(cert, q.QEAuthData...)
-	cert = le16(cert, certPCKChain)
-	cert = le32(cert, uint32(len(q.PCKChain)))
-	cert = append(cert, q.PCKChain...)
-	sig := append(append([]byte{}, q.Signature...), q.AttestationKey...)
-	sig = le16(sig, certQEReport)
-	sig = le32(sig, uint32(len(cert)))
-	sig = append(sig, cert...)
-	b = le32(b, uint32(len(sig)))
-	return append(b, sig...)
+	return append(b, dcaptest.MarshalSignatureData(&q.SignatureData, h.Version)...)
 }
 
 func TestMarshalQuoteRoundTrips(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/types"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap/dcaptest"
 )
 
 // tdxPolicy makes the checks of the TDX section of Trustee's default CPU
@@ -125,11 +127,11 @@ func TestPolicyOnClaims(t *testing.T) {
 		"grub": {"1c6b41cc5f1e08dff906e381580dc5c200b3c4785f3910682c74fd2ac0421f324216165478595b5e799d2b2134d22b75"},
 	}
 	outOfDate := sampleTestCollateral(t)
-	level(outOfDate.tcbInfo, 0)["tcbStatus"] = StatusOutOfDate
+	dcaptest.Level(outOfDate.TCBInfo, 0)["tcbStatus"] = dcap.StatusOutOfDate
 	tests := []struct {
 		name  string
 		debug bool
-		coll  *testCollateral
+		coll  *dcaptest.Collateral
 		want  map[string]any
 	}{
 		{"affirming", false, sampleTestCollateral(t), map[string]any{"hardware": 2.0, "configuration": 2.0, "executables": 3.0}},
@@ -137,7 +139,7 @@ func TestPolicyOnClaims(t *testing.T) {
 		{"out-of-date TCB", false, outOfDate, map[string]any{"hardware": 97.0, "configuration": 2.0, "executables": 3.0}},
 	}
 	for _, tc := range tests {
-		claims, err := evaluate(t, p.verifier(t, p.dir(t, tc.coll)), quote(tc.debug), logData, verifier.Expected{})
+		claims, err := evaluate(t, p.verifier(t, p.Dir(t, tc.coll)), quote(tc.debug), logData, verifier.Expected{})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}

@@ -12,6 +12,7 @@ import (
 	pb "github.com/google/go-tdx-guest/proto/tdx"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 )
 
 // TestParseQuoteMatchesGoTDXGuest cross-checks the v4 parser against
@@ -69,7 +70,7 @@ func TestParseQuoteMatchesGoTDXGuest(t *testing.T) {
 // tdx_quote_4.dat and CCEL_data with the claims Trustee derives from them.
 func TestQuoteClaimsMatchTrustee(t *testing.T) {
 	q := mustParse(t, trusteeData(t, "tdx_quote_4.dat"))
-	chain, err := parsePCKChain(q.PCKChain)
+	chain, err := dcap.ParsePCKChain(q.PCKChain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func TestQuoteClaimsMatchTrustee(t *testing.T) {
 	if err := json.Unmarshal(trusteeData(t, "parse_tdx_claims_expected.json"), &want); err != nil {
 		t.Fatal(err)
 	}
-	got := jsonValue(t, evidenceClaims(q, log, &chain.platform))
+	got := jsonValue(t, evidenceClaims(q, log, &chain.Platform))
 	if !reflect.DeepEqual(got, want) {
 		gb, _ := json.MarshalIndent(got, "", " ")
 		t.Errorf("claims differ from Trustee's:\n%s", gb)
@@ -119,9 +120,9 @@ func TestParseQuoteRejects(t *testing.T) {
 		copy(b[off:], val)
 		return b
 	}
-	sigLenOff := headerSize + td10BodySize
-	certTypeOff := sigLenOff + 4 + 2*ecdsaSize
-	authLenOff := certTypeOff + 6 + qeReportSize + ecdsaSize
+	sigLenOff := dcap.HeaderSize + td10BodySize
+	certTypeOff := sigLenOff + 4 + 2*dcap.ECDSASize
+	authLenOff := certTypeOff + 6 + dcap.EnclaveReportSize + dcap.ECDSASize
 	authLen := int(binary.LittleEndian.Uint16(spr[authLenOff:]))
 	innerTypeOff := authLenOff + 2 + authLen
 	tests := []struct {
@@ -129,20 +130,20 @@ func TestParseQuoteRejects(t *testing.T) {
 		quote []byte
 		want  error
 	}{
-		{"empty", nil, ErrQuoteFormat},
-		{"header only", spr[:headerSize], ErrQuoteFormat},
-		{"version 3", edit(spr, 0, 3, 0), ErrQuoteVersion},
-		{"version 6", edit(spr, 0, 6, 0), ErrQuoteVersion},
-		{"SGX tee type", edit(spr, 4, 0, 0, 0, 0), ErrTeeType},
-		{"ECDSA P-384 key type", edit(spr, 2, 3, 0), ErrAttestationKey},
-		{"foreign QE vendor", edit(spr, 12, 0), ErrQEVendor},
-		{"v5 SGX body", edit(v5, headerSize, 1, 0), ErrTeeType},
-		{"v5 body size mismatch", edit(v5, headerSize+2, 0x48, 2, 0, 0), ErrQuoteFormat},
-		{"signature data too long", edit(spr, sigLenOff, 0xff, 0xff, 0, 0), ErrQuoteFormat},
-		{"signature data too short", edit(spr, sigLenOff, 0x10, 0, 0, 0), ErrQuoteFormat},
-		{"certification data type 5", edit(spr, certTypeOff, 5, 0), ErrCertificationData},
-		{"auth data overruns", edit(spr, authLenOff, 0xff, 0xff), ErrQuoteFormat},
-		{"inner type 4", edit(spr, innerTypeOff, 4, 0), ErrCertificationData},
+		{"empty", nil, dcap.ErrQuoteFormat},
+		{"header only", spr[:dcap.HeaderSize], dcap.ErrQuoteFormat},
+		{"version 3", edit(spr, 0, 3, 0), dcap.ErrQuoteVersion},
+		{"version 6", edit(spr, 0, 6, 0), dcap.ErrQuoteVersion},
+		{"SGX tee type", edit(spr, 4, 0, 0, 0, 0), dcap.ErrTeeType},
+		{"ECDSA P-384 key type", edit(spr, 2, 3, 0), dcap.ErrAttestationKey},
+		{"foreign QE vendor", edit(spr, 12, 0), dcap.ErrQEVendor},
+		{"v5 SGX body", edit(v5, dcap.HeaderSize, 1, 0), dcap.ErrTeeType},
+		{"v5 body size mismatch", edit(v5, dcap.HeaderSize+2, 0x48, 2, 0, 0), dcap.ErrQuoteFormat},
+		{"signature data too long", edit(spr, sigLenOff, 0xff, 0xff, 0, 0), dcap.ErrQuoteFormat},
+		{"signature data too short", edit(spr, sigLenOff, 0x10, 0, 0, 0), dcap.ErrQuoteFormat},
+		{"certification data type 5", edit(spr, certTypeOff, 5, 0), dcap.ErrCertificationData},
+		{"auth data overruns", edit(spr, authLenOff, 0xff, 0xff), dcap.ErrQuoteFormat},
+		{"inner type 4", edit(spr, innerTypeOff, 4, 0), dcap.ErrCertificationData},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,90 +3,38 @@ package tdx
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap/dcaptest"
 )
-
-// region is a byte range of a quote and the errors a change in it may
-// cause.
-type region struct {
-	name       string
-	start, end int
-	want       []error
-}
 
 // quoteRegions maps every byte of a quote's layout to the check that must
 // catch a change to it.
-func quoteRegions(q *Quote) []region {
-	var rs []region
-	off := 0
-	add := func(name string, n int, want ...error) {
-		rs = append(rs, region{name, off, off + n, want})
-		off += n
-	}
-	add("version", 2, verifier.ErrMalformedEvidence)
-	add("attestation key type", 2, ErrAttestationKey)
-	add("tee type", 4, ErrTeeType)
-	add("QE and PCE SVN", 4, ErrQuoteSignature)
-	add("QE vendor", 16, ErrQEVendor)
-	add("user data", 20, ErrQuoteSignature)
+func quoteRegions(q *Quote) dcaptest.Regions {
+	var rs dcaptest.Regions
+	rs.Header(dcap.ErrTeeType)
 	if q.Header.Version == 5 {
-		add("body type", 2, verifier.ErrMalformedEvidence)
-		add("body size", 4, ErrQuoteFormat)
+		rs.Add("body type", 2, verifier.ErrMalformedEvidence)
+		rs.Add("body size", 4, dcap.ErrQuoteFormat)
 	}
-	add("TD report", int(q.BodySize), ErrQuoteSignature)
-	add("signature data size", 4, ErrQuoteFormat)
-	add("quote signature", ecdsaSize, ErrQuoteSignature)
-	add("attestation key", ecdsaSize, ErrQEReportData)
-	add("certification data type", 2, ErrCertificationData)
-	add("certification data size", 4, ErrQuoteFormat)
-	add("QE report", qeReportSize, ErrQEReportSignature)
-	add("QE report signature", ecdsaSize, ErrQEReportSignature)
-	add("QE auth data size", 2, ErrQuoteFormat)
-	add("QE auth data", len(q.QEAuthData), ErrQEReportData)
-	add("PCK chain type", 2, ErrCertificationData)
-	add("PCK chain size", 4, ErrQuoteFormat)
-	add("PCK chain", len(q.PCKChain), ErrPCKChainFormat, ErrPCKChain)
+	rs.Add("TD report", int(q.BodySize), dcap.ErrQuoteSignature)
+	rs.Signature(&q.SignatureData, q.Header.Version)
 	return rs
 }
 
-func isAny(err error, targets []error) bool {
-	for _, t := range targets {
-		if errors.Is(err, t) {
-			return true
-		}
-	}
-	return false
-}
-
-// tamperAll flips bytes of every region and checks each change is caught
-// by the region's check. Every byte is flipped with 0xff; every third byte
-// also gets a one-bit flip.
+// tamperAll tampers with every region of a quote.
 func tamperAll(t *testing.T, raw []byte, check func([]byte) error) {
 	t.Helper()
 	regions := quoteRegions(mustParse(t, raw))
-	if end := regions[len(regions)-1].end; end != len(marshalQuote(mustParse(t, raw))) {
+	if end := regions[len(regions)-1].End; end != len(marshalQuote(mustParse(t, raw))) {
 		t.Fatalf("regions end at %d, quote at %d", end, len(marshalQuote(mustParse(t, raw))))
 	}
-	buf := bytes.Clone(raw)
-	for _, r := range regions {
-		for i := r.start; i < r.end; i++ {
-			for _, mask := range []byte{0xff, 0x01} {
-				if mask == 0x01 && i%3 != 0 {
-					continue
-				}
-				buf[i] ^= mask
-				err := check(buf)
-				buf[i] ^= mask
-				if !isAny(err, r.want) {
-					t.Fatalf("%s byte %d ^ %#x: %v, want one of %v", r.name, i-r.start, mask, err, r.want)
-				}
-			}
-		}
-	}
+	dcaptest.TamperAll(t, raw, regions, check)
 }
 
 // TestTamperFullVerification tampers with a real quote that otherwise
@@ -106,21 +54,18 @@ func TestTamperFullVerification(t *testing.T) {
 // TestTamperSignatures tampers with real quotes that have no collateral
 // here: everything up to the QE report and quote signatures is checked.
 func TestTamperSignatures(t *testing.T) {
-	v, err := New(Options{})
+	at := time.Date(2025, 11, 1, 0, 0, 0, 0, time.UTC)
+	v, err := New(Options{Now: func() time.Time { return at }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := time.Date(2025, 11, 1, 0, 0, 0, 0, time.UTC)
 	check := func(b []byte) error {
 		q, err := ParseQuote(b)
 		if err != nil {
 			return err
 		}
-		chain, err := v.verifiedChain(q.PCKChain, at)
-		if err != nil {
-			return err
-		}
-		return verifyQuoteSignatures(q, chain.leafKey)
+		_, err = v.dcap.VerifySignatures(&q.Quote)
+		return err
 	}
 	for _, name := range []string{"tdx_quote_5.dat", "cos"} {
 		raw := trusteeData(t, "tdx_quote_5.dat")
@@ -146,23 +91,24 @@ func TestSwapCertificates(t *testing.T) {
 	}
 	base := mustParse(t, sampleQuote(t))
 	other := mustParse(t, trusteeData(t, "tdx_quote_5.dat"))
-	certs, err := parsePEMCerts(base.PCKChain)
+	chain, err := dcap.ParsePCKChain(base.PCKChain)
 	if err != nil {
 		t.Fatal(err)
 	}
+	certs := []*x509.Certificate{chain.Leaf, chain.Intermediate, chain.Root}
 	testPKI := newTestPKI(t, sgxExtensionOf(t, sampleQuote(t)))
 	tests := []struct {
 		name  string
 		chain []byte
 		want  error
 	}{
-		{"another platform's Intel chain", other.PCKChain, ErrQEReportSignature},
-		{"reversed order", pemCerts(certs[2], certs[1], certs[0]), ErrPCKChain},
-		{"no root", pemCerts(certs[0], certs[1]), ErrPCKChainFormat},
-		{"leaf twice", pemCerts(certs[0], certs[0], certs[2]), ErrPCKChain},
-		{"test PKI leaf under Intel's root", pemCerts(testPKI.pck, testPKI.ca, certs[2]), ErrPCKChain},
-		{"test PKI chain", pemCerts(testPKI.pck, testPKI.ca, testPKI.root), ErrPCKChain},
-		{"PEM of another type", append(bytes.Clone(base.PCKChain[:len(base.PCKChain)-1]), []byte("-----BEGIN X-----\nAA==\n-----END X-----\n")...), ErrPCKChainFormat},
+		{"another platform's Intel chain", other.PCKChain, dcap.ErrQEReportSignature},
+		{"reversed order", dcaptest.PEMCerts(certs[2], certs[1], certs[0]), dcap.ErrPCKChain},
+		{"no root", dcaptest.PEMCerts(certs[0], certs[1]), dcap.ErrPCKChainFormat},
+		{"leaf twice", dcaptest.PEMCerts(certs[0], certs[0], certs[2]), dcap.ErrPCKChain},
+		{"test PKI leaf under Intel's root", dcaptest.PEMCerts(testPKI.PCK, testPKI.CA, certs[2]), dcap.ErrPCKChain},
+		{"test PKI chain", dcaptest.PEMCerts(testPKI.PCK, testPKI.CA, testPKI.Root), dcap.ErrPCKChain},
+		{"PEM of another type", append(bytes.Clone(base.PCKChain[:len(base.PCKChain)-1]), []byte("-----BEGIN X-----\nAA==\n-----END X-----\n")...), dcap.ErrPCKChainFormat},
 	}
 	for _, tc := range tests {
 		q := *base
@@ -202,9 +148,9 @@ func TestTamperEventLog(t *testing.T) {
 		_, err := verifyEventLog(data, q)
 		data[i] ^= 0xff
 		switch {
-		case covered[i] && !isAny(err, []error{ErrRTMRMismatch, ErrEventLogFormat}):
+		case covered[i] && !errors.Is(err, ErrRTMRMismatch) && !errors.Is(err, ErrEventLogFormat):
 			t.Fatalf("byte %d: %v, want a mismatch or a malformed log", i, err)
-		case err != nil && !isAny(err, []error{ErrRTMRMismatch, ErrEventLogFormat}):
+		case err != nil && !errors.Is(err, ErrRTMRMismatch) && !errors.Is(err, ErrEventLogFormat):
 			t.Fatalf("byte %d: unexpected error %v", i, err)
 		}
 	}
@@ -225,7 +171,7 @@ func TestTamperEvidenceJSON(t *testing.T) {
 	}
 	wrongVersion := mustParse(t, sampleQuote(t))
 	wrongVersion.Header.Version = 3
-	if _, err := v.Evaluate(context.Background(), evidenceJSON(marshalQuote(wrongVersion), nil), verifier.Expected{}); !errors.Is(err, ErrQuoteVersion) {
+	if _, err := v.Evaluate(context.Background(), evidenceJSON(marshalQuote(wrongVersion), nil), verifier.Expected{}); !errors.Is(err, dcap.ErrQuoteVersion) {
 		t.Errorf("version 3: %v", err)
 	}
 }

@@ -5,48 +5,25 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/google/go-tdx-guest/pcs"
-)
 
-// TCB statuses as Intel's quote verification library reports them and
-// Trustee puts them in the tcb_status claim.
-const (
-	StatusUpToDate                          = "UpToDate"
-	StatusSWHardeningNeeded                 = "SWHardeningNeeded"
-	StatusConfigurationNeeded               = "ConfigurationNeeded"
-	StatusConfigurationAndSWHardeningNeeded = "ConfigurationAndSWHardeningNeeded"
-	StatusOutOfDate                         = "OutOfDate"
-	StatusOutOfDateConfigurationNeeded      = "OutOfDateConfigurationNeeded"
-	StatusTDRelaunchAdvised                 = "TDRelaunchAdvised"
-	StatusTDRelaunchAdvisedConfigNeeded     = "TDRelaunchAdvisedConfigurationNeeded"
-	statusRevoked                           = "Revoked"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 )
-
-// tcbResult is the outcome of matching the platform against the collateral.
-type tcbResult struct {
-	status     string
-	date       time.Time // the earlier of the TDX and QE TCB levels' dates
-	advisories []string
-}
 
 // evaluateTCB follows the TDX path of Intel's quote verification library:
 // TDX module identity, QE identity, TCB level matching, then converging the
 // platform, module and QE statuses into one.
-func evaluateTCB(q *Quote, p *platformInfo, c *collateral) (*tcbResult, error) {
-	module, err := checkTDXModule(q, &c.tcbInfo)
+func evaluateTCB(q *Quote, r *dcap.Result) (*dcap.TCBResult, error) {
+	info, p, qe := &r.Collateral.TCBInfo, &r.Chain.Platform, r.QELevel
+	module, err := checkTDXModule(q, info)
 	if err != nil {
 		return nil, err
 	}
-	qe, err := checkQEIdentity(&q.QEReport, &c.qeIdentity)
-	if err != nil {
-		return nil, err
-	}
-	sgxLevel, tdxLevel := matchTCBLevels(c.tcbInfo.TcbLevels, p, q.Body.TeeTCBSVN)
+	sgxLevel, tdxLevel := matchTCBLevels(info.TcbLevels, p, q.Body.TeeTCBSVN)
 	if sgxLevel == nil || tdxLevel == nil {
-		return nil, fmt.Errorf("%w: PCK TCB %x pcesvn %d, TEE TCB SVN %x", ErrTCBNotSupported,
-			p.sgxTCB, p.pceSVN, q.Body.TeeTCBSVN)
+		return nil, fmt.Errorf("%w: PCK TCB %x pcesvn %d, TEE TCB SVN %x", dcap.ErrTCBNotSupported,
+			p.SGXTCB, p.PCESVN, q.Body.TeeTCBSVN)
 	}
 	moduleLevel, err := tdxModuleLevel(module, q.Body.TeeTCBSVN)
 	if err != nil {
@@ -56,17 +33,17 @@ func evaluateTCB(q *Quote, p *platformInfo, c *collateral) (*tcbResult, error) {
 	if moduleLevel != nil {
 		status = convergeModule(status, string(moduleLevel.TcbStatus))
 	}
-	if status != statusRevoked && q.BodyType == bodyTypeTD15 {
-		status = relaunchStatus(q.Body.TeeTCBSVN2, &c.tcbInfo, string(sgxLevel.TcbStatus), status, moduleLevel, qeStatus(qe))
+	if status != dcap.StatusRevoked && q.BodyType == bodyTypeTD15 {
+		status = relaunchStatus(q.Body.TeeTCBSVN2, info, string(sgxLevel.TcbStatus), status, moduleLevel, dcap.QEStatus(qe))
 	}
-	status = convergeQE(status, qeStatus(qe))
-	if status == statusRevoked {
-		return nil, fmt.Errorf("%w: TCB level %s", ErrTCBRevoked, tdxLevel.TcbDate)
+	status = dcap.ConvergeQE(status, dcap.QEStatus(qe))
+	if status == dcap.StatusRevoked {
+		return nil, fmt.Errorf("%w: TCB level %s", dcap.ErrTCBRevoked, tdxLevel.TcbDate)
 	}
-	return &tcbResult{
-		status:     status,
-		date:       earliestDate(tdxLevel, qe),
-		advisories: advisories(tdxLevel, moduleLevel, qe),
+	return &dcap.TCBResult{
+		Status:     status,
+		Date:       dcap.EarliestDate(tdxLevel, qe),
+		Advisories: dcap.Advisories(tdxLevel, moduleLevel, qe),
 	}, nil
 }
 
@@ -114,65 +91,26 @@ func tdxModuleLevel(identity *pcs.TdxModuleIdentity, teeTCBSVN [16]byte) (*pcs.T
 			continue
 		}
 		switch string(l.TcbStatus) {
-		case StatusUpToDate, StatusOutOfDate, statusRevoked:
+		case dcap.StatusUpToDate, dcap.StatusOutOfDate, dcap.StatusRevoked:
 			return l, nil
 		}
-		return nil, fmt.Errorf("%w: TDX module status %q", ErrTCBNotSupported, l.TcbStatus)
+		return nil, fmt.Errorf("%w: TDX module status %q", dcap.ErrTCBNotSupported, l.TcbStatus)
 	}
-	return nil, fmt.Errorf("%w: TDX module SVN %d is below every level of %s", ErrTCBNotSupported, teeTCBSVN[0], identity.ID)
-}
-
-// checkQEIdentity compares the QE report with Intel's identity of the TD
-// quoting enclave and returns the TCB level its ISV SVN reaches.
-func checkQEIdentity(r *EnclaveReport, id *pcs.EnclaveIdentity) (*pcs.TcbLevel, error) {
-	misc := id.Miscselect.Bytes
-	mask := id.MiscselectMask.Bytes
-	for i := range 4 {
-		if byte(r.MiscSelect>>(8*i))&mask[i] != misc[i] {
-			return nil, fmt.Errorf("%w: MISCSELECT %08x", ErrQEIdentityMismatch, r.MiscSelect)
-		}
-	}
-	for i, m := range id.AttributesMask.Bytes {
-		if r.Attributes[i]&m != id.Attributes.Bytes[i] {
-			return nil, fmt.Errorf("%w: attributes %x", ErrQEIdentityMismatch, r.Attributes)
-		}
-	}
-	if !bytes.Equal(r.MrSigner[:], id.Mrsigner.Bytes) {
-		return nil, fmt.Errorf("%w: MRSIGNER %x", ErrQEIdentityMismatch, r.MrSigner)
-	}
-	if r.ISVProdID != id.IsvProdID {
-		return nil, fmt.Errorf("%w: ISVPRODID %d, want %d", ErrQEIdentityMismatch, r.ISVProdID, id.IsvProdID)
-	}
-	for i := range id.TcbLevels {
-		if id.TcbLevels[i].Tcb.Isvsvn <= uint32(r.ISVSVN) {
-			return &id.TcbLevels[i], nil
-		}
-	}
-	return nil, fmt.Errorf("%w: QE ISVSVN %d is below every QE identity level", ErrTCBNotSupported, r.ISVSVN)
-}
-
-// qeStatus folds the QE level's status the way Intel's library does:
-// anything but UpToDate and Revoked counts as OutOfDate.
-func qeStatus(l *pcs.TcbLevel) string {
-	switch s := string(l.TcbStatus); s {
-	case StatusUpToDate, statusRevoked:
-		return s
-	}
-	return StatusOutOfDate
+	return nil, fmt.Errorf("%w: TDX module SVN %d is below every level of %s", dcap.ErrTCBNotSupported, teeTCBSVN[0], identity.ID)
 }
 
 // matchTCBLevels returns the first level the PCK's SGX TCB reaches and the
 // first such level the TD's TEE TCB SVN reaches too. Levels come newest
 // first. For a module of major version > 0 the first two TEE TCB SVN bytes
 // are the module's, judged by its identity instead.
-func matchTCBLevels(levels []pcs.TcbLevel, p *platformInfo, teeTCBSVN [16]byte) (sgx, tdx *pcs.TcbLevel) {
+func matchTCBLevels(levels []pcs.TcbLevel, p *dcap.PlatformInfo, teeTCBSVN [16]byte) (sgx, tdx *pcs.TcbLevel) {
 	first := 0
 	if teeTCBSVN[1] > 0 {
 		first = 2
 	}
 	for i := range levels {
 		l := &levels[i]
-		if !sgxReaches(p, l) {
+		if !dcap.SGXReaches(p, l) {
 			continue
 		}
 		if sgx == nil {
@@ -183,15 +121,6 @@ func matchTCBLevels(levels []pcs.TcbLevel, p *platformInfo, teeTCBSVN [16]byte) 
 		}
 	}
 	return sgx, nil
-}
-
-func sgxReaches(p *platformInfo, l *pcs.TcbLevel) bool {
-	for i, c := range l.Tcb.SgxTcbcomponents {
-		if p.sgxTCB[i] < c.Svn {
-			return false
-		}
-	}
-	return p.pceSVN >= l.Tcb.Pcesvn
 }
 
 func tdxReaches(teeTCBSVN [16]byte, l *pcs.TcbLevel, first int) bool {
@@ -206,34 +135,12 @@ func tdxReaches(teeTCBSVN [16]byte, l *pcs.TcbLevel, first int) bool {
 // convergeModule folds the TDX module's status into the platform's.
 func convergeModule(platform, module string) string {
 	switch module {
-	case StatusOutOfDate:
-		return outOfDate(platform)
-	case statusRevoked:
-		return statusRevoked
+	case dcap.StatusOutOfDate:
+		return dcap.OutOfDate(platform)
+	case dcap.StatusRevoked:
+		return dcap.StatusRevoked
 	}
 	return platform
-}
-
-// convergeQE folds the quoting enclave's status into the TD's.
-func convergeQE(td, qe string) string {
-	switch qe {
-	case StatusOutOfDate:
-		return outOfDate(td)
-	case statusRevoked:
-		return statusRevoked
-	}
-	return td
-}
-
-// outOfDate downgrades a status when a component is out of date.
-func outOfDate(s string) string {
-	switch s {
-	case StatusUpToDate, StatusSWHardeningNeeded:
-		return StatusOutOfDate
-	case StatusConfigurationNeeded, StatusConfigurationAndSWHardeningNeeded:
-		return StatusOutOfDateConfigurationNeeded
-	}
-	return s
 }
 
 // relaunchStatus implements the TD 1.5 check: a TD that is out of date only
@@ -241,14 +148,14 @@ func outOfDate(s string) string {
 // module (TEE_TCB_SVN2), is advised to relaunch rather than being out of
 // date.
 func relaunchStatus(svn2 [16]byte, info *pcs.TcbInfo, sgxStatus, tdxStatus string, module *pcs.TcbLevel, qe string) string {
-	if qe != StatusUpToDate || module == nil || string(module.TcbStatus) != StatusOutOfDate {
+	if qe != dcap.StatusUpToDate || module == nil || string(module.TcbStatus) != dcap.StatusOutOfDate {
 		return tdxStatus
 	}
-	if !slices.Contains([]string{StatusUpToDate, StatusSWHardeningNeeded, StatusConfigurationNeeded,
-		StatusConfigurationAndSWHardeningNeeded}, sgxStatus) {
+	if !slices.Contains([]string{dcap.StatusUpToDate, dcap.StatusSWHardeningNeeded, dcap.StatusConfigurationNeeded,
+		dcap.StatusConfigurationAndSWHardeningNeeded}, sgxStatus) {
 		return tdxStatus
 	}
-	if tdxStatus != StatusOutOfDate && tdxStatus != StatusOutOfDateConfigurationNeeded {
+	if tdxStatus != dcap.StatusOutOfDate && tdxStatus != dcap.StatusOutOfDateConfigurationNeeded {
 		return tdxStatus
 	}
 	latest := &info.TcbLevels[0]
@@ -264,41 +171,16 @@ func relaunchStatus(svn2 [16]byte, info *pcs.TcbInfo, sgxStatus, tdxStatus strin
 		return tdxStatus
 	}
 	if configurationNeeded(sgxStatus) || configurationNeeded(tdxStatus) {
-		return StatusTDRelaunchAdvisedConfigNeeded
+		return dcap.StatusTDRelaunchAdvisedConfigNeeded
 	}
-	return StatusTDRelaunchAdvised
+	return dcap.StatusTDRelaunchAdvised
 }
 
 func configurationNeeded(s string) bool {
 	switch s {
-	case StatusConfigurationNeeded, StatusOutOfDateConfigurationNeeded,
-		StatusConfigurationAndSWHardeningNeeded, StatusTDRelaunchAdvisedConfigNeeded:
+	case dcap.StatusConfigurationNeeded, dcap.StatusOutOfDateConfigurationNeeded,
+		dcap.StatusConfigurationAndSWHardeningNeeded, dcap.StatusTDRelaunchAdvisedConfigNeeded:
 		return true
 	}
 	return false
-}
-
-func earliestDate(tdx, qe *pcs.TcbLevel) time.Time {
-	// Both dates were checked to be RFC 3339 when the collateral was parsed.
-	a, _ := time.Parse(time.RFC3339, tdx.TcbDate)
-	b, _ := time.Parse(time.RFC3339, qe.TcbDate)
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func advisories(levels ...*pcs.TcbLevel) []string {
-	ids := []string{}
-	for _, l := range levels {
-		if l == nil {
-			continue
-		}
-		for _, id := range l.AdvisoryIDs {
-			if !slices.Contains(ids, id) {
-				ids = append(ids, id)
-			}
-		}
-	}
-	return ids
 }

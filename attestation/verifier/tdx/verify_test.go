@@ -24,6 +24,8 @@ import (
 	tdxverify "github.com/google/go-tdx-guest/verify"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap/dcaptest"
 )
 
 // TestEvaluateSampleViaPCCS runs the full DCAP verification of a real
@@ -73,8 +75,8 @@ func TestEvaluateSampleViaPCCS(t *testing.T) {
 	}
 	// go-tdx-guest's SPR quote is of the same FMSPC and PCK CA: its chain
 	// and signatures verify with the cached collateral, its TCB is too old.
-	if _, err := evaluate(t, v, sprQuote(t), nil, verifier.Expected{}); !errors.Is(err, ErrTCBNotSupported) {
-		t.Errorf("SPR quote: %v, want ErrTCBNotSupported", err)
+	if _, err := evaluate(t, v, sprQuote(t), nil, verifier.Expected{}); !errors.Is(err, dcap.ErrTCBNotSupported) {
+		t.Errorf("SPR quote: %v, want dcap.ErrTCBNotSupported", err)
 	}
 	if n := srv.requests.Load(); n != 4 {
 		t.Errorf("%d collateral requests after a second quote, want 4 (cached)", n)
@@ -86,7 +88,7 @@ func TestEvaluateSampleViaPCCS(t *testing.T) {
 func TestAgreesWithGoTDXGuest(t *testing.T) {
 	v := sampleVerifier(t)
 	roots := x509.NewCertPool()
-	roots.AddCert(IntelRootCA())
+	roots.AddCert(dcap.IntelRootCA())
 	opts := &tdxverify.Options{GetCollateral: true, CheckRevocations: true, Getter: tdxtesting.TestGetter, TrustedRoots: roots,
 		Now: &tdxverify.TimeSet{PckCertChain: sampleTime, TcbInfo: sampleTime, QeIdentity: sampleTime, PckCrl: sampleTime, RootCaCrl: sampleTime}}
 	for name, raw := range map[string][]byte{"tdx_quote_4": sampleQuote(t), "SPR": sprQuote(t)} {
@@ -158,8 +160,8 @@ func TestCollateralUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := evaluate(t, v, sampleQuote(t), nil, verifier.Expected{}); !errors.Is(err, ErrCollateralUnavailable) || !errors.Is(err, verifier.ErrEndorsement) {
-		t.Errorf("empty collateral dir: %v, want ErrCollateralUnavailable", err)
+	if _, err := evaluate(t, v, sampleQuote(t), nil, verifier.Expected{}); !errors.Is(err, dcap.ErrCollateralUnavailable) || !errors.Is(err, verifier.ErrEndorsement) {
+		t.Errorf("empty collateral dir: %v, want dcap.ErrCollateralUnavailable", err)
 	}
 }
 
@@ -180,11 +182,11 @@ func TestVerificationTime(t *testing.T) {
 		when time.Time
 		want error
 	}{
-		{time.Date(2023, 7, 9, 0, 0, 0, 0, time.UTC), ErrCollateralExpired},  // after the QE identity's nextUpdate
-		{time.Date(2023, 6, 10, 0, 0, 0, 0, time.UTC), ErrCollateralExpired}, // before the TCB info was issued
-		{time.Date(2035, 1, 1, 0, 0, 0, 0, time.UTC), ErrCertificateValidity},
-		{time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC), ErrCertificateValidity}, // before the PCK certificate
-		{time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC), ErrCertificateValidity}, // after the PCK certificate
+		{time.Date(2023, 7, 9, 0, 0, 0, 0, time.UTC), dcap.ErrCollateralExpired},  // after the QE identity's nextUpdate
+		{time.Date(2023, 6, 10, 0, 0, 0, 0, time.UTC), dcap.ErrCollateralExpired}, // before the TCB info was issued
+		{time.Date(2035, 1, 1, 0, 0, 0, 0, time.UTC), dcap.ErrCertificateValidity},
+		{time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC), dcap.ErrCertificateValidity}, // before the PCK certificate
+		{time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC), dcap.ErrCertificateValidity}, // after the PCK certificate
 	}
 	for _, tc := range tests {
 		set(tc.when)
@@ -192,7 +194,7 @@ func TestVerificationTime(t *testing.T) {
 		if _, err := evaluate(t, v, sampleQuote(t), nil, verifier.Expected{}); !errors.Is(err, tc.want) {
 			t.Errorf("at %s: %v, want %v", tc.when, err, tc.want)
 		}
-		if tc.want == ErrCollateralExpired && srv.requests.Load() == before {
+		if tc.want == dcap.ErrCollateralExpired && srv.requests.Load() == before {
 			t.Errorf("at %s: cached collateral was not refetched", tc.when)
 		}
 	}
@@ -292,12 +294,12 @@ func TestEvaluateRejectsBadEvidence(t *testing.T) {
 // against the default roots.
 func TestTestPKIIsNotTrusted(t *testing.T) {
 	p := newTestPKI(t, sgxExtensionOf(t, sampleQuote(t)))
-	v, err := New(Options{CollateralDir: p.dir(t, sampleTestCollateral(t)), Now: func() time.Time { return testTime }})
+	v, err := New(Options{CollateralDir: p.Dir(t, sampleTestCollateral(t)), Now: func() time.Time { return testTime }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := evaluate(t, v, p.quote(t, sampleQuote(t), nil), nil, verifier.Expected{}); !errors.Is(err, ErrPCKChain) {
-		t.Errorf("test PKI quote against Intel's root: %v, want ErrPCKChain", err)
+	if _, err := evaluate(t, v, p.quote(t, sampleQuote(t), nil), nil, verifier.Expected{}); !errors.Is(err, dcap.ErrPCKChain) {
+		t.Errorf("test PKI quote against Intel's root: %v, want dcap.ErrPCKChain", err)
 	}
 }
 
@@ -305,7 +307,7 @@ func TestTestPKIIsNotTrusted(t *testing.T) {
 // commits to, its report data and its initdata digest.
 func TestFullEvidence(t *testing.T) {
 	p := newTestPKI(t, sgxExtensionOf(t, sampleQuote(t)))
-	v := p.verifier(t, p.dir(t, sampleTestCollateral(t)))
+	v := p.verifier(t, p.Dir(t, sampleTestCollateral(t)))
 	logData := trusteeData(t, "CCEL_data")
 	log, err := ParseEventLog(logData)
 	if err != nil {
@@ -330,7 +332,7 @@ func TestFullEvidence(t *testing.T) {
 	if events := claims["uefi_event_logs"].([]any); len(events) != 5 {
 		t.Errorf("%d events in the claims, want 5", len(events))
 	}
-	if claims["init_data"] != hex.EncodeToString(initDigest[:]) || claims["tcb_status"] != StatusUpToDate {
+	if claims["init_data"] != hex.EncodeToString(initDigest[:]) || claims["tcb_status"] != dcap.StatusUpToDate {
 		t.Errorf("init_data %v tcb_status %v", claims["init_data"], claims["tcb_status"])
 	}
 	// The same quote without its log, with another log, with a wrong binding.
@@ -352,18 +354,18 @@ func TestRevocation(t *testing.T) {
 	quote := p.quote(t, sampleQuote(t), nil)
 	tests := []struct {
 		name string
-		edit func(*testCollateral)
+		edit func(*dcaptest.Collateral)
 		want error
 	}{
-		{"PCK certificate on the PCK CRL", func(c *testCollateral) { c.pckRevoked = append(c.pckRevoked, p.pck.SerialNumber) }, ErrPCKRevoked},
-		{"PCK CA on the root CA CRL", func(c *testCollateral) { c.rootRevoked = append(c.rootRevoked, p.ca.SerialNumber) }, ErrPCKRevoked},
-		{"TCB signing certificate on the root CA CRL", func(c *testCollateral) { c.rootRevoked = append(c.rootRevoked, p.tcbSigner.SerialNumber) }, ErrCollateralSignature},
-		{"other serials revoked", func(c *testCollateral) { c.pckRevoked = append(c.pckRevoked, serial(t)) }, nil},
+		{"PCK certificate on the PCK CRL", func(c *dcaptest.Collateral) { c.PCKRevoked = append(c.PCKRevoked, p.PCK.SerialNumber) }, dcap.ErrPCKRevoked},
+		{"PCK CA on the root CA CRL", func(c *dcaptest.Collateral) { c.RootRevoked = append(c.RootRevoked, p.CA.SerialNumber) }, dcap.ErrPCKRevoked},
+		{"TCB signing certificate on the root CA CRL", func(c *dcaptest.Collateral) { c.RootRevoked = append(c.RootRevoked, p.TCBSigner.SerialNumber) }, dcap.ErrCollateralSignature},
+		{"other serials revoked", func(c *dcaptest.Collateral) { c.PCKRevoked = append(c.PCKRevoked, dcaptest.Serial(t)) }, nil},
 	}
 	for _, tc := range tests {
 		c := sampleTestCollateral(t)
 		tc.edit(c)
-		_, err := evaluate(t, p.verifier(t, p.dir(t, c)), quote, nil, verifier.Expected{})
+		_, err := evaluate(t, p.verifier(t, p.Dir(t, c)), quote, nil, verifier.Expected{})
 		if !errors.Is(err, tc.want) || (tc.want != nil && !errors.Is(err, verifier.ErrEndorsement)) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
@@ -377,41 +379,41 @@ func TestCollateralChecks(t *testing.T) {
 	tcbFile := "tcb-info-" + sampleFMSPC + ".json"
 	tests := []struct {
 		name string
-		edit func(*testCollateral)
+		edit func(*dcaptest.Collateral)
 		file func(dir string)
 		want error
 	}{
 		{"TCB info for another FMSPC", nil, func(dir string) {
-			body := p.signedBody(t, "tcbInfo", withField(sampleTestCollateral(t).tcbInfo, "fmspc", "00906ED50000"))
+			body := p.SignedBody(t, "tcbInfo", withField(sampleTestCollateral(t).TCBInfo, "fmspc", "00906ED50000"))
 			writeFile(t, dir, tcbFile, body)
-		}, ErrTCBInfoMismatch},
-		{"TCB info for another PCE", func(c *testCollateral) { c.tcbInfo["pceId"] = "0001" }, nil, ErrTCBInfoMismatch},
-		{"TCB info signature", nil, func(dir string) { flipInFile(t, dir, tcbFile, `"signature":"`) }, ErrCollateralSignature},
-		{"QE identity signature", nil, func(dir string) { flipInFile(t, dir, "qe-identity.json", `"signature":"`) }, ErrCollateralSignature},
-		{"TCB info body", nil, func(dir string) { flipInFile(t, dir, tcbFile, `"tcbEvaluationDataNumber":`) }, ErrCollateralSignature},
-		{"issuer chain without signer", nil, func(dir string) { writeFile(t, dir, tcbFile+".issuer-chain", pemCerts(p.root)) }, ErrCollateralSignature},
+		}, dcap.ErrTCBInfoMismatch},
+		{"TCB info for another PCE", func(c *dcaptest.Collateral) { c.TCBInfo["pceId"] = "0001" }, nil, dcap.ErrTCBInfoMismatch},
+		{"TCB info signature", nil, func(dir string) { flipInFile(t, dir, tcbFile, `"signature":"`) }, dcap.ErrCollateralSignature},
+		{"QE identity signature", nil, func(dir string) { flipInFile(t, dir, "qe-identity.json", `"signature":"`) }, dcap.ErrCollateralSignature},
+		{"TCB info body", nil, func(dir string) { flipInFile(t, dir, tcbFile, `"tcbEvaluationDataNumber":`) }, dcap.ErrCollateralSignature},
+		{"issuer chain without signer", nil, func(dir string) { writeFile(t, dir, tcbFile+".issuer-chain", dcaptest.PEMCerts(p.Root)) }, dcap.ErrCollateralSignature},
 		{"signer from another root", nil, func(dir string) {
 			other := newTestPKI(t, sgxExtensionOf(t, sampleQuote(t)))
-			writeFile(t, dir, tcbFile+".issuer-chain", pemCerts(other.tcbSigner, other.root))
-		}, ErrCollateralSignature},
+			writeFile(t, dir, tcbFile+".issuer-chain", dcaptest.PEMCerts(other.TCBSigner, other.Root))
+		}, dcap.ErrCollateralSignature},
 		{"PCK CRL from another CA", nil, func(dir string) {
 			other := newTestPKI(t, sgxExtensionOf(t, sampleQuote(t)))
-			writeFile(t, dir, "pck-crl-platform.der", other.crl(t, other.ca, other.caKey, nil))
-		}, ErrCollateralSignature},
-		{"garbage root CA CRL", nil, func(dir string) { writeFile(t, dir, "root-ca-crl.der", []byte("not a crl")) }, ErrCollateralFormat},
-		{"TCB info version 2", func(c *testCollateral) { c.tcbInfo["version"] = 2 }, nil, ErrCollateralFormat},
-		{"SGX TCB info", func(c *testCollateral) { c.tcbInfo["id"] = "SGX" }, nil, ErrCollateralFormat},
-		{"QE identity of the SGX QE", func(c *testCollateral) { c.qeIdentity["id"] = "QE" }, nil, ErrCollateralFormat},
-		{"unknown TCB status", func(c *testCollateral) { level(c.tcbInfo, 0)["tcbStatus"] = "Fine" }, nil, ErrCollateralFormat},
-		{"expired TCB info", func(c *testCollateral) { c.tcbInfo["nextUpdate"] = testTime.Add(-time.Hour).Format(time.RFC3339) }, nil, ErrCollateralExpired},
-		{"future QE identity", func(c *testCollateral) { c.qeIdentity["issueDate"] = testTime.Add(time.Hour).Format(time.RFC3339) }, nil, ErrCollateralExpired},
+			writeFile(t, dir, "pck-crl-platform.der", other.CRL(t, other.CA, other.CAKey, nil, dcaptest.Time))
+		}, dcap.ErrCollateralSignature},
+		{"garbage root CA CRL", nil, func(dir string) { writeFile(t, dir, "root-ca-crl.der", []byte("not a crl")) }, dcap.ErrCollateralFormat},
+		{"TCB info version 2", func(c *dcaptest.Collateral) { c.TCBInfo["version"] = 2 }, nil, dcap.ErrCollateralFormat},
+		{"SGX TCB info", func(c *dcaptest.Collateral) { c.TCBInfo["id"] = "SGX" }, nil, dcap.ErrCollateralFormat},
+		{"QE identity of the SGX QE", func(c *dcaptest.Collateral) { c.QEIdentity["id"] = "QE" }, nil, dcap.ErrCollateralFormat},
+		{"unknown TCB status", func(c *dcaptest.Collateral) { dcaptest.Level(c.TCBInfo, 0)["tcbStatus"] = "Fine" }, nil, dcap.ErrCollateralFormat},
+		{"expired TCB info", func(c *dcaptest.Collateral) { c.TCBInfo["nextUpdate"] = testTime.Add(-time.Hour).Format(time.RFC3339) }, nil, dcap.ErrCollateralExpired},
+		{"future QE identity", func(c *dcaptest.Collateral) { c.QEIdentity["issueDate"] = testTime.Add(time.Hour).Format(time.RFC3339) }, nil, dcap.ErrCollateralExpired},
 	}
 	for _, tc := range tests {
 		c := sampleTestCollateral(t)
 		if tc.edit != nil {
 			tc.edit(c)
 		}
-		dir := p.dir(t, c)
+		dir := p.Dir(t, c)
 		if tc.file != nil {
 			tc.file(dir)
 		}
@@ -451,53 +453,55 @@ func TestTCBStatus(t *testing.T) {
 	quote := p.quote(t, sampleQuote(t), nil)
 	tests := []struct {
 		name       string
-		edit       func(*testCollateral)
+		edit       func(*dcaptest.Collateral)
 		want       string
 		advisories []any
 		err        error
 	}{
-		{"up to date", func(*testCollateral) {}, StatusUpToDate, []any{}, nil},
-		{"SW hardening", func(c *testCollateral) {
-			level(c.tcbInfo, 0)["tcbStatus"] = StatusSWHardeningNeeded
-			level(c.tcbInfo, 0)["advisoryIDs"] = []any{"INTEL-SA-00615"}
-		}, StatusSWHardeningNeeded, []any{"INTEL-SA-00615"}, nil},
-		{"configuration needed", func(c *testCollateral) { level(c.tcbInfo, 0)["tcbStatus"] = StatusConfigurationNeeded }, StatusConfigurationNeeded, []any{}, nil},
-		{"PCE SVN below the first level", func(c *testCollateral) {
-			level(c.tcbInfo, 0)["tcb"].(map[string]any)["pcesvn"] = 12
-		}, StatusOutOfDate, nil, nil},
-		{"TDX module SVN below the first level", func(c *testCollateral) {
-			setComponents(level(c.tcbInfo, 0), "tdxtcbcomponents", []byte{9})
-		}, StatusOutOfDate, nil, nil},
-		{"QE out of date", func(c *testCollateral) { level(c.qeIdentity, 0)["tcbStatus"] = StatusOutOfDate }, StatusOutOfDate, []any{}, nil},
-		{"QE and platform configuration", func(c *testCollateral) {
-			level(c.qeIdentity, 0)["tcbStatus"] = "OutOfDate"
-			level(c.tcbInfo, 0)["tcbStatus"] = StatusConfigurationNeeded
-		}, StatusOutOfDateConfigurationNeeded, []any{}, nil},
-		{"platform revoked", func(c *testCollateral) { level(c.tcbInfo, 0)["tcbStatus"] = statusRevoked }, "", nil, ErrTCBRevoked},
-		{"QE revoked", func(c *testCollateral) { level(c.qeIdentity, 0)["tcbStatus"] = statusRevoked }, "", nil, ErrTCBRevoked},
-		{"no SGX level", func(c *testCollateral) {
+		{"up to date", func(*dcaptest.Collateral) {}, dcap.StatusUpToDate, []any{}, nil},
+		{"SW hardening", func(c *dcaptest.Collateral) {
+			dcaptest.Level(c.TCBInfo, 0)["tcbStatus"] = dcap.StatusSWHardeningNeeded
+			dcaptest.Level(c.TCBInfo, 0)["advisoryIDs"] = []any{"INTEL-SA-00615"}
+		}, dcap.StatusSWHardeningNeeded, []any{"INTEL-SA-00615"}, nil},
+		{"configuration needed", func(c *dcaptest.Collateral) {
+			dcaptest.Level(c.TCBInfo, 0)["tcbStatus"] = dcap.StatusConfigurationNeeded
+		}, dcap.StatusConfigurationNeeded, []any{}, nil},
+		{"PCE SVN below the first level", func(c *dcaptest.Collateral) {
+			dcaptest.Level(c.TCBInfo, 0)["tcb"].(map[string]any)["pcesvn"] = 12
+		}, dcap.StatusOutOfDate, nil, nil},
+		{"TDX module SVN below the first level", func(c *dcaptest.Collateral) {
+			dcaptest.SetComponents(dcaptest.Level(c.TCBInfo, 0), "tdxtcbcomponents", []byte{9})
+		}, dcap.StatusOutOfDate, nil, nil},
+		{"QE out of date", func(c *dcaptest.Collateral) { dcaptest.Level(c.QEIdentity, 0)["tcbStatus"] = dcap.StatusOutOfDate }, dcap.StatusOutOfDate, []any{}, nil},
+		{"QE and platform configuration", func(c *dcaptest.Collateral) {
+			dcaptest.Level(c.QEIdentity, 0)["tcbStatus"] = "OutOfDate"
+			dcaptest.Level(c.TCBInfo, 0)["tcbStatus"] = dcap.StatusConfigurationNeeded
+		}, dcap.StatusOutOfDateConfigurationNeeded, []any{}, nil},
+		{"platform revoked", func(c *dcaptest.Collateral) { dcaptest.Level(c.TCBInfo, 0)["tcbStatus"] = dcap.StatusRevoked }, "", nil, dcap.ErrTCBRevoked},
+		{"QE revoked", func(c *dcaptest.Collateral) { dcaptest.Level(c.QEIdentity, 0)["tcbStatus"] = dcap.StatusRevoked }, "", nil, dcap.ErrTCBRevoked},
+		{"no SGX level", func(c *dcaptest.Collateral) {
 			for i := range 2 {
-				setComponents(level(c.tcbInfo, i), "sgxtcbcomponents", []byte{9})
+				dcaptest.SetComponents(dcaptest.Level(c.TCBInfo, i), "sgxtcbcomponents", []byte{9})
 			}
-		}, "", nil, ErrTCBNotSupported},
-		{"no TDX level", func(c *testCollateral) {
+		}, "", nil, dcap.ErrTCBNotSupported},
+		{"no TDX level", func(c *dcaptest.Collateral) {
 			for i := range 2 {
-				setComponents(level(c.tcbInfo, i), "tdxtcbcomponents", []byte{9})
+				dcaptest.SetComponents(dcaptest.Level(c.TCBInfo, i), "tdxtcbcomponents", []byte{9})
 			}
-		}, "", nil, ErrTCBNotSupported},
-		{"QE below every level", func(c *testCollateral) { level(c.qeIdentity, 0)["tcb"].(map[string]any)["isvsvn"] = 9 }, "", nil, ErrTCBNotSupported},
-		{"QE MRSIGNER", func(c *testCollateral) { c.qeIdentity["mrsigner"] = strings.Repeat("AB", 32) }, "", nil, ErrQEIdentityMismatch},
-		{"QE ISVPRODID", func(c *testCollateral) { c.qeIdentity["isvprodid"] = 3 }, "", nil, ErrQEIdentityMismatch},
-		{"QE attributes", func(c *testCollateral) { c.qeIdentity["attributes"] = "13" + strings.Repeat("00", 15) }, "", nil, ErrQEIdentityMismatch},
-		{"QE MISCSELECT", func(c *testCollateral) { c.qeIdentity["miscselect"] = "00000001" }, "", nil, ErrQEIdentityMismatch},
-		{"TDX module signer", func(c *testCollateral) {
-			c.tcbInfo["tdxModule"].(map[string]any)["mrsigner"] = strings.Repeat("01", 48)
+		}, "", nil, dcap.ErrTCBNotSupported},
+		{"QE below every level", func(c *dcaptest.Collateral) { dcaptest.Level(c.QEIdentity, 0)["tcb"].(map[string]any)["isvsvn"] = 9 }, "", nil, dcap.ErrTCBNotSupported},
+		{"QE MRSIGNER", func(c *dcaptest.Collateral) { c.QEIdentity["mrsigner"] = strings.Repeat("AB", 32) }, "", nil, dcap.ErrQEIdentityMismatch},
+		{"QE ISVPRODID", func(c *dcaptest.Collateral) { c.QEIdentity["isvprodid"] = 3 }, "", nil, dcap.ErrQEIdentityMismatch},
+		{"QE attributes", func(c *dcaptest.Collateral) { c.QEIdentity["attributes"] = "13" + strings.Repeat("00", 15) }, "", nil, dcap.ErrQEIdentityMismatch},
+		{"QE MISCSELECT", func(c *dcaptest.Collateral) { c.QEIdentity["miscselect"] = "00000001" }, "", nil, dcap.ErrQEIdentityMismatch},
+		{"TDX module signer", func(c *dcaptest.Collateral) {
+			c.TCBInfo["tdxModule"].(map[string]any)["mrsigner"] = strings.Repeat("01", 48)
 		}, "", nil, ErrTDXModuleMismatch},
 	}
 	for _, tc := range tests {
 		c := sampleTestCollateral(t)
 		tc.edit(c)
-		claims, err := evaluate(t, p.verifier(t, p.dir(t, c)), quote, nil, verifier.Expected{})
+		claims, err := evaluate(t, p.verifier(t, p.Dir(t, c)), quote, nil, verifier.Expected{})
 		if tc.err != nil {
 			if !errors.Is(err, tc.err) || !errors.Is(err, verifier.ErrEndorsement) {
 				t.Errorf("%s: %v, want %v", tc.name, err, tc.err)
@@ -526,46 +530,46 @@ func TestTDXModuleIdentities(t *testing.T) {
 	base := trusteeData(t, "tdx_quote_5.dat")
 	p := newTestPKI(t, sgxExtensionOf(t, base))
 	platformSGX := []byte{1, 1, 2, 2, 3, 1, 0, 3}
-	collateral := func() *testCollateral {
-		c := newTestCollateral(t, trusteeData(t, "tcbInfo.json"), trusteeData(t, "enclaveIdentity.json"), "90C06F000000")
+	collateral := func() *dcaptest.Collateral {
+		c := dcaptest.NewCollateral(t, dcap.TDX, trusteeData(t, "tcbInfo.json"), trusteeData(t, "enclaveIdentity.json"), "90C06F000000")
 		for i := range 2 {
-			setComponents(level(c.tcbInfo, i), "sgxtcbcomponents", platformSGX)
+			dcaptest.SetComponents(dcaptest.Level(c.TCBInfo, i), "sgxtcbcomponents", platformSGX)
 		}
 		return c
 	}
-	module := func(c *testCollateral, id int) map[string]any {
-		return c.tcbInfo["tdxModuleIdentities"].([]any)[id].(map[string]any)
+	module := func(c *dcaptest.Collateral, id int) map[string]any {
+		return c.TCBInfo["tdxModuleIdentities"].([]any)[id].(map[string]any)
 	}
 	// TDX_01 is the second identity; its levels are ISVSVN 4 UpToDate, 2 OutOfDate.
-	moduleOutOfDate := func(c *testCollateral) {
+	moduleOutOfDate := func(c *dcaptest.Collateral) {
 		l := module(c, 1)["tcbLevels"].([]any)[0].(map[string]any)
 		l["tcb"].(map[string]any)["isvsvn"] = 6
 	}
 	tests := []struct {
 		name   string
-		edit   func(*testCollateral)
+		edit   func(*dcaptest.Collateral)
 		mutate func(*Quote)
 		want   string
 		err    error
 	}{
-		{"up to date", nil, nil, StatusUpToDate, nil},
-		{"module out of date", moduleOutOfDate, nil, StatusOutOfDate, nil},
+		{"up to date", nil, nil, dcap.StatusUpToDate, nil},
+		{"module out of date", moduleOutOfDate, nil, dcap.StatusOutOfDate, nil},
 		{"module out of date, platform now runs an up-to-date module", moduleOutOfDate,
-			func(q *Quote) { q.Body.TeeTCBSVN2[0] = 6 }, StatusTDRelaunchAdvised, nil},
-		{"relaunch with configuration needed", func(c *testCollateral) {
+			func(q *Quote) { q.Body.TeeTCBSVN2[0] = 6 }, dcap.StatusTDRelaunchAdvised, nil},
+		{"relaunch with configuration needed", func(c *dcaptest.Collateral) {
 			moduleOutOfDate(c)
-			level(c.tcbInfo, 0)["tcbStatus"] = StatusConfigurationNeeded
-		}, func(q *Quote) { q.Body.TeeTCBSVN2[0] = 6 }, StatusTDRelaunchAdvisedConfigNeeded, nil},
-		{"module revoked", func(c *testCollateral) {
-			module(c, 1)["tcbLevels"].([]any)[0].(map[string]any)["tcbStatus"] = statusRevoked
-		}, nil, "", ErrTCBRevoked},
-		{"module below every level", func(c *testCollateral) {
+			dcaptest.Level(c.TCBInfo, 0)["tcbStatus"] = dcap.StatusConfigurationNeeded
+		}, func(q *Quote) { q.Body.TeeTCBSVN2[0] = 6 }, dcap.StatusTDRelaunchAdvisedConfigNeeded, nil},
+		{"module revoked", func(c *dcaptest.Collateral) {
+			module(c, 1)["tcbLevels"].([]any)[0].(map[string]any)["tcbStatus"] = dcap.StatusRevoked
+		}, nil, "", dcap.ErrTCBRevoked},
+		{"module below every level", func(c *dcaptest.Collateral) {
 			for _, l := range module(c, 1)["tcbLevels"].([]any) {
 				l.(map[string]any)["tcb"].(map[string]any)["isvsvn"] = 9
 			}
-		}, nil, "", ErrTCBNotSupported},
+		}, nil, "", dcap.ErrTCBNotSupported},
 		{"no identity for the module version", nil, func(q *Quote) { q.Body.TeeTCBSVN[1] = 2 }, "", ErrTDXModuleMismatch},
-		{"module signer", func(c *testCollateral) { module(c, 1)["mrsigner"] = strings.Repeat("02", 48) }, nil, "", ErrTDXModuleMismatch},
+		{"module signer", func(c *dcaptest.Collateral) { module(c, 1)["mrsigner"] = strings.Repeat("02", 48) }, nil, "", ErrTDXModuleMismatch},
 		{"SEAM attributes", nil, func(q *Quote) { q.Body.SeamAttributes[0] = 1 }, "", ErrTDXModuleMismatch},
 	}
 	for _, tc := range tests {
@@ -573,7 +577,7 @@ func TestTDXModuleIdentities(t *testing.T) {
 		if tc.edit != nil {
 			tc.edit(c)
 		}
-		claims, err := evaluate(t, p.verifier(t, p.dir(t, c)), p.quote(t, base, tc.mutate), nil, verifier.Expected{})
+		claims, err := evaluate(t, p.verifier(t, p.Dir(t, c)), p.quote(t, base, tc.mutate), nil, verifier.Expected{})
 		switch {
 		case tc.err != nil && !errors.Is(err, tc.err):
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.err)

@@ -1,4 +1,4 @@
-package tdx
+package dcap
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ func IntelRootCA() *x509.Certificate {
 	block, _ := pem.Decode(intelRootPEM)
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		panic("tdx: embedded Intel SGX Root CA: " + err.Error())
+		panic("dcap: embedded Intel SGX Root CA: " + err.Error())
 	}
 	return cert
 }
@@ -51,67 +51,67 @@ var (
 	oidSMTEnabled         = asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1, 7, 3}
 )
 
-// pckChain is the parsed PCK certificate chain of a quote with the SGX
+// PCKChain is the parsed PCK certificate chain of a quote with the SGX
 // extensions of its leaf.
-type pckChain struct {
-	leaf, intermediate, root *x509.Certificate
-	leafKey                  *ecdsa.PublicKey
-	ca                       string // caPlatform or caProcessor
-	platform                 platformInfo
+type PCKChain struct {
+	Leaf, Intermediate, Root *x509.Certificate
+	LeafKey                  *ecdsa.PublicKey
+	CA                       string // "platform" or "processor", as PCS names them
+	Platform                 PlatformInfo
 }
 
-// platformInfo is what the PCK certificate says about the platform.
-type platformInfo struct {
-	ppid            []byte
-	fmspc           []byte
-	pceID           []byte
-	sgxTCB          [16]byte // SGX TCB component SVNs
-	pceSVN          uint16
-	sgxType         int
-	instanceID      []byte // platform CA certificates only
-	hasConfig       bool   // platform CA certificates only
-	dynamicPlatform bool
-	cachedKeys      bool
-	smtEnabled      bool
+// PlatformInfo is what the PCK certificate says about the platform.
+type PlatformInfo struct {
+	PPID            []byte
+	FMSPC           []byte
+	PCEID           []byte
+	SGXTCB          [16]byte // SGX TCB component SVNs
+	PCESVN          uint16
+	SGXType         int
+	InstanceID      []byte // platform CA certificates only
+	HasConfig       bool   // platform CA certificates only
+	DynamicPlatform bool
+	CachedKeys      bool
+	SMTEnabled      bool
 }
 
-// parsePCKChain parses the PEM chain carried in the quote: leaf, PCK
+// ParsePCKChain parses the PEM chain carried in the quote: leaf, PCK
 // platform or processor CA, root CA.
-func parsePCKChain(data []byte) (*pckChain, error) {
-	certs, err := parsePEMCerts(data)
+func ParsePCKChain(data []byte) (*PCKChain, error) {
+	certs, err := ParsePEMCerts(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrPCKChainFormat, err)
 	}
 	if len(certs) != 3 {
 		return nil, fmt.Errorf("%w: %d certificates, want leaf, intermediate and root", ErrPCKChainFormat, len(certs))
 	}
-	c := &pckChain{leaf: certs[0], intermediate: certs[1], root: certs[2]}
-	key, ok := c.leaf.PublicKey.(*ecdsa.PublicKey)
+	c := &PCKChain{Leaf: certs[0], Intermediate: certs[1], Root: certs[2]}
+	key, ok := c.Leaf.PublicKey.(*ecdsa.PublicKey)
 	if !ok || key.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("%w: PCK key is not ECDSA P-256", ErrPCKChainFormat)
 	}
-	c.leafKey = key
-	if c.ca, ok = pckIssuers[c.intermediate.Subject.CommonName]; !ok {
-		return nil, fmt.Errorf("%w: %q is not a PCK CA", ErrPCKChain, c.intermediate.Subject.CommonName)
+	c.LeafKey = key
+	if c.CA, ok = pckIssuers[c.Intermediate.Subject.CommonName]; !ok {
+		return nil, fmt.Errorf("%w: %q is not a PCK CA", ErrPCKChain, c.Intermediate.Subject.CommonName)
 	}
-	if !strings.Contains(c.leaf.Subject.CommonName, "SGX PCK Certificate") {
-		return nil, fmt.Errorf("%w: %q is not a PCK certificate", ErrPCKChain, c.leaf.Subject.CommonName)
+	if !strings.Contains(c.Leaf.Subject.CommonName, "SGX PCK Certificate") {
+		return nil, fmt.Errorf("%w: %q is not a PCK certificate", ErrPCKChain, c.Leaf.Subject.CommonName)
 	}
-	if c.platform, err = parsePlatformInfo(c.leaf); err != nil {
+	if c.Platform, err = parsePlatformInfo(c.Leaf); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrPCKChainFormat, err)
 	}
 	// Only platform CA certificates describe a platform instance.
-	hasID, hasConfig := c.platform.instanceID != nil, c.platform.hasConfig
-	if (c.ca == caPlatform && !(hasID && hasConfig)) || (c.ca == caProcessor && (hasID || hasConfig)) {
+	hasID, hasConfig := c.Platform.InstanceID != nil, c.Platform.HasConfig
+	if (c.CA == caPlatform && !(hasID && hasConfig)) || (c.CA == caProcessor && (hasID || hasConfig)) {
 		return nil, fmt.Errorf("%w: %s CA certificate with platform instance %x, configuration %v",
-			ErrPCKChainFormat, c.ca, c.platform.instanceID, c.platform.hasConfig)
+			ErrPCKChainFormat, c.CA, c.Platform.InstanceID, c.Platform.HasConfig)
 	}
 	return c, nil
 }
 
-// parsePEMCerts parses concatenated PEM certificates. The quoting library
+// ParsePEMCerts parses concatenated PEM certificates. The quoting library
 // NUL-terminates the chain, so trailing NULs and whitespace are accepted.
-func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
+func ParsePEMCerts(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	rest := data
 	for {
@@ -135,26 +135,26 @@ func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-func parsePlatformInfo(leaf *x509.Certificate) (platformInfo, error) {
-	var p platformInfo
+func parsePlatformInfo(leaf *x509.Certificate) (PlatformInfo, error) {
+	var p PlatformInfo
 	ext, err := pcs.PckCertificateExtensions(leaf)
 	if err != nil {
 		return p, err
 	}
-	if p.ppid, err = hex.DecodeString(ext.PPID); err != nil {
+	if p.PPID, err = hex.DecodeString(ext.PPID); err != nil {
 		return p, err
 	}
-	if p.fmspc, err = hex.DecodeString(ext.FMSPC); err != nil {
+	if p.FMSPC, err = hex.DecodeString(ext.FMSPC); err != nil {
 		return p, err
 	}
-	if p.pceID, err = hex.DecodeString(ext.PCEID); err != nil {
+	if p.PCEID, err = hex.DecodeString(ext.PCEID); err != nil {
 		return p, err
 	}
-	if len(ext.TCB.CPUSvnComponents) != len(p.sgxTCB) {
+	if len(ext.TCB.CPUSvnComponents) != len(p.SGXTCB) {
 		return p, fmt.Errorf("PCK certificate has %d TCB components", len(ext.TCB.CPUSvnComponents))
 	}
-	copy(p.sgxTCB[:], ext.TCB.CPUSvnComponents)
-	p.pceSVN = ext.TCB.PCESvn
+	copy(p.SGXTCB[:], ext.TCB.CPUSvnComponents)
+	p.PCESVN = ext.TCB.PCESvn
 	return p, parseOptionalSGXFields(leaf, &p)
 }
 
@@ -166,7 +166,7 @@ type sgxField struct {
 
 // parseOptionalSGXFields reads the SGX type and, on platform CA
 // certificates, the platform instance ID and configuration flags.
-func parseOptionalSGXFields(leaf *x509.Certificate, p *platformInfo) error {
+func parseOptionalSGXFields(leaf *x509.Certificate, p *PlatformInfo) error {
 	var fields []sgxField
 	for _, e := range leaf.Extensions {
 		if e.Id.Equal(pcs.OidSgxExtension) {
@@ -181,9 +181,9 @@ func parseOptionalSGXFields(leaf *x509.Certificate, p *platformInfo) error {
 		case f.ID.Equal(oidSGXType):
 			var t asn1.Enumerated
 			_, err = asn1.Unmarshal(f.Value.FullBytes, &t)
-			p.sgxType = int(t)
+			p.SGXType = int(t)
 		case f.ID.Equal(oidPlatformInstanceID):
-			_, err = asn1.Unmarshal(f.Value.FullBytes, &p.instanceID)
+			_, err = asn1.Unmarshal(f.Value.FullBytes, &p.InstanceID)
 		case f.ID.Equal(oidConfiguration):
 			err = parseConfiguration(f.Value.FullBytes, p)
 		}
@@ -194,21 +194,21 @@ func parseOptionalSGXFields(leaf *x509.Certificate, p *platformInfo) error {
 	return nil
 }
 
-func parseConfiguration(der []byte, p *platformInfo) error {
+func parseConfiguration(der []byte, p *PlatformInfo) error {
 	var flags []sgxField
 	if _, err := asn1.Unmarshal(der, &flags); err != nil {
 		return err
 	}
-	p.hasConfig = true
+	p.HasConfig = true
 	for _, f := range flags {
 		var dst *bool
 		switch {
 		case f.ID.Equal(oidDynamicPlatform):
-			dst = &p.dynamicPlatform
+			dst = &p.DynamicPlatform
 		case f.ID.Equal(oidCachedKeys):
-			dst = &p.cachedKeys
+			dst = &p.CachedKeys
 		case f.ID.Equal(oidSMTEnabled):
-			dst = &p.smtEnabled
+			dst = &p.SMTEnabled
 		default:
 			continue
 		}
@@ -222,15 +222,15 @@ func parseConfiguration(der []byte, p *platformInfo) error {
 // verifySignatures checks that the chain's CA verifies to one of roots and
 // the leaf to the CA. It returns the trusted root; time validity and
 // revocation are checked per evaluation.
-func (c *pckChain) verifySignatures(roots []*x509.Certificate) (*x509.Certificate, error) {
-	root := trustedRoot(c.root, roots)
+func (c *PCKChain) verifySignatures(roots []*x509.Certificate) (*x509.Certificate, error) {
+	root := trustedRoot(c.Root, roots)
 	if root == nil {
-		return nil, fmt.Errorf("%w: root %q is not trusted", ErrPCKChain, c.root.Subject.CommonName)
+		return nil, fmt.Errorf("%w: root %q is not trusted", ErrPCKChain, c.Root.Subject.CommonName)
 	}
-	if err := checkIssued(c.intermediate, root); err != nil {
+	if err := checkIssued(c.Intermediate, root); err != nil {
 		return nil, fmt.Errorf("%w: PCK CA: %v", ErrPCKChain, err)
 	}
-	if err := checkIssued(c.leaf, c.intermediate); err != nil {
+	if err := checkIssued(c.Leaf, c.Intermediate); err != nil {
 		return nil, fmt.Errorf("%w: PCK leaf: %v", ErrPCKChain, err)
 	}
 	return root, nil

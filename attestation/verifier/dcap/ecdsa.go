@@ -1,4 +1,4 @@
-package tdx
+package dcap
 
 import (
 	"bytes"
@@ -7,18 +7,22 @@ import (
 	"crypto/sha256"
 )
 
-// verifyP256 checks a raw r||s ECDSA P-256 signature over SHA-256(msg), the
+// ECDSASize is the size of a raw P-256 signature r||s and of a raw public
+// key x||y, as DCAP quotes and collateral carry them.
+const ECDSASize = 64
+
+// VerifyP256 checks a raw r||s ECDSA P-256 signature over SHA-256(msg), the
 // only signature scheme of DCAP quotes and collateral.
-func verifyP256(key *ecdsa.PublicKey, msg, sig []byte) bool {
-	if len(sig) != ecdsaSize {
+func VerifyP256(key *ecdsa.PublicKey, msg, sig []byte) bool {
+	if len(sig) != ECDSASize {
 		return false
 	}
 	h := sha256.Sum256(msg)
-	return ecdsa.VerifyASN1(key, h[:], rawToASN1(sig))
+	return ecdsa.VerifyASN1(key, h[:], RawToASN1(sig))
 }
 
-// rawToASN1 DER-encodes r||s as ECDSA-Sig-Value.
-func rawToASN1(sig []byte) []byte {
+// RawToASN1 DER-encodes r||s as ECDSA-Sig-Value.
+func RawToASN1(sig []byte) []byte {
 	r, s := derInteger(sig[:32]), derInteger(sig[32:])
 	out := make([]byte, 0, 2+len(r)+len(s))
 	out = append(out, 0x30, byte(len(r)+len(s)))
@@ -35,7 +39,7 @@ func derInteger(v []byte) []byte {
 	return append(out, v...)
 }
 
-// parseRawP256 parses a raw x||y P-256 public key, checking it is on the curve.
-func parseRawP256(xy []byte) (*ecdsa.PublicKey, error) {
+// ParseRawP256 parses a raw x||y P-256 public key, checking it is on the curve.
+func ParseRawP256(xy []byte) (*ecdsa.PublicKey, error) {
 	return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append([]byte{4}, xy...))
 }

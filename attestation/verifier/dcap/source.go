@@ -1,4 +1,4 @@
-package tdx
+package dcap
 
 import (
 	"context"
@@ -48,7 +48,7 @@ func (g HTTPGetter) Get(ctx context.Context, u string) (http.Header, []byte, err
 
 // collateralSource fetches the unverified collateral of one platform.
 type collateralSource interface {
-	fetch(ctx context.Context, fmspc []byte, ca string) (*rawCollateral, error)
+	fetch(ctx context.Context, tee TEE, fmspc []byte, ca string) (*rawCollateral, error)
 }
 
 // pcsSource fetches from Intel PCS or a PCCS, which share the v4 API.
@@ -65,14 +65,14 @@ var (
 	qeIdentityChainHeaders = []string{"SGX-Enclave-Identity-Issuer-Chain"}
 )
 
-func (s *pcsSource) fetch(ctx context.Context, fmspc []byte, ca string) (*rawCollateral, error) {
+func (s *pcsSource) fetch(ctx context.Context, tee TEE, fmspc []byte, ca string) (*rawCollateral, error) {
 	var raw rawCollateral
 	var err error
-	tcbURL := fmt.Sprintf("%s/tdx/certification/v4/tcb?fmspc=%X&update=%s", s.base, fmspc, s.update)
+	tcbURL := fmt.Sprintf("%s/%s/certification/v4/tcb?fmspc=%X&update=%s", s.base, tee, fmspc, s.update)
 	if raw.tcbInfo, err = s.getSigned(ctx, tcbURL, tcbInfoChainHeaders); err != nil {
 		return nil, err
 	}
-	qeURL := fmt.Sprintf("%s/tdx/certification/v4/qe/identity?update=%s", s.base, s.update)
+	qeURL := fmt.Sprintf("%s/%s/certification/v4/qe/identity?update=%s", s.base, tee, s.update)
 	if raw.qeIdentity, err = s.getSigned(ctx, qeURL, qeIdentityChainHeaders); err != nil {
 		return nil, err
 	}
@@ -123,13 +123,13 @@ type dirSource struct {
 	dir string
 }
 
-func (s dirSource) fetch(_ context.Context, fmspc []byte, ca string) (*rawCollateral, error) {
+func (s dirSource) fetch(_ context.Context, tee TEE, fmspc []byte, ca string) (*rawCollateral, error) {
 	var raw rawCollateral
 	var err error
-	if raw.tcbInfo, err = s.readSigned(fmt.Sprintf("tcb-info-%X.json", fmspc)); err != nil {
+	if raw.tcbInfo, err = s.readSigned(fmt.Sprintf("%stcb-info-%X.json", tee.filePrefix(), fmspc)); err != nil {
 		return nil, err
 	}
-	if raw.qeIdentity, err = s.readSigned("qe-identity.json"); err != nil {
+	if raw.qeIdentity, err = s.readSigned(tee.filePrefix() + "qe-identity.json"); err != nil {
 		return nil, err
 	}
 	if raw.pckCRL, err = s.read("pck-crl-" + ca + ".der"); err != nil {

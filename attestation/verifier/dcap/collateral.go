@@ -1,4 +1,4 @@
-package tdx
+package dcap
 
 import (
 	"bytes"
@@ -23,26 +23,24 @@ type response struct {
 
 // rawCollateral is the unverified collateral for one platform.
 type rawCollateral struct {
-	tcbInfo    response // TDX TCB info of the platform's FMSPC
-	qeIdentity response // TD quoting enclave identity
+	tcbInfo    response // TCB info of the platform's FMSPC
+	qeIdentity response // identity of the quoting enclave
 	pckCRL     []byte   // CRL of the PCK platform or processor CA
 	rootCACRL  []byte   // CRL of the Intel SGX Root CA
 }
 
 const (
-	tcbInfoID         = "TDX"
 	tcbInfoVersion    = 3
-	qeIdentityID      = "TD_QE"
 	qeIdentityVersion = 2
 	tcbSigningCN      = "Intel SGX TCB Signing"
 )
 
-// collateral is verified collateral: signatures checked against the trusted
+// Collateral is verified collateral: signatures checked against the trusted
 // root, contents checked for shape. Time validity is kept as a window so a
 // cached copy can be re-checked against each evaluation's clock.
-type collateral struct {
-	tcbInfo     pcs.TcbInfo
-	qeIdentity  pcs.EnclaveIdentity
+type Collateral struct {
+	TCBInfo     pcs.TcbInfo
+	QEIdentity  pcs.EnclaveIdentity
 	rootCRL     *x509.RevocationList
 	pckCRL      *x509.RevocationList
 	rootRevoked map[string]bool // serial numbers, big-endian bytes
@@ -53,47 +51,51 @@ type collateral struct {
 	dates               dateWindow // reported in the claims
 }
 
-// signedJSON is a PCS JSON response: the signed member's exact bytes and
+// SignedJSON is a PCS JSON response: the signed member's exact bytes and
 // the raw P-256 signature over them.
-type signedJSON struct {
-	raw []byte
-	sig []byte
+type SignedJSON struct {
+	Raw []byte
+	Sig []byte
 }
 
-func splitSigned(body []byte, member string) (signedJSON, error) {
+// SplitSigned splits a PCS JSON response into its signed member and the
+// signature.
+func SplitSigned(body []byte, member string) (SignedJSON, error) {
 	var env map[string]json.RawMessage
 	if err := json.Unmarshal(body, &env); err != nil {
-		return signedJSON{}, err
+		return SignedJSON{}, err
 	}
 	raw, ok := env[member]
 	if !ok {
-		return signedJSON{}, fmt.Errorf("no %q member", member)
+		return SignedJSON{}, fmt.Errorf("no %q member", member)
 	}
 	var sigHex string
 	if err := json.Unmarshal(env["signature"], &sigHex); err != nil {
-		return signedJSON{}, fmt.Errorf("signature: %v", err)
+		return SignedJSON{}, fmt.Errorf("signature: %v", err)
 	}
 	sig, err := hex.DecodeString(sigHex)
-	if err != nil || len(sig) != ecdsaSize {
-		return signedJSON{}, fmt.Errorf("signature is not %d hex-encoded bytes", ecdsaSize)
+	if err != nil || len(sig) != ECDSASize {
+		return SignedJSON{}, fmt.Errorf("signature is not %d hex-encoded bytes", ECDSASize)
 	}
-	return signedJSON{raw: raw, sig: sig}, nil
+	return SignedJSON{Raw: raw, Sig: sig}, nil
 }
 
-func parseTCBInfoMember(raw []byte) (pcs.TcbInfo, error) {
+// ParseTCBInfo parses the signed member of a TCB info response of tee and
+// checks its shape; the signature is verifyCollateral's.
+func ParseTCBInfo(tee TEE, raw []byte) (pcs.TcbInfo, error) {
 	var info pcs.TcbInfo
 	if err := json.Unmarshal(raw, &info); err != nil {
 		return info, fmt.Errorf("%w: TCB info: %v", ErrCollateralFormat, err)
 	}
-	if err := checkTCBInfoShape(&info); err != nil {
+	if err := checkTCBInfoShape(tee, &info); err != nil {
 		return info, fmt.Errorf("%w: TCB info: %v", ErrCollateralFormat, err)
 	}
 	return info, nil
 }
 
-func checkTCBInfoShape(info *pcs.TcbInfo) error {
-	if info.ID != tcbInfoID || info.Version != tcbInfoVersion {
-		return fmt.Errorf("id %q version %d, want %q version %d", info.ID, info.Version, tcbInfoID, tcbInfoVersion)
+func checkTCBInfoShape(tee TEE, info *pcs.TcbInfo) error {
+	if info.ID != tee.tcbInfoID() || info.Version != tcbInfoVersion {
+		return fmt.Errorf("id %q version %d, want %q version %d", info.ID, info.Version, tee.tcbInfoID(), tcbInfoVersion)
 	}
 	if _, err := hex.DecodeString(info.Fmspc); err != nil {
 		return fmt.Errorf("fmspc: %v", err)
@@ -101,6 +103,23 @@ func checkTCBInfoShape(info *pcs.TcbInfo) error {
 	if _, err := hex.DecodeString(info.PceID); err != nil {
 		return fmt.Errorf("pceId: %v", err)
 	}
+	if tee == TDX {
+		if err := checkTDXModules(info); err != nil {
+			return err
+		}
+	}
+	if len(info.TcbLevels) == 0 {
+		return fmt.Errorf("no TCB levels")
+	}
+	for _, l := range info.TcbLevels {
+		if len(l.Tcb.SgxTcbcomponents) != 16 || (tee == TDX && len(l.Tcb.TdxTcbcomponents) != 16) {
+			return fmt.Errorf("TCB level without 16 SGX (and for TDX 16 TDX) components")
+		}
+	}
+	return checkLevelDates(info.TcbLevels)
+}
+
+func checkTDXModules(info *pcs.TcbInfo) error {
 	if err := checkModule(info.TdxModule.Mrsigner.Bytes, info.TdxModule.Attributes.Bytes, info.TdxModule.AttributesMask.Bytes); err != nil {
 		return fmt.Errorf("tdxModule: %v", err)
 	}
@@ -112,15 +131,7 @@ func checkTCBInfoShape(info *pcs.TcbInfo) error {
 			return err
 		}
 	}
-	if len(info.TcbLevels) == 0 {
-		return fmt.Errorf("no TCB levels")
-	}
-	for _, l := range info.TcbLevels {
-		if len(l.Tcb.SgxTcbcomponents) != 16 || len(l.Tcb.TdxTcbcomponents) != 16 {
-			return fmt.Errorf("TCB level without 16 SGX and 16 TDX components")
-		}
-	}
-	return checkLevelDates(info.TcbLevels)
+	return nil
 }
 
 func checkModule(mrsigner, attributes, mask []byte) error {
@@ -139,20 +150,22 @@ func checkLevelDates(levels []pcs.TcbLevel) error {
 	return nil
 }
 
-func parseQEIdentityMember(raw []byte) (pcs.EnclaveIdentity, error) {
+// ParseQEIdentity parses the signed member of a QE identity response of
+// tee and checks its shape.
+func ParseQEIdentity(tee TEE, raw []byte) (pcs.EnclaveIdentity, error) {
 	var id pcs.EnclaveIdentity
 	if err := json.Unmarshal(raw, &id); err != nil {
 		return id, fmt.Errorf("%w: QE identity: %v", ErrCollateralFormat, err)
 	}
-	if err := checkQEIdentityShape(&id); err != nil {
+	if err := checkQEIdentityShape(tee, &id); err != nil {
 		return id, fmt.Errorf("%w: QE identity: %v", ErrCollateralFormat, err)
 	}
 	return id, nil
 }
 
-func checkQEIdentityShape(id *pcs.EnclaveIdentity) error {
-	if id.ID != qeIdentityID || id.Version != qeIdentityVersion {
-		return fmt.Errorf("id %q version %d, want %q version %d", id.ID, id.Version, qeIdentityID, qeIdentityVersion)
+func checkQEIdentityShape(tee TEE, id *pcs.EnclaveIdentity) error {
+	if id.ID != tee.qeIdentityID() || id.Version != qeIdentityVersion {
+		return fmt.Errorf("id %q version %d, want %q version %d", id.ID, id.Version, tee.qeIdentityID(), qeIdentityVersion)
 	}
 	if len(id.Miscselect.Bytes) != 4 || len(id.MiscselectMask.Bytes) != 4 ||
 		len(id.Attributes.Bytes) != 16 || len(id.AttributesMask.Bytes) != 16 || len(id.Mrsigner.Bytes) != 32 {
@@ -164,9 +177,9 @@ func checkQEIdentityShape(id *pcs.EnclaveIdentity) error {
 	return checkLevelDates(id.TcbLevels)
 }
 
-// parseCRL accepts a CRL as DER, PEM or hex-encoded DER: PCS, PCCS and
+// ParseCRL accepts a CRL as DER, PEM or hex-encoded DER: PCS, PCCS and
 // saved files differ.
-func parseCRL(b []byte) (*x509.RevocationList, error) {
+func ParseCRL(b []byte) (*x509.RevocationList, error) {
 	if block, _ := pem.Decode(b); block != nil {
 		b = block.Bytes
 	} else if h, err := hex.DecodeString(strings.TrimSpace(string(b))); err == nil {
@@ -181,13 +194,13 @@ func parseCRL(b []byte) (*x509.RevocationList, error) {
 
 // verifyCollateral checks raw collateral for the platform of chain against
 // the trusted root at time now.
-func verifyCollateral(raw *rawCollateral, chain *pckChain, root *x509.Certificate, now time.Time) (*collateral, error) {
-	c := &collateral{}
+func verifyCollateral(tee TEE, raw *rawCollateral, chain *PCKChain, root *x509.Certificate, now time.Time) (*Collateral, error) {
+	c := &Collateral{}
 	var err error
 	if c.rootCRL, err = verifyCRL(raw.rootCACRL, root, "root CA"); err != nil {
 		return nil, err
 	}
-	if c.pckCRL, err = verifyCRL(raw.pckCRL, chain.intermediate, "PCK"); err != nil {
+	if c.pckCRL, err = verifyCRL(raw.pckCRL, chain.Intermediate, "PCK"); err != nil {
 		return nil, err
 	}
 	c.rootRevoked, c.pckRevoked = revokedSerials(c.rootCRL), revokedSerials(c.pckCRL)
@@ -201,13 +214,13 @@ func verifyCollateral(raw *rawCollateral, chain *pckChain, root *x509.Certificat
 		return nil, fmt.Errorf("QE identity: %w", err)
 	}
 	c.signers = []*x509.Certificate{tcbSigner, qeSigner}
-	if c.tcbInfo, err = parseTCBInfoMember(tcbRaw); err != nil {
+	if c.TCBInfo, err = ParseTCBInfo(tee, tcbRaw); err != nil {
 		return nil, err
 	}
-	if c.qeIdentity, err = parseQEIdentityMember(qeRaw); err != nil {
+	if c.QEIdentity, err = ParseQEIdentity(tee, qeRaw); err != nil {
 		return nil, err
 	}
-	if err := c.matchPlatform(&chain.platform); err != nil {
+	if err := c.matchPlatform(&chain.Platform); err != nil {
 		return nil, err
 	}
 	c.computeWindow()
@@ -216,7 +229,7 @@ func verifyCollateral(raw *rawCollateral, chain *pckChain, root *x509.Certificat
 
 // verifyCRL checks that the CRL was signed by issuer.
 func verifyCRL(der []byte, issuer *x509.Certificate, name string) (*x509.RevocationList, error) {
-	crl, err := parseCRL(der)
+	crl, err := ParseCRL(der)
 	if err != nil {
 		return nil, fmt.Errorf("%s CRL: %w", name, err)
 	}
@@ -244,8 +257,8 @@ func isRevoked(revoked map[string]bool, cert *x509.Certificate) bool {
 // verifySigned checks a signed JSON response: its signing certificate must
 // be Intel's TCB signing certificate issued by the trusted root and not
 // revoked, and its signature must cover the member's exact bytes.
-func (c *collateral) verifySigned(r response, member string, root *x509.Certificate, signers signerCache) (*x509.Certificate, []byte, error) {
-	s, err := splitSigned(r.body, member)
+func (c *Collateral) verifySigned(r response, member string, root *x509.Certificate, signers signerCache) (*x509.Certificate, []byte, error) {
+	s, err := SplitSigned(r.body, member)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrCollateralFormat, err)
 	}
@@ -257,10 +270,10 @@ func (c *collateral) verifySigned(r response, member string, root *x509.Certific
 		return nil, nil, fmt.Errorf("%w: signing certificate %x is revoked", ErrCollateralSignature, signer.SerialNumber)
 	}
 	key, ok := signer.PublicKey.(*ecdsa.PublicKey)
-	if !ok || !verifyP256(key, s.raw, s.sig) {
+	if !ok || !VerifyP256(key, s.Raw, s.Sig) {
 		return nil, nil, fmt.Errorf("%w: signature over %s does not verify", ErrCollateralSignature, member)
 	}
-	return signer, s.raw, nil
+	return signer, s.Raw, nil
 }
 
 // signerCache remembers verified issuer chains: TCB info and QE identity
@@ -271,17 +284,17 @@ func (s signerCache) get(chain []byte, root *x509.Certificate) (*x509.Certificat
 	if cert, ok := s[string(chain)]; ok {
 		return cert, nil
 	}
-	cert, err := tcbSigner(chain, root)
+	cert, err := TCBSigner(chain, root)
 	if err == nil {
 		s[string(chain)] = cert
 	}
 	return cert, err
 }
 
-// tcbSigner finds the TCB signing certificate in an issuer chain and checks
+// TCBSigner finds the TCB signing certificate in an issuer chain and checks
 // that the trusted root issued it.
-func tcbSigner(chain []byte, root *x509.Certificate) (*x509.Certificate, error) {
-	certs, err := parsePEMCerts(unescapeChain(chain))
+func TCBSigner(chain []byte, root *x509.Certificate) (*x509.Certificate, error) {
+	certs, err := ParsePEMCerts(unescapeChain(chain))
 	if err != nil {
 		return nil, fmt.Errorf("%w: issuer chain: %v", ErrCollateralFormat, err)
 	}
@@ -298,24 +311,24 @@ func tcbSigner(chain []byte, root *x509.Certificate) (*x509.Certificate, error) 
 }
 
 // matchPlatform checks that the TCB info was issued for the platform.
-func (c *collateral) matchPlatform(p *platformInfo) error {
-	fmspc, _ := hex.DecodeString(c.tcbInfo.Fmspc)
-	pceID, _ := hex.DecodeString(c.tcbInfo.PceID)
-	if !bytes.Equal(fmspc, p.fmspc) || !bytes.Equal(pceID, p.pceID) {
+func (c *Collateral) matchPlatform(p *PlatformInfo) error {
+	fmspc, _ := hex.DecodeString(c.TCBInfo.Fmspc)
+	pceID, _ := hex.DecodeString(c.TCBInfo.PceID)
+	if !bytes.Equal(fmspc, p.FMSPC) || !bytes.Equal(pceID, p.PCEID) {
 		return fmt.Errorf("%w: TCB info is for FMSPC %s PCE %s, platform has %x %x",
-			ErrTCBInfoMismatch, c.tcbInfo.Fmspc, c.tcbInfo.PceID, p.fmspc, p.pceID)
+			ErrTCBInfoMismatch, c.TCBInfo.Fmspc, c.TCBInfo.PceID, p.FMSPC, p.PCEID)
 	}
 	return nil
 }
 
 // computeWindow records when every item is valid and the dates the claims
 // report.
-func (c *collateral) computeWindow() {
+func (c *Collateral) computeWindow() {
 	var w dateWindow
 	w.add(c.rootCRL.ThisUpdate, c.rootCRL.NextUpdate)
 	w.add(c.pckCRL.ThisUpdate, c.pckCRL.NextUpdate)
-	w.add(c.tcbInfo.IssueDate, c.tcbInfo.NextUpdate)
-	w.add(c.qeIdentity.IssueDate, c.qeIdentity.NextUpdate)
+	w.add(c.TCBInfo.IssueDate, c.TCBInfo.NextUpdate)
+	w.add(c.QEIdentity.IssueDate, c.QEIdentity.NextUpdate)
 	for _, s := range c.signers {
 		w.add(s.NotBefore, s.NotAfter)
 	}
@@ -323,7 +336,7 @@ func (c *collateral) computeWindow() {
 }
 
 // checkTime reports the first item that is not valid at now.
-func (c *collateral) checkTime(now time.Time) error {
+func (c *Collateral) checkTime(now time.Time) error {
 	if !now.Before(c.notBefore) && !now.After(c.notAfter) {
 		return nil
 	}
@@ -333,8 +346,8 @@ func (c *collateral) checkTime(now time.Time) error {
 	}{
 		{"root CA CRL", c.rootCRL.ThisUpdate, c.rootCRL.NextUpdate},
 		{"PCK CRL", c.pckCRL.ThisUpdate, c.pckCRL.NextUpdate},
-		{"TCB info", c.tcbInfo.IssueDate, c.tcbInfo.NextUpdate},
-		{"QE identity", c.qeIdentity.IssueDate, c.qeIdentity.NextUpdate},
+		{"TCB info", c.TCBInfo.IssueDate, c.TCBInfo.NextUpdate},
+		{"QE identity", c.QEIdentity.IssueDate, c.QEIdentity.NextUpdate},
 		{"TCB info signing certificate", c.signers[0].NotBefore, c.signers[0].NotAfter},
 		{"QE identity signing certificate", c.signers[1].NotBefore, c.signers[1].NotAfter},
 	}
