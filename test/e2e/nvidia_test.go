@@ -58,6 +58,16 @@ func gpuReferenceValues(t *testing.T) map[string]any {
 	}
 }
 
+// registerGPUReferenceValues registers gpuReferenceValues with kbs-client
+// (admin: its global flags and config's), as an RVPS message in dir.
+func registerGPUReferenceValues(t *testing.T, admin []string, dir string) {
+	rv, _ := json.Marshal(gpuReferenceValues(t))
+	msg, _ := json.Marshal(map[string]string{"version": "0.1.0", "type": "sample", "payload": base64.StdEncoding.EncodeToString(rv)})
+	msgFile := filepath.Join(dir, "rv.json")
+	os.WriteFile(msgFile, msg, 0o600)
+	mustClient(t, append(admin, "set-reference-value", "--message-file", msgFile)...)
+}
+
 // TestVerifyOfflineNvidia verifies Trustee's Hopper report (with the
 // nonce it answers) against NVIDIA's pinned device root, appraised by the
 // default GPU policy with and without reference values.
@@ -93,19 +103,8 @@ func TestVerifyOfflineNvidia(t *testing.T) {
 // additional evidence, bound as Trustee binds device evidence. A resource
 // policy requiring an affirming CPU and GPU releases only once both are.
 func TestKBSReleasesToCPUAndGPU(t *testing.T) {
-	fx := testutil.Fixtures(t)
 	iss := ccaIssuer(t)
-	gpu, err := nvidiatest.New(hopperReport(t), nvidiatest.Validity{NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	roots := filepath.Join(dir, "gpu-roots.pem")
-	os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: gpu.Root.Raw}), 0o600)
-	data := t.TempDir()
-	cfg, url := kbsConfig(t, data, "http", "[attestation_service.verifiers]\ncca_store_dir = \""+filepath.Join(fx, ccaData, "conf")+
-		"\"\nnvidia_roots = \""+roots+"\"\n")
-	k := startKBS(t, cfg, url, data, nil)
+	k, url, gpu, dir := deviceKBS(t, "")
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/gpu", []byte("for the CPU and its GPU"))
 	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
 	policy := filepath.Join(dir, "both.rego")
@@ -127,11 +126,7 @@ allow if {
 	if _, err := fetch(gpu); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
 		t.Fatalf("GPU without reference values: %v, want PolicyDeny", err)
 	}
-	rv, _ := json.Marshal(gpuReferenceValues(t))
-	msg, _ := json.Marshal(map[string]string{"version": "0.1.0", "type": "sample", "payload": base64.StdEncoding.EncodeToString(rv)})
-	msgFile := filepath.Join(dir, "rv.json")
-	os.WriteFile(msgFile, msg, 0o600)
-	mustClient(t, append(admin, "set-reference-value", "--message-file", msgFile)...)
+	registerGPUReferenceValues(t, admin, dir)
 
 	got, err := fetch(gpu)
 	if err != nil || string(got) != "for the CPU and its GPU" {
@@ -151,4 +146,21 @@ type staleGPU struct{ *nvidiatest.GPU }
 
 func (g staleGPU) Evidence(ctx context.Context, _ []byte) (json.RawMessage, error) {
 	return g.GPU.Evidence(ctx, make([]byte, 48))
+}
+
+// deviceKBS starts the kbs binary (extra: more configuration) verifying
+// CCA tokens with Trustee's stores and GPUs of a test GPU's root; dir is
+// a directory for the caller's files.
+func deviceKBS(t *testing.T, extra string) (k *proc, url string, gpu *nvidiatest.GPU, dir string) {
+	gpu, err := nvidiatest.New(hopperReport(t), nvidiatest.Validity{NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	roots := filepath.Join(dir, "gpu-roots.pem")
+	os.WriteFile(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: gpu.Root.Raw}), 0o600)
+	data := t.TempDir()
+	cfg, url := kbsConfig(t, data, "http", extra+"[attestation_service.verifiers]\ncca_store_dir = \""+
+		filepath.Join(testutil.Fixtures(t), ccaData, "conf")+"\"\nnvidia_roots = \""+roots+"\"\n")
+	return startKBS(t, cfg, url, data, nil), url, gpu, dir
 }

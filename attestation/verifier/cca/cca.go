@@ -42,10 +42,19 @@ type Options struct {
 // Verifier implements verifier.Verifier for Arm CCA.
 type Verifier struct {
 	opts Options
+	// platforms are the platform tokens whose signature verified, by
+	// SHA-256: a platform signs one token per boot (its challenge is the
+	// hash of the RAK) and every realm on it sends that token.
+	platforms *verifier.Cache[[32]byte, struct{}]
 }
 
+// maxPlatforms bounds the verified platform token cache.
+const maxPlatforms = 4096
+
 // New returns a CCA verifier.
-func New(o Options) *Verifier { return &Verifier{opts: o} }
+func New(o Options) *Verifier {
+	return &Verifier{opts: o, platforms: verifier.NewCache[[32]byte, struct{}](maxPlatforms)}
+}
 
 // Evaluate verifies CCA evidence and returns its claims, device class cpu.
 func (v *Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
@@ -103,8 +112,8 @@ func (v *Verifier) verifySignatures(t *Token) error {
 	if !bytes.Equal(cpak.ImplementationID, t.Platform.ImplementationID) {
 		return ErrImplementationMismatch
 	}
-	if err := verifySign1(t.PlatformMessage, cpak.Key); err != nil {
-		return fmt.Errorf("%w: %v", ErrPlatformSignature, err)
+	if err := v.verifyPlatform(t, cpak.Key); err != nil {
+		return err
 	}
 	rak, err := t.Realm.rak()
 	if err != nil {
@@ -116,6 +125,19 @@ func (v *Verifier) verifySignatures(t *Token) error {
 	if !bytes.Equal(hashOf(t.Realm.PublicKeyHashAlgorithm, t.Realm.PublicKey), t.Platform.Challenge) {
 		return ErrRAKBinding
 	}
+	return nil
+}
+
+// verifyPlatform checks the platform token's signature, once per token.
+func (v *Verifier) verifyPlatform(t *Token, cpak *ecdsa.PublicKey) error {
+	key := sha256.Sum256(t.PlatformRaw)
+	if _, ok := v.platforms.Get(key); ok {
+		return nil
+	}
+	if err := verifySign1(t.PlatformMessage, cpak); err != nil {
+		return fmt.Errorf("%w: %v", ErrPlatformSignature, err)
+	}
+	v.platforms.Put(key, struct{}{})
 	return nil
 }
 

@@ -306,3 +306,23 @@ func TestEvidenceForms(t *testing.T) {
 		}
 	}
 }
+
+// TestCachedPlatform: a platform token verified once is not verified
+// again, but every realm token is, with its binding to the platform.
+func TestCachedPlatform(t *testing.T) {
+	v := fixtureVerifier(t)
+	rd := make([]byte, 48)
+	i := issuer(t)
+	if _, err := v.VerifyToken(mustToken(t, i, verifier.Fit(rd, 64)), verifier.Expected{ReportData: rd}); err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	i.RAK = otherKey
+	if _, err := v.VerifyToken(mustToken(t, i, verifier.Fit(rd, 64)), verifier.Expected{ReportData: rd}); !errors.Is(err, ErrRealmSignature) {
+		t.Errorf("realm signed by another key: %v", err)
+	}
+	i.Realm[ccatest.LabelRAK], _ = cbor.Marshal(uncompressed(otherKey))
+	if _, err := v.VerifyToken(mustToken(t, i, verifier.Fit(rd, 64)), verifier.Expected{ReportData: rd}); !errors.Is(err, ErrRAKBinding) {
+		t.Errorf("RAK not the platform's: %v", err)
+	}
+}

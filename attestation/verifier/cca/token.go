@@ -30,6 +30,8 @@ const (
 // Token is a decoded CCA attestation token: both signed messages and their
 // claims, nothing verified yet.
 type Token struct {
+	// PlatformRaw is the platform token's encoding.
+	PlatformRaw     []byte
 	PlatformMessage *cose.Sign1Message
 	RealmMessage    *cose.Sign1Message
 	Platform        PlatformClaims
@@ -122,7 +124,7 @@ func ParseToken(b []byte) (*Token, error) {
 	if len(coll.Platform) == 0 || len(coll.Realm) == 0 {
 		return nil, fmt.Errorf("%w: platform and realm tokens are both required", ErrCollection)
 	}
-	t := &Token{}
+	t := &Token{PlatformRaw: coll.Platform}
 	var err error
 	if t.PlatformMessage, err = parseSign1(coll.Platform, "platform"); err != nil {
 		return nil, err

@@ -50,8 +50,8 @@ type Options struct {
 type Verifier struct {
 	opts  Options
 	hrk   *caCert
-	kds   *kdsClient                            // nil when DisableKDS
-	valid *bounded[[sha256.Size]byte, *csvCert] // verified chains, by digest of HSK ‖ CEK ‖ PEK
+	kds   *kdsClient                                   // nil when DisableKDS
+	valid *verifier.Cache[[sha256.Size]byte, *csvCert] // verified chains, by digest of HSK ‖ CEK ‖ PEK
 }
 
 // maxChains bounds the verified-chain cache (one entry per chip and PEK).
@@ -59,7 +59,7 @@ const maxChains = 4096
 
 // New returns a Verifier.
 func New(opts Options) (*Verifier, error) {
-	v := &Verifier{opts: opts, valid: newBounded[[sha256.Size]byte, *csvCert](maxChains)}
+	v := &Verifier{opts: opts, valid: verifier.NewCache[[sha256.Size]byte, *csvCert](maxChains)}
 	var err error
 	if opts.HRK == nil {
 		v.hrk, err = builtinHRK()
@@ -140,14 +140,14 @@ func (v *Verifier) endorse(ctx context.Context, ev *Evidence) (*csvCert, error) 
 	h.Write(ev.PEK)
 	var key [sha256.Size]byte
 	h.Sum(key[:0])
-	if pek, ok := v.valid.get(key); ok {
+	if pek, ok := v.valid.Get(key); ok {
 		return pek, nil
 	}
 	pek, err := v.verifyChain(hsk, cek, ev.PEK)
 	if err != nil {
 		return nil, err
 	}
-	v.valid.put(key, pek)
+	v.valid.Put(key, pek)
 	return pek, nil
 }
 

@@ -206,7 +206,7 @@ func TestTamper(t *testing.T) {
 	}
 	check := func(name string, i int, e *Evidence) {
 		t.Helper()
-		v.valid = newBounded[[sha256.Size]byte, *csvCert](1) // verify every chain again
+		v.valid = verifier.NewCache[[sha256.Size]byte, *csvCert](1) // verify every chain again
 		if _, err := v.Verify(ctx, e, expect(rd)); err == nil {
 			t.Fatalf("%s byte %d flipped: accepted", name, i)
 		}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )
 
 const hskCEKSize = caCertSize + csvCertSize
@@ -81,14 +83,14 @@ type kdsClient struct {
 	base     string
 	http     *http.Client
 	cacheDir string
-	mem      *bounded[string, []byte]
+	mem      *verifier.Cache[string, []byte]
 }
 
 // maxKDSCache bounds the fetched pairs kept in memory (one per chip).
 const maxKDSCache = 4096
 
 func newKDSClient(o Options) *kdsClient {
-	k := &kdsClient{base: o.KDSURL, http: o.HTTPClient, cacheDir: o.CacheDir, mem: newBounded[string, []byte](maxKDSCache)}
+	k := &kdsClient{base: o.KDSURL, http: o.HTTPClient, cacheDir: o.CacheDir, mem: verifier.NewCache[string, []byte](maxKDSCache)}
 	if k.base == "" {
 		k.base = DefaultKDSURL
 	}
@@ -102,7 +104,7 @@ func newKDSClient(o Options) *kdsClient {
 // size is right; the chain check decides whether they are genuine, and a
 // pair that fails it costs nothing but a failed verification.
 func (k *kdsClient) get(ctx context.Context, chip string) ([]byte, error) {
-	if b, ok := k.mem.get(chip); ok {
+	if b, ok := k.mem.Get(chip); ok {
 		return b, nil
 	}
 	if k.cacheDir != "" {
@@ -114,7 +116,7 @@ func (k *kdsClient) get(ctx context.Context, chip string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.mem.put(chip, b)
+	k.mem.Put(chip, b)
 	if k.cacheDir != "" {
 		// A cache that cannot be written only costs a fetch next time.
 		p := hskCEKPath(k.cacheDir, chip)

@@ -2,6 +2,7 @@ package nvidia
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
@@ -54,34 +55,68 @@ func ParseChain(b []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// verifyChain checks that the chain ends in a trusted root, that every
-// certificate is signed by the next and valid at now, and that the
-// attestation key's certificate names the report's firmware.
-// The caller has checked there are at least two.
-func verifyChain(certs []*x509.Certificate, roots map[[32]byte]bool, now time.Time, fwid string) error {
+// chain is what a verified chain vouches for: the attestation key, the
+// firmware it names (or why none) and when every certificate is valid.
+type chain struct {
+	key                 *ecdsa.PublicKey
+	fwid                string
+	fwidErr             error
+	notBefore, notAfter time.Time
+}
+
+// verifyChain checks that the chain ends in a trusted root and that every
+// certificate is signed by the next; the caller checks the validity period
+// and the FWID against the report.
+func verifyChain(certs []*x509.Certificate, roots map[[32]byte]bool) (*chain, error) {
+	if len(certs) < 2 {
+		return nil, ErrChainLength
+	}
 	root := certs[len(certs)-1]
 	if !roots[sha256.Sum256(root.Raw)] {
-		return fmt.Errorf("%w: %s", ErrUntrustedRoot, root.Subject)
+		return nil, fmt.Errorf("%w: %s", ErrUntrustedRoot, root.Subject)
 	}
+	key, ok := certs[0].PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%w: attestation key is not ECDSA", ErrSignature)
+	}
+	ch := &chain{key: key, notBefore: root.NotBefore, notAfter: root.NotAfter}
 	for i, c := range certs {
-		if now.Before(c.NotBefore) || now.After(c.NotAfter) {
-			return fmt.Errorf("%w: %s is not valid at %s", ErrChain, c.Subject, now.Format(time.RFC3339))
-		}
-		parent := root
-		if i+1 < len(certs) {
-			parent = certs[i+1]
-		}
+		ch.notBefore, ch.notAfter = latest(ch.notBefore, c.NotBefore), earliest(ch.notAfter, c.NotAfter)
+		parent := certs[min(i+1, len(certs)-1)]
 		// This also refuses a parent that is not a CA.
 		if err := c.CheckSignatureFrom(parent); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrChain, c.Subject, err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrChain, c.Subject, err)
 		}
 	}
-	got, err := certFWID(certs[0])
-	if err != nil {
-		return err
+	ch.fwid, ch.fwidErr = certFWID(certs[0])
+	return ch, nil
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
 	}
-	if got != fwid {
-		return fmt.Errorf("%w: certificate %s, report %s", ErrFWID, got, fwid)
+	return a
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// check refuses a chain not valid at now or whose key is not for fwid.
+func (ch *chain) check(now time.Time, fwid string) error {
+	if now.Before(ch.notBefore) || now.After(ch.notAfter) {
+		return fmt.Errorf("%w: a certificate is not valid at %s (chain valid %s to %s)", ErrChain,
+			now.Format(time.RFC3339), ch.notBefore.Format(time.RFC3339), ch.notAfter.Format(time.RFC3339))
+	}
+	if ch.fwidErr != nil {
+		return ch.fwidErr
+	}
+	if ch.fwid != fwid {
+		return fmt.Errorf("%w: certificate %s, report %s", ErrFWID, ch.fwid, fwid)
 	}
 	return nil
 }

@@ -56,13 +56,17 @@ type Options struct {
 
 // Verifier implements verifier.Verifier for NVIDIA GPUs.
 type Verifier struct {
-	now   func() time.Time
-	roots map[[32]byte]bool
+	now    func() time.Time
+	roots  map[[32]byte]bool
+	chains *verifier.Cache[[32]byte, *chain] // verified chains, by SHA-256 of the PEM
 }
+
+// maxChains bounds the verified-chain cache: one chain per GPU.
+const maxChains = 4096
 
 // New returns an NVIDIA verifier.
 func New(o Options) *Verifier {
-	v := &Verifier{now: o.Now, roots: map[[32]byte]bool{}}
+	v := &Verifier{now: o.Now, roots: map[[32]byte]bool{}, chains: verifier.NewCache[[32]byte, *chain](maxChains)}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -112,17 +116,14 @@ func (v *Verifier) VerifyDevice(d Device, want verifier.Expected) (verifier.Clai
 	if err != nil {
 		return nil, fmt.Errorf("%w: certificate: %v", ErrEvidenceJSON, err)
 	}
-	certs, err := ParseChain(pemChain)
+	ch, err := v.chain(pemChain)
 	if err != nil {
 		return nil, err
 	}
-	if len(certs) < 2 {
-		return nil, ErrChainLength
-	}
-	if err := verifySignature(certs[0], report); err != nil {
+	if err := verifySignature(ch.key, report); err != nil {
 		return nil, err
 	}
-	if err := verifyChain(certs, v.roots, v.now(), report.FWID); err != nil {
+	if err := ch.check(v.now(), report.FWID); err != nil {
 		return nil, err
 	}
 	// The driver sends the first 32 bytes of the report data as the nonce.
@@ -130,6 +131,25 @@ func (v *Verifier) VerifyDevice(d Device, want verifier.Expected) (verifier.Clai
 		return nil, ErrNonce
 	}
 	return claimsOf(d, report), nil
+}
+
+// chain verifies a PEM chain once: a GPU presents the same chain with
+// every report.
+func (v *Verifier) chain(pemChain []byte) (*chain, error) {
+	key := sha256.Sum256(pemChain)
+	if ch, ok := v.chains.Get(key); ok {
+		return ch, nil
+	}
+	certs, err := ParseChain(pemChain)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := verifyChain(certs, v.roots)
+	if err != nil {
+		return nil, err
+	}
+	v.chains.Put(key, ch)
+	return ch, nil
 }
 
 // decodeReport accepts the report in hex (the original form) or base64.
@@ -145,11 +165,7 @@ func decodeReport(s string) (*Report, error) {
 
 // verifySignature checks the raw P-384 signature over SHA-384 of the
 // request and response.
-func verifySignature(cert *x509.Certificate, r *Report) error {
-	key, ok := cert.PublicKey.(*ecdsa.PublicKey)
-	if !ok {
-		return fmt.Errorf("%w: attestation key is not ECDSA", ErrSignature)
-	}
+func verifySignature(key *ecdsa.PublicKey, r *Report) error {
 	d := sha512.Sum384(r.Signed)
 	sr := new(big.Int).SetBytes(r.Signature[:signatureLen/2])
 	ss := new(big.Int).SetBytes(r.Signature[signatureLen/2:])

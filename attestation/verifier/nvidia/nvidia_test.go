@@ -204,3 +204,32 @@ func TestEvidenceForms(t *testing.T) {
 		}
 	}
 }
+
+// TestCachedChain: a chain verified once is not verified again, but its
+// validity period and FWID are still checked against each report.
+func TestCachedChain(t *testing.T) {
+	g := testGPU(t, valid)
+	now := time.Now()
+	v := nvidia.New(nvidia.Options{Roots: []*x509.Certificate{g.Root}, Now: func() time.Time { return now }})
+	rd := make([]byte, 32)
+	verify := func() error {
+		ev, err := g.Evidence(context.Background(), rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = v.Evaluate(context.Background(), ev, verifier.Expected{ReportData: rd})
+		return err
+	}
+	if err := verify(); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Hour)
+	if err := verify(); !errors.Is(err, nvidia.ErrChain) {
+		t.Errorf("cached chain past its attestation key's validity: %v, want ErrChain", err)
+	}
+	now = now.Add(-2 * time.Hour)
+	g.Report = withFWID(t, g.Report)
+	if err := verify(); !errors.Is(err, nvidia.ErrFWID) {
+		t.Errorf("cached chain, report of other firmware: %v, want ErrFWID", err)
+	}
+}

@@ -184,7 +184,7 @@ func (v *Verifier) endorse(r *Report, want Product, certs CertChain) (*endorseme
 	if len(der) == 0 {
 		return nil, fmt.Errorf("%w: the report is signed by the %v", ErrNoEndorsementKey, r.Signer())
 	}
-	e, cached := v.keys.get(der)
+	e, cached := v.keys.Get(string(der))
 	if !cached || e.signer != r.Signer() {
 		var err error
 		if e, err = parseEndorsement(der, r.Signer()); err != nil {
@@ -211,7 +211,7 @@ func (v *Verifier) endorse(r *Report, want Product, certs CertChain) (*endorseme
 		verified := *e
 		verified.ica = ica
 		e = &verified
-		v.keys.put(der, e)
+		v.keys.Put(string(der), e)
 	}
 	if err := checkValidity(v.opts.Now(), rt.ark, ica, e.cert); err != nil {
 		return nil, err
@@ -224,7 +224,7 @@ func (v *Verifier) checkARK(rt *roots, der []byte) error {
 	if bytes.Equal(der, rt.ark.Raw) {
 		return nil
 	}
-	if c, ok := v.cas.get(der); ok && c.Subject.CommonName == rt.ark.Subject.CommonName {
+	if c, ok := v.cas.Get(string(der)); ok && c.Subject.CommonName == rt.ark.Subject.CommonName {
 		return nil
 	}
 	c, err := x509.ParseCertificate(der)
@@ -234,7 +234,7 @@ func (v *Verifier) checkARK(rt *roots, der []byte) error {
 	if c.Subject.CommonName != rt.ark.Subject.CommonName || c.CheckSignatureFrom(rt.ark) != nil {
 		return fmt.Errorf("%w: supplied ARK %q", ErrUntrustedRoot, c.Subject.CommonName)
 	}
-	v.cas.put(der, c)
+	v.cas.Put(string(der), c)
 	return nil
 }
 
@@ -251,7 +251,7 @@ func (v *Verifier) intermediate(rt *roots, signer abi.ReportSigner, der []byte) 
 		return builtin, nil
 	}
 	name := intermediateName(signer, rt.product)
-	if c, ok := v.cas.get(der); ok && c.Subject.CommonName == name {
+	if c, ok := v.cas.Get(string(der)); ok && c.Subject.CommonName == name {
 		return c, nil
 	}
 	c, err := x509.ParseCertificate(der)
@@ -264,7 +264,7 @@ func (v *Verifier) intermediate(rt *roots, signer abi.ReportSigner, der []byte) 
 	if err := c.CheckSignatureFrom(rt.ark); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrIntermediateSignature, name, err)
 	}
-	v.cas.put(der, c)
+	v.cas.Put(string(der), c)
 	return c, nil
 }
 

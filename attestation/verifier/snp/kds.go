@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )
 
 // DefaultKDSURL is AMD's Key Distribution Service.
@@ -37,14 +39,14 @@ type kdsClient struct {
 	attempts   int
 	backoff    time.Duration
 	maxBackoff time.Duration
-	mem        *cache[[]byte]
+	mem        *verifier.Cache[string, []byte]
 	flight     singleflight.Group
 }
 
 // vcek returns the DER VCEK for the chip and TCB of r.
 func (k *kdsClient) vcek(ctx context.Context, r *Report, p Product) ([]byte, error) {
 	rel := storePath(r)
-	if der, ok := k.mem.get([]byte(rel)); ok {
+	if der, ok := k.mem.Get(rel); ok {
 		return der, nil
 	}
 	if k.cacheDir != "" {
@@ -53,7 +55,7 @@ func (k *kdsClient) vcek(ctx context.Context, r *Report, p Product) ([]byte, err
 			return nil, err
 		}
 		if der != nil {
-			k.mem.put([]byte(rel), der)
+			k.mem.Put(rel, der)
 			return der, nil
 		}
 	}
@@ -63,7 +65,7 @@ func (k *kdsClient) vcek(ctx context.Context, r *Report, p Product) ([]byte, err
 		return nil, err
 	}
 	der := v.([]byte)
-	k.mem.put([]byte(rel), der)
+	k.mem.Put(rel, der)
 	k.store(rel, der)
 	return der, nil
 }

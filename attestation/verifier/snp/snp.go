@@ -62,9 +62,9 @@ type Options struct {
 type Verifier struct {
 	opts  Options
 	roots map[Product]*roots
-	kds   *kdsClient                // nil when DisableKDS
-	keys  *cache[*endorsement]      // verified VCEKs/VLEKs by DER
-	cas   *cache[*x509.Certificate] // supplied ARKs/ASKs verified against the roots, by DER
+	kds   *kdsClient                                 // nil when DisableKDS
+	keys  *verifier.Cache[string, *endorsement]      // verified VCEKs/VLEKs by DER
+	cas   *verifier.Cache[string, *x509.Certificate] // supplied ARKs/ASKs verified against the roots, by DER
 }
 
 // New returns a Verifier.
@@ -76,7 +76,7 @@ func New(opts Options) (*Verifier, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	v := &Verifier{opts: opts, roots: rts, keys: newCache[*endorsement](), cas: newCache[*x509.Certificate]()}
+	v := &Verifier{opts: opts, roots: rts, keys: verifier.NewCache[string, *endorsement](maxCached), cas: verifier.NewCache[string, *x509.Certificate](maxCached)}
 	if !opts.DisableKDS {
 		v.kds = newKDSClient(opts)
 	}
@@ -85,7 +85,7 @@ func New(opts Options) (*Verifier, error) {
 
 func newKDSClient(o Options) *kdsClient {
 	k := &kdsClient{base: o.KDSURL, http: o.HTTPClient, cacheDir: o.CacheDir,
-		attempts: o.KDSAttempts, backoff: o.KDSBackoff, maxBackoff: o.KDSMaxBackoff, mem: newCache[[]byte]()}
+		attempts: o.KDSAttempts, backoff: o.KDSBackoff, maxBackoff: o.KDSMaxBackoff, mem: verifier.NewCache[string, []byte](maxCached)}
 	if k.base == "" {
 		k.base = DefaultKDSURL
 	}
