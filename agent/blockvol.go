@@ -162,27 +162,21 @@ const blankBytes = 1 << 20
 
 // openDevices opens the request's devices the policy names as encrypted
 // volumes and mounts them in the container (spec); guestSpec drops the
-// host's device entries.
+// host's device entries. A device of the spec the policy names that comes
+// without its disk is refused: the container would write to its rootfs.
 func (a *Agent) openDevices(ctx context.Context, r *pb.CreateContainerRequest, spec *specs.Spec) error {
-	if len(r.Devices) == 0 {
+	if spec.Linux == nil || len(spec.Linux.Devices) == 0 {
 		return nil
 	}
-	v, err := a.cfg.Policy.Value(ctx, "encrypted_volumes")
-	if err != nil || v == nil {
+	vols, err := a.encryptedVolumes(ctx)
+	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(v)
-	var vols map[string]encryptedVolume
-	if err := json.Unmarshal(b, &vols); err != nil {
-		return fmt.Errorf("%w: the policy's encrypted_volumes: %v", ErrInvalidArgument, err)
-	}
+	opened := map[string]bool{}
 	for _, d := range r.Devices {
 		vol, ok := vols[d.ContainerPath]
 		if !ok || d.Type != StorageDriverBlock {
 			continue
-		}
-		if !path.IsAbs(vol.MountPoint) || vol.Key == "" {
-			return fmt.Errorf("%w: encrypted volume %s: a key and an absolute mount_point are required", ErrInvalidArgument, d.ContainerPath)
 		}
 		mp := LocalPath + "/pv-" + base64.URLEncoding.EncodeToString([]byte(d.VmPath))
 		if err := a.openVolume(ctx, d.VmPath, mp, vol); err != nil {
@@ -190,8 +184,33 @@ func (a *Agent) openDevices(ctx context.Context, r *pb.CreateContainerRequest, s
 		}
 		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: path.Clean(vol.MountPoint), Source: mp, Type: "bind",
 			Options: []string{"rbind", "rw"}})
+		opened[d.ContainerPath] = true
+	}
+	for _, d := range spec.Linux.Devices {
+		if _, ok := vols[d.Path]; ok && !opened[d.Path] {
+			return fmt.Errorf("%w: encrypted volume %s: no disk for it in the request", ErrInvalidArgument, d.Path)
+		}
 	}
 	return nil
+}
+
+// encryptedVolumes reads the policy's encrypted_volumes.
+func (a *Agent) encryptedVolumes(ctx context.Context) (map[string]encryptedVolume, error) {
+	v, err := a.cfg.Policy.Value(ctx, "encrypted_volumes")
+	if err != nil || v == nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(v)
+	var vols map[string]encryptedVolume
+	if err := json.Unmarshal(b, &vols); err != nil {
+		return nil, fmt.Errorf("%w: the policy's encrypted_volumes: %v", ErrInvalidArgument, err)
+	}
+	for dev, vol := range vols {
+		if !path.IsAbs(vol.MountPoint) || vol.Key == "" {
+			return nil, fmt.Errorf("%w: encrypted volume %s: a key and an absolute mount_point are required", ErrInvalidArgument, dev)
+		}
+	}
+	return vols, nil
 }
 
 // openVolume opens the device at PCI path pci as the pod's storage mp,

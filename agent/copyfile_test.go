@@ -15,7 +15,13 @@ import (
 
 func testAgent(t testing.TB) *Agent {
 	t.Helper()
-	e, err := policy.New(context.Background(), policy.AllowAll())
+	return testAgentWith(t, policy.AllowAll())
+}
+
+// testAgentWith is an agent under the policy rego.
+func testAgentWith(t testing.TB, rego string) *Agent {
+	t.Helper()
+	e, err := policy.New(context.Background(), rego)
 	if err != nil {
 		t.Fatal(err)
 	}
