@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/mount"
@@ -36,13 +37,25 @@ const (
 // Snapshotter wraps a snapshotter, typically overlay.
 type Snapshotter struct {
 	snapshots.Snapshotter
-	images *regexp.Regexp
+	images    *regexp.Regexp
+	hydrator  Hydrator
+	hydrating sync.Mutex
+}
+
+// Hydrator is where the snapshotter finds the content of layers an image
+// pulled in the guest left empty, when an image unpacked on the host needs
+// them (hydrate.go). Without Layers such an unpack is refused
+// (ErrSharedWithGuestPull); without Images a container of an image made
+// only of such layers gets them empty.
+type Hydrator struct {
+	Images Images
+	Layers Layers
 }
 
 // New wraps sn; images selects the image references pulled in the guest
 // (nil: every image CRI pulls).
-func New(sn snapshots.Snapshotter, images *regexp.Regexp) *Snapshotter {
-	return &Snapshotter{Snapshotter: sn, images: images}
+func New(sn snapshots.Snapshotter, images *regexp.Regexp, h Hydrator) *Snapshotter {
+	return &Snapshotter{Snapshotter: sn, images: images, hydrator: h}
 }
 
 // Prepare answers a CRI layer unpack of a selected image with an empty,
@@ -58,6 +71,9 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	}
 	target, image := info.Labels[labelTargetRef], info.Labels[labelImageRef]
 	if target == "" || image == "" {
+		if err := s.hydrateForContainer(ctx, key, parent); err != nil {
+			return nil, err
+		}
 		return s.Snapshotter.Prepare(ctx, key, parent, opts...)
 	}
 	if s.images != nil && !s.images.MatchString(image) {
@@ -81,25 +97,36 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	return nil, fmt.Errorf("layer %s of %s is pulled in the guest: %w", info.Labels[labelLayer], image, errdefs.ErrAlreadyExists)
 }
 
+// View is Prepare's read-only twin: a view of an image unpacked on the
+// host gets the layers it shares with an image pulled in the guest.
+func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	if err := s.hydrateForContainer(ctx, key, parent); err != nil {
+		return nil, err
+	}
+	return s.Snapshotter.View(ctx, key, parent, opts...)
+}
+
 // ErrSharedWithGuestPull: a layer of an image unpacked on the host would
-// be unpacked over layers left empty for an image pulled in the guest.
-// containerd names a layer snapshot by its chain ID alone, so it took those
-// empty placeholders for the shared layers, which were never fetched.
+// be unpacked over layers left empty for an image pulled in the guest,
+// whose content the snapshotter could not fetch. containerd names a layer
+// snapshot by its chain ID alone, so it took those empty placeholders for
+// the shared layers, which were never fetched.
 var ErrSharedWithGuestPull = errors.New("layers shared with an image pulled in the guest")
 
-// realParents refuses a host unpack whose parent chain holds a guest-pull
-// placeholder: the layer would land on an empty root filesystem.
+// realParents gives a host unpack whose parent chain holds guest-pull
+// placeholders their content, or refuses it: the layer would land on an
+// empty root filesystem.
 func (s *Snapshotter) realParents(ctx context.Context, parent, image string) error {
-	for parent != "" {
-		info, err := s.Snapshotter.Stat(ctx, parent)
-		if err != nil {
-			return err
-		}
-		if guest, ok := info.Labels[labelGuestPull]; ok {
-			return fmt.Errorf("%w: %s would be unpacked over layer %s, left empty for %s: remove that image (crictl rmi) and pull %s first, or let --images select both: %w",
-				ErrSharedWithGuestPull, image, info.Labels[labelTargetRef], guest, image, errdefs.ErrFailedPrecondition)
-		}
-		parent = info.Parent
+	empty, err := s.placeholders(ctx, parent)
+	if err != nil || len(empty) == 0 {
+		return err
+	}
+	if s.hydrator.Layers != nil {
+		err = s.hydrate(ctx, image, empty)
+	}
+	if err != nil || s.hydrator.Layers == nil {
+		return fmt.Errorf("%w: %s would be unpacked over layer %s, left empty for %s (%v): remove that image (crictl rmi) and pull %s first, or let --images select both: %w",
+			ErrSharedWithGuestPull, image, empty[0].Labels[labelTargetRef], empty[0].Labels[labelGuestPull], err, image, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/containerd/containerd/mount"
 )
 
 func TestLinkImageFS(t *testing.T) {
@@ -39,5 +41,24 @@ func TestLinkImageFS(t *testing.T) {
 	}
 	if fi, err := os.Lstat(ImageFSPath(ctrd3)); err != nil || !fi.IsDir() {
 		t.Fatalf("hand-made directory replaced: %v, %v", fi, err)
+	}
+}
+
+func TestFirstLower(t *testing.T) {
+	for _, tc := range []struct {
+		ms   []mount.Mount
+		want string
+	}{
+		{[]mount.Mount{{Type: "bind", Source: "/s/snapshots/3/fs", Options: []string{"ro", "rbind"}}}, "/s/snapshots/3/fs"},
+		{[]mount.Mount{{Type: "overlay", Source: "overlay", Options: []string{"index=off", "lowerdir=/s/snapshots/5/fs:/s/snapshots/3/fs"}}}, "/s/snapshots/5/fs"},
+	} {
+		if got, err := firstLower(tc.ms); err != nil || got != tc.want {
+			t.Errorf("%v: %q %v, want %q", tc.ms, got, err, tc.want)
+		}
+	}
+	for _, ms := range [][]mount.Mount{nil, {{Type: "overlay", Options: []string{"upperdir=/u"}}}, {{Type: "bind", Source: "/a"}, {Type: "bind", Source: "/b"}}} {
+		if got, err := firstLower(ms); err == nil {
+			t.Errorf("%v: %q, want an error", ms, got)
+		}
 	}
 }

@@ -31,6 +31,7 @@ func main() {
 	root := flag.String("root", "", "where the overlay snapshots live (default: <containerd-root>/io.containerd.snapshotter.v1.cocoon; elsewhere, that path becomes a link to it)")
 	address := flag.String("address", "/run/cocoon-snapshotter/snapshotter.sock", "the gRPC socket containerd connects to")
 	images := flag.String("images", "", "regular expression of the image references pulled in the guest (default: all)")
+	ctrd := flag.String("containerd-address", "/run/containerd/containerd.sock", "containerd's socket: which images it unpacked on the host (with --images), to give them the layers an image pulled in the guest left empty")
 	flag.Parse()
 	if *root == "" {
 		*root = snapshotter.ImageFSPath(*containerdRoot)
@@ -39,13 +40,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cocoon-snapshotter: the CRI image filesystem path:", err)
 		os.Exit(1)
 	}
-	if err := run(*root, *address, *images); err != nil {
+	if err := run(*root, *address, *images, *ctrd); err != nil {
 		fmt.Fprintln(os.Stderr, "cocoon-snapshotter:", err)
 		os.Exit(1)
 	}
 }
 
-func run(root, address, images string) error {
+func run(root, address, images, containerdAddress string) error {
 	var re *regexp.Regexp
 	if images != "" {
 		var err error
@@ -69,7 +70,13 @@ func run(root, address, images string) error {
 		return err
 	}
 	srv := grpc.NewServer()
-	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(snapshotter.New(sn, re)))
+	ci, err := snapshotter.NewContainerdImages(containerdAddress)
+	if err != nil {
+		return fmt.Errorf("--containerd-address: %w", err)
+	}
+	defer ci.Close()
+	h := snapshotter.Hydrator{Images: ci, Layers: snapshotter.NewRegistryLayers()}
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(snapshotter.New(sn, re, h)))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {

@@ -231,7 +231,8 @@ func (c *Cluster) startContainerd(t testing.TB, kernel, initrd string) {
 	sock := filepath.Join(snapDir, "s.sock")
 	ctrdDir := filepath.Join(c.dir, "containerd")
 	c.run(t, "cocoon-snapshotter", false, testutil.Bin(t, "cocoon-snapshotter"), "--root", filepath.Join(snapDir, "root"),
-		"--containerd-root", filepath.Join(ctrdDir, "root"), "--address", sock, "--images", "^"+strings.ReplaceAll(c.Registry, ".", `\.`)+"/guest/")
+		"--containerd-root", filepath.Join(ctrdDir, "root"), "--containerd-address", filepath.Join(ctrdDir, "c.sock"), "--address", sock,
+		"--images", "^"+strings.ReplaceAll(c.Registry, ".", `\.`)+"/guest/")
 	c.waitFor(t, 20*time.Second, "cocoon-snapshotter's socket", func() (bool, error) { return exists(sock), nil })
 
 	cfgDir := filepath.Join(c.dir, "shim")
