@@ -85,13 +85,7 @@ func verifyRefusals(t *testing.T, base []string, cases map[string]refusal) {
 // the platform part vouches for (the fixture has its private key).
 func ccaIssuer(t *testing.T) *ccatest.Issuer {
 	t.Helper()
-	fx := testutil.Fixtures(t)
-	rak, err := ccatest.LoadKey(filepath.Join(fx, ccaData, "misc/rak-priv.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, _ := os.ReadFile(filepath.Join(fx, ccaData, "misc/cca-example-token.cbor"))
-	iss, err := ccatest.FromToken(token, rak)
+	iss, err := ccatest.FromTrustee(filepath.Join(testutil.Fixtures(t), ccaData))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,11 +44,7 @@ func fixtureVerifier(t testing.TB) *Verifier {
 // issuer re-issues the example token's realm part with the fixture's RAK.
 func issuer(t testing.TB) *ccatest.Issuer {
 	t.Helper()
-	rak, err := ccatest.LoadKey(fixturePath(t, ccaData+"/misc/rak-priv.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	i, err := ccatest.FromToken(exampleToken(t), rak)
+	i, err := ccatest.FromTrustee(fixturePath(t, ccaData))
 	if err != nil {
 		t.Fatal(err)
 	}

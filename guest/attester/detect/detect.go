@@ -1,5 +1,5 @@
 // Package detect finds the TEE the guest runs in and opens its attester,
-// in guest-components' order: TDX, SNP, TPM, else the sample TEE.
+// in guest-components' order: TDX, SNP, CCA, TPM, else the sample TEE.
 package detect
 
 import (
@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/cocoon-cc/cocoon/guest/attester"
+	"github.com/cocoon-cc/cocoon/guest/attester/cca"
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
 	"github.com/cocoon-cc/cocoon/guest/attester/snp"
 	"github.com/cocoon-cc/cocoon/guest/attester/tdx"
@@ -24,7 +25,7 @@ var ErrUnknownTee = errors.New("detect: unsupported TEE")
 
 // Options configure Open.
 type Options struct {
-	// Tee overrides detection: "sample", "snp", "tdx" or "tpm"; empty or
+	// Tee overrides detection: "sample", "snp", "tdx", "cca" or "tpm"; empty or
 	// "auto" detects.
 	Tee string
 	// Root prefixes every probed path ("/" when empty), so tests can
@@ -52,6 +53,8 @@ func Detect(o Options) protocol.Tee {
 		return protocol.TeeTDX
 	case exists(o.path(snp.DefaultDevice)) || providers["sev_guest"]:
 		return protocol.TeeSNP
+	case providers[cca.Provider]:
+		return protocol.TeeCCA
 	case exists(o.path(tpm.DefaultTPM)):
 		return protocol.TeeTPM
 	}
@@ -93,6 +96,8 @@ func Open(ctx context.Context, o Options) (a attester.Attester, close func() err
 		return snp.New(snp.Options{Root: o.Root}), nop, nil
 	case protocol.TeeTDX:
 		return tdx.New(tdx.Options{Root: o.Root, AAELPath: o.AAELPath}), nop, nil
+	case protocol.TeeCCA:
+		return cca.New(cca.Options{Root: o.Root}), nop, nil
 	}
-	return nil, nil, fmt.Errorf("%w %q (want sample, snp, tdx or tpm)", ErrUnknownTee, o.Tee)
+	return nil, nil, fmt.Errorf("%w %q (want sample, snp, tdx, cca or tpm)", ErrUnknownTee, o.Tee)
 }

@@ -31,6 +31,7 @@ func TestDetect(t *testing.T) {
 		{"tdx provider", map[string]string{"/sys/kernel/config/tsm/report/e/provider": "tdx_guest\n"}, protocol.TeeTDX},
 		{"sev-guest", map[string]string{"/dev/sev-guest": ""}, protocol.TeeSNP},
 		{"sev provider", map[string]string{"/sys/kernel/config/tsm/report/e/provider": "sev_guest\n"}, protocol.TeeSNP},
+		{"cca provider", map[string]string{"/sys/kernel/config/tsm/report/e/provider": "arm_cca_guest\n"}, protocol.TeeCCA},
 		{"tpm", map[string]string{"/dev/tpmrm0": ""}, protocol.TeeTPM},
 		{"tdx before tpm", map[string]string{"/dev/tpmrm0": "", "/dev/tdx_guest": ""}, protocol.TeeTDX},
 	} {
@@ -48,7 +49,7 @@ func TestOpenOverride(t *testing.T) {
 	root := t.TempDir()
 	touch(t, root, "/dev/sev-guest", "")
 	for tee, want := range map[string]protocol.Tee{"": protocol.TeeSNP, "auto": protocol.TeeSNP,
-		"sample": protocol.TeeSample, "tdx": protocol.TeeTDX} {
+		"sample": protocol.TeeSample, "tdx": protocol.TeeTDX, "cca": protocol.TeeCCA} {
 		a, closeFn, err := Open(context.Background(), Options{Tee: tee, Root: root})
 		if err != nil || a.Tee() != want {
 			t.Fatalf("Open(%q) = %v, %v; want %s", tee, a, err, want)

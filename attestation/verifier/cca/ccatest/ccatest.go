@@ -11,12 +11,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/veraison/go-cose"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/guest/attester/cca"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
@@ -64,6 +66,20 @@ func FromToken(token []byte, rak *ecdsa.PrivateKey) (*Issuer, error) {
 	return i, nil
 }
 
+// FromTrustee takes Trustee's example token and RAK from its CCA test
+// data directory (deps/verifier/test_data/cca).
+func FromTrustee(dir string) (*Issuer, error) {
+	rak, err := LoadKey(filepath.Join(dir, "misc/rak-priv.json"))
+	if err != nil {
+		return nil, err
+	}
+	token, err := os.ReadFile(filepath.Join(dir, "misc/cca-example-token.cbor"))
+	if err != nil {
+		return nil, err
+	}
+	return FromToken(token, rak)
+}
+
 // Token is a CCA token whose realm challenge is challenge (64 bytes).
 func (i *Issuer) Token(challenge []byte) ([]byte, error) {
 	claims := make(map[int64]cbor.RawMessage, len(i.Realm))
@@ -98,16 +114,8 @@ func (i *Issuer) Token(challenge []byte) ([]byte, error) {
 	return cbor.Marshal(cbor.Tag{Number: 399, Content: map[int64][]byte{44234: i.Platform, 44241: realm}})
 }
 
-// Evidence is the token as guest-components' CCA attester sends it: a
-// JSON array of byte values.
-func Evidence(token []byte) json.RawMessage {
-	n := make([]int, len(token))
-	for i, b := range token {
-		n[i] = int(b)
-	}
-	b, _ := json.Marshal(map[string][]int{"token": n})
-	return b
-}
+// Evidence is the token as guest-components' CCA attester sends it.
+func Evidence(token []byte) json.RawMessage { return cca.EncodeEvidence(token) }
 
 // Attester is an attester.Attester that answers with re-issued tokens.
 type Attester struct{ *Issuer }
