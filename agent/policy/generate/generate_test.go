@@ -269,6 +269,13 @@ func TestRecordedRequest(t *testing.T) {
 			r["storages"] = append(r["storages"].([]any), map[string]any{"driver": "local", "source": "local", "fstype": "local",
 				"mount_point": "/run/kata-containers/sandbox/storage/other", "options": []any{}, "fs_group": nil, "shared": false, "driver_options": []any{}})
 		}, "storages: "},
+		"scratch disk": {func(r map[string]any) { scratchDisk(r) }, ""},
+		"scratch disk key": {func(r map[string]any) {
+			scratchDisk(r)["driver_options"] = []any{"encryption_key=kbs:///default/k/k", "create_filesystem"}
+		}, "storages: "},
+		"scratch disk path": {func(r map[string]any) {
+			scratchDisk(r)["mount_point"] = "/run/kata-containers/sandbox/storage/scratch"
+		}, "storages: "},
 		"container id":  {func(r map[string]any) { r["container_id"] = ".*" }, "container_id"},
 		"field missing": {func(r map[string]any) { delete(at(r, "OCI", "Process").(map[string]any), "Env") }, "OCI.Process.Env"},
 	} {
@@ -290,6 +297,17 @@ func TestRecordedRequest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// scratchDisk makes the request's disk emptyDir (/scratch) what a VM pod's
+// shim sends: an encrypted scratch disk at PCI path 10/00.
+func scratchDisk(r map[string]any) map[string]any {
+	s := at(r, "storages", 1).(map[string]any)
+	s["driver"], s["source"], s["fstype"], s["options"], s["shared"] = "blk", "10/00", "ext4", []any{}, true
+	s["mount_point"] = "/run/kata-containers/sandbox/storage/MTAvMDA="
+	s["driver_options"] = []any{"encryption_key=ephemeral", "create_filesystem"}
+	at(r, "OCI", "Mounts", 6).(map[string]any)["source"] = s["mount_point"]
+	return s
 }
 
 func setEnv(r map[string]any, name, value string) {

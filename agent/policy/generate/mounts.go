@@ -119,6 +119,15 @@ func (b *builder) mounts(c *corev1.Container, pc *Container) error {
 			}
 			m.Source = "^" + regexp.QuoteMeta(s.MountPoint) + "$"
 			pc.Storages = append(pc.Storages, s)
+			if vs.EmptyDir.Medium != corev1.StorageMediumMemory {
+				// A VM pod's is a scratch disk encrypted in the guest,
+				// mounted at the base64url of its PCI path
+				// (runtime/shim/disks.go); rules.rego checks the rest.
+				m.Source = "^" + regexp.QuoteMeta(localDir) + "/(" + regexp.QuoteMeta(v.Name) + "|[A-Za-z0-9_-]+=*)$"
+				if d := (Storage{Driver: "blk", Fstype: "ext4", MountPoint: localDir, Options: "^$", FSGroup: fsGroup}); !slices.Contains(pc.Storages, d) {
+					pc.Storages = append(pc.Storages, d)
+				}
+			}
 		case vs.HostPath != nil:
 			// The guest gives it an empty directory of its own.
 			m.Source = "^" + regexp.QuoteMeta(path.Clean(vs.HostPath.Path)) + "$"

@@ -244,6 +244,22 @@ storage_allowed(s) if {
 	count(s.driver_options) == 0
 }
 
+# A VM pod's disk emptyDir: a scratch disk the guest encrypts under a key
+# of its own (Kata's block-encrypted storage), found by its PCI path and
+# mounted at the base64url of it.
+storage_allowed(s) if {
+	some p in p_container.storages
+	p.driver == "blk"
+	s.driver == "blk"
+	regex.match(`^[0-9a-f]{2}(/[0-9a-f]{2}){0,7}$`, s.source)
+	s.fstype == p.fstype
+	s.mount_point == concat("/", [p.mount_point, base64url.encode(s.source)])
+	count(s.options) == 0
+	fs_group_allowed(s.fs_group, p.fs_group)
+	s.shared == true
+	sort(s.driver_options) == ["create_filesystem", "encryption_key=ephemeral"]
+}
+
 fs_group_allowed(g, _) if is_null(g)
 
 fs_group_allowed(g, want) if {
