@@ -117,7 +117,7 @@ func (b *builder) container(ctx context.Context, c *corev1.Container) (*Containe
 	if err != nil {
 		return nil, err
 	}
-	pc := &Container{Image: img.Ref, Terminal: c.TTY, SandboxPidns: b.spec.ShareProcessNamespace != nil && *b.spec.ShareProcessNamespace,
+	pc := &Container{Image: img.Ref, Terminal: c.TTY, Stdin: c.Stdin, SandboxPidns: b.spec.ShareProcessNamespace != nil && *b.spec.ShareProcessNamespace,
 		Sysctls: map[string]string{}}
 	if pc.Env, err = b.env(c, img); err != nil {
 		return nil, err

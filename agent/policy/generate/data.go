@@ -39,6 +39,7 @@ type Container struct {
 	NoNewPrivileges bool              `json:"no_new_privileges"`
 	ReadonlyRoot    bool              `json:"readonly_root"`
 	Terminal        bool              `json:"terminal"`
+	Stdin           bool              `json:"stdin"` // kubectl attach may write to it
 	SandboxPidns    bool              `json:"sandbox_pidns"`
 	Sysctls         map[string]string `json:"sysctls"`
 	MaskedPaths     []string          `json:"masked_paths"`   // at least these

@@ -19,8 +19,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 	"gopkg.in/yaml.v3"
@@ -95,6 +97,8 @@ func Generate(ctx context.Context, m *Manifests, opts Options) ([]*Pod, error) {
 		switch opts.Format {
 		case "", FormatCocoon:
 			p.Policy, err = cocoonPolicy(pd)
+		case FormatKata:
+			p.Policy, err = kataPolicy(pd)
 		default:
 			err = fmt.Errorf("%w: format %q (cocoon or kata)", ErrOptions, opts.Format)
 		}
@@ -117,7 +121,7 @@ func Generate(ctx context.Context, m *Manifests, opts Options) ([]*Pod, error) {
 // cocoonPolicy is the rules with the pod's data, as genpolicy ends its
 // policies with policy_data (which Trustee and the KBS read back).
 func cocoonPolicy(pd *PolicyData) (string, error) {
-	b, err := json.MarshalIndent(pd, "", "  ")
+	b, err := json.Marshal(pd)
 	if err != nil {
 		return "", err
 	}
@@ -168,14 +172,36 @@ func initdataDoc(policy string, opts *Options) (string, error) {
 			return "", fmt.Errorf("%w: %w", ErrOptions, err)
 		}
 	}
-	doc, err := tomlText(map[string]any{"version": initdata.Version, "algorithm": "sha384", "data": data})
+	var doc strings.Builder
+	fmt.Fprintf(&doc, "version = %q\nalgorithm = \"sha384\"\n\n[data]\n", initdata.Version)
+	for _, k := range sortedKeys(data) {
+		v, err := tomlString(data[k])
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&doc, "%q = %s\n", k, v)
+	}
+	d, err := initdata.Parse([]byte(doc.String()))
+	if err != nil || !maps.Equal(d.Data, data) {
+		return "", fmt.Errorf("%w: the generated initdata does not read back (%v)", ErrOptions, err)
+	}
+	return doc.String(), nil
+}
+
+// tomlString is s as a TOML value: a multi-line literal string, which
+// keeps the text as it is for people reading the annotation, when s allows.
+func tomlString(s string) (string, error) {
+	if !utf8.ValidString(s) {
+		return "", fmt.Errorf("%w: initdata text must be UTF-8", ErrOptions)
+	}
+	if !strings.Contains(s, "'''") && !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 && r != '\n' && r != '\t' || r == 0x7f }) {
+		return "'''\n" + s + "'''", nil
+	}
+	b, err := tomlText(map[string]string{"v": s})
 	if err != nil {
 		return "", err
 	}
-	if _, err := initdata.Parse([]byte(doc)); err != nil {
-		return "", fmt.Errorf("%w: the generated initdata: %w", ErrOptions, err)
-	}
-	return doc, nil
+	return strings.TrimSuffix(strings.TrimPrefix(b, "v = "), "\n"), nil
 }
 
 func tomlKBS(opts *Options, certKey string) map[string]any {

@@ -180,7 +180,13 @@ func deploymentPolicy(t *testing.T, im *images, opts Options) (*Pod, string) {
 // the host could make to it, naming the field.
 func TestRecordedRequest(t *testing.T) {
 	im := testImages(t)
-	pod, image := deploymentPolicy(t, im, Options{})
+	for _, format := range []string{FormatCocoon, FormatKata} {
+		t.Run(format, func(t *testing.T) { testRecordedRequest(t, im, format) })
+	}
+}
+
+func testRecordedRequest(t *testing.T, im *images, format string) {
+	pod, image := deploymentPolicy(t, im, Options{Format: format})
 	if strings.Contains(pod.Policy, "s3cret") {
 		t.Fatal("the policy carries the Secret's value")
 	}
@@ -339,7 +345,8 @@ func TestExecAndLogs(t *testing.T) {
 	for _, tc := range []struct {
 		opts        Options
 		other, logs bool
-	}{{Options{}, false, false}, {Options{AllowExec: true, AllowLogs: true}, true, true}} {
+	}{{Options{}, false, false}, {Options{AllowExec: true, AllowLogs: true}, true, true},
+		{Options{Format: FormatKata}, false, false}, {Options{Format: FormatKata, AllowExec: true, AllowLogs: true}, true, true}} {
 		pod, image := deploymentPolicy(t, im, tc.opts)
 		e := engine(t, pod.Policy)
 		r := recorded(t, image)
@@ -370,6 +377,10 @@ func TestExecAndLogs(t *testing.T) {
 		if err := check(t, e, "ReadStreamRequest", map[string]any{"container_id": r["container_id"], "exec_id": "probe", "len": 10}); (err == nil) != tc.logs {
 			t.Errorf("read stream (allow logs %v): %v", tc.logs, err)
 		}
+		write := map[string]any{"container_id": r["container_id"], "exec_id": "probe", "data": []any{104}}
+		if err := check(t, e, "WriteStreamRequest", write); (err == nil) != tc.other {
+			t.Errorf("write to an exec's stdin (allow exec %v): %v", tc.other, err)
+		}
 		for path, ok := range map[string]bool{
 			"/run/kata-containers/shared/containers/" + r["container_id"].(string) + "-29e75738b2f06d31-cfg/..data/greeting": true,
 			"/run/kata-containers/shared/containers/" + r["container_id"].(string) + "-29e75738b2f06d31-cfg/../../x":         false,
@@ -379,6 +390,43 @@ func TestExecAndLogs(t *testing.T) {
 			if err := check(t, e, "CopyFileRequest", in); (err == nil) != ok {
 				t.Errorf("copy %s: %v", path, err)
 			}
+		}
+	}
+}
+
+// TestNetworkRequests: the pod's network as the shim describes it is
+// allowed, never on loopback.
+func TestNetworkRequests(t *testing.T) {
+	im := testImages(t)
+	pod, _ := deploymentPolicy(t, im, Options{})
+	for _, tc := range []struct {
+		rule   string
+		change func(r map[string]any)
+		ok     bool
+	}{
+		{"UpdateInterfaceRequest", func(map[string]any) {}, true},
+		{"UpdateInterfaceRequest", func(r map[string]any) { at(r, "interface").(map[string]any)["name"] = "lo" }, false},
+		{"UpdateInterfaceRequest", func(r map[string]any) { at(r, "interface").(map[string]any)["raw_flags"] = 0x11043 }, true}, // a CNI veth's
+		{"UpdateInterfaceRequest", func(r map[string]any) { at(r, "interface").(map[string]any)["raw_flags"] = 0x1143 }, false}, // PROMISC
+		{"UpdateRoutesRequest", func(map[string]any) {}, true},
+		{"UpdateRoutesRequest", func(r map[string]any) { at(r, "routes", "Routes", 0).(map[string]any)["source"] = "127.0.0.1" }, false},
+		{"UpdateRoutesRequest", func(r map[string]any) { at(r, "routes", "Routes", 0).(map[string]any)["device"] = "lo" }, false},
+		{"AddARPNeighborsRequest", func(map[string]any) {}, true},
+		{"AddARPNeighborsRequest", func(r map[string]any) {
+			at(r, "neighbors", "ARPNeighbors", 0, "toIPAddress").(map[string]any)["address"] = "::1"
+		}, false},
+	} {
+		b, err := os.ReadFile("../testdata/input/" + tc.rule + ".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r map[string]any
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatal(err)
+		}
+		tc.change(r)
+		if err := check(t, engine(t, pod.Policy), tc.rule, r); (err == nil) != tc.ok {
+			t.Errorf("%s %v: %v", tc.rule, r, err)
 		}
 	}
 }
@@ -551,6 +599,23 @@ func FuzzReasons(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg string) {
 		if got := strings.Join(Reasons(msg), "; "); got != msg {
 			t.Fatalf("%q joins back to %q", msg, got)
+		}
+	})
+}
+
+// FuzzTOMLString: any text written into initdata reads back as it was.
+func FuzzTOMLString(f *testing.F) {
+	for _, s := range []string{"package agent_policy\n", "a'", "a''", "'''", "x\r\ny", "\x00", `"\"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := tomlString(s)
+		if err != nil {
+			return // not UTF-8: TOML cannot hold it
+		}
+		d, err := initdata.Parse([]byte("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"k\" = " + v + "\n"))
+		if err != nil || d.Data["k"] != s {
+			t.Fatalf("%q: %v, read back %q", s, err, d.Data["k"])
 		}
 	})
 }

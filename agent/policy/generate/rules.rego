@@ -7,6 +7,15 @@
 # stated positively: a field the input lacks fails its check.
 package agent_policy
 
+import future.keywords.contains
+import future.keywords.every
+import future.keywords.if
+import future.keywords.in
+
+# The pod's expectations, in this package's layout (data.go). A policy in
+# Kata's layout (--format kata) defines pod from genpolicy's policy_data.
+pod := policy_data
+
 default CreateSandboxRequest := true
 
 default DestroySandboxRequest := true
@@ -25,23 +34,14 @@ default PauseContainerRequest := true
 
 default ResumeContainerRequest := true
 
-default WriteStreamRequest := true
-
-default CloseStdinRequest := true
 
 default TtyWinResizeRequest := true
 
 default UpdateContainerRequest := true
 
-default UpdateInterfaceRequest := true
-
-default UpdateRoutesRequest := true
-
 default ListInterfacesRequest := true
 
 default ListRoutesRequest := true
-
-default AddARPNeighborsRequest := true
 
 default OnlineCPUMemRequest := true
 
@@ -60,7 +60,58 @@ StartContainerRequest if data.pstate[concat("", ["container:", input.container_i
 # The containers' output (kubectl logs) only when the pod's author allowed it.
 default ReadStreamRequest := false
 
-ReadStreamRequest if policy_data.allow_logs == true
+ReadStreamRequest if pod.allow_logs == true
+
+# A process's standard input: kubectl exec's, or a container's that has one
+# (kubectl attach).
+default WriteStreamRequest := false
+
+WriteStreamRequest if stdin_allowed
+
+default CloseStdinRequest := false
+
+CloseStdinRequest if stdin_allowed
+
+stdin_allowed if pod.allow_exec == true
+
+stdin_allowed if {
+	created := data.pstate[concat("", ["exec:", input.container_id])]
+	pod.containers[created.name].stdin == true
+	input.exec_id == input.container_id
+}
+
+# The pod's network as the runtime describes it, never on loopback.
+default UpdateInterfaceRequest := false
+
+UpdateInterfaceRequest if {
+	i := input.interface
+	i.name != "lo"
+	i.hwAddr != "00:00:00:00:00:00"
+	# At most UP, BROADCAST, RUNNING, NOARP, MULTICAST, LOWER_UP and DORMANT:
+	# never LOOPBACK, POINTOPOINT or PROMISC.
+	bits.and(i.raw_flags, bits.negate(200899)) == 0
+}
+
+default UpdateRoutesRequest := false
+
+UpdateRoutesRequest if {
+	every r in input.routes.Routes {
+		r.device != "lo"
+		not loopback(r.source)
+	}
+}
+
+default AddARPNeighborsRequest := false
+
+AddARPNeighborsRequest if {
+	every n in input.neighbors.ARPNeighbors {
+		n.device != "lo"
+		n.toIPAddress.mask == ""
+		not loopback(n.toIPAddress.address)
+	}
+}
+
+loopback(a) if regex.match(`^(127\.[0-9.]+|(0{0,4}:){1,7}0{0,3}1|0\.0\.0\.0)$`, a)
 
 # Files the shim copies in (volumes, /etc/hosts, ...) go under the shared
 # directory, named after a container; symlinks stay inside their volume.
@@ -88,15 +139,18 @@ copied_link_ok(i) if {
 default ExecProcessRequest := false
 
 ExecProcessRequest if {
+	is_null(input.string_user)
+	input.process.SelinuxLabel == ""
+	input.process.ApparmorProfile == ""
 	created := data.pstate[concat("", ["exec:", input.container_id])]
 	as_run(input.process) == created.process
 	exec_allowed(created.name, input.process.Args)
 }
 
-exec_allowed(_, _) if policy_data.allow_exec == true
+exec_allowed(_, _) if pod.allow_exec == true
 
 exec_allowed(name, args) if {
-	some command in policy_data.containers[name].exec_commands
+	some command in pod.containers[name].exec_commands
 	command == args
 }
 
@@ -117,7 +171,7 @@ i_anno := object.get(input, ["OCI", "Annotations"], {})
 
 i_name := object.get(i_anno, "io.kubernetes.cri.container-name", "")
 
-p_container := policy_data.containers[i_name]
+p_container := pod.containers[i_name]
 
 default create_allowed := false
 
@@ -133,6 +187,7 @@ create_message := sprintf("container %s is not in the pod's policy", [json.marsh
 create_message := concat("; ", [why(c) | some c in sort(failed)]) if p_container
 
 create_ops := [
+	{"op": "add", "path": "/pstate/sandbox_name", "value": i_anno["io.kubernetes.cri.sandbox-name"]},
 	{"op": "add", "path": concat("", ["/pstate/container:", input.container_id]), "value": i_name},
 	{"op": "add", "path": concat("", ["/pstate/exec:", input.container_id]), "value": {"name": i_name, "process": as_run(i_oci.Process)}},
 ] if create_allowed
@@ -180,8 +235,10 @@ kata_annotations := {
 }
 
 passed contains "OCI.Annotations" if {
-	i_anno["io.kubernetes.cri.sandbox-namespace"] == policy_data.namespace
-	regex.match(policy_data.sandbox_name, i_anno["io.kubernetes.cri.sandbox-name"])
+	i_anno["io.kubernetes.cri.sandbox-namespace"] == pod.namespace
+	regex.match(pod.sandbox_name, i_anno["io.kubernetes.cri.sandbox-name"])
+	# One pod per sandbox: its first container's.
+	object.get(data.pstate, "sandbox_name", i_anno["io.kubernetes.cri.sandbox-name"]) == i_anno["io.kubernetes.cri.sandbox-name"]
 	i_anno["io.kubernetes.cri.container-type"] == "container"
 	i_anno["io.katacontainers.pkg.oci.container_type"] == "pod_container"
 	every k, _ in i_anno {
@@ -197,7 +254,7 @@ reason["OCI.Annotations"] := sprintf("pod %s in namespace %s (container type %s,
 	json.marshal(object.get(i_anno, "io.kubernetes.cri.sandbox-name", "")), json.marshal(object.get(i_anno, "io.kubernetes.cri.sandbox-namespace", "")),
 	json.marshal(object.get(i_anno, "io.kubernetes.cri.container-type", "")),
 	json.marshal([k | some k, _ in i_anno; startswith(k, "io.katacontainers."); not k in kata_annotations]),
-	json.marshal(policy_data.sandbox_name), json.marshal(policy_data.namespace),
+	json.marshal(pod.sandbox_name), json.marshal(pod.namespace),
 ])
 
 passed contains "image" if i_anno["io.kubernetes.cri.image-name"] == p_container.image
@@ -307,19 +364,17 @@ env_name(e) := substring(e, 0, indexof(e, "="))
 
 env_value(e) := substring(e, indexof(e, "=") + 1, -1)
 
-p_env_names := {v.name | some v in p_container.env}
+p_env := {v.name: v | some v in p_container.env}
 
 env_allowed(e) if {
 	contains(e, "=")
-	some v in p_container.env
-	v.name == env_name(e)
-	env_value_allowed(v, env_value(e))
+	env_value_allowed(p_env[env_name(e)], env_value(e))
 }
 
 env_allowed(e) if {
 	contains(e, "=")
-	not env_name(e) in p_env_names
-	some r in policy_data.service_env
+	not p_env[env_name(e)]
+	some r in pod.service_env
 	regex.match(r, e)
 }
 
@@ -427,9 +482,10 @@ hidden_mounts contains m.destination if {
 	startswith(m.destination, concat("", [trim_right(n.destination, "/"), "/"]))
 }
 
+p_mounts := {p.destination: p | some p in p_container.mounts}
+
 mount_allowed(m) if {
-	some p in p_container.mounts
-	p.destination == m.destination
+	p := p_mounts[m.destination]
 	p.type == m.type_
 	regex.match(replace(p.source, "$(bundle-id)", bundle_id), m.source)
 	sort(m.options) == p.options
@@ -515,6 +571,9 @@ passed contains "runtime-only fields" if {
 	is_null(i_oci.Linux.Resources.Pids)
 	count(i_oci.Linux.UIDMappings) == 0
 	count(i_oci.Linux.GIDMappings) == 0
+	i_oci.Linux.MountLabel == ""
+	i_oci.Linux.RootfsPropagation == ""
+	i_oci.Process.SelinuxLabel == ""
 }
 
-reason["runtime-only fields"] := "shared_mounts, devices, string_user, OCI.Hooks, OCI.Solaris, OCI.Windows, OCI.Linux IntelRdt, Seccomp, UID/GID mappings, block I/O, network or pids limits are set"
+reason["runtime-only fields"] := "shared_mounts, devices, string_user, OCI.Hooks, OCI.Solaris, OCI.Windows, OCI.Linux IntelRdt, Seccomp, UID/GID mappings, mount label, rootfs propagation, block I/O, network or pids limits, or a SELinux label are set"
