@@ -109,6 +109,9 @@ func (v *Verifier) verifySignatures(t *Token) error {
 	if !ok {
 		return fmt.Errorf("%w: %x", ErrUnknownPlatform, t.Platform.InstanceID)
 	}
+	if cpak.Denied != "" {
+		return fmt.Errorf("%w: %s", ErrRevokedCPAK, cpak.Denied)
+	}
 	if !bytes.Equal(cpak.ImplementationID, t.Platform.ImplementationID) {
 		return ErrImplementationMismatch
 	}

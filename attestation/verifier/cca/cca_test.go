@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -165,6 +166,9 @@ func TestRefusals(t *testing.T) {
 		{"unknown platform", func(o *Options, _ *ccatest.Issuer) {
 			o.TrustAnchors = TrustAnchors{"another": CPAK{}}
 		}, ErrUnknownPlatform},
+		{"revoked CPAK", func(o *Options, _ *ccatest.Issuer) {
+			o.TrustAnchors = editCPAK(o.TrustAnchors, func(c *CPAK) { c.Denied = "revoked" })
+		}, ErrRevokedCPAK},
 		{"CPAK of another implementation", func(o *Options, _ *ccatest.Issuer) {
 			o.TrustAnchors = editCPAK(o.TrustAnchors, func(c *CPAK) { c.ImplementationID = make([]byte, 32) })
 		}, ErrImplementationMismatch},
@@ -191,6 +195,14 @@ func TestRefusals(t *testing.T) {
 			v := "9.9"
 			editPlatformRef(o, func(p *PlatformReference) { p.SwComponents[0].Version = &v })
 		}, ErrPlatformReference},
+		{"platform state denied", func(o *Options, _ *ccatest.Issuer) {
+			o.ReferenceValues.Platforms = maps.Clone(o.ReferenceValues.Platforms)
+			for k, refs := range o.ReferenceValues.Platforms {
+				denied := refs[0]
+				denied.Denied = "insecure"
+				o.ReferenceValues.Platforms[k] = append(slices.Clone(refs), denied)
+			}
+		}, ErrDeniedPlatform},
 		{"firmware missing", func(o *Options, _ *ccatest.Issuer) {
 			editPlatformRef(o, func(p *PlatformReference) { p.SwComponents = p.SwComponents[1:] })
 		}, ErrPlatformReference},
@@ -324,5 +336,44 @@ func TestCachedPlatform(t *testing.T) {
 	i.Realm[ccatest.LabelRAK], _ = cbor.Marshal(uncompressed(otherKey))
 	if _, err := v.VerifyToken(mustToken(t, i, verifier.Fit(rd, 64)), verifier.Expected{ReportData: rd}); !errors.Is(err, ErrRAKBinding) {
 		t.Errorf("RAK not the platform's: %v", err)
+	}
+}
+
+// TestStoreDenials: entries with an "x-reason" (the store's deny form) are
+// read as denials.
+func TestStoreDenials(t *testing.T) {
+	withReason := func(b []byte, list string) []byte {
+		var doc any
+		json.Unmarshal(b, &doc)
+		entries := doc
+		if list != "" {
+			entries = doc.(map[string]any)[list]
+		}
+		for _, e := range entries.([]any) {
+			e.(map[string]any)["x-reason"] = "revoked"
+		}
+		out, _ := json.Marshal(doc)
+		return out
+	}
+	ta, err := ParseTrustAnchors(withReason(fixture(t, ccaData+"/conf/tastore.json"), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv, err := ParseReferenceValues(withReason(fixture(t, ccaData+"/conf/rvstore.json"), "platform"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := fixtureVerifier(t).opts
+	tok := exampleToken(t)
+	for name, c := range map[string]struct {
+		o    Options
+		want error
+	}{
+		"CPAK":           {Options{TrustAnchors: ta, ReferenceValues: good.ReferenceValues}, ErrRevokedCPAK},
+		"platform state": {Options{TrustAnchors: good.TrustAnchors, ReferenceValues: rv}, ErrDeniedPlatform},
+	} {
+		if _, err := New(c.o).VerifyToken(tok, verifier.Expected{}); !errors.Is(err, c.want) {
+			t.Errorf("%s denied: %v, want %v", name, err, c.want)
+		}
 	}
 }

@@ -28,6 +28,9 @@ var (
 	ErrNoTrustAnchors = fmt.Errorf("%w: no CCA trust anchor store configured", verifier.ErrEndorsement)
 	// ErrUnknownPlatform: no CPAK is known for the token's instance id.
 	ErrUnknownPlatform = fmt.Errorf("%w: no CPAK for this CCA platform instance", verifier.ErrEndorsement)
+	// ErrRevokedCPAK: the trust anchor store denies the platform's CPAK
+	// (its entry has an "x-reason").
+	ErrRevokedCPAK = fmt.Errorf("%w: the CCA platform's CPAK is denied", verifier.ErrEndorsement)
 	// ErrImplementationMismatch: the CPAK's entry names another
 	// implementation id than the token.
 	ErrImplementationMismatch = fmt.Errorf("%w: CPAK is for another CCA implementation", verifier.ErrEndorsement)
@@ -46,6 +49,9 @@ var (
 	// ErrPlatformReference: the platform's firmware and configuration match
 	// none of its reference values.
 	ErrPlatformReference = fmt.Errorf("%w: CCA platform firmware or configuration is not a reference state", verifier.ErrUnexpectedTeeConfig)
+	// ErrDeniedPlatform: the platform is in a state the store denies (a
+	// reference value with an "x-reason").
+	ErrDeniedPlatform = fmt.Errorf("%w: CCA platform firmware or configuration is denied", verifier.ErrUnexpectedTeeConfig)
 	// ErrRealmReference: the store lists realms and this one (initial and
 	// extensible measurements, personalization value) is not among them.
 	ErrRealmReference = fmt.Errorf("%w: CCA realm is not a reference state", verifier.ErrUnexpectedTeeConfig)

@@ -27,6 +27,9 @@ type CPAK struct {
 	ImplementationID []byte
 	InstanceID       []byte
 	Key              *ecdsa.PublicKey
+	// Denied is the store's "x-reason" ("revoked", "insecure",
+	// "obsolete"): tokens signed by this CPAK are refused.
+	Denied string
 }
 
 // ReferenceValues are the acceptable platform states (by implementation
@@ -41,6 +44,9 @@ type ReferenceValues struct {
 type PlatformReference struct {
 	Config       []byte
 	SwComponents []SwReference
+	// Denied is the store's "x-reason": a platform in this state is
+	// refused, whatever other entries accept.
+	Denied string
 }
 
 // SwReference is a firmware component's reference; the type and version are
@@ -115,6 +121,7 @@ func ParseTrustAnchors(b []byte) (TrustAnchors, error) {
 		PKey             jose.JSONWebKey `json:"pkey"`
 		ImplementationID hexBytes        `json:"implementation-id"`
 		InstanceID       hexBytes        `json:"instance-id"`
+		XReason          string          `json:"x-reason"`
 	}
 	if err := verifier.DecodeStrict(b, &entries); err != nil {
 		return nil, fmt.Errorf("%w: trust anchors: %v", ErrStore, err)
@@ -128,7 +135,7 @@ func ParseTrustAnchors(b []byte) (TrustAnchors, error) {
 		if len(e.ImplementationID) != 32 || len(e.InstanceID) != 33 {
 			return nil, fmt.Errorf("%w: trust anchor %d: implementation id (32 bytes) and instance id (33 bytes) required", ErrStore, i)
 		}
-		ta[string(e.InstanceID)] = CPAK{ImplementationID: e.ImplementationID, InstanceID: e.InstanceID, Key: key}
+		ta[string(e.InstanceID)] = CPAK{ImplementationID: e.ImplementationID, InstanceID: e.InstanceID, Key: key, Denied: e.XReason}
 	}
 	return ta, nil
 }
@@ -140,6 +147,7 @@ func ParseReferenceValues(b []byte) (*ReferenceValues, error) {
 		Platform []struct {
 			ImplementationID hexBytes `json:"implementation-id"`
 			Config           hexBytes `json:"platform-configuration"`
+			XReason          string   `json:"x-reason"`
 			SwComponents     []struct {
 				Type     *string  `json:"component-type"`
 				Value    hexBytes `json:"measurement-value"`
@@ -162,7 +170,7 @@ func ParseReferenceValues(b []byte) (*ReferenceValues, error) {
 		if len(p.ImplementationID) != 32 || len(p.SwComponents) == 0 {
 			return nil, fmt.Errorf("%w: platform reference %d: implementation id and sw-components required", ErrStore, i)
 		}
-		ref := PlatformReference{Config: p.Config}
+		ref := PlatformReference{Config: p.Config, Denied: p.XReason}
 		for _, c := range p.SwComponents {
 			ref.SwComponents = append(ref.SwComponents, SwReference{Type: c.Type, Value: c.Value, SignerID: c.SignerID, Version: c.Version})
 		}
@@ -187,12 +195,20 @@ func (rv *ReferenceValues) appraisePlatform(p *PlatformClaims) error {
 	if !ok {
 		return fmt.Errorf("%w: %x", ErrNoPlatformReference, p.ImplementationID)
 	}
+	accepted := false
 	for _, ref := range refs {
-		if ref.matches(p) {
-			return nil
+		switch {
+		case !ref.matches(p):
+		case ref.Denied != "":
+			return fmt.Errorf("%w: %s", ErrDeniedPlatform, ref.Denied)
+		default:
+			accepted = true
 		}
 	}
-	return ErrPlatformReference
+	if !accepted {
+		return ErrPlatformReference
+	}
+	return nil
 }
 
 func (ref PlatformReference) matches(p *PlatformClaims) bool {
