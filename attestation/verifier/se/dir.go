@@ -1,0 +1,154 @@
+package se
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// LoadDir reads the layout Trustee's SE verifier reads from
+// /run/confidential-containers/ibmse: hkds/ (host-key documents), certs/
+// (IBM's signing key and intermediate CA), crls/, hdr/hdr.bin (the SE
+// image header) and, optionally, root_ca.crt (else the system's roots).
+// The host-key documents are verified at now.
+func LoadDir(dir string, now time.Time) (Options, error) {
+	var o Options
+	hkds, err := readCerts(filepath.Join(dir, "hkds"))
+	if err != nil {
+		return o, err
+	}
+	e := Endorsements{}
+	if e.Certs, err = readCerts(filepath.Join(dir, "certs")); err != nil {
+		return o, err
+	}
+	if e.CRLs, err = readCRLs(filepath.Join(dir, "crls")); err != nil {
+		return o, err
+	}
+	if e.Roots, err = roots(filepath.Join(dir, "root_ca.crt")); err != nil {
+		return o, err
+	}
+	if o.HostKeys, err = VerifyHostKeys(hkds, e, now); err != nil {
+		return o, err
+	}
+	hdr, err := os.ReadFile(filepath.Join(dir, "hdr", "hdr.bin"))
+	if err != nil {
+		return o, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	o.Tags, err = ParseHeader(hdr)
+	return o, err
+}
+
+func roots(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		p, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("%w: system roots: %v", ErrConfig, err)
+		}
+		return p, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	certs, err := parseCerts(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p, nil
+}
+
+// readDir returns the contents of the files of dir.
+func readDir(dir string) ([][]byte, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	var out [][]byte
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func readCerts(dir string) ([]*x509.Certificate, error) {
+	files, err := readDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for _, b := range files {
+		certs, err := parseCerts(b)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, dir, err)
+		}
+		out = append(out, certs...)
+	}
+	return out, nil
+}
+
+func readCRLs(dir string) ([]*x509.RevocationList, error) {
+	files, err := readDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.RevocationList
+	for _, b := range files {
+		for _, der := range pemOrDER(b, "X509 CRL") {
+			crl, err := x509.ParseRevocationList(der)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: %v", ErrConfig, dir, err)
+			}
+			out = append(out, crl)
+		}
+	}
+	return out, nil
+}
+
+func parseCerts(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for _, der := range pemOrDER(b, "CERTIFICATE") {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// pemOrDER returns the PEM blocks of type typ in b, or b itself as DER
+// when it holds no PEM.
+func pemOrDER(b []byte, typ string) [][]byte {
+	var out [][]byte
+	rest := b
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type == typ {
+			out = append(out, blk.Bytes)
+		}
+	}
+	if out == nil {
+		out = [][]byte{b}
+	}
+	return out
+}
