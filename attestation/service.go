@@ -5,6 +5,7 @@ package attestation
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/json"
@@ -28,6 +29,7 @@ var (
 	ErrNoEvidence      = errors.New("no evidence to verify")
 	ErrRuntimeData     = errors.New("invalid runtime data")
 	ErrHashAlgorithm   = errors.New("unsupported runtime data hash algorithm")
+	ErrChallenge       = errors.New("nonce does not match the session's challenge")
 	ErrNoTrustClaims   = errors.New("the attestation policy set no trust claim")
 	ErrBadTrustClaims  = errors.New("the attestation policy returned malformed trust claims")
 	ErrVerification    = errors.New("evidence verification failed")
@@ -88,6 +90,27 @@ func (s *Service) Policies() *policy.Engine { return s.policies }
 
 // Signer is the token signer (its public key is published as JWKS).
 func (s *Service) Signer() *ear.Signer { return s.signer }
+
+// Challenge is the challenge a guest of tee answers in the session whose
+// nonce is base: base itself, unless the TEE's verifier issues its own.
+func (s *Service) Challenge(ctx context.Context, tee protocol.Tee, base string) (string, error) {
+	if c, ok := s.verifiers[tee].(verifier.Challenger); ok {
+		return c.Challenge(ctx, base)
+	}
+	return base, nil
+}
+
+// CheckChallenge reports whether nonce is the challenge of the session
+// whose nonce is base.
+func (s *Service) CheckChallenge(tee protocol.Tee, nonce, base string) error {
+	if c, ok := s.verifiers[tee].(verifier.Challenger); ok {
+		return c.CheckChallenge(nonce, base)
+	}
+	if !hmac.Equal([]byte(nonce), []byte(base)) {
+		return ErrChallenge
+	}
+	return nil
+}
 
 // Evaluate verifies every request, appraises the claims with policy
 // "<policyID>_<class>" and returns the signed token and its claims.

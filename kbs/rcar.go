@@ -1,6 +1,7 @@
 package kbs
 
 import (
+	"context"
 	"crypto/hmac"
 	"encoding/json"
 	"errors"
@@ -30,8 +31,14 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	nonce := c.Nonce
+	if ch, ok := s.as.(challenger); ok {
+		if nonce, err = ch.Challenge(r.Context(), c.Tee, c.Nonce); err != nil {
+			return &protocol.Error{Kind: protocol.KindAttestation, Detail: "RCAR auth: " + err.Error(), Err: err}
+		}
+	}
 	s.setCookie(w, c)
-	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: c.Nonce, ExtraParams: json.RawMessage(`""`)})
+	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: json.RawMessage(`""`)})
 	return nil
 }
 
@@ -87,6 +94,24 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// challenger is an attestation service whose verifiers may issue
+// challenges of their own (the built-in one).
+type challenger interface {
+	Challenge(ctx context.Context, tee protocol.Tee, base string) (string, error)
+	CheckChallenge(tee protocol.Tee, nonce, base string) error
+}
+
+// checkChallenge reports whether nonce answers the session's challenge.
+func (s *Server) checkChallenge(c *challenge, nonce string) error {
+	if ch, ok := s.as.(challenger); ok {
+		return ch.CheckChallenge(c.Tee, nonce, c.Nonce)
+	}
+	if !hmac.Equal([]byte(nonce), []byte(c.Nonce)) {
+		return errors.New("nonce does not match the session's challenge")
+	}
+	return nil
+}
+
 // challengeOf reads the live session named by the request's cookie.
 func (s *Server) challengeOf(r *http.Request) (*challenge, error) {
 	c, err := r.Cookie(protocol.SessionCookie)
@@ -100,8 +125,8 @@ func (s *Server) challengeOf(r *http.Request) (*challenge, error) {
 // is bound to runtime data that includes the additional evidence, each
 // additional device's evidence to runtime data without it.
 func (s *Server) verificationRequests(c *challenge, att *protocol.Attestation) ([]attestation.Request, error) {
-	if !hmac.Equal([]byte(att.RuntimeData.Nonce), []byte(c.Nonce)) {
-		return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: nonce does not match the session's challenge")
+	if err := s.checkChallenge(c, att.RuntimeData.Nonce); err != nil {
+		return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: %v", err)
 	}
 	if len(att.TeeEvidence.Primary) == 0 {
 		return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: primary_evidence missing")
@@ -110,10 +135,14 @@ func (s *Server) verificationRequests(c *challenge, att *protocol.Attestation) (
 	if _, _, err := jose.ParsePublicKey(pub, s.cfg.JWE.AllowRSA1_5); err != nil {
 		return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: tee-pubkey: %v", err)
 	}
+	// The nonce is the session's (or the challenge its TEE's verifier
+	// issued for it, checked above).
+	nonce := att.RuntimeData.Nonce
 	primary := attestation.Request{
-		Tee:         c.Tee,
-		Evidence:    att.TeeEvidence.Primary,
-		RuntimeData: protocol.RuntimeDataClaims(c.Nonce, pub, &att.TeeEvidence.Additional),
+		Tee:           c.Tee,
+		Evidence:      att.TeeEvidence.Primary,
+		RuntimeData:   protocol.RuntimeDataClaims(nonce, pub, &att.TeeEvidence.Additional),
+		HashAlgorithm: c.Tee.RuntimeDataHash(),
 	}
 	if att.InitData != nil {
 		if att.InitData.Format != "toml" {
@@ -131,7 +160,7 @@ func (s *Server) verificationRequests(c *challenge, att *protocol.Attestation) (
 	}
 	for tee, ev := range more {
 		reqs = append(reqs, attestation.Request{Tee: tee, Evidence: ev,
-			RuntimeData: protocol.RuntimeDataClaims(c.Nonce, pub, nil)})
+			RuntimeData: protocol.RuntimeDataClaims(nonce, pub, nil), HashAlgorithm: tee.RuntimeDataHash()})
 	}
 	return reqs, nil
 }

@@ -44,9 +44,19 @@ func CanonicalJSON(v any) ([]byte, error) {
 // ReportData is the SHA-384 of the canonical runtime data: what a guest
 // puts (fitted to the field) into its TEE evidence.
 func ReportData(runtimeData map[string]any) ([]byte, error) {
+	return ReportDataOf(TeeSample, runtimeData)
+}
+
+// ReportDataOf is the digest of the canonical runtime data a guest of tee
+// puts into its evidence (see Tee.RuntimeDataHash).
+func ReportDataOf(tee Tee, runtimeData map[string]any) ([]byte, error) {
 	b, err := CanonicalJSON(runtimeData)
 	if err != nil {
 		return nil, err
+	}
+	if tee.RuntimeDataHash() == "sha512" {
+		sum := sha512.Sum512(b)
+		return sum[:], nil
 	}
 	sum := sha512.Sum384(b)
 	return sum[:], nil

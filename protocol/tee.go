@@ -73,3 +73,13 @@ func (t Tee) ReportDataSize() int {
 	}
 	return 0
 }
+
+// RuntimeDataHash is the hash of the runtime data the TEE's evidence
+// carries, as Trustee's KBS picks it: SHA-512 for IBM SE (its user data
+// holds the whole digest), SHA-384 for the others.
+func (t Tee) RuntimeDataHash() string {
+	if t == TeeSE {
+		return "sha512"
+	}
+	return "sha384"
+}

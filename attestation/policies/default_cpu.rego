@@ -224,3 +224,19 @@ hardware := 2 if {
 configuration := 2 if {
 	input["az-tdx-vtpm"].quote.body.xfam in query_reference_value("xfam")
 }
+
+# --- IBM Secure Execution, as Trustee's default policy: the verifier
+# checked the Ultravisor's measurement under a request only verified host
+# keys unpack, and that the image is the configured one.
+
+executables := 3 if {
+	input.se
+}
+
+hardware := 2 if {
+	input.se
+}
+
+configuration := 2 if {
+	input.se
+}

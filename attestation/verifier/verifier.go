@@ -45,6 +45,17 @@ type Verifier interface {
 	Evaluate(ctx context.Context, evidence json.RawMessage, expected Expected) ([]TeeClaims, error)
 }
 
+// Challenger is a verifier whose TEE answers a challenge of its own
+// instead of the KBS's nonce (IBM SE: an attestation request only the
+// Ultravisor can unpack). base is the nonce the KBS would have sent.
+type Challenger interface {
+	// Challenge returns the challenge for the session of base.
+	Challenge(ctx context.Context, base string) (string, error)
+	// CheckChallenge reports whether nonce is a challenge issued for the
+	// session of base.
+	CheckChallenge(nonce, base string) error
+}
+
 // Errors every verifier reports the same way, so callers can tell a forged
 // or mismatched evidence from a malformed one.
 var (

@@ -15,6 +15,7 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/nvidia"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/sample"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/se"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/sgx"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
@@ -56,6 +57,10 @@ type Options struct {
 	DCAPRootCA string `toml:"dcap_root_ca"`
 	// SGXAllowDebug accepts SGX enclaves in debug mode.
 	SGXAllowDebug bool `toml:"sgx_allow_debug"`
+	// SEDir holds IBM SE's host-key documents, IBM's certificates, CRLs,
+	// the image header and the seal key, in Trustee's layout (see
+	// se.LoadDir). Without it there is no se verifier.
+	SEDir string `toml:"se_dir"`
 }
 
 // New returns a registry of every built-in verifier.
@@ -88,7 +93,7 @@ func New(o Options) (verifier.Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return verifier.Registry{
+	reg := verifier.Registry{
 		protocol.TeeSample: sample.Verifier{},
 		protocol.TeeCCA:    cc,
 		protocol.TeeNvidia: nv,
@@ -97,7 +102,25 @@ func New(o Options) (verifier.Registry, error) {
 		protocol.TeeSGX:    sg,
 		protocol.TeeTPM:    tpm.New(tpm.Options{Now: o.Now}),
 		protocol.TeeCSV:    c,
-	}, nil
+	}
+	if o.SEDir != "" {
+		if reg[protocol.TeeSE], err = newSE(o); err != nil {
+			return nil, err
+		}
+	}
+	return reg, nil
+}
+
+func newSE(o Options) (*se.Verifier, error) {
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	so, err := se.LoadDir(o.SEDir, now())
+	if err != nil {
+		return nil, fmt.Errorf("se_dir: %w", err)
+	}
+	return se.New(so)
 }
 
 func newCSV(o Options) (*csv.Verifier, error) {

@@ -58,7 +58,7 @@ cryptographically valid and every requested binding holds.`,
 	fl.StringVar(&f.evidence, "evidence", "", "evidence file")
 	fl.StringVar(&f.reportData, "report-data", "", "expected report data, hex (fitted to the TEE's field)")
 	fl.StringVar(&f.initData, "init-data", "", "initdata TOML the TEE was launched with")
-	fl.StringVar(&f.certs, "certs", "", "endorsements directory: SNP keys (vcek.der, ask.pem, ark.pem, ...), CSV HSK/CEK (hsk_cek.cert), CCA stores (tastore.json, rvstore.json)")
+	fl.StringVar(&f.certs, "certs", "", "endorsements directory: SNP keys (vcek.der, ask.pem, ark.pem, ...), CSV HSK/CEK (hsk_cek.cert), CCA stores (tastore.json, rvstore.json), SE (hkds/, certs/, crls/, hdr/hdr.bin, seal.key)")
 	fl.StringVar(&f.collateral, "collateral", "", "TDX and SGX collateral directory (saved PCS responses)")
 	fl.StringVar(&f.dcapRoot, "dcap-root", "", "PEM roots of TDX and SGX chains instead of Intel's SGX Root CA")
 	fl.BoolVar(&f.sgxDebug, "sgx-allow-debug", false, "accept SGX enclaves in debug mode")
@@ -83,8 +83,11 @@ func (f *verifyFlags) run(ctx context.Context, out io.Writer) error {
 	}
 	opts := verifiers.Options{Offline: !f.online, SNPCertDir: f.certs, CSVCertDir: f.certs, TDXCollateralDir: f.collateral,
 		DCAPRootCA: f.dcapRoot, SGXAllowDebug: f.sgxDebug}
-	if tee == protocol.TeeCCA {
+	switch tee {
+	case protocol.TeeCCA:
 		opts.SNPCertDir, opts.CCAStoreDir = "", f.certs
+	case protocol.TeeSE:
+		opts.SNPCertDir, opts.SEDir = "", f.certs
 	}
 	if f.at != "" {
 		t, err := time.Parse(time.RFC3339, f.at)
@@ -136,7 +139,7 @@ func (f *verifyFlags) request(tee protocol.Tee, reg verifier.Registry, o verifie
 	if err != nil {
 		return attestation.Request{}, err
 	}
-	req := attestation.Request{Tee: tee, Evidence: raw}
+	req := attestation.Request{Tee: tee, Evidence: raw, HashAlgorithm: tee.RuntimeDataHash()}
 	if f.reportData != "" {
 		if req.RawRuntimeData, err = hex.DecodeString(f.reportData); err != nil {
 			return req, fmt.Errorf("--report-data: %w", err)

@@ -16,3 +16,10 @@ type Attester interface {
 	// fits to its TEE's report-data field) in the TEE's wire form.
 	Evidence(ctx context.Context, reportData []byte) (json.RawMessage, error)
 }
+
+// Challenged is an Attester whose evidence answers the KBS's challenge
+// itself rather than a digest of it: IBM SE, whose challenge is an
+// attestation request for the Ultravisor.
+type Challenged interface {
+	EvidenceFor(ctx context.Context, challenge string, reportData []byte) (json.RawMessage, error)
+}

@@ -155,11 +155,16 @@ func (c *Client) attestation(ctx context.Context, nonce string) (*protocol.Attes
 	if err != nil {
 		return nil, err
 	}
-	rd, err := protocol.ReportData(protocol.RuntimeDataClaims(nonce, c.key.Public(), &additional))
+	rd, err := protocol.ReportDataOf(c.attester.Tee(), protocol.RuntimeDataClaims(nonce, c.key.Public(), &additional))
 	if err != nil {
 		return nil, err
 	}
-	ev, err := c.attester.Evidence(ctx, rd)
+	var ev json.RawMessage
+	if ca, ok := c.attester.(attester.Challenged); ok {
+		ev, err = ca.EvidenceFor(ctx, nonce, rd)
+	} else {
+		ev, err = c.attester.Evidence(ctx, rd)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("evidence: %w", err)
 	}

@@ -14,8 +14,10 @@ import (
 // LoadDir reads the layout Trustee's SE verifier reads from
 // /run/confidential-containers/ibmse: hkds/ (host-key documents), certs/
 // (IBM's signing key and intermediate CA), crls/, hdr/hdr.bin (the SE
-// image header) and, optionally, root_ca.crt (else the system's roots).
-// The host-key documents are verified at now.
+// image header) and, optionally, root_ca.crt (else the system's roots) and
+// seal.key (32 bytes sealing the requests' secrets; without it they are
+// sealed with a key of the process, so only that process can verify the
+// answers). The host-key documents are verified at now.
 func LoadDir(dir string, now time.Time) (Options, error) {
 	var o Options
 	hkds, err := readCerts(filepath.Join(dir, "hkds"))
@@ -39,8 +41,20 @@ func LoadDir(dir string, now time.Time) (Options, error) {
 	if err != nil {
 		return o, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	o.Tags, err = ParseHeader(hdr)
-	return o, err
+	if o.Tags, err = ParseHeader(hdr); err != nil {
+		return o, err
+	}
+	o.SealKey, err = os.ReadFile(filepath.Join(dir, "seal.key"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return o, nil
+	}
+	if err == nil && len(o.SealKey) != 32 {
+		err = fmt.Errorf("seal.key has %d bytes, want 32", len(o.SealKey))
+	}
+	if err != nil {
+		return o, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return o, nil
 }
 
 func roots(path string) (*x509.CertPool, error) {

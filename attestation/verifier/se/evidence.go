@@ -33,47 +33,34 @@ type Challenge struct {
 
 const cuidSize = 16
 
+var fieldNames = []string{"measurement", "additional_data", "user_data", "cuid",
+	"encr_measurement_key", "encr_request_nonce", "image_hdr_tags"}
+
 // ParseEvidence reads Trustee's SE evidence JSON.
 func ParseEvidence(raw []byte) (*Response, error) {
-	var j struct {
-		Measurement        *string `json:"measurement"`
-		AdditionalData     *string `json:"additional_data"`
-		UserData           *string `json:"user_data"`
-		CUID               *string `json:"cuid"`
-		EncrMeasurementKey *string `json:"encr_measurement_key"`
-		EncrRequestNonce   *string `json:"encr_request_nonce"`
-		ImageHdrTags       *string `json:"image_hdr_tags"`
-	}
-	if err := json.Unmarshal(raw, &j); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrEvidenceJSON, err)
+	fields, ok := flatFields(raw, fieldNames)
+	if !ok {
+		var err error
+		if fields, err = jsonFields(raw); err != nil {
+			return nil, err
+		}
 	}
 	r := &Response{}
 	var tags []byte
-	for _, f := range []struct {
-		name string
-		in   *string
+	for i, f := range []struct {
 		out  *[]byte
 		size int // exact size, or -1
 	}{
-		{"measurement", j.Measurement, &r.Measurement, MeasurementSize},
-		{"additional_data", j.AdditionalData, &r.AdditionalData, -1},
-		{"user_data", j.UserData, &r.UserData, -1},
-		{"cuid", j.CUID, &r.CUID, cuidSize},
-		{"encr_measurement_key", j.EncrMeasurementKey, &r.EncrMeasurementKey, -1},
-		{"encr_request_nonce", j.EncrRequestNonce, &r.EncrRequestNonce, -1},
-		{"image_hdr_tags", j.ImageHdrTags, &tags, TagsSize},
+		{&r.Measurement, MeasurementSize}, {&r.AdditionalData, -1}, {&r.UserData, -1}, {&r.CUID, cuidSize},
+		{&r.EncrMeasurementKey, -1}, {&r.EncrRequestNonce, -1}, {&tags, TagsSize},
 	} {
-		if f.in == nil {
-			return nil, fmt.Errorf("%w: %s missing", ErrEvidenceJSON, f.name)
+		if fields[i] == nil {
+			return nil, fmt.Errorf("%w: %s missing", ErrEvidenceJSON, fieldNames[i])
 		}
-		b, err := base64.StdEncoding.DecodeString(*f.in)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrEvidenceJSON, f.name, err)
+		if f.size >= 0 && len(fields[i]) != f.size {
+			return nil, fmt.Errorf("%w: %s has %d bytes, want %d", ErrEvidenceJSON, fieldNames[i], len(fields[i]), f.size)
 		}
-		if f.size >= 0 && len(b) != f.size {
-			return nil, fmt.Errorf("%w: %s has %d bytes, want %d", ErrEvidenceJSON, f.name, len(b), f.size)
-		}
-		*f.out = b
+		*f.out = fields[i]
 	}
 	// The Ultravisor's lengths: user data up to 256 bytes, additional data
 	// as the request asked.
@@ -82,6 +69,36 @@ func ParseEvidence(raw []byte) (*Response, error) {
 	}
 	copy(r.Tags[:], tags)
 	return r, nil
+}
+
+// jsonFields reads the fields with encoding/json, in fieldNames' order;
+// a missing field is nil.
+func jsonFields(raw []byte) ([][]byte, error) {
+	// encoding/json decodes standard base64 into []byte itself; pointers
+	// tell a missing field from an empty one.
+	var j struct {
+		Measurement        *[]byte `json:"measurement"`
+		AdditionalData     *[]byte `json:"additional_data"`
+		UserData           *[]byte `json:"user_data"`
+		CUID               *[]byte `json:"cuid"`
+		EncrMeasurementKey *[]byte `json:"encr_measurement_key"`
+		EncrRequestNonce   *[]byte `json:"encr_request_nonce"`
+		ImageHdrTags       *[]byte `json:"image_hdr_tags"`
+	}
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEvidenceJSON, err)
+	}
+	out := make([][]byte, len(fieldNames))
+	for i, f := range []*[]byte{j.Measurement, j.AdditionalData, j.UserData, j.CUID,
+		j.EncrMeasurementKey, j.EncrRequestNonce, j.ImageHdrTags} {
+		if f != nil {
+			out[i] = *f
+			if out[i] == nil {
+				out[i] = []byte{} // JSON null: present, empty
+			}
+		}
+	}
+	return out, nil
 }
 
 // MarshalJSON writes the evidence as Trustee's SE attester sends it.
