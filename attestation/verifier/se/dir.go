@@ -69,7 +69,7 @@ func roots(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
-	certs, err := parseCerts(b)
+	certs, err := parseAll(b, "CERTIFICATE", x509.ParseCertificate)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
@@ -101,47 +101,38 @@ func readDir(dir string) ([][]byte, error) {
 }
 
 func readCerts(dir string) ([]*x509.Certificate, error) {
-	files, err := readDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []*x509.Certificate
-	for _, b := range files {
-		certs, err := parseCerts(b)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, dir, err)
-		}
-		out = append(out, certs...)
-	}
-	return out, nil
+	return readAll(dir, "CERTIFICATE", x509.ParseCertificate)
 }
 
 func readCRLs(dir string) ([]*x509.RevocationList, error) {
+	return readAll(dir, "X509 CRL", x509.ParseRevocationList)
+}
+
+// readAll parses every PEM block of type typ (or DER file) of dir.
+func readAll[T any](dir, typ string, parse func([]byte) (T, error)) ([]T, error) {
 	files, err := readDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	var out []*x509.RevocationList
+	var out []T
 	for _, b := range files {
-		for _, der := range pemOrDER(b, "X509 CRL") {
-			crl, err := x509.ParseRevocationList(der)
-			if err != nil {
-				return nil, fmt.Errorf("%w: %s: %v", ErrConfig, dir, err)
-			}
-			out = append(out, crl)
+		items, err := parseAll(b, typ, parse)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrConfig, dir, err)
 		}
+		out = append(out, items...)
 	}
 	return out, nil
 }
 
-func parseCerts(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for _, der := range pemOrDER(b, "CERTIFICATE") {
-		c, err := x509.ParseCertificate(der)
+func parseAll[T any](b []byte, typ string, parse func([]byte) (T, error)) ([]T, error) {
+	var out []T
+	for _, der := range pemOrDER(b, typ) {
+		v, err := parse(der)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, c)
+		out = append(out, v)
 	}
 	return out, nil
 }

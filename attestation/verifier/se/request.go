@@ -75,12 +75,17 @@ type requestSecrets struct {
 	nonce   [nonceSize]byte
 }
 
-func gcmSeal(key, iv, plain, aad []byte) ([]byte, error) {
+// NewGCM is AES-256-GCM under key, as requests and key slots use it.
+func NewGCM(key []byte) (cipher.AEAD, error) {
 	b, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
-	g, err := cipher.NewGCM(b)
+	return cipher.NewGCM(b)
+}
+
+func gcmSeal(key, iv, plain, aad []byte) ([]byte, error) {
+	g, err := NewGCM(key)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,6 @@ package se
 
 import (
 	"context"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdh"
 	"crypto/hmac"
@@ -61,11 +60,10 @@ func New(o Options) (*Verifier, error) {
 		key = make([]byte, 32)
 		rand.Read(key)
 	}
-	b, err := aes.NewCipher(key)
+	g, err := NewGCM(key)
 	if err != nil {
 		return nil, fmt.Errorf("%w: seal key: %v", ErrConfig, err)
 	}
-	g, _ := cipher.NewGCM(b)
 	v := &Verifier{opts: o, seal: g, phkhs: map[string]bool{}}
 	for _, k := range o.HostKeys {
 		v.phkhs[string(PHKH(k))] = true

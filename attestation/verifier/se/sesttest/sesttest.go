@@ -7,8 +7,6 @@ package sesttest
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -250,11 +248,7 @@ func (u *Ultravisor) Attest(arcb, user []byte) (measurement, additional []byte, 
 }
 
 func open(key, iv, box, aad []byte) ([]byte, error) {
-	b, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	g, err := cipher.NewGCM(b)
+	g, err := se.NewGCM(key)
 	if err != nil {
 		return nil, err
 	}
