@@ -402,15 +402,14 @@ env_value_allowed(v, x) if {
 
 env_present(v) if object.get(v, "optional", false) == true
 
-env_present(v) if {
-	some e in i_oci.Process.Env
-	env_name(e) == v.name
-}
+env_present(v) if v.name in env_name_set
 
 env_names := [env_name(e) | some e in i_oci.Process.Env]
 
+env_name_set := {n | some n in env_names}
+
 passed contains "OCI.Process.Env" if {
-	count(env_names) == count({n | some n in env_names})
+	count(env_names) == count(env_name_set)
 	every e in i_oci.Process.Env {
 		env_allowed(e)
 	}
@@ -469,7 +468,7 @@ passed contains "OCI.Mounts" if {
 	every p in p_container.mounts {
 		mount_present(p)
 	}
-	count(mount_dests) == count({d | some d in mount_dests})
+	count(mount_dests) == count(mount_dest_set)
 	count(hidden_mounts) == 0
 }
 
@@ -477,10 +476,18 @@ mount_dests := [m.destination | some m in i_oci.Mounts]
 
 hidden_mounts contains m.destination if {
 	some i, m in i_oci.Mounts
+	some parent in ancestors(m.destination)
+	parent in mount_dest_set
 	some j, n in i_oci.Mounts
+	n.destination == parent
 	i < j
-	startswith(m.destination, concat("", [trim_right(n.destination, "/"), "/"]))
 }
+
+# The directories above a path, but the root (never a mount the rules allow).
+ancestors(d) := [concat("/", array.slice(parts, 0, k)) |
+	parts := split(d, "/")
+	some k in numbers.range(2, count(parts) - 1)
+]
 
 p_mounts := {p.destination: p | some p in p_container.mounts}
 
@@ -493,10 +500,9 @@ mount_allowed(m) if {
 
 mount_present(p) if object.get(p, "optional", false) == true
 
-mount_present(p) if {
-	some m in i_oci.Mounts
-	m.destination == p.destination
-}
+mount_present(p) if p.destination in mount_dest_set
+
+mount_dest_set := {d | some d in mount_dests}
 
 reason["OCI.Mounts"] := concat(", ", array.concat(array.concat(
 	[sprintf("%s (%s from %s, %s) is not the policy's", [json.marshal(m.destination), json.marshal(m.type_), json.marshal(m.source), json.marshal(m.options)]) |
