@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -72,7 +73,12 @@ type Config struct {
 	// directories of allowed host paths; a VM's agent uses SandboxPath
 	// itself. Default: <StateDir>/sandbox.
 	SandboxDir string
-	Log        *slog.Logger
+	// ContainerMounts and ContainerEnv are what the guest gives every
+	// container beside the host's spec: the SPIFFE Workload API socket
+	// and the variable naming it (GuestComponents.ContainerMounts).
+	ContainerMounts []specs.Mount
+	ContainerEnv    []string
+	Log             *slog.Logger
 }
 
 // Agent serves the agent API.

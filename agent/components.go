@@ -13,12 +13,15 @@ import (
 	"time"
 
 	"github.com/containerd/ttrpc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/cocoon-cc/cocoon/guest/cdh/config"
 	"github.com/cocoon-cc/cocoon/guest/cdh/securemount"
+	"github.com/cocoon-cc/cocoon/guest/spiffe"
 	"github.com/cocoon-cc/cocoon/image/pull"
 	"github.com/cocoon-cc/cocoon/image/store"
 	"github.com/cocoon-cc/cocoon/initdata"
+	"github.com/cocoon-cc/cocoon/kbs/svid"
 	cdhpb "github.com/cocoon-cc/cocoon/protocol/ttrpc/cdh"
 )
 
@@ -44,10 +47,11 @@ type GuestComponents struct {
 	MaxUnpackedBytes int64
 	Log              *slog.Logger
 
-	cdhSocket string
-	images    string // work dir of the in-process puller (no data hub)
-	mu        sync.Mutex
-	procs     []*exec.Cmd
+	cdhSocket   string
+	workloadDir string // the SPIFFE Workload API socket's, "" without one
+	images      string // work dir of the in-process puller (no data hub)
+	mu          sync.Mutex
+	procs       []*exec.Cmd
 }
 
 // ErrNoKBS is returned for an encrypted image in a sandbox whose initdata
@@ -72,6 +76,9 @@ func (g *GuestComponents) Start(ctx context.Context) error {
 	cdhToml, ok := data["cdh.toml"]
 	if !ok {
 		g.Log.Info("initdata has no cdh.toml: no attestation, plain images only")
+		if _, ok := data[svid.InitdataKey]; ok {
+			g.Log.Warn("initdata names a SPIFFE ID but no KBS (cdh.toml): no Workload API")
+		}
 		return nil
 	}
 	cfg, err := config.Parse([]byte(cdhToml))
@@ -79,12 +86,12 @@ func (g *GuestComponents) Start(ctx context.Context) error {
 		return fmt.Errorf("initdata cdh.toml: %w", err)
 	}
 	aaArgs := []string{"-a", cfg.AA.Socket}
+	var initdataPath string
 	if len(g.Initdata) > 0 {
-		path, err := g.write("initdata.toml", string(g.Initdata))
-		if err != nil {
+		if initdataPath, err = g.write("initdata.toml", string(g.Initdata)); err != nil {
 			return err
 		}
-		aaArgs = append(aaArgs, "-t", path)
+		aaArgs = append(aaArgs, "-t", initdataPath)
 	}
 	if aaToml, ok := data["aa.toml"]; ok {
 		path, err := g.write("aa.toml", aaToml)
@@ -110,7 +117,51 @@ func (g *GuestComponents) Start(ctx context.Context) error {
 	if err := waitSocket(ctx, g.cdhSocket); err != nil {
 		return fmt.Errorf("confidential-data-hub: %w", err)
 	}
-	return g.run(ctx, "api-server-rest", "--features", "all", "--cdh_addr", cfg.Socket, "--aa_addr", cfg.AA.Socket)
+	if err := g.run(ctx, "api-server-rest", "--features", "all", "--cdh_addr", cfg.Socket, "--aa_addr", cfg.AA.Socket); err != nil {
+		return err
+	}
+	if _, ok := data[svid.InitdataKey]; ok {
+		return g.startWorkloadAPI(ctx, path, initdataPath)
+	}
+	return nil
+}
+
+// startWorkloadAPI runs the SPIFFE Workload API server for the ID
+// initdata's spiffe.toml names; its socket's directory is mounted into
+// every container.
+func (g *GuestComponents) startWorkloadAPI(ctx context.Context, cdhConfig, initdataPath string) error {
+	dir := filepath.Join(g.RunDir, "spiffe")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	socket := filepath.Join(dir, spiffe.SocketName)
+	if err := g.run(ctx, "spiffe-workload-api", "-c", cdhConfig, "--initdata", initdataPath, "--socket", socket); err != nil {
+		return err
+	}
+	if err := waitSocket(ctx, socket); err != nil {
+		return fmt.Errorf("spiffe-workload-api: %w", err)
+	}
+	g.workloadDir = dir
+	return nil
+}
+
+// ContainerMounts are the guest's mounts for every container: the SPIFFE
+// Workload API's socket directory, read-only, when initdata names an ID.
+func (g *GuestComponents) ContainerMounts() []specs.Mount {
+	if g.workloadDir == "" {
+		return nil
+	}
+	return []specs.Mount{{Destination: spiffe.ContainerSocketDir, Type: "bind", Source: g.workloadDir,
+		Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}}}
+}
+
+// ContainerEnv is the environment the guest gives every container: where
+// go-spiffe clients find the Workload API.
+func (g *GuestComponents) ContainerEnv() []string {
+	if g.workloadDir == "" {
+		return nil
+	}
+	return []string{spiffe.EndpointEnv + "=unix://" + spiffe.ContainerSocketDir + "/" + spiffe.SocketName}
 }
 
 func (g *GuestComponents) write(name, text string) (string, error) {

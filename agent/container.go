@@ -101,6 +101,7 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 	if err != nil {
 		return nil, err
 	}
+	addGuestParts(spec, a.cfg.ContainerMounts, a.cfg.ContainerEnv)
 	if r.SandboxPidns {
 		dropped = append(dropped, "the sandbox's PID namespace (each container has its own)")
 	}

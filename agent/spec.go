@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -96,4 +97,17 @@ func guestSpec(s *specs.Spec, id, rootfs, cgroupParent string, image *specs.Spec
 	}
 	s.Mounts = mounts
 	return dropped, nil
+}
+
+// addGuestParts adds the guest's own mounts and environment to a
+// container's spec, after the policy judged the host's: a variable the
+// container already sets keeps its value.
+func addGuestParts(s *specs.Spec, mounts []specs.Mount, env []string) {
+	s.Mounts = append(s.Mounts, mounts...)
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.ContainsFunc(s.Process.Env, func(e string) bool { return strings.HasPrefix(e, name+"=") }) {
+			s.Process.Env = append(s.Process.Env, kv)
+		}
+	}
 }

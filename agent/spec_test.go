@@ -134,3 +134,17 @@ func FuzzGuestSpec(f *testing.F) {
 		}
 	})
 }
+
+// TestAddGuestParts: the guest's mounts are added, and its variables only
+// where the container does not set them itself.
+func TestAddGuestParts(t *testing.T) {
+	s := &specs.Spec{Process: &specs.Process{Env: []string{"PATH=/bin", "SPIFFE_ENDPOINT_SOCKET=unix:///own"}}}
+	m := specs.Mount{Destination: "/run/spiffe/workload", Type: "bind", Source: "/run/x", Options: []string{"rbind", "ro"}}
+	addGuestParts(s, []specs.Mount{m}, []string{"SPIFFE_ENDPOINT_SOCKET=unix:///run/spiffe/workload/socket", "OTHER=1"})
+	if len(s.Mounts) != 1 || s.Mounts[0].Destination != m.Destination {
+		t.Errorf("mounts %v", s.Mounts)
+	}
+	if want := []string{"PATH=/bin", "SPIFFE_ENDPOINT_SOCKET=unix:///own", "OTHER=1"}; !slices.Equal(s.Process.Env, want) {
+		t.Errorf("env %v, want %v", s.Process.Env, want)
+	}
+}

@@ -36,7 +36,7 @@ CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$root/init" ./cmd/coco-
 CGO_ENABLED=1 go build -trimpath -tags "netgo osusergo" -ldflags "$ldflags -extldflags -static" \
   -o "$root/sbin/coco-agent" ./cmd/coco-agent 2> >(grep -v 'statically linked applications' >&2)
 CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$root/usr/local/bin/" \
-  ./cmd/attestation-agent ./cmd/confidential-data-hub ./cmd/api-server-rest
+  ./cmd/attestation-agent ./cmd/confidential-data-hub ./cmd/api-server-rest ./cmd/spiffe-workload-api
 for m in $MODULES; do modprobe -S "$KVER" --show-depends "$m"; done |
   awk '$1 == "insmod" && !seen[$2]++ { print $2 }' | while read -r ko; do
     cp "$ko" "$root/lib/modules/"

@@ -97,7 +97,8 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 	// The pod's volumes are where Kata's runtime names them (private
 	// directories on the local backend).
 	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Volumes: gc, Policy: engine, SetHostname: true,
-		NoPivotRoot: f.noPivotRoot, CgroupParent: f.cgroupParent, SharedDir: agent.SharedPath, SandboxDir: agent.SandboxPath, Log: log})
+		NoPivotRoot: f.noPivotRoot, CgroupParent: f.cgroupParent, SharedDir: agent.SharedPath, SandboxDir: agent.SandboxPath,
+		ContainerMounts: gc.ContainerMounts(), ContainerEnv: gc.ContainerEnv(), Log: log})
 	if err != nil {
 		return err
 	}

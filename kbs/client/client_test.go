@@ -9,12 +9,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -29,11 +26,9 @@ import (
 	gojose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/cocoon-cc/cocoon/attestation/verifier"
-	sampleverifier "github.com/cocoon-cc/cocoon/attestation/verifier/sample"
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
+	"github.com/cocoon-cc/cocoon/internal/testutil/kbstest"
 	"github.com/cocoon-cc/cocoon/jose"
-	"github.com/cocoon-cc/cocoon/kbs"
 	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/cocoon-cc/cocoon/kbs/respolicy"
 	"github.com/cocoon-cc/cocoon/protocol"
@@ -53,34 +48,8 @@ type env struct {
 // affirming tokens of any TEE.
 func startKBS(t *testing.T, tls bool) *env {
 	t.Helper()
-	dir := t.TempDir()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg, err := kbs.ParseConfig([]byte(fmt.Sprintf("data_dir = %q\n[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Memory\"\n", dir)), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := kbs.New(ctx, cfg, verifier.Registry{protocol.TeeSample: sampleverifier.Verifier{}}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ts *httptest.Server
-	if tls {
-		ts = httptest.NewTLSServer(srv.Handler())
-	} else {
-		ts = httptest.NewServer(srv.Handler())
-	}
-	t.Cleanup(func() { ts.Close(); srv.Close() })
-	b, err := os.ReadFile(filepath.Join(dir, "admin", "private.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(b)
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{url: ts.URL, hc: ts.Client(), adminKey: k.(crypto.Signer)}
-	e.admin = client.NewAdminWithKey(ts.URL+"/", ts.Client(), e.adminKey)
+	k := kbstest.Start(t, kbstest.Options{TLS: tls})
+	e := &env{url: k.URL, hc: k.HTTP, adminKey: k.AdminKey, admin: k.Admin}
 	for name, v := range map[string]any{"launch_digest": []string{"abcde"}, "svn": []string{"1"},
 		"major_version": 1, "minimum_minor_version": 0} {
 		if err := e.admin.RegisterSampleReferenceValue(ctx, name, v); err != nil {

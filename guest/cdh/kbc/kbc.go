@@ -68,6 +68,10 @@ func New(cfg Config, a attester.Attester) (*KBC, error) {
 	return &KBC{c: c, timeout: cfg.Timeout}, nil
 }
 
+// Client is the RCAR client underneath, for the KBS's other plugins
+// (SPIFFE SVIDs) to share the attestation.
+func (k *KBC) Client() *client.Client { return k.c }
+
 func httpClient(certPEM string) (*http.Client, error) {
 	jar, _ := cookiejar.New(nil)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
