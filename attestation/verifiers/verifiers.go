@@ -51,6 +51,9 @@ type Options struct {
 	// NvidiaRoots is a PEM file of device roots trusted instead of NVIDIA's
 	// (test GPUs); NVIDIA's device root when empty.
 	NvidiaRoots string `toml:"nvidia_roots"`
+	// NvidiaOCSPURL is the OCSP responder asked about GPU certificates
+	// (nvidia.NVIDIAOCSP is NVIDIA's); none when empty.
+	NvidiaOCSPURL string `toml:"nvidia_ocsp_url"`
 	// DCAPRootCA is a PEM file of the roots TDX and SGX PCK chains and
 	// collateral must chain to, instead of Intel's SGX Root CA (Intel's
 	// pre-production PCS, a test PKI).
@@ -176,7 +179,10 @@ func newCCA(o Options) (*cca.Verifier, error) {
 
 // newNvidia trusts NVIDIA's device root, or the roots of o.NvidiaRoots.
 func newNvidia(o Options) (*nvidia.Verifier, error) {
-	no := nvidia.Options{Now: o.Now}
+	if o.Offline && o.NvidiaOCSPURL != "" {
+		return nil, errors.New("nvidia_ocsp_url asks a responder: not with offline = true")
+	}
+	no := nvidia.Options{Now: o.Now, OCSPURL: o.NvidiaOCSPURL}
 	if o.NvidiaRoots != "" {
 		pem, err := os.ReadFile(o.NvidiaRoots)
 		if err != nil {

@@ -58,6 +58,7 @@ func ParseChain(b []byte) ([]*x509.Certificate, error) {
 // chain is what a verified chain vouches for: the attestation key, the
 // firmware it names (or why none) and when every certificate is valid.
 type chain struct {
+	certs               []*x509.Certificate
 	key                 *ecdsa.PublicKey
 	fwid                string
 	fwidErr             error
@@ -79,7 +80,7 @@ func verifyChain(certs []*x509.Certificate, roots map[[32]byte]bool) (*chain, er
 	if !ok {
 		return nil, fmt.Errorf("%w: attestation key is not ECDSA", ErrSignature)
 	}
-	ch := &chain{key: key, notBefore: root.NotBefore, notAfter: root.NotAfter}
+	ch := &chain{certs: certs, key: key, notBefore: root.NotBefore, notAfter: root.NotAfter}
 	for i, c := range certs {
 		ch.notBefore, ch.notAfter = latest(ch.notBefore, c.NotBefore), earliest(ch.notAfter, c.NotAfter)
 		parent := certs[min(i+1, len(certs)-1)]

@@ -35,6 +35,13 @@ var (
 	// that is not the report's: the key is not that firmware's.
 	ErrFWID = fmt.Errorf("%w: nvidia attestation key FWID", verifier.ErrEndorsement)
 
+	// ErrRevoked: the OCSP responder says a certificate of the chain is
+	// revoked.
+	ErrRevoked = fmt.Errorf("%w: nvidia certificate revoked", verifier.ErrEndorsement)
+	// ErrRevocationUnknown: the OCSP responder could not vouch for a
+	// certificate (unreachable, unknown, stale or badly signed answer).
+	ErrRevocationUnknown = fmt.Errorf("%w: nvidia certificate revocation status unknown", verifier.ErrEndorsement)
+
 	// ErrSignature: the report is not signed by the attestation key.
 	ErrSignature = fmt.Errorf("%w: nvidia measurement report", verifier.ErrSignature)
 

@@ -53,7 +53,7 @@ func FuzzEvaluate(f *testing.F) {
 			t.Fatal("fuzzed evidence verified")
 		}
 		d.Evidence = base64.StdEncoding.EncodeToString(report)
-		if _, err := v.VerifyDevice(d, verifier.Expected{}); err == nil {
+		if _, err := v.VerifyDevice(context.Background(), d, verifier.Expected{}); err == nil {
 			t.Fatal("fuzzed report verified")
 		}
 	})

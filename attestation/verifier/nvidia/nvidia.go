@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +50,12 @@ const maxDevices = 64
 type Options struct {
 	// Now is the verification time; time.Now when nil.
 	Now func() time.Time
+	// OCSPURL, when set, is asked about every certificate between the
+	// attestation key's and the root (NVIDIAOCSP is NVIDIA's); HTTP is
+	// the client, http.DefaultClient when nil. Trustee's local verifier
+	// asks no responder.
+	OCSPURL string
+	HTTP    *http.Client
 	// Roots are PEM certificates trusted as device roots instead of
 	// NVIDIA's (DeviceRootSHA256), for test GPUs.
 	Roots []*x509.Certificate
@@ -56,6 +63,7 @@ type Options struct {
 
 // Verifier implements verifier.Verifier for NVIDIA GPUs.
 type Verifier struct {
+	ocsp   *revocation // nil: no OCSP
 	now    func() time.Time
 	roots  map[[32]byte]bool
 	chains *verifier.Cache[[32]byte, *chain] // verified chains, by SHA-256 of the PEM
@@ -70,6 +78,12 @@ func New(o Options) *Verifier {
 	if v.now == nil {
 		v.now = time.Now
 	}
+	if o.OCSPURL != "" {
+		v.ocsp = &revocation{url: o.OCSPURL, http: o.HTTP, good: verifier.NewCache[[32]byte, time.Time](maxChains)}
+		if v.ocsp.http == nil {
+			v.ocsp.http = http.DefaultClient
+		}
+	}
 	for _, c := range o.Roots {
 		v.roots[sha256.Sum256(c.Raw)] = true
 	}
@@ -83,7 +97,7 @@ func New(o Options) *Verifier {
 
 // Evaluate verifies every device of the evidence; each gives claims of
 // class "gpu", in the list's order.
-func (v *Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
+func (v *Verifier) Evaluate(ctx context.Context, raw json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
 	var ev Evidence
 	if err := verifier.DecodeStrict(raw, &ev); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEvidenceJSON, err)
@@ -93,7 +107,7 @@ func (v *Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifie
 	}
 	out := make([]verifier.TeeClaims, 0, len(ev.Devices))
 	for i, d := range ev.Devices {
-		c, err := v.VerifyDevice(d, want)
+		c, err := v.VerifyDevice(ctx, d, want)
 		if err != nil {
 			return nil, fmt.Errorf("device %d: %w", i, err)
 		}
@@ -104,7 +118,7 @@ func (v *Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifie
 
 // VerifyDevice verifies one device's evidence; each check fails with its
 // own error.
-func (v *Verifier) VerifyDevice(d Device, want verifier.Expected) (verifier.Claims, error) {
+func (v *Verifier) VerifyDevice(ctx context.Context, d Device, want verifier.Expected) (verifier.Claims, error) {
 	if !strings.EqualFold(d.Arch, "hopper") {
 		return nil, fmt.Errorf("%w: %q (only Hopper GPUs are verified locally)", ErrUnsupportedArch, d.Arch)
 	}
@@ -125,6 +139,11 @@ func (v *Verifier) VerifyDevice(d Device, want verifier.Expected) (verifier.Clai
 	}
 	if err := ch.check(v.now(), report.FWID); err != nil {
 		return nil, err
+	}
+	if v.ocsp != nil {
+		if err := v.ocsp.check(ctx, ch.certs, v.now()); err != nil {
+			return nil, err
+		}
 	}
 	// The driver sends the first 32 bytes of the report data as the nonce.
 	if want.ReportData != nil && !bytes.Equal(report.Nonce, verifier.Fit(want.ReportData, NonceSize)) {

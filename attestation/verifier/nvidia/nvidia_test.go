@@ -10,8 +10,11 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,7 +96,7 @@ func TestChainRefusals(t *testing.T) {
 		"another device's key (case 4)": {fixtureDevice(t, "4"), time.Now(), nvidia.ErrSignature},
 		"before the chain was issued":   {fixtureDevice(t, "1"), time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC), nvidia.ErrChain},
 	} {
-		_, err := nvidia.New(nvidia.Options{Now: func() time.Time { return c.now }}).VerifyDevice(c.dev, want)
+		_, err := nvidia.New(nvidia.Options{Now: func() time.Time { return c.now }}).VerifyDevice(context.Background(), c.dev, want)
 		if !errors.Is(err, c.err) {
 			t.Errorf("%s: %v, want %v", name, err, c.err)
 		}
@@ -163,7 +166,7 @@ func TestEveryByteFlipped(t *testing.T) {
 		b := bytes.Clone(report)
 		b[i] ^= 1
 		d.Evidence = hex.EncodeToString(b)
-		_, err := v.VerifyDevice(d, verifier.Expected{ReportData: nonce})
+		_, err := v.VerifyDevice(context.Background(), d, verifier.Expected{ReportData: nonce})
 		switch {
 		case errors.Is(err, verifier.ErrMalformedEvidence):
 			classes["malformed"]++
@@ -183,7 +186,7 @@ func TestEvidenceForms(t *testing.T) {
 	d := fixtureDevice(t, "1")
 	report, _ := hex.DecodeString(d.Evidence)
 	d.Evidence = base64.StdEncoding.EncodeToString(report)
-	if _, err := nvidia.New(nvidia.Options{}).VerifyDevice(d, verifier.Expected{ReportData: nonce}); err != nil {
+	if _, err := nvidia.New(nvidia.Options{}).VerifyDevice(context.Background(), d, verifier.Expected{ReportData: nonce}); err != nil {
 		t.Errorf("base64 report: %v", err)
 	}
 	for name, c := range map[string]struct {
@@ -231,5 +234,48 @@ func TestCachedChain(t *testing.T) {
 	g.Report = withFWID(t, g.Report)
 	if err := verify(); !errors.Is(err, nvidia.ErrFWID) {
 		t.Errorf("cached chain, report of other firmware: %v, want ErrFWID", err)
+	}
+}
+
+// TestOCSP: with a responder, a revoked certificate of the chain, an
+// unknown one and an unreachable responder are refused; good answers are
+// cached.
+func TestOCSP(t *testing.T) {
+	g := testGPU(t, valid)
+	revoked := map[string]bool{}
+	var asked atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		g.OCSP(func(c *x509.Certificate) bool { return revoked[c.Subject.CommonName] }).ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	evaluate := func(v *nvidia.Verifier) error {
+		ev, err := g.Evidence(context.Background(), make([]byte, 32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = v.Evaluate(context.Background(), ev, verifier.Expected{ReportData: make([]byte, 32)})
+		return err
+	}
+	verify := func(url string) error {
+		return evaluate(nvidia.New(nvidia.Options{Roots: []*x509.Certificate{g.Root}, OCSPURL: url}))
+	}
+	v := nvidia.New(nvidia.Options{Roots: []*x509.Certificate{g.Root}, OCSPURL: srv.URL})
+	for range 2 {
+		if err := evaluate(v); err != nil || asked.Load() != 1 {
+			t.Fatalf("good chain: %v, %d requests (want 1: the attestation key and root are not asked about, a good answer is kept)", err, asked.Load())
+		}
+	}
+	revoked[g.Certs[1].Subject.CommonName] = true
+	if err := verify(srv.URL); !errors.Is(err, nvidia.ErrRevoked) {
+		t.Errorf("revoked intermediate: %v, want ErrRevoked", err)
+	}
+	other := testGPU(t, valid) // the responder knows none of its certificates
+	g.Certs, g.Keys = other.Certs, other.Keys
+	if err := verify(srv.URL); !errors.Is(err, nvidia.ErrRevocationUnknown) {
+		t.Errorf("certificate unknown to the responder: %v, want ErrRevocationUnknown", err)
+	}
+	if err := verify("http://127.0.0.1:1/"); !errors.Is(err, nvidia.ErrRevocationUnknown) {
+		t.Errorf("responder unreachable: %v, want ErrRevocationUnknown", err)
 	}
 }

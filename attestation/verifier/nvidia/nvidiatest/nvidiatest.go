@@ -19,8 +19,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
+	"net/http"
 	"time"
+
+	"golang.org/x/crypto/ocsp"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/nvidia"
@@ -36,6 +40,10 @@ type GPU struct {
 	// Root is the test root, for nvidia.Options.Roots.
 	Root *x509.Certificate
 	Key  *ecdsa.PrivateKey
+	// Certs and Keys are the chain's certificates and keys, attestation
+	// key first.
+	Certs []*x509.Certificate
+	Keys  []*ecdsa.PrivateKey
 }
 
 // Validity of the test certificates.
@@ -67,7 +75,8 @@ func New(report []byte, leaf Validity) (*GPU, error) {
 	for _, c := range []*x509.Certificate{cert, ica, root} {
 		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	return &GPU{Report: report, Chain: chain, Root: root, Key: key}, nil
+	return &GPU{Report: report, Chain: chain, Root: root, Key: key,
+		Certs: []*x509.Certificate{cert, ica, root}, Keys: []*ecdsa.PrivateKey{key, icaKey, rootKey}}, nil
 }
 
 // issue makes a P-384 key and its certificate, self-signed when parent is
@@ -163,4 +172,36 @@ func (g *GPU) Evidence(_ context.Context, reportData []byte) (json.RawMessage, e
 		return nil, fmt.Errorf("nvidiatest: %w", err)
 	}
 	return json.Marshal(nvidia.Evidence{Devices: []nvidia.Device{g.Device(report)}})
+}
+
+// OCSP answers OCSP requests about the chain's certificates as their
+// issuers; a certificate revoked says so is revoked.
+func (g *GPU) OCSP(revoked func(*x509.Certificate) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+		req, err := ocsp.ParseRequest(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for i, c := range g.Certs[:len(g.Certs)-1] {
+			if c.SerialNumber.Cmp(req.SerialNumber) != 0 {
+				continue
+			}
+			now := time.Now()
+			tmpl := ocsp.Response{Status: ocsp.Good, SerialNumber: c.SerialNumber, ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour)}
+			if revoked(c) {
+				tmpl.Status, tmpl.RevokedAt = ocsp.Revoked, now.Add(-time.Hour)
+			}
+			out, err := ocsp.CreateResponse(g.Certs[i+1], g.Certs[i+1], tmpl, g.Keys[i+1])
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			w.Header().Set("Content-Type", "application/ocsp-response")
+			w.Write(out)
+			return
+		}
+		w.Write(ocsp.UnauthorizedErrorResponse)
+	})
 }
