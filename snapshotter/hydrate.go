@@ -72,8 +72,16 @@ func (s *Snapshotter) placeholders(ctx context.Context, parent string) ([]snapsh
 
 // hydrateForContainer hydrates the placeholders under a container's root
 // filesystem (key, over parent) when an image unpacked on the host has
-// that chain; a guest image's container keeps them empty.
-func (s *Snapshotter) hydrateForContainer(ctx context.Context, key, parent string) error {
+// that chain; a guest image's container keeps them empty. A failure is
+// logged, not returned: the container may be a guest image's of the same
+// chain, which needs nothing from the host.
+func (s *Snapshotter) hydrateForContainer(ctx context.Context, key, parent string) {
+	if err := s.hydrateChain(ctx, key, parent); err != nil {
+		log.G(ctx).WithError(err).WithField("parent", parent).Warn("root filesystem prepared over layers left empty for an image pulled in the guest")
+	}
+}
+
+func (s *Snapshotter) hydrateChain(ctx context.Context, key, parent string) error {
 	if s.images == nil || s.hydrator.Images == nil || parent == "" {
 		return nil
 	}

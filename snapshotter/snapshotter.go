@@ -71,9 +71,7 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	}
 	target, image := info.Labels[labelTargetRef], info.Labels[labelImageRef]
 	if target == "" || image == "" {
-		if err := s.hydrateForContainer(ctx, key, parent); err != nil {
-			return nil, err
-		}
+		s.hydrateForContainer(ctx, key, parent)
 		return s.Snapshotter.Prepare(ctx, key, parent, opts...)
 	}
 	if s.images != nil && !s.images.MatchString(image) {
@@ -100,9 +98,7 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 // View is Prepare's read-only twin: a view of an image unpacked on the
 // host gets the layers it shares with an image pulled in the guest.
 func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
-	if err := s.hydrateForContainer(ctx, key, parent); err != nil {
-		return nil, err
-	}
+	s.hydrateForContainer(ctx, key, parent)
 	return s.Snapshotter.View(ctx, key, parent, opts...)
 }
 
