@@ -28,6 +28,8 @@ func story(t *testing.T, format string, args ...any) {
 // applied with kubectl, whose initdata names the KBS, boots its VM, pulls
 // its image in the guest, attests and prints the secret its data hub got.
 func TestCocoonPodSecret(t *testing.T) {
+	story(t, "A one-node Kubernetes %s cluster starts on this machine: etcd, the control plane, a kubelet and\n"+
+		"    kube-proxy over a private containerd with the coco runtime classes (deploy/runtimeclasses.yaml)", k8stest.Version)
 	c := k8stest.Get(t)
 	story(t, "A KBS on %s (the node reaches it there) holds the secret default/key/demo and releases it to affirming\n"+
 		"    appraisals only, with reference values registered for the guest's TEE", c.HostIP)
