@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/azsnpvtpm"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/aztdxvtpm"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/cca"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/csv"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
@@ -103,8 +105,12 @@ func New(o Options) (verifier.Registry, error) {
 		protocol.TeeSNP:    s,
 		protocol.TeeTDX:    t,
 		protocol.TeeSGX:    sg,
-		protocol.TeeTPM:    tpm.New(tpm.Options{Now: o.Now}),
-		protocol.TeeCSV:    c,
+		// Azure's confidential VMs share the SNP and TDX verifiers' roots,
+		// endorsements and caches.
+		protocol.TeeAzSNPvTPM: azsnpvtpm.New(s),
+		protocol.TeeAzTDXvTPM: aztdxvtpm.New(t),
+		protocol.TeeTPM:       tpm.New(tpm.Options{Now: o.Now}),
+		protocol.TeeCSV:       c,
 	}
 	if o.SEDir != "" {
 		if reg[protocol.TeeSE], err = newSE(o); err != nil {

@@ -103,6 +103,11 @@ func (v *Verifier) VerifyQuote(ctx context.Context, rawQuote, eventLog []byte, e
 	if err != nil {
 		return nil, err
 	}
+	return v.VerifyParsedQuote(ctx, q, eventLog, expected)
+}
+
+// VerifyParsedQuote is VerifyQuote of a parsed quote.
+func (v *Verifier) VerifyParsedQuote(ctx context.Context, q *Quote, eventLog []byte, expected verifier.Expected) (verifier.Claims, error) {
 	res, err := v.dcap.Verify(ctx, &q.Quote, func(r *dcap.Result) (*dcap.TCBResult, error) { return evaluateTCB(q, r) })
 	if err != nil {
 		return nil, err

@@ -103,6 +103,26 @@ func decode(ev *Evidence) (*Report, error) {
 	return rep, nil
 }
 
+// NewReport assembles a report from a quote's parts as other evidence
+// formats carry them (Azure's vTPM evidence), checking them as
+// ParseEvidence does.
+func NewReport(ak crypto.PublicKey, message []byte, sig *Signature, pcrs [][]byte) (*Report, error) {
+	rep := &Report{AK: ak, Message: message, Signature: sig, PCRs: pcrs}
+	var err error
+	if rep.Attest, err = ParseAttest(message); err != nil {
+		return nil, malformed(fmt.Errorf("message: %w", err))
+	}
+	for i, pcr := range pcrs {
+		if len(pcr) != PCRSize {
+			return nil, malformed(fmt.Errorf("%w: PCR %d has %d bytes", ErrEncoding, i, len(pcr)))
+		}
+	}
+	if err := checkSelection(rep); err != nil {
+		return nil, malformed(err)
+	}
+	return rep, nil
+}
+
 // checkSelection accepts quotes over the SHA-256 bank alone, the only bank
 // whose values the evidence can carry, and only over PCRs it reports.
 func checkSelection(rep *Report) error {

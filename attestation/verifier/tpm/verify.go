@@ -103,16 +103,28 @@ func (v *Verifier) Verify(rep *Report, want verifier.Expected) error {
 	if err := v.checkAK(rep); err != nil {
 		return err
 	}
-	if err := checkSignature(rep); err != nil {
-		return err
-	}
-	if err := checkPCRDigest(rep); err != nil {
+	if err := VerifyQuote(rep); err != nil {
 		return err
 	}
 	if err := checkNonce(rep.Attest.ExtraData, want.ReportData); err != nil {
 		return err
 	}
-	return checkInitData(rep, want.InitDataDigest)
+	return CheckInitData(rep, want.InitDataDigest)
+}
+
+// VerifyQuote checks what a quote proves by itself: the AK signed it and
+// the reported PCR values hash to the quoted digest.
+func VerifyQuote(rep *Report) error {
+	if err := checkSignature(rep); err != nil {
+		return err
+	}
+	return checkPCRDigest(rep)
+}
+
+// RSASSASHA256 is the TPMT_SIGNATURE of an RSA AK's SHA-256 signature
+// given as its bare bytes, as Azure's vTPM evidence carries it.
+func RSASSASHA256(sig []byte) *Signature {
+	return &Signature{Alg: algRSASSA, Hash: crypto.SHA256, RSA: sig}
 }
 
 func (v *Verifier) checkAK(rep *Report) error {
@@ -200,7 +212,9 @@ func ReplayInitData(digest []byte) []byte {
 	return pcr.Sum(nil)
 }
 
-func checkInitData(rep *Report, digest []byte) error {
+// CheckInitData checks PCR 8 holds the extension of the initdata digest
+// alone; nothing is checked when digest is nil.
+func CheckInitData(rep *Report, digest []byte) error {
 	if digest == nil {
 		return nil
 	}
