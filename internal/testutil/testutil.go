@@ -44,6 +44,17 @@ func Fixtures(t testing.TB) string {
 	return dir
 }
 
+// TrusteeVerifierData reads a file of Trustee's verifier test data in the
+// shared fixtures (trustee/deps/verifier/test_data).
+func TrusteeVerifierData(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(Fixtures(t), "trustee/deps/verifier/test_data", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // ModuleDir is the module cache directory of a dependency, for tests that
 // read the real evidence some modules ship in their testdata.
 func ModuleDir(t testing.TB, module string) string {

@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
@@ -18,54 +17,29 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
 )
 
-// Verifier verifies az-snp-vtpm evidence; it is safe for concurrent use.
-type Verifier struct {
+// New returns the az-snp-vtpm verifier, which checks SNP reports and their
+// VCEK chain with s (AMD's roots, KDS, cache, clock).
+func New(s *snp.Verifier) *azvtpm.Verifier {
+	return azvtpm.New(hardware{s})
+}
+
+// hardware verifies the SNP report of the HCL report.
+type hardware struct {
 	snp *snp.Verifier
 }
 
-var _ verifier.Verifier = (*Verifier)(nil)
+func (hardware) Type() azvtpm.ReportType { return azvtpm.ReportSNP }
 
-// New returns a Verifier that checks SNP reports and their VCEK chain with
-// s (AMD's roots, KDS, cache, clock).
-func New(s *snp.Verifier) *Verifier {
-	return &Verifier{snp: s}
-}
-
-// Evaluate implements verifier.Verifier for Trustee's evidence JSON.
-func (v *Verifier) Evaluate(ctx context.Context, raw json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
-	ev, err := azvtpm.ParseEvidence(raw)
+func (h hardware) VerifyHardware(ctx context.Context, ev *azvtpm.Evidence, hcl *azvtpm.HCLReport) (verifier.Claims, []byte, error) {
+	r, err := snp.ParseReport(hcl.HWReport)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	claims, err := v.Verify(ctx, ev, want)
+	claims, err := h.snp.Verify(ctx, r, snp.CertChain{VCEK: ev.VCEK}, verifier.Expected{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
-}
-
-// Verify checks decoded evidence and returns its claims.
-func (v *Verifier) Verify(ctx context.Context, ev *azvtpm.Evidence, want verifier.Expected) (verifier.Claims, error) {
-	vt, err := azvtpm.Verify(ev, azvtpm.ReportSNP, want)
-	if err != nil {
-		return nil, err
-	}
-	r, err := snp.ParseReport(vt.HCL.HWReport)
-	if err != nil {
-		return nil, err
-	}
-	// The SNP report binds the HCL runtime data, not the runtime data or
-	// initdata (the vTPM's nonce and PCR 8 do).
-	snpClaims, err := v.snp.Verify(ctx, r, snp.CertChain{VCEK: ev.VCEK}, verifier.Expected{})
-	if err != nil {
-		return nil, err
-	}
-	if err := vt.HCL.CheckBinding(r.Proto().ReportData); err != nil {
-		return nil, err
-	}
-	c := trusteeClaims(snpClaims)
-	azvtpm.AddClaims(c, vt.TPM)
-	return c, nil
+	return trusteeClaims(claims), r.Proto().ReportData, nil
 }
 
 // trusteeClaims renders the SNP report's claims as Trustee's az-snp-vtpm

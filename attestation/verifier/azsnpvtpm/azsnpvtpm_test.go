@@ -5,8 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,16 +15,12 @@ import (
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
+// fixture reads Trustee's Azure SNP test data.
 func fixture(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testutil.Fixtures(t), "trustee/deps/verifier/test_data/az-snp-vtpm", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testutil.TrusteeVerifierData(t, "az-snp-vtpm/"+name)
 }
 
-func newVerifier(t testing.TB) *Verifier {
+func newVerifier(t testing.TB) *azvtpm.Verifier {
 	s, err := snp.New(snp.Options{DisableKDS: true})
 	if err != nil {
 		t.Fatal(err)

@@ -5,8 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -19,26 +17,17 @@ import (
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
-func fixture(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testutil.Fixtures(t), "trustee/deps/verifier/test_data", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // realEvidence is Trustee's captured evidence-v0.json, bound to the nonce
 // "challenge".
 func realEvidence(t testing.TB) (*azvtpm.Evidence, verifier.Expected) {
-	ev, err := azvtpm.ParseEvidence(fixture(t, "az-tdx-vtpm/evidence-v0.json"))
+	ev, err := azvtpm.ParseEvidence(testutil.TrusteeVerifierData(t, "az-tdx-vtpm/evidence-v0.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ev, verifier.Expected{ReportData: []byte("challenge")}
 }
 
-func newVerifier(t testing.TB, o tdx.Options) *Verifier {
+func newVerifier(t testing.TB, o tdx.Options) *azvtpm.Verifier {
 	v, err := tdx.New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +45,7 @@ func TestRealEvidence(t *testing.T) {
 	if _, err := v.Verify(context.Background(), ev, want); !errors.Is(err, dcap.ErrCollateralUnavailable) {
 		t.Fatalf("%v, want ErrCollateralUnavailable (everything before it verified)", err)
 	}
-	vt, err := azvtpm.Verify(ev, azvtpm.ReportTDX, want)
+	vt, err := azvtpm.VerifyVTPM(ev, azvtpm.ReportTDX, want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +66,7 @@ type testPKI struct {
 }
 
 func newTestPKI(t testing.TB) *testPKI {
-	q, err := tdx.ParseQuote(fixture(t, "az-tdx-vtpm/td-quote.bin"))
+	q, err := tdx.ParseQuote(testutil.TrusteeVerifierData(t, "az-tdx-vtpm/td-quote.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +75,7 @@ func newTestPKI(t testing.TB) *testPKI {
 		t.Fatal(err)
 	}
 	p := &testPKI{PKI: dcaptest.New(t, dcaptest.SGXExtensionOf(t, q.PCKChain))}
-	p.coll = dcaptest.NewCollateral(t, dcap.TDX, fixture(t, "tcbInfo.json"), fixture(t, "enclaveIdentity.json"),
+	p.coll = dcaptest.NewCollateral(t, dcap.TDX, testutil.TrusteeVerifierData(t, "tcbInfo.json"), testutil.TrusteeVerifierData(t, "enclaveIdentity.json"),
 		fmt.Sprintf("%X", chain.Platform.FMSPC))
 	for i := range 2 {
 		l := dcaptest.Level(p.coll.TCBInfo, i)
@@ -112,7 +101,7 @@ func (p *testPKI) evidence(t testing.TB) *azvtpm.Evidence {
 	return ev
 }
 
-func (p *testPKI) verifier(t testing.TB) *Verifier {
+func (p *testPKI) verifier(t testing.TB) *azvtpm.Verifier {
 	return newVerifier(t, tdx.Options{CollateralDir: p.Dir(t, p.coll), Roots: []*x509.Certificate{p.Root},
 		Now: func() time.Time { return dcaptest.Time }})
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
 // FuzzEvaluate runs whole evidence documents through the verifier with
@@ -11,7 +13,7 @@ import (
 func FuzzEvaluate(f *testing.F) {
 	p := newTestPKI(f)
 	ev, want := realEvidence(f)
-	f.Add(fixture(f, "az-tdx-vtpm/evidence-v0.json"))
+	f.Add(testutil.TrusteeVerifierData(f, "az-tdx-vtpm/evidence-v0.json"))
 	signed, err := json.Marshal(map[string]any{"tpm_quote": map[string]any{"signature": ev.TPMQuote.Signature,
 		"message": ev.TPMQuote.Message, "pcrs": ev.TPMQuote.PCRs}, "hcl_report": ev.HCLReport, "td_quote": p.evidence(f).TDQuote})
 	if err != nil {

@@ -2,26 +2,15 @@ package azvtpm
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
-func fixture(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testutil.Fixtures(t), "trustee/deps/verifier/test_data", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func FuzzParseEvidence(f *testing.F) {
 	for _, name := range []string{"az-snp-vtpm/evidence-v1.json", "az-snp-vtpm/evidence-v2.json"} {
-		f.Add(fixture(f, name))
+		f.Add(testutil.TrusteeVerifierData(f, name))
 	}
 	f.Add([]byte(`{"tpm_quote":{"signature":[1],"message":[2],"pcrs":[[3]]},"hcl_report":[4],"td_quote":[5]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -32,13 +21,13 @@ func FuzzParseEvidence(f *testing.F) {
 			}
 			return
 		}
-		Verify(ev, ReportSNP, verifier.Expected{ReportData: []byte("challenge"), InitDataDigest: make([]byte, 32)})
+		VerifyVTPM(ev, ReportSNP, verifier.Expected{ReportData: []byte("challenge"), InitDataDigest: make([]byte, 32)})
 	})
 }
 
 func FuzzParseHCLReport(f *testing.F) {
-	f.Add(fixture(f, "az-snp-vtpm/hcl-report.bin"))
-	f.Add(fixture(f, "az-tdx-vtpm/hcl-report.bin"))
+	f.Add(testutil.TrusteeVerifierData(f, "az-snp-vtpm/hcl-report.bin"))
+	f.Add(testutil.TrusteeVerifierData(f, "az-tdx-vtpm/hcl-report.bin"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseHCLReport(b)
 		if err != nil {

@@ -2,26 +2,83 @@ package azvtpm
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tpm"
 )
 
-// Verified is what Verify established about the vTPM half of evidence.
+// Hardware verifies the hardware report of one kind of Azure VM.
+type Hardware interface {
+	// Type is the kind of hardware report the HCL report must carry.
+	Type() ReportType
+	// VerifyHardware checks the evidence's hardware report and returns its
+	// claims and the report data field that must bind the HCL runtime data.
+	VerifyHardware(ctx context.Context, ev *Evidence, hcl *HCLReport) (claims verifier.Claims, reportData []byte, err error)
+}
+
+// Verifier verifies Azure vTPM evidence of one kind; it is safe for
+// concurrent use when its Hardware is.
+type Verifier struct {
+	hw Hardware
+}
+
+var _ verifier.Verifier = (*Verifier)(nil)
+
+// New returns a Verifier of hw's kind of evidence.
+func New(hw Hardware) *Verifier {
+	return &Verifier{hw: hw}
+}
+
+// Evaluate implements verifier.Verifier for Trustee's evidence JSON.
+func (v *Verifier) Evaluate(ctx context.Context, raw json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
+	ev, err := ParseEvidence(raw)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := v.Verify(ctx, ev, want)
+	if err != nil {
+		return nil, err
+	}
+	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
+}
+
+// Verify checks decoded evidence: the vTPM half (VerifyVTPM), the
+// hardware report and its binding of the HCL runtime data. The hardware
+// report binds neither the runtime data nor the initdata: the vTPM's
+// nonce and PCR 8 do.
+func (v *Verifier) Verify(ctx context.Context, ev *Evidence, want verifier.Expected) (verifier.Claims, error) {
+	vt, err := VerifyVTPM(ev, v.hw.Type(), want)
+	if err != nil {
+		return nil, err
+	}
+	claims, reportData, err := v.hw.VerifyHardware(ctx, ev, vt.HCL)
+	if err != nil {
+		return nil, err
+	}
+	if err := vt.HCL.CheckBinding(reportData); err != nil {
+		return nil, err
+	}
+	addClaims(claims, vt.TPM)
+	return claims, nil
+}
+
+// Verified is what VerifyVTPM established about the vTPM half of evidence.
 type Verified struct {
 	HCL *HCLReport
 	TPM *tpm.Report
 }
 
-// Verify checks the vTPM half of evidence, in Trustee's order: the HCL
+// VerifyVTPM checks the vTPM half of evidence, in Trustee's order: the HCL
 // report (of type typ) and its attestation key, the quote's signature by
 // that key, the PCR digest, the nonce (the expected report data itself),
 // in version 2 the HCL user data (starting with the report data), and PCR
 // 8 (the initdata digest). The hardware report and its binding of the HCL
-// runtime data (HCLReport.CheckBinding) are the caller's.
-func Verify(ev *Evidence, typ ReportType, want verifier.Expected) (*Verified, error) {
+// runtime data (HCLReport.CheckBinding) are Verify's.
+func VerifyVTPM(ev *Evidence, typ ReportType, want verifier.Expected) (*Verified, error) {
 	hcl, err := ParseHCLReport(ev.HCLReport)
 	if err != nil {
 		return nil, err
@@ -59,10 +116,10 @@ func Verify(ev *Evidence, typ ReportType, want verifier.Expected) (*Verified, er
 	return &Verified{HCL: hcl, TPM: rep}, nil
 }
 
-// AddClaims adds the vTPM's claims as Trustee names them: "tpm" with the
+// addClaims adds the vTPM's claims as Trustee names them: "tpm" with the
 // quoted PCRs ("pcr00".."pcr23"), "report_data" the quote's nonce and
 // "init_data" PCR 8, replacing the hardware report's.
-func AddClaims(c verifier.Claims, rep *tpm.Report) {
+func addClaims(c verifier.Claims, rep *tpm.Report) {
 	pcrs := map[string]any{}
 	for _, i := range rep.Quoted() {
 		pcrs[fmt.Sprintf("pcr%02d", i)] = hex.EncodeToString(rep.PCRs[i])

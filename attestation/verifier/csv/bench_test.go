@@ -2,8 +2,9 @@ package csv
 
 import (
 	"encoding/binary"
-	"github.com/cocoon-cc/cocoon/attestation/verifier/csv/csvtest"
 	"testing"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier/csv/csvtest"
 )
 
 // BenchmarkVerifyCSV is a whole Evaluate of Trustee's JSON evidence (a

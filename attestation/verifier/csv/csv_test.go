@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"github.com/cocoon-cc/cocoon/attestation/verifier/csv/csvtest"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier/csv/csvtest"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )

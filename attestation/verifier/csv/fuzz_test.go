@@ -3,8 +3,9 @@ package csv
 import (
 	"encoding/json"
 	"errors"
-	"github.com/cocoon-cc/cocoon/attestation/verifier/csv/csvtest"
 	"testing"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier/csv/csvtest"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )

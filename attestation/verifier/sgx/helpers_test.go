@@ -5,8 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -20,18 +18,9 @@ import (
 // realTime is inside the validity of the Occlum quote's real PCK chain.
 var realTime = time.Date(2025, time.November, 1, 0, 0, 0, 0, time.UTC)
 
-func trusteeData(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testutil.Fixtures(t), "trustee/deps/verifier/test_data", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // occlumQuote is Trustee's real SGX quote (v3) of an Occlum enclave. It is a
 // debug enclave, its report data is "test".
-func occlumQuote(t testing.TB) []byte { return trusteeData(t, "occlum_quote.dat") }
+func occlumQuote(t testing.TB) []byte { return testutil.TrusteeVerifierData(t, "occlum_quote.dat") }
 
 func mustParse(t testing.TB, b []byte) *Quote {
 	q, err := ParseQuote(b)
@@ -109,5 +98,5 @@ const (
 // sgxCollateral is SGX collateral for the Occlum quote's platform and QE.
 func sgxCollateral(t testing.TB) *dcaptest.Collateral {
 	q := mustParse(t, occlumQuote(t))
-	return dcaptest.SGXCollateral(t, trusteeData(t, "tcbInfo.json"), trusteeData(t, "enclaveIdentity.json"), q.PCKChain, &q.QEReport)
+	return dcaptest.SGXCollateral(t, testutil.TrusteeVerifierData(t, "tcbInfo.json"), testutil.TrusteeVerifierData(t, "enclaveIdentity.json"), q.PCKChain, &q.QEReport)
 }

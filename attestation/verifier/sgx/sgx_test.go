@@ -14,6 +14,7 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap/dcaptest"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
 // TestQuoteClaimsMatchTrustee compares the claims of the real Occlum quote
@@ -259,7 +260,7 @@ func TestEvaluateRejectsBadEvidence(t *testing.T) {
 			t.Errorf("%s: %v, want ErrEvidenceEncoding", ev, err)
 		}
 	}
-	if _, err := evaluate(t, v, trusteeData(t, "tdx_quote_4.dat"), verifier.Expected{}); !errors.Is(err, dcap.ErrTeeType) {
+	if _, err := evaluate(t, v, testutil.TrusteeVerifierData(t, "tdx_quote_4.dat"), verifier.Expected{}); !errors.Is(err, dcap.ErrTeeType) {
 		t.Errorf("TDX quote: %v, want ErrTeeType", err)
 	}
 }
