@@ -6,7 +6,7 @@ TEST_FLAGS ?= -count=1 -timeout 30m
 # Tools installed with go install (cosign) are found by the tests.
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build deps guest k8s-bins test test-short bench demo fuzz clean generate
+.PHONY: all build deps guest k8s-bins test test-short bench demo fuzz clean generate generate-operator images
 
 all: build
 
@@ -22,6 +22,12 @@ deps:
 # The VM guest: kernel and reproducible initramfs in build/guest.
 guest:
 	@OVMF=$(OVMF) bash scripts/build-guest.sh
+
+# Container images (operator, node installer, KBS) and the guest image as OCI
+# layouts in build/images, from static builds of ./cmd; no base image.
+# Push: skopeo copy oci:build/images/NAME:latest docker://REGISTRY/NAME:TAG
+images: guest
+	$(GO) run ./operator/images/mkimages -o build/images
 
 # Kubernetes v1.34.3's binaries for the Kubernetes tests, built once from
 # the Go module proxy into a cache outside the repository (several minutes
@@ -57,8 +63,16 @@ fuzz:
 # Regenerate the committed ttrpc API code from protocol/ttrpc/**/*.proto
 # (CI does not run protoc). Needs protoc (Debian protobuf-compiler); the Go
 # plugins are pinned to the versions in go.mod.
+# The operator's deepcopy code, CRDs and RBAC (controller-gen, pinned).
+CONTROLLER_TOOLS ?= v0.23.0
+generate-operator:
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS)
+	$(BIN)/tools/controller-gen object paths=./operator/api/...
+	$(BIN)/tools/controller-gen crd:allowDangerousTypes=false paths=./operator/api/... output:crd:artifacts:config=deploy/operator/crd
+	$(BIN)/tools/controller-gen rbac:roleName=cocoon-operator paths=./operator/controllers/... output:rbac:artifacts:config=deploy/operator/rbac
+
 PROTOS := $(sort $(shell find protocol/ttrpc -name '*.proto'))
-generate:
+generate: generate-operator
 	@command -v protoc >/dev/null || { echo "generate: install protoc (apt-get install protobuf-compiler libprotobuf-dev)"; exit 1; }
 	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$$($(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
 	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@$$($(GO) list -m -f '{{.Version}}' github.com/containerd/ttrpc)

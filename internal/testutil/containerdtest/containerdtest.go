@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,6 +56,10 @@ type Options struct {
 	// CNIConfDir enables CRI's pod networking with the CNI configuration
 	// in this directory and Debian's plugins (containernetworking-plugins).
 	CNIConfDir string
+	// Supervise starts containerd again whenever it exits before the test
+	// ends, as systemd's Restart= does: for tests restarting it (a node
+	// installer changing its configuration).
+	Supervise bool
 }
 
 // Containerd is a running containerd.
@@ -63,8 +68,13 @@ type Containerd struct {
 	Root    string
 	Address string
 	pods    bool // pods have a CNI network: removed before containerd stops
-	cmd     *exec.Cmd
 	log     *bytes.Buffer
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{} // closed when cmd has exited
+	stopping bool
+	starts   int
 }
 
 // Start runs containerd as root, skipping the test loudly when that is
@@ -95,14 +105,11 @@ func Start(t testing.TB, o Options) *Containerd {
 	if err := os.WriteFile(cfg, []byte(c.config(o)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.cmd = exec.Command(bin, "--config", cfg)
+	args := []string{bin, "--config", cfg}
 	if o.Netns != "" {
-		c.cmd = exec.Command("nsenter", "--net="+o.Netns, "--", bin, "--config", cfg)
+		args = append([]string{"nsenter", "--net=" + o.Netns, "--"}, args...)
 	}
-	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
-	c.cmd.Env = append(os.Environ(), "PATH="+o.ShimDir+":"+os.Getenv("PATH"))
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := c.cmd.Start(); err != nil {
+	if err := c.start(args, o); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.stop(t) })
@@ -112,6 +119,50 @@ func Start(t testing.TB, o Options) *Containerd {
 	c.importPause(t)
 	return c
 }
+
+// start runs containerd; with o.Supervise, again each time it exits until
+// stop.
+func (c *Containerd) start(args []string, o Options) error {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = c.log, c.log
+	cmd.Env = append(os.Environ(), "PATH="+o.ShimDir+":"+os.Getenv("PATH"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	c.mu.Lock()
+	if c.stopping { // stop ran while this restart started
+		cmd.Process.Kill()
+	}
+	c.cmd, c.exited = cmd, exited
+	c.starts++
+	c.mu.Unlock()
+	go func() {
+		cmd.Wait()
+		close(exited)
+		c.mu.Lock()
+		again := o.Supervise && !c.stopping
+		c.mu.Unlock()
+		if again {
+			fmt.Fprintf(c.log, "containerdtest: containerd exited (%v); starting it again\n", cmd.ProcessState)
+			if err := c.start(args, o); err != nil {
+				fmt.Fprintf(c.log, "containerdtest: restart: %v\n", err)
+			}
+		}
+	}()
+	return nil
+}
+
+// Starts counts how often containerd was started (Supervise restarts it).
+func (c *Containerd) Starts() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.starts
+}
+
+// ConfigPath is containerd's configuration file.
+func (c *Containerd) ConfigPath() string { return filepath.Join(c.Dir, "config.toml") }
 
 func (c *Containerd) config(o Options) string {
 	var b strings.Builder
@@ -136,7 +187,10 @@ state = %q
 		b.WriteString("    snapshotter = \"cocoon\"\n    disable_snapshot_annotations = false\n")
 	}
 	b.WriteString("    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n")
-	runtimes := map[string]string{"coco": o.ShimConfig}
+	runtimes := map[string]string{}
+	if o.ShimConfig != "" {
+		runtimes["coco"] = o.ShimConfig
+	}
 	for name, cfg := range o.Runtimes {
 		runtimes[name] = cfg
 	}
@@ -166,8 +220,13 @@ func (c *Containerd) waitReady() error {
 				return nil
 			}
 		}
-		if c.cmd.ProcessState != nil {
+		c.mu.Lock()
+		exited := c.exited
+		c.mu.Unlock()
+		select {
+		case <-exited:
 			return fmt.Errorf("exited")
+		default:
 		}
 	}
 	return fmt.Errorf("not ready in 20 s")
@@ -227,13 +286,15 @@ func (c *Containerd) stop(t testing.TB) {
 	if c.pods {
 		c.removePods(t)
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
+	c.mu.Lock()
+	c.stopping = true
+	cmd, done := c.cmd, c.exited
+	c.mu.Unlock()
+	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
+		cmd.Process.Kill()
 		<-done
 	}
 	killShims(c.Address)

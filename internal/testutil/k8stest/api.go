@@ -172,3 +172,7 @@ func (c *Cluster) Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	c.waitFor(t, time.Minute, what, func() (bool, error) { return cond(), nil })
 }
+
+// HostDir is a path under the cluster's directory (removed at teardown)
+// for what a test puts on the node's host.
+func (c *Cluster) HostDir(name string) string { return filepath.Join(c.dir, name) }

@@ -77,7 +77,18 @@ type Cluster struct {
 	busybox     string
 }
 
+// Options change the cluster of a test binary (MainWith).
+type Options struct {
+	// Bare gives a node whose containerd has runc alone: no Cocoon
+	// runtime, snapshotter, RuntimeClass or node label, for tests that
+	// install Cocoon themselves (the operator's node installer). That
+	// containerd is started again whenever it exits, as systemd's
+	// Restart= does, so an installer may restart it.
+	Bare bool
+}
+
 var (
+	opts        Options
 	once        sync.Once
 	shared      *Cluster
 	own         *owner
@@ -96,6 +107,12 @@ func Main(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// MainWith is Main for a cluster made with o.
+func MainWith(m *testing.M, o Options) int {
+	opts = o
+	return Main(m)
 }
 
 // Get returns the test binary's cluster, starting it for the first test
@@ -206,10 +223,16 @@ func start(t *owner) *Cluster {
 	}
 	c.registry = imagetest.StartRegistryOn(t, c.HostIP+":5000")
 	c.Registry = c.registry.Host
-	c.startContainerd(t, kernel, initrd)
+	if opts.Bare {
+		c.startBareContainerd(t)
+	} else {
+		c.startContainerd(t, kernel, initrd)
+	}
 	c.startControlPlane(t, bins)
 	c.startNode(t, bins)
-	c.Apply(t, c.readRepoFile(t, "deploy/runtimeclasses.yaml"))
+	if !opts.Bare {
+		c.Apply(t, c.readRepoFile(t, "deploy/runtimeclasses.yaml"))
+	}
 	return c
 }
 
@@ -255,6 +278,22 @@ func (c *Cluster) startContainerd(t testing.TB, kernel, initrd string) {
 	})
 	// Runs after the kubelet stopped: what it left running is stopped
 	// through CRI, as the kubelet would (containers, VMs, pod networks).
+	t.Cleanup(func() { c.removeSandboxes(t) })
+}
+
+// startBareContainerd runs the node's containerd with runc alone,
+// supervised (Options.Bare).
+func (c *Cluster) startBareContainerd(t testing.TB) {
+	t.Helper()
+	cniDir := filepath.Join(c.dir, "cni")
+	c.writeFile(t, filepath.Join(cniDir, "10-cocoon.conflist"), c.cniConfig())
+	c.Containerd = containerdtest.Start(t, containerdtest.Options{
+		Registry:   c.Registry,
+		Dir:        filepath.Join(c.dir, "containerd"),
+		Netns:      c.slot.NetnsPath(),
+		CNIConfDir: cniDir,
+		Supervise:  true,
+	})
 	t.Cleanup(func() { c.removeSandboxes(t) })
 }
 
@@ -336,9 +375,12 @@ func (c *Cluster) startNode(t testing.TB, bins string) {
 	cfg := filepath.Join(c.dir, "kubelet.yaml")
 	c.writeFile(t, cfg, c.kubeletConfig())
 	restoreKernelTunables(t)
-	c.run(t, "kubelet", true, filepath.Join(bins, "kubelet"), "--config="+cfg, "--kubeconfig="+kubelet,
-		"--root-dir="+filepath.Join(c.dir, "kubelet"), "--hostname-override="+NodeName, "--node-ip="+c.NodeIP,
-		"--node-labels="+strings.Join(NodeLabels, ","))
+	args := []string{"--config=" + cfg, "--kubeconfig=" + kubelet,
+		"--root-dir=" + filepath.Join(c.dir, "kubelet"), "--hostname-override=" + NodeName, "--node-ip=" + c.NodeIP}
+	if !opts.Bare {
+		args = append(args, "--node-labels="+strings.Join(NodeLabels, ","))
+	}
+	c.run(t, "kubelet", true, filepath.Join(bins, "kubelet"), args...)
 	proxy, err := c.kubeconfig("kube-proxy")
 	if err != nil {
 		t.Fatal(err)
