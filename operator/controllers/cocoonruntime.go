@@ -277,7 +277,6 @@ func (r *CocoonRuntimeReconciler) installerPod(cr *cocoonv1.CocoonRuntime, verb 
 		"--host-root=" + hostRoot,
 	}
 	privileged := true
-	toHost := corev1.MountPropagationHostToContainer
 	grace := int64(5)
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: labels},
@@ -286,8 +285,6 @@ func (r *CocoonRuntimeReconciler) installerPod(cr *cocoonv1.CocoonRuntime, verb 
 			NodeSelector:                  s.NodeSelector,
 			Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			HostPID:                       true,
-			HostNetwork:                   true,
-			DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
 			PriorityClassName:             "system-node-critical",
 			TerminationGracePeriodSeconds: &grace,
 			Containers: []corev1.Container{{
@@ -303,7 +300,10 @@ func (r *CocoonRuntimeReconciler) installerPod(cr *cocoonv1.CocoonRuntime, verb 
 					PeriodSeconds: 2,
 				},
 				VolumeMounts: []corev1.VolumeMount{
-					{Name: "host", MountPath: hostRoot, MountPropagation: &toHost},
+					// Private: nodes whose root is not a shared mount (containers) refuse
+					// HostToContainer. Files the host adds later (containerd's new
+					// socket) are seen; mounts are not needed.
+					{Name: "host", MountPath: hostRoot},
 					{Name: "state", MountPath: "/run/cocoon-installer"},
 				},
 			}},
