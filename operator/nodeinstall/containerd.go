@@ -38,7 +38,7 @@ var ErrContainerdConfig = errors.New("containerd configuration")
 // Runtime is one containerd runtime entry (a RuntimeClass's handler).
 type Runtime struct {
 	Handler    string // cocoon-qemu, ...
-	ShimPath   string // containerd-shim-coco-v2 (runtime_path)
+	ShimPath   string // containerd-shim-coco-v2, absolute: the runtime_type
 	ConfigPath string // the shim's configuration (options.ConfigPath)
 }
 
@@ -181,9 +181,10 @@ func renderDropIn(cri map[string]any, runtimes []Runtime) ([]byte, error) {
 		ctrd["runtimes"] = entries
 	}
 	for _, r := range runtimes {
+		// An absolute runtime_type names the shim binary (containerd 1.6
+		// and later); 1.6's CRI ignores runtime_path for the sandbox.
 		entries[r.Handler] = map[string]any{
-			"runtime_type":          "io.containerd.coco.v2",
-			"runtime_path":          r.ShimPath,
+			"runtime_type":          r.ShimPath,
 			"pod_annotations":       []string{"io.katacontainers.*"},
 			"container_annotations": []string{"io.katacontainers.*"},
 			"options":               map[string]any{"ConfigPath": r.ConfigPath},

@@ -64,8 +64,8 @@ func TestContainerdDropIn(t *testing.T) {
 				t.Fatalf("Install: %v, changed %v", err, changed)
 			}
 			got := dump(t, path)
-			for _, want := range []string{`runtimes.cocoon-qemu]`, `runtime_type = "io.containerd.coco.v2"`,
-				`runtime_path = "` + dir + `/bin/containerd-shim-coco-v2"`, `ConfigPath = "` + dir + `/etc/qemu.toml"`,
+			for _, want := range []string{`runtimes.cocoon-qemu]`, `runtime_type = "` + dir + `/bin/containerd-shim-coco-v2"`,
+				`ConfigPath = "` + dir + `/etc/qemu.toml"`,
 				`sandbox_image = "registry.example/pause:3.9"`, `runtimes.runc]`, `default_runtime_name = "runc"`,
 				`root = "/var/lib/containerd-test"`} {
 				if !strings.Contains(got, want) {
