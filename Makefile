@@ -70,6 +70,8 @@ generate-operator:
 	$(BIN)/tools/controller-gen object paths=./operator/api/...
 	$(BIN)/tools/controller-gen crd:allowDangerousTypes=false paths=./operator/api/... output:crd:artifacts:config=deploy/operator/crd
 	$(BIN)/tools/controller-gen rbac:roleName=cocoon-operator paths=./operator/controllers/... output:rbac:artifacts:config=deploy/operator/rbac
+	cp deploy/operator/crd/*.yaml deploy/helm/cocoon/crds/
+	cp deploy/operator/rbac/role.yaml deploy/helm/cocoon/templates/operator-role.yaml
 
 PROTOS := $(sort $(shell find protocol/ttrpc -name '*.proto'))
 generate: generate-operator

@@ -29,7 +29,7 @@ var (
 // pushImages builds the operator's, the installer's and two guest images
 // (make images' code) and pushes them to the cluster's registry with
 // skopeo; it returns their references by digest.
-func pushImages(t *testing.T, c *k8stest.Cluster) map[string]string {
+func pushImages(t testing.TB, c *k8stest.Cluster) map[string]string {
 	t.Helper()
 	pushOnce.Do(func() {
 		kernel, initrd := testutil.Guest(t)
@@ -62,7 +62,7 @@ func pushImages(t *testing.T, c *k8stest.Cluster) map[string]string {
 	return pushed
 }
 
-func mustFind(t *testing.T, name string) images.Image {
+func mustFind(t testing.TB, name string) images.Image {
 	img, err := images.Find(name)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ var operatorOnce sync.Once
 
 // installOperator applies deploy/operator (CRDs, RBAC, the Deployment with
 // the pushed images) and waits for the operator to be available.
-func installOperator(t *testing.T, c *k8stest.Cluster) {
+func installOperator(t testing.TB, c *k8stest.Cluster) {
 	t.Helper()
 	refs := pushImages(t, c)
 	operatorOnce.Do(func() {

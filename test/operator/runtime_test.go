@@ -2,6 +2,7 @@ package operator
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
@@ -37,32 +42,41 @@ spec:
 		filepath.Join(filepath.Dir(c.Containerd.ConfigPath()), "conf.d"), c.Containerd.Address)
 }
 
-func cocoonDeployment(t *testing.T, c *k8stest.Cluster, replicas int) string {
-	return `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: coco, namespace: default}
-spec:
-  replicas: ` + strconv.Itoa(replicas) + `
-  selector: {matchLabels: {app: coco}}
-  template:
-    metadata:
-      labels: {app: coco}
-      annotations:
-        io.katacontainers.config.hypervisor.cc_init_data: "` + testutil.InitdataAnnotation(t, policy.AllowAll()) + `"
-    spec:
-      runtimeClassName: cocoon-qemu
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: c
-        image: ` + c.Busybox(t) + `
-        command: ["/bin/sh", "-c", "exec sleep 1000"]
-`
+// cocoonDeployment is a Deployment of sleeping busybox pods in
+// cocoon-qemu VMs, as JSON for kubectl.
+func cocoonDeployment(t testing.TB, c *k8stest.Cluster, replicas int32) string {
+	labels := map[string]string{"app": "coco"}
+	no, grace := false, int64(1)
+	d := appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: "coco", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{
+					"io.katacontainers.config.hypervisor.cc_init_data": testutil.InitdataAnnotation(t, policy.AllowAll())}},
+				Spec: corev1.PodSpec{
+					RuntimeClassName:              ptr("cocoon-qemu"),
+					AutomountServiceAccountToken:  &no,
+					TerminationGracePeriodSeconds: &grace,
+					Containers:                    []corev1.Container{{Name: "c", Image: c.Busybox(t), Command: []string{"/bin/sleep", "1000"}}},
+				},
+			},
+		},
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // waitRuntimeReady waits for the CocoonRuntime's Ready condition with
 // guest installed on the node.
-func waitRuntimeReady(t *testing.T, c *k8stest.Cluster, guest string) {
+func waitRuntimeReady(t testing.TB, c *k8stest.Cluster, guest string) {
 	t.Helper()
 	digest := guest[strings.Index(guest, "@")+1:]
 	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
@@ -165,7 +179,7 @@ func TestCocoonRuntime(t *testing.T) {
 		}
 	}
 	c.WaitReady(t, "default", pods[0])
-	if out := c.Kubectl(t, "exec", pods[0], "--", "cat", "/proc/1/cmdline"); out != "sleep\x001000\x00" {
+	if out := c.Kubectl(t, "exec", pods[0], "--", "cat", "/proc/1/cmdline"); out != "/bin/sleep\x001000\x00" {
 		t.Errorf("kubectl exec after containerd's restart: %q", out)
 	}
 
@@ -179,10 +193,7 @@ func TestCocoonRuntime(t *testing.T) {
 		}
 	}
 	c.Kubectl(t, "scale", "deployment/coco", "--replicas=2")
-	c.Eventually(t, "two Ready pods", func() bool {
-		out, _ := c.TryKubectl("", "get", "deployment", "coco", "-o", "jsonpath={.status.readyReplicas}")
-		return out == "2"
-	})
+	c.Kubectl(t, "rollout", "status", "deployment/coco", "--timeout=4m")
 	guestB := "/guest/" + strings.TrimPrefix(refs["guest-b"][strings.Index(refs["guest-b"], "@")+1:], "sha256:") + "/"
 	var newVM bool
 	for pid, cmd := range vms(c) {
@@ -195,7 +206,15 @@ func TestCocoonRuntime(t *testing.T) {
 	}
 
 	c.Delete(t, cocoonDeployment(t, c, 2))
-	c.WaitGone(t, "coco shims and VMs", c.SandboxProcesses)
+	// SandboxProcesses also lists the installer's and the operator's runc
+	// shims here (their command lines name the cluster's cocoon-k8s paths).
+	c.WaitGone(t, "Cocoon's VMs", func() []string {
+		var left []string
+		for pid := range vms(c) {
+			left = append(left, strconv.Itoa(pid))
+		}
+		return left
+	})
 
 	// Deleting the CocoonRuntime removes everything it added.
 	starts = c.Containerd.Starts()
