@@ -5,7 +5,9 @@ import (
 	"crypto/hmac"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
+	"slices"
 
 	"github.com/cocoon-cc/cocoon/attestation"
 	"github.com/cocoon-cc/cocoon/jose"
@@ -158,8 +160,9 @@ func (s *Server) verificationRequests(c *challenge, att *protocol.Attestation) (
 	if err := json.Unmarshal([]byte(att.TeeEvidence.Additional), &more); err != nil {
 		return nil, protocol.Errorf(protocol.KindAttestation, "RCAR attest: additional_evidence: %v", err)
 	}
-	for tee, ev := range more {
-		reqs = append(reqs, attestation.Request{Tee: tee, Evidence: ev,
+	// In a fixed order, so that each device keeps its submodule (gpu0, ...).
+	for _, tee := range slices.Sorted(maps.Keys(more)) {
+		reqs = append(reqs, attestation.Request{Tee: tee, Evidence: more[tee],
 			RuntimeData: protocol.RuntimeDataClaims(nonce, pub, nil), HashAlgorithm: tee.RuntimeDataHash()})
 	}
 	return reqs, nil
