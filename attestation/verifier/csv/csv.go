@@ -13,6 +13,7 @@
 package csv
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"net/http"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
 )
 
 // DefaultKDSURL is Hygon's key distribution service; the chip's serial
@@ -89,7 +91,7 @@ func (v *Verifier) Evaluate(ctx context.Context, evidence json.RawMessage, want 
 }
 
 // Verify runs the checks in Trustee's order (chain, report signature,
-// report data), with the signer block besides. CSV has
+// report data, event log), with the signer block besides. CSV has
 // no initdata field: an expected initdata digest is not checked, as
 // Trustee does not.
 func (v *Verifier) Verify(ctx context.Context, ev *Evidence, want verifier.Expected) (verifier.Claims, error) {
@@ -100,7 +102,35 @@ func (v *Verifier) Verify(ctx context.Context, ev *Evidence, want verifier.Expec
 	if err := checkReport(pek, ev, want); err != nil {
 		return nil, err
 	}
-	return Claims(ev), nil
+	claims := Claims(ev)
+	if ev.EventLog != nil && ev.Report.Version == 2 {
+		events, err := replayEventLog(ev.EventLog, ev.Report)
+		if err != nil {
+			return nil, err
+		}
+		claims["uefi_event_logs"] = events
+	}
+	return claims, nil
+}
+
+// replayEventLog parses the CC event log and replays its SM3 digests of
+// MR indexes 1 to 4 against RTMR1 to RTMR4, as Trustee does for version 2
+// reports (version 1 reports have no RTMRs; Trustee ignores their log).
+func replayEventLog(b []byte, r *Report) ([]any, error) {
+	log, err := tdx.ParseEventLog(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEventLog, err)
+	}
+	regs, err := log.Replay(tdx.AlgSM3)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEventLog, err)
+	}
+	for i, reg := range regs {
+		if !bytes.Equal(reg, r.RTMR[i+1]) {
+			return nil, fmt.Errorf("%w: replayed RTMR%d %x, report has %x", ErrEventLog, i+1, reg, r.RTMR[i+1])
+		}
+	}
+	return log.Claims(), nil
 }
 
 // checkReport checks what the PEK vouches for: the report's signature,
@@ -119,9 +149,6 @@ func checkReport(pek *csvCert, ev *Evidence, want verifier.Expected) error {
 	if err := verifier.CheckReportData(r.ReportData, want.ReportData); err != nil {
 		return fmt.Errorf("csv: %w: report has %x", err, r.ReportData)
 	}
-	// The CC event log is not replayed yet (its events are SM3 digests of
-	// RTMR1-4): its events are left out of the claims rather than reported
-	// unverified.
 	return nil
 }
 

@@ -131,7 +131,8 @@ func TestVerify(t *testing.T) {
 			c["measure"] != hex.EncodeToString(p.Measure) {
 			t.Errorf("v%d claims: %v", version, c)
 		}
-		if version == 2 && (c["build"] != 2024 || c["rtmr_version"] != 1 || c["version"] != "2") {
+		if version == 2 && (c["build"] != 2024 || c["rtmr_version"] != 1 || c["version"] != "2" ||
+			c["rtmr0"] != hex.EncodeToString(p.Measure) || len(c["uefi_event_logs"].([]any)) != 4) {
 			t.Errorf("v2 claims: %v", c)
 		}
 		if pol := c["policy"].(map[string]any); pol["nodbg"] != 1 || pol["es"] != 1 || pol["csv3"] != 1 {
@@ -328,5 +329,29 @@ func TestParseErrors(t *testing.T) {
 		if _, err := ParseEvidence([]byte(ev)); !errors.Is(err, verifier.ErrMalformedEvidence) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// A version 2 report's event log must replay to its RTMR1-4.
+func TestEventLog(t *testing.T) {
+	p := csvtest.New(t)
+	v := testVerifier(t, p, Options{})
+	rd := binding("n")
+	report := p.Report(t, 2, rd)
+	good := p.EventLog
+	for i, tamper := range []func([]byte) []byte{
+		func(b []byte) []byte { b[len(b)-len("runtime")-5] ^= 1; return b },       // the last event's SM3 digest
+		func(b []byte) []byte { return b[:len(b)-(4+4+4+2+32+4+len("runtime"))] }, // the last event dropped
+		func(b []byte) []byte { return b[:10] },                                   // no log at all
+	} {
+		p.EventLog = tamper(append([]byte(nil), good...))
+		_, err := v.Evaluate(ctx, p.EvidenceOf(t, 2, report, true), expect(rd))
+		if !errors.Is(err, ErrEventLog) {
+			t.Errorf("tampered log %d: %v", i, err)
+		}
+	}
+	p.EventLog = good
+	if _, err := v.Evaluate(ctx, p.EvidenceOf(t, 2, report, true), expect(rd)); err != nil {
+		t.Errorf("genuine log: %v", err)
 	}
 }

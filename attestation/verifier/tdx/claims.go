@@ -75,7 +75,7 @@ func evidenceClaims(q *Quote, log *EventLog, p *dcap.PlatformInfo) verifier.Clai
 		"init_data":     hex.EncodeToString(q.Body.MrConfigID[:]),
 	}
 	if log != nil {
-		c["uefi_event_logs"] = log.claims()
+		c["uefi_event_logs"] = log.Claims()
 	}
 	if id := dcap.PlatformInstanceID(p); id != "" {
 		c["platform_instance_id"] = id

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"hash"
 
+	"github.com/emmansun/gmsm/sm3"
+
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 )
 
@@ -21,6 +23,8 @@ const (
 	algSHA384 = 0xc
 	algSHA512 = 0xd
 	algSM3    = 0x12
+	// AlgSM3 is SM3's identifier: Hygon CSV logs measure with it.
+	AlgSM3 = algSM3
 )
 
 var algNames = map[uint16]string{
@@ -183,40 +187,60 @@ func newHash(alg uint16) (hash.Hash, error) {
 		return sha512.New384(), nil
 	case algSHA512:
 		return sha512.New(), nil
+	case algSM3:
+		return sm3.New(), nil
 	}
 	return nil, fmt.Errorf("unsupported digest algorithm %s", algNames[alg])
 }
 
 // ReplayRTMRs recomputes RTMR0 to RTMR3 from the events of CC MR indexes 1
-// to 4: RTMR = SHA-384(RTMR || digest) from zero, in log order. Every event
-// of those indexes must carry a SHA-384 digest, otherwise it would show up
-// in the claims without being covered by the quote.
+// to 4 (see Replay with SHA-384).
 func (l *EventLog) ReplayRTMRs() ([4][48]byte, error) {
 	var rtmrs [4][48]byte
+	regs, err := l.Replay(algSHA384)
+	for i := range regs {
+		copy(rtmrs[i][:], regs[i])
+	}
+	return rtmrs, err
+}
+
+// Replay recomputes the registers of CC MR indexes 1 to 4 with hash alg:
+// register = H(register || digest) from zero, in log order. Every event of
+// those indexes must carry a digest of alg, otherwise it would show up in
+// the claims without being covered by the registers.
+func (l *EventLog) Replay(alg uint16) ([4][]byte, error) {
+	var regs [4][]byte
+	h, err := newHash(alg)
+	if err != nil {
+		return regs, fmt.Errorf("%w: %v", ErrEventLogFormat, err)
+	}
+	for i := range regs {
+		regs[i] = make([]byte, h.Size())
+	}
 	for i, ev := range l.Events {
 		if ev.Index < 1 || ev.Index > 4 {
 			continue
 		}
 		extended := false
 		for _, d := range ev.Digests {
-			if d.Alg != algSHA384 {
+			if d.Alg != alg {
 				continue
 			}
-			h := sha512.New384()
-			h.Write(rtmrs[ev.Index-1][:])
+			h.Reset()
+			h.Write(regs[ev.Index-1])
 			h.Write(d.Value)
-			h.Sum(rtmrs[ev.Index-1][:0])
+			regs[ev.Index-1] = h.Sum(regs[ev.Index-1][:0])
 			extended = true
 		}
 		if !extended {
-			return rtmrs, fmt.Errorf("%w: event %d for RTMR%d has no SHA-384 digest", ErrEventLogFormat, i, ev.Index-1)
+			return regs, fmt.Errorf("%w: event %d for register %d has no %s digest", ErrEventLogFormat, i, ev.Index, algNames[alg])
 		}
 	}
-	return rtmrs, nil
+	return regs, nil
 }
 
-// claims renders the log as Trustee's uefi_event_logs claim.
-func (l *EventLog) claims() []any {
+// Claims renders the log as Trustee's uefi_event_logs claim.
+func (l *EventLog) Claims() []any {
 	out := make([]any, len(l.Events))
 	for i, ev := range l.Events {
 		digests := make([]any, len(ev.Digests))

@@ -30,7 +30,7 @@ func TestParseEventLogMatchesTrustee(t *testing.T) {
 		if err := json.Unmarshal(tc.want, &want); err != nil {
 			t.Fatal(err)
 		}
-		got := jsonValue(t, log.claims()).([]any)
+		got := jsonValue(t, log.Claims()).([]any)
 		wantEvents := want["uefi_event_logs"].([]any)
 		if len(got) != len(wantEvents) {
 			t.Fatalf("%d events, Trustee has %d", len(got), len(wantEvents))

@@ -64,7 +64,7 @@ func FuzzParseEventLog(f *testing.F) {
 			}
 			return
 		}
-		if _, err := json.Marshal(log.claims()); err != nil {
+		if _, err := json.Marshal(log.Claims()); err != nil {
 			t.Fatal(err)
 		}
 		log.ReplayRTMRs()

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/asn1"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"maps"
@@ -17,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/emmansun/gmsm/sm2"
+	"github.com/emmansun/gmsm/sm3"
 
 	"github.com/cocoon-cc/cocoon/protocol"
 )
@@ -138,6 +140,10 @@ type PKI struct {
 	HRKCert, HSKCert, CEKCert, PEKCert []byte
 	// Measure is the launch digest every report of the test guest has.
 	Measure []byte
+	// EventLog is the guest's CC event log (SM3) and RTMR the registers
+	// of its version 2 reports: RTMR0 = Measure, RTMR1-4 its replay.
+	EventLog []byte
+	RTMR     [5][]byte
 }
 
 // New returns a fresh chain.
@@ -150,6 +156,8 @@ func New(t testing.TB) *PKI {
 	p.PEKCert = CSVCert(t, p.PEK, UsagePEK, map[uint32]*Key{UsageCEK: p.CEK, UsageOCA: p.OCA})
 	p.Measure = make([]byte, 32)
 	rand.Read(p.Measure)
+	p.EventLog, p.RTMR = eventLog(map[uint32][]string{1: {"firmware"}, 3: {"kernel", "initrd"}, 4: {"runtime"}})
+	p.RTMR[0] = p.Measure
 	return p
 }
 
@@ -178,7 +186,9 @@ func (p *PKI) Report(t testing.TB, version int, reportData []byte) []byte {
 	} else {
 		binary.LittleEndian.PutUint32(d[188:], 2024) // build
 		binary.LittleEndian.PutUint16(d[192:], 1)    // rtmr_version
-		rand.Read(d[208:368])                        // RTMR0-4
+		for i, r := range p.RTMR {
+			copy(d[208+32*i:], r)
+		}
 		copy(d[signedV2:], p.PEK.Sign(t, d[:signedV2]))
 		signer = teeInfoV2
 	}
@@ -206,11 +216,15 @@ func (p *PKI) EvidenceOf(t testing.TB, version int, report []byte, withChain boo
 	}
 	serial := make([]byte, serialSize)
 	copy(serial, Serial)
-	b, err := json.Marshal(map[string]any{
+	ev := map[string]any{
 		"attestation_report": map[string]any{"magic": nums(magic), "flags": flags, "data": nums(report)},
 		"cert_chain":         chain,
 		"serial_number":      nums(serial),
-	})
+	}
+	if version == 2 {
+		ev["cc_eventlog"] = base64.StdEncoding.EncodeToString(p.EventLog)
+	}
+	b, err := json.Marshal(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,4 +298,44 @@ func csvCertJSON(b []byte) map[string]any {
 		}},
 		"sigs": sigs,
 	}
+}
+
+// eventLog is a TCG crypto-agile log of EV_EFI_ACTION events measured with
+// SM3 (CC MR index → event texts, in order), and the registers its replay
+// gives (index 1 to 4; index 0 unset).
+func eventLog(events map[uint32][]string) ([]byte, [5][]byte) {
+	le := binary.LittleEndian
+	var b []byte
+	// Spec ID event, SHA-1 format: MR 0, EV_NO_ACTION, zero digest.
+	spec := append([]byte("Spec ID Event03\x00"), 0, 0, 0, 0, 0, 2, 0, 2)
+	spec = le.AppendUint32(spec, 1)
+	spec = le.AppendUint16(spec, 0x12) // SM3
+	spec = le.AppendUint16(spec, 32)
+	spec = append(spec, 0) // no vendor info
+	b = le.AppendUint32(b, 0)
+	b = le.AppendUint32(b, 3)
+	b = append(b, make([]byte, 20)...)
+	b = le.AppendUint32(b, uint32(len(spec)))
+	b = append(b, spec...)
+	var regs [5][]byte
+	for i := 1; i <= 4; i++ {
+		regs[i] = make([]byte, 32)
+	}
+	for _, idx := range slices.Sorted(maps.Keys(events)) {
+		for _, text := range events[idx] {
+			d := sm3.Sum([]byte(text))
+			b = le.AppendUint32(b, idx)
+			b = le.AppendUint32(b, 0x80000007) // EV_EFI_ACTION
+			b = le.AppendUint32(b, 1)
+			b = le.AppendUint16(b, 0x12)
+			b = append(b, d[:]...)
+			b = le.AppendUint32(b, uint32(len(text)))
+			b = append(b, text...)
+			h := sm3.New()
+			h.Write(regs[idx])
+			h.Write(d[:])
+			regs[idx] = h.Sum(nil)
+		}
+	}
+	return b, regs
 }
