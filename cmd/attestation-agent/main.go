@@ -45,7 +45,7 @@ func main() {
 	multi(&f.socket, []string{"a", "attestation_sock", "attestation-sock"}, defaultSocket, "ttrpc socket, unix://PATH")
 	multi(&f.initDigest, []string{"i", "initdata-digest"}, "", "initdata digest (standard base64) to bind at start")
 	multi(&f.initTOML, []string{"t", "initdata-toml"}, "", "initdata TOML file to bind at start and send to the KBS")
-	fs.StringVar(&f.tee, "tee", "", "TEE override: sample, snp, tdx or tpm (default: detect)")
+	fs.StringVar(&f.tee, "tee", "", "TEE override: sample, snp, tdx, cca, az-snp-vtpm, az-tdx-vtpm or tpm (default: detect)")
 	fs.StringVar(&f.tpm, "tpm", "", "TPM device or simulator socket (default /dev/tpmrm0)")
 	fs.StringVar(&f.cmdline, "kernel-cmdline", "/proc/cmdline", "kernel command line holding agent.aa_kbc_params")
 	fs.Parse(os.Args[1:])

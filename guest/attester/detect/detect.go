@@ -1,5 +1,6 @@
 // Package detect finds the TEE the guest runs in and opens its attester,
-// in guest-components' order: TDX, SNP, CCA, TPM, else the sample TEE.
+// in guest-components' order: TDX, SNP, CCA, Azure's vTPM-backed SNP and
+// TDX, TPM, else the sample TEE.
 package detect
 
 import (
@@ -11,6 +12,9 @@ import (
 	"strings"
 
 	"github.com/cocoon-cc/cocoon/guest/attester"
+	"github.com/cocoon-cc/cocoon/guest/attester/azsnpvtpm"
+	"github.com/cocoon-cc/cocoon/guest/attester/aztdxvtpm"
+	"github.com/cocoon-cc/cocoon/guest/attester/azvtpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/cca"
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
 	"github.com/cocoon-cc/cocoon/guest/attester/snp"
@@ -25,8 +29,8 @@ var ErrUnknownTee = errors.New("detect: unsupported TEE")
 
 // Options configure Open.
 type Options struct {
-	// Tee overrides detection: "sample", "snp", "tdx", "cca" or "tpm"; empty or
-	// "auto" detects.
+	// Tee overrides detection: "sample", "snp", "tdx", "cca", "az-snp-vtpm",
+	// "az-tdx-vtpm" or "tpm"; empty or "auto" detects.
 	Tee string
 	// Root prefixes every probed path ("/" when empty), so tests can
 	// probe a fake tree.
@@ -39,6 +43,14 @@ type Options struct {
 }
 
 func (o Options) path(p string) string { return filepath.Join(o.Root, p) }
+
+// tpm is the TPM to open: Options.TPM, else the probed device.
+func (o Options) tpm() string {
+	if o.TPM != "" {
+		return o.TPM
+	}
+	return o.path(tpm.DefaultTPM)
+}
 
 func exists(p string) bool {
 	_, err := os.Stat(p)
@@ -56,6 +68,10 @@ func Detect(o Options) protocol.Tee {
 	case providers[cca.Provider]:
 		return protocol.TeeCCA
 	case exists(o.path(tpm.DefaultTPM)):
+		// An Azure confidential VM's vTPM holds the HCL report.
+		if tee, ok := azvtpm.Probe(o.tpm()); ok {
+			return tee
+		}
 		return protocol.TeeTPM
 	}
 	return protocol.TeeSample
@@ -98,6 +114,18 @@ func Open(ctx context.Context, o Options) (a attester.Attester, close func() err
 		return tdx.New(tdx.Options{Root: o.Root, AAELPath: o.AAELPath}), nop, nil
 	case protocol.TeeCCA:
 		return cca.New(cca.Options{Root: o.Root}), nop, nil
+	case protocol.TeeAzSNPvTPM:
+		a, err := azsnpvtpm.Open(azvtpm.Options{TPM: o.TPM})
+		if err != nil {
+			return nil, nil, err
+		}
+		return a, a.Close, nil
+	case protocol.TeeAzTDXvTPM:
+		a, err := aztdxvtpm.Open(azvtpm.Options{TPM: o.TPM})
+		if err != nil {
+			return nil, nil, err
+		}
+		return a, a.Close, nil
 	}
-	return nil, nil, fmt.Errorf("%w %q (want sample, snp, tdx, cca or tpm)", ErrUnknownTee, o.Tee)
+	return nil, nil, fmt.Errorf("%w %q (want sample, snp, tdx, cca, az-snp-vtpm, az-tdx-vtpm or tpm)", ErrUnknownTee, o.Tee)
 }

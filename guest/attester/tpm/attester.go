@@ -103,6 +103,31 @@ func (a *Attester) AKPublic() crypto.PublicKey {
 // Evidence quotes all SHA-256 PCRs with the report data, fitted to 32 bytes,
 // as the nonce and returns the evidence JSON.
 func (a *Attester) Evidence(ctx context.Context, reportData []byte) (json.RawMessage, error) {
+	q, err := a.Quote(ctx, vtpm.Nonce(reportData))
+	if err != nil {
+		return nil, err
+	}
+	ev := vtpm.Evidence{AKPublic: a.akPublic, TPMQuote: vtpm.Quote{
+		Signature: base64.StdEncoding.EncodeToString(q.RawSignature),
+		Message:   base64.StdEncoding.EncodeToString(q.Message),
+	}}
+	for _, p := range q.PCRs {
+		ev.TPMQuote.PCRs = append(ev.TPMQuote.PCRs, hex.EncodeToString(p))
+	}
+	return json.Marshal(ev)
+}
+
+// Quote is a TPM2_Quote as the TPM returned it, with the PCR values it
+// covers (index = PCR).
+type Quote struct {
+	Message      []byte // TPMS_ATTEST
+	RawSignature []byte // TPMT_SIGNATURE
+	Signature    *vtpm.Signature
+	PCRs         [][]byte
+}
+
+// Quote quotes all SHA-256 PCRs with nonce as the qualifying data.
+func (a *Attester) Quote(ctx context.Context, nonce []byte) (*Quote, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var err error
@@ -110,9 +135,9 @@ func (a *Attester) Evidence(ctx context.Context, reportData []byte) (json.RawMes
 		if err = ctx.Err(); err != nil {
 			return nil, err
 		}
-		var q *vtpm.Quote
-		if q, err = a.quote(vtpm.Nonce(reportData)); err == nil {
-			return json.Marshal(vtpm.Evidence{TPMQuote: *q, AKPublic: a.akPublic})
+		var q *Quote
+		if q, err = a.quote(nonce); err == nil {
+			return q, nil
 		}
 		if !errors.Is(err, errPCRsMoved) {
 			return nil, err
@@ -126,7 +151,7 @@ var errPCRsMoved = errors.New("tpm: PCRs changed while quoting")
 // quote signs the PCRs and reads their values. A PCR extended between the
 // two makes the values disagree with the signed digest: that is detected
 // here, where a retry can fix it, rather than by the verifier.
-func (a *Attester) quote(nonce []byte) (*vtpm.Quote, error) {
+func (a *Attester) quote(nonce []byte) (*Quote, error) {
 	rsp, err := tpm2.Quote{
 		SignHandle:     tpm2.AuthHandle{Handle: a.ak.handle.Handle, Name: a.ak.handle.Name, Auth: tpm2.PasswordAuth(nil)},
 		QualifyingData: tpm2.TPM2BData{Buffer: nonce},
@@ -136,33 +161,23 @@ func (a *Attester) quote(nonce []byte) (*vtpm.Quote, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tpm: quote: %w", err)
 	}
-	message := rsp.Quoted.Bytes()
-	attest, err := vtpm.ParseAttest(message)
+	q := &Quote{Message: rsp.Quoted.Bytes(), RawSignature: tpm2.Marshal(rsp.Signature)}
+	attest, err := vtpm.ParseAttest(q.Message)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: quote: %w", err)
 	}
-	sig := tpm2.Marshal(rsp.Signature)
-	parsed, err := vtpm.ParseSignature(sig)
-	if err != nil {
+	if q.Signature, err = vtpm.ParseSignature(q.RawSignature); err != nil {
 		return nil, fmt.Errorf("tpm: quote: %w", err)
 	}
-	pcrs, err := readPCRs(a.tpm)
-	if err != nil {
+	if q.PCRs, err = readPCRs(a.tpm); err != nil {
 		return nil, err
 	}
-	h := parsed.Hash.New()
-	for _, p := range pcrs {
+	h := q.Signature.Hash.New()
+	for _, p := range q.PCRs {
 		h.Write(p)
 	}
 	if !bytes.Equal(h.Sum(nil), attest.PCRDigest) {
 		return nil, errPCRsMoved
-	}
-	q := &vtpm.Quote{
-		Signature: base64.StdEncoding.EncodeToString(sig),
-		Message:   base64.StdEncoding.EncodeToString(message),
-	}
-	for _, p := range pcrs {
-		q.PCRs = append(q.PCRs, hex.EncodeToString(p))
 	}
 	return q, nil
 }
