@@ -20,6 +20,7 @@ import (
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/veraison/go-cose"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/cca/ccatest"
@@ -375,5 +376,39 @@ func TestStoreDenials(t *testing.T) {
 		if _, err := New(c.o).VerifyToken(tok, verifier.Expected{}); !errors.Is(err, c.want) {
 			t.Errorf("%s denied: %v, want %v", name, err, c.want)
 		}
+	}
+}
+
+// TestRealmProfileCOSEKey: under the 2023 realm profile the RAK is a
+// COSE_Key, and the platform vouches for the hash of that encoding. The
+// example's platform token is signed again with the fixture's CPAK for it.
+func TestRealmProfileCOSEKey(t *testing.T) {
+	i := issuer(t)
+	key, err := cose.NewKeyFromPublic(&i.RAK.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rak, err := key.MarshalCBOR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i.Realm[ccatest.LabelRAK], _ = cbor.Marshal(rak)
+	i.Realm[265], _ = cbor.Marshal(RealmProfile)
+	cpak, err := ccatest.LoadKey(fixturePath(t, ccaData+"/misc/cpak-priv.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(rak)
+	if err := i.ResignPlatform(cpak, sum[:]); err != nil {
+		t.Fatal(err)
+	}
+	rd := make([]byte, 48)
+	if _, err := fixtureVerifier(t).VerifyToken(mustToken(t, i, verifier.Fit(rd, 64)), verifier.Expected{ReportData: rd}); err != nil {
+		t.Fatal(err)
+	}
+	// The same key as a raw point is another claim: the binding fails.
+	i.Realm[ccatest.LabelRAK], _ = cbor.Marshal(uncompressed(i.RAK))
+	if _, err := fixtureVerifier(t).VerifyToken(mustToken(t, i, verifier.Fit(rd, 64)), verifier.Expected{ReportData: rd}); !errors.Is(err, verifier.ErrMalformedEvidence) {
+		t.Errorf("raw RAK under the realm profile: %v, want malformed", err)
 	}
 }

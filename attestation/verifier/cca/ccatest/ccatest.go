@@ -80,6 +80,46 @@ func FromTrustee(dir string) (*Issuer, error) {
 	return FromToken(token, rak)
 }
 
+// ResignPlatform replaces the platform token's challenge (the hash of the
+// RAK it vouches for) and signs it again with the platform's CPAK.
+func (i *Issuer) ResignPlatform(cpak *ecdsa.PrivateKey, challenge []byte) error {
+	var msg cose.Sign1Message
+	if err := msg.UnmarshalCBOR(i.Platform); err != nil {
+		return err
+	}
+	var claims map[int64]cbor.RawMessage
+	if err := cbor.Unmarshal(msg.Payload, &claims); err != nil {
+		return err
+	}
+	var err error
+	if claims[LabelChallenge], err = cbor.Marshal(challenge); err != nil {
+		return err
+	}
+	if i.Platform, err = sign(cpak, claims); err != nil {
+		return err
+	}
+	return nil
+}
+
+// sign is a tagged COSE_Sign1 message of claims, signed ES384 by key.
+func sign(key *ecdsa.PrivateKey, claims map[int64]cbor.RawMessage) ([]byte, error) {
+	payload, err := cbor.Marshal(claims)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := cose.NewSigner(cose.AlgorithmES384, key)
+	if err != nil {
+		return nil, err
+	}
+	msg := cose.NewSign1Message()
+	msg.Headers.Protected.SetAlgorithm(cose.AlgorithmES384)
+	msg.Payload = payload
+	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
+		return nil, err
+	}
+	return msg.MarshalCBOR()
+}
+
 // Token is a CCA token whose realm challenge is challenge (64 bytes).
 func (i *Issuer) Token(challenge []byte) ([]byte, error) {
 	claims := make(map[int64]cbor.RawMessage, len(i.Realm))
@@ -93,21 +133,7 @@ func (i *Issuer) Token(challenge []byte) ([]byte, error) {
 	if claims[LabelPerso], err = cbor.Marshal(i.Perso); err != nil {
 		return nil, err
 	}
-	payload, err := cbor.Marshal(claims)
-	if err != nil {
-		return nil, err
-	}
-	signer, err := cose.NewSigner(cose.AlgorithmES384, i.RAK)
-	if err != nil {
-		return nil, err
-	}
-	msg := cose.NewSign1Message()
-	msg.Headers.Protected.SetAlgorithm(cose.AlgorithmES384)
-	msg.Payload = payload
-	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
-		return nil, err
-	}
-	realm, err := msg.MarshalCBOR()
+	realm, err := sign(i.RAK, claims)
 	if err != nil {
 		return nil, err
 	}
