@@ -29,11 +29,12 @@ guest:
 images: guest
 	$(GO) run ./operator/images/mkimages -o build/images
 
-# Kubernetes v1.34.3's binaries for the Kubernetes tests, built once from
+# Kubernetes v1.34.3's binaries (and helm) for the Kubernetes tests, built once from
 # the Go module proxy into a cache outside the repository (several minutes
 # the first time; nothing after).
 k8s-bins:
 	@bash scripts/build-k8s.sh
+	@bash scripts/build-helm.sh
 
 test: deps build guest k8s-bins
 	$(GO) vet ./...
