@@ -28,7 +28,7 @@ func verifyCmd() *cobra.Command {
 its container's creation), against a policy as the agent does, and print for each whether
 it is allowed or, one line per field, why it is refused. The policy is a .rego file, an
 initdata TOML or a manifest carrying the initdata annotation (cocoon-policy generate's
-output). A request is the input the agent's policy sees, as Kata's agent renders it
+output; its first workload's). A request is the input the agent's policy sees, as Kata's agent renders it
 (agent/policy/testdata/input holds one of each); RULE is its message name
 (CreateContainerRequest, ExecProcessRequest, ...), by default the file's name when it ends
 in Request.json, else CreateContainerRequest. Exits 1 when a request is refused.`,
@@ -72,7 +72,7 @@ in Request.json, else CreateContainerRequest. Exits 1 when a request is refused.
 			return nil
 		},
 	}
-	c.Flags().StringVar(&policyFile, "policy", "", "the policy: .rego, initdata TOML or an annotated manifest")
+	c.Flags().StringVar(&policyFile, "policy", "", "the policy: .rego, initdata TOML or an annotated manifest (its first workload's)")
 	c.Flags().StringArrayVar(&requests, "request", nil, "[RULE=]FILE: a request's policy input (JSON); repeat for several, in order")
 	c.MarkFlagRequired("policy")
 	c.MarkFlagRequired("request")

@@ -35,9 +35,6 @@ import (
 //go:embed rules.rego
 var rules string
 
-// Rules are the rules of Cocoon-format policies, before their policy_data.
-func Rules() string { return rules }
-
 // InitdataAnnotation is the pod annotation carrying initdata (Kata's).
 const InitdataAnnotation = "io.katacontainers.config.hypervisor.cc_init_data"
 
