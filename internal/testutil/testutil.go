@@ -55,6 +55,21 @@ func TrusteeVerifierData(t testing.TB, name string) []byte {
 	return b
 }
 
+// Bench runs f once, which must succeed (it warms caches), then as a
+// benchmark's loop with allocations reported.
+func Bench(b *testing.B, f func() error) {
+	b.Helper()
+	if err := f(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := f(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // ModuleDir is the module cache directory of a dependency, for tests that
 // read the real evidence some modules ship in their testdata.
 func ModuleDir(t testing.TB, module string) string {

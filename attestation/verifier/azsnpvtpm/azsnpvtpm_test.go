@@ -39,6 +39,11 @@ func mustHex(t testing.TB, s string) []byte {
 	return b
 }
 
+// expectedV2 is what evidence-v2.json binds.
+func expectedV2(t testing.TB) verifier.Expected {
+	return verifier.Expected{ReportData: mustHex(t, v2ReportData)}
+}
+
 // TestRealEvidence verifies Trustee's captured evidence of every version
 // with the claims Trustee's own tests expect.
 func TestRealEvidence(t *testing.T) {
