@@ -55,9 +55,11 @@ spec:
         readinessProbe:
           exec: {command: ["/bin/sh", "-c", "test \"$(cat /tmp/greeting)\" = hello && test -f /etc/cfg/app.conf && touch /scratch/ok"]}
           periodSeconds: 2
+          timeoutSeconds: 10
         livenessProbe:
           exec: {command: ["cat", "/etc/cfg/app.conf"]}
           periodSeconds: 5
+          timeoutSeconds: 10
       volumes:
       - {name: cfg, configMap: {name: pol-cfg}}
       - {name: scratch, emptyDir: {}}

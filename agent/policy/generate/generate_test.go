@@ -377,6 +377,10 @@ func TestExecAndLogs(t *testing.T) {
 		if err := check(t, e, "ReadStreamRequest", map[string]any{"container_id": r["container_id"], "exec_id": "probe", "len": 10}); (err == nil) != tc.logs {
 			t.Errorf("read stream (allow logs %v): %v", tc.logs, err)
 		}
+		term := map[string]any{"container_id": r["container_id"], "path": "/dev/termination-log", "len": 3}
+		if err := check(t, e, "TerminationMessageRequest", term); (err == nil) != tc.logs {
+			t.Errorf("termination message (allow logs %v): %v", tc.logs, err)
+		}
 		write := map[string]any{"container_id": r["container_id"], "exec_id": "probe", "data": []any{104}}
 		if err := check(t, e, "WriteStreamRequest", write); (err == nil) != tc.other {
 			t.Errorf("write to an exec's stdin (allow exec %v): %v", tc.other, err)

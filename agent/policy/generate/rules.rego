@@ -62,6 +62,12 @@ default ReadStreamRequest := false
 
 ReadStreamRequest if pod.allow_logs == true
 
+# A container's termination message is output too: it leaves the guest
+# under the same choice.
+default TerminationMessageRequest := false
+
+TerminationMessageRequest if pod.allow_logs == true
+
 # A process's standard input: kubectl exec's, or a container's that has one
 # (kubectl attach).
 default WriteStreamRequest := false
