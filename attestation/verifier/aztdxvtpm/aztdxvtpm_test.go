@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -70,24 +69,9 @@ func newTestPKI(t testing.TB) *testPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain, err := dcap.ParsePCKChain(q.PCKChain)
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := &testPKI{PKI: dcaptest.New(t, dcaptest.SGXExtensionOf(t, q.PCKChain))}
-	p.coll = dcaptest.NewCollateral(t, dcap.TDX, testutil.TrusteeVerifierData(t, "tcbInfo.json"), testutil.TrusteeVerifierData(t, "enclaveIdentity.json"),
-		fmt.Sprintf("%X", chain.Platform.FMSPC))
-	for i := range 2 {
-		l := dcaptest.Level(p.coll.TCBInfo, i)
-		dcaptest.SetComponents(l, "sgxtcbcomponents", chain.Platform.SGXTCB[:])
-		l["tcb"].(map[string]any)["pcesvn"] = chain.Platform.PCESVN - uint16(i)
-	}
-	// The quote's TDX module (major version 1, SVN 2) is the newest.
-	for _, m := range p.coll.TCBInfo["tdxModuleIdentities"].([]any) {
-		if m := m.(map[string]any); m["id"] == "TDX_01" {
-			dcaptest.Level(m, 0)["tcb"].(map[string]any)["isvsvn"] = q.Body.TeeTCBSVN[0]
-		}
-	}
+	p.coll = dcaptest.TDXCollateral(t, testutil.TrusteeVerifierData(t, "tcbInfo.json"),
+		testutil.TrusteeVerifierData(t, "enclaveIdentity.json"), q.PCKChain, q.Body.TeeTCBSVN)
 	return p
 }
 

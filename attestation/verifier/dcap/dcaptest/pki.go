@@ -336,3 +336,27 @@ func SGXCollateral(t testing.TB, tdxTCBInfo, tdxQEIdentity, pckChain []byte, qeR
 	c.QEIdentity["isvprodid"] = qeReport.ISVProdID
 	return c
 }
+
+// TDXCollateral is TDX collateral for the platform of pckChain made from
+// Intel's documents: its two levels have the platform's SGX TCB (PCE SVN
+// and one below), and the module identity of teeTCBSVN's major version has
+// its SVN as the newest.
+func TDXCollateral(t testing.TB, tcbInfo, qeIdentity, pckChain []byte, teeTCBSVN [16]byte) *Collateral {
+	chain, err := dcap.ParsePCKChain(pckChain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCollateral(t, dcap.TDX, tcbInfo, qeIdentity, fmt.Sprintf("%X", chain.Platform.FMSPC))
+	for i := range 2 {
+		l := Level(c.TCBInfo, i)
+		SetComponents(l, "sgxtcbcomponents", chain.Platform.SGXTCB[:])
+		l["tcb"].(map[string]any)["pcesvn"] = chain.Platform.PCESVN - uint16(i)
+	}
+	id := fmt.Sprintf("TDX_%02X", teeTCBSVN[1])
+	for _, m := range c.TCBInfo["tdxModuleIdentities"].([]any) {
+		if m := m.(map[string]any); m["id"] == id {
+			Level(m, 0)["tcb"].(map[string]any)["isvsvn"] = teeTCBSVN[0]
+		}
+	}
+	return c
+}
