@@ -42,25 +42,34 @@ func BenchmarkRCARDevices(b *testing.B) {
 	}{{"cca", nil}, {"cca+nvidia", []attester.Attester{gpu}}} {
 		for _, clients := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/clients=%d", c.name, clients), func(b *testing.B) {
-				lat := make([]time.Duration, b.N)
-				var next atomic.Int64
-				serverCPU := procCPU(k.cmd.Process.Pid)
-				start := time.Now()
-				run(b.N, clients, func() {
-					t0 := time.Now()
-					got, err := realmFetch(t, url, iss, client.Options{Devices: c.devices}, "default/key/bench")
-					if err != nil || string(got) != "benchmark secret" {
-						b.Errorf("handshake: %q, %v", got, err)
-					}
-					lat[next.Add(1)-1] = time.Since(t0)
+				benchHandshakes(b, k.cmd.Process.Pid, clients, func() ([]byte, error) {
+					return realmFetch(t, url, iss, client.Options{Devices: c.devices}, "default/key/bench")
 				})
-				elapsed := time.Since(start)
-				serverCPU = procCPU(k.cmd.Process.Pid) - serverCPU
-				slices.Sort(lat)
-				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "handshakes/s")
-				b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
-				b.ReportMetric(float64(serverCPU.Microseconds())/float64(b.N), "server-cpu-us/op")
 			})
 		}
 	}
+}
+
+// benchHandshakes runs b.N fetches of the benchmark secret from clients
+// goroutines and reports handshakes/s, the median latency and the KBS's
+// (pid's) CPU per handshake.
+func benchHandshakes(b *testing.B, pid, clients int, fetch func() ([]byte, error)) {
+	lat := make([]time.Duration, b.N)
+	var next atomic.Int64
+	serverCPU := procCPU(pid)
+	start := time.Now()
+	run(b.N, clients, func() {
+		t0 := time.Now()
+		got, err := fetch()
+		if err != nil || string(got) != "benchmark secret" {
+			b.Errorf("handshake: %q, %v", got, err)
+		}
+		lat[next.Add(1)-1] = time.Since(t0)
+	})
+	elapsed := time.Since(start)
+	serverCPU = procCPU(pid) - serverCPU
+	slices.Sort(lat)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "handshakes/s")
+	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+	b.ReportMetric(float64(serverCPU.Microseconds())/float64(b.N), "server-cpu-us/op")
 }
