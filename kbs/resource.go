@@ -3,7 +3,6 @@ package kbs
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -170,32 +169,21 @@ func (s *Server) decide(ctx context.Context, token *ear.Claims, claims map[strin
 
 // teePubKeyOf reads the TEE key the token vouches for.
 func teePubKeyOf(c *ear.Claims) (protocol.TeePubKey, error) {
-	var k protocol.TeePubKey
 	var rd struct {
 		TeePubKey *protocol.TeePubKey `json:"tee-pubkey"`
 	}
 	cpu, ok := c.Submods["cpu0"]
 	if !ok {
-		return k, protocol.Errorf(protocol.KindTokenVerifier, "token has no cpu0 submodule")
+		return protocol.TeePubKey{}, protocol.Errorf(protocol.KindTokenVerifier, "token has no cpu0 submodule")
 	}
-	raw, ok := cpu.AnnotatedEvidence["runtime_data_claims"]
-	if !ok || json.Unmarshal(raw, &rd) != nil || rd.TeePubKey == nil {
-		return k, protocol.Errorf(protocol.KindTokenVerifier, "token carries no tee-pubkey")
+	if cpu.RuntimeData(&rd) != nil || rd.TeePubKey == nil {
+		return protocol.TeePubKey{}, protocol.Errorf(protocol.KindTokenVerifier, "token carries no tee-pubkey")
 	}
 	return *rd.TeePubKey, nil
 }
 
 // teeOf names the TEE a token's cpu0 appraisal is about, for audit lines.
-func teeOf(c *ear.Claims) string {
-	for k := range c.Submods["cpu0"].AnnotatedEvidence {
-		switch k {
-		case "report_data", "runtime_data_claims", "init_data", "init_data_claims":
-		default:
-			return k
-		}
-	}
-	return ""
-}
+func teeOf(c *ear.Claims) string { return c.Submods["cpu0"].TEE() }
 
 // policyID is the id of the resource policy of repo ("": the global one).
 func policyID(repo string) string {

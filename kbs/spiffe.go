@@ -315,10 +315,8 @@ func sessionNonce(c *ear.Claims) string {
 	var rd struct {
 		Nonce string `json:"nonce"`
 	}
-	if raw, ok := c.Submods["cpu0"].AnnotatedEvidence["runtime_data_claims"]; ok && json.Unmarshal(raw, &rd) == nil {
-		return rd.Nonce
-	}
-	return ""
+	c.Submods["cpu0"].RuntimeData(&rd)
+	return rd.Nonce
 }
 
 // setSPIFFEPolicy and getSPIFFEPolicy serve the admin endpoint

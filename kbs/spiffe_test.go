@@ -47,7 +47,7 @@ func spiffeInitdata(id string) []byte {
 
 // newSPIFFEKBS is a KBS of trust domain example.org whose sample TEE
 // appraises affirming.
-func newSPIFFEKBS(t *testing.T) *testKBS {
+func newSPIFFEKBS(t testing.TB) *testKBS {
 	t.Helper()
 	k := newKBS(t, baseConfig("@DATA@", "[spiffe]\ntrust_domain = \""+testTD+"\"\n"))
 	k.registerSampleRVs(t)
@@ -55,7 +55,7 @@ func newSPIFFEKBS(t *testing.T) *testKBS {
 }
 
 // spiffeClient is a KBS client of a guest launched with initdata.
-func spiffeClient(t *testing.T, url string, initdata []byte, key *jose.TEEKey) *client.Client {
+func spiffeClient(t testing.TB, url string, initdata []byte, key *jose.TEEKey) *client.Client {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c, err := client.New(url, sample.Attester{}, client.Options{HTTP: &http.Client{Jar: jar, Timeout: 30 * time.Second},
@@ -66,7 +66,7 @@ func spiffeClient(t *testing.T, url string, initdata []byte, key *jose.TEEKey) *
 	return c
 }
 
-func newCSR(t *testing.T) (*ecdsa.PrivateKey, []byte) {
+func newCSR(t testing.TB) (*ecdsa.PrivateKey, []byte) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

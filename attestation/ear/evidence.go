@@ -1,0 +1,33 @@
+package ear
+
+import (
+	"encoding/json"
+	"errors"
+)
+
+// ErrNoRuntimeData: the appraisal carries no runtime data claims.
+var ErrNoRuntimeData = errors.New("ear: no runtime_data_claims in the appraisal")
+
+// TEE is the name of the TEE whose claims the appraisal annotates (the
+// annotated evidence's one key that is not report or init data), "" for
+// none.
+func (a Appraisal) TEE() string {
+	for k := range a.AnnotatedEvidence {
+		switch k {
+		case "report_data", "runtime_data_claims", "init_data", "init_data_claims":
+		default:
+			return k
+		}
+	}
+	return ""
+}
+
+// RuntimeData decodes the runtime data the evidence was bound to (the
+// session's nonce and the TEE key, for KBS attestations) into v.
+func (a Appraisal) RuntimeData(v any) error {
+	raw, ok := a.AnnotatedEvidence["runtime_data_claims"]
+	if !ok {
+		return ErrNoRuntimeData
+	}
+	return json.Unmarshal(raw, v)
+}
