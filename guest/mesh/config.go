@@ -1,0 +1,111 @@
+// Package mesh is the pod's attested mTLS mesh in the guest: TCP traffic
+// that initdata's mesh.toml selects is redirected by netfilter to a proxy
+// that wraps it in mutual TLS with the pod's X.509-SVID and lets only the
+// SPIFFE IDs mesh.toml allows talk to the pod. The rules come from
+// initdata, which the hardware measures, so the host cannot change who may
+// talk to whom; applications keep speaking plain TCP.
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/BurntSushi/toml"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// InitdataKey is the initdata entry holding the mesh's rules.
+const InitdataKey = "mesh.toml"
+
+// Default ports of the proxy's listeners (Istio's, so an owner's tooling
+// recognises them).
+const (
+	DefaultOutboundPort = 15001
+	DefaultInboundPort  = 15006
+)
+
+const maxConfig = 64 << 10
+
+// ErrBadConfig: mesh.toml cannot be used.
+var ErrBadConfig = errors.New("mesh: bad mesh.toml")
+
+// Config is mesh.toml.
+//
+//	allow = ["spiffe://example.org/ns/shop/web"]  # peer IDs, both ways
+//	inbound_ports = [8080]                        # the pod's served ports
+//	[[outbound]]                                  # destinations meshed
+//	cidr = "10.96.0.0/12"
+//	ports = [80]                                  # none: every port
+type Config struct {
+	Allow        []string `toml:"allow"`
+	InboundPorts []uint16 `toml:"inbound_ports"`
+	Outbound     []Rule   `toml:"outbound"`
+	OutboundPort uint16   `toml:"outbound_port"`
+	InboundPort  uint16   `toml:"inbound_port"`
+
+	allowed []spiffeid.ID
+}
+
+// Rule selects outbound destinations: a CIDR and optionally ports.
+type Rule struct {
+	CIDR  string   `toml:"cidr"`
+	Ports []uint16 `toml:"ports"`
+
+	prefix netip.Prefix
+}
+
+// ParseConfig reads and checks mesh.toml.
+func ParseConfig(text string) (*Config, error) {
+	if len(text) > maxConfig {
+		return nil, fmt.Errorf("%w: over %d bytes", ErrBadConfig, maxConfig)
+	}
+	var c Config
+	md, err := toml.Decode(text, &c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("%w: unknown key %s", ErrBadConfig, und[0])
+	}
+	if len(c.Allow) == 0 {
+		return nil, fmt.Errorf("%w: allow names no SPIFFE ID (nothing could connect)", ErrBadConfig)
+	}
+	for _, s := range c.Allow {
+		id, err := spiffeid.FromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: allow %q: %v", ErrBadConfig, s, err)
+		}
+		c.allowed = append(c.allowed, id)
+	}
+	for i := range c.Outbound {
+		p, err := netip.ParsePrefix(c.Outbound[i].CIDR)
+		if err != nil || !p.Addr().Is4() {
+			return nil, fmt.Errorf("%w: outbound cidr %q: not an IPv4 prefix", ErrBadConfig, c.Outbound[i].CIDR)
+		}
+		c.Outbound[i].prefix = p.Masked()
+		if slices.Contains(c.Outbound[i].Ports, 0) {
+			return nil, fmt.Errorf("%w: outbound port 0", ErrBadConfig)
+		}
+	}
+	if slices.Contains(c.InboundPorts, 0) {
+		return nil, fmt.Errorf("%w: inbound port 0", ErrBadConfig)
+	}
+	if c.OutboundPort == 0 {
+		c.OutboundPort = DefaultOutboundPort
+	}
+	if c.InboundPort == 0 {
+		c.InboundPort = DefaultInboundPort
+	}
+	if c.OutboundPort == c.InboundPort {
+		return nil, fmt.Errorf("%w: outbound_port and inbound_port are both %d", ErrBadConfig, c.InboundPort)
+	}
+	return &c, nil
+}
+
+// Allowed are the peer SPIFFE IDs the mesh accepts.
+func (c *Config) Allowed() []spiffeid.ID { return c.allowed }
+
+// inbound reports whether port is one of the pod's meshed served ports.
+func (c *Config) inbound(port uint16) bool { return slices.Contains(c.InboundPorts, port) }

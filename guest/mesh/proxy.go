@@ -1,0 +1,198 @@
+package mesh
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotMeshed: a redirected connection's original destination is not one
+// the rules select (the netfilter rules and mesh.toml disagree).
+var ErrNotMeshed = errors.New("mesh: destination not meshed")
+
+// Proxy terminates and originates the mesh's mTLS. Its sources are
+// go-spiffe's interfaces: the Workload API's X509Source in the guest.
+type Proxy struct {
+	cfg    *Config
+	svid   x509svid.Source
+	bundle x509bundle.Source
+	log    *slog.Logger
+}
+
+// NewProxy returns a proxy for cfg presenting the SVIDs of svid and
+// checking peers under bundle.
+func NewProxy(cfg *Config, svid x509svid.Source, bundle x509bundle.Source, log *slog.Logger) *Proxy {
+	return &Proxy{cfg: cfg, svid: svid, bundle: bundle, log: log}
+}
+
+// Serve runs the inbound and outbound listeners until ctx ends.
+func (p *Proxy) Serve(ctx context.Context) error {
+	var lc net.ListenConfig
+	in, err := lc.Listen(ctx, "tcp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(int(p.cfg.InboundPort))))
+	if err != nil {
+		return err
+	}
+	out, err := lc.Listen(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.cfg.OutboundPort))))
+	if err != nil {
+		in.Close()
+		return err
+	}
+	go func() { <-ctx.Done(); in.Close(); out.Close() }()
+	errs := make(chan error, 2)
+	go func() { errs <- p.accept(ctx, in, p.inbound) }()
+	go func() { errs <- p.accept(ctx, out, p.outbound) }()
+	err = <-errs
+	in.Close()
+	out.Close()
+	<-errs
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (p *Proxy) accept(ctx context.Context, l net.Listener, handle func(context.Context, *net.TCPConn) error) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			if err := handle(ctx, c.(*net.TCPConn)); err != nil {
+				p.log.Warn("mesh connection refused", "remote", c.RemoteAddr().String(), "err", err)
+			}
+		}()
+	}
+}
+
+func (p *Proxy) authorizer() tlsconfig.Authorizer {
+	return tlsconfig.AuthorizeOneOf(p.cfg.Allowed()...)
+}
+
+// inbound: a peer's mTLS to one of the pod's served ports, handed on in
+// plain TCP to the app on loopback once the peer's ID is allowed.
+func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn) error {
+	dst, err := originalDst(c)
+	if err != nil {
+		return err
+	}
+	if !p.cfg.inbound(dst.Port()) {
+		return fmt.Errorf("%w: inbound port %d", ErrNotMeshed, dst.Port())
+	}
+	t := tls.Server(c, tlsconfig.MTLSServerConfig(p.svid, p.bundle, p.authorizer()))
+	if err := t.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	d := net.Dialer{Control: markSocket}
+	app, err := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(dst.Port()))))
+	if err != nil {
+		return err
+	}
+	return splice(t, app.(*net.TCPConn))
+}
+
+// outbound: the pod's plain connection to a meshed destination, carried
+// to it in mTLS once the destination proves an allowed ID.
+func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn) error {
+	dst, err := originalDst(c)
+	if err != nil {
+		return err
+	}
+	if !p.cfg.outbound(dst) {
+		return fmt.Errorf("%w: outbound %s", ErrNotMeshed, dst)
+	}
+	d := net.Dialer{Control: markSocket}
+	raw, err := d.DialContext(ctx, "tcp4", dst.String())
+	if err != nil {
+		return err
+	}
+	t := tls.Client(raw, tlsconfig.MTLSClientConfig(p.svid, p.bundle, p.authorizer()))
+	if err := t.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return err
+	}
+	return splice(t, c)
+}
+
+// halfCloser is a connection whose write side closes alone.
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// splice copies both ways, passing each side's end of stream on, and
+// closes both when both directions are done.
+func splice(a, b halfCloser) error {
+	defer a.Close()
+	defer b.Close()
+	var wg sync.WaitGroup
+	var errA error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, errA = io.Copy(a, b)
+		a.CloseWrite()
+	}()
+	_, err := io.Copy(b, a)
+	b.CloseWrite()
+	wg.Wait()
+	return errors.Join(err, errA)
+}
+
+func markSocket(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, Mark)
+	})
+	return errors.Join(err, serr)
+}
+
+// originalDst is the destination a REDIRECTed connection was made to
+// (netfilter's SO_ORIGINAL_DST).
+func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	var addr netip.AddrPort
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		var mreq *unix.IPv6Mreq
+		// SO_ORIGINAL_DST answers a struct sockaddr_in, which fits the
+		// 20 bytes getsockopt reads into an IPv6Mreq.
+		mreq, serr = unix.GetsockoptIPv6Mreq(int(fd), unix.IPPROTO_IP, unix.SO_ORIGINAL_DST)
+		if serr == nil {
+			m := mreq.Multiaddr
+			addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{m[4], m[5], m[6], m[7]}), uint16(m[2])<<8|uint16(m[3]))
+		}
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("mesh: original destination: %w", err)
+	}
+	return addr, nil
+}
+
+// outbound reports whether dst is a meshed destination.
+func (c *Config) outbound(dst netip.AddrPort) bool {
+	for _, r := range c.Outbound {
+		if r.prefix.Contains(dst.Addr()) && (len(r.Ports) == 0 || slices.Contains(r.Ports, dst.Port())) {
+			return true
+		}
+	}
+	return false
+}
