@@ -30,6 +30,15 @@ type TeeClaims struct {
 	Claims Claims
 }
 
+// CPU is the answer of an Evaluate whose evidence is one CPU attester's:
+// its claims, or the error that refused them.
+func CPU(claims Claims, err error) ([]TeeClaims, error) {
+	if err != nil {
+		return nil, err
+	}
+	return []TeeClaims{{Class: "cpu", Claims: claims}}, nil
+}
+
 // Expected holds the bindings the evidence must carry. A nil member is not
 // checked.
 type Expected struct {

@@ -39,11 +39,7 @@ func (v *Verifier) Evaluate(ctx context.Context, raw json.RawMessage, want verif
 	if err != nil {
 		return nil, err
 	}
-	claims, err := v.Verify(ctx, ev, want)
-	if err != nil {
-		return nil, err
-	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
+	return verifier.CPU(v.Verify(ctx, ev, want))
 }
 
 // Verify checks decoded evidence: the vTPM half (VerifyVTPM), the

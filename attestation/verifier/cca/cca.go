@@ -65,11 +65,7 @@ func (v *Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifie
 	if len(ev.Token) == 0 {
 		return nil, fmt.Errorf("%w: token missing", ErrEvidenceJSON)
 	}
-	claims, err := v.VerifyToken(ev.Token, want)
-	if err != nil {
-		return nil, err
-	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
+	return verifier.CPU(v.VerifyToken(ev.Token, want))
 }
 
 // VerifyToken verifies a CBOR CCA token; each check fails with its own error.

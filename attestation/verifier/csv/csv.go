@@ -83,11 +83,7 @@ func (v *Verifier) Evaluate(ctx context.Context, evidence json.RawMessage, want 
 	if err != nil {
 		return nil, err
 	}
-	claims, err := v.Verify(ctx, ev, want)
-	if err != nil {
-		return nil, err
-	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
+	return verifier.CPU(v.Verify(ctx, ev, want))
 }
 
 // Verify runs the checks in Trustee's order (chain, report signature,

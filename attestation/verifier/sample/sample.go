@@ -62,5 +62,5 @@ func (Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifier.E
 		// Nothing in sample evidence can carry initdata; record what was claimed.
 		claims["init_data"] = base64.StdEncoding.EncodeToString(want.InitDataDigest)
 	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
+	return verifier.CPU(claims, nil)
 }

@@ -140,11 +140,7 @@ func (v *Verifier) Evaluate(_ context.Context, evidence json.RawMessage, want ve
 	if err != nil {
 		return nil, err
 	}
-	claims, err := v.Verify(r, want)
-	if err != nil {
-		return nil, err
-	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
+	return verifier.CPU(v.Verify(r, want))
 }
 
 // Verify checks a response: the sealed secrets are this verifier's, the

@@ -65,11 +65,7 @@ func (v *Verifier) Evaluate(ctx context.Context, raw json.RawMessage, expected v
 	if len(quote) == 0 {
 		return nil, fmt.Errorf("%w: empty quote", ErrEvidenceEncoding)
 	}
-	claims, err := v.VerifyQuote(ctx, quote, expected)
-	if err != nil {
-		return nil, err
-	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
+	return verifier.CPU(v.VerifyQuote(ctx, quote, expected))
 }
 
 // VerifyQuote verifies a raw quote and returns its claims.

@@ -110,11 +110,7 @@ func (v *Verifier) Evaluate(ctx context.Context, evidence json.RawMessage, want 
 	if err != nil {
 		return nil, err
 	}
-	claims, err := v.Verify(ctx, ev.Report, ev.Certs, want)
-	if err != nil {
-		return nil, err
-	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
+	return verifier.CPU(v.Verify(ctx, ev.Report, ev.Certs, want))
 }
 
 // VerifyReport verifies a raw 1184-byte report, as snpguest saves it, with

@@ -67,11 +67,7 @@ func (v *Verifier) Evaluate(ctx context.Context, raw json.RawMessage, expected v
 	if err != nil {
 		return nil, fmt.Errorf("%w: cc_eventlog: %v", ErrEvidenceEncoding, err)
 	}
-	claims, err := v.VerifyQuote(ctx, quote, log, expected)
-	if err != nil {
-		return nil, err
-	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: claims}}, nil
+	return verifier.CPU(v.VerifyQuote(ctx, quote, log, expected))
 }
 
 // decodeBase64 decodes a JSON string of standard base64; a missing or null

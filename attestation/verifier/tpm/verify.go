@@ -95,7 +95,7 @@ func (v *Verifier) Evaluate(_ context.Context, raw json.RawMessage, want verifie
 	if err := v.Verify(rep, want); err != nil {
 		return nil, err
 	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: Claims(rep)}}, nil
+	return verifier.CPU(Claims(rep), nil)
 }
 
 // Verify runs every check on parsed evidence.
