@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -118,30 +117,9 @@ func TestKBSReleasesToAzTDXvTPM(t *testing.T) {
 	}
 	defer att.Close()
 
-	data := t.TempDir()
-	cfg, url := kbsConfig(t, data, "http", `
-[attestation_service.verifiers]
-tdx_collateral_dir = "`+pki.Dir(t, coll)+`"
-dcap_root_ca = "`+root+`"
-offline = true
-`)
-	k := startKBS(t, cfg, url, data, nil)
-	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
-	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/azure", []byte("for the Azure TD"))
-	fetch := func() ([]byte, error) { return fetchAttested(t, url, paravisor{t, att}, "default/key/azure") }
-	var kerr *protocol.Error
-	if _, err := fetch(); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
-		t.Fatalf("unknown TD: %v, want PolicyDeny", err)
-	}
-	for name, value := range map[string]string{
+	releasedOnceRegistered(t, pki.Dir(t, coll), root, paravisor{t, att}, map[string]string{
 		"tdx_pcr11": strings.Repeat("00", 32), // swtpm's PCR 11, never extended
 		"mr_td":     hex.EncodeToString(base.Body.MrTD[:]),
 		"xfam":      hex.EncodeToString(base.Body.XFAM[:]),
-	} {
-		mustClient(t, append(admin, "set-sample-reference-value", name, value)...)
-	}
-	got, err := fetch()
-	if err != nil || string(got) != "for the Azure TD" {
-		t.Fatalf("registered TD: %q, %v", got, err)
-	}
+	})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap/dcaptest"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/sgx"
+	"github.com/cocoon-cc/cocoon/guest/attester"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
@@ -132,25 +133,34 @@ func (a sgxAttester) Evidence(_ context.Context, reportData []byte) (json.RawMes
 // enclave's MRENCLAVE and MRSIGNER.
 func TestKBSReleasesToSGX(t *testing.T) {
 	f := newSGXFixture(t, time.Now())
+	releasedOnceRegistered(t, f.coll, f.root, sgxAttester{t, f}, map[string]string{
+		"mr_enclave": hex.EncodeToString(f.base.Body.MrEnclave[:]),
+		"mr_signer":  hex.EncodeToString(f.base.Body.MrSigner[:]),
+	})
+}
+
+// releasedOnceRegistered runs the KBS protocol with att's DCAP evidence
+// (collateral and root CA of a test hierarchy, offline): nothing is
+// released until the owner registers refs as reference values.
+func releasedOnceRegistered(t *testing.T, coll, root string, att attester.Attester, refs map[string]string) {
 	data := t.TempDir()
 	cfg, url := kbsConfig(t, data, "http", `
 [attestation_service.verifiers]
-tdx_collateral_dir = "`+f.coll+`"
-dcap_root_ca = "`+f.root+`"
+tdx_collateral_dir = "`+coll+`"
+dcap_root_ca = "`+root+`"
 offline = true
 `)
 	k := startKBS(t, cfg, url, data, nil)
 	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
-	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/sgx", []byte("for the enclave"))
-	fetch := func() ([]byte, error) { return fetchAttested(t, url, sgxAttester{t, f}, "default/key/sgx") }
+	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/tee", []byte("for the TEE"))
 	var kerr *protocol.Error
-	if _, err := fetch(); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
-		t.Fatalf("unknown enclave: %v, want PolicyDeny", err)
+	if _, err := fetchAttested(t, url, att, "default/key/tee"); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
+		t.Fatalf("before registering: %v, want PolicyDeny", err)
 	}
-	mustClient(t, append(admin, "set-sample-reference-value", "mr_enclave", hex.EncodeToString(f.base.Body.MrEnclave[:]))...)
-	mustClient(t, append(admin, "set-sample-reference-value", "mr_signer", hex.EncodeToString(f.base.Body.MrSigner[:]))...)
-	got, err := fetch()
-	if err != nil || string(got) != "for the enclave" {
-		t.Fatalf("registered enclave: %q, %v", got, err)
+	for name, value := range refs {
+		mustClient(t, append(admin, "set-sample-reference-value", name, value)...)
+	}
+	if got, err := fetchAttested(t, url, att, "default/key/tee"); err != nil || string(got) != "for the TEE" {
+		t.Fatalf("registered: %q, %v", got, err)
 	}
 }
