@@ -14,14 +14,14 @@ import (
 // then reads with encoding/json, so both paths agree wherever this one
 // answers (FuzzFlatFields checks it).
 func flatFields(raw []byte, names []string) ([][]byte, bool) {
-	out := make([][]byte, len(names))
+	vals := make([][]byte, len(names))
 	p := skipSpace(raw, 0)
 	if p >= len(raw) || raw[p] != '{' {
 		return nil, false
 	}
 	p = skipSpace(raw, p+1)
 	if p < len(raw) && raw[p] == '}' {
-		return out, skipSpace(raw, p+1) == len(raw)
+		return vals, skipSpace(raw, p+1) == len(raw)
 	}
 	for {
 		key, q, ok := plainString(raw, p)
@@ -33,35 +33,62 @@ func flatFields(raw []byte, names []string) ([][]byte, bool) {
 			return nil, false
 		}
 		val, q, ok := plainString(raw, skipSpace(raw, p+1))
-		if !ok {
+		if !ok || !keep(vals, names, key, val) {
 			return nil, false
-		}
-		for i, n := range names {
-			if string(key) != n && strings.EqualFold(string(key), n) {
-				return nil, false // encoding/json matches keys case-insensitively
-			}
-			if string(key) == n {
-				if out[i] != nil {
-					return nil, false
-				}
-				b := make([]byte, base64.StdEncoding.DecodedLen(len(val)))
-				m, err := base64.StdEncoding.Decode(b, val)
-				if err != nil {
-					return nil, false
-				}
-				out[i] = b[:m]
-			}
 		}
 		p = skipSpace(raw, q)
 		switch {
 		case p < len(raw) && raw[p] == ',':
 			p = skipSpace(raw, p+1)
 		case p < len(raw) && raw[p] == '}':
-			return out, skipSpace(raw, p+1) == len(raw)
+			out := decodeAll(vals)
+			return out, out != nil && skipSpace(raw, p+1) == len(raw)
 		default:
 			return nil, false
 		}
 	}
+}
+
+// keep records val as the (base64) value of the name that key is,
+// refusing a repeated one and a key encoding/json would take for another
+// case of a name.
+func keep(vals [][]byte, names []string, key, val []byte) bool {
+	for i, n := range names {
+		if string(key) == n {
+			if vals[i] != nil {
+				return false
+			}
+			vals[i] = val
+			return true
+		}
+	}
+	for _, n := range names {
+		if strings.EqualFold(string(key), n) {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeAll decodes the base64 values in place of their text, into one
+// buffer; nil if one is not base64.
+func decodeAll(vals [][]byte) [][]byte {
+	size := 0
+	for _, v := range vals {
+		size += base64.StdEncoding.DecodedLen(len(v))
+	}
+	buf := make([]byte, size)
+	for i, v := range vals {
+		if v == nil {
+			continue
+		}
+		n, err := base64.StdEncoding.Decode(buf, v)
+		if err != nil {
+			return nil
+		}
+		vals[i], buf = buf[:n:n], buf[n:]
+	}
+	return vals
 }
 
 func skipSpace(b []byte, p int) int {
