@@ -241,9 +241,10 @@ func (r *CocoonRuntimeReconciler) ensureDaemonSet(ctx context.Context, cr *cocoo
 		ds.Spec.UpdateStrategy = appsv1.DaemonSetUpdateStrategy{Type: appsv1.RollingUpdateDaemonSetStrategyType,
 			RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: &maxUnavailable}}
 		ds.Spec.Template = r.installerPod(cr, verb, sel)
-		if verb == "uninstall" {
-			return nil // outlives the CocoonRuntime's garbage collection until done
-		}
+		// Owned by the CocoonRuntime, the uninstall DaemonSet too: the
+		// garbage collector removes it once the CocoonRuntime is gone, also
+		// when a reconcile from a stale cache made it again after the
+		// finalizer was removed.
 		return controllerutil.SetControllerReference(cr, ds, r.Scheme())
 	})
 	return err

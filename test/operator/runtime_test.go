@@ -239,7 +239,9 @@ func TestCocoonRuntime(t *testing.T) {
 	if out := c.Kubectl(t, "get", "runtimeclass", "-o", "name"); strings.TrimSpace(out) != "" {
 		t.Errorf("RuntimeClasses left: %s", out)
 	}
-	if out := c.Kubectl(t, "get", "daemonset", "-A", "-o", "name"); strings.TrimSpace(out) != "" {
-		t.Errorf("DaemonSets left: %s", out)
-	}
+	// The garbage collector removes what the CocoonRuntime owned.
+	c.Eventually(t, "no DaemonSet left", func() bool {
+		out, err := c.TryKubectl("", "get", "daemonset", "-A", "-o", "name")
+		return err == nil && strings.TrimSpace(out) == ""
+	})
 }
