@@ -17,6 +17,7 @@ import (
 
 	"github.com/cocoon-cc/cocoon/guest/cdh/config"
 	"github.com/cocoon-cc/cocoon/guest/cdh/securemount"
+	"github.com/cocoon-cc/cocoon/guest/mesh"
 	"github.com/cocoon-cc/cocoon/guest/spiffe"
 	"github.com/cocoon-cc/cocoon/image/pull"
 	"github.com/cocoon-cc/cocoon/image/store"
@@ -121,21 +122,31 @@ func (g *GuestComponents) Start(ctx context.Context) error {
 		return err
 	}
 	if _, ok := data[svid.InitdataKey]; ok {
-		return g.startWorkloadAPI(ctx, path, initdataPath)
+		_, meshOn := data[mesh.InitdataKey]
+		return g.startWorkloadAPI(ctx, path, initdataPath, meshOn)
+	}
+	if _, ok := data[mesh.InitdataKey]; ok {
+		return fmt.Errorf("initdata has %s but no %s: the mesh needs the pod's SVID", mesh.InitdataKey, svid.InitdataKey)
 	}
 	return nil
 }
 
 // startWorkloadAPI runs the SPIFFE Workload API server for the ID
 // initdata's spiffe.toml names; its socket's directory is mounted into
-// every container.
-func (g *GuestComponents) startWorkloadAPI(ctx context.Context, cdhConfig, initdataPath string) error {
+// every container. With meshOn it also runs the pod's mTLS mesh (the
+// containers share the guest's network namespace, so its redirects cover
+// them all).
+func (g *GuestComponents) startWorkloadAPI(ctx context.Context, cdhConfig, initdataPath string, meshOn bool) error {
 	dir := filepath.Join(g.RunDir, "spiffe")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	socket := filepath.Join(dir, spiffe.SocketName)
-	if err := g.run(ctx, "spiffe-workload-api", "-c", cdhConfig, "--initdata", initdataPath, "--socket", socket); err != nil {
+	args := []string{"-c", cdhConfig, "--initdata", initdataPath, "--socket", socket}
+	if meshOn {
+		args = append(args, "--mesh")
+	}
+	if err := g.run(ctx, "spiffe-workload-api", args...); err != nil {
 		return err
 	}
 	if err := waitSocket(ctx, socket); err != nil {

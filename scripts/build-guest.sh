@@ -17,7 +17,8 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 # encrypts LUKS2 keyslots: encrypted volumes (guest/cdh/securemount). ext4
 # and sha256 are built in.
 MODULES="virtio_pci virtio_console virtio_blk virtio_net virtio_rng vmw_vsock_virtio_transport overlay
-  dm_crypt ecb xts aesni_intel algif_skcipher"
+  dm_crypt ecb xts aesni_intel algif_skcipher
+  iptable_nat xt_REDIRECT xt_mark xt_tcpudp"
 # Tools of encrypted volumes, with their libraries, from the Debian packages
 # installed here (cryptsetup-bin, e2fsprogs). cryptsetup rather than a Go
 # library: LUKS2 formatting needs its keyslot, JSON metadata and dm-crypt
@@ -25,7 +26,10 @@ MODULES="virtio_pci virtio_console virtio_blk virtio_net virtio_rng vmw_vsock_vi
 # LUKS2), and guest-components' data hub shells out to it too. Same
 # packages, same bytes; with the modules they add ~12 MiB to the initramfs
 # (~5 MiB gzipped: libcrypto and libc are most of it).
-TOOLS="/usr/sbin/cryptsetup /usr/sbin/mke2fs"
+# The mesh's redirects (spiffe-workload-api --mesh): iptables' legacy backend (x_tables
+# modules above, no nf_tables), with the extensions its rules name.
+TOOLS="/usr/sbin/cryptsetup /usr/sbin/mke2fs /usr/sbin/xtables-legacy-multi"
+XTABLES=/usr/lib/x86_64-linux-gnu/xtables
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -50,6 +54,9 @@ done | sort -u | while read -r lib; do
   cp -L "$lib" "$root$lib"
 done
 ln -s mke2fs "$root/sbin/mkfs.ext4"
+ln -s xtables-legacy-multi "$root/sbin/iptables-restore"
+mkdir -p "$root$XTABLES"
+cp "$XTABLES"/libxt_{REDIRECT,mark,tcp,standard}.so "$root$XTABLES/"
 printf 'root:x:0:0:root:/:/sbin/nologin\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

@@ -10,17 +10,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/cocoon-cc/cocoon/guest/mesh"
 	"github.com/cocoon-cc/cocoon/guest/spiffe"
-	"github.com/cocoon-cc/cocoon/initdata"
 )
 
 func main() {
@@ -44,23 +41,16 @@ func run(ctx context.Context, log *slog.Logger, initdataPath, socket string, rul
 	if err != nil {
 		return err
 	}
-	doc, err := initdata.Parse(body)
+	cfg, ok, err := mesh.FromInitdata(body)
 	if err != nil {
 		return err
 	}
-	text, ok := doc.Data[mesh.InitdataKey]
 	if !ok {
 		return fmt.Errorf("initdata has no %s", mesh.InitdataKey)
 	}
-	cfg, err := mesh.ParseConfig(text)
-	if err != nil {
-		return err
-	}
 	if rules {
-		cmd := exec.CommandContext(ctx, "iptables-restore", "--noflush")
-		cmd.Stdin = strings.NewReader(cfg.Rules())
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("iptables-restore: %w: %s", err, out)
+		if err := cfg.Install(ctx); err != nil {
+			return err
 		}
 	}
 	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+socket)))

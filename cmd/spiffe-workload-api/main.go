@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -16,26 +17,29 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/cdh/attest"
 	"github.com/cocoon-cc/cocoon/guest/cdh/config"
 	"github.com/cocoon-cc/cocoon/guest/cdh/kbc"
+	"github.com/cocoon-cc/cocoon/guest/mesh"
 	"github.com/cocoon-cc/cocoon/guest/spiffe"
 )
 
 func main() {
 	var cfgPath, attesterKind, initdataPath, socket string
+	var meshOn bool
 	flag.StringVar(&cfgPath, "c", "", "cdh.toml: the KBS ([kbc] url, kbs_cert) and the attestation agent ([aa] aa_socket)")
 	flag.StringVar(&attesterKind, "attester", attest.AA, "evidence source: aa (the attestation agent), sample or tpm")
 	flag.StringVar(&initdataPath, "initdata", "", "the initdata TOML the TEE was launched with (its spiffe.toml names the ID)")
 	flag.StringVar(&socket, "socket", filepath.Join(spiffe.ContainerSocketDir, spiffe.SocketName), "the Workload API's unix socket")
+	flag.BoolVar(&meshOn, "mesh", false, "also run the pod's mTLS mesh (initdata's mesh.toml): netfilter redirects and the proxy")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, cfgPath, attesterKind, initdataPath, socket); err != nil {
+	if err := run(ctx, log, cfgPath, attesterKind, initdataPath, socket, meshOn); err != nil {
 		log.Error("spiffe-workload-api", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, cfgPath, attesterKind, initdataPath, socket string) error {
+func run(ctx context.Context, log *slog.Logger, cfgPath, attesterKind, initdataPath, socket string, meshOn bool) error {
 	cfg, err := config.Resolve(cfgPath)
 	if err != nil {
 		return err
@@ -57,6 +61,22 @@ func run(ctx context.Context, log *slog.Logger, cfgPath, attesterKind, initdataP
 	}
 	src := spiffe.NewSource(k.Client(), log)
 	go src.Run(ctx)
+	if meshOn {
+		// In-process: the guest's initramfs holds no second copy of
+		// go-spiffe and gRPC for a separate coco-mesh.
+		cfg, ok, err := mesh.FromInitdata(initdata)
+		if err != nil || !ok {
+			return fmt.Errorf("--mesh: initdata's %s: %v", mesh.InitdataKey, err)
+		}
+		if err := cfg.Install(ctx); err != nil {
+			return err
+		}
+		go func() {
+			if err := mesh.NewProxy(cfg, src, src, log).Serve(ctx); err != nil {
+				log.Error("mesh", "err", err)
+			}
+		}()
+	}
 	log.Info("serving", "socket", socket, "kbs", cfg.KBC.URL, "tee", a.Tee())
 	return spiffe.NewServer(src).Serve(ctx, socket)
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/cocoon-cc/cocoon/initdata"
 )
 
 // InitdataKey is the initdata entry holding the mesh's rules.
@@ -109,3 +111,18 @@ func (c *Config) Allowed() []spiffeid.ID { return c.allowed }
 
 // inbound reports whether port is one of the pod's meshed served ports.
 func (c *Config) inbound(port uint16) bool { return slices.Contains(c.InboundPorts, port) }
+
+// FromInitdata is the mesh.toml of an initdata document; ok is false
+// when it has none.
+func FromInitdata(body []byte) (c *Config, ok bool, err error) {
+	doc, err := initdata.Parse(body)
+	if err != nil {
+		return nil, false, err
+	}
+	text, ok := doc.Data[InitdataKey]
+	if !ok {
+		return nil, false, nil
+	}
+	c, err = ParseConfig(text)
+	return c, err == nil, err
+}

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +22,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
 	"github.com/cocoon-cc/cocoon/guest/mesh"
@@ -146,56 +144,6 @@ func (w testWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// capture records every frame crossing the host's end of a pod's
-// interface (AF_PACKET), as the host could.
-func capture(t *testing.T, ifname string) func() []byte {
-	t.Helper()
-	ifi, err := net.InterfaceByName(ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		t.Fatal(err)
-	}
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
-	var mu sync.Mutex
-	var seen bytes.Buffer
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			n, _, err := unix.Recvfrom(fd, buf, 0)
-			if err == nil {
-				mu.Lock()
-				seen.Write(buf[:n])
-				mu.Unlock()
-			}
-		}
-	}()
-	var once sync.Once
-	stop := func() []byte {
-		once.Do(func() { close(done); <-stopped; unix.Close(fd) })
-		mu.Lock()
-		defer mu.Unlock()
-		return seen.Bytes()
-	}
-	t.Cleanup(func() { stop() })
-	return stop
-}
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 // TestMesh: two pods in their own network namespaces on a bridge (a
 // node's pod network), each with its SVID from a real KBS over the
 // Workload API and coco-mesh redirecting its traffic; the apps speak
@@ -244,7 +192,7 @@ func TestMesh(t *testing.T) {
 	server.mesh(t, web, "allow = [\""+front+"\"]\ninbound_ports = [8080]\n")
 	client.mesh(t, front, fmt.Sprintf("allow = [%q]\n[[outbound]]\ncidr = %q\nports = [8080]\n", web, sub.String()))
 	serverAddr := net.JoinHostPort(server.ip.String(), "8080")
-	stopCapture := capture(t, server.veth)
+	stopCapture := nettest.Capture(t, server.veth)
 
 	// The client app: plain HTTP over one kept-alive connection.
 	var conn net.Conn

@@ -1,7 +1,9 @@
 package mesh
 
 import (
+	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 )
 
@@ -31,4 +33,15 @@ func (c *Config) Rules() string {
 	}
 	b.WriteString("COMMIT\n")
 	return b.String()
+}
+
+// Install loads the rules into the network namespace with
+// iptables-restore, leaving other chains as they are.
+func (c *Config) Install(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, "iptables-restore", "--noflush")
+	cmd.Stdin = strings.NewReader(c.Rules())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("mesh: iptables-restore: %w: %s", err, out)
+	}
+	return nil
 }

@@ -27,8 +27,10 @@ const DefaultConfigPath = "/etc/cocoon/containerd-shim-coco-v2.toml"
 const AnnotationInitdata = "io.katacontainers.config.hypervisor.cc_init_data"
 
 // defaultMemoryMiB is a VM's own memory: the guest's kernel, agent and the
-// image layers it pulls, before any container's limit.
-const defaultMemoryMiB = 256
+// image layers it pulls, before any container's limit. The initramfs
+// unpacks to ~100 MB of it (the Go guest components): at 256 MiB the
+// unpacking failed.
+const defaultMemoryMiB = 384
 
 // ErrConfig is wrapped by every configuration and annotation error.
 var ErrConfig = errors.New("coco shim configuration")
@@ -40,7 +42,7 @@ type Config struct {
 		Backend string `toml:"backend"`
 		// StartTimeout bounds a sandbox's boot until its agent answers.
 		StartTimeout duration `toml:"start_timeout"`
-		// MemoryMiB and VCPUs are a VM's own size (default 256 MiB, 1),
+		// MemoryMiB and VCPUs are a VM's own size (default 384 MiB, 1),
 		// to which its containers' limits are added.
 		MemoryMiB int `toml:"memory_mib"`
 		VCPUs     int `toml:"vcpus"`

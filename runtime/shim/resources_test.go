@@ -18,14 +18,14 @@ func TestPodSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newPodResources(c)
-	if v, m, err := r.bootSize(nil); err != nil || v != 1 || m != 256 {
-		t.Fatalf("default boot size %d %d %v, want 1 vCPU, 256 MiB", v, m, err)
+	if v, m, err := r.bootSize(nil); err != nil || v != 1 || m != 384 {
+		t.Fatalf("default boot size %d %d %v, want 1 vCPU, 384 MiB", v, m, err)
 	}
 	// The kubelet's sum of limits: 1.5 CPUs and 300 MiB.
 	v, m, err := r.bootSize(map[string]string{annotationSandboxCPUQuota: "150000", annotationSandboxCPUPeriod: "100000",
 		annotationSandboxMemory: "314572800"})
-	if err != nil || v != 3 || m != 556 {
-		t.Fatalf("boot size %d %d %v, want 3 vCPUs, 556 MiB", v, m, err)
+	if err != nil || v != 3 || m != 684 {
+		t.Fatalf("boot size %d %d %v, want 3 vCPUs, 684 MiB", v, m, err)
 	}
 	for _, bad := range []string{"x", "-5", "1e9", "99999999999999999999"} {
 		if _, _, err := r.bootSize(map[string]string{annotationSandboxMemory: bad}); !errors.Is(err, ErrConfig) {
@@ -34,15 +34,15 @@ func TestPodSize(t *testing.T) {
 	}
 	quota, period, limit := int64(200000), uint64(100000), int64(300<<20)
 	if v, m := r.set("a", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &quota, Period: &period},
-		Memory: &specs.LinuxMemory{Limit: &limit}}); v != 3 || m != 556 {
+		Memory: &specs.LinuxMemory{Limit: &limit}}); v != 3 || m != 684 {
 		t.Fatalf("size with a: %d %d", v, m)
 	}
 	half := int64(50000)
-	if v, m := r.set("b", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &half, Period: &period}}); v != 4 || m != 556 {
+	if v, m := r.set("b", &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: &half, Period: &period}}); v != 4 || m != 684 {
 		t.Fatalf("size with a and b: %d %d", v, m)
 	}
 	r.forget("a")
-	if v, m := r.set("b", &specs.LinuxResources{}); v != 1 || m != 256 {
+	if v, m := r.set("b", &specs.LinuxResources{}); v != 1 || m != 384 {
 		t.Fatalf("size without limits: %d %d", v, m)
 	}
 }

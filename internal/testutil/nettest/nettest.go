@@ -4,6 +4,7 @@
 package nettest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"fmt"
 	"math/big"
@@ -11,10 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot skips the test loudly when it cannot change the network.
@@ -145,3 +148,54 @@ func LoopbackService(t testing.TB) (port int, reached func() int32) {
 	}()
 	return l.Addr().(*net.TCPAddr).Port, n.Load
 }
+
+// Capture records every frame crossing the host's end of a pod's
+// interface (AF_PACKET), as the host could; the returned function stops
+// and returns what was seen.
+func Capture(t *testing.T, ifname string) func() []byte {
+	t.Helper()
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+		t.Fatal(err)
+	}
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
+	var mu sync.Mutex
+	var seen bytes.Buffer
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err == nil {
+				mu.Lock()
+				seen.Write(buf[:n])
+				mu.Unlock()
+			}
+		}
+	}()
+	var once sync.Once
+	stop := func() []byte {
+		once.Do(func() { close(done); <-stopped; unix.Close(fd) })
+		mu.Lock()
+		defer mu.Unlock()
+		return seen.Bytes()
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
