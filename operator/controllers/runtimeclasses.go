@@ -11,9 +11,9 @@ import (
 // overheads are the RuntimeClasses' pod overheads, as measured for
 // deploy/runtimeclasses.yaml (README "Kubernetes").
 var overheads = map[string][2]string{
-	"qemu":     {"448Mi", "250m"},
-	"qemu-snp": {"448Mi", "250m"},
-	"qemu-tdx": {"448Mi", "250m"},
+	"qemu":     {"576Mi", "250m"},
+	"qemu-snp": {"576Mi", "250m"},
+	"qemu-tdx": {"576Mi", "250m"},
 	"local":    {"64Mi", "50m"},
 }
 

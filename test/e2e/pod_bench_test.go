@@ -37,7 +37,7 @@ func BenchmarkPodStart(b *testing.B) {
 				sandbox := &cri.PodSandboxConfig{
 					Metadata: &cri.PodSandboxMetadata{Name: fmt.Sprintf("bench-%s-%d", handler, i), Uid: fmt.Sprintf("u-%s-%d", handler, i), Namespace: "default"},
 					Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
-						NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+						NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_POD}}},
 				}
 				cfg := &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"}, Image: &cri.ImageSpec{Image: e.image},
 					Command: []string{"/bin/sleep", "1000"}}

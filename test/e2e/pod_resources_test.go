@@ -229,7 +229,7 @@ func TestPodResourcesVM(t *testing.T) {
 
 // BenchmarkPodOverhead measures what an idle coco pod costs the host (a
 // RuntimeClass's overhead.podFixed): a CRI pod in a TCG VM with the
-// default 256 MiB guest and one sleeping container, a few seconds after
+// default guest memory and one sleeping container, a few seconds after
 // its start; the RSS of its shim and QEMU, and the memory its host cgroup
 // is charged (what the kubelet and the scheduler account).
 func BenchmarkPodOverhead(b *testing.B) {
@@ -250,7 +250,7 @@ func BenchmarkPodOverhead(b *testing.B) {
 		sandbox := &cri.PodSandboxConfig{
 			Metadata: &cri.PodSandboxMetadata{Name: fmt.Sprintf("idle-%d", i), Uid: fmt.Sprintf("idle-%d", i), Namespace: "default"},
 			Linux: &cri.LinuxPodSandboxConfig{CgroupParent: top, SecurityContext: &cri.LinuxSandboxSecurityContext{
-				NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}}},
+				NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_POD}}},
 		}
 		podID, err := rs.RunPodSandbox(ctx, sandbox, "coco")
 		if err != nil {

@@ -74,8 +74,8 @@ spec:
 	}
 	pod := pods[0]
 	// The RuntimeClass's overhead is the pod's.
-	if out := c.Kubectl(t, "get", "pod", pod, "-o", "jsonpath={.spec.overhead.memory}"); out != "448Mi" {
-		t.Errorf("pod overhead memory %q, want the RuntimeClass's 448Mi", out)
+	if out := c.Kubectl(t, "get", "pod", pod, "-o", "jsonpath={.spec.overhead.memory}"); out != "576Mi" {
+		t.Errorf("pod overhead memory %q, want the RuntimeClass's 576Mi", out)
 	}
 	// The output reaches the log as the shim reads it from the guest.
 	c.Eventually(t, "the guest kernel's release in kubectl logs", func() bool {

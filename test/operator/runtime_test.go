@@ -141,7 +141,7 @@ func TestCocoonRuntime(t *testing.T) {
 	if out := c.Kubectl(t, "get", "node", k8stest.NodeName, "-o", `jsonpath={.metadata.labels.cocoon\.io/runtime-qemu}`); out != "true" {
 		t.Fatalf("node label cocoon.io/runtime-qemu = %q", out)
 	}
-	if out := c.Kubectl(t, "get", "runtimeclass", "cocoon-qemu", "-o", "jsonpath={.handler} {.overhead.podFixed.memory}"); out != "cocoon-qemu 448Mi" {
+	if out := c.Kubectl(t, "get", "runtimeclass", "cocoon-qemu", "-o", "jsonpath={.handler} {.overhead.podFixed.memory}"); out != "cocoon-qemu 576Mi" {
 		t.Errorf("RuntimeClass cocoon-qemu: %q", out)
 	}
 	if cfg, _ := os.ReadFile(cfgPath); !bytes.Contains(cfg, []byte("imports")) {
