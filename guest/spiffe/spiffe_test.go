@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ func TestWorkloadAPI(t *testing.T) {
 	}
 	src := startSource(t, ctx, k.URL, "/ns/test/web")
 	sock := filepath.Join(t.TempDir(), "workload", spiffe.SocketName)
-	go spiffe.NewServer(src).Serve(ctx, sock)
+	serve(t, ctx, src, sock)
 	// As in a container: the client finds the socket in the environment.
 	t.Setenv(spiffe.EndpointEnv, "unix://"+sock)
 
@@ -170,7 +171,7 @@ func TestWorkloadAPIRefusals(t *testing.T) {
 		t.Fatal("an SVID for an ID the policy refuses")
 	}
 	sock := filepath.Join(t.TempDir(), spiffe.SocketName)
-	go spiffe.NewServer(src).Serve(ctx, sock)
+	serve(t, ctx, src, sock)
 	short, stop := context.WithTimeout(ctx, 2*time.Second)
 	defer stop()
 	_, err := workloadapi.FetchX509SVID(short, workloadapi.WithAddr("unix://"+sock))
@@ -186,5 +187,20 @@ func TestWorkloadAPIRefusals(t *testing.T) {
 	_, err = workload.NewSpiffeWorkloadAPIClient(conn).FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a"}})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("no security header: %v", err)
+	}
+}
+
+// serve serves src's Workload API at sock until ctx ends, returning once
+// the socket takes connections (a first call fails fast otherwise).
+func serve(t *testing.T, ctx context.Context, src *spiffe.Source, sock string) {
+	go spiffe.NewServer(src).Serve(ctx, sock)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Workload API never listened at %s", sock)
+		}
 	}
 }
