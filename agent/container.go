@@ -13,6 +13,7 @@ import (
 	"time"
 
 	_ "github.com/opencontainers/cgroups/devices" // lets the cgroup manager apply device rules
+	"github.com/opencontainers/cgroups/fs2"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -378,10 +379,24 @@ func (a *Agent) WaitProcess(ctx context.Context, r *pb.WaitProcessRequest) (*pb.
 	w := &pb.WaitProcessResponse{Status: p.exitStatus()}
 	if p != c.init {
 		go c.reapExec(p)
-	} else if r.TerminationMessagePath != "" {
-		a.terminationMessage(ctx, c, r.TerminationMessagePath, w)
+	} else {
+		w.OomKilled = c.oomKilled()
+		if r.TerminationMessagePath != "" {
+			a.terminationMessage(ctx, c, r.TerminationMessagePath, w)
+		}
 	}
 	return w, nil
+}
+
+// oomKilled tells whether the guest's OOM killer acted in the container's
+// cgroup (v2, as the guest mounts it).
+func (c *container) oomKilled() bool {
+	st, err := c.lc.State()
+	if err != nil {
+		return false
+	}
+	n, err := fs2.OOMKillCount(st.CgroupPaths[""])
+	return err == nil && n > 0
 }
 
 // execLinger bounds how long an exited exec keeps output nobody reads.

@@ -399,13 +399,17 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 }
 
 // waitProcess waits on the agent for the process's exit and hands its
-// termination message to the kubelet before reporting it.
+// OOM kill and termination message to the kubelet before reporting it.
 func (s *Service) waitProcess(ctx context.Context, p *proc) {
 	w, err := s.pod.agent.WaitProcess(ctx, &pb.WaitProcessRequest{ContainerId: p.cid, ExecId: p.execID,
 		TerminationMessagePath: p.termination.terminationPath()})
 	code := uint32(255)
 	if err == nil {
 		code = uint32(w.Status)
+		if w.OomKilled {
+			// Before the exit, for CRI to report OOMKilled.
+			s.publish(ctx, runtime.TaskOOMEventTopic, &eventstypes.TaskOOM{ContainerID: p.cid})
+		}
 		if err := p.termination.deliverTermination(w); err != nil {
 			log.G(ctx).WithError(err).WithField("id", p.cid).Warn("write the termination message")
 		}

@@ -167,7 +167,7 @@ func guestSize(ctx context.Context, t *testing.T, rs internalapi.RuntimeService,
 	return cpus, memKiB, lines[2]
 }
 
-// TestPodResourcesVM: a pod's VM is the default size (1 vCPU, 256 MiB)
+// TestPodResourcesVM: a pod's VM is the default size (1 vCPU, 384 MiB)
 // plus its containers' limits, at boot from the sandbox's resources (as
 // the kubelet gives them) and by memory hotplug when a container asks for
 // more; QEMU runs in the pod's cgroup; the guest enforces the limits (an
@@ -195,11 +195,11 @@ func TestPodResourcesVM(t *testing.T) {
 		t.Errorf("QEMU (%d) and the shim are not in the pod's cgroup %s", qemu, cgroup)
 	}
 
-	// 3 vCPUs and 556 MiB (MemTotal is less: the guest kernel keeps some).
+	// 3 vCPUs and 684 MiB (MemTotal is less: the guest kernel keeps some).
 	cid := runLimited(ctx, t, rs, e, podID, sandbox, "big", 300, 2000, "/bin/sleep", "1000")
 	cpus, mem0, limits := guestSize(ctx, t, rs, cid)
-	if want := fmt.Sprintf("%d\n200000 100000\n", 300<<20); cpus != 3 || mem0 < 400<<10 || mem0 > 556<<10 || limits != want {
-		t.Errorf("guest: %d vCPUs, MemTotal %d KiB, cgroup limits %q; want 3 vCPUs, 400-556 MiB, %q", cpus, mem0, limits, want)
+	if want := fmt.Sprintf("%d\n200000 100000\n", 300<<20); cpus != 3 || mem0 < 528<<10 || mem0 > 684<<10 || limits != want {
+		t.Errorf("guest: %d vCPUs, MemTotal %d KiB, cgroup limits %q; want 3 vCPUs, 528-684 MiB, %q", cpus, mem0, limits, want)
 	}
 	checkStats(ctx, t, rs, cid)
 

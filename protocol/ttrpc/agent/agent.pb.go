@@ -556,8 +556,12 @@ type WaitProcessResponse struct {
 	// Cocoon's extension: the file held a message the agent policy denied
 	// (TerminationMessageRequest) to the host.
 	TerminationMessageWithheld bool `protobuf:"varint,1001,opt,name=termination_message_withheld,json=terminationMessageWithheld,proto3" json:"termination_message_withheld,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// Cocoon's extension: the guest's OOM killer acted in the container's
+	// cgroup, which the shim reports before the exit (GetOOMEvent's answer
+	// may come after it).
+	OomKilled     bool `protobuf:"varint,1002,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WaitProcessResponse) Reset() {
@@ -607,6 +611,13 @@ func (x *WaitProcessResponse) GetTerminationMessage() []byte {
 func (x *WaitProcessResponse) GetTerminationMessageWithheld() bool {
 	if x != nil {
 		return x.TerminationMessageWithheld
+	}
+	return false
+}
+
+func (x *WaitProcessResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
 	}
 	return false
 }
@@ -3190,11 +3201,13 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x12WaitProcessRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x129\n" +
-	"\x18termination_message_path\x18\xe8\a \x01(\tR\x16terminationMessagePath\"\xa2\x01\n" +
+	"\x18termination_message_path\x18\xe8\a \x01(\tR\x16terminationMessagePath\"\xc2\x01\n" +
 	"\x13WaitProcessResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x120\n" +
 	"\x13termination_message\x18\xe8\a \x01(\fR\x12terminationMessage\x12A\n" +
-	"\x1ctermination_message_withheld\x18\xe9\a \x01(\bR\x1aterminationMessageWithheld\"d\n" +
+	"\x1ctermination_message_withheld\x18\xe9\a \x01(\bR\x1aterminationMessageWithheld\x12\x1e\n" +
+	"\n" +
+	"oom_killed\x18\xea\a \x01(\bR\toomKilled\"d\n" +
 	"\x19TerminationMessageRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x10\n" +
