@@ -41,17 +41,9 @@ func run(ctx context.Context, log *slog.Logger, initdataPath, socket string, rul
 	if err != nil {
 		return err
 	}
-	cfg, ok, err := mesh.FromInitdata(body)
+	cfg, err := mesh.Setup(ctx, body, rules)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return fmt.Errorf("initdata has no %s", mesh.InitdataKey)
-	}
-	if rules {
-		if err := cfg.Install(ctx); err != nil {
-			return err
-		}
 	}
 	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+socket)))
 	if err != nil {

@@ -64,12 +64,9 @@ func run(ctx context.Context, log *slog.Logger, cfgPath, attesterKind, initdataP
 	if meshOn {
 		// In-process: the guest's initramfs holds no second copy of
 		// go-spiffe and gRPC for a separate coco-mesh.
-		cfg, ok, err := mesh.FromInitdata(initdata)
-		if err != nil || !ok {
-			return fmt.Errorf("--mesh: initdata's %s: %v", mesh.InitdataKey, err)
-		}
-		if err := cfg.Install(ctx); err != nil {
-			return err
+		cfg, err := mesh.Setup(ctx, initdata, true)
+		if err != nil {
+			return fmt.Errorf("--mesh: %w", err)
 		}
 		go func() {
 			if err := mesh.NewProxy(cfg, src, src, log).Serve(ctx); err != nil {

@@ -35,6 +35,24 @@ func (c *Config) Rules() string {
 	return b.String()
 }
 
+// Setup reads the mesh.toml of a TEE's initdata, which must have one, and
+// with install loads its redirects: what the proxy needs before it serves.
+func Setup(ctx context.Context, initdata []byte, install bool) (*Config, error) {
+	c, ok, err := FromInitdata(initdata)
+	if err != nil {
+		return nil, fmt.Errorf("initdata's %s: %w", InitdataKey, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("initdata has no %s", InitdataKey)
+	}
+	if install {
+		if err := c.Install(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
 // Install loads the rules into the network namespace with
 // iptables-restore, leaving other chains as they are.
 func (c *Config) Install(ctx context.Context) error {
