@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-tdx-guest/pcs"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
 // Org marks the TEST-ONLY PKI. No real sample exercises revocation, every
@@ -75,15 +76,7 @@ func Issue(t testing.TB, tmpl, parent *x509.Certificate, key *ecdsa.PrivateKey, 
 	if parent == nil {
 		parent = tmpl
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	return testutil.Certificate(t, tmpl, parent, &key.PublicKey, signer)
 }
 
 // New issues root, PCK platform CA, PCK leaf and TCB signing

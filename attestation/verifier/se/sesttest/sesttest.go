@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier/se"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
@@ -89,15 +90,7 @@ func (p *PKI) IssueValid(t testing.TB, subject pkix.Name, parent *Cert, ca bool,
 	if parent != nil {
 		pc, pk = parent.Cert, parent.Key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, pc, &key.PublicKey, pk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Cert{Cert: c, Key: key}
+	return Cert{Cert: testutil.Certificate(t, tmpl, pc, &key.PublicKey, pk), Key: key}
 }
 
 // CRL is issuer's CRL, current at Now, revoking serials.
