@@ -195,9 +195,12 @@ func dsName(cr *cocoonv1.CocoonRuntime, verb string) string {
 // those of flavours no longer asked for.
 func (r *CocoonRuntimeReconciler) ensureRuntimeClasses(ctx context.Context, cr *cocoonv1.CocoonRuntime) error {
 	for _, f := range cr.Spec.Flavours {
-		want := runtimeClass(string(f))
+		want, err := runtimeClass(string(f))
+		if err != nil {
+			return err
+		}
 		rc := &nodev1.RuntimeClass{ObjectMeta: metav1.ObjectMeta{Name: want.Handler}}
-		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, rc, func() error {
+		_, err = controllerutil.CreateOrUpdate(ctx, r.Client, rc, func() error {
 			if owner := rc.Labels[LabelOwner]; rc.ResourceVersion != "" && owner != cr.Name {
 				return fmt.Errorf("RuntimeClass %s belongs to %q, not to CocoonRuntime %s", rc.Name, owner, cr.Name)
 			}

@@ -1,34 +1,53 @@
 package controllers
 
 import (
-	corev1 "k8s.io/api/core/v1"
-	nodev1 "k8s.io/api/node/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
 
+	nodev1 "k8s.io/api/node/v1"
+	"k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/cocoon-cc/cocoon/deploy"
 	"github.com/cocoon-cc/cocoon/operator/nodeinstall"
 )
 
-// overheads are the RuntimeClasses' pod overheads, as measured for
-// deploy/runtimeclasses.yaml (README "Kubernetes").
-var overheads = map[string][2]string{
-	"qemu":     {"576Mi", "250m"},
-	"qemu-snp": {"576Mi", "250m"},
-	"qemu-tdx": {"576Mi", "250m"},
-	"local":    {"64Mi", "50m"},
+// runtimeClasses are deploy/runtimeclasses.yaml's RuntimeClasses by
+// handler: the overheads measured for it (README "Kubernetes") and the
+// scheduling onto the nodes the installer labels.
+var runtimeClasses = sync.OnceValues(func() (map[string]*nodev1.RuntimeClass, error) {
+	return parseRuntimeClasses(deploy.RuntimeClasses)
+})
+
+func parseRuntimeClasses(b []byte) (map[string]*nodev1.RuntimeClass, error) {
+	out := map[string]*nodev1.RuntimeClass{}
+	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	for {
+		rc := &nodev1.RuntimeClass{}
+		if err := dec.Decode(rc); errors.Is(err, io.EOF) {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("deploy/runtimeclasses.yaml: %w", err)
+		}
+		if rc.Handler != "" {
+			out[rc.Handler] = rc
+		}
+	}
 }
 
 // runtimeClass is a flavour's RuntimeClass: the handler the installer
-// adds to containerd, the overhead, and scheduling onto the nodes the
-// installer labelled for it.
-func runtimeClass(flavour string) *nodev1.RuntimeClass {
-	o := overheads[flavour]
-	h := nodeinstall.Handler(flavour)
-	return &nodev1.RuntimeClass{
-		Handler: h,
-		Overhead: &nodev1.Overhead{PodFixed: corev1.ResourceList{
-			corev1.ResourceMemory: resource.MustParse(o[0]),
-			corev1.ResourceCPU:    resource.MustParse(o[1]),
-		}},
-		Scheduling: &nodev1.Scheduling{NodeSelector: map[string]string{nodeinstall.LabelPrefix + flavour: "true"}},
+// adds to containerd, with deploy/runtimeclasses.yaml's overhead and
+// scheduling.
+func runtimeClass(flavour string) (*nodev1.RuntimeClass, error) {
+	rcs, err := runtimeClasses()
+	if err != nil {
+		return nil, err
 	}
+	rc, ok := rcs[nodeinstall.Handler(flavour)]
+	if !ok {
+		return nil, fmt.Errorf("deploy/runtimeclasses.yaml has no RuntimeClass for handler %s", nodeinstall.Handler(flavour))
+	}
+	return rc.DeepCopy(), nil // the caller's client may decode into it
 }
