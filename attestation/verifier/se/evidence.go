@@ -31,23 +31,36 @@ type Challenge struct {
 	ImageHdrTags       []byte `json:"image_hdr_tags"`
 }
 
-const cuidSize = 16
+const (
+	cuidSize    = 16
+	maxUserData = 256
+)
 
-var fieldNames = []string{"measurement", "additional_data", "user_data", "cuid",
+var fieldNames = [...]string{"measurement", "additional_data", "user_data", "cuid",
 	"encr_measurement_key", "encr_request_nonce", "image_hdr_tags"}
 
 // ParseEvidence reads Trustee's SE evidence JSON.
 func ParseEvidence(raw []byte) (*Response, error) {
-	fields, ok := flatFields(raw, fieldNames)
-	if !ok {
+	r := &Response{}
+	if err := parseEvidence(raw, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// parseEvidence reads the evidence into r, which Evaluate keeps on its
+// stack.
+func parseEvidence(raw []byte, r *Response) error {
+	var flat [len(fieldNames)][]byte
+	fields := flat[:]
+	if !flatFields(raw, fieldNames[:], fields) {
 		var err error
 		if fields, err = jsonFields(raw); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	r := &Response{}
 	var tags []byte
-	for i, f := range []struct {
+	for i, f := range [...]struct {
 		out  *[]byte
 		size int // exact size, or -1
 	}{
@@ -55,20 +68,20 @@ func ParseEvidence(raw []byte) (*Response, error) {
 		{&r.EncrMeasurementKey, -1}, {&r.EncrRequestNonce, -1}, {&tags, TagsSize},
 	} {
 		if fields[i] == nil {
-			return nil, fmt.Errorf("%w: %s missing", ErrEvidenceJSON, fieldNames[i])
+			return fmt.Errorf("%w: %s missing", ErrEvidenceJSON, fieldNames[i])
 		}
 		if f.size >= 0 && len(fields[i]) != f.size {
-			return nil, fmt.Errorf("%w: %s has %d bytes, want %d", ErrEvidenceJSON, fieldNames[i], len(fields[i]), f.size)
+			return fmt.Errorf("%w: %s has %d bytes, want %d", ErrEvidenceJSON, fieldNames[i], len(fields[i]), f.size)
 		}
 		*f.out = fields[i]
 	}
 	// The Ultravisor's lengths: user data up to 256 bytes, additional data
 	// as the request asked.
-	if len(r.UserData) > 256 {
-		return nil, fmt.Errorf("%w: user_data has %d bytes", ErrEvidenceJSON, len(r.UserData))
+	if len(r.UserData) > maxUserData {
+		return fmt.Errorf("%w: user_data has %d bytes", ErrEvidenceJSON, len(r.UserData))
 	}
 	copy(r.Tags[:], tags)
-	return r, nil
+	return nil
 }
 
 // jsonFields reads the fields with encoding/json, in fieldNames' order;
@@ -88,7 +101,7 @@ func jsonFields(raw []byte) ([][]byte, error) {
 	if err := json.Unmarshal(raw, &j); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEvidenceJSON, err)
 	}
-	out := make([][]byte, len(fieldNames))
+	var out [len(fieldNames)][]byte
 	for i, f := range []*[]byte{j.Measurement, j.AdditionalData, j.UserData, j.CUID,
 		j.EncrMeasurementKey, j.EncrRequestNonce, j.ImageHdrTags} {
 		if f != nil {
@@ -98,7 +111,7 @@ func jsonFields(raw []byte) ([][]byte, error) {
 			}
 		}
 	}
-	return out, nil
+	return out[:], nil
 }
 
 // MarshalJSON writes the evidence as Trustee's SE attester sends it.

@@ -12,67 +12,73 @@ import (
 // values as plain strings (no escapes: base64 never needs one), each key
 // at most once. It returns false for anything else, which ParseEvidence
 // then reads with encoding/json, so both paths agree wherever this one
-// answers (FuzzFlatFields checks it).
-func flatFields(raw []byte, names []string) ([][]byte, bool) {
-	vals := make([][]byte, len(names))
+// answers (FuzzFlatFields checks it). vals (one per name, all nil) get
+// the decoded values; the caller's array spares an allocation.
+func flatFields(raw []byte, names []string, vals [][]byte) bool {
 	p := skipSpace(raw, 0)
 	if p >= len(raw) || raw[p] != '{' {
-		return nil, false
+		return false
 	}
 	p = skipSpace(raw, p+1)
 	if p < len(raw) && raw[p] == '}' {
-		return vals, skipSpace(raw, p+1) == len(raw)
+		return skipSpace(raw, p+1) == len(raw)
 	}
 	for {
 		key, q, ok := plainString(raw, p)
 		if !ok {
-			return nil, false
+			return false
 		}
 		p = skipSpace(raw, q)
 		if p >= len(raw) || raw[p] != ':' {
-			return nil, false
+			return false
 		}
-		val, q, ok := plainString(raw, skipSpace(raw, p+1))
-		if !ok || !keep(vals, names, key, val) {
-			return nil, false
+		i, ok := slot(vals, names, key)
+		if !ok {
+			return false
+		}
+		read := plainString
+		if i >= 0 {
+			read = base64String
+		}
+		val, q, ok := read(raw, skipSpace(raw, p+1))
+		if !ok {
+			return false
+		}
+		if i >= 0 {
+			vals[i] = val
 		}
 		p = skipSpace(raw, q)
 		switch {
 		case p < len(raw) && raw[p] == ',':
 			p = skipSpace(raw, p+1)
 		case p < len(raw) && raw[p] == '}':
-			out := decodeAll(vals)
-			return out, out != nil && skipSpace(raw, p+1) == len(raw)
+			return skipSpace(raw, p+1) == len(raw) && decodeAll(vals)
 		default:
-			return nil, false
+			return false
 		}
 	}
 }
 
-// keep records val as the (base64) value of the name that key is,
+// slot is the index of the name that key is (-1 for another key),
 // refusing a repeated one and a key encoding/json would take for another
 // case of a name.
-func keep(vals [][]byte, names []string, key, val []byte) bool {
+func slot(vals [][]byte, names []string, key []byte) (int, bool) {
 	for i, n := range names {
 		if string(key) == n {
-			if vals[i] != nil {
-				return false
-			}
-			vals[i] = val
-			return true
+			return i, vals[i] == nil
 		}
 	}
 	for _, n := range names {
 		if strings.EqualFold(string(key), n) {
-			return false
+			return 0, false
 		}
 	}
-	return true
+	return -1, true
 }
 
 // decodeAll decodes the base64 values in place of their text, into one
-// buffer; nil if one is not base64.
-func decodeAll(vals [][]byte) [][]byte {
+// buffer; false if one is not base64.
+func decodeAll(vals [][]byte) bool {
 	size := 0
 	for _, v := range vals {
 		size += base64.StdEncoding.DecodedLen(len(v))
@@ -84,11 +90,11 @@ func decodeAll(vals [][]byte) [][]byte {
 		}
 		n, err := base64.StdEncoding.Decode(buf, v)
 		if err != nil {
-			return nil
+			return false
 		}
 		vals[i], buf = buf[:n:n], buf[n:]
 	}
-	return vals
+	return true
 }
 
 func skipSpace(b []byte, p int) int {
@@ -113,6 +119,24 @@ func plainString(b []byte, p int) ([]byte, int, bool) {
 		if c == '\\' || c < 0x20 || c >= 0x80 {
 			return nil, 0, false
 		}
+	}
+	return s, p + 2 + end, true
+}
+
+// base64String is plainString for a value decodeAll will decode: the
+// decoder refuses escapes, control characters and non-ASCII bytes itself
+// but skips CR and LF, which a JSON string cannot hold raw.
+func base64String(b []byte, p int) ([]byte, int, bool) {
+	if p >= len(b) || b[p] != '"' {
+		return nil, 0, false
+	}
+	end := bytes.IndexByte(b[p+1:], '"')
+	if end < 0 {
+		return nil, 0, false
+	}
+	s := b[p+1 : p+1+end]
+	if bytes.IndexByte(s, '\n') >= 0 || bytes.IndexByte(s, '\r') >= 0 {
+		return nil, 0, false
 	}
 	return s, p + 2 + end, true
 }

@@ -11,12 +11,13 @@ func FuzzFlatFields(f *testing.F) {
 	for _, s := range []string{
 		`{"measurement":"AAAA","cuid":"AQID"}`, ` { "user_data" : "" } `, `{}`, `{"MEASUREMENT":"AAAA"}`,
 		`{"measurement":"AAAA","measurement":"AQID"}`, `{"measurement":"AA\u0041A"}`, `{"x":1}`, `{"cuid":"AAAA"} x`,
+		`{"x":"a\","measurement":"AAAA"}`, "{\"cuid\":\"AA\nAA\"}", `{"x":"\u00e9","cuid":"AAAA"}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fast, ok := flatFields(b, fieldNames)
-		if !ok {
+		fast := make([][]byte, len(fieldNames))
+		if !flatFields(b, fieldNames[:], fast) {
 			return
 		}
 		slow, err := jsonFields(b)

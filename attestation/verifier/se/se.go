@@ -16,6 +16,7 @@
 package se
 
 import (
+	"bytes"
 	"context"
 	"crypto/cipher"
 	"crypto/ecdh"
@@ -72,23 +73,23 @@ func New(o Options) (*Verifier, error) {
 }
 
 // Labels keep a sealed measurement key from passing as a nonce.
-const (
-	labelKey   = "cocoon se measurement key"
-	labelNonce = "cocoon se request nonce"
+var (
+	labelKey   = []byte("cocoon se measurement key")
+	labelNonce = []byte("cocoon se request nonce")
 )
 
-func (v *Verifier) sealBox(label string, plain []byte) []byte {
+func (v *Verifier) sealBox(label, plain []byte) []byte {
 	iv := make([]byte, v.seal.NonceSize())
 	rand.Read(iv)
-	return v.seal.Seal(iv, iv, plain, []byte(label))
+	return v.seal.Seal(iv, iv, plain, label)
 }
 
-func (v *Verifier) open(label string, box []byte) ([]byte, error) {
+func (v *Verifier) open(label, box []byte) ([]byte, error) {
 	n := v.seal.NonceSize()
 	if len(box) < n {
 		return nil, ErrNotIssued
 	}
-	p, err := v.seal.Open(nil, box[:n], box[n:], []byte(label))
+	p, err := v.seal.Open(nil, box[:n], box[n:], label)
 	if err != nil {
 		return nil, ErrNotIssued
 	}
@@ -136,11 +137,11 @@ func (v *Verifier) CheckChallenge(nonce, base string) error {
 
 // Evaluate implements verifier.Verifier for Trustee's SE evidence.
 func (v *Verifier) Evaluate(_ context.Context, evidence json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
-	r, err := ParseEvidence(evidence)
-	if err != nil {
+	var r Response
+	if err := parseEvidence(evidence, &r); err != nil {
 		return nil, err
 	}
-	return verifier.CPU(v.Verify(r, want))
+	return verifier.CPU(v.Verify(&r, want))
 }
 
 // Verify checks a response: the sealed secrets are this verifier's, the
@@ -160,14 +161,9 @@ func (v *Verifier) Verify(r *Response, want verifier.Expected) (verifier.Claims,
 	if len(key) != measKeySize || len(nb) < nonceSize {
 		return nil, ErrNotIssued
 	}
-	if want.ReportData != nil {
-		field := r.UserData
-		if len(field) > len(want.ReportData) {
-			field = field[:len(want.ReportData)]
-		}
-		if err := verifier.CheckReportData(field, want.ReportData); err != nil || len(field) < len(want.ReportData) {
-			return nil, fmt.Errorf("se: %w: user data is %x", verifier.ErrReportDataMismatch, r.UserData)
-		}
+	// The user data starts with the report data (a SHA-512 fills it).
+	if want.ReportData != nil && !bytes.HasPrefix(r.UserData, want.ReportData) {
+		return nil, fmt.Errorf("se: %w: user data is %x", verifier.ErrReportDataMismatch, r.UserData)
 	}
 	m := Measurement(key, &r.Tags, r.CUID, r.UserData, nb[:nonceSize], r.AdditionalData)
 	if !hmac.Equal(m, r.Measurement) {
@@ -183,13 +179,27 @@ func (v *Verifier) Verify(r *Response, want verifier.Expected) (verifier.Claims,
 	if !v.phkhs[string(attestPHKH)] {
 		return nil, fmt.Errorf("%w: %x", ErrAttestationKey, attestPHKH)
 	}
+	return claims(r, want.ReportData, imagePHKH, attestPHKH), nil
+}
+
+// claims names the verified fields as Trustee does, hex-encoded into one
+// string: the report data is the prefix of the user data Verify checked.
+func claims(r *Response, reportData, imagePHKH, attestPHKH []byte) verifier.Claims {
+	var buf [2 * (maxUserData + cuidSize + AdditionalSize + tagSize)]byte
+	parts := [...][]byte{r.UserData, r.CUID, imagePHKH, attestPHKH, r.Tags.Tag()}
+	var cut [len(parts) + 1]int
+	for i, p := range parts {
+		cut[i+1] = cut[i] + hex.Encode(buf[cut[i]:], p)
+	}
+	s := string(buf[:cut[len(parts)]])
+	part := func(i int) string { return s[cut[i]:cut[i+1]] }
 	return verifier.Claims{
 		"version":          arcbVersion,
-		"cuid":             hex.EncodeToString(r.CUID),
-		"report_data":      hex.EncodeToString(want.ReportData),
-		"image_phkh":       hex.EncodeToString(imagePHKH),
-		"attestation_phkh": hex.EncodeToString(attestPHKH),
-		"tag":              hex.EncodeToString(r.Tags.Tag()),
-		"user_data":        hex.EncodeToString(r.UserData),
-	}, nil
+		"cuid":             part(1),
+		"report_data":      s[:2*len(reportData)],
+		"image_phkh":       part(2),
+		"attestation_phkh": part(3),
+		"tag":              part(4),
+		"user_data":        part(0),
+	}
 }
