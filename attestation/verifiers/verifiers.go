@@ -36,6 +36,9 @@ type Options struct {
 	SNPCertDir string `toml:"snp_cert_dir"`
 	// SNPCacheDir keeps VCEKs fetched from AMD's KDS.
 	SNPCacheDir string `toml:"snp_cache_dir"`
+	// SNPRoots is a PEM file of ARKs and ASKs trusted instead of AMD's
+	// (snp.Options.Roots): AMD's pre-production parts, test chains.
+	SNPRoots string `toml:"snp_roots"`
 	// TDXCollateralDir holds saved Intel PCS responses.
 	TDXCollateralDir string `toml:"tdx_collateral_dir"`
 	// TDXCollateralURL is a PCCS to use instead of Intel's PCS.
@@ -70,7 +73,7 @@ type Options struct {
 
 // New returns a registry of every built-in verifier.
 func New(o Options) (verifier.Registry, error) {
-	s, err := snp.New(snp.Options{Now: o.Now, CertDir: o.SNPCertDir, CacheDir: o.SNPCacheDir, DisableKDS: o.Offline})
+	s, err := newSNP(o)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +121,17 @@ func New(o Options) (verifier.Registry, error) {
 		}
 	}
 	return reg, nil
+}
+
+func newSNP(o Options) (*snp.Verifier, error) {
+	so := snp.Options{Now: o.Now, CertDir: o.SNPCertDir, CacheDir: o.SNPCacheDir, DisableKDS: o.Offline}
+	if o.SNPRoots != "" {
+		var err error
+		if so.Roots, err = os.ReadFile(o.SNPRoots); err != nil {
+			return nil, fmt.Errorf("snp_roots: %w", err)
+		}
+	}
+	return snp.New(so)
 }
 
 func newSE(o Options) (*se.Verifier, error) {

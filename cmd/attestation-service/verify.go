@@ -32,7 +32,7 @@ import (
 
 type verifyFlags struct {
 	tee, evidence, reportData, initData, certs, collateral, eventLog string
-	at, policy, refValues, dcapRoot                                  string
+	at, policy, refValues, dcapRoot, snpRoots                        string
 	online, json, sgxDebug                                           bool
 }
 
@@ -61,6 +61,7 @@ cryptographically valid and every requested binding holds.`,
 	fl.StringVar(&f.certs, "certs", "", "endorsements directory: SNP keys (vcek.der, ask.pem, ark.pem, ...), CSV HSK/CEK (hsk_cek.cert), CCA stores (tastore.json, rvstore.json), SE (hkds/, certs/, crls/, hdr/hdr.bin, seal.key)")
 	fl.StringVar(&f.collateral, "collateral", "", "TDX and SGX collateral directory (saved PCS responses)")
 	fl.StringVar(&f.dcapRoot, "dcap-root", "", "PEM roots of TDX and SGX chains instead of Intel's SGX Root CA")
+	fl.StringVar(&f.snpRoots, "snp-roots", "", "PEM ARKs and ASKs trusted instead of AMD's (pre-production parts, test chains)")
 	fl.BoolVar(&f.sgxDebug, "sgx-allow-debug", false, "accept SGX enclaves in debug mode")
 	fl.StringVar(&f.eventLog, "event-log", "", "TDX CC event log (CCEL) to replay, with a raw quote")
 	fl.StringVar(&f.at, "time", "", "verify at this time (RFC 3339) instead of now, for old evidence")
@@ -82,7 +83,7 @@ func (f *verifyFlags) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	opts := verifiers.Options{Offline: !f.online, SNPCertDir: f.certs, CSVCertDir: f.certs, TDXCollateralDir: f.collateral,
-		DCAPRootCA: f.dcapRoot, SGXAllowDebug: f.sgxDebug}
+		DCAPRootCA: f.dcapRoot, SNPRoots: f.snpRoots, SGXAllowDebug: f.sgxDebug}
 	switch tee {
 	case protocol.TeeCCA:
 		opts.SNPCertDir, opts.CCAStoreDir = "", f.certs

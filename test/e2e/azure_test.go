@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,11 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cocoon-cc/cocoon/attestation/verifier"
+	vazsnpvtpm "github.com/cocoon-cc/cocoon/attestation/verifier/azsnpvtpm"
 	vazvtpm "github.com/cocoon-cc/cocoon/attestation/verifier/azvtpm"
-
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/dcap/dcaptest"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
+	"github.com/cocoon-cc/cocoon/attestation/verifier/snp/snptest"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
+	"github.com/cocoon-cc/cocoon/guest/attester/azsnpvtpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/aztdxvtpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/azvtpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/azvtpm/azvtpmtest"
@@ -63,23 +69,166 @@ func TestVerifyOfflineAzSNPvTPM(t *testing.T) {
 	}
 }
 
-// paravisor plays Azure's paravisor in front of a real az-tdx-vtpm
-// attester on swtpm: before the attester reads the HCL report, it writes
-// the one the paravisor would make of the report data (naming the vTPM's
-// AK, carrying the report data, its TD report binding both).
+// TestVerifyOfflineAzTDXvTPM: attestation-service verify checks Trustee's
+// captured Azure TDX evidence offline with its nonce: the TD quote
+// re-signed by the DCAP test PKI (body unchanged, so it still binds the
+// HCL report), its collateral and root given with --collateral and
+// --dcap-root. It refuses a wrong nonce, a tampered HCL report and, with
+// Intel's root (the default), the re-signed quote.
+func TestVerifyOfflineAzTDXvTPM(t *testing.T) {
+	var ev map[string]json.RawMessage
+	if err := json.Unmarshal(testutil.TrusteeVerifierData(t, "az-tdx-vtpm/evidence-v0.json"), &ev); err != nil {
+		t.Fatal(err)
+	}
+	var raw []byte
+	if err := json.Unmarshal(ev["td_quote"], &raw); err != nil {
+		t.Fatal(err)
+	}
+	q, err := tdx.ParseQuote(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pki := dcaptest.New(t, dcaptest.SGXExtensionOf(t, q.PCKChain))
+	coll := pki.Dir(t, dcaptest.TDXCollateral(t, testutil.TrusteeVerifierData(t, "tcbInfo.json"),
+		testutil.TrusteeVerifierData(t, "enclaveIdentity.json"), q.PCKChain, q.Body.TeeTCBSVN))
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root.pem")
+	if err := os.WriteFile(root, dcaptest.PEMCerts(pki.Root), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Version 0 carries bytes as arrays of numbers.
+	numbers := func(b []byte) json.RawMessage {
+		n := make([]int, len(b))
+		for i, c := range b {
+			n[i] = int(c)
+		}
+		j, _ := json.Marshal(n)
+		return j
+	}
+	write := func(name string, edit func(map[string]json.RawMessage)) string {
+		e := maps.Clone(ev)
+		e["td_quote"] = numbers(pki.SignQuote(t, q.SignedData, &q.SignatureData))
+		edit(e)
+		b, _ := json.Marshal(e)
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := write("evidence.json", func(map[string]json.RawMessage) {})
+	challenge := hex.EncodeToString([]byte("challenge"))
+	args := []string{"verify", "--tee", "az-tdx-vtpm", "--collateral", coll, "--dcap-root", root,
+		"--time", dcaptest.Time.Format(time.RFC3339), "--evidence"}
+	out, err := attestationService(t, append(args, good, "--report-data", challenge)...)
+	if err != nil || !strings.Contains(out, "pcr11") || !strings.Contains(out, "mr_td") || !strings.Contains(out, "UpToDate") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if _, err := attestationService(t, append(args, good, "--report-data", "00")...); err == nil || !strings.Contains(err.Error(), "nonce") {
+		t.Errorf("wrong nonce: %v", err)
+	}
+	bad := write("bad.json", func(e map[string]json.RawMessage) {
+		var hcl []byte
+		json.Unmarshal(e["hcl_report"], &hcl)
+		hcl[32+vazvtpm.SNPReportSize+20+5] ^= 1 // in the runtime data the TD quote binds
+		e["hcl_report"] = numbers(hcl)
+	})
+	if _, err := attestationService(t, append(args, bad, "--report-data", challenge)...); err == nil {
+		t.Error("tampered HCL report verified")
+	}
+	intel := []string{"verify", "--tee", "az-tdx-vtpm", "--collateral", coll, "--time", dcaptest.Time.Format(time.RFC3339),
+		"--evidence", good, "--report-data", challenge}
+	if _, err := attestationService(t, intel...); err == nil {
+		t.Error("a quote of the test PKI verified with Intel's root")
+	}
+}
+
+// paravisor plays Azure's paravisor in front of a real Azure attester on
+// swtpm: before the attester reads the HCL report, it writes the one the
+// paravisor would make of the report data (naming the vTPM's AK, carrying
+// the report data, its hardware report binding both). For az-snp-vtpm the
+// SNP report is snp's, re-signed by its test chain; for az-tdx-vtpm a TD
+// report the stand-in IMDS quotes.
 type paravisor struct {
 	t   *testing.T
 	att *azvtpm.Attester
+	snp *snptest.PKI
+	// base is the SNP report re-signed with each report data.
+	base []byte
 }
 
 func (p paravisor) Tee() protocol.Tee { return p.att.Tee() }
 
 func (p paravisor) Evidence(ctx context.Context, reportData []byte) (json.RawMessage, error) {
-	hcl := azvtpmtest.SyntheticHCLReport(p.t, vazvtpm.ReportTDX, p.att.AKPublic().(*rsa.PublicKey), reportData)
+	ak := p.att.AKPublic().(*rsa.PublicKey)
+	hcl := azvtpmtest.SyntheticHCLReport(p.t, vazvtpm.ReportTDX, ak, reportData)
+	if p.snp != nil {
+		hcl = azvtpmtest.HCLReport(p.t, vazvtpm.ReportSNP, ak, reportData, func(rd []byte) []byte {
+			return p.snp.Sign(p.t, p.base, rd)
+		})
+	}
 	if err := p.att.WriteNV(azvtpm.HCLReportIndex, hcl); err != nil {
 		return nil, err
 	}
 	return p.att.Evidence(ctx, reportData)
+}
+
+// TestKBSReleasesToAzSNPvTPM runs the KBS protocol with live az-snp-vtpm
+// evidence: the real attester on swtpm, the HCL report's SNP report
+// Trustee's Azure one re-signed for each nonce by a test VCEK (same chip
+// and TCB), which a stand-in IMDS serves, and the kbs binary trusting the
+// test ARK and ASK (snp_roots). Nothing is released until the owner
+// registers the VM's measurements under Trustee's names.
+func TestKBSReleasesToAzSNPvTPM(t *testing.T) {
+	captured, err := vazvtpm.ParseEvidence(testutil.TrusteeVerifierData(t, "az-snp-vtpm/evidence-v2.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hcl, err := vazvtpm.ParseHCLReport(captured.HCLReport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pki := snptest.New(t, hcl.HWReport)
+	roots := filepath.Join(t.TempDir(), "roots.pem")
+	if err := os.WriteFile(roots, pki.Roots(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vcek := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pki.VCEK()})
+	imds := azvtpmtest.IMDS(t, "/metadata/THIM/amd/certification", func([]byte) any {
+		return map[string]string{"vcekCert": string(vcek)}
+	})
+	sim := swtpmtest.Start(t)
+	att, err := azsnpvtpm.Open(azvtpm.Options{TPM: sim.Addr, IMDS: imds, Refresh: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	p := paravisor{t: t, att: att, snp: pki, base: hcl.HWReport}
+
+	// The owner reads the reference values off evidence of the VM.
+	s, err := snp.New(snp.Options{DisableKDS: true, Roots: pki.Roots()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := p.Evidence(context.Background(), []byte("reference"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := vazsnpvtpm.New(s).Evaluate(context.Background(), ev, verifier.Expected{ReportData: []byte("reference")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := out[0].Claims
+	refs := map[string]string{"snp_pcr11": c["tpm"].(map[string]any)["pcr11"].(string)}
+	for name, claim := range map[string]string{
+		"measurement": "measurement", "tcb_bootloader": "reported_tcb_bootloader", "tcb_microcode": "reported_tcb_microcode",
+		"tcb_snp": "reported_tcb_snp", "tcb_tee": "reported_tcb_tee", "smt_enabled": "platform_smt_enabled",
+		"tsme_enabled": "platform_tsme_enabled", "abi_major": "policy_abi_major", "abi_minor": "policy_abi_minor",
+		"single_socket": "policy_single_socket", "smt_allowed": "policy_smt_allowed",
+	} {
+		refs[name] = c[claim].(string)
+	}
+	releasedOnceRegisteredWith(t, "snp_roots = \""+roots+"\"\noffline = true\n", p, refs)
 }
 
 // TestKBSReleasesToAzTDXvTPM runs the KBS protocol with live az-tdx-vtpm
@@ -117,7 +266,7 @@ func TestKBSReleasesToAzTDXvTPM(t *testing.T) {
 	}
 	defer att.Close()
 
-	releasedOnceRegistered(t, pki.Dir(t, coll), root, paravisor{t, att}, map[string]string{
+	releasedOnceRegistered(t, pki.Dir(t, coll), root, paravisor{t: t, att: att}, map[string]string{
 		"tdx_pcr11": strings.Repeat("00", 32), // swtpm's PCR 11, never extended
 		"mr_td":     hex.EncodeToString(base.Body.MrTD[:]),
 		"xfam":      hex.EncodeToString(base.Body.XFAM[:]),

@@ -143,13 +143,18 @@ func TestKBSReleasesToSGX(t *testing.T) {
 // (collateral and root CA of a test hierarchy, offline): nothing is
 // released until the owner registers refs as reference values.
 func releasedOnceRegistered(t *testing.T, coll, root string, att attester.Attester, refs map[string]string) {
-	data := t.TempDir()
-	cfg, url := kbsConfig(t, data, "http", `
-[attestation_service.verifiers]
+	releasedOnceRegisteredWith(t, `
 tdx_collateral_dir = "`+coll+`"
 dcap_root_ca = "`+root+`"
 offline = true
-`)
+`, att, refs)
+}
+
+// releasedOnceRegisteredWith is releasedOnceRegistered with the kbs's
+// [attestation_service.verifiers] settings.
+func releasedOnceRegisteredWith(t *testing.T, verifiers string, att attester.Attester, refs map[string]string) {
+	data := t.TempDir()
+	cfg, url := kbsConfig(t, data, "http", "[attestation_service.verifiers]\n"+verifiers)
 	k := startKBS(t, cfg, url, data, nil)
 	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/tee", []byte("for the TEE"))

@@ -195,6 +195,9 @@ func (v *Verifier) endorse(r *Report, want Product, certs CertChain) (*endorseme
 		return nil, fmt.Errorf("%w: %v of %v, report from %v", ErrEndorsementProduct, e.signer, e.product, want)
 	}
 	rt := v.roots[e.product]
+	if rt == nil {
+		return nil, fmt.Errorf("%w: no root trusted for %v", ErrUntrustedRoot, e.product)
+	}
 	if len(certs.ARK) != 0 {
 		if err := v.checkARK(rt, certs.ARK); err != nil {
 			return nil, err
@@ -246,6 +249,9 @@ func (v *Verifier) intermediate(rt *roots, signer abi.ReportSigner, der []byte) 
 	builtin := rt.ask
 	if signer == abi.VlekReportSigner {
 		builtin = rt.asvk
+	}
+	if builtin == nil {
+		return nil, fmt.Errorf("%w: no ASVK trusted for %v", ErrUntrustedRoot, rt.product)
 	}
 	if len(der) == 0 || bytes.Equal(der, builtin.Raw) {
 		return builtin, nil

@@ -41,8 +41,9 @@ var (
 	ErrEndorsementKeyForm = fmt.Errorf("%w: endorsement key certificate form", verifier.ErrEndorsement)
 	// ErrEndorsementProduct: the VCEK/VLEK was issued for another product.
 	ErrEndorsementProduct = fmt.Errorf("%w: endorsement key is for another product", verifier.ErrEndorsement)
-	// ErrUntrustedRoot: a supplied ARK is not AMD's root for the product.
-	ErrUntrustedRoot = fmt.Errorf("%w: ARK is not AMD's root", verifier.ErrEndorsement)
+	// ErrUntrustedRoot: a supplied ARK is not the trusted root (AMD's, or
+	// Options.Roots) of the product, or no root of the product is trusted.
+	ErrUntrustedRoot = fmt.Errorf("%w: ARK is not a trusted root", verifier.ErrEndorsement)
 	// ErrIntermediateSignature: a supplied ASK/ASVK is not signed by the ARK.
 	ErrIntermediateSignature = fmt.Errorf("%w: ASK/ASVK not signed by the ARK", verifier.ErrEndorsement)
 	// ErrEndorsementKeySignature: the VCEK/VLEK is not signed by the ASK/ASVK.

@@ -3,6 +3,7 @@ package snp
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"sync"
 
@@ -50,17 +51,63 @@ func loadRoots(p Product, vcekBundle, vlekBundle []byte) (*roots, error) {
 	if !bytes.Equal(ark.Raw, ark2.Raw) {
 		return nil, fmt.Errorf("VCEK and VLEK bundles have different ARKs")
 	}
-	r := &roots{product: p, ark: ark, ask: ask, asvk: asvk}
-	checks := []struct {
-		cert, parent *x509.Certificate
-		cn           string
-	}{{ark, ark, "ARK-" + p.String()}, {ask, ark, "SEV-" + p.String()}, {asvk, ark, "SEV-VLEK-" + p.String()}}
-	for _, c := range checks {
-		if c.cert.Subject.CommonName != c.cn {
-			return nil, fmt.Errorf("certificate %q, want %q", c.cert.Subject.CommonName, c.cn)
+	return checkRoots(&roots{product: p, ark: ark, ask: ask, asvk: asvk})
+}
+
+// parseRoots reads Options.Roots: the products whose ARK is there, each
+// with its ASK and, if there, its ASVK.
+func parseRoots(pems []byte) (map[Product]*roots, error) {
+	byName := map[string]*x509.Certificate{}
+	for rest := pems; len(bytes.TrimSpace(rest)) != 0; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil || block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%w: roots: not PEM certificates", ErrCertificate)
 		}
-		if err := c.cert.CheckSignatureFrom(c.parent); err != nil {
-			return nil, fmt.Errorf("%s: %v", c.cn, err)
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: roots: %v", ErrCertificate, err)
+		}
+		if byName[c.Subject.CommonName] != nil {
+			return nil, fmt.Errorf("%w: roots: two certificates named %q", ErrCertificate, c.Subject.CommonName)
+		}
+		byName[c.Subject.CommonName] = c
+	}
+	out := map[Product]*roots{}
+	for p := Milan; p <= Turin; p++ {
+		ark := byName["ARK-"+p.String()]
+		if ark == nil {
+			continue
+		}
+		r, err := checkRoots(&roots{product: p, ark: ark, ask: byName["SEV-"+p.String()], asvk: byName["SEV-VLEK-"+p.String()]})
+		if err != nil {
+			return nil, fmt.Errorf("%w: roots: %v", ErrCertificate, err)
+		}
+		out[p] = r
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: roots: no ARK-<product> certificate", ErrCertificate)
+	}
+	return out, nil
+}
+
+// checkRoots checks the names of r's certificates and that the ARK signed
+// itself and them. The ASVK may be missing: VLEKs are then refused.
+func checkRoots(r *roots) (*roots, error) {
+	for _, c := range []struct {
+		cert   *x509.Certificate
+		prefix string
+	}{{r.ark, "ARK-"}, {r.ask, "SEV-"}, {r.asvk, "SEV-VLEK-"}} {
+		cn := c.prefix + r.product.String()
+		switch {
+		case c.cert == nil && c.prefix == "SEV-VLEK-":
+			continue
+		case c.cert == nil:
+			return nil, fmt.Errorf("no certificate %q", cn)
+		case c.cert.Subject.CommonName != cn:
+			return nil, fmt.Errorf("certificate %q, want %q", c.cert.Subject.CommonName, cn)
+		}
+		if err := c.cert.CheckSignatureFrom(r.ark); err != nil {
+			return nil, fmt.Errorf("%s: %v", cn, err)
 		}
 	}
 	return r, nil

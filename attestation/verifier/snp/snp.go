@@ -56,6 +56,13 @@ type Options struct {
 	// KDSMaxBackoff. Defaults 1 s and 10 s. A 429 whose Retry-After exceeds
 	// KDSMaxBackoff ends the attempts at once.
 	KDSBackoff, KDSMaxBackoff time.Duration
+	// Roots replaces AMD's built-in roots, as go-sev-guest's TrustedRoots
+	// does: PEM certificates, for each product trusted its self-signed ARK
+	// ("ARK-<product>"), the ASK ("SEV-<product>") and optionally the ASVK
+	// ("SEV-VLEK-<product>") it signed, as AMD's KDS serves them. Only the
+	// products named are trusted. For AMD's pre-production parts and test
+	// chains; empty: AMD's roots.
+	Roots []byte
 }
 
 // Verifier verifies SNP evidence. It is safe for concurrent use.
@@ -70,6 +77,9 @@ type Verifier struct {
 // New returns a Verifier.
 func New(opts Options) (*Verifier, error) {
 	rts, err := builtinRoots()
+	if len(opts.Roots) != 0 {
+		rts, err = parseRoots(opts.Roots)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,22 @@ import (
 // padded to 64 bytes) as the user data. It is small enough for swtpm's NV
 // indexes (2048 bytes).
 func SyntheticHCLReport(t testing.TB, typ vazvtpm.ReportType, ak *rsa.PublicKey, userData []byte) []byte {
+	return HCLReport(t, typ, ak, userData, func(reportData []byte) []byte {
+		hw := make([]byte, vazvtpm.SNPReportSize)
+		// REPORT_DATA: at 0x50 in an SNP report, at 128 in a TD report.
+		off := 0x50
+		if typ == vazvtpm.ReportTDX {
+			off = 128
+		}
+		copy(hw[off:], reportData)
+		return hw
+	})
+}
+
+// HCLReport is SyntheticHCLReport with the hardware report hardware makes
+// for its report data (the runtime data's SHA-256): a signed SNP report,
+// for instance, 1184 bytes.
+func HCLReport(t testing.TB, typ vazvtpm.ReportType, ak *rsa.PublicKey, userData []byte, hardware func(reportData []byte) []byte) []byte {
 	t.Helper()
 	user := make([]byte, 64)
 	copy(user, userData)
@@ -37,14 +53,11 @@ func SyntheticHCLReport(t testing.TB, typ vazvtpm.ReportType, ak *rsa.PublicKey,
 	b := []byte("HCLA")
 	b = le32(b, 1)
 	b = append(b, make([]byte, 24)...)
-	hw := make([]byte, 1184)
 	digest := sha256.Sum256(varData)
-	// REPORT_DATA: at 0x50 in an SNP report, at 128 in a TD report.
-	off := 0x50
-	if typ == vazvtpm.ReportTDX {
-		off = 128
+	hw := hardware(digest[:])
+	if len(hw) != vazvtpm.SNPReportSize {
+		t.Fatalf("azvtpmtest: hardware report of %d bytes", len(hw))
 	}
-	copy(hw[off:], digest[:])
 	b = append(b, hw...)
 	b = le32(b, uint32(20+len(varData)))
 	b = le32(b, 1)
