@@ -104,9 +104,9 @@ func skipSpace(b []byte, p int) int {
 	return p
 }
 
-// plainString reads a JSON string without escapes or control characters
-// at p, returning its contents and the index after it.
-func plainString(b []byte, p int) ([]byte, int, bool) {
+// quoted reads a JSON string at p up to the next quote, returning its
+// text and the index after it; the callers check the text.
+func quoted(b []byte, p int) ([]byte, int, bool) {
 	if p >= len(b) || b[p] != '"' {
 		return nil, 0, false
 	}
@@ -114,29 +114,28 @@ func plainString(b []byte, p int) ([]byte, int, bool) {
 	if end < 0 {
 		return nil, 0, false
 	}
-	s := b[p+1 : p+1+end]
+	return b[p+1 : p+1+end], p + 2 + end, true
+}
+
+// plainString reads a JSON string without escapes or control characters
+// at p, returning its contents and the index after it.
+func plainString(b []byte, p int) ([]byte, int, bool) {
+	s, next, ok := quoted(b, p)
 	for _, c := range s {
 		if c == '\\' || c < 0x20 || c >= 0x80 {
 			return nil, 0, false
 		}
 	}
-	return s, p + 2 + end, true
+	return s, next, ok
 }
 
 // base64String is plainString for a value decodeAll will decode: the
 // decoder refuses escapes, control characters and non-ASCII bytes itself
 // but skips CR and LF, which a JSON string cannot hold raw.
 func base64String(b []byte, p int) ([]byte, int, bool) {
-	if p >= len(b) || b[p] != '"' {
-		return nil, 0, false
-	}
-	end := bytes.IndexByte(b[p+1:], '"')
-	if end < 0 {
-		return nil, 0, false
-	}
-	s := b[p+1 : p+1+end]
+	s, next, ok := quoted(b, p)
 	if bytes.IndexByte(s, '\n') >= 0 || bytes.IndexByte(s, '\r') >= 0 {
 		return nil, 0, false
 	}
-	return s, p + 2 + end, true
+	return s, next, ok
 }
