@@ -6,7 +6,7 @@ TEST_FLAGS ?= -count=1 -timeout 30m
 # Tools installed with go install (cosign) are found by the tests.
 export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 
-.PHONY: all build deps guest k8s-bins spire-bins test test-short bench demo fuzz clean generate generate-operator images
+.PHONY: all build deps guest k8s-bins spire-bins otelcol-bins test test-short bench demo fuzz clean generate generate-operator images
 
 all: build
 
@@ -42,7 +42,13 @@ k8s-bins:
 spire-bins:
 	@bash scripts/build-spire.sh
 
-test: deps build guest k8s-bins spire-bins
+# otelcol-owner (scripts/otelcol: the OpenTelemetry Collector's OTLP receiver
+# writing to a file), the owner's endpoint in the telemetry tests, built once
+# from the Go module proxy into /var/cache/cocoon/otelcol.
+otelcol-bins:
+	@bash scripts/build-otelcol.sh
+
+test: deps build guest k8s-bins spire-bins otelcol-bins
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	COCOON_BIN=$(CURDIR)/$(BIN) $(GO) test $(TEST_FLAGS) ./...

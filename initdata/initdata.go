@@ -137,3 +137,35 @@ func AgentPolicyData(rego string) (map[string]any, bool) {
 	}
 	return v, true
 }
+
+// DecodeEntry decodes the TOML text of an entry of the data table (at
+// most max bytes) into v, refusing keys v does not have: a typo in a
+// measured configuration must not silently turn a setting off.
+func DecodeEntry(text string, max int, v any) error {
+	if len(text) > max {
+		return fmt.Errorf("over %d bytes", max)
+	}
+	md, err := toml.Decode(text, v)
+	if err != nil {
+		return err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return fmt.Errorf("unknown key %s", und[0])
+	}
+	return nil
+}
+
+// FromEntry parses the entry key of an initdata document with parse; ok
+// is false when the document has no such entry.
+func FromEntry[T any](body []byte, key string, parse func(string) (T, error)) (v T, ok bool, err error) {
+	doc, err := Parse(body)
+	if err != nil {
+		return v, false, err
+	}
+	text, ok := doc.Data[key]
+	if !ok {
+		return v, false, nil
+	}
+	v, err = parse(text)
+	return v, err == nil, err
+}

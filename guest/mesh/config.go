@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/BurntSushi/toml"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/cocoon-cc/cocoon/initdata"
@@ -60,16 +59,9 @@ type Rule struct {
 
 // ParseConfig reads and checks mesh.toml.
 func ParseConfig(text string) (*Config, error) {
-	if len(text) > maxConfig {
-		return nil, fmt.Errorf("%w: over %d bytes", ErrBadConfig, maxConfig)
-	}
 	var c Config
-	md, err := toml.Decode(text, &c)
-	if err != nil {
+	if err := initdata.DecodeEntry(text, maxConfig, &c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return nil, fmt.Errorf("%w: unknown key %s", ErrBadConfig, und[0])
 	}
 	if len(c.Allow) == 0 {
 		return nil, fmt.Errorf("%w: allow names no SPIFFE ID (nothing could connect)", ErrBadConfig)
@@ -115,14 +107,5 @@ func (c *Config) inbound(port uint16) bool { return slices.Contains(c.InboundPor
 // FromInitdata is the mesh.toml of an initdata document; ok is false
 // when it has none.
 func FromInitdata(body []byte) (c *Config, ok bool, err error) {
-	doc, err := initdata.Parse(body)
-	if err != nil {
-		return nil, false, err
-	}
-	text, ok := doc.Data[InitdataKey]
-	if !ok {
-		return nil, false, nil
-	}
-	c, err = ParseConfig(text)
-	return c, err == nil, err
+	return initdata.FromEntry(body, InitdataKey, ParseConfig)
 }
