@@ -11,10 +11,6 @@ import (
 	"github.com/cocoon-cc/cocoon/runtime/measure/snp"
 )
 
-// launchMeasurementName is the reference value Trustee's default policy
-// compares the SNP report's MEASUREMENT with.
-const launchMeasurementName = "snp_launch_measurement"
-
 func snpCmd() *cobra.Command {
 	var (
 		opts                 snp.Options
@@ -53,7 +49,7 @@ takes back later (the firmware is then read only for its metadata).`,
 			if err != nil {
 				return err
 			}
-			return out.print(c.OutOrStdout(), map[string]any{launchMeasurementName: digests})
+			return out.print(c.OutOrStdout(), map[string]any{snp.ReferenceValue: digests})
 		},
 	}
 	f := c.Flags()

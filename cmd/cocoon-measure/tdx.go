@@ -8,10 +8,6 @@ import (
 	"github.com/cocoon-cc/cocoon/runtime/measure/tdx"
 )
 
-// mrtdName is the reference value Trustee's default policy compares the
-// TDX quote's MRTD with.
-const mrtdName = "mr_td"
-
 func tdxCmd() *cobra.Command {
 	var (
 		opts tdx.Options
@@ -30,7 +26,7 @@ the firmware only; the kernel, initrd and command line are measured into RTMRs.
 			if err != nil {
 				return err
 			}
-			return out.print(c.OutOrStdout(), map[string]any{mrtdName: []string{hex.EncodeToString(mrtd[:])}})
+			return out.print(c.OutOrStdout(), map[string]any{tdx.ReferenceValue: []string{hex.EncodeToString(mrtd[:])}})
 		},
 	}
 	c.Flags().StringVar(&opts.OVMFPath, "ovmf", "", "TDVF firmware image (QEMU -bios)")

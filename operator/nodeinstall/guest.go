@@ -24,6 +24,9 @@ const (
 	guestComplete = ".complete"
 )
 
+// SNPCPUModel is the vCPU model of qemu-snp VMs (QEMU's -cpu).
+const SNPCPUModel = "EPYC-v4"
+
 var guestFiles = map[string]bool{GuestKernel: true, GuestInitrd: true, GuestSNPFirm: true, GuestTDXFirm: true}
 
 // ErrGuestImage is a guest image the installer refuses.
@@ -37,17 +40,50 @@ func GuestDir(installDir, digest string) string {
 // PullGuest fetches the guest image ref (pinned by digest) into
 // GuestDir, unless it is there already, and returns its digest.
 func PullGuest(ctx context.Context, installDir, ref string, plainHTTP bool) (string, error) {
+	d, err := guestDigest(ref, plainHTTP)
+	if err != nil {
+		return "", err
+	}
+	dir := GuestDir(installDir, d.DigestStr())
+	if _, err := os.Stat(filepath.Join(dir, guestComplete)); err == nil {
+		return d.DigestStr(), nil
+	}
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := WalkGuestImage(ctx, ref, plainHTTP, func(name string, r io.Reader) error { return writeGuestFile(tmp, name, r) }); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, guestComplete), []byte(ref+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	os.RemoveAll(dir)
+	return d.DigestStr(), os.Rename(tmp, dir)
+}
+
+func guestDigest(ref string, plainHTTP bool) (name.Digest, error) {
 	var opts []name.Option
 	if plainHTTP {
 		opts = append(opts, name.Insecure)
 	}
 	d, err := name.NewDigest(ref, opts...)
 	if err != nil {
-		return "", fmt.Errorf("%w: %q is not a reference by digest: %v", ErrGuestImage, ref, err)
+		return name.Digest{}, fmt.Errorf("%w: %q is not a reference by digest: %v", ErrGuestImage, ref, err)
 	}
-	dir := GuestDir(installDir, d.DigestStr())
-	if _, err := os.Stat(filepath.Join(dir, guestComplete)); err == nil {
-		return d.DigestStr(), nil
+	return d, nil
+}
+
+// WalkGuestImage pulls the guest image ref (pinned by digest) and calls fn
+// with each of its files, streamed from the registry: the installer writes
+// them, the operator measures them. It returns the image's digest once
+// the kernel and initrd were seen.
+func WalkGuestImage(ctx context.Context, ref string, plainHTTP bool, fn func(name string, r io.Reader) error) (string, error) {
+	d, err := guestDigest(ref, plainHTTP)
+	if err != nil {
+		return "", err
 	}
 	img, err := remote.Image(d, remote.WithContext(ctx))
 	if err != nil {
@@ -57,38 +93,34 @@ func PullGuest(ctx context.Context, installDir, ref string, plainHTTP bool) (str
 	if err != nil {
 		return "", fmt.Errorf("pull %s: %w", ref, err)
 	}
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
+	seen := map[string]bool{}
 	for _, l := range layers {
 		rc, err := l.Uncompressed()
 		if err != nil {
 			return "", fmt.Errorf("pull %s: %w", ref, err)
 		}
-		err = extractGuest(rc, tmp)
+		err = walkGuest(rc, func(name string, r io.Reader) error { seen[name] = true; return fn(name, r) })
 		rc.Close()
 		if err != nil {
 			return "", err
 		}
 	}
 	for _, f := range []string{GuestKernel, GuestInitrd} {
-		if _, err := os.Stat(filepath.Join(tmp, f)); err != nil {
+		if !seen[f] {
 			return "", fmt.Errorf("%w: %s has no %s", ErrGuestImage, ref, f)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(tmp, guestComplete), []byte(ref+"\n"), 0o644); err != nil {
-		return "", err
-	}
-	os.RemoveAll(dir)
-	return d.DigestStr(), os.Rename(tmp, dir)
+	return d.DigestStr(), nil
 }
 
-// extractGuest writes the guest files of a layer (a tar stream) into dir:
-// regular files with known names at the root, nothing else.
+// extractGuest writes the guest files of a layer (a tar stream) into dir.
 func extractGuest(r io.Reader, dir string) error {
+	return walkGuest(r, func(name string, r io.Reader) error { return writeGuestFile(dir, name, r) })
+}
+
+// walkGuest calls fn for the guest files of a layer (a tar stream):
+// regular files with known names at the root, nothing else.
+func walkGuest(r io.Reader, fn func(name string, r io.Reader) error) error {
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -108,18 +140,22 @@ func extractGuest(r io.Reader, dir string) error {
 		if h.Size > maxGuestFile {
 			return fmt.Errorf("%w: %s is %d bytes", ErrGuestImage, base, h.Size)
 		}
-		f, err := os.OpenFile(filepath.Join(dir, base), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrGuestImage, base, err)
-		}
-		_, err = io.Copy(f, io.LimitReader(tr, maxGuestFile))
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if err := fn(base, io.LimitReader(tr, maxGuestFile)); err != nil {
 			return err
 		}
 	}
+}
+
+func writeGuestFile(dir, base string, r io.Reader) error {
+	f, err := os.OpenFile(filepath.Join(dir, base), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrGuestImage, base, err)
+	}
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // RemoveUnusedGuests removes the installed guests other than the one of

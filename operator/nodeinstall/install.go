@@ -171,7 +171,9 @@ func (o Options) shimConfig(flavour, guest string) ([]byte, error) {
 	doc := map[string]any{"sandbox": sandbox, "qemu": qemu}
 	switch flavour {
 	case "qemu-snp":
-		qemu["tee"], qemu["firmware"] = "snp", filepath.Join(guest, GuestSNPFirm)
+		// A named model: its CPUID signature is part of the launch
+		// digest, which the operator computes for KeyBrokers.
+		qemu["tee"], qemu["firmware"], qemu["cpu"] = "snp", filepath.Join(guest, GuestSNPFirm), SNPCPUModel
 	case "qemu-tdx":
 		qemu["tee"], qemu["firmware"] = "tdx", filepath.Join(guest, GuestTDXFirm)
 	case "local":

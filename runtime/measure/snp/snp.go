@@ -23,6 +23,10 @@ import (
 // Some older AMD host kernels also set DebugSwap by default (0x21).
 const DefaultGuestFeatures = 0x1
 
+// ReferenceValue is the reference value Trustee's default policy compares
+// the SNP report's MEASUREMENT with.
+const ReferenceValue = "snp_launch_measurement"
+
 // MaxVCPUs bounds the vCPU count at the most QEMU gives an x86 guest.
 const MaxVCPUs = 4096
 

@@ -21,6 +21,10 @@ import (
 // DigestSize is the size of MRTD (SHA-384).
 const DigestSize = sha512.Size384
 
+// ReferenceValue is the reference value Trustee's default policy compares
+// the TDX quote's MRTD with.
+const ReferenceValue = "mr_td"
+
 // ErrNotTDXFirmware is returned for an image without TDVF metadata. A
 // malformed image yields an error wrapping ovmf.ErrInvalid.
 var ErrNotTDXFirmware = errors.New("firmware does not support TDX")
