@@ -20,9 +20,10 @@ import (
 )
 
 func main() {
-	var installerImage, namespace, metricsAddr, probeAddr string
+	var installerImage, kbsImage, namespace, metricsAddr, probeAddr string
 	var leaderElect bool
 	flag.StringVar(&installerImage, "installer-image", os.Getenv("COCOON_INSTALLER_IMAGE"), "the node installer's image")
+	flag.StringVar(&kbsImage, "kbs-image", os.Getenv("COCOON_KBS_IMAGE"), "the KBS's image, for KeyBrokers that name none")
 	flag.StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the installer DaemonSets (the operator's)")
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "metrics address (0: off)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "health and readiness probes' address")
@@ -30,13 +31,13 @@ func main() {
 	klog.InitFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(klog.NewKlogr())
-	if err := run(installerImage, namespace, metricsAddr, probeAddr, leaderElect); err != nil {
+	if err := run(installerImage, kbsImage, namespace, metricsAddr, probeAddr, leaderElect); err != nil {
 		fmt.Fprintln(os.Stderr, "cocoon-operator:", err)
 		os.Exit(1)
 	}
 }
 
-func run(installerImage, namespace, metricsAddr, probeAddr string, leaderElect bool) error {
+func run(installerImage, kbsImage, namespace, metricsAddr, probeAddr string, leaderElect bool) error {
 	if installerImage == "" || namespace == "" {
 		return fmt.Errorf("--installer-image and --namespace (or COCOON_INSTALLER_IMAGE, POD_NAMESPACE) are required")
 	}
@@ -62,6 +63,13 @@ func run(installerImage, namespace, metricsAddr, probeAddr string, leaderElect b
 		Recorder:       mgr.GetEventRecorder("cocoon-operator"),
 		Namespace:      namespace,
 		InstallerImage: installerImage,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&controllers.KeyBrokerReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("cocoon-operator"),
+		KBSImage: kbsImage,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

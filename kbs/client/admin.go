@@ -209,6 +209,12 @@ func LoadSigningKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ParseSigningKey(path, b)
+}
+
+// ParseSigningKey parses an admin private key (PEM, as LoadSigningKey
+// reads it); path names it in errors.
+func ParseSigningKey(path string, b []byte) (crypto.Signer, error) {
 	block, _ := pem.Decode(b)
 	if block == nil {
 		return nil, fmt.Errorf("%s: no PEM block", path)
@@ -217,6 +223,7 @@ func LoadSigningKey(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("%s: %w (PEM %s)", path, ErrPublicKey, block.Type)
 	}
 	var k any
+	var err error
 	if block.Type == "EC PRIVATE KEY" { // openssl ecparam -genkey's SEC 1 form
 		k, err = x509.ParseECPrivateKey(block.Bytes)
 	} else {

@@ -366,9 +366,9 @@ func (r *CocoonRuntimeReconciler) updateStatus(ctx context.Context, cr *cocoonv1
 	done = st.ReadyNodes == st.DesiredNodes && rolledOut(&ds)
 	gen := cr.Generation
 	st.ObservedGeneration = gen
-	setCondition(st, ConditionReady, done, "Installed", fmt.Sprintf("%d/%d nodes run guest %s", st.ReadyNodes, st.DesiredNodes, guest), gen)
-	setCondition(st, ConditionProgressing, !done, "Rollout", fmt.Sprintf("%d/%d nodes updated", ds.Status.UpdatedNumberScheduled, ds.Status.DesiredNumberScheduled), gen)
-	setCondition(st, ConditionDegraded, len(failed) > 0, "NodeFailed", strings.Join(failed, "; "), gen)
+	setCondition(&st.Conditions, ConditionReady, done, "Installed", fmt.Sprintf("%d/%d nodes run guest %s", st.ReadyNodes, st.DesiredNodes, guest), gen)
+	setCondition(&st.Conditions, ConditionProgressing, !done, "Rollout", fmt.Sprintf("%d/%d nodes updated", ds.Status.UpdatedNumberScheduled, ds.Status.DesiredNumberScheduled), gen)
+	setCondition(&st.Conditions, ConditionDegraded, len(failed) > 0, "NodeFailed", strings.Join(failed, "; "), gen)
 	if done && !meta.IsStatusConditionTrue(old.Status.Conditions, ConditionReady) {
 		r.Recorder.Eventf(cr, nil, corev1.EventTypeNormal, "Installed", "Install", "%d node(s) run guest %s", st.ReadyNodes, guest)
 	}
@@ -381,7 +381,7 @@ func (r *CocoonRuntimeReconciler) updateStatus(ctx context.Context, cr *cocoonv1
 	return done, nil
 }
 
-func setCondition(st *cocoonv1.CocoonRuntimeStatus, typ string, ok bool, reason, msg string, gen int64) {
+func setCondition(conds *[]metav1.Condition, typ string, ok bool, reason, msg string, gen int64) {
 	status := metav1.ConditionFalse
 	if ok {
 		status = metav1.ConditionTrue
@@ -389,5 +389,5 @@ func setCondition(st *cocoonv1.CocoonRuntimeStatus, typ string, ok bool, reason,
 	if msg == "" {
 		msg = reason
 	}
-	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
+	meta.SetStatusCondition(conds, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
 }

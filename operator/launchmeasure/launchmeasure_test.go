@@ -24,7 +24,8 @@ func TestMeasure(t *testing.T) {
 	dir := t.TempDir()
 	files := map[string]string{"vmlinuz": "a kernel", "initramfs.cpio.gz": "an initrd",
 		"OVMF.amdsev.fd": string(ovmftest.AmdSev()),
-		"TDVF.fd":        string(ovmftest.TDVFImage(2, ovmf.TDVFSection{0, 0x1000, 0xfffff000, 0x1000, ovmf.TDVFBFV, ovmf.TDVFMRExtend}))}
+		"TDVF.fd": string(ovmftest.TDVFImage(2, ovmf.TDVFSection{RawDataSize: 0x1000,
+			MemoryAddress: 0xfffff000, MemoryDataSize: 0x1000, Type: ovmf.TDVFBFV, Attributes: ovmf.TDVFMRExtend}))}
 	img := images.Image{Name: "guest", Files: map[string]string{}}
 	for n, body := range files {
 		p := filepath.Join(dir, n)

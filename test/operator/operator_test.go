@@ -39,6 +39,8 @@ func pushImages(t testing.TB, c *k8stest.Cluster) map[string]string {
 			mustFind(t, "cocoon-node-installer"),
 			{Name: "guest-a", Files: guest, Labels: map[string]string{"org.opencontainers.image.version": "a"}},
 			{Name: "guest-b", Files: guest, Labels: map[string]string{"org.opencontainers.image.version": "b"}},
+			mustFind(t, "kbs"),
+			{Name: "guest-snp", Files: map[string]string{"vmlinuz": kernel, "initramfs.cpio.gz": initrd, "OVMF.amdsev.fd": snpFirmware(t)}},
 		}
 		out := t.TempDir()
 		refs := map[string]string{}
@@ -79,7 +81,8 @@ func installOperator(t testing.TB, c *k8stest.Cluster) {
 	refs := pushImages(t, c)
 	operatorOnce.Do(func() {
 		root := testutil.RepoRoot(t)
-		for _, f := range []string{"deploy/operator/crd/cocoon.io_cocoonruntimes.yaml", "deploy/operator/rbac/role.yaml"} {
+		for _, f := range []string{"deploy/operator/crd/cocoon.io_cocoonruntimes.yaml", "deploy/operator/crd/cocoon.io_keybrokers.yaml",
+			"deploy/operator/rbac/role.yaml"} {
 			b, err := os.ReadFile(filepath.Join(root, f))
 			if err != nil {
 				t.Fatal(err)
@@ -91,7 +94,7 @@ func installOperator(t testing.TB, c *k8stest.Cluster) {
 			t.Fatal(err)
 		}
 		manifest := strings.NewReplacer("cocoon/cocoon-operator:latest", refs["cocoon-operator"],
-			"cocoon/cocoon-node-installer:latest", refs["cocoon-node-installer"]).Replace(string(b))
+			"cocoon/cocoon-node-installer:latest", refs["cocoon-node-installer"], "cocoon/kbs:latest", refs["kbs"]).Replace(string(b))
 		c.Apply(t, manifest)
 		if _, err := c.TryKubectl("", "-n", "cocoon-system", "wait", "--for=condition=Available", "deployment/cocoon-operator", "--timeout=3m"); err != nil {
 			desc, _ := c.TryKubectl("", "-n", "cocoon-system", "describe", "pods")

@@ -103,9 +103,17 @@ func privateDir(t testing.TB, prefix string) (string, *syscall.Credential) {
 // TCP and starts it on a free loopback port.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
+	return StartPostgresOn(t, "127.0.0.1")
+}
+
+// StartPostgresOn is StartPostgres listening on host, an address of an
+// interface the test made, for clients in other network namespaces (pods):
+// any client address may log in with the password.
+func StartPostgresOn(t testing.TB, host string) *Postgres {
+	t.Helper()
 	bin := postgresBin(t)
 	dir, cred := privateDir(t, "cocoon-pg-")
-	p := &Postgres{Host: "127.0.0.1", Port: freePort(t), User: "postgres", Password: "cocoon-test-password", DB: "postgres",
+	p := &Postgres{Host: host, Port: freePort(t, host), User: "postgres", Password: "cocoon-test-password", DB: "postgres",
 		bin: bin, data: filepath.Join(dir, "data"), cred: cred}
 	pw := filepath.Join(dir, "pw")
 	if err := os.WriteFile(pw, []byte(p.Password+"\n"), 0o600); err != nil {
@@ -119,6 +127,19 @@ func StartPostgres(t testing.TB) *Postgres {
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	if host != "127.0.0.1" {
+		hba, err := os.OpenFile(filepath.Join(p.data, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = hba.WriteString("host all all 0.0.0.0/0 scram-sha-256\n")
+		if cerr := hba.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	p.start(t)
 	t.Cleanup(func() { p.stop(syscall.SIGINT) })
@@ -185,7 +206,7 @@ func StartRedis(t testing.TB) *Redis {
 		t.Fatal("redis-server is not installed: scripts/install-deps.sh installs Debian's redis-server")
 	}
 	dir := t.TempDir()
-	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))}
 	host, port, _ := net.SplitHostPort(r.Addr)
 	conf := fmt.Sprintf("bind %s\nport %s\ndir %s\nsave \"\"\nappendonly yes\nappendfsync always\nprotected-mode yes\n"+
 		"daemonize no\nlogfile \"\"\nloglevel warning\n", host, port, dir)
@@ -210,8 +231,8 @@ func StartRedis(t testing.TB) *Redis {
 	return nil
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(t testing.TB, host string) int {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

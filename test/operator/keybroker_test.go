@@ -1,0 +1,304 @@
+package operator
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/internal/testutil/dbtest"
+	"github.com/cocoon-cc/cocoon/internal/testutil/k8stest"
+	"github.com/cocoon-cc/cocoon/kbs/respolicy"
+	"github.com/cocoon-cc/cocoon/runtime/measure/ovmf/ovmftest"
+)
+
+// snpFirmware writes a synthetic OvmfPkg/AmdSev firmware (its measured
+// direct boot has a kernel-hashes page) for the qemu-snp flavour's guest.
+func snpFirmware(t testing.TB) string {
+	p := filepath.Join(t.TempDir(), "OVMF.amdsev.fd")
+	if err := os.WriteFile(p, ovmftest.AmdSev(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// sampleReferenceValues are what the sample TEE's evidence (the attester
+// of a cocoon-qemu VM without a TEE) appraises affirming against.
+const sampleReferenceValues = `
+  referenceValues:
+  - {name: svn, value: ["1"]}
+  - {name: launch_digest, value: ["abcde"]}
+  - {name: major_version, value: 1}
+  - {name: minimum_minor_version, value: 1}
+  resources: {matchLabels: {cocoon.io/kbs: demo}}
+  resourcePolicy: {name: kbs-policy, key: policy.rego}
+`
+
+// keyBrokerObjects are the Kubernetes objects a KeyBroker selects: the
+// secret (only here), the resource policy and the database's password.
+func keyBrokerObjects(secret, password string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata:
+  name: demo
+  namespace: default
+  labels: {cocoon.io/kbs: demo}
+stringData: {password: %q}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: pg, namespace: default}
+stringData: {password: %q}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kbs-policy, namespace: default}
+data:
+  policy.rego: %q
+`, secret, password, respolicy.Affirming)
+}
+
+// kbGet is a jsonpath of KeyBroker name.
+func kbGet(c *k8stest.Cluster, name, path string) string {
+	out, _ := c.TryKubectl("", "get", "keybroker", name, "-o", "jsonpath="+path)
+	return out
+}
+
+// waitKB waits until a jsonpath of the KeyBroker is want.
+func waitKB(t *testing.T, c *k8stest.Cluster, name, path, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(4 * time.Minute); kbGet(c, name, path) != want; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			y, _ := c.TryKubectl("", "get", "keybroker", name, "-o", "yaml")
+			pods, _ := c.TryKubectl("", "describe", "pods", "-l", "app.kubernetes.io/instance="+name)
+			logs, _ := c.TryKubectl("", "-n", "cocoon-system", "logs", "deployment/cocoon-operator", "--tail=30")
+			t.Fatalf("KeyBroker %s: %s is %q, want %q\n%s\n%s\n%s", name, path, kbGet(c, name, path), want, y, pods, logs)
+		}
+	}
+}
+
+// kbsClient runs kbs-client against KeyBroker name's Service (routed to
+// the node from the host), trusting the generated certificate.
+func kbsClient(t *testing.T, c *k8stest.Cluster, name string, args ...string) (string, error) {
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	b64 := c.Kubectl(t, "get", "secret", name+"-tls", "-o", `jsonpath={.data.ca\.crt}`)
+	pem, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ca, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ip := c.Kubectl(t, "get", "service", name, "-o", "jsonpath={.spec.clusterIP}")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, testutil.Bin(t, "kbs-client"), append([]string{"--url", "https://" + ip + ":8080",
+		"--cert-file", ca}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// fetch attests with the sample attester and returns a resource's value.
+func fetch(t *testing.T, c *k8stest.Cluster, name, path string) string {
+	t.Helper()
+	out, err := kbsClient(t, c, name, "get-resource", "--path", path)
+	if err != nil {
+		t.Fatalf("kbs-client get-resource %s: %v\n%s", path, err, out)
+	}
+	v, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("get-resource: %q: %v", out, err)
+	}
+	return string(v)
+}
+
+// TestKeyBroker: a KeyBroker on PostgreSQL (Debian's, started by the test
+// on the host's address as the node sees it) serves a secret that exists
+// only as a Kubernetes Secret to a cocoon-qemu pod, which attests against
+// reference values the operator registered, with the launch measurement of
+// the CocoonRuntime's qemu-snp guest among them (cocoon-measure's); a
+// changed Secret changes the resource; a bad spec is a condition; a
+// KeyBroker on the embedded store (a local PV) serves too; deleting a
+// KeyBroker removes what it made.
+func TestKeyBroker(t *testing.T) {
+	c := k8stest.Get(t)
+	installOperator(t, c)
+	refs := pushImages(t, c)
+	pg := dbtest.StartPostgresOn(t, c.HostIP)
+	pg.CreateDB(t, "kbs")
+
+	c.Apply(t, cocoonRuntime(c, refs["guest-snp"], "qemu", "qemu-snp"))
+	defer func() {
+		if _, err := c.TryKubectl("", "delete", "cocoonruntime", "node", "--timeout=4m"); err != nil {
+			t.Errorf("delete the CocoonRuntime: %v", err)
+		}
+	}()
+	c.Apply(t, keyBrokerObjects("the database password is hunter2", pg.Password))
+	defer c.TryKubectl("", "delete", "secret/demo", "secret/pg", "configmap/kbs-policy")
+	kb := fmt.Sprintf(`apiVersion: cocoon.io/v1alpha1
+kind: KeyBroker
+metadata: {name: kbs, namespace: default}
+spec:
+  replicas: 2
+  storage:
+    postgres: {host: %q, port: %d, db: kbs, username: %s, passwordSecret: {name: pg, key: password}}
+  runtimeRef: {name: node, vcpus: [1, 2]}
+%s`, pg.Host, pg.Port, pg.User, sampleReferenceValues)
+	c.Apply(t, kb)
+	defer c.TryKubectl("", "delete", "keybroker", "kbs", "--timeout=2m")
+	waitRuntimeReady(t, c, refs["guest-snp"])
+	waitKB(t, c, "kbs", `{.status.conditions[?(@.type=="Ready")].status}`, "True")
+	if got := kbGet(c, "kbs", "{.status.readyReplicas} {.status.url}"); got != "2 https://kbs.default.svc:8080" {
+		t.Errorf("status: %q", got)
+	}
+
+	// The launch measurement registered is cocoon-measure's for the guest's
+	// files and the shim's command line.
+	kernel, initrd := testutil.Guest(t)
+	want, err := exec.Command(testutil.Bin(t, "cocoon-measure"), "snp", "--ovmf", snpFirmware(t), "--kernel", kernel,
+		"--initrd", initrd, "--append", "console=ttyS0 panic=-1 quiet cocoon.channel=serial", "--vcpus", "1,2",
+		"--vcpu-type", "EPYC-v4").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := refs["guest-snp"][strings.Index(refs["guest-snp"], "@")+1:]
+	if got := kbGet(c, "kbs", `{.status.measurements[0].flavour} {.status.measurements[0].name} {.status.measurements[0].guest} {.status.measurements[0].values[*]}`); got != "qemu-snp snp_launch_measurement "+digest+" "+strings.Join(strings.Fields(string(want)), " ") {
+		t.Errorf("measurements: %q, want cocoon-measure's %q", got, want)
+	}
+	admin := filepath.Join(t.TempDir(), "admin.key")
+	key, _ := base64.StdEncoding.DecodeString(c.Kubectl(t, "get", "secret", "kbs-admin", "-o", `jsonpath={.data.private\.key}`))
+	if err := os.WriteFile(admin, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rv, err := kbsClient(t, c, "kbs", "config", "--auth-private-key", admin, "--issuer", "cocoon-operator", "get-reference-value", "--id", "snp_launch_measurement")
+	if err != nil || !strings.Contains(rv, strings.Fields(string(want))[1]) {
+		t.Errorf("the KBS's snp_launch_measurement: %v %s", err, rv)
+	}
+
+	// No value in the status: the resource is listed with a keyed hash.
+	status := c.Kubectl(t, "get", "keybroker", "kbs", "-o", "json")
+	if strings.Contains(status, "hunter2") || !strings.Contains(status, `"default/demo/password"`) {
+		t.Errorf("status resources: %s", status)
+	}
+
+	// A cocoon-qemu pod whose initdata names the KBS (its Service address,
+	// its certificate) attests and gets the secret.
+	caPEM, _ := base64.StdEncoding.DecodeString(c.Kubectl(t, "get", "secret", "kbs-tls", "-o", `jsonpath={.data.ca\.crt}`))
+	url := "https://" + c.Kubectl(t, "get", "service", "kbs", "-o", "jsonpath={.spec.clusterIP}") + ":8080"
+	initdata := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n" +
+		"\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"" + url + "\"\ncert = \"\"\"\n" + string(caPEM) + "\"\"\"\n'''\n" +
+		"\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"" + url + "\"\nkbs_cert = \"\"\"\n" + string(caPEM) + "\"\"\"\n'''\n" +
+		"\"policy.rego\" = '''\n" + allowLogsPolicy() + "\n'''\n"
+	pod := `apiVersion: v1
+kind: Pod
+metadata:
+  name: kb-secret
+  namespace: default
+  annotations: {io.katacontainers.config.hypervisor.cc_init_data: "` + testutil.InitdataDocAnnotation(t, initdata) + `"}
+spec:
+  runtimeClassName: cocoon-qemu
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  containers:
+  - name: app
+    image: ` + c.Busybox(t) + `
+    command: ["/bin/sh", "-c", "echo \"the secret is: $(wget -qO- http://127.0.0.1:8006/cdh/resource/default/demo/password)\""]
+`
+	c.Apply(t, pod)
+	if _, err := c.TryKubectl("", "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/kb-secret", "--timeout=5m"); err != nil {
+		desc, _ := c.TryKubectl("", "describe", "pod", "kb-secret")
+		t.Fatalf("%v\n%s", err, desc)
+	}
+	if logs := c.Kubectl(t, "logs", "kb-secret"); !strings.Contains(logs, "the secret is: the database password is hunter2") {
+		t.Errorf("the pod did not get the secret: %q", logs)
+	}
+	c.Delete(t, pod)
+
+	// A changed Secret changes the resource.
+	hash := kbGet(c, "kbs", "{.status.resources[0].hash}")
+	c.Apply(t, keyBrokerObjects("rotated", pg.Password))
+	c.Eventually(t, "the resource's new hash", func() bool { return kbGet(c, "kbs", "{.status.resources[0].hash}") != hash })
+	if got := fetch(t, c, "kbs", "default/demo/password"); got != "rotated" {
+		t.Errorf("after the Secret changed the KBS serves %q", got)
+	}
+
+	// A bad spec: a ConfigMap key that does not exist, then a policy the
+	// KBS refuses; the condition says which.
+	c.Kubectl(t, "patch", "keybroker", "kbs", "--type=merge", "-p", `{"spec":{"resourcePolicy":{"key":"missing.rego"}}}`)
+	waitKB(t, c, "kbs", `{.status.conditions[?(@.type=="Ready")].reason}`, "InvalidSpec")
+	if msg := kbGet(c, "kbs", `{.status.conditions[?(@.type=="Ready")].message}`); msg != `resourcePolicy: ConfigMap kbs-policy has no key "missing.rego"` {
+		t.Errorf("condition: %q", msg)
+	}
+	c.Kubectl(t, "patch", "configmap", "kbs-policy", "--type=merge", "-p", `{"data":{"bad.rego":"package policy\nallow if {"}}`)
+	c.Kubectl(t, "patch", "keybroker", "kbs", "--type=merge", "-p", `{"spec":{"resourcePolicy":{"key":"bad.rego"}}}`)
+	waitKB(t, c, "kbs", `{.status.conditions[?(@.type=="Ready")].reason}`, "KBSRefused")
+	if msg := kbGet(c, "kbs", `{.status.conditions[?(@.type=="Ready")].message}`); !strings.HasPrefix(msg, "policy resource-policy: ") {
+		t.Errorf("condition: %q", msg)
+	}
+	c.Kubectl(t, "patch", "keybroker", "kbs", "--type=merge", "-p", `{"spec":{"resourcePolicy":{"key":"policy.rego"}}}`)
+	waitKB(t, c, "kbs", `{.status.conditions[?(@.type=="Ready")].status}`, "True")
+	if _, err := c.TryKubectl(strings.Replace(kb, "replicas: 2", "replicas: 2\n  storage: {embedded: {}}", 1), "apply", "-f", "-"); err == nil {
+		t.Error("a KeyBroker with two stores was accepted")
+	}
+
+	t.Run("embedded", func(t *testing.T) { testEmbeddedKeyBroker(t, c) })
+
+	// Deleting the KeyBroker removes what it made.
+	c.Kubectl(t, "delete", "keybroker", "kbs", "--timeout=2m")
+	c.Eventually(t, "the KBS's objects gone", func() bool {
+		out, _ := c.TryKubectl("", "get", "deployment,service,configmap,secret", "-l", "app.kubernetes.io/instance=kbs", "-o", "name")
+		return strings.TrimSpace(out) == ""
+	})
+}
+
+// testEmbeddedKeyBroker: a KeyBroker on its own store, a PVC bound to a
+// local PersistentVolume on the node, serves the selected Secret.
+func testEmbeddedKeyBroker(t *testing.T, c *k8stest.Cluster) {
+	dir := c.HostDir("kbs-pv")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.Apply(t, fmt.Sprintf(`apiVersion: v1
+kind: PersistentVolume
+metadata: {name: kbs-local}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Delete
+  storageClassName: local-test
+  local: {path: %q}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: [%s]}
+---
+apiVersion: cocoon.io/v1alpha1
+kind: KeyBroker
+metadata: {name: kbs-embedded, namespace: default}
+spec:
+  storage:
+    embedded: {size: 1Gi, storageClassName: local-test}
+%s`, dir, k8stest.NodeName, sampleReferenceValues))
+	defer c.TryKubectl("", "delete", "keybroker", "kbs-embedded", "--timeout=2m")
+	defer c.TryKubectl("", "delete", "pv", "kbs-local", "--wait=false")
+	waitKB(t, c, "kbs-embedded", `{.status.conditions[?(@.type=="Ready")].status}`, "True")
+	if got := fetch(t, c, "kbs-embedded", "default/demo/password"); got != "rotated" {
+		t.Errorf("the embedded KBS serves %q", got)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) == 0 {
+		t.Error("the KBS wrote nothing on its volume")
+	}
+}
+
+// allowLogsPolicy is the default agent policy letting the host read the
+// container's output.
+func allowLogsPolicy() string {
+	return strings.Replace(policy.Default(), "default ReadStreamRequest := false", "default ReadStreamRequest := true", 1)
+}
