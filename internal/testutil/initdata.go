@@ -15,6 +15,20 @@ func InitdataAnnotation(t testing.TB, rego string) string {
 	return InitdataDocAnnotation(t, "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"policy.rego\" = '''\n"+rego+"\n'''\n")
 }
 
+// KBSInitdata is an initdata document whose attestation agent and CDH use
+// the KBS at url, trusting the PEM certificate caPEM when it is not empty,
+// with the agent policy rego.
+func KBSInitdata(url, caPEM, rego string) string {
+	var aaCert, cdhCert string
+	if caPEM != "" {
+		aaCert, cdhCert = "cert = \"\"\"\n"+caPEM+"\"\"\"\n", "kbs_cert = \"\"\"\n"+caPEM+"\"\"\"\n"
+	}
+	return "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n" +
+		"\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"" + url + "\"\n" + aaCert + "'''\n" +
+		"\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"" + url + "\"\n" + cdhCert + "'''\n" +
+		"\"policy.rego\" = '''\n" + rego + "\n'''\n"
+}
+
 // InitdataDocAnnotation is the annotation carrying the initdata TOML doc.
 func InitdataDocAnnotation(t testing.TB, doc string) string {
 	t.Helper()

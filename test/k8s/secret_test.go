@@ -36,25 +36,8 @@ func TestCocoonPodSecret(t *testing.T) {
 	url := startKBS(t, c, map[string][]byte{"default/key/demo": []byte("the database password is hunter2\n")})
 
 	rego := strings.Replace(policy.Default(), "default ReadStreamRequest := false", "default ReadStreamRequest := true", 1)
-	initdata := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n" +
-		"\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"" + url + "\"\n'''\n" +
-		"\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"" + url + "\"\n'''\n" +
-		"\"policy.rego\" = '''\n" + rego + "\n'''\n"
-	pod := `apiVersion: v1
-kind: Pod
-metadata:
-  name: secret-demo
-  namespace: default
-  annotations: {io.katacontainers.config.hypervisor.cc_init_data: "` + testutil.InitdataDocAnnotation(t, initdata) + `"}
-spec:
-  runtimeClassName: cocoon-qemu
-  restartPolicy: Never
-  automountServiceAccountToken: false
-  containers:
-  - name: app
-    image: ` + c.Busybox(t) + `
-    command: ["/bin/sh", "-c", "echo \"in the pod, on kernel $(cat /proc/sys/kernel/osrelease): the secret is: $(wget -qO- http://127.0.0.1:8006/cdh/resource/default/key/demo)\""]
-`
+	pod := c.CocoPod(t, "secret-demo", testutil.KBSInitdata(url, "", rego),
+		`echo "in the pod, on kernel $(cat /proc/sys/kernel/osrelease): the secret is: $(wget -qO- http://127.0.0.1:8006/cdh/resource/default/key/demo)"`)
 	story(t, "kubectl apply: a cocoon-qemu pod whose initdata names the KBS and lets the host read its output")
 	fmt.Print(indent(pod[:strings.Index(pod, "  annotations")] + "  annotations: {io.katacontainers.config.hypervisor.cc_init_data: ...}\n" + pod[strings.Index(pod, "spec:"):]))
 	start := time.Now()

@@ -189,25 +189,8 @@ spec:
 	// its certificate) attests and gets the secret.
 	caPEM, _ := base64.StdEncoding.DecodeString(c.Kubectl(t, "get", "secret", "kbs-tls", "-o", `jsonpath={.data.ca\.crt}`))
 	url := "https://" + c.Kubectl(t, "get", "service", "kbs", "-o", "jsonpath={.spec.clusterIP}") + ":8080"
-	initdata := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n" +
-		"\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"" + url + "\"\ncert = \"\"\"\n" + string(caPEM) + "\"\"\"\n'''\n" +
-		"\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = \"" + url + "\"\nkbs_cert = \"\"\"\n" + string(caPEM) + "\"\"\"\n'''\n" +
-		"\"policy.rego\" = '''\n" + allowLogsPolicy() + "\n'''\n"
-	pod := `apiVersion: v1
-kind: Pod
-metadata:
-  name: kb-secret
-  namespace: default
-  annotations: {io.katacontainers.config.hypervisor.cc_init_data: "` + testutil.InitdataDocAnnotation(t, initdata) + `"}
-spec:
-  runtimeClassName: cocoon-qemu
-  restartPolicy: Never
-  automountServiceAccountToken: false
-  containers:
-  - name: app
-    image: ` + c.Busybox(t) + `
-    command: ["/bin/sh", "-c", "echo \"the secret is: $(wget -qO- http://127.0.0.1:8006/cdh/resource/default/demo/password)\""]
-`
+	pod := c.CocoPod(t, "kb-secret", testutil.KBSInitdata(url, string(caPEM), allowLogsPolicy()),
+		`echo "the secret is: $(wget -qO- http://127.0.0.1:8006/cdh/resource/default/demo/password)"`)
 	c.Apply(t, pod)
 	if _, err := c.TryKubectl("", "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/kb-secret", "--timeout=5m"); err != nil {
 		desc, _ := c.TryKubectl("", "describe", "pod", "kb-secret")

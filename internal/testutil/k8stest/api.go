@@ -3,6 +3,7 @@ package k8stest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
 )
 
@@ -113,6 +115,31 @@ func (c *Cluster) Busybox(t testing.TB) string {
 		t.Fatal("k8stest: the busybox image was not pushed")
 	}
 	return c.busybox
+}
+
+// CocoPod is a cocoon-qemu pod in namespace default, as YAML, that runs
+// the shell command cmd once in busybox, with the initdata document.
+func (c *Cluster) CocoPod(t testing.TB, name, initdata, cmd string) string {
+	t.Helper()
+	command, err := json.Marshal([]string{"/bin/sh", "-c", cmd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return `apiVersion: v1
+kind: Pod
+metadata:
+  name: ` + name + `
+  namespace: default
+  annotations: {io.katacontainers.config.hypervisor.cc_init_data: "` + testutil.InitdataDocAnnotation(t, initdata) + `"}
+spec:
+  runtimeClassName: cocoon-qemu
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  containers:
+  - name: app
+    image: ` + c.Busybox(t) + `
+    command: ` + string(command) + `
+`
 }
 
 // NodeExec runs a command in the node's network namespace (to reach what
