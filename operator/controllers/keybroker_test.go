@@ -1,0 +1,132 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/cocoon-cc/cocoon/guest/attester/sample"
+	"github.com/cocoon-cc/cocoon/internal/testutil/kbstest"
+	"github.com/cocoon-cc/cocoon/kbs"
+	kbsclient "github.com/cocoon-cc/cocoon/kbs/client"
+	"github.com/cocoon-cc/cocoon/kbs/respolicy"
+	cocoonv1 "github.com/cocoon-cc/cocoon/operator/api/v1alpha1"
+)
+
+// TestKBSConfig: the KBS parses the configuration the operator writes,
+// for both stores, with HTTPS and the operator's key as the only admin.
+func TestKBSConfig(t *testing.T) {
+	for _, storage := range []cocoonv1.KeyBrokerStorage{
+		{Postgres: &cocoonv1.PostgresStorage{Host: "db.example", Port: 5432, DB: "kbs", Username: "kbs"}},
+		{Embedded: &cocoonv1.EmbeddedStorage{Size: "1Gi"}},
+	} {
+		kb := &cocoonv1.KeyBroker{ObjectMeta: metav1.ObjectMeta{Name: "kbs", Namespace: "ns"}, Spec: cocoonv1.KeyBrokerSpec{Storage: storage}}
+		b, err := kbsConfig(kb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := kbs.ParseConfig(b, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatalf("%v\n%s", err, b)
+		}
+		want := "Embedded"
+		if storage.Postgres != nil {
+			want = "Postgres"
+			if pg := cfg.StorageBackend.Backends.Postgres; pg.Host != "db.example" || pg.Password != "" || pg.SealingKeyPath == "" {
+				t.Errorf("postgres: %+v", pg)
+			}
+		}
+		idps := cfg.Admin.Authentication.BearerJWT.IdentityProviders
+		if cfg.StorageBackend.StorageType != want || cfg.HTTPServer.InsecureHTTP || cfg.HTTPServer.Certificate == "" ||
+			cfg.Admin.AuthorizationMode != "AuthenticatedAuthorization" || len(idps) != 1 || idps[0].Issuer != adminIssuer {
+			t.Errorf("configuration:\n%s", b)
+		}
+	}
+}
+
+// TestRegister registers items in a real KBS: what changed only, the
+// resources no longer selected deleted, the default resource policy back
+// when none is named; the status has keyed hashes, no value.
+func TestRegister(t *testing.T) {
+	ctx := context.Background()
+	k := kbstest.Start(t, kbstest.Options{})
+	a := kbsclient.NewAdminSigning(k.URL, k.HTTP, k.AdminKey, kbsclient.TokenClaims{Role: "admin", Issuer: adminIssuer})
+	res := func(path, v string) item {
+		return item{kindResource, path, []byte(v), func(ctx context.Context, a *kbsclient.Admin) error { return a.SetResource(ctx, path, []byte(v)) }}
+	}
+	allowAll := item{kindPolicy, policyResource, []byte(respolicy.AllowAll), func(ctx context.Context, a *kbsclient.Admin) error {
+		return a.SetResourcePolicy(ctx, respolicy.AllowAll)
+	}}
+	key := statusKey([]byte("an admin key"))
+	var st cocoonv1.KeyBrokerStatus
+	changed, err := register(ctx, a, &st, []item{res("default/demo/a", "one"), res("default/demo/b", "two"), allowAll}, key, false)
+	if err != nil || len(changed) != 3 {
+		t.Fatalf("first registration: %v %v", changed, err)
+	}
+	if got(t, k, "default/demo/a") != "one" {
+		t.Error("resource a")
+	}
+	if b, _ := json.Marshal(st); strings.Contains(string(b), "one") || len(st.Resources) != 2 || len(st.Resources[0].Hash) != 64 {
+		t.Errorf("status %s", b)
+	}
+
+	changed, err = register(ctx, a, &st, []item{res("default/demo/a", "one"), res("default/demo/b", "two"), allowAll}, key, false)
+	if err != nil || len(changed) != 0 {
+		t.Errorf("nothing changed, registered: %v %v", changed, err)
+	}
+	changed, err = register(ctx, a, &st, []item{res("default/demo/a", "one!"), allowAll}, key, false)
+	if err != nil || !slices.Equal(changed, []string{"resource default/demo/a", "deleted resource default/demo/b"}) {
+		t.Errorf("a changed, b gone: %v %v", changed, err)
+	}
+	if got(t, k, "default/demo/a") != "one!" {
+		t.Error("resource a not updated")
+	}
+	if _, err := fetch(k, "default/demo/b"); err == nil {
+		t.Error("resource b still served")
+	}
+	changed, err = register(ctx, a, &st, []item{res("default/demo/a", "one!")}, key, true)
+	if err != nil || !slices.Equal(changed, []string{"resource default/demo/a", "default resource policy"}) {
+		t.Errorf("full, policy gone: %v %v", changed, err)
+	}
+	if _, err := fetch(k, "default/demo/a"); err == nil {
+		t.Error("the default policy released to the sample TEE")
+	}
+
+	// A policy the KBS refuses is a KBSRefused condition; the record stays.
+	bad := item{kindPolicy, policyResource, []byte("package policy\nallow if {"), func(ctx context.Context, a *kbsclient.Admin) error {
+		return a.SetResourcePolicy(ctx, "package policy\nallow if {")
+	}}
+	before := st
+	_, err = register(ctx, a, &st, []item{bad}, key, false)
+	var ce *condError
+	if !errors.As(err, &ce) || ce.reason != "KBSRefused" || !strings.HasPrefix(ce.msg, "policy resource-policy: ") {
+		t.Errorf("bad policy: %v", err)
+	}
+	if !slices.Equal(st.Resources, before.Resources) {
+		t.Errorf("the record changed: %+v", st.Resources)
+	}
+}
+
+func fetch(k *kbstest.KBS, path string) ([]byte, error) {
+	c, err := kbsclient.New(k.URL, sample.Attester{}, kbsclient.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return c.GetResource(context.Background(), path)
+}
+
+func got(t *testing.T, k *kbstest.KBS, path string) string {
+	t.Helper()
+	b, err := fetch(k, path)
+	if err != nil {
+		t.Fatalf("get %s: %v", path, err)
+	}
+	return string(b)
+}
