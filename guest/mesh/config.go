@@ -39,6 +39,7 @@ var ErrBadConfig = errors.New("mesh: bad mesh.toml")
 //	[[outbound]]                                  # destinations meshed
 //	cidr = "10.96.0.0/12"
 //	ports = [80]                                  # none: every port
+//	allow = ["spiffe://example.org/ns/shop/web"]  # none: the global allow
 type Config struct {
 	Allow        []string `toml:"allow"`
 	InboundPorts []uint16 `toml:"inbound_ports"`
@@ -49,12 +50,17 @@ type Config struct {
 	allowed []spiffeid.ID
 }
 
-// Rule selects outbound destinations: a CIDR and optionally ports.
+// Rule selects outbound destinations: a CIDR and optionally ports. Its
+// Allow, when set, replaces the global list for them: a Service's
+// ClusterIP is routed by the host (kube-proxy's DNAT), so only the peer's
+// proven ID, never the address, says which workload serves it.
 type Rule struct {
 	CIDR  string   `toml:"cidr"`
 	Ports []uint16 `toml:"ports"`
+	Allow []string `toml:"allow"`
 
-	prefix netip.Prefix
+	prefix  netip.Prefix
+	allowed []spiffeid.ID
 }
 
 // ParseConfig reads and checks mesh.toml.
@@ -66,21 +72,22 @@ func ParseConfig(text string) (*Config, error) {
 	if len(c.Allow) == 0 {
 		return nil, fmt.Errorf("%w: allow names no SPIFFE ID (nothing could connect)", ErrBadConfig)
 	}
-	for _, s := range c.Allow {
-		id, err := spiffeid.FromString(s)
-		if err != nil {
-			return nil, fmt.Errorf("%w: allow %q: %v", ErrBadConfig, s, err)
-		}
-		c.allowed = append(c.allowed, id)
+	var err error
+	if c.allowed, err = parseIDs(c.Allow); err != nil {
+		return nil, err
 	}
 	for i := range c.Outbound {
-		p, err := netip.ParsePrefix(c.Outbound[i].CIDR)
+		r := &c.Outbound[i]
+		p, err := netip.ParsePrefix(r.CIDR)
 		if err != nil || !p.Addr().Is4() {
-			return nil, fmt.Errorf("%w: outbound cidr %q: not an IPv4 prefix", ErrBadConfig, c.Outbound[i].CIDR)
+			return nil, fmt.Errorf("%w: outbound cidr %q: not an IPv4 prefix", ErrBadConfig, r.CIDR)
 		}
-		c.Outbound[i].prefix = p.Masked()
-		if slices.Contains(c.Outbound[i].Ports, 0) {
+		r.prefix = p.Masked()
+		if slices.Contains(r.Ports, 0) {
 			return nil, fmt.Errorf("%w: outbound port 0", ErrBadConfig)
+		}
+		if r.allowed, err = parseIDs(r.Allow); err != nil {
+			return nil, err
 		}
 	}
 	if slices.Contains(c.InboundPorts, 0) {
@@ -98,8 +105,36 @@ func ParseConfig(text string) (*Config, error) {
 	return &c, nil
 }
 
+// parseIDs reads an allow list.
+func parseIDs(list []string) ([]spiffeid.ID, error) {
+	var ids []spiffeid.ID
+	for _, s := range list {
+		id, err := spiffeid.FromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: allow %q: %v", ErrBadConfig, s, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
 // Allowed are the peer SPIFFE IDs the mesh accepts.
 func (c *Config) Allowed() []spiffeid.ID { return c.allowed }
+
+// AllowedTo are the peer SPIFFE IDs accepted for an outbound destination:
+// its first matching rule's, else the global ones; ok is false when no
+// rule selects dst.
+func (c *Config) AllowedTo(dst netip.AddrPort) (ids []spiffeid.ID, ok bool) {
+	for _, r := range c.Outbound {
+		if r.prefix.Contains(dst.Addr()) && (len(r.Ports) == 0 || slices.Contains(r.Ports, dst.Port())) {
+			if len(r.allowed) > 0 {
+				return r.allowed, true
+			}
+			return c.allowed, true
+		}
+	}
+	return nil, false
+}
 
 // inbound reports whether port is one of the pod's meshed served ports.
 func (c *Config) inbound(port uint16) bool { return slices.Contains(c.InboundPorts, port) }

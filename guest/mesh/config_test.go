@@ -2,8 +2,12 @@ package mesh
 
 import (
 	"errors"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -31,11 +35,49 @@ func TestParseConfig(t *testing.T) {
 		"allow = [\"spiffe://a/b\"]\n[[outbound]]\ncidr = \"10.0.0.0/8\"\nports = [0]",
 		"allow = [\"spiffe://a/b\"]\ninbound_ports = [70000]",
 		"allow = [\"spiffe://a/b\"]\ninbound_port = 15001",
+		"allow = [\"spiffe://a/b\"]\n[[outbound]]\ncidr = \"10.0.0.0/8\"\nallow = [\"https://a/b\"]", // a rule's ID not SPIFFE
 		"allow = [" + strings.Repeat("\"spiffe://a/b\",", 5000) + "]",
 	} {
 		if _, err := ParseConfig(bad); !errors.Is(err, ErrBadConfig) {
 			t.Errorf("%.60q: %v, want ErrBadConfig", bad, err)
 		}
+	}
+}
+
+// TestAllowedTo: an outbound rule's own allow list replaces the global
+// one for its destinations (a Service port names the workload behind it).
+func TestAllowedTo(t *testing.T) {
+	c, err := ParseConfig(`allow = ["spiffe://td/web"]
+[[outbound]]
+cidr = "10.96.0.0/24"
+ports = [5432]
+allow = ["spiffe://td/db"]
+[[outbound]]
+cidr = "10.96.0.0/16"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		dst  string
+		want []string
+	}{
+		{"10.96.0.7:5432", []string{"spiffe://td/db"}},
+		{"10.96.0.7:80", []string{"spiffe://td/web"}},
+		{"10.96.3.7:5432", []string{"spiffe://td/web"}},
+		{"10.97.0.7:80", nil},
+	} {
+		ids, ok := c.AllowedTo(netip.MustParseAddrPort(tc.dst))
+		got := []string(nil)
+		for _, id := range ids {
+			got = append(got, id.String())
+		}
+		if ok != (tc.want != nil) || !slices.Equal(got, tc.want) {
+			t.Errorf("AllowedTo(%s) = %v %v, want %v", tc.dst, got, ok, tc.want)
+		}
+	}
+	if !slices.Equal(c.Allowed(), []spiffeid.ID{spiffeid.RequireFromString("spiffe://td/web")}) {
+		t.Errorf("inbound allow %v", c.Allowed())
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -80,10 +79,6 @@ func (p *Proxy) accept(ctx context.Context, l net.Listener, handle func(context.
 	}
 }
 
-func (p *Proxy) authorizer() tlsconfig.Authorizer {
-	return tlsconfig.AuthorizeOneOf(p.cfg.Allowed()...)
-}
-
 // inbound: a peer's mTLS to one of the pod's served ports, handed on in
 // plain TCP to the app on loopback once the peer's ID is allowed.
 func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn) error {
@@ -94,7 +89,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn) error {
 	if !p.cfg.inbound(dst.Port()) {
 		return fmt.Errorf("%w: inbound port %d", ErrNotMeshed, dst.Port())
 	}
-	t := tls.Server(c, tlsconfig.MTLSServerConfig(p.svid, p.bundle, p.authorizer()))
+	t := tls.Server(c, tlsconfig.MTLSServerConfig(p.svid, p.bundle, tlsconfig.AuthorizeOneOf(p.cfg.Allowed()...)))
 	if err := t.HandshakeContext(ctx); err != nil {
 		return err
 	}
@@ -113,7 +108,8 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn) error {
 	if err != nil {
 		return err
 	}
-	if !p.cfg.outbound(dst) {
+	allowed, ok := p.cfg.AllowedTo(dst)
+	if !ok {
 		return fmt.Errorf("%w: outbound %s", ErrNotMeshed, dst)
 	}
 	d := net.Dialer{Control: markSocket}
@@ -121,7 +117,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn) error {
 	if err != nil {
 		return err
 	}
-	t := tls.Client(raw, tlsconfig.MTLSClientConfig(p.svid, p.bundle, p.authorizer()))
+	t := tls.Client(raw, tlsconfig.MTLSClientConfig(p.svid, p.bundle, tlsconfig.AuthorizeOneOf(allowed...)))
 	if err := t.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return err
@@ -185,14 +181,4 @@ func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("mesh: original destination: %w", err)
 	}
 	return addr, nil
-}
-
-// outbound reports whether dst is a meshed destination.
-func (c *Config) outbound(dst netip.AddrPort) bool {
-	for _, r := range c.Outbound {
-		if r.prefix.Contains(dst.Addr()) && (len(r.Ports) == 0 || slices.Contains(r.Ports, dst.Port())) {
-			return true
-		}
-	}
-	return false
 }

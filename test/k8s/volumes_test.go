@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -237,6 +238,19 @@ spec:
 // URL.
 func startKBS(t *testing.T, c *k8stest.Cluster, resources map[string][]byte) string {
 	t.Helper()
+	return runKBS(t, c, "", nil, resources).url
+}
+
+// kbsServer is a KBS the test runs, with its admin client.
+type kbsServer struct {
+	url   string
+	admin func(args ...string) ([]byte, error)
+}
+
+// runKBS is startKBS with more configuration (TOML appended to kbs.toml)
+// and the KBS's log written to logs when it is not nil.
+func runKBS(t testing.TB, c *k8stest.Cluster, extra string, logs io.Writer, resources map[string][]byte) *kbsServer {
+	t.Helper()
 	l, err := net.Listen("tcp", c.HostIP+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -246,19 +260,20 @@ func startKBS(t *testing.T, c *k8stest.Cluster, resources map[string][]byte) str
 	data := t.TempDir()
 	cfg := filepath.Join(data, "kbs.toml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("[http_server]\nsockets = [%q]\ninsecure_http = true\n[storage_backend]\n"+
-		"storage_type = \"Embedded\"\n[storage_backend.backends.embedded]\npath = %q\n", addr, filepath.Join(data, "db"))), 0o600)
+		"storage_type = \"Embedded\"\n[storage_backend.backends.embedded]\npath = %q\n%s", addr, filepath.Join(data, "db"), extra)), 0o600)
 	kbs := exec.Command(testutil.Bin(t, "kbs"), "--config", cfg)
+	kbs.Stderr = logs
 	if err := kbs.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kbs.Process.Kill(); kbs.Wait() })
-	url := "http://" + addr
-	admin := []string{"--url", url, "config", "--auth-private-key", filepath.Join(data, "db", "admin", "private.key")}
-	client := func(args ...string) ([]byte, error) {
-		return exec.Command(testutil.Bin(t, "kbs-client"), append(admin, args...)...).CombinedOutput()
+	k := &kbsServer{url: "http://" + addr}
+	adminArgs := []string{"--url", k.url, "config", "--auth-private-key", filepath.Join(data, "db", "admin", "private.key")}
+	k.admin = func(args ...string) ([]byte, error) {
+		return exec.Command(testutil.Bin(t, "kbs-client"), append(adminArgs, args...)...).CombinedOutput()
 	}
 	// The first admin call succeeds once the KBS listens.
-	c.Eventually(t, "the KBS", func() bool { _, err := client("set-resource-policy", "--affirming"); return err == nil })
+	c.Eventually(t, "the KBS", func() bool { _, err := k.admin("set-resource-policy", "--affirming"); return err == nil })
 	cmds := [][]string{{"set-sample-reference-value", "launch_digest", "abcde"}, {"set-sample-reference-value", "svn", "1"},
 		{"set-sample-reference-value", "major_version", "1", "--as-integer", "--as-single-value"},
 		{"set-sample-reference-value", "minimum_minor_version", "1", "--as-integer", "--as-single-value"}}
@@ -268,9 +283,9 @@ func startKBS(t *testing.T, c *k8stest.Cluster, resources map[string][]byte) str
 		cmds = append(cmds, []string{"set-resource", "--path", path, "--resource-file", f})
 	}
 	for _, args := range cmds {
-		if out, err := client(args...); err != nil {
+		if out, err := k.admin(args...); err != nil {
 			t.Fatalf("kbs-client %v: %v\n%s", args, err, out)
 		}
 	}
-	return url
+	return k
 }

@@ -152,6 +152,10 @@ func (c *Cluster) NodeExec(args ...string) (string, error) {
 	return string(out), err
 }
 
+// NodeNetns is the node's network namespace, where its pods' bridge and
+// their host-side veths are (a capture of what the host sees).
+func (c *Cluster) NodeNetns() string { return c.slot.NetnsPath() }
+
 // SandboxProcesses lists the coco shims of the node's containerd and their
 // children (QEMU, local agents) as pid:name: empty once every Cocoon pod is
 // gone.

@@ -11,12 +11,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -154,16 +156,17 @@ func LoopbackService(t testing.TB) (port int, reached func() int32) {
 // and returns what was seen.
 func Capture(t *testing.T, ifname string) func() []byte {
 	t.Helper()
-	ifi, err := net.InterfaceByName(ifname)
+	return CaptureIn(t, "", ifname)
+}
+
+// CaptureIn is Capture of an interface in the network namespace at nsPath
+// (a Kubernetes node's, where its pods' host-side veths are); "" is the
+// test's own.
+func CaptureIn(t *testing.T, nsPath, ifname string) func() []byte {
+	t.Helper()
+	fd, err := packetSocket(nsPath, ifname)
 	if err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		t.Fatal(err)
+		t.Fatalf("capture on %s: %v", ifname, err)
 	}
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100000})
 	var mu sync.Mutex
@@ -196,6 +199,42 @@ func Capture(t *testing.T, ifname string) func() []byte {
 	}
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+// packetSocket opens an AF_PACKET socket bound to ifname, in the network
+// namespace at nsPath when it is not "" (the socket stays in it).
+func packetSocket(nsPath, ifname string) (int, error) {
+	if nsPath != "" {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			return -1, err
+		}
+		defer orig.Close()
+		h, err := netns.GetFromPath(nsPath)
+		if err != nil {
+			return -1, err
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			return -1, err
+		}
+		defer netns.Set(orig)
+	}
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
