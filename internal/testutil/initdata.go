@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"fmt"
 	"testing"
 )
 
@@ -39,4 +40,19 @@ func InitdataDocAnnotation(t testing.TB, doc string) string {
 		t.Fatal(err)
 	}
 	return base64.StdEncoding.EncodeToString(b.Bytes())
+}
+
+// SPIFFEPolicy is a KBS SPIFFE policy giving the ID paths below prefix to
+// any appraisal, the sample TEE's too, which proves nothing: TCG guests
+// have no other. A real policy requires an affirming hardware TEE.
+func SPIFFEPolicy(prefix string) string {
+	return fmt.Sprintf("package policy\nimport rego.v1\ndefault allow := false\nallow if startswith(data.path, %q)\n", prefix)
+}
+
+// MeshInitdata is an initdata document for a pod of the attested mesh:
+// the data hub's KBS, the SPIFFE ID (spiffe.toml), the mesh rules
+// (mesh.toml) and the agent policy rego.
+func MeshInitdata(kbsURL, id, meshToml, rego string) string {
+	return fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n'''\n"+
+		"\"spiffe.toml\" = 'id = %q'\n\"mesh.toml\" = '''\n%s'''\n\"policy.rego\" = '''\n%s\n'''\n", kbsURL, id, meshToml, rego)
 }

@@ -22,8 +22,7 @@ import (
 // running script; it returns the container and the pod's IP.
 func (e *spiffeEnv) startMeshPod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, id, meshToml, script string) (string, string) {
 	t.Helper()
-	doc := fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n'''\n"+
-		"\"spiffe.toml\" = 'id = %q'\n\"mesh.toml\" = '''\n%s'''\n\"policy.rego\" = '''\n%s\n'''\n", e.guest, id, meshToml, policy.AllowAll())
+	doc := testutil.MeshInitdata(e.guest, id, meshToml, policy.AllowAll())
 	podID, sandbox := e.startPodInit(ctx, t, rs, "coco", name, t.TempDir(), testutil.InitdataDocAnnotation(t, doc))
 	t.Cleanup(func() {
 		rs.StopPodSandbox(context.Background(), podID)

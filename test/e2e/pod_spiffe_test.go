@@ -30,15 +30,6 @@ import (
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
-// spiffeTestPolicy gives the IDs below /ns/e2e/allowed. It accepts the
-// sample TEE, which proves nothing: TCG guests here have no other; a real
-// policy requires an affirming appraisal of a hardware TEE.
-const spiffeTestPolicy = `package policy
-import rego.v1
-default allow := false
-allow if startswith(data.path, "/ns/e2e/allowed/")
-`
-
 // svidCall is an SVID request the host saw on its way to the KBS.
 type svidCall struct {
 	path, auth string
@@ -99,7 +90,7 @@ func (p *recordingProxy) reset() {
 }
 
 // spiffeEnv is a VM pod environment with a KBS of trust domain
-// e2e.example whose SPIFFE policy is spiffeTestPolicy, reached by the
+// e2e.example giving the IDs below /ns/e2e/allowed/, reached by the
 // guests through a recording proxy on the pod network's gateway, and an
 // image holding the go-spiffe client.
 type spiffeEnv struct {
@@ -117,7 +108,7 @@ func newSPIFFEEnv(t *testing.T) *spiffeEnv {
 	k := startKBS(t, cfg, u, data, nil)
 	e.kbs = u
 	pol := filepath.Join(t.TempDir(), "spiffe.rego")
-	if err := os.WriteFile(pol, []byte(spiffeTestPolicy), 0o600); err != nil {
+	if err := os.WriteFile(pol, []byte(testutil.SPIFFEPolicy("/ns/e2e/allowed/")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	mustClient(t, "--url", u, "config", "--auth-private-key", k.adminKey(), "set-spiffe-policy", "--policy-file", pol)

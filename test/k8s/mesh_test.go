@@ -19,14 +19,6 @@ import (
 	"github.com/cocoon-cc/cocoon/internal/testutil/nettest"
 )
 
-// meshSPIFFEPolicy gives the IDs below /ns/mesh/. It accepts the sample
-// TEE, which proves nothing: TCG guests here have no other.
-const meshSPIFFEPolicy = `package policy
-import rego.v1
-default allow := false
-allow if startswith(data.path, "/ns/mesh/")
-`
-
 const (
 	meshTD     = "spiffe://k8s.example"
 	meshWeb    = meshTD + "/ns/mesh/web"
@@ -35,39 +27,49 @@ const (
 	meshMarker = "mesh-plaintext-5d02"
 )
 
-// kbsLog is the KBS's log, written as it runs.
+// kbsLog reads the KBS's log as it runs and counts the X.509-SVIDs its
+// audit lines say it issued, by SPIFFE ID.
 type kbsLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	partial []byte
+	svids   map[string]int
 }
+
+var auditSVID = regexp.MustCompile(`action=issue-svid type=x509-svid spiffe_id=(\S+)`)
 
 func (l *kbsLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.b.Write(p)
+	if l.svids == nil {
+		l.svids = map[string]int{}
+	}
+	l.partial = append(l.partial, p...)
+	for {
+		line, rest, ok := bytes.Cut(l.partial, []byte("\n"))
+		if !ok {
+			return len(p), nil
+		}
+		if m := auditSVID.FindSubmatch(line); m != nil {
+			l.svids[string(m[1])]++
+		}
+		l.partial = rest
+	}
 }
 
-// issued counts the X.509-SVIDs the KBS's audit lines say it gave id.
+// issued counts the X.509-SVIDs the KBS gave id.
 func (l *kbsLog) issued(id string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(line, "action=issue-svid") && strings.Contains(line, "type=x509-svid") &&
-			strings.Contains(line, "spiffe_id="+id+" ") {
-			n++
-		}
-	}
-	return n
+	return l.svids[id]
 }
 
 // startSPIFFEKBS runs a KBS of trust domain k8s.example ([spiffe] plus
-// extra) giving the IDs of meshSPIFFEPolicy, logging to logs.
+// extra) giving the IDs below /ns/mesh/, logging to logs.
 func startSPIFFEKBS(t testing.TB, c *k8stest.Cluster, extra string, logs *kbsLog) *kbsServer {
 	t.Helper()
 	k := runKBS(t, c, "[spiffe]\ntrust_domain = \"k8s.example\"\n"+extra, logs, nil)
 	pol := filepath.Join(t.TempDir(), "spiffe.rego")
-	if err := os.WriteFile(pol, []byte(meshSPIFFEPolicy), 0o600); err != nil {
+	if err := os.WriteFile(pol, []byte(testutil.SPIFFEPolicy("/ns/mesh/")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := k.admin("set-spiffe-policy", "--policy-file", pol); err != nil {
@@ -79,8 +81,7 @@ func startSPIFFEKBS(t testing.TB, c *k8stest.Cluster, extra string, logs *kbsLog
 // meshPod is a cocoon-qemu pod whose initdata names the KBS, the SPIFFE
 // ID path and the mesh rules, with containers (YAML list items).
 func meshPod(t testing.TB, kbsURL, name, idPath, meshToml, containers string) string {
-	doc := fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n'''\n"+
-		"\"spiffe.toml\" = 'id = %q'\n\"mesh.toml\" = '''\n%s'''\n\"policy.rego\" = '''\n%s\n'''\n", kbsURL, idPath, meshToml, policy.AllowAll())
+	doc := testutil.MeshInitdata(kbsURL, idPath, meshToml, policy.AllowAll())
 	return `apiVersion: v1
 kind: Pod
 metadata:
