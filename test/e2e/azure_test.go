@@ -7,11 +7,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/snp/snptest"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/tdx"
+	"github.com/cocoon-cc/cocoon/guest/attester"
 	"github.com/cocoon-cc/cocoon/guest/attester/azsnpvtpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/aztdxvtpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/azvtpm"
@@ -148,9 +151,11 @@ func TestVerifyOfflineAzTDXvTPM(t *testing.T) {
 // paravisor would make of the report data (naming the vTPM's AK, carrying
 // the report data, its hardware report binding both). For az-snp-vtpm the
 // SNP report is snp's, re-signed by its test chain; for az-tdx-vtpm a TD
-// report the stand-in IMDS quotes.
+// report the stand-in IMDS quotes. One VM's vTPM answers one request at a
+// time.
 type paravisor struct {
-	t   *testing.T
+	t   testing.TB
+	mu  *sync.Mutex
 	att *azvtpm.Attester
 	snp *snptest.PKI
 	// base is the SNP report re-signed with each report data.
@@ -167,19 +172,29 @@ func (p paravisor) Evidence(ctx context.Context, reportData []byte) (json.RawMes
 			return p.snp.Sign(p.t, p.base, rd)
 		})
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err := p.att.WriteNV(azvtpm.HCLReportIndex, hcl); err != nil {
 		return nil, err
 	}
 	return p.att.Evidence(ctx, reportData)
 }
 
-// TestKBSReleasesToAzSNPvTPM runs the KBS protocol with live az-snp-vtpm
-// evidence: the real attester on swtpm, the HCL report's SNP report
-// Trustee's Azure one re-signed for each nonce by a test VCEK (same chip
-// and TCB), which a stand-in IMDS serves, and the kbs binary trusting the
-// test ARK and ASK (snp_roots). Nothing is released until the owner
-// registers the VM's measurements under Trustee's names.
-func TestKBSReleasesToAzSNPvTPM(t *testing.T) {
+// liveGuest is a guest making evidence for any nonce, the kbs's
+// [attestation_service.verifiers] settings that trust its test chain and
+// the reference values that make its evidence affirming.
+type liveGuest struct {
+	att       attester.Attester
+	verifiers string
+	refs      map[string]string
+}
+
+// azSNPGuest is an az-snp-vtpm VM: the real attester on swtpm, the HCL
+// report's SNP report Trustee's Azure one re-signed for each nonce by a
+// test VCEK (same chip and TCB), which a stand-in IMDS serves, and the kbs
+// trusting the test ARK and ASK (snp_roots). The owner reads the reference
+// values off the VM's evidence.
+func azSNPGuest(t testing.TB) liveGuest {
 	captured, err := vazvtpm.ParseEvidence(testutil.TrusteeVerifierData(t, "az-snp-vtpm/evidence-v2.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -202,10 +217,9 @@ func TestKBSReleasesToAzSNPvTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer att.Close()
-	p := paravisor{t: t, att: att, snp: pki, base: hcl.HWReport}
+	t.Cleanup(func() { att.Close() })
+	p := paravisor{t: t, mu: &sync.Mutex{}, att: att, snp: pki, base: hcl.HWReport}
 
-	// The owner reads the reference values off evidence of the VM.
 	s, err := snp.New(snp.Options{DisableKDS: true, Roots: pki.Roots()})
 	if err != nil {
 		t.Fatal(err)
@@ -228,15 +242,21 @@ func TestKBSReleasesToAzSNPvTPM(t *testing.T) {
 	} {
 		refs[name] = c[claim].(string)
 	}
-	releasedOnceRegisteredWith(t, "snp_roots = \""+roots+"\"\noffline = true\n", p, refs)
+	return liveGuest{att: p, verifiers: fmt.Sprintf("snp_roots = %q\noffline = true\n", roots), refs: refs}
 }
 
-// TestKBSReleasesToAzTDXvTPM runs the KBS protocol with live az-tdx-vtpm
-// evidence: the real attester on swtpm, a stand-in IMDS quoting the TD
-// report it is sent with Trustee's Azure TD quote re-signed by the DCAP
-// test PKI, and the kbs binary trusting that PKI. Nothing is released until
-// the owner registers the TD's measurements under Trustee's names.
-func TestKBSReleasesToAzTDXvTPM(t *testing.T) {
+// TestKBSReleasesToAzSNPvTPM runs the KBS protocol with live az-snp-vtpm
+// evidence (azSNPGuest): nothing is released until the owner registers the
+// VM's measurements under Trustee's names.
+func TestKBSReleasesToAzSNPvTPM(t *testing.T) {
+	g := azSNPGuest(t)
+	releasedOnceRegisteredWith(t, g.verifiers, g.att, g.refs)
+}
+
+// azTDXGuest is an az-tdx-vtpm VM: the real attester on swtpm, a stand-in
+// IMDS quoting the TD report it is sent with Trustee's Azure TD quote
+// re-signed by the DCAP test PKI, and the kbs trusting that PKI.
+func azTDXGuest(t testing.TB) liveGuest {
 	base, err := tdx.ParseQuote(testutil.TrusteeVerifierData(t, "az-tdx-vtpm/td-quote.bin"))
 	if err != nil {
 		t.Fatal(err)
@@ -264,11 +284,19 @@ func TestKBSReleasesToAzTDXvTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer att.Close()
+	t.Cleanup(func() { att.Close() })
+	return liveGuest{att: paravisor{t: t, mu: &sync.Mutex{}, att: att}, verifiers: dcapVerifiers(pki.Dir(t, coll), root),
+		refs: map[string]string{
+			"tdx_pcr11": strings.Repeat("00", 32), // swtpm's PCR 11, never extended
+			"mr_td":     hex.EncodeToString(base.Body.MrTD[:]),
+			"xfam":      hex.EncodeToString(base.Body.XFAM[:]),
+		}}
+}
 
-	releasedOnceRegistered(t, pki.Dir(t, coll), root, paravisor{t: t, att: att}, map[string]string{
-		"tdx_pcr11": strings.Repeat("00", 32), // swtpm's PCR 11, never extended
-		"mr_td":     hex.EncodeToString(base.Body.MrTD[:]),
-		"xfam":      hex.EncodeToString(base.Body.XFAM[:]),
-	})
+// TestKBSReleasesToAzTDXvTPM runs the KBS protocol with live az-tdx-vtpm
+// evidence (azTDXGuest): nothing is released until the owner registers the
+// TD's measurements under Trustee's names.
+func TestKBSReleasesToAzTDXvTPM(t *testing.T) {
+	g := azTDXGuest(t)
+	releasedOnceRegisteredWith(t, g.verifiers, g.att, g.refs)
 }

@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"encoding/hex"
 	"fmt"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,7 +10,6 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier/csv/csvtest"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/se/sesttest"
 	"github.com/cocoon-cc/cocoon/guest/attester"
-	"github.com/cocoon-cc/cocoon/kbs/client"
 )
 
 // BenchmarkRCARCSVSE measures full handshakes against the kbs binary with
@@ -43,14 +39,7 @@ func BenchmarkRCARCSVSE(b *testing.B) {
 	}{{"csv", csvtest.Attester{PKI: p, T: t}}, {"se", sesttest.Attester{UV: spki.NewUltravisor(t, hdr)}}} {
 		for _, clients := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/clients=%d", g.name, clients), func(b *testing.B) {
-				benchHandshakes(b, k.cmd.Process.Pid, clients, func() ([]byte, error) {
-					jar, _ := cookiejar.New(nil)
-					c, err := client.New(url, g.guest, client.Options{HTTP: &http.Client{Jar: jar}})
-					if err != nil {
-						return nil, err
-					}
-					return c.GetResource(context.Background(), "default/key/bench")
-				})
+				benchHandshakes(b, k.cmd.Process.Pid, clients, benchFetch(url, g.guest))
 			})
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,7 +33,7 @@ type sgxFixture struct {
 }
 
 // newSGXFixture makes its collateral valid around at.
-func newSGXFixture(t *testing.T, at time.Time) *sgxFixture {
+func newSGXFixture(t testing.TB, at time.Time) *sgxFixture {
 	data := filepath.Join(testutil.Fixtures(t), "trustee/deps/verifier/test_data")
 	read := func(name string) []byte {
 		b, err := os.ReadFile(filepath.Join(data, name))
@@ -132,26 +133,29 @@ func (a sgxAttester) Evidence(_ context.Context, reportData []byte) (json.RawMes
 // the KBS's nonce: nothing is released until the owner registers the
 // enclave's MRENCLAVE and MRSIGNER.
 func TestKBSReleasesToSGX(t *testing.T) {
+	g := sgxGuest(t)
+	releasedOnceRegisteredWith(t, g.verifiers, g.att, g.refs)
+}
+
+// sgxGuest is an enclave quoting any report data with the test PKI, and
+// the kbs trusting that PKI.
+func sgxGuest(t testing.TB) liveGuest {
 	f := newSGXFixture(t, time.Now())
-	releasedOnceRegistered(t, f.coll, f.root, sgxAttester{t, f}, map[string]string{
+	return liveGuest{att: sgxAttester{t, f}, verifiers: dcapVerifiers(f.coll, f.root), refs: map[string]string{
 		"mr_enclave": hex.EncodeToString(f.base.Body.MrEnclave[:]),
 		"mr_signer":  hex.EncodeToString(f.base.Body.MrSigner[:]),
-	})
+	}}
 }
 
-// releasedOnceRegistered runs the KBS protocol with att's DCAP evidence
-// (collateral and root CA of a test hierarchy, offline): nothing is
-// released until the owner registers refs as reference values.
-func releasedOnceRegistered(t *testing.T, coll, root string, att attester.Attester, refs map[string]string) {
-	releasedOnceRegisteredWith(t, `
-tdx_collateral_dir = "`+coll+`"
-dcap_root_ca = "`+root+`"
-offline = true
-`, att, refs)
+// dcapVerifiers are the kbs's verifier settings for a DCAP test hierarchy.
+func dcapVerifiers(coll, root string) string {
+	return fmt.Sprintf("tdx_collateral_dir = %q\ndcap_root_ca = %q\noffline = true\n", coll, root)
 }
 
-// releasedOnceRegisteredWith is releasedOnceRegistered with the kbs's
-// [attestation_service.verifiers] settings.
+// releasedOnceRegisteredWith runs the KBS protocol with att's evidence,
+// the kbs's [attestation_service.verifiers] settings trusting its test
+// chain: nothing is released until the owner registers refs as reference
+// values.
 func releasedOnceRegisteredWith(t *testing.T, verifiers string, att attester.Attester, refs map[string]string) {
 	data := t.TempDir()
 	cfg, url := kbsConfig(t, data, "http", "[attestation_service.verifiers]\n"+verifiers)

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,4 +75,17 @@ func benchHandshakes(b *testing.B, pid, clients int, fetch func() ([]byte, error
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "handshakes/s")
 	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
 	b.ReportMetric(float64(serverCPU.Microseconds())/float64(b.N), "server-cpu-us/op")
+}
+
+// benchFetch is a fetch of the benchmark secret by a new client with att
+// (a whole handshake).
+func benchFetch(url string, att attester.Attester) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		jar, _ := cookiejar.New(nil)
+		c, err := client.New(url, att, client.Options{HTTP: &http.Client{Jar: jar}})
+		if err != nil {
+			return nil, err
+		}
+		return c.GetResource(context.Background(), "default/key/bench")
+	}
 }
