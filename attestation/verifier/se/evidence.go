@@ -36,24 +36,28 @@ const (
 	maxUserData = 256
 )
 
+// tagsField is the index of image_hdr_tags in fieldNames.
+const tagsField = 6
+
 var fieldNames = [...]string{"measurement", "additional_data", "user_data", "cuid",
 	"encr_measurement_key", "encr_request_nonce", "image_hdr_tags"}
 
 // ParseEvidence reads Trustee's SE evidence JSON.
 func ParseEvidence(raw []byte) (*Response, error) {
 	r := &Response{}
-	if err := parseEvidence(raw, r); err != nil {
+	if err := parseEvidence(raw, r, nil, ""); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
 // parseEvidence reads the evidence into r, which Evaluate keeps on its
-// stack.
-func parseEvidence(raw []byte, r *Response) error {
+// stack. Image header tags whose base64 is knownText are known's, not
+// decoded again (a verifier accepts only its image's).
+func parseEvidence(raw []byte, r *Response, known *Tags, knownText string) error {
 	var flat [len(fieldNames)][]byte
 	fields := flat[:]
-	if !flatFields(raw, fieldNames[:], fields) {
+	if !flatFields(raw, fieldNames[:], fields) || !decodeFlat(fields, known, knownText) {
 		var err error
 		if fields, err = jsonFields(raw); err != nil {
 			return err
@@ -82,6 +86,23 @@ func parseEvidence(raw []byte, r *Response) error {
 	}
 	copy(r.Tags[:], tags)
 	return nil
+}
+
+// decodeFlat decodes what flatFields read, but for image header tags
+// whose text is knownText: those are known's.
+func decodeFlat(fields [][]byte, known *Tags, knownText string) bool {
+	tags := fields[tagsField]
+	isKnown := known != nil && tags != nil && string(tags) == knownText
+	if isKnown {
+		fields[tagsField] = nil
+	}
+	if !decodeAll(fields) {
+		return false
+	}
+	if isKnown {
+		fields[tagsField] = known[:]
+	}
+	return true
 }
 
 // jsonFields reads the fields with encoding/json, in fieldNames' order;

@@ -13,7 +13,8 @@ import (
 // at most once. It returns false for anything else, which ParseEvidence
 // then reads with encoding/json, so both paths agree wherever this one
 // answers (FuzzFlatFields checks it). vals (one per name, all nil) get
-// the decoded values; the caller's array spares an allocation.
+// the values' text, for decodeAll; the caller's array spares an
+// allocation.
 func flatFields(raw []byte, names []string, vals [][]byte) bool {
 	p := skipSpace(raw, 0)
 	if p >= len(raw) || raw[p] != '{' {
@@ -52,7 +53,7 @@ func flatFields(raw []byte, names []string, vals [][]byte) bool {
 		case p < len(raw) && raw[p] == ',':
 			p = skipSpace(raw, p+1)
 		case p < len(raw) && raw[p] == '}':
-			return skipSpace(raw, p+1) == len(raw) && decodeAll(vals)
+			return skipSpace(raw, p+1) == len(raw)
 		default:
 			return false
 		}
@@ -77,7 +78,9 @@ func slot(vals [][]byte, names []string, key []byte) (int, bool) {
 }
 
 // decodeAll decodes the base64 values in place of their text, into one
-// buffer; false if one is not base64.
+// buffer; false if one is not base64, or holds a CR or LF (a JSON string
+// cannot hold them raw; the decoder skips them, so the value decodes to
+// fewer bytes than its length promises).
 func decodeAll(vals [][]byte) bool {
 	size := 0
 	for _, v := range vals {
@@ -89,12 +92,21 @@ func decodeAll(vals [][]byte) bool {
 			continue
 		}
 		n, err := base64.StdEncoding.Decode(buf, v)
-		if err != nil {
+		if err != nil || len(v)%4 != 0 || n != len(v)/4*3-padding(v) {
 			return false
 		}
 		vals[i], buf = buf[:n:n], buf[n:]
 	}
 	return true
+}
+
+// padding is the number of '=' that end v.
+func padding(v []byte) int {
+	n := 0
+	for n < 2 && n < len(v) && v[len(v)-1-n] == '=' {
+		n++
+	}
+	return n
 }
 
 func skipSpace(b []byte, p int) int {
@@ -130,12 +142,8 @@ func plainString(b []byte, p int) ([]byte, int, bool) {
 }
 
 // base64String is plainString for a value decodeAll will decode: the
-// decoder refuses escapes, control characters and non-ASCII bytes itself
-// but skips CR and LF, which a JSON string cannot hold raw.
+// decoder refuses escapes, control characters and non-ASCII bytes
+// itself; CR and LF, which it skips, it refuses for decodeAll.
 func base64String(b []byte, p int) ([]byte, int, bool) {
-	s, next, ok := quoted(b, p)
-	if bytes.IndexByte(s, '\n') >= 0 || bytes.IndexByte(s, '\r') >= 0 {
-		return nil, 0, false
-	}
-	return s, next, ok
+	return quoted(b, p)
 }

@@ -12,12 +12,13 @@ func FuzzFlatFields(f *testing.F) {
 		`{"measurement":"AAAA","cuid":"AQID"}`, ` { "user_data" : "" } `, `{}`, `{"MEASUREMENT":"AAAA"}`,
 		`{"measurement":"AAAA","measurement":"AQID"}`, `{"measurement":"AA\u0041A"}`, `{"x":1}`, `{"cuid":"AAAA"} x`,
 		`{"x":"a\","measurement":"AAAA"}`, "{\"cuid\":\"AA\nAA\"}", `{"x":"\u00e9","cuid":"AAAA"}`,
+		"{\"cuid\":\"AAAA\n\"}", "{\"cuid\":\"AA==\n\n\n\n\"}", "{\"cuid\":\"AAAA\r\n\r\n\"}",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fast := make([][]byte, len(fieldNames))
-		if !flatFields(b, fieldNames[:], fast) {
+		if !flatFields(b, fieldNames[:], fast) || !decodeAll(fast) {
 			return
 		}
 		slow, err := jsonFields(b)

@@ -23,6 +23,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -46,9 +47,14 @@ type Options struct {
 // Verifier verifies SE evidence and issues the attestation requests it
 // answers. It is safe for concurrent use.
 type Verifier struct {
-	opts  Options
-	seal  cipher.AEAD
-	phkhs map[string]bool
+	opts Options
+	seal cipher.AEAD
+	// phkhs are the host keys' hashes, each with its claim (hex).
+	phkhs map[string]any
+	// tag is the tag claim of the configured image; tagsText the tags in
+	// base64, as evidence carries them.
+	tag      any
+	tagsText string
 }
 
 // New returns a Verifier.
@@ -65,9 +71,12 @@ func New(o Options) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: seal key: %v", ErrConfig, err)
 	}
-	v := &Verifier{opts: o, seal: g, phkhs: map[string]bool{}}
+	// The claims that can only take these values are made once.
+	v := &Verifier{opts: o, seal: g, phkhs: map[string]any{}, tag: hex.EncodeToString(o.Tags.Tag()),
+		tagsText: base64.StdEncoding.EncodeToString(o.Tags[:])}
 	for _, k := range o.HostKeys {
-		v.phkhs[string(PHKH(k))] = true
+		h := PHKH(k)
+		v.phkhs[string(h)] = hex.EncodeToString(h)
 	}
 	return v, nil
 }
@@ -138,7 +147,7 @@ func (v *Verifier) CheckChallenge(nonce, base string) error {
 // Evaluate implements verifier.Verifier for Trustee's SE evidence.
 func (v *Verifier) Evaluate(_ context.Context, evidence json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
 	var r Response
-	if err := parseEvidence(evidence, &r); err != nil {
+	if err := parseEvidence(evidence, &r, &v.opts.Tags, v.tagsText); err != nil {
 		return nil, err
 	}
 	return verifier.CPU(v.Verify(&r, want))
@@ -165,41 +174,48 @@ func (v *Verifier) Verify(r *Response, want verifier.Expected) (verifier.Claims,
 	if want.ReportData != nil && !bytes.HasPrefix(r.UserData, want.ReportData) {
 		return nil, fmt.Errorf("se: %w: user data is %x", verifier.ErrReportDataMismatch, r.UserData)
 	}
-	m := Measurement(key, &r.Tags, r.CUID, r.UserData, nb[:nonceSize], r.AdditionalData)
+	// Tags of another image are refused whatever the measurement; the
+	// configured ones are measured (r's would escape to the heap).
+	if r.Tags != v.opts.Tags {
+		tags := r.Tags
+		return nil, fmt.Errorf("%w: tag %x", ErrImageTags, tags.Tag())
+	}
+	m := Measurement(key, &v.opts.Tags, r.CUID, r.UserData, nb[:nonceSize], r.AdditionalData)
 	if !hmac.Equal(m, r.Measurement) {
 		return nil, ErrMeasurement
-	}
-	if r.Tags != v.opts.Tags {
-		return nil, fmt.Errorf("%w: tag %x", ErrImageTags, r.Tags.Tag())
 	}
 	if len(r.AdditionalData) != AdditionalSize {
 		return nil, fmt.Errorf("%w: additional data of %d bytes, want %d", ErrEvidenceJSON, len(r.AdditionalData), AdditionalSize)
 	}
-	imagePHKH, attestPHKH := r.AdditionalData[:phkhSize], r.AdditionalData[phkhSize:]
-	if !v.phkhs[string(attestPHKH)] {
+	attestPHKH := r.AdditionalData[phkhSize:]
+	attestClaim, ok := v.phkhs[string(attestPHKH)]
+	if !ok {
 		return nil, fmt.Errorf("%w: %x", ErrAttestationKey, attestPHKH)
 	}
-	return claims(r, want.ReportData, imagePHKH, attestPHKH), nil
+	return v.claims(r, len(want.ReportData), attestClaim), nil
 }
 
-// claims names the verified fields as Trustee does, hex-encoded into one
-// string: the report data is the prefix of the user data Verify checked.
-func claims(r *Response, reportData, imagePHKH, attestPHKH []byte) verifier.Claims {
-	var buf [2 * (maxUserData + cuidSize + AdditionalSize + tagSize)]byte
-	parts := [...][]byte{r.UserData, r.CUID, imagePHKH, attestPHKH, r.Tags.Tag()}
-	var cut [len(parts) + 1]int
-	for i, p := range parts {
-		cut[i+1] = cut[i] + hex.Encode(buf[cut[i]:], p)
+// claims names the verified fields as Trustee does, in hex. Those that
+// can only be the configured host keys' or image's are made once, in New;
+// the user data start with the report data Verify checked, so one string
+// holds both, and the CUID.
+func (v *Verifier) claims(r *Response, reportData int, attestClaim any) verifier.Claims {
+	imagePHKH := r.AdditionalData[:phkhSize]
+	imageClaim, ok := v.phkhs[string(imagePHKH)]
+	if !ok {
+		imageClaim = hex.EncodeToString(imagePHKH)
 	}
-	s := string(buf[:cut[len(parts)]])
-	part := func(i int) string { return s[cut[i]:cut[i+1]] }
+	var buf [2 * (maxUserData + cuidSize)]byte
+	n := hex.Encode(buf[:], r.UserData)
+	hex.Encode(buf[n:], r.CUID)
+	s := string(buf[:n+2*len(r.CUID)])
 	return verifier.Claims{
 		"version":          arcbVersion,
-		"cuid":             part(1),
-		"report_data":      s[:2*len(reportData)],
-		"image_phkh":       part(2),
-		"attestation_phkh": part(3),
-		"tag":              part(4),
-		"user_data":        part(0),
+		"cuid":             s[n:],
+		"report_data":      s[:2*reportData],
+		"image_phkh":       imageClaim,
+		"attestation_phkh": attestClaim,
+		"tag":              v.tag,
+		"user_data":        s[:n],
 	}
 }
