@@ -32,7 +32,7 @@ import (
 
 type verifyFlags struct {
 	tee, evidence, reportData, initData, certs, collateral, eventLog string
-	at, policy, refValues, dcapRoot, snpRoots                        string
+	at, policy, refValues, dcapRoot, snpRoots, csvHRK                string
 	online, json, sgxDebug                                           bool
 }
 
@@ -62,6 +62,7 @@ cryptographically valid and every requested binding holds.`,
 	fl.StringVar(&f.collateral, "collateral", "", "TDX and SGX collateral directory (saved PCS responses)")
 	fl.StringVar(&f.dcapRoot, "dcap-root", "", "PEM roots of TDX and SGX chains instead of Intel's SGX Root CA")
 	fl.StringVar(&f.snpRoots, "snp-roots", "", "PEM ARKs and ASKs trusted instead of AMD's (pre-production parts, test chains)")
+	fl.StringVar(&f.csvHRK, "csv-hrk", "", "CSV root certificate (HRK) instead of Hygon's (test chips)")
 	fl.BoolVar(&f.sgxDebug, "sgx-allow-debug", false, "accept SGX enclaves in debug mode")
 	fl.StringVar(&f.eventLog, "event-log", "", "TDX CC event log (CCEL) to replay, with a raw quote")
 	fl.StringVar(&f.at, "time", "", "verify at this time (RFC 3339) instead of now, for old evidence")
@@ -83,7 +84,7 @@ func (f *verifyFlags) run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	opts := verifiers.Options{Offline: !f.online, SNPCertDir: f.certs, CSVCertDir: f.certs, TDXCollateralDir: f.collateral,
-		DCAPRootCA: f.dcapRoot, SNPRoots: f.snpRoots, SGXAllowDebug: f.sgxDebug}
+		DCAPRootCA: f.dcapRoot, SNPRoots: f.snpRoots, CSVHRK: f.csvHRK, SGXAllowDebug: f.sgxDebug}
 	switch tee {
 	case protocol.TeeCCA:
 		opts.SNPCertDir, opts.CCAStoreDir = "", f.certs
