@@ -45,19 +45,18 @@ var fieldNames = [...]string{"measurement", "additional_data", "user_data", "cui
 // ParseEvidence reads Trustee's SE evidence JSON.
 func ParseEvidence(raw []byte) (*Response, error) {
 	r := &Response{}
-	if err := parseEvidence(raw, r, nil, ""); err != nil {
+	if err := parseEvidence(raw, r, &decoder{}); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
 // parseEvidence reads the evidence into r, which Evaluate keeps on its
-// stack. Image header tags whose base64 is knownText are known's, not
-// decoded again (a verifier accepts only its image's).
-func parseEvidence(raw []byte, r *Response, known *Tags, knownText string) error {
+// stack, with d.
+func parseEvidence(raw []byte, r *Response, d *decoder) error {
 	var flat [len(fieldNames)][]byte
 	fields := flat[:]
-	if !flatFields(raw, fieldNames[:], fields) || !decodeFlat(fields, known, knownText) {
+	if !flatFields(raw, fieldNames[:], fields) || !d.decode(fields) {
 		var err error
 		if fields, err = jsonFields(raw); err != nil {
 			return err
@@ -88,19 +87,26 @@ func parseEvidence(raw []byte, r *Response, known *Tags, knownText string) error
 	return nil
 }
 
-// decodeFlat decodes what flatFields read, but for image header tags
-// whose text is knownText: those are known's.
-func decodeFlat(fields [][]byte, known *Tags, knownText string) bool {
-	tags := fields[tagsField]
-	isKnown := known != nil && tags != nil && string(tags) == knownText
-	if isKnown {
+// decoder decodes the fields flatFields reads. Image header tags whose
+// base64 is tagsText are tags, not decoded again (a verifier accepts only
+// its image's); the rest go into buf, which Evaluate reuses.
+type decoder struct {
+	tags     *Tags
+	tagsText string
+	buf      []byte
+}
+
+func (d *decoder) decode(fields [][]byte) bool {
+	text := fields[tagsField]
+	known := d.tags != nil && text != nil && string(text) == d.tagsText
+	if known {
 		fields[tagsField] = nil
 	}
-	if !decodeAll(fields) {
+	if !decodeAll(fields, &d.buf) {
 		return false
 	}
-	if isKnown {
-		fields[tagsField] = known[:]
+	if known {
+		fields[tagsField] = d.tags[:]
 	}
 	return true
 }

@@ -78,15 +78,19 @@ func slot(vals [][]byte, names []string, key []byte) (int, bool) {
 }
 
 // decodeAll decodes the base64 values in place of their text, into one
-// buffer; false if one is not base64, or holds a CR or LF (a JSON string
-// cannot hold them raw; the decoder skips them, so the value decodes to
-// fewer bytes than its length promises).
-func decodeAll(vals [][]byte) bool {
+// buffer, *scratch when it is large enough (else a new one, left there);
+// false if one is not base64, or holds a CR or LF (a JSON string cannot
+// hold them raw; the decoder skips them, so the value decodes to fewer
+// bytes than its length promises).
+func decodeAll(vals [][]byte, scratch *[]byte) bool {
 	size := 0
 	for _, v := range vals {
 		size += base64.StdEncoding.DecodedLen(len(v))
 	}
-	buf := make([]byte, size)
+	if *scratch == nil || cap(*scratch) < size {
+		*scratch = make([]byte, size)
+	}
+	buf := (*scratch)[:size]
 	for i, v := range vals {
 		if v == nil {
 			continue

@@ -27,6 +27,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )
@@ -53,8 +54,10 @@ type Verifier struct {
 	phkhs map[string]any
 	// tag is the tag claim of the configured image; tagsText the tags in
 	// base64, as evidence carries them.
-	tag      any
-	tagsText string
+	tag any
+	// decoders are reused by Evaluate: what they decoded is not needed
+	// once the claims are made.
+	decoders sync.Pool
 }
 
 // New returns a Verifier.
@@ -72,8 +75,9 @@ func New(o Options) (*Verifier, error) {
 		return nil, fmt.Errorf("%w: seal key: %v", ErrConfig, err)
 	}
 	// The claims that can only take these values are made once.
-	v := &Verifier{opts: o, seal: g, phkhs: map[string]any{}, tag: hex.EncodeToString(o.Tags.Tag()),
-		tagsText: base64.StdEncoding.EncodeToString(o.Tags[:])}
+	v := &Verifier{opts: o, seal: g, phkhs: map[string]any{}, tag: hex.EncodeToString(o.Tags.Tag())}
+	tagsText := base64.StdEncoding.EncodeToString(o.Tags[:])
+	v.decoders.New = func() any { return &decoder{tags: &v.opts.Tags, tagsText: tagsText} }
 	for _, k := range o.HostKeys {
 		h := PHKH(k)
 		v.phkhs[string(h)] = hex.EncodeToString(h)
@@ -146,12 +150,27 @@ func (v *Verifier) CheckChallenge(nonce, base string) error {
 
 // Evaluate implements verifier.Verifier for Trustee's SE evidence.
 func (v *Verifier) Evaluate(_ context.Context, evidence json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
+	d := v.decoders.Get().(*decoder)
+	defer v.release(d)
 	var r Response
-	if err := parseEvidence(evidence, &r, &v.opts.Tags, v.tagsText); err != nil {
+	if err := parseEvidence(evidence, &r, d); err != nil {
 		return nil, err
 	}
 	return verifier.CPU(v.Verify(&r, want))
 }
+
+// release returns d to the pool, without a buffer grown by unusually
+// large evidence.
+func (v *Verifier) release(d *decoder) {
+	if cap(d.buf) > maxKept {
+		d.buf = nil
+	}
+	v.decoders.Put(d)
+}
+
+// maxKept bounds the buffers decoders keep: evidence of the sizes the
+// Ultravisor answers with takes about 350 bytes.
+const maxKept = 4096
 
 // Verify checks a response: the sealed secrets are this verifier's, the
 // user data carries the report data, the measurement verifies, the image
