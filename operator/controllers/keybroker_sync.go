@@ -90,15 +90,28 @@ func (r *KeyBrokerReconciler) desired(ctx context.Context, kb *cocoonv1.KeyBroke
 	if err != nil {
 		return nil, nil, err
 	}
+	// One reference value per name: the values of every guest measured.
+	values := map[string][]string{}
+	var names []string
 	for _, m := range ms {
 		if slices.ContainsFunc(kb.Spec.ReferenceValues, func(rv cocoonv1.ReferenceValue) bool { return rv.Name == m.Name }) {
 			return nil, nil, specError("referenceValues: %s is the measurement of runtimeRef's %s guest", m.Name, m.Flavour)
 		}
-		msg, err := refvalues.Message(map[string]any{m.Name: m.Values})
+		if _, ok := values[m.Name]; !ok {
+			names = append(names, m.Name)
+		}
+		for _, v := range m.Values {
+			if !slices.Contains(values[m.Name], v) {
+				values[m.Name] = append(values[m.Name], v)
+			}
+		}
+	}
+	for _, name := range names {
+		msg, err := refvalues.Message(map[string]any{name: values[name]})
 		if err != nil {
 			return nil, nil, err
 		}
-		items = append(items, item{kindRefValue, m.Name, msg, func(ctx context.Context, a *kbsclient.Admin) error {
+		items = append(items, item{kindRefValue, name, msg, func(ctx context.Context, a *kbsclient.Admin) error {
 			return a.RegisterReferenceValues(ctx, msg)
 		}})
 	}
@@ -184,23 +197,50 @@ func (r *KeyBrokerReconciler) measurements(ctx context.Context, kb *cocoonv1.Key
 	}
 	key := fmt.Sprint(rt.Spec.Guest.Image, flavours, l)
 	r.mu.Lock()
-	cached, ok := r.measured[key]
+	ms, ok := r.measured[key]
 	r.mu.Unlock()
-	if ok {
-		return cached, nil
+	if !ok {
+		digest, results, err := launchmeasure.Measure(ctx, rt.Spec.Guest.Image, rt.Spec.Guest.PlainHTTP, flavours, l)
+		if err != nil {
+			return nil, &condError{reason: "MeasurementFailed", msg: fmt.Sprintf("runtimeRef %s: %v", ref.Name, err)}
+		}
+		ms = make([]cocoonv1.Measurement, len(results))
+		for i, res := range results {
+			ms[i] = cocoonv1.Measurement{Flavour: cocoonv1.Flavour(res.Flavour), Guest: digest, Name: res.Name, Values: res.Values}
+		}
+		r.mu.Lock()
+		if len(r.measured) >= maxMeasured {
+			clear(r.measured)
+		}
+		r.measured[key] = ms
+		r.mu.Unlock()
 	}
-	digest, results, err := launchmeasure.Measure(ctx, rt.Spec.Guest.Image, rt.Spec.Guest.PlainHTTP, flavours, l)
-	if err != nil {
-		return nil, &condError{reason: "MeasurementFailed", msg: fmt.Sprintf("runtimeRef %s: %v", ref.Name, err)}
+	guest := rt.Spec.Guest.Image[strings.LastIndex(rt.Spec.Guest.Image, "@")+1:]
+	return withPrevious(ms, kb.Status.Measurements, guest), nil
+}
+
+// maxMeasured bounds the measurements kept, by guest and settings.
+const maxMeasured = 64
+
+// withPrevious adds to the measurements of the current guest those of the
+// guest registered before it (the first other guest in the status): a
+// rollout leaves VMs of the previous guest running, and they attest again
+// when their tokens expire. One guest back: a third guest drops the first.
+func withPrevious(cur, status []cocoonv1.Measurement, guest string) []cocoonv1.Measurement {
+	prev := ""
+	for _, m := range status {
+		if m.Guest != guest {
+			prev = m.Guest
+			break
+		}
 	}
-	ms := make([]cocoonv1.Measurement, len(results))
-	for i, res := range results {
-		ms[i] = cocoonv1.Measurement{Flavour: cocoonv1.Flavour(res.Flavour), Guest: digest, Name: res.Name, Values: res.Values}
+	out := slices.Clone(cur)
+	for _, m := range status {
+		if prev != "" && m.Guest == prev {
+			out = append(out, m)
+		}
 	}
-	r.mu.Lock()
-	r.measured[key] = ms
-	r.mu.Unlock()
-	return ms, nil
+	return out
 }
 
 // adminClient calls the KBS's admin API through its Service, trusting

@@ -130,3 +130,27 @@ func got(t *testing.T, k *kbstest.KBS, path string) string {
 	}
 	return string(b)
 }
+
+// TestWithPrevious: a new guest's measurements come with the previous
+// guest's, one guest back.
+func TestWithPrevious(t *testing.T) {
+	m := func(guest, v string) cocoonv1.Measurement {
+		return cocoonv1.Measurement{Flavour: "qemu-snp", Guest: guest, Name: "snp_launch_measurement", Values: []string{v}}
+	}
+	guests := func(ms []cocoonv1.Measurement) string {
+		var g []string
+		for _, x := range ms {
+			g = append(g, x.Guest)
+		}
+		return strings.Join(g, ",")
+	}
+	var status []cocoonv1.Measurement
+	for _, step := range []struct{ guest, want string }{
+		{"g1", "g1"}, {"g1", "g1"}, {"g2", "g2,g1"}, {"g2", "g2,g1"}, {"g3", "g3,g2"}, {"g3", "g3,g2"},
+	} {
+		status = withPrevious([]cocoonv1.Measurement{m(step.guest, "d-"+step.guest)}, status, step.guest)
+		if got := guests(status); got != step.want {
+			t.Errorf("guest %s: %s, want %s", step.guest, got, step.want)
+		}
+	}
+}

@@ -2,12 +2,15 @@ package operator
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cocoon-cc/cocoon/internal/testutil/dbtest"
 	"github.com/cocoon-cc/cocoon/internal/testutil/k8stest"
 )
 
@@ -25,6 +28,33 @@ func BenchmarkCocoonRuntimeReady(b *testing.B) {
 		if _, err := c.TryKubectl("", "delete", "cocoonruntime", "node", "--timeout=4m"); err != nil {
 			b.Fatal(err)
 		}
+		b.StartTimer()
+	}
+}
+
+// BenchmarkKeyBrokerReady: from creating a KeyBroker on PostgreSQL (a new
+// database each round) to it Ready: certificate and keys generated, the
+// KBS pod started, a resource, a policy and four reference values
+// registered; each round deletes it again, untimed.
+func BenchmarkKeyBrokerReady(b *testing.B) {
+	c := k8stest.Get(b)
+	installOperator(b, c)
+	pg := dbtest.StartPostgresOn(b, c.HostIP)
+	c.Apply(b, keyBrokerObjects("a secret", pg.Password))
+	defer c.TryKubectl("", "delete", "secret/demo", "secret/pg", "configmap/kbs-policy")
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		db := fmt.Sprintf("kbs_bench_%d", i)
+		pg.CreateDB(b, db)
+		b.StartTimer()
+		c.Apply(b, postgresKeyBroker(pg, db, 1))
+		waitKB(b, c, "kbs", `{.status.conditions[?(@.type=="Ready")].status}`, "True")
+		b.StopTimer()
+		c.Kubectl(b, "delete", "keybroker", "kbs", "--timeout=2m")
+		c.WaitGone(b, "the KBS pods", func() []string {
+			out, _ := c.TryKubectl("", "get", "pods", "-l", "app.kubernetes.io/instance=kbs", "-o", "name")
+			return strings.Fields(out)
+		})
 		b.StartTimer()
 	}
 }

@@ -65,6 +65,19 @@ data:
 `, secret, password, respolicy.Affirming)
 }
 
+// postgresKeyBroker is KeyBroker kbs on database db of pg, its password
+// in Secret pg (keyBrokerObjects), selecting the demo Secret.
+func postgresKeyBroker(pg *dbtest.Postgres, db string, replicas int) string {
+	return fmt.Sprintf(`apiVersion: cocoon.io/v1alpha1
+kind: KeyBroker
+metadata: {name: kbs, namespace: default}
+spec:
+  replicas: %d
+  storage:
+    postgres: {host: %q, port: %d, db: %s, username: %s, passwordSecret: {name: pg, key: password}}
+%s`, replicas, pg.Host, pg.Port, db, pg.User, sampleReferenceValues)
+}
+
 // kbGet is a jsonpath of KeyBroker name.
 func kbGet(c *k8stest.Cluster, name, path string) string {
 	out, _ := c.TryKubectl("", "get", "keybroker", name, "-o", "jsonpath="+path)
@@ -72,7 +85,7 @@ func kbGet(c *k8stest.Cluster, name, path string) string {
 }
 
 // waitKB waits until a jsonpath of the KeyBroker is want.
-func waitKB(t *testing.T, c *k8stest.Cluster, name, path, want string) {
+func waitKB(t testing.TB, c *k8stest.Cluster, name, path, want string) {
 	t.Helper()
 	for deadline := time.Now().Add(4 * time.Minute); kbGet(c, name, path) != want; time.Sleep(time.Second) {
 		if time.Now().After(deadline) {
@@ -141,16 +154,7 @@ func TestKeyBroker(t *testing.T) {
 	}()
 	c.Apply(t, keyBrokerObjects("the database password is hunter2", pg.Password))
 	defer c.TryKubectl("", "delete", "secret/demo", "secret/pg", "configmap/kbs-policy")
-	kb := fmt.Sprintf(`apiVersion: cocoon.io/v1alpha1
-kind: KeyBroker
-metadata: {name: kbs, namespace: default}
-spec:
-  replicas: 2
-  storage:
-    postgres: {host: %q, port: %d, db: kbs, username: %s, passwordSecret: {name: pg, key: password}}
-  runtimeRef: {name: node, vcpus: [1, 2]}
-%s`, pg.Host, pg.Port, pg.User, sampleReferenceValues)
-	c.Apply(t, kb)
+	c.Apply(t, postgresKeyBroker(pg, "kbs", 2)+"  runtimeRef: {name: node, vcpus: [1, 2]}\n")
 	defer c.TryKubectl("", "delete", "keybroker", "kbs", "--timeout=2m")
 	waitRuntimeReady(t, c, refs["guest-snp"])
 	waitKB(t, c, "kbs", `{.status.conditions[?(@.type=="Ready")].status}`, "True")
