@@ -181,12 +181,48 @@ func (p paravisor) Evidence(ctx context.Context, reportData []byte) (json.RawMes
 }
 
 // liveGuest is a guest making evidence for any nonce, the kbs's
-// [attestation_service.verifiers] settings that trust its test chain and
-// the reference values that make its evidence affirming.
+// [attestation_service.verifiers] settings and the attestation-service
+// verify flags that trust its test chain, and the reference values that
+// make its evidence affirming.
 type liveGuest struct {
 	att       attester.Attester
 	verifiers string
+	verify    []string
 	refs      map[string]string
+}
+
+// TestVerifyOfflineLiveEvidence: attestation-service verify checks live
+// SGX, az-snp-vtpm and az-tdx-vtpm evidence with the flags that trust its
+// test chain (--snp-roots, --dcap-root, --collateral), and refuses it
+// with another nonce or without them.
+func TestVerifyOfflineLiveEvidence(t *testing.T) {
+	for _, tc := range []struct {
+		tee   string
+		guest func(testing.TB) liveGuest
+	}{{"sgx", sgxGuest}, {"az-snp-vtpm", azSNPGuest}, {"az-tdx-vtpm", azTDXGuest}} {
+		t.Run(tc.tee, func(t *testing.T) {
+			g := tc.guest(t)
+			nonce := []byte("a live nonce's digest")
+			ev, err := g.att.Evidence(context.Background(), nonce)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "evidence.json")
+			if err := os.WriteFile(path, ev, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"verify", "--tee", tc.tee, "--evidence", path}
+			if out, err := attestationService(t, append(append(args, g.verify...), "--report-data", hex.EncodeToString(nonce))...); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if _, err := attestationService(t, append(append(args, g.verify...), "--report-data", "00")...); err == nil {
+				t.Error("another nonce verified")
+			}
+			if _, err := attestationService(t, append(args, "--report-data", hex.EncodeToString(nonce))...); err == nil {
+				t.Error("the test chain verified without the flags trusting it")
+			}
+		})
+	}
 }
 
 // azSNPGuest is an az-snp-vtpm VM: the real attester on swtpm, the HCL
@@ -242,7 +278,8 @@ func azSNPGuest(t testing.TB) liveGuest {
 	} {
 		refs[name] = c[claim].(string)
 	}
-	return liveGuest{att: p, verifiers: fmt.Sprintf("snp_roots = %q\noffline = true\n", roots), refs: refs}
+	return liveGuest{att: p, verifiers: fmt.Sprintf("snp_roots = %q\noffline = true\n", roots),
+		verify: []string{"--snp-roots", roots}, refs: refs}
 }
 
 // TestKBSReleasesToAzSNPvTPM runs the KBS protocol with live az-snp-vtpm
@@ -285,7 +322,9 @@ func azTDXGuest(t testing.TB) liveGuest {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { att.Close() })
-	return liveGuest{att: paravisor{t: t, mu: &sync.Mutex{}, att: att}, verifiers: dcapVerifiers(pki.Dir(t, coll), root),
+	dir := pki.Dir(t, coll)
+	return liveGuest{att: paravisor{t: t, mu: &sync.Mutex{}, att: att}, verifiers: dcapVerifiers(dir, root),
+		verify: []string{"--collateral", dir, "--dcap-root", root},
 		refs: map[string]string{
 			"tdx_pcr11": strings.Repeat("00", 32), // swtpm's PCR 11, never extended
 			"mr_td":     hex.EncodeToString(base.Body.MrTD[:]),

@@ -141,10 +141,11 @@ func TestKBSReleasesToSGX(t *testing.T) {
 // the kbs trusting that PKI.
 func sgxGuest(t testing.TB) liveGuest {
 	f := newSGXFixture(t, time.Now())
-	return liveGuest{att: sgxAttester{t, f}, verifiers: dcapVerifiers(f.coll, f.root), refs: map[string]string{
-		"mr_enclave": hex.EncodeToString(f.base.Body.MrEnclave[:]),
-		"mr_signer":  hex.EncodeToString(f.base.Body.MrSigner[:]),
-	}}
+	return liveGuest{att: sgxAttester{t, f}, verifiers: dcapVerifiers(f.coll, f.root),
+		verify: []string{"--collateral", f.coll, "--dcap-root", f.root}, refs: map[string]string{
+			"mr_enclave": hex.EncodeToString(f.base.Body.MrEnclave[:]),
+			"mr_signer":  hex.EncodeToString(f.base.Body.MrSigner[:]),
+		}}
 }
 
 // dcapVerifiers are the kbs's verifier settings for a DCAP test hierarchy.
