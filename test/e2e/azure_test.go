@@ -191,15 +191,18 @@ type liveGuest struct {
 	refs      map[string]string
 }
 
+// liveGuests are the live guests of a test chain, by TEE.
+var liveGuests = []struct {
+	tee   string
+	guest func(testing.TB) liveGuest
+}{{"sgx", sgxGuest}, {"az-snp-vtpm", azSNPGuest}, {"az-tdx-vtpm", azTDXGuest}}
+
 // TestVerifyOfflineLiveEvidence: attestation-service verify checks live
 // SGX, az-snp-vtpm and az-tdx-vtpm evidence with the flags that trust its
 // test chain (--snp-roots, --dcap-root, --collateral), and refuses it
 // with another nonce or without them.
 func TestVerifyOfflineLiveEvidence(t *testing.T) {
-	for _, tc := range []struct {
-		tee   string
-		guest func(testing.TB) liveGuest
-	}{{"sgx", sgxGuest}, {"az-snp-vtpm", azSNPGuest}, {"az-tdx-vtpm", azTDXGuest}} {
+	for _, tc := range liveGuests {
 		t.Run(tc.tee, func(t *testing.T) {
 			g := tc.guest(t)
 			nonce := []byte("a live nonce's digest")

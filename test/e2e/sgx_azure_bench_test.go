@@ -13,11 +13,8 @@ import (
 // vTPM's quote, the paravisor's SNP signature) runs in this process and
 // swtpm, on the same CPUs; one VM's vTPM serves one request at a time.
 func BenchmarkRCARSGXAzure(b *testing.B) {
-	for _, tee := range []struct {
-		name  string
-		guest func(testing.TB) liveGuest
-	}{{"sgx", sgxGuest}, {"az-snp-vtpm", azSNPGuest}, {"az-tdx-vtpm", azTDXGuest}} {
-		b.Run(tee.name, func(b *testing.B) {
+	for _, tee := range liveGuests {
+		b.Run(tee.tee, func(b *testing.B) {
 			t := &testing.T{}
 			g := tee.guest(b)
 			data := b.TempDir()
