@@ -4,7 +4,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdh"
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -49,11 +48,7 @@ type jweHeader struct {
 }
 
 // sealECDHES encrypts plaintext to an EC key the caller has validated.
-func sealECDHES(pub *ecdsa.PublicKey, crv string, plaintext []byte) (*protocol.Response, error) {
-	recipient, err := pub.ECDH()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidKey, err)
-	}
+func sealECDHES(recipient *ecdh.PublicKey, crv string, plaintext []byte) (*protocol.Response, error) {
 	eph, err := recipient.Curve().GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err

@@ -42,6 +42,10 @@ func FuzzParsePublicKey(f *testing.F) {
 				if pub != nil || alg != "" {
 					t.Fatal("key returned with an error")
 				}
+				// Encrypt reads EC keys itself: it must refuse the same.
+				if _, err := jose.Encrypt(k, []byte("x"), allow); err == nil {
+					t.Fatalf("Encrypt accepted %+v, which ParsePublicKey refuses", k)
+				}
 				continue
 			}
 			if pub == nil || alg == "" {

@@ -66,31 +66,45 @@ func ParsePublicKey(k protocol.TeePubKey, allowRSA15 bool) (crypto.PublicKey, go
 }
 
 func parseEC(k protocol.TeePubKey) (crypto.PublicKey, gojose.KeyAlgorithm, error) {
-	if k.Alg != AlgECDHES {
-		return nil, "", fmt.Errorf("%w: %q for an EC key", ErrAlgNotAllowed, k.Alg)
+	point, err := ecPoint(k)
+	if err != nil {
+		return nil, "", err
 	}
-	curve, ok := curves[k.Crv]
-	if !ok {
-		return nil, "", fmt.Errorf("%w: curve %q", ErrInvalidKey, k.Crv)
-	}
-	size := (curve.Params().BitSize + 7) / 8
-	x, err := b64Int(k.X)
-	if err != nil || x.BitLen() > size*8 {
-		return nil, "", fmt.Errorf("%w: x", ErrInvalidKey)
-	}
-	y, err := b64Int(k.Y)
-	if err != nil || y.BitLen() > size*8 {
-		return nil, "", fmt.Errorf("%w: y", ErrInvalidKey)
-	}
-	point := append([]byte{4}, x.FillBytes(make([]byte, size))...)
-	point = append(point, y.FillBytes(make([]byte, size))...)
 	// Parsing checks that the point is on the curve: an off-curve point
 	// would leak the shared secret.
-	pub, err := ecdsa.ParseUncompressedPublicKey(curve, point)
+	pub, err := ecdsa.ParseUncompressedPublicKey(curves[k.Crv], point)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %v", ErrInvalidKey, err)
 	}
 	return pub, gojose.ECDH_ES_A256KW, nil
+}
+
+// ecPoint is an EC tee-pubkey's uncompressed point, 0x04 || X || Y, read
+// without big.Int: the KBS reads one at every attestation and release.
+// A coordinate may come with leading zeros missing or added, as a
+// big-endian integer of at most the curve's size.
+func ecPoint(k protocol.TeePubKey) ([]byte, error) {
+	if k.Alg != AlgECDHES {
+		return nil, fmt.Errorf("%w: %q for an EC key", ErrAlgNotAllowed, k.Alg)
+	}
+	curve, ok := curves[k.Crv]
+	if !ok {
+		return nil, fmt.Errorf("%w: curve %q", ErrInvalidKey, k.Crv)
+	}
+	size := (curve.Params().BitSize + 7) / 8
+	point := make([]byte, 1+2*size)
+	point[0] = 4
+	for i, c := range []struct{ name, b64 string }{{"x", k.X}, {"y", k.Y}} {
+		b, err := base64.RawURLEncoding.DecodeString(c.b64)
+		for len(b) > size && b[0] == 0 {
+			b = b[1:]
+		}
+		if err != nil || len(c.b64) == 0 || len(b) > size {
+			return nil, fmt.Errorf("%w: %s", ErrInvalidKey, c.name)
+		}
+		copy(point[1+(i+1)*size-len(b):], b)
+	}
+	return point, nil
 }
 
 func parseRSA(k protocol.TeePubKey, allowRSA15 bool) (crypto.PublicKey, gojose.KeyAlgorithm, error) {
@@ -133,12 +147,22 @@ func b64Int(s string) (*big.Int, error) {
 
 // Encrypt seals plaintext to the TEE key as a flattened JWE.
 func Encrypt(k protocol.TeePubKey, plaintext []byte, allowRSA15 bool) (*protocol.Response, error) {
+	if k.Kty == "EC" {
+		// Straight to the form key agreement takes; NewPublicKey checks
+		// that the point is on the curve.
+		point, err := ecPoint(k)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := ecdhCurves[k.Crv].NewPublicKey(point)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidKey, err)
+		}
+		return sealECDHES(pub, k.Crv, plaintext)
+	}
 	pub, alg, err := ParsePublicKey(k, allowRSA15)
 	if err != nil {
 		return nil, err
-	}
-	if ec, ok := pub.(*ecdsa.PublicKey); ok {
-		return sealECDHES(ec, k.Crv, plaintext)
 	}
 	enc, err := gojose.NewEncrypter(gojose.A256GCM, gojose.Recipient{Algorithm: alg, Key: pub}, nil)
 	if err != nil {
