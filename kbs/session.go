@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -75,6 +77,7 @@ type sessions struct {
 	// and cost nothing to keep.
 	live atomic.Int64
 	max  int64
+	macs sync.Pool // of HMAC-SHA256 under key
 }
 
 // count sets live from the store, at start.
@@ -115,9 +118,17 @@ func (s *sessions) create(tee protocol.Tee) (*challenge, error) {
 }
 
 func (s *sessions) nonce(id []byte) string {
-	m := hmac.New(sha256.New, s.key)
+	// HMACs are reused: a new one is two hashes and their key schedule,
+	// and every handshake needs two nonces.
+	m, ok := s.macs.Get().(hash.Hash)
+	if !ok {
+		m = hmac.New(sha256.New, s.key)
+	}
+	defer s.macs.Put(m)
+	m.Reset()
 	m.Write(id)
-	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+	var sum [sha256.Size]byte
+	return base64.StdEncoding.EncodeToString(m.Sum(sum[:0]))
 }
 
 // challenge reads the session id of a cookie, with the nonce it was
