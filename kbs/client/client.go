@@ -257,26 +257,45 @@ func (c *Client) tokenAndNonce() (string, string) {
 
 // do sends a JSON request (body nil for none) with the session cookie and
 // decodes a JSON answer into out (nil to ignore it). KBS error bodies
-// become *protocol.Error.
+// become *protocol.Error. The bearer token goes along only when there is
+// no session cookie: the KBS finds the token by the session, as Trustee's
+// own client relies on, and the token is a header of over a KiB that both
+// sides would handle on every fetch. Should the KBS no longer know the
+// session (memory sessions after a restart), the request is sent again
+// with the bearer token before the caller attests again.
 func (c *Client) do(ctx context.Context, method, path, bearer string, body, out any) error {
-	var rd io.Reader
-	if raw, ok := body.([]byte); ok {
-		rd = bytes.NewReader(raw)
-	} else if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+	raw, ok := body.([]byte)
+	if !ok && body != nil {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+	}
+	reader := func() io.Reader {
+		if raw == nil {
+			return nil
+		}
+		return bytes.NewReader(raw)
 	}
 	if c.http.Jar != nil {
-		_, err := roundTrip(ctx, c.http, method, c.url+path, bearer, "", rd, out)
+		_, err := roundTrip(ctx, c.http, method, c.url+path, bearer, "", reader(), out)
 		return err
 	}
 	c.mu.Lock()
 	session := c.session
 	c.mu.Unlock()
-	set, err := roundTrip(ctx, c.http, method, c.url+path, bearer, session, rd, out)
+	sent := bearer
+	if session != "" {
+		sent = ""
+	}
+	set, err := roundTrip(ctx, c.http, method, c.url+path, sent, session, reader(), out)
+	var kerr *protocol.Error
+	if sent != bearer && errors.As(err, &kerr) && kerr.Kind == protocol.KindTokenNotFound {
+		var again string
+		if again, err = roundTrip(ctx, c.http, method, c.url+path, bearer, session, reader(), out); again != "" {
+			set = again
+		}
+	}
 	if set != "" {
 		c.mu.Lock()
 		c.session = set

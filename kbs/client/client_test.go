@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,6 +145,68 @@ type countAuth struct{ n *atomic.Int32 }
 func (c countAuth) RoundTrip(r *http.Request) (*http.Response, error) {
 	if strings.HasSuffix(r.URL.Path, "/auth") {
 		c.n.Add(1)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestSessionBeforeBearer: a client holding a session cookie fetches with
+// it alone; when the KBS does not know the session, the fetch is repeated
+// with the bearer token, without a new handshake.
+func TestSessionBeforeBearer(t *testing.T) {
+	e := startKBS(t, false)
+	if err := e.admin.SetResource(ctx, "default/key/s", []byte("session")); err != nil {
+		t.Fatal(err)
+	}
+	rec := &fetchRecorder{}
+	c, err := client.New(e.url, sample.Attester{}, client.Options{HTTP: &http.Client{Transport: rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.GetResource(ctx, "default/key/s"); err != nil || string(got) != "session" {
+		t.Fatalf("GetResource = %q, %v", got, err)
+	}
+	if want := []string{"cookie"}; !slices.Equal(rec.fetches, want) {
+		t.Errorf("fetches sent %v, want %v", rec.fetches, want)
+	}
+	// The KBS no longer sees the session (as after a restart with memory
+	// sessions): the bearer token is enough.
+	rec.fetches, rec.dropCookie = nil, true
+	if got, err := c.GetResource(ctx, "default/key/s"); err != nil || string(got) != "session" {
+		t.Fatalf("GetResource without the session = %q, %v", got, err)
+	}
+	if want := []string{"", "bearer"}; !slices.Equal(rec.fetches, want) {
+		t.Errorf("fetches sent %v, want %v", rec.fetches, want)
+	}
+	if rec.auths != 1 {
+		t.Errorf("%d handshakes, want 1", rec.auths)
+	}
+}
+
+// fetchRecorder records which credentials each resource request carries
+// ("cookie", "bearer" or ""), and can drop the session cookie from them.
+type fetchRecorder struct {
+	dropCookie bool
+	fetches    []string
+	auths      int
+}
+
+func (f *fetchRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(r.URL.Path, "/auth") {
+		f.auths++
+	}
+	if strings.Contains(r.URL.Path, "/resource/") {
+		if f.dropCookie {
+			r = r.Clone(r.Context())
+			r.Header.Del("Cookie")
+		}
+		var sent []string
+		if r.Header.Get("Cookie") != "" {
+			sent = append(sent, "cookie")
+		}
+		if r.Header.Get("Authorization") != "" {
+			sent = append(sent, "bearer")
+		}
+		f.fetches = append(f.fetches, strings.Join(sent, "+"))
 	}
 	return http.DefaultTransport.RoundTrip(r)
 }
