@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/cocoon-cc/cocoon/attestation/verifiers"
@@ -17,12 +16,7 @@ import (
 )
 
 func main() {
-	// The KBS allocates many short-lived objects per request and holds
-	// little: trading some memory for less GC work raises throughput
-	// (GOGC, when set, decides instead).
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
+	tuneGC()
 	var path string
 	for _, name := range []string{"c", "config", "config-file"} {
 		flag.StringVar(&path, name, "", "configuration file (TOML, Trustee's keys)")

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// gcPercent is the KBS's GOGC: it allocates many short-lived objects per
+// request and keeps few (sessions, cached tokens), so a collection finds
+// little to keep and costs the same however much garbage it frees; letting
+// the heap grow ten times the live data between collections makes them
+// rare. The memory limit keeps that from growing the heap past the memory
+// the KBS may use.
+const gcPercent = 1000
+
+// tuneGC sets GOGC and a soft memory limit of three quarters of the
+// memory the KBS may use (its cgroup's limit, else the machine's RAM),
+// unless GOGC or GOMEMLIMIT say otherwise.
+func tuneGC() {
+	if os.Getenv("GOGC") != "" {
+		return
+	}
+	debug.SetGCPercent(gcPercent)
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	if avail := memoryAvailable(); avail > 0 {
+		debug.SetMemoryLimit(avail / 4 * 3)
+	}
+}
+
+// memoryAvailable is the cgroup v2 memory limit of the process, or the
+// machine's RAM without one; 0 if unknown.
+func memoryAvailable() int64 {
+	var info unix.Sysinfo_t
+	if unix.Sysinfo(&info) != nil {
+		return 0
+	}
+	ram := int64(info.Totalram) * int64(info.Unit)
+	if limit := cgroupMemoryMax(); limit > 0 {
+		return min(limit, ram)
+	}
+	return ram
+}
+
+// cgroupMemoryMax is memory.max of the process's cgroup (v2: the line
+// "0::/path" of /proc/self/cgroup), 0 if there is none or it is "max".
+func cgroupMemoryMax() int64 {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if path, ok := strings.CutPrefix(strings.TrimSpace(line), "0::"); ok {
+			v, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", path, "memory.max"))
+			if err != nil {
+				return 0
+			}
+			limit, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+			return limit
+		}
+	}
+	return 0
+}
