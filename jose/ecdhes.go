@@ -9,8 +9,9 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
+
+	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/cocoon-cc/cocoon/protocol"
 )
@@ -63,7 +64,7 @@ func sealECDHES(recipient *ecdh.PublicKey, crv string, plaintext []byte) (*proto
 	if err != nil {
 		return nil, err
 	}
-	hdr, _ := json.Marshal(jweHeader{Alg: AlgECDHES, Enc: "A256GCM", Epk: epkOf(eph.PublicKey(), crv)})
+	hdr, _ := jsonv2.Marshal(&jweHeader{Alg: AlgECDHES, Enc: "A256GCM", Epk: epkOf(eph.PublicKey(), crv)})
 	protected := b64(hdr)
 	iv := make([]byte, 12)
 	rand.Read(iv)

@@ -21,6 +21,7 @@ import (
 	"math/big"
 
 	gojose "github.com/go-jose/go-jose/v4"
+	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/cocoon-cc/cocoon/protocol"
 )
@@ -187,7 +188,7 @@ func Decrypt(priv crypto.PrivateKey, resp *protocol.Response) ([]byte, error) {
 		return nil, fmt.Errorf("%w: protected header: %v", ErrMalformedJWE, err)
 	}
 	var hdr jweHeader
-	if err := json.Unmarshal(hb, &hdr); err != nil {
+	if err := jsonv2.Unmarshal(hb, &hdr); err != nil {
 		return nil, fmt.Errorf("%w: protected header: %v", ErrMalformedJWE, err)
 	}
 	if ec, ok := priv.(*ecdsa.PrivateKey); ok {
