@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"errors"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -160,9 +162,12 @@ func (r *KeyBrokerReconciler) reconcile(ctx context.Context, kb *cocoonv1.KeyBro
 		return ctrl.Result{}, err
 	}
 	st.ReadyReplicas = d.Status.ReadyReplicas
-	st.URL = "https://" + kb.Name + "." + kb.Namespace + ".svc:8080"
-	serving := d.Status.ReadyReplicas > 0 && d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == d.Status.Replicas
-	if !serving {
+	st.URL = "https://" + net.JoinHostPort(kb.Name+"."+kb.Namespace+".svc", strconv.Itoa(kbsPort))
+	switch {
+	case kb.Spec.Replicas == 0:
+		setCondition(&st.Conditions, ConditionReady, false, "ScaledDown", "replicas is 0", gen)
+		return ctrl.Result{}, nil
+	case d.Status.ReadyReplicas == 0 || d.Status.ObservedGeneration < d.Generation || d.Status.UpdatedReplicas != d.Status.Replicas:
 		setCondition(&st.Conditions, ConditionReady, false, "Starting", "no KBS replica of the current spec is ready", gen)
 		return ctrl.Result{RequeueAfter: resync}, nil
 	}

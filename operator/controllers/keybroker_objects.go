@@ -340,7 +340,7 @@ func kbsPod(kb *cocoonv1.KeyBroker, image string, labels map[string]string, roll
 	uid, no, yes := int64(65532), false, true
 	data := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
 	var env []corev1.EnvVar
-	if e := kb.Spec.Storage.Embedded; e != nil {
+	if kb.Spec.Storage.Embedded != nil {
 		data = corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: kb.Name + "-data"}}
 	}
 	if pg := kb.Spec.Storage.Postgres; pg != nil && pg.PasswordSecret != nil {
