@@ -236,6 +236,10 @@ func TestKeyBroker(t *testing.T) {
 
 	t.Run("embedded", func(t *testing.T) { testEmbeddedKeyBroker(t, c) })
 
+	// Scaled to zero, the KeyBroker says so.
+	c.Kubectl(t, "patch", "keybroker", "kbs", "--type=merge", "-p", `{"spec":{"replicas":0}}`)
+	waitKB(t, c, "kbs", `{.status.conditions[?(@.type=="Ready")].reason} {.status.readyReplicas}`, "ScaledDown 0")
+
 	// Deleting the KeyBroker removes what it made.
 	c.Kubectl(t, "delete", "keybroker", "kbs", "--timeout=2m")
 	c.Eventually(t, "the KBS's objects gone", func() bool {
