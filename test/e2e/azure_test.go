@@ -290,7 +290,7 @@ func azSNPGuest(t testing.TB) liveGuest {
 // VM's measurements under Trustee's names.
 func TestKBSReleasesToAzSNPvTPM(t *testing.T) {
 	g := azSNPGuest(t)
-	releasedOnceRegisteredWith(t, g.verifiers, g.att, g.refs)
+	releasedOnceRegistered(t, g.verifiers, g.att, g.refs)
 }
 
 // azTDXGuest is an az-tdx-vtpm VM: the real attester on swtpm, a stand-in
@@ -340,5 +340,5 @@ func azTDXGuest(t testing.TB) liveGuest {
 // TD's measurements under Trustee's names.
 func TestKBSReleasesToAzTDXvTPM(t *testing.T) {
 	g := azTDXGuest(t)
-	releasedOnceRegisteredWith(t, g.verifiers, g.att, g.refs)
+	releasedOnceRegistered(t, g.verifiers, g.att, g.refs)
 }

@@ -134,7 +134,7 @@ func (a sgxAttester) Evidence(_ context.Context, reportData []byte) (json.RawMes
 // enclave's MRENCLAVE and MRSIGNER.
 func TestKBSReleasesToSGX(t *testing.T) {
 	g := sgxGuest(t)
-	releasedOnceRegisteredWith(t, g.verifiers, g.att, g.refs)
+	releasedOnceRegistered(t, g.verifiers, g.att, g.refs)
 }
 
 // sgxGuest is an enclave quoting any report data with the test PKI, and
@@ -153,11 +153,11 @@ func dcapVerifiers(coll, root string) string {
 	return fmt.Sprintf("tdx_collateral_dir = %q\ndcap_root_ca = %q\noffline = true\n", coll, root)
 }
 
-// releasedOnceRegisteredWith runs the KBS protocol with att's evidence,
+// releasedOnceRegistered runs the KBS protocol with att's evidence,
 // the kbs's [attestation_service.verifiers] settings trusting its test
 // chain: nothing is released until the owner registers refs as reference
 // values.
-func releasedOnceRegisteredWith(t *testing.T, verifiers string, att attester.Attester, refs map[string]string) {
+func releasedOnceRegistered(t *testing.T, verifiers string, att attester.Attester, refs map[string]string) {
 	data := t.TempDir()
 	cfg, url := kbsConfig(t, data, "http", "[attestation_service.verifiers]\n"+verifiers)
 	k := startKBS(t, cfg, url, data, nil)
