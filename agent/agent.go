@@ -10,6 +10,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/cocoon-cc/cocoon/guest/telemetry/feed"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 )
 
@@ -78,7 +80,20 @@ type Config struct {
 	// and the variable naming it (GuestComponents.ContainerMounts).
 	ContainerMounts []specs.Mount
 	ContainerEnv    []string
-	Log             *slog.Logger
+	// Telemetry, when initdata's telemetry.toml sets it up, ships the
+	// output the policy withholds from the host to the pod's owner
+	// instead of discarding it.
+	Telemetry Telemetry
+	Log       *slog.Logger
+}
+
+// Telemetry ships to the pod's owner (package guest/telemetry/feed).
+type Telemetry interface {
+	// Endpoint names the owner's endpoint, for the host's notice.
+	Endpoint() string
+	// Ship reads r to its end, shipping its lines as src's; it returns
+	// the lines it could not ship.
+	Ship(r io.Reader, src feed.Source) int64
 }
 
 // Agent serves the agent API.

@@ -19,6 +19,8 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/cdh/securemount"
 	"github.com/cocoon-cc/cocoon/guest/mesh"
 	"github.com/cocoon-cc/cocoon/guest/spiffe"
+	"github.com/cocoon-cc/cocoon/guest/telemetry"
+	"github.com/cocoon-cc/cocoon/guest/telemetry/feed"
 	"github.com/cocoon-cc/cocoon/image/pull"
 	"github.com/cocoon-cc/cocoon/image/store"
 	"github.com/cocoon-cc/cocoon/initdata"
@@ -50,6 +52,8 @@ type GuestComponents struct {
 
 	cdhSocket   string
 	workloadDir string // the SPIFFE Workload API socket's, "" without one
+	telemetry   *telemetry.Config
+	feed        *feed.Feed
 	images      string // work dir of the in-process puller (no data hub)
 	mu          sync.Mutex
 	procs       []*exec.Cmd
@@ -79,6 +83,9 @@ func (g *GuestComponents) Start(ctx context.Context) error {
 		g.Log.Info("initdata has no cdh.toml: no attestation, plain images only")
 		if _, ok := data[svid.InitdataKey]; ok {
 			g.Log.Warn("initdata names a SPIFFE ID but no KBS (cdh.toml): no Workload API")
+		}
+		if _, ok := data[telemetry.InitdataKey]; ok {
+			return fmt.Errorf("initdata has %s but no cdh.toml: the owner's endpoint needs the pod's SVID", telemetry.InitdataKey)
 		}
 		return nil
 	}
@@ -125,8 +132,10 @@ func (g *GuestComponents) Start(ctx context.Context) error {
 		_, meshOn := data[mesh.InitdataKey]
 		return g.startWorkloadAPI(ctx, path, initdataPath, meshOn)
 	}
-	if _, ok := data[mesh.InitdataKey]; ok {
-		return fmt.Errorf("initdata has %s but no %s: the mesh needs the pod's SVID", mesh.InitdataKey, svid.InitdataKey)
+	for _, key := range []string{mesh.InitdataKey, telemetry.InitdataKey} {
+		if _, ok := data[key]; ok {
+			return fmt.Errorf("initdata has %s but no %s: it needs the pod's SVID", key, svid.InitdataKey)
+		}
 	}
 	return nil
 }
@@ -146,6 +155,14 @@ func (g *GuestComponents) startWorkloadAPI(ctx context.Context, cdhConfig, initd
 	if meshOn {
 		args = append(args, "--mesh")
 	}
+	tcfg, telemetryOn, err := telemetry.FromInitdata(g.Initdata)
+	if err != nil {
+		return fmt.Errorf("initdata's %s: %w", telemetry.InitdataKey, err)
+	}
+	telemetrySocket := filepath.Join(g.RunDir, "telemetry.sock")
+	if telemetryOn {
+		args = append(args, "--telemetry", telemetrySocket)
+	}
 	if err := g.run(ctx, "spiffe-workload-api", args...); err != nil {
 		return err
 	}
@@ -153,8 +170,28 @@ func (g *GuestComponents) startWorkloadAPI(ctx context.Context, cdhConfig, initd
 		return fmt.Errorf("spiffe-workload-api: %w", err)
 	}
 	g.workloadDir = dir
+	if telemetryOn {
+		return g.startFeed(ctx, tcfg, telemetrySocket)
+	}
 	return nil
 }
+
+// startFeed connects the agent to the telemetry shipper.
+func (g *GuestComponents) startFeed(ctx context.Context, cfg *telemetry.Config, socket string) error {
+	if err := waitSocket(ctx, socket); err != nil {
+		return fmt.Errorf("spiffe-workload-api --telemetry: %w", err)
+	}
+	f, err := feed.Dial(socket, cfg.Endpoint, g.Log)
+	if err != nil {
+		return err
+	}
+	g.telemetry, g.feed = cfg, f
+	return nil
+}
+
+// Telemetry is the agent's side of the pod's telemetry and its
+// configuration, nil when initdata has no telemetry.toml.
+func (g *GuestComponents) Telemetry() (*feed.Feed, *telemetry.Config) { return g.feed, g.telemetry }
 
 // ContainerMounts are the guest's mounts for every container: the SPIFFE
 // Workload API's socket directory, read-only, when initdata names an ID.

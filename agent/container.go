@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/cocoon-cc/cocoon/guest/telemetry/feed"
 	"github.com/cocoon-cc/cocoon/image/bundle"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 )
@@ -27,9 +28,13 @@ import (
 // annotationImageName is where CRI names a container's image.
 const annotationImageName = "io.kubernetes.cri.image-name"
 
+// annotationContainerName is CRI's name of the container in its pod.
+const annotationContainerName = "io.kubernetes.cri.container-name"
+
 // container is one container of the sandbox.
 type container struct {
 	id     string
+	name   string // the Kubernetes container's, for shipped output
 	bundle string
 	lc     *libcontainer.Container
 	init   *process
@@ -131,8 +136,10 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 		lc.Destroy()
 		return nil, err
 	}
+	name := spec.Annotations[annotationContainerName]
+	p.src = feed.Source{ContainerID: r.ContainerId, ContainerName: name}
 	a.guardOutput(ctx, r.ContainerId, r.ContainerId, p)
-	c := &container{id: r.ContainerId, bundle: bundle, lc: lc, init: p, mounts: spec.Mounts, execs: map[string]*process{}}
+	c := &container{id: r.ContainerId, name: name, bundle: bundle, lc: lc, init: p, mounts: spec.Mounts, execs: map[string]*process{}}
 	a.watchOOM(c)
 	return c, nil
 }
@@ -142,7 +149,7 @@ func (a *Agent) create(ctx context.Context, r *pb.CreateContainerRequest) (*cont
 func (a *Agent) guardOutput(ctx context.Context, cid, eid string, p *process) {
 	req := &pb.ReadStreamRequest{ContainerId: cid, ExecId: eid}
 	if a.cfg.Policy.Check(ctx, "ReadStdout", req) != nil {
-		p.withhold()
+		p.withhold(a.cfg.Telemetry)
 	}
 }
 
@@ -331,6 +338,7 @@ func (a *Agent) ExecProcess(ctx context.Context, r *pb.ExecProcessRequest) (*emp
 	if err := p.started(); err != nil {
 		return nil, toStatus(err)
 	}
+	p.src = feed.Source{ContainerID: c.id, ContainerName: c.name, ExecID: r.ExecId}
 	a.guardOutput(ctx, c.id, r.ExecId, p)
 	c.execs[r.ExecId] = p
 	return empty(), nil

@@ -6,12 +6,15 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/cocoon-cc/cocoon/guest/telemetry/feed"
 )
 
 // maxRead bounds one ReadStdout/ReadStderr answer.
@@ -35,8 +38,15 @@ type process struct {
 	drained   chan struct{}
 	ended     map[*os.File]bool
 	isDrained bool
-	// withheld: the host may not read the output; the guest drains it.
+	// withheld: the host may not read the output; the guest drains it,
+	// or ships it to the pod's owner.
 	withheld bool
+	// src names the output's lines when they are shipped.
+	src feed.Source
+	// dropped counts the lines that could not be shipped.
+	dropped atomic.Int64
+	// answered: streams whose withheld state the host was told.
+	answered map[*os.File]bool
 }
 
 // newProcess prepares a libcontainer process for p. Its stdio are pipes,
@@ -172,9 +182,10 @@ func (p *process) read(stream *os.File, n uint32) ([]byte, error) {
 	return buf[:got], nil
 }
 
-// withhold discards the output the host may not read, so that the process
-// never blocks on a full pipe; true the first time.
-func (p *process) withhold() bool {
+// withhold drains the output the host may not read, so that the process
+// never blocks on a full pipe: ship, when not nil, sends it to the pod's
+// owner, else it is discarded. True the first time.
+func (p *process) withhold(ship Telemetry) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.withheld {
@@ -185,14 +196,36 @@ func (p *process) withhold() bool {
 	if p.stderr != p.stdout {
 		streams = append(streams, p.stderr)
 	}
-	for _, s := range streams {
-		if s != nil {
-			go func() {
-				io.Copy(io.Discard, s)
-				p.streamEnded(s)
-			}()
+	for i, s := range streams {
+		if s == nil {
+			continue
 		}
+		src := p.src
+		src.Stream = []string{"stdout", "stderr"}[i]
+		go func() {
+			if ship != nil {
+				p.dropped.Add(ship.Ship(s, src))
+			} else {
+				io.Copy(io.Discard, s)
+			}
+			p.streamEnded(s)
+		}()
 	}
+	return true
+}
+
+// firstAnswer reports whether this is the first withheld answer for
+// stream.
+func (p *process) firstAnswer(stream *os.File) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if stream == nil || p.answered[stream] {
+		return stream == nil
+	}
+	if p.answered == nil {
+		p.answered = map[*os.File]bool{}
+	}
+	p.answered[stream] = true
 	return true
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/cgroups"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/cocoon-cc/cocoon/guest/telemetry/feed"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
 )
 
@@ -49,13 +50,33 @@ func (a *Agent) readStream(ctx context.Context, r *pb.ReadStreamRequest, stream 
 		return nil, toStatus(err)
 	}
 	if denied := a.cfg.Policy.Denied(ctx); denied != nil || p.isWithheld() {
-		if p.withhold() {
-			a.log.Info("output withheld from the host", "container", r.ContainerId, "exec", r.ExecId, "reason", denied)
-		}
-		return &pb.ReadStreamResponse{Withheld: true}, nil
+		return a.withheld(ctx, r, p, stream(p), denied), nil
 	}
 	b, err := p.read(stream(p), r.Len)
 	return &pb.ReadStreamResponse{Data: b}, toStatus(err)
+}
+
+// withheld answers a read of output the host may not see. With telemetry
+// the answer names the owner's endpoint the output goes to; a read of the
+// stream after the first waits for the output's end and counts the lines
+// the guest could not ship.
+func (a *Agent) withheld(ctx context.Context, r *pb.ReadStreamRequest, p *process, stream *os.File, denied error) *pb.ReadStreamResponse {
+	if p.withhold(a.cfg.Telemetry) {
+		a.log.Info("output withheld from the host", "container", r.ContainerId, "exec", r.ExecId, "reason", denied)
+	}
+	resp := &pb.ReadStreamResponse{Withheld: true}
+	if a.cfg.Telemetry == nil {
+		return resp
+	}
+	resp.WithheldTo = a.cfg.Telemetry.Endpoint()
+	if !p.firstAnswer(stream) {
+		select {
+		case <-p.drained:
+			resp.WithheldDropped = uint64(p.dropped.Load())
+		case <-ctx.Done():
+		}
+	}
+	return resp
 }
 
 // CloseStdin ends a process's input.
@@ -106,4 +127,27 @@ func cgroupStats(s *cgroups.Stats) *pb.CgroupStats {
 			UseHierarchy: s.MemoryStats.UseHierarchy, Stats: s.MemoryStats.Stats},
 		PidsStats: &pb.PidsStats{Current: s.PidsStats.Current, Limit: s.PidsStats.Limit},
 	}
+}
+
+// ContainerStats are the containers' CPU time and memory, for the owner's
+// metrics (feed.RunMetrics).
+func (a *Agent) ContainerStats() []feed.ContainerStats {
+	a.mu.Lock()
+	cs := make([]*container, 0, len(a.containers))
+	for _, c := range a.containers {
+		if c != nil { // nil: being created
+			cs = append(cs, c)
+		}
+	}
+	a.mu.Unlock()
+	var out []feed.ContainerStats
+	for _, c := range cs {
+		st, err := c.lc.Stats()
+		if err != nil || st.CgroupStats == nil {
+			continue // gone meanwhile
+		}
+		out = append(out, feed.ContainerStats{ID: c.id, Name: c.name,
+			CPUNanos: st.CgroupStats.CpuStats.CpuUsage.TotalUsage, MemoryBytes: st.CgroupStats.MemoryStats.Usage.Usage})
+	}
+	return out
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/cocoon-cc/cocoon/agent"
 	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/guest/telemetry"
 	"github.com/cocoon-cc/cocoon/initdata"
 	"github.com/cocoon-cc/cocoon/internal/logging"
 	pb "github.com/cocoon-cc/cocoon/protocol/ttrpc/agent"
@@ -96,11 +97,20 @@ func run(ctx context.Context, log *slog.Logger, f flags) error {
 	defer gc.Stop()
 	// The pod's volumes are where Kata's runtime names them (private
 	// directories on the local backend).
-	a, err := agent.New(agent.Config{StateDir: f.stateDir, Images: gc, Volumes: gc, Policy: engine, SetHostname: true,
+	cfg := agent.Config{StateDir: f.stateDir, Images: gc, Volumes: gc, Policy: engine, SetHostname: true,
 		NoPivotRoot: f.noPivotRoot, CgroupParent: f.cgroupParent, SharedDir: agent.SharedPath, SandboxDir: agent.SandboxPath,
-		ContainerMounts: gc.ContainerMounts(), ContainerEnv: gc.ContainerEnv(), Log: log})
+		ContainerMounts: gc.ContainerMounts(), ContainerEnv: gc.ContainerEnv(), Log: log}
+	fd, tcfg := gc.Telemetry()
+	if fd != nil {
+		cfg.Telemetry = fd
+		defer fd.Close()
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		return err
+	}
+	if fd != nil && tcfg.Ships(telemetry.Metrics) {
+		go fd.RunMetrics(ctx, tcfg.MetricsInterval, a.ContainerStats)
 	}
 	srv, err := ttrpc.NewServer(ttrpc.WithUnaryServerInterceptor(engine.UnaryInterceptor()))
 	if err != nil {

@@ -24,22 +24,24 @@ import (
 func main() {
 	var cfgPath, attesterKind, initdataPath, socket string
 	var meshOn bool
+	var telemetrySocket string
 	flag.StringVar(&cfgPath, "c", "", "cdh.toml: the KBS ([kbc] url, kbs_cert) and the attestation agent ([aa] aa_socket)")
 	flag.StringVar(&attesterKind, "attester", attest.AA, "evidence source: aa (the attestation agent), sample or tpm")
 	flag.StringVar(&initdataPath, "initdata", "", "the initdata TOML the TEE was launched with (its spiffe.toml names the ID)")
 	flag.StringVar(&socket, "socket", filepath.Join(spiffe.ContainerSocketDir, spiffe.SocketName), "the Workload API's unix socket")
 	flag.BoolVar(&meshOn, "mesh", false, "also run the pod's mTLS mesh (initdata's mesh.toml): netfilter redirects and the proxy")
+	flag.StringVar(&telemetrySocket, "telemetry", "", "also ship the pod's telemetry (initdata's telemetry.toml); the agent hands its part over on this unix socket")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, cfgPath, attesterKind, initdataPath, socket, meshOn); err != nil {
+	if err := run(ctx, log, cfgPath, attesterKind, initdataPath, socket, meshOn, telemetrySocket); err != nil {
 		log.Error("spiffe-workload-api", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, cfgPath, attesterKind, initdataPath, socket string, meshOn bool) error {
+func run(ctx context.Context, log *slog.Logger, cfgPath, attesterKind, initdataPath, socket string, meshOn bool, telemetrySocket string) error {
 	cfg, err := config.Resolve(cfgPath)
 	if err != nil {
 		return err
@@ -73,6 +75,11 @@ func run(ctx context.Context, log *slog.Logger, cfgPath, attesterKind, initdataP
 				log.Error("mesh", "err", err)
 			}
 		}()
+	}
+	if telemetrySocket != "" {
+		if err := runTelemetry(ctx, log, initdata, src, telemetrySocket); err != nil {
+			return fmt.Errorf("--telemetry: %w", err)
+		}
 	}
 	log.Info("serving", "socket", socket, "kbs", cfg.KBC.URL, "tee", a.Tee())
 	return spiffe.NewServer(src).Serve(ctx, socket)

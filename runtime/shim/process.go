@@ -265,7 +265,7 @@ func (p *proc) copyOut(ctx context.Context, s stream, id string) {
 		if r.GetWithheld() || status.Code(err) == codes.PermissionDenied {
 			log.G(ctx).WithField("id", id).Info("the agent policy does not let the host read this process's output")
 			if s.notice {
-				w.Write([]byte(WithheldNotice))
+				p.withheldNotice(ctx, s, id, w, r.GetWithheldTo())
 			}
 			return
 		}
@@ -276,6 +276,29 @@ func (p *proc) copyOut(ctx context.Context, s stream, id string) {
 			// Nobody reads any more (ctr detached): keep draining.
 			w = nopWriter{}
 		}
+	}
+}
+
+// ShippedNotice is WithheldNotice when the guest ships the output to the
+// pod owner's OpenTelemetry endpoint (initdata's telemetry.toml), named.
+const ShippedNotice = "cocoon: output withheld from the host by the pod's agent policy (ReadStreamRequest denied); the guest ships it to the owner's OpenTelemetry endpoint %s\n"
+
+// DroppedNotice follows the output's end when the guest could not ship
+// some of its lines.
+const DroppedNotice = "cocoon: %d lines of this output were dropped in the guest (its buffer was full) and never reached %s\n"
+
+// withheldNotice writes why the log holds no output and, when the guest
+// ships it to the owner, waits for the output's end to report the lines
+// it dropped.
+func (p *proc) withheldNotice(ctx context.Context, s stream, id string, w io.Writer, to string) {
+	if to == "" {
+		w.Write([]byte(WithheldNotice))
+		return
+	}
+	fmt.Fprintf(w, ShippedNotice, to)
+	r, err := s.read(ctx, &pb.ReadStreamRequest{ContainerId: p.cid, ExecId: id})
+	if err == nil && r.GetWithheldDropped() > 0 {
+		fmt.Fprintf(w, DroppedNotice, r.GetWithheldDropped(), to)
 	}
 }
 

@@ -21,9 +21,9 @@ import (
 )
 
 // bin returns the path of a Cocoon binary (testutil.Bin).
-func bin(t *testing.T, name string) string { return testutil.Bin(t, name) }
+func bin(t testing.TB, name string) string { return testutil.Bin(t, name) }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +35,7 @@ func freePort(t *testing.T) int {
 
 // proc is a running binary.
 type proc struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
 	URL     string
@@ -45,7 +45,7 @@ type proc struct {
 
 // kbsConfig writes a configuration for a KBS on a free loopback port with
 // an embedded store in dataDir; extra is more TOML.
-func kbsConfig(t *testing.T, dataDir, scheme, extra string) (path, url string) {
+func kbsConfig(t testing.TB, dataDir, scheme, extra string) (path, url string) {
 	port := freePort(t)
 	insecure := scheme == "http"
 	// extra comes first so that it may set top-level keys.
@@ -68,7 +68,7 @@ path = %q
 }
 
 // startKBS runs the kbs binary with config and waits until it is healthy.
-func startKBS(t *testing.T, config, url, dataDir string, client *http.Client) *proc {
+func startKBS(t testing.TB, config, url, dataDir string, client *http.Client) *proc {
 	t.Helper()
 	p := startProcess(t, "kbs", url, client, "--config", config)
 	p.DataDir, p.Config = dataDir, config
@@ -77,7 +77,7 @@ func startKBS(t *testing.T, config, url, dataDir string, client *http.Client) *p
 
 // startProcess runs a binary serving url and waits until its /healthz
 // answers.
-func startProcess(t *testing.T, name, url string, client *http.Client, args ...string) *proc {
+func startProcess(t testing.TB, name, url string, client *http.Client, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, log: &bytes.Buffer{}, URL: url}
 	p.cmd = exec.Command(bin(t, name), args...)
@@ -129,7 +129,7 @@ func (p *proc) stop() {
 func (p *proc) adminKey() string { return filepath.Join(p.DataDir, "admin", "private.key") }
 
 // kbsClient runs the kbs-client binary and returns its stdout.
-func kbsClient(t *testing.T, args ...string) (string, error) {
+func kbsClient(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(bin(t, "kbs-client"), args...)
 	var stdout, stderr bytes.Buffer
@@ -141,7 +141,7 @@ func kbsClient(t *testing.T, args ...string) (string, error) {
 	return strings.TrimSpace(stdout.String()), nil
 }
 
-func mustClient(t *testing.T, args ...string) string {
+func mustClient(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := kbsClient(t, args...)
 	if err != nil {

@@ -101,7 +101,7 @@ type spiffeEnv struct {
 	client string // the client image
 }
 
-func newSPIFFEEnv(t *testing.T) *spiffeEnv {
+func newSPIFFEEnv(t testing.TB) *spiffeEnv {
 	e := &spiffeEnv{podEnv: newVMPodEnv(t)}
 	data := t.TempDir()
 	cfg, u := kbsConfig(t, data, "http", "[spiffe]\ntrust_domain = \"e2e.example\"\n")

@@ -118,14 +118,18 @@ func (s metricsServer) Export(_ context.Context, req pmetricotlp.ExportRequest) 
 	return s.r.metrics(req), nil
 }
 
-// ServeGRPC serves OTLP/gRPC on l until ctx ends.
-func (r *Receiver) ServeGRPC(ctx context.Context, l net.Listener) error {
+// ServeGRPC serves OTLP/gRPC on the listeners until ctx ends.
+func (r *Receiver) ServeGRPC(ctx context.Context, ls ...net.Listener) error {
 	s := r.GRPCServer()
 	go func() {
 		<-ctx.Done()
 		s.Stop()
 	}()
-	return s.Serve(l)
+	errs := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() { errs <- s.Serve(l) }()
+	}
+	return <-errs
 }
 
 // ServeHTTP serves OTLP/HTTP (protobuf or JSON) on l until ctx ends.

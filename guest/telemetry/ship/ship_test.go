@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -31,6 +32,7 @@ import (
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
 	"github.com/cocoon-cc/cocoon/guest/spiffe"
 	"github.com/cocoon-cc/cocoon/guest/telemetry"
+	"github.com/cocoon-cc/cocoon/guest/telemetry/feed"
 	"github.com/cocoon-cc/cocoon/guest/telemetry/otlpin"
 	"github.com/cocoon-cc/cocoon/guest/telemetry/ship"
 	"github.com/cocoon-cc/cocoon/internal/testutil/kbstest"
@@ -131,10 +133,11 @@ func waitFor(t *testing.T, ctx context.Context, o *otelcoltest.Owner, done func(
 
 // TestShipToOwner: the real OpenTelemetry Collector's OTLP receiver as
 // the owner's endpoint, requiring client certificates of the KBS's SPIFFE
-// CA, gets every log line the guest queues and every span, metric and
-// log record a workload sends to the loopback receiver (OTLP/gRPC,
-// OTLP/HTTP protobuf and JSON), and the shipper's own counters; a client
-// without the pod's SVID is refused.
+// CA, gets every log line the guest queues, the output and metrics the
+// agent's feed hands over on the unix socket, every span, metric and log
+// record a workload sends to the loopback receiver (OTLP/gRPC, OTLP/HTTP
+// protobuf and JSON), and the shipper's own counters; a client without
+// the pod's SVID is refused.
 func TestShipToOwner(t *testing.T) {
 	ctx, sh, owner := shipper(t, "")
 	owner.Start(t)
@@ -143,7 +146,12 @@ func TestShipToOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go rcv.ServeGRPC(ctx, gl)
+	sock := filepath.Join(t.TempDir(), "telemetry.sock")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rcv.ServeGRPC(ctx, gl, ul)
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +164,19 @@ func TestShipToOwner(t *testing.T) {
 			t.Fatalf("%d lines dropped", n)
 		}
 	}
+	// Withheld output and metrics as the agent hands them over.
+	fd, err := feed.Dial(sock, owner.Endpoint, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	long := strings.Repeat("y", 70<<10)
+	if n := fd.Ship(strings.NewReader("agent line 1\nagent line 2\r\n"+long+"\nno newline at the end"), feed.Source{ContainerID: "c1", Stream: "stdout"}); n != 0 {
+		t.Fatalf("%d lines dropped", n)
+	}
+	go fd.RunMetrics(ctx, 500*time.Millisecond, func() []feed.ContainerStats {
+		return []feed.ContainerStats{{ID: "c1", Name: "app", CPUNanos: 1e9, MemoryBytes: 1 << 20}}
+	})
 	// The workload's spans over OTLP/gRPC, as an SDK sends them.
 	cc, err := grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -183,8 +204,8 @@ func TestShipToOwner(t *testing.T) {
 	post(t, "http://"+hl.Addr().String()+"/v1/logs", "application/x-protobuf", body)
 
 	r := waitFor(t, ctx, owner, func(r *otelcoltest.Received) bool {
-		return len(r.LogBodies()) >= 1020 && len(r.SpanNames()) >= 50 && r.MetricNames()["workload.requests"] &&
-			r.MetricNames()["cocoon.telemetry.exported"]
+		return len(r.LogBodies()) >= 1025 && len(r.SpanNames()) >= 50 && r.MetricNames()["workload.requests"] &&
+			r.MetricNames()["cocoon.telemetry.exported"] && r.MetricNames()["container.memory.usage"]
 	})
 	bodies := r.LogBodies()
 	for i := range 10 {
@@ -194,10 +215,19 @@ func TestShipToOwner(t *testing.T) {
 			}
 		}
 	}
-	if len(bodies) != 1020 || len(r.SpanNames()) != 50 {
-		t.Errorf("got %d records and %d spans, want 1020 and 50 (each once)", len(bodies), len(r.SpanNames()))
+	// A line longer than 64 KiB comes in pieces.
+	for _, l := range []string{"agent line 1", "agent line 2", long[:64<<10], long[64<<10:], "no newline at the end"} {
+		if !slices.Contains(bodies, l) {
+			t.Errorf("line %.20q... (%d bytes) missing", l, len(l))
+		}
 	}
-	if c := sh.Counts(telemetry.Logs); c.Exported.Load() != 1020 || c.Dropped.Load() != 0 {
+	if !r.MetricNames()["system.memory.usage"] {
+		t.Error("no guest memory metric")
+	}
+	if len(bodies) != 1025 || len(r.SpanNames()) != 50 {
+		t.Errorf("got %d records and %d spans, want 1025 and 50 (each once)", len(bodies), len(r.SpanNames()))
+	}
+	if c := sh.Counts(telemetry.Logs); c.Exported.Load() != 1025 || c.Dropped.Load() != 0 {
 		t.Errorf("log counts: exported %d, dropped %d", c.Exported.Load(), c.Dropped.Load())
 	}
 

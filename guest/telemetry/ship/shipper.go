@@ -144,7 +144,11 @@ func (s *Shipper) export(ctx context.Context, cc *grpc.ClientConn, b batch) {
 			c.Dropped.Add(int64(b.items()))
 			return
 		}
-		s.log.Debug("telemetry export failed, retrying", "signal", b.signal(), "in", wait, "err", err)
+		lvl := slog.LevelDebug
+		if wait == minBackoff {
+			lvl = slog.LevelWarn // once a batch: the endpoint may stay down
+		}
+		s.log.Log(ctx, lvl, "telemetry export failed, retrying", "signal", b.signal(), "in", wait, "err", err)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():

@@ -2167,9 +2167,17 @@ type ReadStreamResponse struct {
 	// then answers success with the data cleared, and so does Cocoon's;
 	// Kata's runtime ignores this field and reads the empty data as the
 	// stream's end). The guest drains the output itself.
-	Withheld      bool `protobuf:"varint,1000,opt,name=withheld,proto3" json:"withheld,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Withheld bool `protobuf:"varint,1000,opt,name=withheld,proto3" json:"withheld,omitempty"`
+	// Cocoon's extension, with withheld: the pod owner's OpenTelemetry
+	// endpoint the guest ships the output to (initdata's telemetry.toml),
+	// empty when it only drains it. A shim that sees it reads once more:
+	// that answer comes once the output ended, with withheld_dropped.
+	WithheldTo string `protobuf:"bytes,1001,opt,name=withheld_to,json=withheldTo,proto3" json:"withheld_to,omitempty"`
+	// Cocoon's extension: lines of the ended output the guest could not
+	// ship (its bounded buffer was full).
+	WithheldDropped uint64 `protobuf:"varint,1002,opt,name=withheld_dropped,json=withheldDropped,proto3" json:"withheld_dropped,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ReadStreamResponse) Reset() {
@@ -2214,6 +2222,20 @@ func (x *ReadStreamResponse) GetWithheld() bool {
 		return x.Withheld
 	}
 	return false
+}
+
+func (x *ReadStreamResponse) GetWithheldTo() string {
+	if x != nil {
+		return x.WithheldTo
+	}
+	return ""
+}
+
+func (x *ReadStreamResponse) GetWithheldDropped() uint64 {
+	if x != nil {
+		return x.WithheldDropped
+	}
+	return 0
 }
 
 type CloseStdinRequest struct {
@@ -3315,10 +3337,13 @@ const file_agent_agent_proto_rawDesc = "" +
 	"\x11ReadStreamRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x10\n" +
-	"\x03len\x18\x03 \x01(\rR\x03len\"E\n" +
+	"\x03len\x18\x03 \x01(\rR\x03len\"\x93\x01\n" +
 	"\x12ReadStreamResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1b\n" +
-	"\bwithheld\x18\xe8\a \x01(\bR\bwithheld\"O\n" +
+	"\bwithheld\x18\xe8\a \x01(\bR\bwithheld\x12 \n" +
+	"\vwithheld_to\x18\xe9\a \x01(\tR\n" +
+	"withheldTo\x12*\n" +
+	"\x10withheld_dropped\x18\xea\a \x01(\x04R\x0fwithheldDropped\"O\n" +
 	"\x11CloseStdinRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\"{\n" +

@@ -1,0 +1,255 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	internalapi "k8s.io/cri-api/pkg/apis"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
+	"github.com/cocoon-cc/cocoon/internal/testutil/nettest"
+	"github.com/cocoon-cc/cocoon/internal/testutil/otelcoltest"
+	"github.com/cocoon-cc/cocoon/runtime/shim"
+)
+
+// spiffeCA is the KBS's SPIFFE CA in PEM, from its bundle endpoint: what
+// the owner's collector trusts for client certificates.
+func (e *spiffeEnv) spiffeCA(t testing.TB) []byte {
+	t.Helper()
+	resp, err := http.Get(e.kbs + "/kbs/v0/spiffe/bundle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := spiffebundle.Parse(spiffeid.RequireTrustDomainFromString("e2e.example"), b)
+	if err != nil {
+		t.Fatalf("the KBS's SPIFFE bundle: %v", err)
+	}
+	var ca bytes.Buffer
+	for _, c := range bundle.X509Authorities() {
+		pem.Encode(&ca, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return ca.Bytes()
+}
+
+// newTelemetryEnv is newSPIFFEEnv with the owner's endpoint on the pod
+// network's gateway, trusting the KBS's SPIFFE CA for clients.
+func newTelemetryEnv(t testing.TB) (*spiffeEnv, internalapi.RuntimeService, *otelcoltest.Owner) {
+	e := newSPIFFEEnv(t)
+	return e, e.ctrd.RuntimeService(t), otelcoltest.Start(t, e.gateway, e.spiffeCA(t))
+}
+
+// startTelemetryPod runs a coco pod under the default agent policy (the
+// host may not read its output) whose initdata names the KBS, a SPIFFE ID
+// and the owner's endpoint in telemetry.toml; it returns the pod, its
+// sandbox config and its log directory.
+func (e *spiffeEnv) startTelemetryPod(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, name string, owner *otelcoltest.Owner) (string, *cri.PodSandboxConfig, string) {
+	t.Helper()
+	doc := fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n'''\n"+
+		"\"spiffe.toml\" = 'id = \"/ns/e2e/allowed/telemetry\"'\n\"telemetry.toml\" = '''\nendpoint = %q\nca = \"\"\"\n%s\"\"\"\nmetrics_interval = \"2s\"\n'''\n"+
+		"\"policy.rego\" = '''\n%s\n'''\n", e.guest, owner.Endpoint, owner.CA, policy.Default())
+	logDir := t.TempDir()
+	podID, sandbox := e.startPodInit(ctx, t, rs, "coco", name, logDir, testutil.InitdataDocAnnotation(t, doc))
+	t.Cleanup(func() {
+		rs.StopPodSandbox(context.Background(), podID)
+		rs.RemovePodSandbox(context.Background(), podID)
+	})
+	return podID, sandbox, logDir
+}
+
+// spanJSON is an OTLP/HTTP JSON export of one span named name, as an
+// OpenTelemetry SDK in the workload sends it.
+func spanJSON(name string, i int) string {
+	return fmt.Sprintf(`{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"e2e-app"}}]},`+
+		`"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc6%02x","spanId":"eee19b7ec3c1b1%02x","name":%q,"kind":1,`+
+		`"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}]}]}]}`, i, i, name)
+}
+
+// TestPodTelemetry runs a coco pod (QEMU TCG) under the default policy,
+// which withholds its output from the host, with telemetry.toml naming
+// the owner's endpoint: the real OpenTelemetry Collector's OTLP receiver
+// requiring client certificates of the KBS's SPIFFE CA. The workload
+// prints lines on stdout and stderr and sends spans to the OTLP receiver
+// on the guest's loopback: the owner gets every line and span and the
+// guest's metrics, the pod's host-side interface carries none of it in
+// plaintext, and the container's CRI log says where the output went.
+func TestPodTelemetry(t *testing.T) {
+	e, rs, owner := newTelemetryEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	podID, sandbox, logDir := e.startTelemetryPod(ctx, t, rs, "telemetry", owner)
+	var stops []func() []byte
+	for _, p := range bridgePorts(t, e.bridge) {
+		stops = append(stops, nettest.Capture(t, strings.SplitN(p, "@", 2)[0]))
+	}
+
+	const marker = "owner-only-5d2a"
+	const lines, spans = 300, 3
+	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do echo "%s line $i"; i=$((i+1)); done; echo "%s on stderr" >&2`, lines, marker, marker)
+	for i := range spans {
+		script += fmt.Sprintf("; /bin/busybox wget -q -O /dev/null --header 'Content-Type: application/json' --post-data '%s' http://127.0.0.1:4318/v1/traces",
+			spanJSON(fmt.Sprintf("%s span %d", marker, i), i))
+	}
+	script += "; sleep 5" // running through a metrics interval or two: the container's metrics
+	cid := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "app"},
+		Image: &cri.ImageSpec{Image: e.image}, LogPath: "app.log", Command: []string{"/bin/sh", "-c", script}})
+	if st := waitExited(ctx, t, rs, cid); st.ExitCode != 0 {
+		t.Fatalf("the workload exited with %d (its spans were refused?)", st.ExitCode)
+	}
+
+	var got *otelcoltest.Received
+	for {
+		got = owner.Received(t)
+		metrics := got.MetricNames()
+		if len(got.LogBodies()) >= lines+1 && len(got.SpanNames()) >= spans && metrics["system.memory.usage"] && metrics["container.memory.usage"] {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the owner got %d lines, spans %q, metrics %v", len(got.LogBodies()), got.SpanNames(), metrics)
+		case <-time.After(time.Second):
+		}
+	}
+	bodies := got.LogBodies()
+	for i := range lines {
+		if !slices.Contains(bodies, fmt.Sprintf("%s line %d", marker, i)) {
+			t.Fatalf("line %d never reached the owner", i)
+		}
+	}
+	if !slices.Contains(bodies, marker+" on stderr") {
+		t.Error("the stderr line never reached the owner")
+	}
+	for i := range spans {
+		if !slices.Contains(got.SpanNames(), fmt.Sprintf("%s span %d", marker, i)) {
+			t.Errorf("span %d never reached the owner", i)
+		}
+	}
+
+	seen := 0
+	for _, stop := range stops {
+		b := stop()
+		seen += len(b)
+		if bytes.Contains(b, []byte(marker)) {
+			t.Fatal("the pod's telemetry in plaintext on its host-side interface")
+		}
+	}
+	if seen == 0 {
+		t.Fatal("the capture saw nothing")
+	}
+	want := fmt.Sprintf(shim.ShippedNotice, owner.Endpoint)
+	if log := readLog(t, filepath.Join(logDir, "app.log")); log != want {
+		t.Errorf("the CRI log %q, want %q", log, want)
+	}
+}
+
+// BenchmarkPodLogs: the log lines per second one coco pod (QEMU TCG)
+// delivers and the guest CPU they cost (its QEMU process's CPU time), in
+// one run: shipped to the owner's collector under the default policy
+// (telemetry.toml), and read by the host into the CRI log under a policy
+// that allows it (the peer). Each iteration runs a container that writes
+// benchLines lines and ends once all are delivered.
+func BenchmarkPodLogs(b *testing.B) {
+	e, rs, owner := newTelemetryEnv(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	const benchLines = 20000
+	for _, mode := range []string{"shipped", "host"} {
+		b.Run("logs="+mode, func(b *testing.B) {
+			var podID, logDir string
+			var sandbox *cri.PodSandboxConfig
+			if mode == "shipped" {
+				podID, sandbox, logDir = e.startTelemetryPod(ctx, b, rs, "logs-shipped", owner)
+			} else {
+				logDir = b.TempDir()
+				podID, sandbox = e.startPodWith(ctx, b, rs, "logs-host", logDir, policy.AllowAll())
+				b.Cleanup(func() {
+					rs.StopPodSandbox(context.Background(), podID)
+					rs.RemovePodSandbox(context.Background(), podID)
+				})
+			}
+			var elapsed, cpu time.Duration
+			for i := range b.N {
+				tag := fmt.Sprintf("bench-%s-%d", mode, i)
+				cpu0, start := sandboxCPU(e.ctrd.Address), time.Now()
+				e.runContainer(ctx, b, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: tag},
+					Image: &cri.ImageSpec{Image: e.image}, LogPath: tag + ".log", Command: []string{"/bin/sh", "-c",
+						fmt.Sprintf("/bin/busybox yes '%s: a log line of some sixty bytes, as services write' | /bin/busybox head -n %d", tag, benchLines)}})
+				for delivered(b, mode, owner, filepath.Join(logDir, tag+".log"), tag) < benchLines {
+					select {
+					case <-ctx.Done():
+						b.Fatalf("%s: %d of %d lines delivered", tag, delivered(b, mode, owner, filepath.Join(logDir, tag+".log"), tag), benchLines)
+					case <-time.After(200 * time.Millisecond):
+					}
+				}
+				elapsed += time.Since(start)
+				cpu += sandboxCPU(e.ctrd.Address) - cpu0
+			}
+			b.ReportMetric(float64(benchLines*b.N)/elapsed.Seconds(), "lines/s")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(benchLines*b.N), "guest-cpu-ns/line")
+		})
+	}
+}
+
+// delivered counts the lines tagged tag that reached the owner (shipped)
+// or the CRI log at path (host).
+func delivered(t testing.TB, mode string, owner *otelcoltest.Owner, path, tag string) int {
+	var lines []string
+	if mode == "shipped" {
+		lines = owner.Received(t).LogBodies()
+	} else {
+		b, _ := os.ReadFile(path)
+		lines = strings.Split(string(b), "\n")
+	}
+	n := 0
+	for _, l := range lines {
+		if strings.Contains(l, tag+":") {
+			n++
+		}
+	}
+	return n
+}
+
+// sandboxCPU is the CPU time of the QEMU processes of the coco pods
+// serving the containerd at address: the guests' CPU under TCG.
+func sandboxCPU(address string) time.Duration {
+	var ticks int64
+	for _, p := range containerdtest.SandboxProcesses(address) {
+		pid, name, _ := strings.Cut(p, ":")
+		if !strings.Contains(name, "qemu") {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			continue
+		}
+		// After the command's closing parenthesis: state is field 3,
+		// utime and stime fields 14 and 15.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 13 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
