@@ -34,14 +34,14 @@ func BenchmarkCocoonRuntimeReady(b *testing.B) {
 
 // BenchmarkKeyBrokerReady: from creating a KeyBroker on PostgreSQL (a new
 // database each round) to it Ready: certificate and keys generated, the
-// KBS pod started, a resource, a policy and four reference values
+// KBS pod started, two resources, a policy and four reference values
 // registered; each round deletes it again, untimed.
 func BenchmarkKeyBrokerReady(b *testing.B) {
 	c := k8stest.Get(b)
 	installOperator(b, c)
 	pg := dbtest.StartPostgresOn(b, c.HostIP)
 	c.Apply(b, keyBrokerObjects("a secret", pg.Password))
-	defer c.TryKubectl("", "delete", "secret/demo", "secret/pg", "configmap/kbs-policy")
+	defer c.TryKubectl("", "delete", "secret/demo", "secret/team-db", "secret/pg", "configmap/kbs-policy")
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
 		db := fmt.Sprintf("kbs_bench_%d", i)

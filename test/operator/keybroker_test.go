@@ -42,7 +42,8 @@ const sampleReferenceValues = `
 `
 
 // keyBrokerObjects are the Kubernetes objects a KeyBroker selects: the
-// secret (only here), the resource policy and the database's password.
+// secret (only here), a Secret placed by its annotations, the resource
+// policy and the database's password.
 func keyBrokerObjects(secret, password string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Secret
@@ -51,6 +52,15 @@ metadata:
   namespace: default
   labels: {cocoon.io/kbs: demo}
 stringData: {password: %q}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: team-db
+  namespace: default
+  labels: {cocoon.io/kbs: demo}
+  annotations: {cocoon.io/kbs-repository: team-a, cocoon.io/kbs-type: db}
+stringData: {token: "team token"}
 ---
 apiVersion: v1
 kind: Secret
@@ -153,7 +163,7 @@ func TestKeyBroker(t *testing.T) {
 		}
 	}()
 	c.Apply(t, keyBrokerObjects("the database password is hunter2", pg.Password))
-	defer c.TryKubectl("", "delete", "secret/demo", "secret/pg", "configmap/kbs-policy")
+	defer c.TryKubectl("", "delete", "secret/demo", "secret/team-db", "secret/pg", "configmap/kbs-policy", "--ignore-not-found")
 	c.Apply(t, postgresKeyBroker(pg, "kbs", 2)+"  runtimeRef: {name: node, vcpus: [1, 2]}\n")
 	defer c.TryKubectl("", "delete", "keybroker", "kbs", "--timeout=2m")
 	waitRuntimeReady(t, c, refs["guest-snp"])
@@ -211,6 +221,17 @@ func TestKeyBroker(t *testing.T) {
 	c.Eventually(t, "the resource's new hash", func() bool { return kbGet(c, "kbs", "{.status.resources[0].hash}") != hash })
 	if got := fetch(t, c, "kbs", "default/demo/password"); got != "rotated" {
 		t.Errorf("after the Secret changed the KBS serves %q", got)
+	}
+
+	// A Secret's annotations place its keys; a Secret deleted is deleted
+	// from the KBS.
+	if got := fetch(t, c, "kbs", "team-a/db/token"); got != "team token" {
+		t.Errorf("team-a/db/token: %q", got)
+	}
+	c.Kubectl(t, "delete", "secret", "team-db")
+	waitKB(t, c, "kbs", "{.status.resources[*].name}", "default/demo/password")
+	if out, err := kbsClient(t, c, "kbs", "get-resource", "--path", "team-a/db/token"); err == nil {
+		t.Errorf("a deleted Secret's resource is still served: %s", out)
 	}
 
 	// A bad spec: a ConfigMap key that does not exist, then a policy the
