@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -169,6 +170,9 @@ func TestKeyBroker(t *testing.T) {
 	waitRuntimeReady(t, c, refs["guest-snp"])
 	waitKB(t, c, "kbs", `{.status.conditions[?(@.type=="Ready")].status}`, "True")
 	waitKB(t, c, "kbs", "{.status.readyReplicas} {.status.url}", "2 https://kbs.default.svc:8080")
+	if out := c.Kubectl(t, "get", "kb", "kbs"); !strings.Contains(out, "READY") || !regexp.MustCompile(`kbs +True +2 +https://kbs.default.svc:8080 `).MatchString(out) {
+		t.Errorf("kubectl get kb:\n%s", out)
+	}
 
 	// The launch measurement registered is cocoon-measure's for the guest's
 	// files and the shim's command line.
