@@ -2,14 +2,20 @@ package controllers
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
@@ -152,5 +158,42 @@ func TestWithPrevious(t *testing.T) {
 		if got := guests(status); got != step.want {
 			t.Errorf("guest %s: %s, want %s", step.guest, got, step.want)
 		}
+	}
+}
+
+// TestSelfSigned: the generated certificate serves TLS to a client
+// trusting its ca.crt, by the Service's name and address, and is made
+// again when a name or address is missing.
+func TestSelfSigned(t *testing.T) {
+	names := []string{"kbs", "kbs.ns", "kbs.ns.svc", "kbs.ns.svc.cluster.local"}
+	ips := []net.IP{net.ParseIP("10.96.0.7")}
+	data, err := selfSigned("kbs.ns.svc", names, ips)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !certCovers(data[corev1.TLSCertKey], names, ips) {
+		t.Error("the certificate does not cover its own names")
+	}
+	if certCovers(data[corev1.TLSCertKey], names, []net.IP{net.ParseIP("10.96.0.8")}) || certCovers(data[corev1.TLSCertKey], []string{"other"}, nil) {
+		t.Error("a new address or name is covered")
+	}
+	pair, err := tls.X509KeyPair(data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	srv.StartTLS()
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(data[caFile])
+	for _, name := range []string{"kbs.ns.svc", "10.96.0.7"} {
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: name}}}
+		resp, err := hc.Get(srv.URL)
+		if err != nil {
+			t.Errorf("as %s: %v", name, err)
+			continue
+		}
+		resp.Body.Close()
 	}
 }
