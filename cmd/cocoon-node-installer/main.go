@@ -55,6 +55,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 	self, _ := os.Executable()
 	var o nodeinstall.Options
 	var flavours, restart, unit, runtimeName, node, address string
+	var snap nodeinstall.Snapshotter
 	fs.StringVar(&node, "node", os.Getenv("NODE_NAME"), "this node's name")
 	fs.StringVar(&runtimeName, "runtime", "", "the CocoonRuntime's name")
 	fs.StringVar(&o.InstallDir, "install-dir", "/opt/cocoon", "host directory of Cocoon's files")
@@ -72,14 +73,24 @@ func run(ctx context.Context, cmd string, args []string) error {
 	fs.StringVar(&restart, "restart", "systemd", "how to restart containerd: systemd or signal")
 	fs.StringVar(&unit, "unit", "containerd", "containerd's systemd unit")
 	fs.StringVar(&o.Containerd.Root, "host-root", "/", "where the host's root is mounted (paths in flags are the host's)")
+	fs.StringVar(&snap.Images, "snapshotter-images", "", "install cocoon-snapshotter for the images this regular expression selects (none: no snapshotter)")
+	fs.StringVar(&snap.Address, "snapshotter-address", "/run/cocoon-snapshotter/snapshotter.sock", "cocoon-snapshotter's socket")
 	fs.Parse(args)
+	o.Containerd.Address = address
 	address = filepath.Join(o.Containerd.Root, address)
 	o.Flavours = strings.Split(flavours, ",")
+	if snap.Images != "" {
+		o.Snapshotter = &snap
+	}
 	switch restart {
 	case "systemd":
-		o.Restarter = nodeinstall.SystemdRestarter{Unit: unit, Address: address}
+		systemctl := nodeinstall.Systemctl{Root: o.Containerd.Root}
+		o.Restarter = nodeinstall.SystemdRestarter{Unit: unit, Address: address, Systemctl: systemctl}
+		o.Services = nodeinstall.SystemdServices{Systemctl: systemctl, UnitDir: "/etc/systemd/system",
+			Containerd: strings.TrimSuffix(unit, ".service"), Root: o.Containerd.Root}
 	case "signal":
 		o.Restarter = nodeinstall.SignalRestarter{ConfigPath: o.Containerd.ConfigPath, Address: address}
+		o.Services = nodeinstall.HostProcesses{RunDir: filepath.Join(o.InstallDir, "run"), Containerd: o.Containerd}
 	default:
 		return fmt.Errorf("--restart %q: systemd or signal", restart)
 	}
@@ -120,8 +131,8 @@ func install(ctx context.Context, cs kubernetes.Interface, node, runtimeName str
 		state.Phase, state.Message = nodeinstall.PhaseFailed, err.Error()
 		return errors.Join(err, nodeinstall.Record(ctx, cs, node, state))
 	}
-	fmt.Printf("installed guest %s, flavours %v (containerd restarted: %v)\n", res.Guest, res.Flavours, res.Restarted)
-	state.Phase, state.Guest, state.Flavours = nodeinstall.PhaseInstalled, res.Guest, res.Flavours
+	fmt.Printf("installed guest %s, flavours %v (containerd restarted: %v; snapshotter: %q)\n", res.Guest, res.Flavours, res.Restarted, res.Snapshotter)
+	state.Phase, state.Guest, state.Flavours, state.Snapshotter = nodeinstall.PhaseInstalled, res.Guest, res.Flavours, res.Snapshotter
 	return nodeinstall.Record(ctx, cs, node, state)
 }
 

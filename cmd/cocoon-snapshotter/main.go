@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"syscall"
+	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/contrib/snapshotservice"
@@ -32,9 +33,17 @@ func main() {
 	address := flag.String("address", "/run/cocoon-snapshotter/snapshotter.sock", "the gRPC socket containerd connects to")
 	images := flag.String("images", "", "regular expression of the image references pulled in the guest (default: all)")
 	ctrd := flag.String("containerd-address", "/run/containerd/containerd.sock", "containerd's socket: which images it unpacked on the host (with --images), to give them the layers an image pulled in the guest left empty")
+	removeUnused := flag.Bool("remove-unused", false, "do not serve: remove --root once no mount uses it (containers made from its snapshots are gone), then exit; what an uninstall leaves running")
 	flag.Parse()
 	if *root == "" {
 		*root = snapshotter.ImageFSPath(*containerdRoot)
+	}
+	if *removeUnused {
+		if err := removeRoot(*containerdRoot, *root); err != nil {
+			fmt.Fprintln(os.Stderr, "cocoon-snapshotter:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := snapshotter.LinkImageFS(*containerdRoot, *root); err != nil {
 		fmt.Fprintln(os.Stderr, "cocoon-snapshotter: the CRI image filesystem path:", err)
@@ -44,6 +53,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cocoon-snapshotter:", err)
 		os.Exit(1)
 	}
+}
+
+// removeRoot removes root and, when root is elsewhere, the link to it at
+// the CRI image filesystem path, once no mount uses the snapshots.
+func removeRoot(containerdRoot, root string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := snapshotter.RemoveUnused(ctx, root, 2*time.Second); err != nil {
+		return err
+	}
+	if p := snapshotter.ImageFSPath(containerdRoot); p != filepath.Clean(root) {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			return os.Remove(p)
+		}
+	}
+	return nil
 }
 
 func run(root, address, images, containerdAddress string) error {

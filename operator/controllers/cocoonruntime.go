@@ -280,6 +280,9 @@ func (r *CocoonRuntimeReconciler) installerPod(cr *cocoonv1.CocoonRuntime, verb 
 		"--unit=" + s.Containerd.Unit,
 		"--host-root=" + hostRoot,
 	}
+	if sn := s.Snapshotter; sn != nil {
+		args = append(args, "--snapshotter-images="+sn.Images, "--snapshotter-address="+sn.Address)
+	}
 	privileged := true
 	grace := int64(5)
 	return corev1.PodTemplateSpec{
@@ -346,7 +349,7 @@ func (r *CocoonRuntimeReconciler) updateStatus(ctx context.Context, cr *cocoonv1
 	for _, n := range nodes {
 		a := n.Annotations
 		ns := cocoonv1.NodeStatus{Name: n.Name, Phase: a[nodeinstall.AnnotationPhase], Guest: a[nodeinstall.AnnotationGuest],
-			Message: a[nodeinstall.AnnotationMessage]}
+			Message: a[nodeinstall.AnnotationMessage], Snapshotter: a[nodeinstall.AnnotationSnapshotter]}
 		if ns.Phase == "" {
 			ns.Phase = nodeinstall.PhaseInstalling
 		}

@@ -39,7 +39,7 @@ type Image struct {
 // Images are the images make images builds.
 var Images = []Image{
 	{Name: "cocoon-operator", Commands: []string{"cocoon-operator"}, Entrypoint: []string{"/cocoon-operator"}},
-	{Name: "cocoon-node-installer", Commands: []string{"cocoon-node-installer", "containerd-shim-coco-v2", "coco-agent"},
+	{Name: "cocoon-node-installer", Commands: []string{"cocoon-node-installer", "containerd-shim-coco-v2", "coco-agent", "cocoon-snapshotter"},
 		Entrypoint: []string{"/cocoon-node-installer"}},
 	{Name: "kbs", Commands: []string{"kbs", "kbs-client"}, Entrypoint: []string{"/kbs"}},
 	{Name: "cocoon-guest", Files: map[string]string{"vmlinuz": "build/guest/vmlinuz", "initramfs.cpio.gz": "build/guest/initramfs.cpio.gz"}},

@@ -48,6 +48,7 @@ type Runtime struct {
 type Containerd struct {
 	ConfigPath string
 	DropInDir  string
+	Address    string // its gRPC socket
 	Root       string
 }
 
@@ -56,15 +57,17 @@ func (c Containerd) dropIn() string { return filepath.Join(c.DropInDir, DropInNa
 // local is where the installer reaches the host path p.
 func (c Containerd) local(p string) string { return filepath.Join("/", c.Root, p) }
 
-// Install writes the drop-in with runtimes and makes the configuration
-// import it; changed says whether containerd must restart to see it.
+// Install writes the drop-in with runtimes, and with snapshotter (the
+// socket of cocoon-snapshotter; "" for none) as the CRI snapshotter, and
+// makes the configuration import it; changed says whether containerd must
+// restart to see it.
 //
 // containerd (1.6, 1.7) replaces a plugin's whole section with an imported
 // file's, so the drop-in holds the CRI section containerd would otherwise
 // use (the configuration's, or the last import's that has one) with
 // Cocoon's runtimes added: the user's own settings stay in effect, and the
 // user's file changes by one imports line at most.
-func (c Containerd) Install(runtimes []Runtime) (changed bool, err error) {
+func (c Containerd) Install(runtimes []Runtime, snapshotter string) (changed bool, err error) {
 	main, err := os.ReadFile(c.local(c.ConfigPath))
 	if err != nil {
 		return false, fmt.Errorf("%w: %v", ErrContainerdConfig, err)
@@ -81,7 +84,7 @@ func (c Containerd) Install(runtimes []Runtime) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	dropIn, err := renderDropIn(cri, runtimes)
+	dropIn, err := renderDropIn(cri, runtimes, snapshotter)
 	if err != nil {
 		return false, err
 	}
@@ -112,6 +115,22 @@ func (c Containerd) Remove() (changed bool, err error) {
 	restored := removeImport(main, c.dropIn())
 	changedMain, err := writeIfChanged(c.local(c.ConfigPath), restored, 0)
 	return changed || changedMain, err
+}
+
+// DataRoot is containerd's root directory (root in its configuration).
+func (c Containerd) DataRoot() (string, error) {
+	main, err := os.ReadFile(c.local(c.ConfigPath))
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrContainerdConfig, err)
+	}
+	doc, err := parseConfig(main)
+	if err != nil {
+		return "", err
+	}
+	if root, _ := doc["root"].(string); root != "" {
+		return root, nil
+	}
+	return "/var/lib/containerd", nil
 }
 
 func parseConfig(b []byte) (map[string]any, error) {
@@ -168,8 +187,10 @@ func criSection(doc map[string]any) map[string]any {
 	return cri
 }
 
-// renderDropIn is the drop-in: cri with Cocoon's runtime entries.
-func renderDropIn(cri map[string]any, runtimes []Runtime) ([]byte, error) {
+// renderDropIn is the drop-in: cri with Cocoon's runtime entries and,
+// with a snapshotter socket, cocoon-snapshotter as the proxy plugin CRI
+// unpacks every image with (containerd 1.6 has one CRI snapshotter).
+func renderDropIn(cri map[string]any, runtimes []Runtime, snapshotter string) ([]byte, error) {
 	ctrd, _ := cri["containerd"].(map[string]any)
 	if ctrd == nil {
 		ctrd = map[string]any{}
@@ -190,9 +211,15 @@ func renderDropIn(cri map[string]any, runtimes []Runtime) ([]byte, error) {
 			"options":               map[string]any{"ConfigPath": r.ConfigPath},
 		}
 	}
+	doc := map[string]any{"version": 2, "plugins": map[string]any{criPlugin: cri}}
+	if snapshotter != "" {
+		// The snapshotter needs CRI's layer labels (which image a layer is of).
+		ctrd["snapshotter"], ctrd["disable_snapshot_annotations"] = SnapshotterName, false
+		doc["proxy_plugins"] = map[string]any{SnapshotterName: map[string]any{"type": "snapshot", "address": snapshotter}}
+	}
 	var b bytes.Buffer
 	b.WriteString("# Written by cocoon-node-installer: containerd's CRI settings with Cocoon's\n# runtimes added. Removed when Cocoon is uninstalled.\n")
-	err := toml.NewEncoder(&b).Encode(map[string]any{"version": 2, "plugins": map[string]any{criPlugin: cri}})
+	err := toml.NewEncoder(&b).Encode(doc)
 	return b.Bytes(), err
 }
 

@@ -59,7 +59,7 @@ func TestContainerdDropIn(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := Containerd{ConfigPath: path, DropInDir: filepath.Join(dir, "conf.d")}
-			changed, err := c.Install(testRuntimes(dir))
+			changed, err := c.Install(testRuntimes(dir), "/run/cocoon-snapshotter/s.sock")
 			if err != nil || !changed {
 				t.Fatalf("Install: %v, changed %v", err, changed)
 			}
@@ -67,12 +67,13 @@ func TestContainerdDropIn(t *testing.T) {
 			for _, want := range []string{`runtimes.cocoon-qemu]`, `runtime_type = "` + dir + `/bin/containerd-shim-coco-v2"`,
 				`ConfigPath = "` + dir + `/etc/qemu.toml"`,
 				`sandbox_image = "registry.example/pause:3.9"`, `runtimes.runc]`, `default_runtime_name = "runc"`,
-				`root = "/var/lib/containerd-test"`} {
+				`root = "/var/lib/containerd-test"`, `snapshotter = "cocoon"`, `disable_snapshot_annotations = false`,
+				`[proxy_plugins.cocoon]`, `address = "/run/cocoon-snapshotter/s.sock"`} {
 				if !strings.Contains(got, want) {
 					t.Errorf("containerd's configuration lacks %s:\n%s", want, got)
 				}
 			}
-			if changed, err := c.Install(testRuntimes(dir)); err != nil || changed {
+			if changed, err := c.Install(testRuntimes(dir), "/run/cocoon-snapshotter/s.sock"); err != nil || changed {
 				t.Errorf("second Install: %v, changed %v (want no change)", err, changed)
 			}
 			if changed, err := c.Remove(); err != nil || !changed {
@@ -84,8 +85,8 @@ func TestContainerdDropIn(t *testing.T) {
 			if _, err := os.Stat(c.DropInDir); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("drop-in directory left: %v", err)
 			}
-			if strings.Contains(dump(t, path), "cocoon-qemu") {
-				t.Error("containerd still has Cocoon's runtime")
+			if got := dump(t, path); strings.Contains(got, "cocoon-qemu") || strings.Contains(got, "proxy_plugins.cocoon") {
+				t.Errorf("containerd still has Cocoon's runtime or snapshotter:\n%s", got)
 			}
 		})
 	}
@@ -107,7 +108,7 @@ func TestContainerdRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := Containerd{ConfigPath: path, DropInDir: filepath.Join(dir, "conf.d")}
-			if _, err := c.Install(testRuntimes(dir)); !errors.Is(err, ErrContainerdConfig) {
+			if _, err := c.Install(testRuntimes(dir), ""); !errors.Is(err, ErrContainerdConfig) {
 				t.Errorf("Install: %v, want ErrContainerdConfig", err)
 			}
 			if b, _ := os.ReadFile(path); string(b) != cfg {

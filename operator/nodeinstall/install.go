@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -30,7 +31,28 @@ type Options struct {
 	Shim       ShimSettings
 	Containerd Containerd
 	Restarter  Restarter
+	// Snapshotter, when set, runs cocoon-snapshotter as containerd's CRI
+	// snapshotter; when nil, one an earlier install ran is removed.
+	Snapshotter *Snapshotter
+	// Services runs the snapshotter on the host.
+	Services Service
 }
+
+// Snapshotter is cocoon-snapshotter's installation.
+type Snapshotter struct {
+	// Images is the regular expression of the image references pulled
+	// only in the guest (its --images); other images are unpacked on the
+	// host, for runc's pods.
+	Images string
+	// Address is its socket, a host path.
+	Address string
+}
+
+// SnapshotterName is cocoon-snapshotter's proxy plugin in containerd.
+const SnapshotterName = "cocoon"
+
+// snapshotterBin is cocoon-snapshotter's binary, also its service's name.
+const snapshotterBin = "cocoon-snapshotter"
 
 // ShimSettings are the shim configuration's tunables (zero: its default).
 type ShimSettings struct {
@@ -50,6 +72,8 @@ type Result struct {
 	Guest     string   // the guest's digest
 	Flavours  []string // the flavours offered (the host supports them)
 	Restarted bool     // containerd was restarted
+	// Snapshotter says how cocoon-snapshotter runs ("": not installed).
+	Snapshotter string
 }
 
 // Handler is the RuntimeClass handler (containerd runtime) of a flavour.
@@ -64,9 +88,19 @@ func Install(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if o.Snapshotter != nil {
+		if _, err := regexp.Compile(o.Snapshotter.Images); err != nil {
+			return Result{}, fmt.Errorf("%w: images: %v", ErrSnapshotter, err)
+		}
+	}
+	binaries := Binaries
+	if o.Snapshotter != nil {
+		binaries = append(slices.Clip(binaries), snapshotterBin)
+	}
 	bin := filepath.Join(o.InstallDir, "bin")
-	for _, b := range Binaries {
-		if err := copyFile(filepath.Join(o.SourceDir, b), o.local(filepath.Join(bin, b)), 0o755); err != nil {
+	changedBin := map[string]bool{}
+	for _, b := range binaries {
+		if changedBin[b], err = installFile(filepath.Join(o.SourceDir, b), o.local(filepath.Join(bin, b)), 0o755); err != nil {
 			return Result{}, fmt.Errorf("install %s: %w", b, err)
 		}
 	}
@@ -91,7 +125,15 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		runtimes = append(runtimes, Runtime{Handler: Handler(f), ShimPath: filepath.Join(bin, Binaries[0]), ConfigPath: path})
 	}
 	res := Result{Guest: digest, Flavours: flavours}
-	changed, err := o.Containerd.Install(runtimes)
+	var snapshotter string
+	if o.Snapshotter != nil {
+		// Serving before containerd is restarted to use it.
+		if res.Snapshotter, err = o.startSnapshotter(ctx, changedBin[snapshotterBin]); err != nil {
+			return res, err
+		}
+		snapshotter = o.Snapshotter.Address
+	}
+	changed, err := o.Containerd.Install(runtimes, snapshotter)
 	if err != nil {
 		return res, err
 	}
@@ -105,11 +147,16 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		}
 		res.Restarted = true
 	}
+	if o.Snapshotter == nil {
+		if err := o.removeSnapshotter(ctx); err != nil {
+			return res, err
+		}
+	}
 	return res, RemoveUnusedGuests(o.local(o.InstallDir), digest)
 }
 
 // Uninstall removes what Install added: containerd's drop-in and import
-// (restarting containerd), then the install directory.
+// (restarting containerd), the snapshotter, then the install directory.
 func Uninstall(ctx context.Context, o Options) error {
 	changed, err := o.Containerd.Remove()
 	if err != nil {
@@ -119,6 +166,9 @@ func Uninstall(ctx context.Context, o Options) error {
 		if err := o.Restarter.Restart(ctx, nil); err != nil {
 			return err
 		}
+	}
+	if err := o.removeSnapshotter(ctx); err != nil {
+		return err
 	}
 	return os.RemoveAll(o.local(o.InstallDir))
 }
@@ -194,31 +244,15 @@ func (o Options) shimConfig(flavour, guest string) ([]byte, error) {
 	return []byte(b.String()), nil
 }
 
-// copyFile installs src as dst through a rename: a running shim keeps
-// its old binary.
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
+// installFile installs src as dst through a rename (a running shim keeps
+// its old binary); changed says whether dst differed.
+func installFile(src, dst string, mode os.FileMode) (changed bool, err error) {
+	b, err := os.ReadFile(src)
 	if err != nil {
-		return err
+		return false, err
 	}
-	defer in.Close()
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
+		return false, err
 	}
-	tmp := dst + ".cocoon-tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(out, in)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
+	return writeIfChanged(dst, b, mode)
 }

@@ -20,6 +20,8 @@ const (
 	AnnotationFlavours = "cocoon.io/install-flavours"
 	AnnotationMessage  = "cocoon.io/install-message"
 	AnnotationRuntime  = "cocoon.io/install-runtime" // the CocoonRuntime's name
+	// AnnotationSnapshotter says how cocoon-snapshotter runs.
+	AnnotationSnapshotter = "cocoon.io/install-snapshotter"
 )
 
 // Phases of a node's installation.
@@ -41,6 +43,8 @@ type NodeState struct {
 	Guest    string
 	Flavours []string // labelled; the others' labels are removed
 	Message  string
+	// Snapshotter says how cocoon-snapshotter runs ("": not installed).
+	Snapshotter string
 }
 
 // Record patches the node's labels and annotations to state.
@@ -59,11 +63,12 @@ func Record(ctx context.Context, cs kubernetes.Interface, node string, s NodeSta
 		return v
 	}
 	annotations := map[string]any{
-		AnnotationRuntime:  str(s.Runtime),
-		AnnotationPhase:    str(s.Phase),
-		AnnotationGuest:    str(s.Guest),
-		AnnotationFlavours: str(strings.Join(s.Flavours, ",")),
-		AnnotationMessage:  str(s.Message),
+		AnnotationRuntime:     str(s.Runtime),
+		AnnotationPhase:       str(s.Phase),
+		AnnotationGuest:       str(s.Guest),
+		AnnotationFlavours:    str(strings.Join(s.Flavours, ",")),
+		AnnotationMessage:     str(s.Message),
+		AnnotationSnapshotter: str(s.Snapshotter),
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels, "annotations": annotations}})
 	if err != nil {

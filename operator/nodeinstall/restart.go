@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,16 +30,15 @@ const restartTimeout = 2 * time.Minute
 // containerd leaves its shims running (KillMode=process in containerd's
 // unit), and containerd re-adopts them when it starts.
 type SystemdRestarter struct {
-	Unit    string
-	Address string
+	Unit      string
+	Address   string
+	Systemctl Systemctl
 }
 
 // Restart implements Restarter.
 func (r SystemdRestarter) Restart(ctx context.Context, handlers []string) error {
-	out, err := exec.CommandContext(ctx, "nsenter", "--target=1", "--mount", "--uts", "--ipc", "--net", "--pid", "--",
-		"systemctl", "restart", r.Unit).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%w: systemctl restart %s: %v: %s", ErrRestart, r.Unit, err, out)
+	if err := r.Systemctl.Run(ctx, "restart", r.Unit); err != nil {
+		return fmt.Errorf("%w: %w", ErrRestart, err)
 	}
 	return waitServing(ctx, r.Address, handlers)
 }
@@ -73,8 +71,7 @@ func (r SignalRestarter) Restart(ctx context.Context, handlers []string) error {
 	return waitServing(ctx, r.Address, handlers)
 }
 
-// findContainerd is the pid of the containerd whose command line names
-// configPath (--config or -c).
+// findContainerd is the pid of the containerd reading configPath.
 func findContainerd(configPath string) (int, error) {
 	files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, f := range files {
@@ -86,14 +83,28 @@ func findContainerd(configPath string) (int, error) {
 		if filepath.Base(args[0]) != "containerd" {
 			continue
 		}
-		for i, a := range args {
-			if a == "--config="+configPath || (i > 0 && (args[i-1] == "--config" || args[i-1] == "-c") && a == configPath) {
-				return strconv.Atoi(filepath.Base(filepath.Dir(f)))
-			}
+		if readsConfig(args, configPath) {
+			return strconv.Atoi(filepath.Base(filepath.Dir(f)))
 		}
 	}
 	return 0, fmt.Errorf("%w: no containerd process reads %s", ErrRestart, configPath)
 }
+
+// readsConfig says whether containerd's arguments name configPath, or
+// name none and configPath is containerd's default.
+func readsConfig(args []string, configPath string) bool {
+	named := false
+	for i, a := range args {
+		if a == "--config="+configPath || (i > 0 && (args[i-1] == "--config" || args[i-1] == "-c") && a == configPath) {
+			return true
+		}
+		named = named || a == "--config" || a == "-c" || strings.HasPrefix(a, "--config=")
+	}
+	return !named && configPath == defaultConfig
+}
+
+// defaultConfig is the configuration containerd reads without --config.
+const defaultConfig = "/etc/containerd/config.toml"
 
 // waitServing waits until containerd's CRI answers at address and knows
 // every handler.

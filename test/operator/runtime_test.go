@@ -3,27 +3,35 @@ package operator
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
+	"github.com/cocoon-cc/cocoon/image/imagetest"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/internal/testutil/k8stest"
 )
 
 // cocoonRuntime is the test's CocoonRuntime: the node's containerd (the
-// test's, restarted by signal: its supervisor starts it again) and an
-// install directory in the cluster's.
+// test's, restarted by signal: its supervisor starts it again), an
+// install directory in the cluster's, and cocoon-snapshotter pulling
+// Cocoon's pods' images (coco/, matched by each name CRI records: by tag
+// and by digest) only in the guest.
 func cocoonRuntime(c *k8stest.Cluster, guest string, flavours ...string) string {
 	return fmt.Sprintf(`apiVersion: cocoon.io/v1alpha1
 kind: CocoonRuntime
@@ -33,12 +41,14 @@ spec:
   guest: {image: %q, plainHTTP: true}
   shim: {startTimeout: 90s}
   installDir: %q
+  snapshotter: {images: %q, address: %q}
   containerd:
     configPath: %q
     dropInDir: %q
     address: %q
     restart: signal
-`, strings.Join(flavours, ", "), guest, c.HostDir("cocoon"), c.Containerd.ConfigPath(),
+`, strings.Join(flavours, ", "), guest, c.HostDir("cocoon"), "^"+regexp.QuoteMeta(c.Registry+"/coco/"), c.HostDir("snap.sock"),
+		c.Containerd.ConfigPath(),
 		filepath.Join(filepath.Dir(c.Containerd.ConfigPath()), "conf.d"), c.Containerd.Address)
 }
 
@@ -60,7 +70,7 @@ func cocoonDeployment(t testing.TB, c *k8stest.Cluster, replicas int32) string {
 					RuntimeClassName:              ptr("cocoon-qemu"),
 					AutomountServiceAccountToken:  &no,
 					TerminationGracePeriodSeconds: &grace,
-					Containers:                    []corev1.Container{{Name: "c", Image: c.Busybox(t), Command: []string{"/bin/sleep", "1000"}}},
+					Containers:                    []corev1.Container{{Name: "c", Image: cocoImage(t, c), Command: []string{"/bin/sleep", "1000"}}},
 				},
 			},
 		},
@@ -70,6 +80,30 @@ func cocoonDeployment(t testing.TB, c *k8stest.Cluster, replicas int32) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// guestPullMarker is a file only cocoImage has.
+const guestPullMarker = "cocoon-guest-pull-marker"
+
+var (
+	cocoOnce sync.Once
+	coco     string
+)
+
+// cocoImage is the image of Cocoon's pods: busybox (whose layer the
+// node's pause image shares, so it is on the host anyway) and a layer of
+// its own, which only the guest pulls.
+func cocoImage(t testing.TB, c *k8stest.Cluster) string {
+	t.Helper()
+	cocoOnce.Do(func() {
+		img := imagetest.New(t, ocispec.ImageConfig{Env: []string{"PATH=/bin"}}, imagetest.BusyboxLayer(t),
+			imagetest.GzipLayer(t, imagetest.File(guestPullMarker, "pulled in the guest\n", 0o644)))
+		coco = c.PushImage(t, img, "coco/app:1")
+	})
+	if coco == "" {
+		t.Fatal("the coco image was not pushed")
+	}
+	return coco
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -121,14 +155,68 @@ func vms(c *k8stest.Cluster) map[int]string {
 	return out
 }
 
+// snapshotterRoot is where cocoon-snapshotter keeps its snapshots.
+func snapshotterRoot(c *k8stest.Cluster) string {
+	return filepath.Join(c.Containerd.Root, "io.containerd.snapshotter.v1.cocoon")
+}
+
+// snapshotters lists the node's cocoon-snapshotter processes (serving, or
+// removing its snapshots) as pid: command line.
+func snapshotters(c *k8stest.Cluster) []string {
+	var out []string
+	files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		cmd := string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		if strings.Contains(cmd, "cocoon-snapshotter") && strings.Contains(cmd, "--containerd-root="+c.Containerd.Root+" ") {
+			out = append(out, filepath.Base(filepath.Dir(f))+": "+cmd)
+		}
+	}
+	return out
+}
+
+// checkGuestPull checks that the pod's container was made by
+// cocoon-snapshotter and that no file of its image is on the host.
+func checkGuestPull(t *testing.T, c *k8stest.Cluster, pod string) {
+	t.Helper()
+	if out := c.Kubectl(t, "get", "cocoonruntime", "node", "-o", "jsonpath={.status.nodes[0].snapshotter}"); !strings.HasPrefix(out, "host process ") {
+		t.Errorf("the node's snapshotter status: %q", out)
+	}
+	id := strings.TrimPrefix(c.Kubectl(t, "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].containerID}"), "containerd://")
+	if out, err := c.Containerd.Ctr("containers", "info", id); err != nil || !strings.Contains(out, `"Snapshotter": "cocoon"`) {
+		t.Errorf("container %s not made by cocoon-snapshotter: %v\n%s", id, err, out)
+	}
+	var files int
+	filepath.WalkDir(snapshotterRoot(c), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files++
+		}
+		if err == nil && d.Name() == guestPullMarker {
+			t.Errorf("the guest's image was unpacked on the host: %s", p)
+		}
+		return nil
+	})
+	if files == 0 {
+		t.Errorf("no snapshot in %s", snapshotterRoot(c))
+	}
+}
+
 // TestCocoonRuntime: the operator installs Cocoon on a node whose
-// containerd lacks it; a Cocoon Deployment runs; a containerd restart
+// containerd lacks it; a Cocoon Deployment runs, its image pulled in the
+// guest through cocoon-snapshotter; a containerd restart
 // (a new flavour) leaves its shim and VM running; a new guest rolls out
 // while the running pod keeps its VM and new pods boot the new guest;
 // deleting the CocoonRuntime restores containerd's configuration and
-// leaves no Cocoon file.
+// leaves no Cocoon file or process.
 func TestCocoonRuntime(t *testing.T) {
 	c := k8stest.Get(t)
+	t.Cleanup(func() { // after a failure: what the installer left running
+		for _, p := range snapshotters(c) {
+			pid, _, _ := strings.Cut(p, ":")
+			n, _ := strconv.Atoi(pid)
+			syscall.Kill(n, syscall.SIGKILL)
+		}
+	})
 	installOperator(t, c)
 	refs := pushImages(t, c)
 	cfgPath := c.Containerd.ConfigPath()
@@ -154,6 +242,7 @@ func TestCocoonRuntime(t *testing.T) {
 	if len(before) != 1 {
 		t.Fatalf("VMs: %v", before)
 	}
+	checkGuestPull(t, c, pods[0])
 	guestA := "/guest/" + strings.TrimPrefix(refs["guest-a"][strings.Index(refs["guest-a"], "@")+1:], "sha256:") + "/"
 	for _, cmd := range before {
 		if !strings.Contains(cmd, guestA) {
@@ -232,6 +321,16 @@ func TestCocoonRuntime(t *testing.T) {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s left", p)
 		}
+	}
+	// cocoon-snapshotter stopped; its snapshots go once the pods made from
+	// them (the uninstall's own) are gone.
+	c.WaitGone(t, "cocoon-snapshotter", func() []string { return snapshotters(c) })
+	c.Eventually(t, "cocoon-snapshotter's snapshots removed", func() bool {
+		_, err := os.Stat(snapshotterRoot(c))
+		return errors.Is(err, os.ErrNotExist)
+	})
+	if _, err := os.Stat(c.HostDir("snap.sock")); err == nil {
+		t.Error("cocoon-snapshotter's socket left")
 	}
 	if out := c.Kubectl(t, "get", "node", k8stest.NodeName, "-o", "jsonpath={.metadata.labels}"); strings.Contains(out, "cocoon.io/") {
 		t.Errorf("Cocoon's node labels left: %s", out)

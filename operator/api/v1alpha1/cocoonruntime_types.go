@@ -45,6 +45,12 @@ type CocoonRuntimeSpec struct {
 	// +optional
 	Containerd ContainerdSettings `json:"containerd,omitempty"`
 
+	// Snapshotter installs cocoon-snapshotter as containerd's CRI
+	// snapshotter: the images it selects are pulled only in the guest
+	// (none of their layers on the host). Not installed when unset.
+	// +optional
+	Snapshotter *SnapshotterSettings `json:"snapshotter,omitempty"`
+
 	// InstallDir is the host directory Cocoon's files go to.
 	// +kubebuilder:default="/opt/cocoon"
 	// +kubebuilder:validation:Pattern=`^/[^\x00]*$`
@@ -93,6 +99,21 @@ type ShimSettings struct {
 	// +kubebuilder:validation:Pattern=`^[^"\\\n]*$`
 	// +optional
 	KernelParams string `json:"kernelParams,omitempty"`
+}
+
+// SnapshotterSettings configure cocoon-snapshotter. containerd 1.6 and
+// 1.7 unpack every CRI image with the one snapshotter, runc pods' too.
+type SnapshotterSettings struct {
+	// Images is a regular expression (Go syntax) of the image references
+	// pulled only in the guest; other images are unpacked on the host as
+	// before (runc pods, the installer's own).
+	// +kubebuilder:validation:MinLength=1
+	Images string `json:"images"`
+	// Address is the socket containerd reaches it at (a host path).
+	// +kubebuilder:default="/run/cocoon-snapshotter/snapshotter.sock"
+	// +kubebuilder:validation:Pattern=`^/[^\x00]*$`
+	// +optional
+	Address string `json:"address,omitempty"`
 }
 
 // RestartMethod is how the installer restarts containerd.
@@ -158,6 +179,10 @@ type NodeStatus struct {
 	// Message says why a node failed.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// Snapshotter says how cocoon-snapshotter runs on the node (a systemd
+	// unit, a host process).
+	// +optional
+	Snapshotter string `json:"snapshotter,omitempty"`
 }
 
 // CocoonRuntimeStatus is what the operator observed.
