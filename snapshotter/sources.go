@@ -2,9 +2,12 @@ package snapshotter
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	imagesapi "github.com/containerd/containerd/api/services/images/v1"
@@ -57,18 +60,45 @@ func (c *ContainerdImages) WithChain(ctx context.Context, ns, chainID string) ([
 		if digest.Digest(img.Name).Validate() == nil {
 			continue // CRI's record of the image by its ID: another name's alias
 		}
-		target := ocispec.Descriptor{MediaType: img.Target.MediaType, Digest: digest.Digest(img.Target.Digest), Size: img.Target.Size}
-		m, err := images.Manifest(ctx, c.content, target, platforms.Default())
-		if err != nil {
-			continue // not this platform's, or not all there
-		}
-		diffIDs, err := images.RootFS(ctx, c.content, m.Config)
+		diffIDs, err := c.diffIDs(ctx, img)
 		if err != nil || identity.ChainID(diffIDs).String() != chainID {
 			continue
 		}
-		refs = append(refs, img.Name+"@"+target.Digest.String())
+		refs = append(refs, img.Name+"@"+img.Target.Digest)
 	}
 	return refs, nil
+}
+
+// diffIDs are the layers of an image's root filesystem (this platform's).
+func (c *ContainerdImages) diffIDs(ctx context.Context, img *imagesapi.Image) ([]digest.Digest, error) {
+	target := ocispec.Descriptor{MediaType: img.Target.MediaType, Digest: digest.Digest(img.Target.Digest), Size: img.Target.Size}
+	m, err := images.Manifest(ctx, c.content, target, platforms.Default())
+	if err != nil {
+		return nil, err // not this platform's, or not all there
+	}
+	return images.RootFS(ctx, c.content, m.Config)
+}
+
+// layerChains are the chain IDs of every layer of ns's images, deepest
+// first.
+func (c *ContainerdImages) layerChains(ctx context.Context) ([]string, error) {
+	resp, err := c.images.List(ctx, &imagesapi.ListImagesRequest{})
+	if err != nil {
+		return nil, err
+	}
+	depth := map[string]int{}
+	for _, img := range resp.Images {
+		diffIDs, err := c.diffIDs(ctx, img)
+		if err != nil {
+			continue
+		}
+		for i := range diffIDs {
+			depth[identity.ChainID(diffIDs[:i+1]).String()] = i
+		}
+	}
+	chains := slices.Collect(maps.Keys(depth))
+	slices.SortFunc(chains, func(a, b string) int { return cmp.Compare(depth[b], depth[a]) })
+	return chains, nil
 }
 
 // RegistryLayers is Layers from the images' registries: plain HTTP for

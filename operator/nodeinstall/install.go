@@ -148,9 +148,12 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		res.Restarted = true
 	}
 	if o.Snapshotter == nil {
-		if err := o.removeSnapshotter(ctx); err != nil {
-			return res, err
-		}
+		err = o.removeSnapshotter(ctx)
+	} else {
+		err = o.pruneStaleSnapshots(ctx)
+	}
+	if err != nil {
+		return res, err
 	}
 	return res, RemoveUnusedGuests(o.local(o.InstallDir), digest)
 }

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/cocoon-cc/cocoon/snapshotter"
@@ -20,6 +23,10 @@ var ErrSnapshotter = errors.New("cocoon-snapshotter")
 func (o Options) startSnapshotter(ctx context.Context, restart bool) (string, error) {
 	dataRoot, err := o.Containerd.DataRoot()
 	if err != nil {
+		return "", err
+	}
+	// An earlier uninstall's cleanup would remove the snapshots under it.
+	if err := stopCleanup(ctx, dataRoot); err != nil {
 		return "", err
 	}
 	argv := []string{filepath.Join(o.InstallDir, "bin", snapshotterBin),
@@ -45,6 +52,42 @@ func (o Options) startSnapshotter(ctx context.Context, restart bool) (string, er
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// pruneStaleSnapshots removes containerd's records of the snapshots an
+// earlier uninstall removed (snapshotter.PruneStale).
+func (o Options) pruneStaleSnapshots(ctx context.Context) error {
+	ci, err := snapshotter.NewContainerdImages(o.local(o.Containerd.Address))
+	if err != nil {
+		return err
+	}
+	defer ci.Close()
+	if _, err := ci.PruneStale(ctx); err != nil {
+		return fmt.Errorf("%w: containerd's records of removed snapshots: %w", ErrSnapshotter, err)
+	}
+	return nil
+}
+
+// stopCleanup stops the cocoon-snapshotter --remove-unused an uninstall
+// left for containerd's root, and waits until it is gone.
+func stopCleanup(ctx context.Context, dataRoot string) error {
+	files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range files {
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		args := cmdline(pid)
+		if err != nil || len(args) == 0 || filepath.Base(args[0]) != snapshotterBin || !slices.Equal(args, cleanupArgs(args[0], dataRoot)) {
+			continue
+		}
+		syscall.Kill(pid, syscall.SIGTERM)
+		for alive(pid) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // containerdMounts are the mounts of containerd's mount namespace, where
@@ -86,5 +129,10 @@ func (o Options) removeSnapshotter(ctx context.Context) error {
 	if _, err := installFile(filepath.Join(o.SourceDir, snapshotterBin), o.local(bin), 0o755); err != nil {
 		return fmt.Errorf("%w: %v", ErrSnapshotter, err)
 	}
-	return o.Services.Detach(ctx, snapshotterBin+"-cleanup", []string{bin, "--remove-unused", "--containerd-root=" + dataRoot})
+	return o.Services.Detach(ctx, snapshotterBin+"-cleanup", cleanupArgs(bin, dataRoot))
+}
+
+// cleanupArgs run the snapshotter bin to remove its snapshots once unused.
+func cleanupArgs(bin, dataRoot string) []string {
+	return []string{bin, "--remove-unused", "--containerd-root=" + dataRoot}
 }
