@@ -31,6 +31,8 @@ declare -A need=(
   [conntrack]=conntrack
   [ip]=iproute2
   [nsenter]=util-linux
+  # The node installer's systemd paths, against a systemd in a test container.
+  [systemctl]=systemd
   # The KBS dashboard's browser test (chromedp drives it headless).
   [chromium]=chromium
   [redis-server]=redis-server
