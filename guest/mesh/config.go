@@ -125,15 +125,29 @@ func (c *Config) Allowed() []spiffeid.ID { return c.allowed }
 // its first matching rule's, else the global ones; ok is false when no
 // rule selects dst.
 func (c *Config) AllowedTo(dst netip.AddrPort) (ids []spiffeid.ID, ok bool) {
-	for _, r := range c.Outbound {
+	i := c.match(dst)
+	if i < 0 {
+		return nil, false
+	}
+	return c.ruleAllowed(i), true
+}
+
+// match is the index of dst's first matching outbound rule, or -1.
+func (c *Config) match(dst netip.AddrPort) int {
+	for i, r := range c.Outbound {
 		if r.prefix.Contains(dst.Addr()) && (len(r.Ports) == 0 || slices.Contains(r.Ports, dst.Port())) {
-			if len(r.allowed) > 0 {
-				return r.allowed, true
-			}
-			return c.allowed, true
+			return i
 		}
 	}
-	return nil, false
+	return -1
+}
+
+// ruleAllowed are the peer IDs of outbound rule i.
+func (c *Config) ruleAllowed(i int) []spiffeid.ID {
+	if len(c.Outbound[i].allowed) > 0 {
+		return c.Outbound[i].allowed
+	}
+	return c.allowed
 }
 
 // inbound reports whether port is one of the pod's meshed served ports.

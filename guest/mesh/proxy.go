@@ -25,17 +25,35 @@ var ErrNotMeshed = errors.New("mesh: destination not meshed")
 
 // Proxy terminates and originates the mesh's mTLS. Its sources are
 // go-spiffe's interfaces: the Workload API's X509Source in the guest.
+//
+// Its TLS configurations live as long as it does, so that peers resume
+// their sessions (TLS 1.3 PSK with a fresh ECDHE) instead of a full
+// handshake per connection: the server's session tickets and each
+// outbound rule's client session cache. A resumed session was authorized
+// by the same rule's IDs when it began, and Go's TLS resumes none whose
+// peer certificate has expired, so a session lasts at most as long as the
+// peer's SVID.
 type Proxy struct {
-	cfg    *Config
-	svid   x509svid.Source
-	bundle x509bundle.Source
-	log    *slog.Logger
+	cfg     *Config
+	server  *tls.Config
+	clients []*tls.Config // by outbound rule
+	log     *slog.Logger
 }
+
+// sessionCacheSize bounds each outbound rule's cache of sessions to
+// resume, one per destination address.
+const sessionCacheSize = 256
 
 // NewProxy returns a proxy for cfg presenting the SVIDs of svid and
 // checking peers under bundle.
 func NewProxy(cfg *Config, svid x509svid.Source, bundle x509bundle.Source, log *slog.Logger) *Proxy {
-	return &Proxy{cfg: cfg, svid: svid, bundle: bundle, log: log}
+	p := &Proxy{cfg: cfg, log: log, server: tlsconfig.MTLSServerConfig(svid, bundle, tlsconfig.AuthorizeOneOf(cfg.Allowed()...))}
+	for i := range cfg.Outbound {
+		c := tlsconfig.MTLSClientConfig(svid, bundle, tlsconfig.AuthorizeOneOf(cfg.ruleAllowed(i)...))
+		c.ClientSessionCache = tls.NewLRUClientSessionCache(sessionCacheSize)
+		p.clients = append(p.clients, c)
+	}
+	return p
 }
 
 // Serve runs the inbound and outbound listeners until ctx ends.
@@ -89,7 +107,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn) error {
 	if !p.cfg.inbound(dst.Port()) {
 		return fmt.Errorf("%w: inbound port %d", ErrNotMeshed, dst.Port())
 	}
-	t := tls.Server(c, tlsconfig.MTLSServerConfig(p.svid, p.bundle, tlsconfig.AuthorizeOneOf(p.cfg.Allowed()...)))
+	t := tls.Server(c, p.server)
 	if err := t.HandshakeContext(ctx); err != nil {
 		return err
 	}
@@ -108,8 +126,8 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn) error {
 	if err != nil {
 		return err
 	}
-	allowed, ok := p.cfg.AllowedTo(dst)
-	if !ok {
+	rule := p.cfg.match(dst)
+	if rule < 0 {
 		return fmt.Errorf("%w: outbound %s", ErrNotMeshed, dst)
 	}
 	d := net.Dialer{Control: markSocket}
@@ -117,7 +135,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn) error {
 	if err != nil {
 		return err
 	}
-	t := tls.Client(raw, tlsconfig.MTLSClientConfig(p.svid, p.bundle, tlsconfig.AuthorizeOneOf(allowed...)))
+	t := tls.Client(raw, p.clients[rule])
 	if err := t.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return err
