@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/cocoon-cc/cocoon/initdata"
@@ -40,14 +41,27 @@ var ErrBadConfig = errors.New("mesh: bad mesh.toml")
 //	cidr = "10.96.0.0/12"
 //	ports = [80]                                  # none: every port
 //	allow = ["spiffe://example.org/ns/shop/web"]  # none: the global allow
+//	[[federate]]                                  # peers of another trust domain
+//	trust_domain = "cluster.local"
+//	bundle = """-----BEGIN CERTIFICATE-----..."""  # its roots, pinned
 type Config struct {
-	Allow        []string `toml:"allow"`
-	InboundPorts []uint16 `toml:"inbound_ports"`
-	Outbound     []Rule   `toml:"outbound"`
-	OutboundPort uint16   `toml:"outbound_port"`
-	InboundPort  uint16   `toml:"inbound_port"`
+	Allow        []string     `toml:"allow"`
+	InboundPorts []uint16     `toml:"inbound_ports"`
+	Outbound     []Rule       `toml:"outbound"`
+	OutboundPort uint16       `toml:"outbound_port"`
+	InboundPort  uint16       `toml:"inbound_port"`
+	Federate     []Federation `toml:"federate"`
 
-	allowed []spiffeid.ID
+	allowed   []spiffeid.ID
+	federated *x509bundle.Set
+}
+
+// Federation pins the X.509 roots (PEM) of another trust domain, whose
+// peers (an Istio mesh's workloads) the rules may then allow. The pod's
+// own trust domain is always its KBS's: a federation naming it is unused.
+type Federation struct {
+	TrustDomain string `toml:"trust_domain"`
+	Bundle      string `toml:"bundle"`
 }
 
 // Rule selects outbound destinations: a CIDR and optionally ports. Its
@@ -93,6 +107,9 @@ func ParseConfig(text string) (*Config, error) {
 	if slices.Contains(c.InboundPorts, 0) {
 		return nil, fmt.Errorf("%w: inbound port 0", ErrBadConfig)
 	}
+	if c.federated, err = parseFederation(c.Federate); err != nil {
+		return nil, err
+	}
 	if c.OutboundPort == 0 {
 		c.OutboundPort = DefaultOutboundPort
 	}
@@ -116,6 +133,26 @@ func parseIDs(list []string) ([]spiffeid.ID, error) {
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// parseFederation reads the pinned bundles, one per trust domain.
+func parseFederation(fs []Federation) (*x509bundle.Set, error) {
+	set := x509bundle.NewSet()
+	for _, f := range fs {
+		td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("%w: federate trust_domain %q: %v", ErrBadConfig, f.TrustDomain, err)
+		}
+		if set.Has(td) {
+			return nil, fmt.Errorf("%w: federate %s twice", ErrBadConfig, td)
+		}
+		b, err := x509bundle.Parse(td, []byte(f.Bundle))
+		if err != nil || b.Empty() {
+			return nil, fmt.Errorf("%w: federate %s: no PEM certificate in bundle: %v", ErrBadConfig, td, err)
+		}
+		set.Add(b)
+	}
+	return set, nil
 }
 
 // Allowed are the peer SPIFFE IDs the mesh accepts.

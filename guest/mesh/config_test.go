@@ -36,6 +36,8 @@ func TestParseConfig(t *testing.T) {
 		"allow = [\"spiffe://a/b\"]\ninbound_ports = [70000]",
 		"allow = [\"spiffe://a/b\"]\ninbound_port = 15001",
 		"allow = [\"spiffe://a/b\"]\n[[outbound]]\ncidr = \"10.0.0.0/8\"\nallow = [\"https://a/b\"]", // a rule's ID not SPIFFE
+		"allow = [\"spiffe://a/b\"]\n[[federate]]\ntrust_domain = \"Bad Domain\"\nbundle = \"\"",
+		"allow = [\"spiffe://a/b\"]\n[[federate]]\ntrust_domain = \"istio.local\"\nbundle = \"not PEM\"",
 		"allow = [" + strings.Repeat("\"spiffe://a/b\",", 5000) + "]",
 	} {
 		if _, err := ParseConfig(bad); !errors.Is(err, ErrBadConfig) {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sys/unix"
@@ -45,8 +46,9 @@ type Proxy struct {
 const sessionCacheSize = 256
 
 // NewProxy returns a proxy for cfg presenting the SVIDs of svid and
-// checking peers under bundle.
+// checking peers under bundle and cfg's federated bundles.
 func NewProxy(cfg *Config, svid x509svid.Source, bundle x509bundle.Source, log *slog.Logger) *Proxy {
+	bundle = federated{own: bundle, pinned: cfg.federated}
 	p := &Proxy{cfg: cfg, log: log, server: tlsconfig.MTLSServerConfig(svid, bundle, tlsconfig.AuthorizeOneOf(cfg.Allowed()...))}
 	for i := range cfg.Outbound {
 		c := tlsconfig.MTLSClientConfig(svid, bundle, tlsconfig.AuthorizeOneOf(cfg.ruleAllowed(i)...))
@@ -54,6 +56,23 @@ func NewProxy(cfg *Config, svid x509svid.Source, bundle x509bundle.Source, log *
 		p.clients = append(p.clients, c)
 	}
 	return p
+}
+
+// federated answers the pod's own trust domain from its source (the
+// bundle its KBS sealed to it) and the others from mesh.toml's pins.
+type federated struct {
+	own    x509bundle.Source
+	pinned *x509bundle.Set
+}
+
+func (f federated) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	b, err := f.own.GetX509BundleForTrustDomain(td)
+	if err != nil {
+		if p, ok := f.pinned.Get(td); ok {
+			return p, nil
+		}
+	}
+	return b, err
 }
 
 // Serve runs the inbound and outbound listeners until ctx ends.

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"math/big"
@@ -16,40 +17,47 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
-// testProxies are the server and client proxies of two pods of one trust
-// domain (a P-256 CA, as the KBS's), each allowing the other; the client's
-// second outbound rule wants /db, which the server is not.
-func testProxies(b testing.TB) (server, client *Proxy) {
-	b.Helper()
-	td := spiffeid.RequireTrustDomainFromString("example.org")
+// testCA is a trust domain's P-256 CA (as the KBS's): its bundle and a
+// maker of SVIDs for paths below it.
+func testCA(t testing.TB, name string) (*x509bundle.Bundle, func(path string) *x509svid.SVID) {
+	td := spiffeid.RequireTrustDomainFromString(name)
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, URIs: []*url.URL{td.ID().URL()}}
-	ca := testutil.Certificate(b, tmpl, tmpl, caKey.Public(), caKey)
-	bundle := x509bundle.FromX509Authorities(td, []*x509.Certificate{ca})
-	svid := func(path string) *x509svid.SVID {
+	ca := testutil.Certificate(t, tmpl, tmpl, caKey.Public(), caKey)
+	return x509bundle.FromX509Authorities(td, []*x509.Certificate{ca}), func(path string) *x509svid.SVID {
 		id := spiffeid.RequireFromPath(td, path)
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		leaf := testutil.Certificate(b, &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter,
+		leaf := testutil.Certificate(t, &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: tmpl.NotBefore, NotAfter: tmpl.NotAfter,
 			KeyUsage: x509.KeyUsageDigitalSignature, URIs: []*url.URL{id.URL()}}, ca, key.Public(), caKey)
 		return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key}
 	}
-	log := slog.New(slog.DiscardHandler)
-	webCfg, err := ParseConfig("allow = [\"spiffe://example.org/front\"]\ninbound_ports = [8080]\n")
+}
+
+// testProxies are the server and client proxies of two pods of one trust
+// domain, each allowing the other; the client's second outbound rule wants
+// /db, which the server is not.
+func testProxies(t testing.TB) (server, client *Proxy) {
+	t.Helper()
+	bundle, svid := testCA(t, "example.org")
+	return testProxy(t, "allow = [\"spiffe://example.org/front\"]\ninbound_ports = [8080]\n", svid("/web"), bundle),
+		testProxy(t, "allow = [\"spiffe://example.org/web\"]\n[[outbound]]\ncidr = \"10.0.0.0/8\"\n"+
+			"[[outbound]]\ncidr = \"0.0.0.0/0\"\nallow = [\"spiffe://example.org/db\"]\n", svid("/front"), bundle)
+}
+
+func testProxy(t testing.TB, meshToml string, svid *x509svid.SVID, bundle *x509bundle.Bundle) *Proxy {
+	t.Helper()
+	cfg, err := ParseConfig(meshToml)
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	frontCfg, err := ParseConfig("allow = [\"spiffe://example.org/web\"]\n[[outbound]]\ncidr = \"10.0.0.0/8\"\n" +
-		"[[outbound]]\ncidr = \"0.0.0.0/0\"\nallow = [\"spiffe://example.org/db\"]\n")
-	if err != nil {
-		b.Fatal(err)
-	}
-	return NewProxy(webCfg, svid("/web"), bundle, log), NewProxy(frontCfg, svid("/front"), bundle, log)
+	return NewProxy(cfg, svid, bundle, slog.New(slog.DiscardHandler))
 }
 
 // pair is a client and server TLS connection of the proxies' configs over
@@ -125,6 +133,43 @@ func TestResumption(t *testing.T) {
 	}
 	if _, _, err := tryPair(l, web.server, front.clients[1]); err == nil {
 		t.Error("the rule wanting spiffe://example.org/db accepted the web server")
+	}
+}
+
+// TestFederation: a peer of another trust domain (an Istio workload with
+// its mesh's certificate) whose ID the rules allow is served once
+// mesh.toml pins its trust domain's roots, and refused without the pin or
+// with a certificate from another CA than the pinned one.
+func TestFederation(t *testing.T) {
+	istio, gw := testCA(t, "cluster.local")
+	_, forged := testCA(t, "cluster.local")
+	var roots []byte
+	for _, c := range istio.X509Authorities() {
+		roots = append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	own, svid := testCA(t, "example.org")
+	allow := "allow = [\"spiffe://cluster.local/ns/istio/sa/gw\"]\ninbound_ports = [8080]\n"
+	pinned := testProxy(t, allow+"[[federate]]\ntrust_domain = \"cluster.local\"\nbundle = \"\"\"\n"+string(roots)+"\"\"\"\n", svid("/web"), own)
+	unpinned := testProxy(t, allow, svid("/web"), own)
+	l := listen(t)
+	for _, tc := range []struct {
+		name   string
+		server *Proxy
+		svid   *x509svid.SVID
+		ok     bool
+	}{
+		{"pinned", pinned, gw("/ns/istio/sa/gw"), true},
+		{"unpinned", unpinned, gw("/ns/istio/sa/gw"), false},
+		{"another CA", pinned, forged("/ns/istio/sa/gw"), false},
+	} {
+		// The Istio side federates with the pod's trust domain and checks
+		// the server's ID.
+		client := tlsconfig.MTLSClientConfig(tc.svid, x509bundle.NewSet(own, istio), tlsconfig.AuthorizeID(svid("/web").ID))
+		_, _, err := tryPair(l, tc.server.server, client)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: handshake error %v, want success %v", tc.name, err, tc.ok)
+		}
+		t.Logf("%s: %v", tc.name, err)
 	}
 }
 
