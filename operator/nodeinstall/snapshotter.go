@@ -21,6 +21,9 @@ var ErrSnapshotter = errors.New("cocoon-snapshotter")
 // startSnapshotter runs cocoon-snapshotter as a host service, started
 // again when its binary changed, and waits for its socket.
 func (o Options) startSnapshotter(ctx context.Context, restart bool) (string, error) {
+	if o.Services == nil {
+		return "", fmt.Errorf("%w: no way to run host services", ErrSnapshotter)
+	}
 	dataRoot, err := o.Containerd.DataRoot()
 	if err != nil {
 		return "", err
@@ -107,6 +110,9 @@ func (o Options) containerdMounts() ([]byte, error) {
 // started while it served) through cocoon-snapshotter --remove-unused,
 // left running on its own until the last of them is gone.
 func (o Options) removeSnapshotter(ctx context.Context) error {
+	if o.Services == nil {
+		return fmt.Errorf("%w: no way to run host services", ErrSnapshotter)
+	}
 	if err := o.Services.Stop(ctx, snapshotterBin); err != nil {
 		return err
 	}
