@@ -377,13 +377,17 @@ func roundTrip(ctx context.Context, hc *http.Client, method, url, bearer, sessio
 }
 
 // sessionCookie is the value of the RCAR session cookie a response sets.
+// Only its name=value pair is parsed: the client keeps no attributes
+// (the session expires at the KBS), and reading the date of Expires was
+// the most of a Set-Cookie's parsing.
 func sessionCookie(h http.Header) string {
 	for _, line := range h["Set-Cookie"] {
-		if !strings.HasPrefix(line, protocol.SessionCookie+"=") {
+		pair, _, _ := strings.Cut(line, ";")
+		if !strings.HasPrefix(pair, protocol.SessionCookie+"=") {
 			continue
 		}
-		if c, err := http.ParseSetCookie(line); err == nil && c.Value != "" {
-			return c.Value
+		if cs, err := http.ParseCookie(pair); err == nil && len(cs) == 1 && cs[0].Value != "" {
+			return cs[0].Value
 		}
 	}
 	return ""
