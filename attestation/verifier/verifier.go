@@ -14,6 +14,10 @@ import (
 	"errors"
 	"fmt"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+	jsonv1 "github.com/go-json-experiment/json/v1"
+
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
@@ -93,10 +97,12 @@ func (r Registry) Lookup(tee protocol.Tee) (Verifier, error) {
 // DecodeStrict decodes JSON evidence into v, refusing members v does not
 // have: another TEE's evidence must not pass for this one's with empty
 // claims.
+// It decodes as encoding/json's Decoder with DisallowUnknownFields does
+// (one value; names matched regardless of case), by encoding/json/v2's
+// faster implementation: a tenth of an RCAR attestation's JSON work.
 func DecodeStrict(raw json.RawMessage, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	return dec.Decode(v)
+	return jsonv2.UnmarshalDecode(jsontext.NewDecoder(bytes.NewReader(raw)), v,
+		jsonv1.DefaultOptionsV1(), jsonv2.RejectUnknownMembers(true))
 }
 
 // Fit zero-pads or truncates digest to a TEE field of width n, the way the
