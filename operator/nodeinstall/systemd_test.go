@@ -2,6 +2,7 @@ package nodeinstall
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cocoon-cc/cocoon/image/imagetest"
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
 // systemdContainer is a systemd running as PID 1 of its own PID, mount,
@@ -358,4 +368,107 @@ func slicesIndex(dirs []string, part string) int {
 		}
 	}
 	return 0
+}
+
+// TestInstallSystemd: Install and Uninstall on a node whose containerd is
+// Debian's systemd unit (in a systemd container): cocoon-snapshotter runs
+// as a unit wanted by containerd's before containerd restarts to use it,
+// containerd's CRI then unpacks with it; Uninstall gives back containerd's
+// configuration byte for byte and leaves no unit, snapshot or file.
+func TestInstallSystemd(t *testing.T) {
+	sc := startSystemd(t, map[string]string{"containerd.service.d/cocoon-test.conf": containerdDropIn})
+	ctx := context.Background()
+	systemctl := Systemctl{PID: sc.pid, Root: "/"}
+	original := []byte(ctrdConfig())
+	cfg := filepath.Join(sc.root, "run/ctrd/config.toml")
+	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, original, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := systemctl.Run(ctx, "start", "containerd.service"); err != nil {
+		t.Fatal(err)
+	}
+	address := filepath.Join(sc.root, "run/containerd/containerd.sock")
+	if err := waitServing(ctx, address, nil); err != nil {
+		t.Fatalf("%v\n%s", err, sc.journal("containerd.service"))
+	}
+	reg := imagetest.StartRegistry(t)
+	guest := imagetest.New(t, ocispec.ImageConfig{}, imagetest.GzipLayer(t,
+		imagetest.File(GuestKernel, "kernel\n", 0o644), imagetest.File(GuestInitrd, "initrd\n", 0o644)))
+	reg.Push(t, guest, "guest:1", nil)
+	o := Options{
+		InstallDir: "/opt/cocoon",
+		SourceDir:  filepath.Dir(testutil.Bin(t, snapshotterBin)),
+		Flavours:   []string{"qemu"},
+		Guest:      reg.Host + "/guest@" + digest.FromBytes(guest.Manifest).String(),
+		PlainHTTP:  true,
+		Containerd: Containerd{ConfigPath: "/run/ctrd/config.toml", DropInDir: "/run/ctrd/conf.d",
+			Address: "/run/containerd/containerd.sock", Root: sc.root},
+		Restarter:   SystemdRestarter{Unit: "containerd", Address: address, Systemctl: systemctl},
+		Snapshotter: &Snapshotter{Images: "^registry\\.example/confidential/", Address: "/run/cocoon-snapshotter/snapshotter.sock"},
+		Services:    SystemdServices{Systemctl: systemctl, UnitDir: "/etc/systemd/system", Containerd: "containerd", Root: sc.root},
+	}
+	res, err := Install(ctx, o)
+	if err != nil {
+		t.Fatalf("Install: %v\n%s\n%s", err, sc.journal("cocoon-snapshotter.service"), sc.journal("containerd.service"))
+	}
+	if res.Snapshotter != "systemd unit cocoon-snapshotter.service" || !res.Restarted {
+		t.Errorf("Install: %+v", res)
+	}
+	for _, check := range [][]string{{"is-active", "cocoon-snapshotter.service"}, {"is-enabled", "cocoon-snapshotter.service"}} {
+		if err := systemctl.Run(ctx, check...); err != nil {
+			t.Error(err)
+		}
+	}
+	if snapshotter := criSnapshotter(t, address); snapshotter != SnapshotterName {
+		t.Errorf("containerd's CRI snapshotter: %q", snapshotter)
+	}
+	root := filepath.Join(sc.root, "var/lib/containerd/io.containerd.snapshotter.v1.cocoon")
+	if !fileExists(root) {
+		t.Errorf("no snapshots directory %s", root)
+	}
+
+	if err := Uninstall(ctx, o); err != nil {
+		t.Fatalf("Uninstall: %v", err)
+	}
+	if b, _ := os.ReadFile(cfg); string(b) != string(original) {
+		t.Errorf("containerd's configuration not restored:\n%s", b)
+	}
+	if snapshotter := criSnapshotter(t, address); snapshotter == SnapshotterName {
+		t.Error("containerd still unpacks with cocoon-snapshotter")
+	}
+	if err := systemctl.Run(ctx, "is-active", "cocoon-snapshotter.service"); err == nil {
+		t.Error("cocoon-snapshotter still runs")
+	}
+	for _, p := range []string{root, filepath.Join(sc.root, "opt/cocoon"), filepath.Join(sc.root, "run/ctrd/conf.d"),
+		filepath.Join(sc.root, "etc/systemd/system/cocoon-snapshotter.service")} {
+		if fileExists(p) {
+			t.Errorf("%s left", p)
+		}
+	}
+}
+
+// criSnapshotter is the snapshotter containerd's CRI unpacks images with.
+func criSnapshotter(t *testing.T, address string) string {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := cri.NewRuntimeServiceClient(conn).Status(context.Background(), &cri.StatusRequest{Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Containerd struct {
+			Snapshotter string `json:"snapshotter"`
+		} `json:"containerd"`
+	}
+	if err := json.Unmarshal([]byte(st.GetInfo()["config"]), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Containerd.Snapshotter
 }
