@@ -58,7 +58,7 @@ test-short:
 
 # Throughput and latency benchmarks, each against a floor measured in the
 # same run; see README "Performance".
-bench: deps build guest
+bench: deps build guest otelcol-bins
 	COCOON_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 2s -timeout 60m ./...
 
 demo: deps build guest

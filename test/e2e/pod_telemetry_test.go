@@ -3,10 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/pem"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,48 +12,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cocoon-cc/cocoon/agent/policy"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/internal/testutil/containerdtest"
+	"github.com/cocoon-cc/cocoon/internal/testutil/kbstest"
 	"github.com/cocoon-cc/cocoon/internal/testutil/nettest"
 	"github.com/cocoon-cc/cocoon/internal/testutil/otelcoltest"
 	"github.com/cocoon-cc/cocoon/runtime/shim"
 )
 
-// spiffeCA is the KBS's SPIFFE CA in PEM, from its bundle endpoint: what
-// the owner's collector trusts for client certificates.
-func (e *spiffeEnv) spiffeCA(t testing.TB) []byte {
-	t.Helper()
-	resp, err := http.Get(e.kbs + "/kbs/v0/spiffe/bundle")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle, err := spiffebundle.Parse(spiffeid.RequireTrustDomainFromString("e2e.example"), b)
-	if err != nil {
-		t.Fatalf("the KBS's SPIFFE bundle: %v", err)
-	}
-	var ca bytes.Buffer
-	for _, c := range bundle.X509Authorities() {
-		pem.Encode(&ca, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	return ca.Bytes()
-}
-
 // newTelemetryEnv is newSPIFFEEnv with the owner's endpoint on the pod
 // network's gateway, trusting the KBS's SPIFFE CA for clients.
 func newTelemetryEnv(t testing.TB) (*spiffeEnv, internalapi.RuntimeService, *otelcoltest.Owner) {
 	e := newSPIFFEEnv(t)
-	return e, e.ctrd.RuntimeService(t), otelcoltest.Start(t, e.gateway, e.spiffeCA(t))
+	return e, e.ctrd.RuntimeService(t), otelcoltest.Start(t, e.gateway, kbstest.BundleCA(t, e.kbs, "e2e.example"))
 }
 
 // startTelemetryPod runs a coco pod under the default agent policy (the

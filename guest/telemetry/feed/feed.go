@@ -69,11 +69,14 @@ func (f *Feed) Endpoint() string { return f.endpoint }
 func (f *Feed) Ship(r io.Reader, src Source) (dropped int64) {
 	br := bufio.NewReaderSize(r, maxLine)
 	ld, recs := newBatch(src)
+	var now pcommon.Timestamp // when the batch's first line was read
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
+			if recs.Len() == 0 {
+				now = pcommon.NewTimestampFromTime(time.Now())
+			}
 			rec := recs.AppendEmpty()
-			now := pcommon.NewTimestampFromTime(time.Now())
 			rec.SetTimestamp(now)
 			rec.SetObservedTimestamp(now)
 			rec.Body().SetStr(string(bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))))

@@ -24,9 +24,8 @@ type entry struct {
 
 func newBuffer(max int) *buffer { return &buffer{max: max, wake: make(chan struct{}, 1)} }
 
-// push queues b unless that would pass the bound.
-func (q *buffer) push(b batch) bool {
-	n := b.size()
+// push queues b, of n bytes, unless that would pass the bound.
+func (q *buffer) push(b batch, n int) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.bytes+n > q.max {

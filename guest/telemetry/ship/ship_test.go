@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,49 +28,15 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/cocoon-cc/cocoon/guest/attester/sample"
-	"github.com/cocoon-cc/cocoon/guest/spiffe"
 	"github.com/cocoon-cc/cocoon/guest/telemetry"
 	"github.com/cocoon-cc/cocoon/guest/telemetry/feed"
 	"github.com/cocoon-cc/cocoon/guest/telemetry/otlpin"
 	"github.com/cocoon-cc/cocoon/guest/telemetry/ship"
 	"github.com/cocoon-cc/cocoon/internal/testutil/kbstest"
 	"github.com/cocoon-cc/cocoon/internal/testutil/otelcoltest"
-	"github.com/cocoon-cc/cocoon/kbs/client"
 )
 
 var loopback = net.IPv4(127, 0, 0, 1)
-
-// pod is a guest's SPIFFE identity from a real in-process KBS, and the
-// KBS's SPIFFE CA in PEM: what the owner's endpoint trusts for clients.
-func pod(t *testing.T, ctx context.Context) (*spiffe.Source, []byte) {
-	t.Helper()
-	k := kbstest.Start(t, kbstest.Options{Extra: "[spiffe]\ntrust_domain = \"example.org\"\n"})
-	if err := k.Admin.SetSPIFFEPolicy(ctx, "package policy\nimport rego.v1\ndefault allow := true\n"); err != nil {
-		t.Fatal(err)
-	}
-	initdata := "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"spiffe.toml\" = 'id = \"/ns/shop/web\"'\n"
-	c, err := client.New(k.URL, sample.Attester{}, client.Options{InitData: []byte(initdata)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := spiffe.NewSource(c, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	go src.Run(ctx)
-	select {
-	case <-src.Ready():
-	case <-ctx.Done():
-		t.Fatal("no SVID from the KBS")
-	}
-	b, err := src.Bundle()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ca bytes.Buffer
-	for _, c := range b.X509Authorities() {
-		pem.Encode(&ca, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	return src, ca.Bytes()
-}
 
 // shipper runs a shipper with the telemetry.toml lines extra for a pod
 // whose owner's endpoint is prepared, not started.
@@ -79,7 +44,7 @@ func shipper(t *testing.T, extra string) (context.Context, *ship.Shipper, *otelc
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	src, spiffeCA := pod(t, ctx)
+	src, spiffeCA := kbstest.SPIFFESource(t, ctx, "/ns/shop/web")
 	o := otelcoltest.New(t, loopback, spiffeCA)
 	cfg, err := telemetry.ParseConfig(fmt.Sprintf("endpoint = %q\nca = '''%s'''\nmetrics_interval = \"1s\"\n%s", o.Endpoint, o.CA, extra))
 	if err != nil {

@@ -87,7 +87,7 @@ func (s *Shipper) queue(b batch) int {
 	if n == 0 {
 		return 0
 	}
-	if !s.cfg.Ships(b.signal()) || b.size() > maxRequest || !s.buf.push(b) {
+	if size := b.size(); !s.cfg.Ships(b.signal()) || size > maxRequest || !s.buf.push(b, size) {
 		s.count[b.signal()].Dropped.Add(int64(n))
 		return n
 	}
