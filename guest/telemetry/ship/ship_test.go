@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/cocoon-cc/cocoon/guest/spiffe"
 	"github.com/cocoon-cc/cocoon/guest/telemetry"
 	"github.com/cocoon-cc/cocoon/guest/telemetry/feed"
 	"github.com/cocoon-cc/cocoon/guest/telemetry/otlpin"
@@ -40,7 +41,7 @@ var loopback = net.IPv4(127, 0, 0, 1)
 
 // shipper runs a shipper with the telemetry.toml lines extra for a pod
 // whose owner's endpoint is prepared, not started.
-func shipper(t *testing.T, extra string) (context.Context, *ship.Shipper, *otelcoltest.Owner) {
+func shipper(t *testing.T, extra string) (context.Context, *ship.Shipper, *otelcoltest.Owner, *spiffe.Source) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -52,7 +53,7 @@ func shipper(t *testing.T, extra string) (context.Context, *ship.Shipper, *otelc
 	}
 	sh := ship.New(cfg, src, discard)
 	go sh.Run(ctx)
-	return ctx, sh, o
+	return ctx, sh, o, src
 }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -104,7 +105,7 @@ func waitFor(t *testing.T, ctx context.Context, o *otelcoltest.Owner, done func(
 // protobuf and JSON), and the shipper's own counters; a client without
 // the pod's SVID is refused.
 func TestShipToOwner(t *testing.T) {
-	ctx, sh, owner := shipper(t, "")
+	ctx, sh, owner, src := shipper(t, "")
 	owner.Start(t)
 	rcv := otlpin.New(sh, discard)
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -123,8 +124,13 @@ func TestShipToOwner(t *testing.T) {
 	}
 	go rcv.ServeHTTP(ctx, hl)
 
-	// Container output as the agent queues it.
+	// Container output as the agent queues it, the SVID renewed halfway.
 	for i := range 10 {
+		if i == 5 {
+			if err := src.Renew(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if n := sh.Logs(logLines(fmt.Sprintf("line %d", i), 100)); n != 0 {
 			t.Fatalf("%d lines dropped", n)
 		}
@@ -227,7 +233,7 @@ func post(t *testing.T, url, ct string, body []byte) {
 // the loopback receiver answers it as rejected); once the endpoint is up,
 // the retries deliver everything that was kept.
 func TestShipBufferBound(t *testing.T) {
-	ctx, sh, owner := shipper(t, "buffer_mib = 1\nship = [\"logs\"]\n")
+	ctx, sh, owner, _ := shipper(t, "buffer_mib = 1\nship = [\"logs\"]\n")
 
 	long := strings.Repeat("x", 1000)
 	var dropped, kept int

@@ -97,11 +97,11 @@ func (s *Shipper) queue(b batch) int {
 // Run exports until ctx ends, and queues the shipper's own counters as
 // metrics every metrics interval.
 func (s *Shipper) Run(ctx context.Context) error {
-	cc, err := grpc.NewClient(s.cfg.Endpoint, grpc.WithTransportCredentials(credentials.NewTLS(s.tlsConfig())))
+	cc, renewed, err := s.connect()
 	if err != nil {
-		return fmt.Errorf("telemetry endpoint %s: %w", s.cfg.Endpoint, err)
+		return err
 	}
-	defer cc.Close()
+	defer func() { cc.Close() }()
 	if s.cfg.Ships(telemetry.Metrics) {
 		go s.selfMetrics(ctx)
 	}
@@ -110,9 +110,35 @@ func (s *Shipper) Run(ctx context.Context) error {
 		if err != nil {
 			return nil
 		}
+		select {
+		case <-renewed:
+			// A new connection, so that the endpoint sees the new SVID
+			// (a live one keeps the certificate of its handshake).
+			cc.Close()
+			if cc, renewed, err = s.connect(); err != nil {
+				return err
+			}
+		default:
+		}
 		s.export(ctx, cc, b)
 		s.buf.release(n)
 	}
+}
+
+// renewals is a source that tells of its renewals (guest/spiffe.Source).
+type renewals interface{ Updated() <-chan struct{} }
+
+// connect makes the connection to the endpoint; renewed is closed when
+// the SVID changes (nil: never, for a source that does not tell).
+func (s *Shipper) connect() (cc *grpc.ClientConn, renewed <-chan struct{}, err error) {
+	if r, ok := s.svids.(renewals); ok {
+		renewed = r.Updated()
+	}
+	cc, err = grpc.NewClient(s.cfg.Endpoint, grpc.WithTransportCredentials(credentials.NewTLS(s.tlsConfig())))
+	if err != nil {
+		return nil, nil, fmt.Errorf("telemetry endpoint %s: %w", s.cfg.Endpoint, err)
+	}
+	return cc, renewed, nil
 }
 
 // tlsConfig trusts only the pinned CA for the endpoint and presents the
