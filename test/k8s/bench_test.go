@@ -118,10 +118,10 @@ spec:
 // cocoon-qemu pods on the node (QEMU TCG) against plain traffic between
 // the same two pods in the same run: the server pod serves each of a TCP
 // sink (busybox nc) and an HTTP server (busybox httpd) on a meshed port
-// and on a plain one. TCP throughput is 16 MiB piped through nc to the
+// and on a plain one. TCP throughput is 8 MiB piped through nc to the
 // sink; latency is an HTTP/1.0 request per TCP connection (nc spawned for
-// each, 50 in a row); both are timed around the client's exec (CRI
-// ExecSync) less an empty exec's time.
+// each, 30 in a row); both are timed around the client's exec (CRI
+// ExecSync) less an empty exec's time, the best of three rounds.
 func BenchmarkCocoonMesh(b *testing.B) {
 	c := k8stest.Get(b)
 	logs := &kbsLog{}
@@ -162,16 +162,28 @@ func BenchmarkCocoonMesh(b *testing.B) {
 		}
 		return max(run(script)-empty, time.Microsecond)
 	}
-	const mib, requests = 16, 50
+	// Rounds alternate plain and meshed and each keeps its best: the
+	// other helpers' VMs on the shared cores slow the guests in bursts.
+	const mib, requests, rounds = 8, 30, 3
 	ports := map[string][2]int{"plain": {5002, 8081}, "mesh": {5001, 8080}}
 	bytesPerSec, perRequest := map[string]float64{}, map[string]float64{}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		for name, p := range ports {
-			d := elapsed(fmt.Sprintf("dd if=/dev/zero bs=1M count=%d 2>/dev/null | nc -w 5 %s %d", mib, webIP, p[0]))
-			bytesPerSec[name] += float64(mib<<20) / d.Seconds() / float64(b.N)
-			d = elapsed(fmt.Sprintf("for i in $(seq %d); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc %s %d >/dev/null; done", requests, webIP, p[1]))
-			perRequest[name] += float64(d.Microseconds()) / 1000 / requests / float64(b.N)
+		best := map[string][2]time.Duration{}
+		for range rounds {
+			for _, name := range []string{"plain", "mesh"} {
+				p := ports[name]
+				send := elapsed(fmt.Sprintf("dd if=/dev/zero bs=1M count=%d 2>/dev/null | nc -w 5 %s %d", mib, webIP, p[0]))
+				get := elapsed(fmt.Sprintf("for i in $(seq %d); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc %s %d >/dev/null; done", requests, webIP, p[1]))
+				if old, ok := best[name]; ok {
+					send, get = min(old[0], send), min(old[1], get)
+				}
+				best[name] = [2]time.Duration{send, get}
+			}
+		}
+		for name, d := range best {
+			bytesPerSec[name] += float64(mib<<20) / d[0].Seconds() / float64(b.N)
+			perRequest[name] += float64(d[1].Microseconds()) / 1000 / requests / float64(b.N)
 		}
 	}
 	for _, name := range []string{"plain", "mesh"} {
