@@ -158,17 +158,6 @@ func parseFederation(fs []Federation) (*x509bundle.Set, error) {
 // Allowed are the peer SPIFFE IDs the mesh accepts.
 func (c *Config) Allowed() []spiffeid.ID { return c.allowed }
 
-// AllowedTo are the peer SPIFFE IDs accepted for an outbound destination:
-// its first matching rule's, else the global ones; ok is false when no
-// rule selects dst.
-func (c *Config) AllowedTo(dst netip.AddrPort) (ids []spiffeid.ID, ok bool) {
-	i := c.match(dst)
-	if i < 0 {
-		return nil, false
-	}
-	return c.ruleAllowed(i), true
-}
-
 // match is the index of dst's first matching outbound rule, or -1.
 func (c *Config) match(dst netip.AddrPort) int {
 	for i, r := range c.Outbound {

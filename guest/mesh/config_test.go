@@ -46,9 +46,10 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
-// TestAllowedTo: an outbound rule's own allow list replaces the global
-// one for its destinations (a Service port names the workload behind it).
-func TestAllowedTo(t *testing.T) {
+// TestRuleAllowed: an outbound rule's own allow list replaces the global
+// one for its destinations (a Service port names the workload behind it);
+// the first matching rule decides.
+func TestRuleAllowed(t *testing.T) {
 	c, err := ParseConfig(`allow = ["spiffe://td/web"]
 [[outbound]]
 cidr = "10.96.0.0/24"
@@ -69,13 +70,14 @@ cidr = "10.96.0.0/16"
 		{"10.96.3.7:5432", []string{"spiffe://td/web"}},
 		{"10.97.0.7:80", nil},
 	} {
-		ids, ok := c.AllowedTo(netip.MustParseAddrPort(tc.dst))
-		got := []string(nil)
-		for _, id := range ids {
-			got = append(got, id.String())
+		var got []string
+		if i := c.match(netip.MustParseAddrPort(tc.dst)); i >= 0 {
+			for _, id := range c.ruleAllowed(i) {
+				got = append(got, id.String())
+			}
 		}
-		if ok != (tc.want != nil) || !slices.Equal(got, tc.want) {
-			t.Errorf("AllowedTo(%s) = %v %v, want %v", tc.dst, got, ok, tc.want)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: allowed %v, want %v", tc.dst, got, tc.want)
 		}
 	}
 	if !slices.Equal(c.Allowed(), []spiffeid.ID{spiffeid.RequireFromString("spiffe://td/web")}) {
@@ -85,6 +87,8 @@ cidr = "10.96.0.0/16"
 
 func FuzzParseConfig(f *testing.F) {
 	f.Add("allow = [\"spiffe://example.org/a\"]\ninbound_ports = [8080]\n[[outbound]]\ncidr = \"10.96.0.0/12\"\nports = [80]\n")
+	f.Add("allow = [\"spiffe://example.org/a\"]\n[[outbound]]\ncidr = \"10.0.0.0/8\"\nallow = [\"spiffe://td/db\"]\n" +
+		"[[federate]]\ntrust_domain = \"cluster.local\"\nbundle = \"-----BEGIN CERTIFICATE-----\\nMA==\\n-----END CERTIFICATE-----\\n\"\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		c, err := ParseConfig(text)
 		if err != nil {
