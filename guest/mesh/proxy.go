@@ -130,7 +130,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn) error {
 	if err := t.HandshakeContext(ctx); err != nil {
 		return err
 	}
-	d := net.Dialer{Control: markSocket}
+	d := net.Dialer{Control: MarkSocket}
 	app, err := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(dst.Port()))))
 	if err != nil {
 		return err
@@ -149,7 +149,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn) error {
 	if rule < 0 {
 		return fmt.Errorf("%w: outbound %s", ErrNotMeshed, dst)
 	}
-	d := net.Dialer{Control: markSocket}
+	d := net.Dialer{Control: MarkSocket}
 	raw, err := d.DialContext(ctx, "tcp4", dst.String())
 	if err != nil {
 		return err
@@ -187,7 +187,10 @@ func splice(a, b halfCloser) error {
 	return errors.Join(err, errA)
 }
 
-func markSocket(_, _ string, rc syscall.RawConn) error {
+// MarkSocket is a net.Dialer Control that gives a socket Mark: other
+// in-guest clients (the telemetry shipper) use it so that the mesh's
+// redirects leave their own TLS connections alone.
+func MarkSocket(_, _ string, rc syscall.RawConn) error {
 	var serr error
 	err := rc.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, Mark)

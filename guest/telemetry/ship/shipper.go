@@ -9,9 +9,12 @@ package ship
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -19,11 +22,13 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/cocoon-cc/cocoon/guest/mesh"
 	"github.com/cocoon-cc/cocoon/guest/telemetry"
 )
 
@@ -134,11 +139,26 @@ func (s *Shipper) connect() (cc *grpc.ClientConn, renewed <-chan struct{}, err e
 	if r, ok := s.svids.(renewals); ok {
 		renewed = r.Updated()
 	}
-	cc, err = grpc.NewClient(s.cfg.Endpoint, grpc.WithTransportCredentials(credentials.NewTLS(s.tlsConfig())))
+	cc, err = grpc.NewClient(s.cfg.Endpoint, grpc.WithTransportCredentials(credentials.NewTLS(s.tlsConfig())),
+		grpc.WithContextDialer(dial))
 	if err != nil {
 		return nil, nil, fmt.Errorf("telemetry endpoint %s: %w", s.cfg.Endpoint, err)
 	}
 	return cc, renewed, nil
+}
+
+// dial connects with the mesh's mark (guest/mesh), so that a mesh.toml
+// whose outbound rules cover the endpoint does not redirect the
+// shipper's own mTLS into the mesh proxy. Without CAP_NET_ADMIN (no mesh
+// could be installed either) the socket stays unmarked.
+func dial(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+		if err := mesh.MarkSocket(network, address, rc); !errors.Is(err, unix.EPERM) {
+			return err
+		}
+		return nil
+	}}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // tlsConfig trusts only the pinned CA for the endpoint and presents the
