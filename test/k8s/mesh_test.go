@@ -81,6 +81,7 @@ func startSPIFFEKBS(t testing.TB, c *k8stest.Cluster, extra string, logs *kbsLog
 // meshPod is a cocoon-qemu pod whose initdata names the KBS, the SPIFFE
 // ID path and the mesh rules, with containers (YAML list items).
 func meshPod(t testing.TB, kbsURL, name, idPath, meshToml, containers string) string {
+	t.Helper()
 	doc := testutil.MeshInitdata(kbsURL, idPath, meshToml, policy.AllowAll())
 	return `apiVersion: v1
 kind: Pod
