@@ -51,9 +51,15 @@ const (
 	compactAt = 64 << 20
 )
 
-// commitDelay is how long a sync waits for more writers while they come
-// concurrently: at a few thousand writes a second, several share a sync.
-var commitDelay = time.Millisecond
+// While writers come concurrently, a sync waits for more of them in steps
+// of commitStep, for as long as each step brings at least one, up to
+// maxCommitDelay: when writers keep arriving (a busy KBS, whose CPU a sync
+// costs), a dozen share a sync; when they come and go (a few clients, who
+// wait for it), the sync waits about as long as one step.
+var (
+	commitStep     = 500 * time.Microsecond
+	maxCommitDelay = 3 * time.Millisecond
+)
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -255,7 +261,7 @@ func syncDir(dir string) error {
 
 // commit writes and syncs what the writers queued until Close. While
 // writers come concurrently (the last sync answered more than one), it
-// waits commitDelay before each sync so that more of them share it, as
+// waits for more of them before each sync (see commitStep), as
 // PostgreSQL's commit_delay does: a sync costs the same for one record or
 // many. A lone writer never waits.
 func (s *Store) commit() {
@@ -268,16 +274,38 @@ func (s *Store) commit() {
 			s.close()
 			return
 		}
-		if concurrent {
-			select {
-			case <-time.After(commitDelay):
-			case <-s.stop:
-				s.close()
-				return
-			}
+		if concurrent && !s.gather() {
+			s.close()
+			return
 		}
 		concurrent = s.flush() > 1
 	}
+}
+
+// gather waits while writers keep coming, one step at a time; false if
+// the store is closing.
+func (s *Store) gather() bool {
+	t := time.NewTimer(commitStep)
+	defer t.Stop()
+	for waited := commitStep; ; waited += commitStep {
+		before := s.queued()
+		select {
+		case <-t.C:
+		case <-s.stop:
+			return false
+		}
+		if waited >= maxCommitDelay || s.queued() == before {
+			return true
+		}
+		t.Reset(commitStep)
+	}
+}
+
+// queued is the number of writers waiting for the next sync.
+func (s *Store) queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.waiters)
 }
 
 // close syncs the writes queued before Close and closes the log.
