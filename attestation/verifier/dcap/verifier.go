@@ -17,11 +17,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/go-tdx-guest/pcs"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/cocoon-cc/cocoon/attestation/verifier"
 )
 
 // Options configure a Verifier. The zero value fetches collateral from
@@ -80,9 +81,8 @@ type Verifier struct {
 	roots  []*x509.Certificate
 	src    collateralSource
 
-	mu          sync.Mutex
-	chains      map[[32]byte]*VerifiedChain
-	collaterals map[collateralKey]*cachedCollateral
+	chains      *verifier.Cache[[32]byte, *VerifiedChain]
+	collaterals *verifier.Cache[collateralKey, *cachedCollateral]
 	fetches     singleflight.Group // one fetch per platform at a time
 }
 
@@ -110,8 +110,8 @@ func New(tee TEE, opts Options) (*Verifier, error) {
 		now:         opts.Now,
 		maxAge:      opts.CollateralMaxAge,
 		roots:       opts.Roots,
-		chains:      make(map[[32]byte]*VerifiedChain),
-		collaterals: make(map[collateralKey]*cachedCollateral),
+		chains:      verifier.NewCache[[32]byte, *VerifiedChain](maxCacheEntries),
+		collaterals: verifier.NewCache[collateralKey, *cachedCollateral](maxCacheEntries),
 	}
 	if v.now == nil {
 		v.now = time.Now
@@ -226,10 +226,8 @@ func (v *Verifier) verifyQuoteSignatures(signedData []byte, sig *SignatureData, 
 // the cache, and checks it is valid now.
 func (v *Verifier) verifiedChain(pemChain []byte, now time.Time) (*VerifiedChain, error) {
 	key := sha256.Sum256(pemChain)
-	v.mu.Lock()
-	c := v.chains[key]
-	v.mu.Unlock()
-	if c == nil {
+	c, ok := v.chains.Get(key)
+	if !ok {
 		parsed, err := ParsePCKChain(pemChain)
 		if err != nil {
 			return nil, err
@@ -239,12 +237,7 @@ func (v *Verifier) verifiedChain(pemChain []byte, now time.Time) (*VerifiedChain
 			return nil, err
 		}
 		c = &VerifiedChain{PCKChain: parsed, TrustedRoot: root}
-		v.mu.Lock()
-		if len(v.chains) >= maxCacheEntries {
-			clear(v.chains)
-		}
-		v.chains[key] = c
-		v.mu.Unlock()
+		v.chains.Put(key, c)
 	}
 	if err := checkValidity(now, c.Leaf, c.Intermediate, c.TrustedRoot); err != nil {
 		return nil, err
@@ -281,10 +274,8 @@ func verifySignatures(signedData []byte, s *SignatureData, pckKey *ecdsa.PublicK
 // valid now, from the cache or freshly fetched.
 func (v *Verifier) collateral(ctx context.Context, chain *VerifiedChain, now time.Time) (*Collateral, error) {
 	key := collateralKey{string(chain.Platform.FMSPC), chain.CA, string(chain.Intermediate.RawSubjectPublicKeyInfo)}
-	v.mu.Lock()
-	c := v.collaterals[key]
-	v.mu.Unlock()
-	if c != nil && now.Sub(c.fetched) < v.maxAge && c.checkTime(now) == nil {
+	c, ok := v.collaterals.Get(key)
+	if ok && now.Sub(c.fetched) < v.maxAge && c.checkTime(now) == nil {
 		return c.Collateral, nil
 	}
 	fresh, err, _ := v.fetches.Do(fmt.Sprint(key), func() (any, error) {
@@ -296,12 +287,7 @@ func (v *Verifier) collateral(ctx context.Context, chain *VerifiedChain, now tim
 		if err != nil {
 			return nil, err
 		}
-		v.mu.Lock()
-		if len(v.collaterals) >= maxCacheEntries {
-			clear(v.collaterals)
-		}
-		v.collaterals[key] = &cachedCollateral{Collateral: c, fetched: now}
-		v.mu.Unlock()
+		v.collaterals.Put(key, &cachedCollateral{Collateral: c, fetched: now})
 		return c, nil
 	})
 	if err != nil {
