@@ -199,18 +199,28 @@ func fillFromKDSChain(dir string, c CertChain) (CertChain, error) {
 // the ARK, as PEM CERTIFICATE blocks. Unlike go-sev-guest's parser it
 // accepts trailing whitespace, which some of AMD's files end with.
 func parseCertChainPEM(b []byte) (ica, ark []byte, err error) {
-	var ders [][]byte
-	for rest := b; len(bytes.TrimSpace(rest)) != 0; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil || block.Type != "CERTIFICATE" {
-			return nil, nil, fmt.Errorf("%w: not a PEM CERTIFICATE chain", ErrCertificate)
-		}
-		ders = append(ders, block.Bytes)
+	ders, ok := pemCertificates(b)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: not a PEM CERTIFICATE chain", ErrCertificate)
 	}
 	if len(ders) != 2 {
 		return nil, nil, fmt.Errorf("%w: %d certificates in the chain, want ASK and ARK", ErrCertificate, len(ders))
 	}
 	return ders[0], ders[1], nil
+}
+
+// pemCertificates returns the DER of b's PEM CERTIFICATE blocks; false
+// when b holds anything else but trailing whitespace.
+func pemCertificates(b []byte) ([][]byte, bool) {
+	var ders [][]byte
+	for rest := b; len(bytes.TrimSpace(rest)) != 0; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil || block.Type != "CERTIFICATE" {
+			return nil, false
+		}
+		ders = append(ders, block.Bytes)
+	}
+	return ders, true
 }
 
 // readFirst returns the first of the named files that exists, as DER.

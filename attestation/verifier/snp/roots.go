@@ -3,7 +3,6 @@ package snp
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"sync"
 
@@ -57,13 +56,13 @@ func loadRoots(p Product, vcekBundle, vlekBundle []byte) (*roots, error) {
 // parseRoots reads Options.Roots: the products whose ARK is there, each
 // with its ASK and, if there, its ASVK.
 func parseRoots(pems []byte) (map[Product]*roots, error) {
+	ders, ok := pemCertificates(pems)
+	if !ok {
+		return nil, fmt.Errorf("%w: roots: not PEM certificates", ErrCertificate)
+	}
 	byName := map[string]*x509.Certificate{}
-	for rest := pems; len(bytes.TrimSpace(rest)) != 0; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil || block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("%w: roots: not PEM certificates", ErrCertificate)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
+	for _, der := range ders {
+		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return nil, fmt.Errorf("%w: roots: %v", ErrCertificate, err)
 		}
