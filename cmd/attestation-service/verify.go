@@ -102,7 +102,7 @@ func (f *verifyFlags) run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	req, err := f.request(tee, reg, opts)
+	req, err := f.request(tee, reg)
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func (f *verifyFlags) checkDirs() error {
 }
 
 // request reads the evidence in whichever form it comes.
-func (f *verifyFlags) request(tee protocol.Tee, reg verifier.Registry, o verifiers.Options) (attestation.Request, error) {
+func (f *verifyFlags) request(tee protocol.Tee, reg verifier.Registry) (attestation.Request, error) {
 	raw, err := os.ReadFile(f.evidence)
 	if err != nil {
 		return attestation.Request{}, err
@@ -155,7 +155,7 @@ func (f *verifyFlags) request(tee protocol.Tee, reg verifier.Registry, o verifie
 		req.InitData = &attestation.InitData{TOML: toml}
 	}
 	if !json.Valid(raw) {
-		return req, f.rawEvidence(&req, reg, o)
+		return req, f.rawEvidence(&req, reg)
 	}
 	var msg protocol.Attestation
 	if json.Unmarshal(raw, &msg) == nil && len(msg.TeeEvidence.Primary) > 0 {
@@ -172,7 +172,7 @@ func (f *verifyFlags) request(tee protocol.Tee, reg verifier.Registry, o verifie
 
 // rawEvidence handles the bytes a guest tool wrote: the verifier for this
 // run reads them instead of JSON evidence.
-func (f *verifyFlags) rawEvidence(req *attestation.Request, reg verifier.Registry, o verifiers.Options) error {
+func (f *verifyFlags) rawEvidence(req *attestation.Request, reg verifier.Registry) error {
 	raw := req.Evidence
 	req.Evidence = json.RawMessage("null")
 	switch req.Tee {
@@ -180,9 +180,9 @@ func (f *verifyFlags) rawEvidence(req *attestation.Request, reg verifier.Registr
 		// The CBOR token as the attester wraps it.
 		req.Evidence, _ = json.Marshal(cca.Evidence{Token: raw})
 	case protocol.TeeSNP:
-		v, err := snp.New(snp.Options{Now: o.Now, CertDir: o.SNPCertDir, DisableKDS: o.Offline})
-		if err != nil {
-			return err
+		v, ok := reg[protocol.TeeSNP].(*snp.Verifier)
+		if !ok {
+			return fmt.Errorf("no snp verifier")
 		}
 		reg[req.Tee] = rawVerifier(func(ctx context.Context, want verifier.Expected) (verifier.Claims, error) {
 			return v.VerifyReport(ctx, raw, snp.CertChain{}, want)

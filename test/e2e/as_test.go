@@ -20,6 +20,7 @@ import (
 	tdxtesting "github.com/google/go-tdx-guest/testing"
 	tdxdata "github.com/google/go-tdx-guest/testing/testdata"
 
+	"github.com/cocoon-cc/cocoon/attestation/verifier/snp/snptest"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
 	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/cocoon-cc/cocoon/protocol"
@@ -74,6 +75,21 @@ func TestVerifyOfflineSNP(t *testing.T) {
 	}
 	if _, err := attestationService(t, "verify", "--tee", "tdx", "--evidence", report); err == nil {
 		t.Error("an SNP report passed as TDX evidence")
+	}
+
+	// A raw report of a test chain verifies with --snp-roots trusting it,
+	// and only then.
+	pki := snptest.New(t, raw)
+	testCerts, roots, signed := t.TempDir(), filepath.Join(t.TempDir(), "roots.pem"), filepath.Join(t.TempDir(), "report.bin")
+	os.WriteFile(filepath.Join(testCerts, "vcek.der"), pki.VCEK(), 0o600)
+	os.WriteFile(roots, pki.Roots(), 0o600)
+	os.WriteFile(signed, pki.Sign(t, raw, []byte("raw")), 0o600)
+	args := []string{"verify", "--tee", "snp", "--evidence", signed, "--certs", testCerts}
+	if out, err := attestationService(t, append(args, "--snp-roots", roots)...); err != nil || !strings.Contains(out, "evidence verified") {
+		t.Errorf("raw report of the test chain with --snp-roots: err=%v\n%s", err, out)
+	}
+	if _, err := attestationService(t, args...); err == nil {
+		t.Error("raw report of the test chain verified without --snp-roots")
 	}
 }
 
