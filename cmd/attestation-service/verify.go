@@ -219,11 +219,7 @@ func (f *verifyFlags) rawEvidence(req *attestation.Request, reg verifier.Registr
 type rawVerifier func(context.Context, verifier.Expected) (verifier.Claims, error)
 
 func (r rawVerifier) Evaluate(ctx context.Context, _ json.RawMessage, want verifier.Expected) ([]verifier.TeeClaims, error) {
-	c, err := r(ctx, want)
-	if err != nil {
-		return nil, err
-	}
-	return []verifier.TeeClaims{{Class: "cpu", Claims: c}}, nil
+	return verifier.CPU(r(ctx, want))
 }
 
 // service is an in-memory attestation service with the requested policy
