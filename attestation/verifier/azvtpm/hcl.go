@@ -25,7 +25,7 @@ import (
 // report), then the runtime data's header and its variable data.
 const (
 	hclHeaderSize    = 32
-	hwReportSize     = 1184
+	hwReportSize     = SNPReportSize
 	runtimeHeaderLen = 20
 	varDataOffset    = hclHeaderSize + hwReportSize + runtimeHeaderLen
 
