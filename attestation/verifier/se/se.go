@@ -52,8 +52,7 @@ type Verifier struct {
 	seal cipher.AEAD
 	// phkhs are the host keys' hashes, each with its claim (hex).
 	phkhs map[string]any
-	// tag is the tag claim of the configured image; tagsText the tags in
-	// base64, as evidence carries them.
+	// tag is the tag claim of the configured image.
 	tag any
 	// decoders are reused by Evaluate: what they decoded is not needed
 	// once the claims are made.
