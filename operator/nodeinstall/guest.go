@@ -175,15 +175,13 @@ func RemoveUnusedGuests(installDir, keep string) error {
 	return errors.Join(errs...)
 }
 
-// processArgs is every process's command line, NULs as spaces.
+// processArgs is every process's command line, its arguments joined by
+// spaces.
 func processArgs() string {
 	var b strings.Builder
-	files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, f := range files {
-		if c, err := os.ReadFile(f); err == nil {
-			b.WriteString(strings.ReplaceAll(string(c), "\x00", " "))
-			b.WriteByte('\n')
-		}
+	for _, args := range processes() {
+		b.WriteString(strings.Join(args, " "))
+		b.WriteByte('\n')
 	}
 	return b.String()
 }

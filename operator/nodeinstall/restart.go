@@ -1,14 +1,11 @@
 package nodeinstall
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -73,18 +70,9 @@ func (r SignalRestarter) Restart(ctx context.Context, handlers []string) error {
 
 // findContainerd is the pid of the containerd reading configPath.
 func findContainerd(configPath string) (int, error) {
-	files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(bytes.TrimRight(b, "\x00")), "\x00")
-		if filepath.Base(args[0]) != "containerd" {
-			continue
-		}
-		if readsConfig(args, configPath) {
-			return strconv.Atoi(filepath.Base(filepath.Dir(f)))
+	for pid, args := range processes() {
+		if filepath.Base(args[0]) == "containerd" && readsConfig(args, configPath) {
+			return pid, nil
 		}
 	}
 	return 0, fmt.Errorf("%w: no containerd process reads %s", ErrRestart, configPath)

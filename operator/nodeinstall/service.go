@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -336,6 +337,23 @@ func alive(pid int) bool {
 	// The state follows the command's closing parenthesis; Z: a zombie.
 	i := bytes.LastIndexByte(b, ')')
 	return i > 0 && len(b) > i+2 && b[i+2] != 'Z'
+}
+
+// processes yields the running processes (in /proc's order) that have a
+// command line (kernel threads have none), with it.
+func processes() iter.Seq2[int, []string] {
+	return func(yield func(int, []string) bool) {
+		files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, f := range files {
+			pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+			if err != nil {
+				continue
+			}
+			if args := cmdline(pid); len(args) > 0 && !yield(pid, args) {
+				return
+			}
+		}
+	}
 }
 
 func cmdline(pid int) []string {

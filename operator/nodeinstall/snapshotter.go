@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -74,11 +73,8 @@ func (o Options) pruneStaleSnapshots(ctx context.Context) error {
 // stopCleanup stops the cocoon-snapshotter --remove-unused an uninstall
 // left for containerd's root, and waits until it is gone.
 func stopCleanup(ctx context.Context, dataRoot string) error {
-	files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, f := range files {
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-		args := cmdline(pid)
-		if err != nil || len(args) == 0 || filepath.Base(args[0]) != snapshotterBin || !slices.Equal(args, cleanupArgs(args[0], dataRoot)) {
+	for pid, args := range processes() {
+		if filepath.Base(args[0]) != snapshotterBin || !slices.Equal(args, cleanupArgs(args[0], dataRoot)) {
 			continue
 		}
 		syscall.Kill(pid, syscall.SIGTERM)
