@@ -259,14 +259,10 @@ func (r *CocoonRuntimeReconciler) installerPod(cr *cocoonv1.CocoonRuntime, verb 
 	if image == "" {
 		image = r.InstallerImage
 	}
-	flavours := make([]string, len(s.Flavours))
-	for i, f := range s.Flavours {
-		flavours[i] = string(f)
-	}
 	args := []string{verb,
 		"--runtime=" + cr.Name,
 		"--install-dir=" + s.InstallDir,
-		"--flavours=" + strings.Join(flavours, ","),
+		"--flavours=" + strings.Join(flavourNames(s.Flavours), ","),
 		"--guest=" + s.Guest.Image,
 		"--guest-plain-http=" + strconv.FormatBool(s.Guest.PlainHTTP),
 		"--memory-mib=" + strconv.Itoa(int(s.Shim.MemoryMiB)),
@@ -341,7 +337,7 @@ func (r *CocoonRuntimeReconciler) updateStatus(ctx context.Context, cr *cocoonv1
 	if err := r.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: dsName(cr, "install")}, &ds); err != nil {
 		return false, err
 	}
-	guest := cr.Spec.Guest.Image[strings.LastIndex(cr.Spec.Guest.Image, "@")+1:]
+	guest := guestDigest(cr.Spec.Guest)
 	old := cr.DeepCopy()
 	st := &cr.Status
 	st.Nodes, st.ReadyNodes, st.DesiredNodes = nil, 0, int32(len(nodes))
@@ -382,6 +378,22 @@ func (r *CocoonRuntimeReconciler) updateStatus(ctx context.Context, cr *cocoonv1
 		return false, err
 	}
 	return done, nil
+}
+
+// flavourNames are the flavours as the installer and launchmeasure name
+// them.
+func flavourNames(fs []cocoonv1.Flavour) []string {
+	names := make([]string, len(fs))
+	for i, f := range fs {
+		names[i] = string(f)
+	}
+	return names
+}
+
+// guestDigest is the digest the guest image is pinned by (what the nodes
+// record as their guest).
+func guestDigest(g cocoonv1.GuestImage) string {
+	return g.Image[strings.LastIndex(g.Image, "@")+1:]
 }
 
 func setCondition(conds *[]metav1.Condition, typ string, ok bool, reason, msg string, gen int64) {

@@ -191,10 +191,7 @@ func (r *KeyBrokerReconciler) measurements(ctx context.Context, kb *cocoonv1.Key
 	if len(l.VCPUs) == 0 {
 		l.VCPUs = []int{max(1, int(rt.Spec.Shim.VCPUs))}
 	}
-	flavours := make([]string, len(rt.Spec.Flavours))
-	for i, f := range rt.Spec.Flavours {
-		flavours[i] = string(f)
-	}
+	flavours := flavourNames(rt.Spec.Flavours)
 	key := fmt.Sprint(rt.Spec.Guest.Image, flavours, l)
 	r.mu.Lock()
 	ms, ok := r.measured[key]
@@ -215,8 +212,7 @@ func (r *KeyBrokerReconciler) measurements(ctx context.Context, kb *cocoonv1.Key
 		r.measured[key] = ms
 		r.mu.Unlock()
 	}
-	guest := rt.Spec.Guest.Image[strings.LastIndex(rt.Spec.Guest.Image, "@")+1:]
-	return withPrevious(ms, kb.Status.Measurements, guest), nil
+	return withPrevious(ms, kb.Status.Measurements, guestDigest(rt.Spec.Guest)), nil
 }
 
 // maxMeasured bounds the measurements kept, by guest and settings.
