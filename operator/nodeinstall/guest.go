@@ -113,11 +113,6 @@ func WalkGuestImage(ctx context.Context, ref string, plainHTTP bool, fn func(nam
 	return d.DigestStr(), nil
 }
 
-// extractGuest writes the guest files of a layer (a tar stream) into dir.
-func extractGuest(r io.Reader, dir string) error {
-	return walkGuest(r, func(name string, r io.Reader) error { return writeGuestFile(dir, name, r) })
-}
-
 // walkGuest calls fn for the guest files of a layer (a tar stream):
 // regular files with known names at the root, nothing else.
 func walkGuest(r io.Reader, fn func(name string, r io.Reader) error) error {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -26,6 +27,12 @@ func tarOf(t testing.TB, entries ...tar.Header) []byte {
 	}
 	tw.Close()
 	return b.Bytes()
+}
+
+// extractGuest writes the guest files of a layer (a tar stream) into dir,
+// as PullGuest does with each layer.
+func extractGuest(r io.Reader, dir string) error {
+	return walkGuest(r, func(name string, r io.Reader) error { return writeGuestFile(dir, name, r) })
 }
 
 // TestExtractGuest: the guest's files are written; anything else (other
