@@ -39,3 +39,18 @@ func Bin(t testing.TB, name string) string {
 	}
 	return filepath.Join(binDir, name)
 }
+
+// ToolDir is where a tool the tests run, built from the Go module proxy
+// by a scripts/build-*.sh, is cached outside the repository: $env when
+// set, else ${XDG_CACHE_HOME:-/var/cache}/cocoon/<name>/<key> (the
+// scripts' default).
+func ToolDir(env, name, key string) string {
+	if d := os.Getenv(env); d != "" {
+		return d
+	}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		cache = "/var/cache"
+	}
+	return filepath.Join(cache, "cocoon", name, key)
+}

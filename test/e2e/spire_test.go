@@ -8,20 +8,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
 // spireBin is a binary of make spire-bins' cache.
 func spireBin(t *testing.T, name string) string {
 	t.Helper()
-	dir := os.Getenv("COCOON_SPIRE_BIN")
-	if dir == "" {
-		cache := os.Getenv("XDG_CACHE_HOME")
-		if cache == "" {
-			cache = "/var/cache"
-		}
-		dir = filepath.Join(cache, "cocoon", "spire", "v1.13.3")
-	}
-	p := filepath.Join(dir, name)
+	p := filepath.Join(testutil.ToolDir("COCOON_SPIRE_BIN", "spire", "v1.13.3"), name)
 	if _, err := os.Stat(p); err != nil {
 		t.Skipf("SKIP: %s not built (make spire-bins): %v", name, err)
 	}

@@ -20,14 +20,7 @@ const helmVersion = "v3.22.0"
 // repository, as the Kubernetes binaries are).
 func helmBin(t testing.TB) string {
 	t.Helper()
-	dir := os.Getenv("COCOON_HELM_BIN")
-	if dir == "" {
-		cache := os.Getenv("XDG_CACHE_HOME")
-		if cache == "" {
-			cache = "/var/cache"
-		}
-		dir = filepath.Join(cache, "cocoon", "helm", helmVersion)
-	}
+	dir := testutil.ToolDir("COCOON_HELM_BIN", "helm", helmVersion)
 	cmd := exec.Command("bash", "scripts/build-helm.sh")
 	cmd.Dir = testutil.RepoRoot(t)
 	cmd.Env = append(os.Environ(), "COCOON_HELM_BIN="+dir, "HELM_VERSION="+helmVersion)

@@ -142,14 +142,7 @@ func Get(t testing.TB) *Cluster {
 // ${XDG_CACHE_HOME:-/var/cache}/cocoon/kubernetes/<Version> (make k8s-bins
 // builds them there).
 func BinDir() string {
-	if d := os.Getenv("COCOON_K8S_BIN"); d != "" {
-		return d
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		cache = "/var/cache"
-	}
-	return filepath.Join(cache, "cocoon", "kubernetes", Version)
+	return testutil.ToolDir("COCOON_K8S_BIN", "kubernetes", Version)
 }
 
 // binaries builds the Kubernetes binaries when they are missing.

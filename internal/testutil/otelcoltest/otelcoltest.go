@@ -58,15 +58,7 @@ func Bin(t testing.TB) string {
 		}
 		h.Write(b)
 	}
-	dir := os.Getenv("COCOON_OTELCOL_BIN")
-	if dir == "" {
-		cache := os.Getenv("XDG_CACHE_HOME")
-		if cache == "" {
-			cache = "/var/cache"
-		}
-		dir = filepath.Join(cache, "cocoon", "otelcol", hex.EncodeToString(h.Sum(nil))[:12])
-	}
-	bin := filepath.Join(dir, "otelcol-owner")
+	bin := filepath.Join(testutil.ToolDir("COCOON_OTELCOL_BIN", "otelcol", hex.EncodeToString(h.Sum(nil))[:12]), "otelcol-owner")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("otelcol-owner not built (make otelcol-bins): %v", err)
 	}
