@@ -129,8 +129,7 @@ func (g *GuestComponents) Start(ctx context.Context) error {
 		return err
 	}
 	if _, ok := data[svid.InitdataKey]; ok {
-		_, meshOn := data[mesh.InitdataKey]
-		return g.startWorkloadAPI(ctx, path, initdataPath, meshOn)
+		return g.startWorkloadAPI(ctx, path, initdataPath, data)
 	}
 	for _, key := range []string{mesh.InitdataKey, telemetry.InitdataKey} {
 		if _, ok := data[key]; ok {
@@ -142,25 +141,27 @@ func (g *GuestComponents) Start(ctx context.Context) error {
 
 // startWorkloadAPI runs the SPIFFE Workload API server for the ID
 // initdata's spiffe.toml names; its socket's directory is mounted into
-// every container. With meshOn it also runs the pod's mTLS mesh (the
-// containers share the guest's network namespace, so its redirects cover
-// them all).
-func (g *GuestComponents) startWorkloadAPI(ctx context.Context, cdhConfig, initdataPath string, meshOn bool) error {
+// every container. With a mesh.toml in initdata's data it also runs the
+// pod's mTLS mesh (the containers share the guest's network namespace, so
+// its redirects cover them all), with a telemetry.toml the shipper.
+func (g *GuestComponents) startWorkloadAPI(ctx context.Context, cdhConfig, initdataPath string, data map[string]string) error {
 	dir := filepath.Join(g.RunDir, "spiffe")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	socket := filepath.Join(dir, spiffe.SocketName)
 	args := []string{"-c", cdhConfig, "--initdata", initdataPath, "--socket", socket}
-	if meshOn {
+	if _, ok := data[mesh.InitdataKey]; ok {
 		args = append(args, "--mesh")
 	}
-	tcfg, telemetryOn, err := telemetry.FromInitdata(g.Initdata)
-	if err != nil {
-		return fmt.Errorf("initdata's %s: %w", telemetry.InitdataKey, err)
-	}
+	var tcfg *telemetry.Config
 	telemetrySocket := filepath.Join(g.RunDir, "telemetry.sock")
+	text, telemetryOn := data[telemetry.InitdataKey]
 	if telemetryOn {
+		var err error
+		if tcfg, err = telemetry.ParseConfig(text); err != nil {
+			return fmt.Errorf("initdata's %s: %w", telemetry.InitdataKey, err)
+		}
 		args = append(args, "--telemetry", telemetrySocket)
 	}
 	if err := g.run(ctx, "spiffe-workload-api", args...); err != nil {
