@@ -82,9 +82,6 @@ func (v *VTPM) AKPublic() crypto.PublicKey { return v.tpm.AKPublic() }
 // WriteNV writes an NV index of the vTPM (tpm.Attester.WriteNV).
 func (v *VTPM) WriteNV(index uint32, data []byte) error { return v.tpm.WriteNV(index, data) }
 
-// Options are the options the VTPM was opened with, defaults filled in.
-func (v *VTPM) Options() Options { return v.opts }
-
 // Collected is the vTPM half of Azure evidence.
 type Collected struct {
 	HCLReport []byte
