@@ -5,12 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"syscall"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -18,6 +16,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sys/unix"
+
+	"github.com/cocoon-cc/cocoon/internal/tcpredirect"
 )
 
 // ErrNotMeshed: a redirected connection's original destination is not one
@@ -135,7 +135,7 @@ func (p *Proxy) inbound(ctx context.Context, c *net.TCPConn) error {
 	if err != nil {
 		return err
 	}
-	return splice(t, app.(*net.TCPConn))
+	return tcpredirect.Splice(t, app.(*net.TCPConn))
 }
 
 // outbound: the pod's plain connection to a meshed destination, carried
@@ -159,32 +159,7 @@ func (p *Proxy) outbound(ctx context.Context, c *net.TCPConn) error {
 		raw.Close()
 		return err
 	}
-	return splice(t, c)
-}
-
-// halfCloser is a connection whose write side closes alone.
-type halfCloser interface {
-	net.Conn
-	CloseWrite() error
-}
-
-// splice copies both ways, passing each side's end of stream on, and
-// closes both when both directions are done.
-func splice(a, b halfCloser) error {
-	defer a.Close()
-	defer b.Close()
-	var wg sync.WaitGroup
-	var errA error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, errA = io.Copy(a, b)
-		a.CloseWrite()
-	}()
-	_, err := io.Copy(b, a)
-	b.CloseWrite()
-	wg.Wait()
-	return errors.Join(err, errA)
+	return tcpredirect.Splice(t, c)
 }
 
 // MarkSocket is a net.Dialer Control that gives a socket Mark: other
@@ -198,27 +173,11 @@ func MarkSocket(_, _ string, rc syscall.RawConn) error {
 	return errors.Join(err, serr)
 }
 
-// originalDst is the destination a REDIRECTed connection was made to
-// (netfilter's SO_ORIGINAL_DST).
+// originalDst is the destination a REDIRECTed connection was made to.
 func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
-	rc, err := c.SyscallConn()
+	dst, err := tcpredirect.OriginalDst(c)
 	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	var addr netip.AddrPort
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		var mreq *unix.IPv6Mreq
-		// SO_ORIGINAL_DST answers a struct sockaddr_in, which fits the
-		// 20 bytes getsockopt reads into an IPv6Mreq.
-		mreq, serr = unix.GetsockoptIPv6Mreq(int(fd), unix.IPPROTO_IP, unix.SO_ORIGINAL_DST)
-		if serr == nil {
-			m := mreq.Multiaddr
-			addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{m[4], m[5], m[6], m[7]}), uint16(m[2])<<8|uint16(m[3]))
-		}
-	})
-	if err = errors.Join(err, serr); err != nil {
 		return netip.AddrPort{}, fmt.Errorf("mesh: original destination: %w", err)
 	}
-	return addr, nil
+	return dst, nil
 }

@@ -2,17 +2,15 @@ package network
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os/exec"
 	"strconv"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+
+	"github.com/cocoon-cc/cocoon/internal/tcpredirect"
 )
 
 // containerd's CRI port forwarding (kubectl port-forward) dials
@@ -24,10 +22,6 @@ import (
 // from the host's namespace, the way the node reaches a pod, and relays.
 // Only processes that enter the pod's namespace on the host (containerd)
 // can connect; the guest cannot, and reaches nothing of the host this way.
-
-// soOriginalDst is netfilter's getsockopt for a redirected connection's
-// original destination (linux/netfilter_ipv4.h).
-const soOriginalDst = 80
 
 // forwarder is the loopback listener of one pod namespace.
 type forwarder struct {
@@ -87,48 +81,18 @@ func (f *forwarder) serve() {
 // relay joins a redirected connection to the pod's port it was meant for.
 func (f *forwarder) relay(c *net.TCPConn) {
 	defer c.Close()
-	port, err := originalPort(c)
+	dst, err := tcpredirect.OriginalDst(c)
 	if err != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var d net.Dialer
-	up, err := d.DialContext(ctx, "tcp", net.JoinHostPort(f.to.String(), strconv.Itoa(port)))
+	up, err := d.DialContext(ctx, "tcp", net.JoinHostPort(f.to.String(), strconv.Itoa(int(dst.Port()))))
 	if err != nil {
 		return // the client sees the connection closed, as a refusal
 	}
-	defer up.Close()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		if w, ok := dst.(interface{ CloseWrite() error }); ok {
-			w.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go pipe(up, c)
-	go pipe(c, up)
-	<-done
-	<-done
-}
-
-// originalPort is the port a redirected connection was made to.
-func originalPort(c *net.TCPConn) (int, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var port int
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		// A sockaddr_in fits in the 20 bytes of this getsockopt's type.
-		var m *unix.IPv6Mreq
-		if m, serr = unix.GetsockoptIPv6Mreq(int(fd), unix.IPPROTO_IP, soOriginalDst); serr == nil {
-			port = int(binary.BigEndian.Uint16(m.Multiaddr[2:4]))
-		}
-	})
-	return port, errors.Join(err, serr)
+	tcpredirect.Splice(c, up.(*net.TCPConn))
 }
 
 // removeRule removes the nat rule; the caller runs on a thread in the
