@@ -103,11 +103,7 @@ func Open(ctx context.Context, o Options) (a attester.Attester, close func() err
 	case protocol.TeeSample:
 		return sample.Attester{}, nop, nil
 	case protocol.TeeTPM:
-		t, err := tpm.Open(tpm.Options{TPM: o.TPM})
-		if err != nil {
-			return nil, nil, err
-		}
-		return t, t.Close, nil
+		return closing(tpm.Open(tpm.Options{TPM: o.TPM}))
 	case protocol.TeeSNP:
 		return snp.New(snp.Options{Root: o.Root}), nop, nil
 	case protocol.TeeTDX:
@@ -115,17 +111,21 @@ func Open(ctx context.Context, o Options) (a attester.Attester, close func() err
 	case protocol.TeeCCA:
 		return cca.New(cca.Options{Root: o.Root}), nop, nil
 	case protocol.TeeAzSNPvTPM:
-		a, err := azsnpvtpm.Open(azvtpm.Options{TPM: o.TPM})
-		if err != nil {
-			return nil, nil, err
-		}
-		return a, a.Close, nil
+		return closing(azsnpvtpm.Open(azvtpm.Options{TPM: o.TPM}))
 	case protocol.TeeAzTDXvTPM:
-		a, err := aztdxvtpm.Open(azvtpm.Options{TPM: o.TPM})
-		if err != nil {
-			return nil, nil, err
-		}
-		return a, a.Close, nil
+		return closing(aztdxvtpm.Open(azvtpm.Options{TPM: o.TPM}))
 	}
 	return nil, nil, fmt.Errorf("%w %q (want sample, snp, tdx, cca, az-snp-vtpm, az-tdx-vtpm or tpm)", ErrUnknownTee, o.Tee)
+}
+
+// closing is Open's answer for an attester holding a device (the TPM)
+// until its Close.
+func closing[A interface {
+	attester.Attester
+	Close() error
+}](a A, err error) (attester.Attester, func() error, error) {
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, a.Close, nil
 }
