@@ -81,9 +81,8 @@ func (r *Receiver) metrics(req pmetricotlp.ExportRequest) pmetricotlp.ExportResp
 	return resp
 }
 
-// GRPCServer is the receiver's OTLP/gRPC services on a gRPC server; the
-// caller serves it on its listeners (loopback TCP, the agent's unix socket).
-func (r *Receiver) GRPCServer() *grpc.Server {
+// grpcServer is the receiver's OTLP/gRPC services on a gRPC server.
+func (r *Receiver) grpcServer() *grpc.Server {
 	s := grpc.NewServer(grpc.MaxRecvMsgSize(maxBody))
 	plogotlp.RegisterGRPCServer(s, &logsServer{r: r})
 	ptraceotlp.RegisterGRPCServer(s, &tracesServer{r: r})
@@ -120,7 +119,7 @@ func (s metricsServer) Export(_ context.Context, req pmetricotlp.ExportRequest) 
 
 // ServeGRPC serves OTLP/gRPC on the listeners until ctx ends.
 func (r *Receiver) ServeGRPC(ctx context.Context, ls ...net.Listener) error {
-	s := r.GRPCServer()
+	s := r.grpcServer()
 	go func() {
 		<-ctx.Done()
 		s.Stop()

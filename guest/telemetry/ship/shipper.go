@@ -72,9 +72,6 @@ func New(cfg *telemetry.Config, svids x509svid.Source, log *slog.Logger) *Shippe
 	return s
 }
 
-// Endpoint is where the data goes.
-func (s *Shipper) Endpoint() string { return s.cfg.Endpoint }
-
 // Counts are signal's counters (telemetry.Logs, Metrics or Traces).
 func (s *Shipper) Counts(signal string) *Counts { return s.count[signal] }
 
