@@ -17,6 +17,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/cocoon-cc/cocoon/image/store"
 )
 
 // containerd names a layer snapshot by its chain ID alone, in a namespace:
@@ -189,8 +191,8 @@ func unpackLayer(ctx context.Context, dir string, desc ocispec.Descriptor, open 
 		return err
 	}
 	defer rc.Close()
-	verifier := desc.Digest.Verifier()
-	plain, err := compression.DecompressStream(io.TeeReader(rc, verifier))
+	blob := store.NewVerifier(rc, desc.Digest, -1)
+	plain, err := compression.DecompressStream(blob)
 	if err != nil {
 		return err
 	}
@@ -203,11 +205,9 @@ func unpackLayer(ctx context.Context, dir string, desc ocispec.Descriptor, open 
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err
 	}
-	if _, err := io.Copy(io.Discard, io.TeeReader(rc, verifier)); err != nil {
+	// To its end: the verifier answers EOF only when the digest matched.
+	if _, err := io.Copy(io.Discard, blob); err != nil {
 		return err
-	}
-	if !verifier.Verified() {
-		return fmt.Errorf("blob does not match its digest %s", desc.Digest)
 	}
 	if want := desc.Annotations[annotationDiffID]; want != "" && want != diff.Digest().String() {
 		return fmt.Errorf("layer's content %s does not match its diff ID %s", diff.Digest(), want)

@@ -23,6 +23,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/cocoon-cc/cocoon/image/store"
 )
 
 // ContainerdImages is Images from containerd's image and content
@@ -145,28 +147,20 @@ type fetched struct{ f remotes.Fetcher }
 const maxMetadata = 4 << 20
 
 func (p fetched) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
-	if desc.Size > maxMetadata {
-		return nil, fmt.Errorf("%s: %d bytes is too large for image metadata", desc.Digest, desc.Size)
+	if desc.Size < 0 || desc.Size > maxMetadata {
+		return nil, fmt.Errorf("%s: %d bytes is not a size of image metadata", desc.Digest, desc.Size)
 	}
 	rc, err := p.f.Fetch(ctx, desc)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, maxMetadata+1))
+	// The verifier stops at desc.Size bytes.
+	b, err := io.ReadAll(store.NewVerifier(rc, desc.Digest, desc.Size))
 	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) != desc.Size || !verified(desc, b) {
-		return nil, fmt.Errorf("%s: content does not match its descriptor", desc.Digest)
+		return nil, fmt.Errorf("%s: %w", desc.Digest, err)
 	}
 	return readerAt{bytes.NewReader(b)}, nil
-}
-
-func verified(desc ocispec.Descriptor, b []byte) bool {
-	v := desc.Digest.Verifier()
-	v.Write(b)
-	return v.Verified()
 }
 
 type readerAt struct{ *bytes.Reader }
