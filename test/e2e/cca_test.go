@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,7 +110,7 @@ func TestKBSReleasesToCCARealm(t *testing.T) {
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/cca", []byte("for the realm"))
 
 	fetch := func(toml []byte) ([]byte, error) {
-		return realmFetch(t, url, iss, client.Options{InitData: toml}, "default/key/cca")
+		return fetchAttested(url, ccatest.Attester{Issuer: iss}, client.Options{InitData: toml}, "default/key/cca")
 	}
 	var kerr *protocol.Error
 	if _, err := fetch(toml); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
@@ -129,17 +126,4 @@ func TestKBSReleasesToCCARealm(t *testing.T) {
 	if _, err := fetch([]byte("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\nx = \"y\"\n")); !errors.As(err, &kerr) || kerr.Kind != protocol.KindAttestation {
 		t.Fatalf("other initdata: %v, want AttestationError", err)
 	}
-}
-
-// realmFetch attests as the realm iss issues tokens for (and the devices
-// of o) in a new session and fetches path.
-func realmFetch(t *testing.T, url string, iss *ccatest.Issuer, o client.Options, path string) ([]byte, error) {
-	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	o.HTTP = &http.Client{Jar: jar}
-	c, err := client.New(url, ccatest.Attester{Issuer: iss}, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c.GetResource(context.Background(), path)
 }

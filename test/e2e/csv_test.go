@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,12 +89,7 @@ func TestKBSReleasesOnlyToAffirmingCSV(t *testing.T) {
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/csv", []byte("for the CSV guest"))
 
 	fetch := func(a csvtest.Attester) ([]byte, error) {
-		jar, _ := cookiejar.New(nil)
-		c, err := client.New(url, a, client.Options{HTTP: &http.Client{Jar: jar}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.GetResource(context.Background(), "default/key/csv")
+		return fetchAttested(url, a, client.Options{}, "default/key/csv")
 	}
 	guest := csvtest.Attester{PKI: p, T: t}
 	var kerr *protocol.Error

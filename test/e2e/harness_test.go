@@ -162,13 +162,14 @@ func setResource(t *testing.T, global []string, adminKey, path string, data []by
 		"set-resource", "--path", path, "--resource-file", file)...)
 }
 
-// fetchAttested runs a whole RCAR handshake with att's evidence, in a
-// session of its own, and fetches the resource at path.
-func fetchAttested(t *testing.T, url string, att attester.Attester, path string) ([]byte, error) {
+// fetchAttested runs a whole RCAR handshake with att's evidence (and the
+// devices of o), in a session of its own, and fetches the resource at path.
+func fetchAttested(url string, att attester.Attester, o client.Options, path string) ([]byte, error) {
 	jar, _ := cookiejar.New(nil)
-	c, err := client.New(url, att, client.Options{HTTP: &http.Client{Jar: jar}})
+	o.HTTP = &http.Client{Jar: jar}
+	c, err := client.New(url, att, o)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	return c.GetResource(context.Background(), path)
 }

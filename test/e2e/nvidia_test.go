@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cocoon-cc/cocoon/attestation/verifier/cca/ccatest"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/nvidia"
 	"github.com/cocoon-cc/cocoon/attestation/verifier/nvidia/nvidiatest"
 	"github.com/cocoon-cc/cocoon/guest/attester"
@@ -120,7 +121,7 @@ allow if {
 	mustClient(t, append(admin, "set-sample-reference-value", "cca.realm.cca-realm-initial-measurement", ccaRIM)...)
 
 	fetch := func(devices ...attester.Attester) ([]byte, error) {
-		return realmFetch(t, url, iss, client.Options{Devices: devices}, "default/key/gpu")
+		return fetchAttested(url, ccatest.Attester{Issuer: iss}, client.Options{Devices: devices}, "default/key/gpu")
 	}
 	var kerr *protocol.Error
 	if _, err := fetch(gpu); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {

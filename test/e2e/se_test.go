@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,12 +46,7 @@ func TestKBSReleasesToSE(t *testing.T) {
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/se", []byte("for the SE guest"))
 
 	fetch := func(a sesttest.Attester) ([]byte, error) {
-		jar, _ := cookiejar.New(nil)
-		c, err := client.New(url, a, client.Options{HTTP: &http.Client{Jar: jar}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.GetResource(context.Background(), "default/key/se")
+		return fetchAttested(url, a, client.Options{}, "default/key/se")
 	}
 	got, err := fetch(sesttest.Attester{UV: p.NewUltravisor(t, hdr)})
 	if err != nil || string(got) != "for the SE guest" {

@@ -20,6 +20,7 @@ import (
 	"github.com/cocoon-cc/cocoon/attestation/verifier/sgx"
 	"github.com/cocoon-cc/cocoon/guest/attester"
 	"github.com/cocoon-cc/cocoon/internal/testutil"
+	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
@@ -164,13 +165,13 @@ func releasedOnceRegistered(t *testing.T, verifiers string, att attester.Atteste
 	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/tee", []byte("for the TEE"))
 	var kerr *protocol.Error
-	if _, err := fetchAttested(t, url, att, "default/key/tee"); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
+	if _, err := fetchAttested(url, att, client.Options{}, "default/key/tee"); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
 		t.Fatalf("before registering: %v, want PolicyDeny", err)
 	}
 	for name, value := range refs {
 		mustClient(t, append(admin, "set-sample-reference-value", name, value)...)
 	}
-	if got, err := fetchAttested(t, url, att, "default/key/tee"); err != nil || string(got) != "for the TEE" {
+	if got, err := fetchAttested(url, att, client.Options{}, "default/key/tee"); err != nil || string(got) != "for the TEE" {
 		t.Fatalf("registered: %q, %v", got, err)
 	}
 }

@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cocoon-cc/cocoon/attestation/verifier/cca/ccatest"
 	"github.com/cocoon-cc/cocoon/guest/attester"
 	"github.com/cocoon-cc/cocoon/kbs/client"
 )
@@ -46,7 +44,7 @@ func BenchmarkRCARDevices(b *testing.B) {
 		for _, clients := range []int{1, 8} {
 			b.Run(fmt.Sprintf("%s/clients=%d", c.name, clients), func(b *testing.B) {
 				benchHandshakes(b, k.cmd.Process.Pid, clients, func() ([]byte, error) {
-					return realmFetch(t, url, iss, client.Options{Devices: c.devices}, "default/key/bench")
+					return fetchAttested(url, ccatest.Attester{Issuer: iss}, client.Options{Devices: c.devices}, "default/key/bench")
 				})
 			})
 		}
@@ -80,12 +78,5 @@ func benchHandshakes(b *testing.B, pid, clients int, fetch func() ([]byte, error
 // benchFetch is a fetch of the benchmark secret by a new client with att
 // (a whole handshake).
 func benchFetch(url string, att attester.Attester) func() ([]byte, error) {
-	return func() ([]byte, error) {
-		jar, _ := cookiejar.New(nil)
-		c, err := client.New(url, att, client.Options{HTTP: &http.Client{Jar: jar}})
-		if err != nil {
-			return nil, err
-		}
-		return c.GetResource(context.Background(), "default/key/bench")
-	}
+	return func() ([]byte, error) { return fetchAttested(url, att, client.Options{}, "default/key/bench") }
 }

@@ -11,6 +11,7 @@ import (
 	vtpm "github.com/cocoon-cc/cocoon/attestation/verifier/tpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/tpm"
 	"github.com/cocoon-cc/cocoon/guest/attester/tpm/swtpmtest"
+	"github.com/cocoon-cc/cocoon/kbs/client"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
@@ -32,7 +33,7 @@ func TestKBSReleasesOnlyToAffirmingTPM(t *testing.T) {
 	admin := []string{"--url", url, "config", "--auth-private-key", k.adminKey()}
 	setResource(t, []string{"--url", url}, k.adminKey(), "default/key/tpm", []byte("for the TPM guest"))
 
-	fetch := func() ([]byte, error) { return fetchAttested(t, url, att, "default/key/tpm") }
+	fetch := func() ([]byte, error) { return fetchAttested(url, att, client.Options{}, "default/key/tpm") }
 	var kerr *protocol.Error
 	if _, err := fetch(); !errors.As(err, &kerr) || kerr.Kind != protocol.KindPolicyDeny {
 		t.Fatalf("unknown TPM: %v, want PolicyDeny", err)
