@@ -204,24 +204,12 @@ func delivered(t testing.TB, mode string, owner *otelcoltest.Owner, path, tag st
 // sandboxCPU is the CPU time of the QEMU processes of the coco pods
 // serving the containerd at address: the guests' CPU under TCG.
 func sandboxCPU(address string) time.Duration {
-	var ticks int64
+	var cpu time.Duration
 	for _, p := range containerdtest.SandboxProcesses(address) {
 		pid, name, _ := strings.Cut(p, ":")
-		if !strings.Contains(name, "qemu") {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			continue
-		}
-		// After the command's closing parenthesis: state is field 3,
-		// utime and stime fields 14 and 15.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 13 {
-			u, _ := strconv.ParseInt(f[11], 10, 64)
-			s, _ := strconv.ParseInt(f[12], 10, 64)
-			ticks += u + s
+		if n, err := strconv.Atoi(pid); err == nil && strings.Contains(name, "qemu") {
+			cpu += procCPU(n)
 		}
 	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+	return cpu
 }
