@@ -35,20 +35,13 @@ type sgxFixture struct {
 
 // newSGXFixture makes its collateral valid around at.
 func newSGXFixture(t testing.TB, at time.Time) *sgxFixture {
-	data := filepath.Join(testutil.Fixtures(t), "trustee/deps/verifier/test_data")
-	read := func(name string) []byte {
-		b, err := os.ReadFile(filepath.Join(data, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	q, err := sgx.ParseQuote(read("occlum_quote.dat"))
+	q, err := sgx.ParseQuote(testutil.TrusteeVerifierData(t, "occlum_quote.dat"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := &sgxFixture{pki: dcaptest.New(t, dcaptest.SGXExtensionOf(t, q.PCKChain)), base: q}
-	coll := dcaptest.SGXCollateral(t, read("tcbInfo.json"), read("enclaveIdentity.json"), q.PCKChain, &q.QEReport)
+	coll := dcaptest.SGXCollateral(t, testutil.TrusteeVerifierData(t, "tcbInfo.json"),
+		testutil.TrusteeVerifierData(t, "enclaveIdentity.json"), q.PCKChain, &q.QEReport)
 	coll.Redate(at)
 	f.coll = f.pki.Dir(t, coll)
 	f.root = filepath.Join(t.TempDir(), "root.pem")
