@@ -146,9 +146,7 @@ func TestCocoonEncryptedVolumes(t *testing.T) {
 
 	rego := policy.AllowAll() + "\n" +
 		`encrypted_volumes := {"/dev/xvda": {"key": "kbs:///default/pv/key", "mount_point": "/data", "format": true}}` + "\n"
-	init := testutil.InitdataDocAnnotation(t, fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n"+
-		"\"aa.toml\" = '''\n[token_configs.kbs]\nurl = %q\n'''\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n'''\n"+
-		"\"policy.rego\" = '''\n%s\n'''\n", url, url, rego))
+	init := testutil.InitdataDocAnnotation(t, testutil.KBSInitdata(url, "", rego))
 	objects := `apiVersion: v1
 kind: PersistentVolume
 metadata: {name: crypt-pv}
