@@ -49,10 +49,16 @@ func SPIFFEPolicy(prefix string) string {
 	return fmt.Sprintf("package policy\nimport rego.v1\ndefault allow := false\nallow if startswith(data.path, %q)\n", prefix)
 }
 
-// MeshInitdata is an initdata document for a pod of the attested mesh:
-// the data hub's KBS, the SPIFFE ID (spiffe.toml), the mesh rules
-// (mesh.toml) and the agent policy rego.
-func MeshInitdata(kbsURL, id, meshToml, rego string) string {
+// SPIFFEInitdata is an initdata document for a pod with an SVID: the data
+// hub's KBS, the SPIFFE ID (spiffe.toml), more files of [data] (TOML
+// entries, "" for none) and the agent policy rego.
+func SPIFFEInitdata(kbsURL, id, files, rego string) string {
 	return fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n'''\n"+
-		"\"spiffe.toml\" = 'id = %q'\n\"mesh.toml\" = '''\n%s'''\n\"policy.rego\" = '''\n%s\n'''\n", kbsURL, id, meshToml, rego)
+		"\"spiffe.toml\" = 'id = %q'\n%s\"policy.rego\" = '''\n%s\n'''\n", kbsURL, id, files, rego)
+}
+
+// MeshInitdata is SPIFFEInitdata for a pod of the attested mesh, with its
+// rules (mesh.toml).
+func MeshInitdata(kbsURL, id, meshToml, rego string) string {
+	return SPIFFEInitdata(kbsURL, id, "\"mesh.toml\" = '''\n"+meshToml+"'''\n", rego)
 }

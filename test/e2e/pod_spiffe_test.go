@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -143,8 +142,7 @@ func newSPIFFEEnv(t testing.TB) *spiffeEnv {
 // startPod runs a pod whose initdata names the KBS and SPIFFE ID id.
 func (e *spiffeEnv) startPod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, name, id string) (string, *cri.PodSandboxConfig) {
 	t.Helper()
-	doc := fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n'''\n"+
-		"\"spiffe.toml\" = 'id = %q'\n\"policy.rego\" = '''\n%s\n'''\n", e.guest, id, policy.AllowAll())
+	doc := testutil.SPIFFEInitdata(e.guest, id, "", policy.AllowAll())
 	podID, sandbox := e.startPodInit(ctx, t, rs, "coco", name, t.TempDir(), testutil.InitdataDocAnnotation(t, doc))
 	if _, err := e.ctrd.ImageService(t).PullImage(ctx, &cri.ImageSpec{Image: e.client}, nil, sandbox); err != nil {
 		t.Fatal(err)

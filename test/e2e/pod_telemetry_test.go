@@ -37,9 +37,8 @@ func newTelemetryEnv(t testing.TB) (*spiffeEnv, internalapi.RuntimeService, *ote
 // sandbox config and its log directory.
 func (e *spiffeEnv) startTelemetryPod(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, name string, owner *otelcoltest.Owner) (string, *cri.PodSandboxConfig, string) {
 	t.Helper()
-	doc := fmt.Sprintf("version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"cdh.toml\" = '''\n[kbc]\nname = \"cc_kbc\"\nurl = %q\n'''\n"+
-		"\"spiffe.toml\" = 'id = \"/ns/e2e/allowed/telemetry\"'\n\"telemetry.toml\" = '''\nendpoint = %q\nca = \"\"\"\n%s\"\"\"\nmetrics_interval = \"2s\"\n'''\n"+
-		"\"policy.rego\" = '''\n%s\n'''\n", e.guest, owner.Endpoint, owner.CA, policy.Default())
+	doc := testutil.SPIFFEInitdata(e.guest, "/ns/e2e/allowed/telemetry", fmt.Sprintf("\"telemetry.toml\" = '''\nendpoint = %q\nca = \"\"\"\n%s\"\"\"\nmetrics_interval = \"2s\"\n'''\n",
+		owner.Endpoint, owner.CA), policy.Default())
 	logDir := t.TempDir()
 	podID, sandbox := e.startPodInit(ctx, t, rs, "coco", name, logDir, testutil.InitdataDocAnnotation(t, doc))
 	t.Cleanup(func() {
