@@ -150,7 +150,10 @@ func writeGuestFile(dir, base string, r io.Reader) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrGuestImage, base, err)
+	}
+	return nil
 }
 
 // RemoveUnusedGuests removes the installed guests other than the one of

@@ -78,6 +78,8 @@ func FuzzExtractGuest(f *testing.F) {
 	f.Add(tarOf(f, tar.Header{Name: "vmlinuz", Typeflag: tar.TypeReg, Mode: 0o644}))
 	f.Add(tarOf(f, tar.Header{Name: "../x", Typeflag: tar.TypeReg}))
 	f.Add([]byte("not a tar"))
+	whole := tarOf(f, tar.Header{Name: "vmlinuz", Typeflag: tar.TypeReg, Mode: 0o644})
+	f.Add(whole[:512+4]) // a body cut short
 	f.Fuzz(func(t *testing.T, b []byte) {
 		root := t.TempDir()
 		dir := filepath.Join(root, "guest")
