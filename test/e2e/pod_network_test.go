@@ -205,6 +205,23 @@ func (e *podEnv) exec(ctx context.Context, t testing.TB, rs internalapi.RuntimeS
 	return string(stdout)
 }
 
+// captureBridge records every frame crossing the host's ends of the pods'
+// veths on bridge, as the host could; the returned function stops and
+// returns what was seen.
+func captureBridge(t *testing.T, bridge string) func() []byte {
+	var stops []func() []byte
+	for _, p := range bridgePorts(t, bridge) {
+		stops = append(stops, nettest.Capture(t, strings.SplitN(p, "@", 2)[0]))
+	}
+	return func() []byte {
+		var seen []byte
+		for _, stop := range stops {
+			seen = append(seen, stop()...)
+		}
+		return seen
+	}
+}
+
 // bridgePorts lists the links enslaved to the bridge (the pods' veths).
 func bridgePorts(t *testing.T, bridge string) []string {
 	out, err := exec.Command("ip", "-o", "link", "show", "master", bridge).CombinedOutput()
