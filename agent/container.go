@@ -412,10 +412,19 @@ const execLinger = 30 * time.Second
 
 // reapExec forgets an exited exec process once its output was read to the
 // end (or after execLinger), so that a reader racing the exit loses nothing.
+// Withheld output is drained in the guest: the host's readers must still
+// hear that it is withheld, or the log would miss its notice.
 func (c *container) reapExec(p *process) {
+	linger := time.After(execLinger)
 	select {
 	case <-p.drained:
-	case <-time.After(execLinger):
+	case <-linger:
+	}
+	if p.isWithheld() {
+		select {
+		case <-p.told:
+		case <-linger:
+		}
 	}
 	c.mu.Lock()
 	if c.execs[p.id] == p {

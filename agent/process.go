@@ -45,8 +45,10 @@ type process struct {
 	src feed.Source
 	// dropped counts the lines that could not be shipped.
 	dropped atomic.Int64
-	// answered: streams whose withheld state the host was told.
+	// answered: streams whose withheld state the host was told; told is
+	// closed once it was told of every stream.
 	answered map[*os.File]bool
+	told     chan struct{}
 }
 
 // newProcess prepares a libcontainer process for p. Its stdio are pipes,
@@ -68,7 +70,7 @@ func newProcess(id string, p *specs.Process, init bool) (*process, error) {
 		}
 		lp.Rlimits = append(lp.Rlimits, configs.Rlimit{Type: rl, Hard: r.Hard, Soft: r.Soft})
 	}
-	pr := &process{id: id, lp: lp, exited: make(chan struct{}), drained: make(chan struct{})}
+	pr := &process{id: id, lp: lp, exited: make(chan struct{}), drained: make(chan struct{}), told: make(chan struct{})}
 	var err error
 	if p.Terminal {
 		if p.ConsoleSize != nil {
@@ -214,9 +216,9 @@ func (p *process) withhold(ship Telemetry) bool {
 	return true
 }
 
-// firstAnswer reports whether this is the first withheld answer for
-// stream.
-func (p *process) firstAnswer(stream *os.File) bool {
+// answer notes that the host was told stream is withheld, and reports
+// whether this is the first time.
+func (p *process) answer(stream *os.File) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if stream == nil || p.answered[stream] {
@@ -226,6 +228,19 @@ func (p *process) firstAnswer(stream *os.File) bool {
 		p.answered = map[*os.File]bool{}
 	}
 	p.answered[stream] = true
+	if p.allIn(p.answered) {
+		close(p.told)
+	}
+	return true
+}
+
+// allIn reports whether every output stream is in set.
+func (p *process) allIn(set map[*os.File]bool) bool {
+	for _, s := range []*os.File{p.stdout, p.stderr} {
+		if s != nil && !set[s] {
+			return false
+		}
+	}
 	return true
 }
 
@@ -244,12 +259,7 @@ func (p *process) streamEnded(stream *os.File) {
 		p.ended = map[*os.File]bool{}
 	}
 	p.ended[stream] = true
-	for _, s := range []*os.File{p.stdout, p.stderr} {
-		if s != nil && !p.ended[s] {
-			return
-		}
-	}
-	if !p.isDrained {
+	if p.allIn(p.ended) && !p.isDrained {
 		p.isDrained = true
 		close(p.drained)
 	}

@@ -64,12 +64,13 @@ func (a *Agent) withheld(ctx context.Context, r *pb.ReadStreamRequest, p *proces
 	if p.withhold(a.cfg.Telemetry) {
 		a.log.Info("output withheld from the host", "container", r.ContainerId, "exec", r.ExecId, "reason", denied)
 	}
+	first := p.answer(stream)
 	resp := &pb.ReadStreamResponse{Withheld: true}
 	if a.cfg.Telemetry == nil {
 		return resp
 	}
 	resp.WithheldTo = a.cfg.Telemetry.Endpoint()
-	if !p.firstAnswer(stream) {
+	if !first {
 		select {
 		case <-p.drained:
 			resp.WithheldDropped = uint64(p.dropped.Load())
