@@ -70,6 +70,8 @@ func benchRCAR(b *testing.B, extra string) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 128
+	exchanges := handshakeExchanges(b, url, tr)
+	echo, echoPID := echoServer(b)
 	for _, clients := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			// The load generator runs its guests on one CPU, which they
@@ -95,6 +97,7 @@ func benchRCAR(b *testing.B, extra string) {
 			elapsed := time.Since(start)
 			serverCPU, clientCPU = procCPU(k.cmd.Process.Pid)-serverCPU, testutil.SelfCPU()-clientCPU
 			b.StopTimer()
+			transport, transportCPU := transportCost(b, echo, echoPID, b.N, clients, exchanges, tr)
 			runtime.GOMAXPROCS(floorProcs)
 			floor := bestFloor(b.N, clients)
 			slices.Sort(lat)
@@ -108,6 +111,11 @@ func benchRCAR(b *testing.B, extra string) {
 			b.ReportMetric(float64(serverCPU.Microseconds())/float64(b.N), "server-cpu-us/op")
 			b.ReportMetric(float64(clientCPU.Microseconds())/float64(b.N), "client-cpu-us/op")
 			b.ReportMetric(float64(floor.Microseconds())*float64(min(clients, runtime.GOMAXPROCS(0)))/float64(b.N), "floor-cpu-us/op")
+			// The transport floor (transport_bench_test.go): its CPU, and
+			// the %floor of a KBS that cost the crypto floor and its
+			// exchanges alone, one after the other.
+			b.ReportMetric(float64(transportCPU.Microseconds())/float64(b.N), "transport-cpu-us/op")
+			b.ReportMetric(100*floor.Seconds()/(floor.Seconds()+transport.Seconds()), "%floor-ceiling")
 		})
 	}
 }
