@@ -276,34 +276,15 @@ func TestKeyBroker(t *testing.T) {
 // testEmbeddedKeyBroker: a KeyBroker on its own store, a PVC bound to a
 // local PersistentVolume on the node, serves the selected Secret.
 func testEmbeddedKeyBroker(t *testing.T, c *k8stest.Cluster) {
-	dir := c.HostDir("kbs-pv")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	c.Apply(t, fmt.Sprintf(`apiVersion: v1
-kind: PersistentVolume
-metadata: {name: kbs-local}
-spec:
-  capacity: {storage: 1Gi}
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  storageClassName: local-test
-  local: {path: %q}
-  nodeAffinity:
-    required:
-      nodeSelectorTerms:
-      - matchExpressions:
-        - {key: kubernetes.io/hostname, operator: In, values: [%s]}
----
-apiVersion: cocoon.io/v1alpha1
+	dir := localPV(t, c, "kbs-local", "local-test")
+	c.Apply(t, fmt.Sprintf(`apiVersion: cocoon.io/v1alpha1
 kind: KeyBroker
 metadata: {name: kbs-embedded, namespace: default}
 spec:
   storage:
     embedded: {size: 1Gi, storageClassName: local-test}
-%s`, dir, k8stest.NodeName, sampleReferenceValues))
+%s`, sampleReferenceValues))
 	defer c.TryKubectl("", "delete", "keybroker", "kbs-embedded", "--timeout=2m")
-	defer c.TryKubectl("", "delete", "pv", "kbs-local", "--wait=false")
 	waitKB(t, c, "kbs-embedded", `{.status.conditions[?(@.type=="Ready")].status}`, "True")
 	if got := fetch(t, c, "kbs-embedded", "default/demo/password"); got != "rotated" {
 		t.Errorf("the embedded KBS serves %q", got)
@@ -311,6 +292,32 @@ spec:
 	if entries, _ := os.ReadDir(dir); len(entries) == 0 {
 		t.Error("the KBS wrote nothing on its volume")
 	}
+}
+
+// localPV makes a 1Gi local PersistentVolume of class on the node, deleted
+// when the test ends; its directory on the host.
+func localPV(t *testing.T, c *k8stest.Cluster, name, class string) string {
+	dir := c.HostDir(name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.Apply(t, fmt.Sprintf(`apiVersion: v1
+kind: PersistentVolume
+metadata: {name: %s}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: %s
+  local: {path: %q}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: [%s]}
+`, name, class, dir, k8stest.NodeName))
+	t.Cleanup(func() { c.TryKubectl("", "delete", "pv", name, "--wait=false") })
+	return dir
 }
 
 // allowLogsPolicy is the default agent policy letting the host read the
