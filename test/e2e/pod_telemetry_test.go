@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,12 +34,13 @@ func newTelemetryEnv(t testing.TB) (*spiffeEnv, internalapi.RuntimeService, *ote
 
 // startTelemetryPod runs a coco pod under the default agent policy (the
 // host may not read its output) whose initdata names the KBS, a SPIFFE ID
-// and the owner's endpoint in telemetry.toml; it returns the pod, its
-// sandbox config and its log directory.
-func (e *spiffeEnv) startTelemetryPod(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, name string, owner *otelcoltest.Owner) (string, *cri.PodSandboxConfig, string) {
+// and the owner's endpoint in telemetry.toml, and holds files besides
+// (initdata entries, "" for none); it returns the pod, its sandbox config
+// and its log directory.
+func (e *spiffeEnv) startTelemetryPod(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, name string, owner *otelcoltest.Owner, files string) (string, *cri.PodSandboxConfig, string) {
 	t.Helper()
-	doc := testutil.SPIFFEInitdata(e.guest, "/ns/e2e/allowed/telemetry", fmt.Sprintf("\"telemetry.toml\" = '''\nendpoint = %q\nca = \"\"\"\n%s\"\"\"\nmetrics_interval = \"2s\"\n'''\n",
-		owner.Endpoint, owner.CA), policy.Default())
+	doc := testutil.SPIFFEInitdata(e.guest, "/ns/e2e/allowed/telemetry", fmt.Sprintf("\"telemetry.toml\" = '''\nendpoint = %q\nca = \"\"\"\n%s\"\"\"\nmetrics_interval = \"2s\"\n'''\n%s",
+		owner.Endpoint, owner.CA, files), policy.Default())
 	logDir := t.TempDir()
 	podID, sandbox := e.startPodInit(ctx, t, rs, "coco", name, logDir, testutil.InitdataDocAnnotation(t, doc))
 	t.Cleanup(func() {
@@ -67,23 +70,104 @@ func TestPodTelemetry(t *testing.T) {
 	e, rs, owner := newTelemetryEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	podID, sandbox, logDir := e.startTelemetryPod(ctx, t, rs, "telemetry", owner)
+	podID, sandbox, logDir := e.startTelemetryPod(ctx, t, rs, "telemetry", owner, "")
 	stopCapture := captureBridge(t, e.bridge)
 
 	const marker = "owner-only-5d2a"
 	const lines, spans = 300, 3
-	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do echo "%s line $i"; i=$((i+1)); done; echo "%s on stderr" >&2`, lines, marker, marker)
-	for i := range spans {
-		script += fmt.Sprintf("; /bin/busybox wget -q -O /dev/null --header 'Content-Type: application/json' --post-data '%s' http://127.0.0.1:4318/v1/traces",
-			spanJSON(fmt.Sprintf("%s span %d", marker, i), i))
-	}
-	script += "; sleep 5" // running through a metrics interval or two: the container's metrics
+	script := telemetryScript(marker, lines, spans) + "; sleep 5" // through a metrics interval or two: the container's metrics
 	cid := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "app"},
 		Image: &cri.ImageSpec{Image: e.image}, LogPath: "app.log", Command: []string{"/bin/sh", "-c", script}})
 	if st := waitExited(ctx, t, rs, cid); st.ExitCode != 0 {
 		t.Fatalf("the workload exited with %d (its spans were refused?)", st.ExitCode)
 	}
+	awaitTelemetry(ctx, t, owner, marker, lines, spans)
 
+	seen := stopCapture()
+	if bytes.Contains(seen, []byte(marker)) {
+		t.Fatal("the pod's telemetry in plaintext on its host-side interface")
+	}
+	if len(seen) == 0 {
+		t.Fatal("the capture saw nothing")
+	}
+	want := fmt.Sprintf(shim.ShippedNotice, owner.Endpoint)
+	if log := readLog(t, filepath.Join(logDir, "app.log")); log != want {
+		t.Errorf("the CRI log %q, want %q", log, want)
+	}
+}
+
+// TestPodMeshTelemetry runs one coco pod (QEMU TCG) with both the mesh
+// and telemetry: a mesh outbound rule covers the owner's endpoint, whose
+// connection must still go out as the shipper's own mTLS (its sockets
+// carry the mesh's mark), not be wrapped a second time; the pod's server
+// port is the mesh's, refusing the host's plain request, while the
+// workload reaches it on its loopback and its output, shipped, says so.
+func TestPodMeshTelemetry(t *testing.T) {
+	e, rs, owner := newTelemetryEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	host, port, err := net.SplitHostPort(owner.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh := fmt.Sprintf("\"mesh.toml\" = '''\nallow = [\"spiffe://e2e.example/ns/e2e/allowed/client\"]\ninbound_ports = [8080]\n"+
+		"[[outbound]]\ncidr = \"%s/32\"\nports = [%s]\nallow = [\"spiffe://e2e.example/ns/e2e/allowed/web\"]\n'''\n", host, port)
+	podID, sandbox, _ := e.startTelemetryPod(ctx, t, rs, "mesh-telemetry", owner, mesh)
+	stopCapture := captureBridge(t, e.bridge)
+
+	const marker = "mesh-owner-only-71b3"
+	const lines, spans = 50, 2
+	script := "mkdir -p /www && echo page-" + marker + " > /www/index.html && /bin/busybox httpd -p 8080 -h /www; " +
+		telemetryScript(marker, lines, spans) + "; /bin/busybox wget -q -O - http://127.0.0.1:8080/index.html; exec sleep 1000"
+	e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "app"},
+		Image: &cri.ImageSpec{Image: e.image}, LogPath: "app.log", Command: []string{"/bin/sh", "-c", script}})
+	got := awaitTelemetry(ctx, t, owner, marker, lines, spans)
+	for !slices.Contains(got.LogBodies(), "page-"+marker) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the workload's local request to its server never reached the owner")
+		case <-time.After(time.Second):
+		}
+		got = owner.Received(t)
+	}
+	seen := stopCapture()
+	if bytes.Contains(seen, []byte(marker)) {
+		t.Fatal("the pod's telemetry or page in plaintext on its host-side interface")
+	}
+
+	// The host's plain request meets the mesh, not the server.
+	st, err := rs.PodSandboxStatus(ctx, podID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(st.Status.GetNetwork().GetIp(), "8080"), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn.Write([]byte("GET /index.html HTTP/1.0\r\n\r\n"))
+	if answer, _ := io.ReadAll(conn); bytes.Contains(answer, []byte(marker)) {
+		t.Fatalf("the host's plain request got the page past the mesh: %q", answer)
+	}
+}
+
+// telemetryScript prints lines lines marked marker on stdout and one on
+// stderr, and sends spans spans to the guest's OTLP/HTTP receiver.
+func telemetryScript(marker string, lines, spans int) string {
+	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do echo "%s line $i"; i=$((i+1)); done; echo "%s on stderr" >&2`, lines, marker, marker)
+	for i := range spans {
+		script += fmt.Sprintf("; /bin/busybox wget -q -O /dev/null --header 'Content-Type: application/json' --post-data '%s' http://127.0.0.1:4318/v1/traces",
+			spanJSON(fmt.Sprintf("%s span %d", marker, i), i))
+	}
+	return script
+}
+
+// awaitTelemetry waits until the owner got every line and span of
+// telemetryScript(marker, lines, spans) and the guest's and container's
+// metrics; what it got.
+func awaitTelemetry(ctx context.Context, t testing.TB, owner *otelcoltest.Owner, marker string, lines, spans int) *otelcoltest.Received {
+	t.Helper()
 	var got *otelcoltest.Received
 	for {
 		got = owner.Received(t)
@@ -111,18 +195,7 @@ func TestPodTelemetry(t *testing.T) {
 			t.Errorf("span %d never reached the owner", i)
 		}
 	}
-
-	seen := stopCapture()
-	if bytes.Contains(seen, []byte(marker)) {
-		t.Fatal("the pod's telemetry in plaintext on its host-side interface")
-	}
-	if len(seen) == 0 {
-		t.Fatal("the capture saw nothing")
-	}
-	want := fmt.Sprintf(shim.ShippedNotice, owner.Endpoint)
-	if log := readLog(t, filepath.Join(logDir, "app.log")); log != want {
-		t.Errorf("the CRI log %q, want %q", log, want)
-	}
+	return got
 }
 
 // BenchmarkPodLogs: the log lines per second one coco pod (QEMU TCG)
@@ -141,7 +214,7 @@ func BenchmarkPodLogs(b *testing.B) {
 			var podID, logDir string
 			var sandbox *cri.PodSandboxConfig
 			if mode == "shipped" {
-				podID, sandbox, logDir = e.startTelemetryPod(ctx, b, rs, "logs-shipped", owner)
+				podID, sandbox, logDir = e.startTelemetryPod(ctx, b, rs, "logs-shipped", owner, "")
 			} else {
 				logDir = b.TempDir()
 				podID, sandbox = e.startPodWith(ctx, b, rs, "logs-host", logDir, policy.AllowAll())
