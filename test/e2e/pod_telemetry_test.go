@@ -33,14 +33,13 @@ func newTelemetryEnv(t testing.TB) (*spiffeEnv, internalapi.RuntimeService, *ote
 }
 
 // startTelemetryPod runs a coco pod under the default agent policy (the
-// host may not read its output) whose initdata names the KBS, a SPIFFE ID
-// and the owner's endpoint in telemetry.toml, and holds files besides
-// (initdata entries, "" for none); it returns the pod, its sandbox config
-// and its log directory.
-func (e *spiffeEnv) startTelemetryPod(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, name string, owner *otelcoltest.Owner, files string) (string, *cri.PodSandboxConfig, string) {
+// host may not read its output) whose initdata names the KBS and a SPIFFE
+// ID and holds files (initdata entries: telemetry.toml, see ownerToml, and
+// any other); it returns the pod, its sandbox config and its log
+// directory.
+func (e *spiffeEnv) startTelemetryPod(ctx context.Context, t testing.TB, rs internalapi.RuntimeService, name, files string) (string, *cri.PodSandboxConfig, string) {
 	t.Helper()
-	doc := testutil.SPIFFEInitdata(e.guest, "/ns/e2e/allowed/telemetry", fmt.Sprintf("\"telemetry.toml\" = '''\nendpoint = %q\nca = \"\"\"\n%s\"\"\"\nmetrics_interval = \"2s\"\n'''\n%s",
-		owner.Endpoint, owner.CA, files), policy.Default())
+	doc := testutil.SPIFFEInitdata(e.guest, "/ns/e2e/allowed/telemetry", files, policy.Default())
 	logDir := t.TempDir()
 	podID, sandbox := e.startPodInit(ctx, t, rs, "coco", name, logDir, testutil.InitdataDocAnnotation(t, doc))
 	t.Cleanup(func() {
@@ -48,6 +47,12 @@ func (e *spiffeEnv) startTelemetryPod(ctx context.Context, t testing.TB, rs inte
 		rs.RemovePodSandbox(context.Background(), podID)
 	})
 	return podID, sandbox, logDir
+}
+
+// ownerToml is the initdata entry telemetry.toml naming endpoint, pinning
+// ca, with extra settings.
+func ownerToml(endpoint, ca, extra string) string {
+	return fmt.Sprintf("\"telemetry.toml\" = '''\nendpoint = %q\nca = \"\"\"\n%s\"\"\"\nmetrics_interval = \"2s\"\n%s'''\n", endpoint, ca, extra)
 }
 
 // spanJSON is an OTLP/HTTP JSON export of one span named name, as an
@@ -70,7 +75,7 @@ func TestPodTelemetry(t *testing.T) {
 	e, rs, owner := newTelemetryEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	podID, sandbox, logDir := e.startTelemetryPod(ctx, t, rs, "telemetry", owner, "")
+	podID, sandbox, logDir := e.startTelemetryPod(ctx, t, rs, "telemetry", ownerToml(owner.Endpoint, owner.CA, ""))
 	stopCapture := captureBridge(t, e.bridge)
 
 	const marker = "owner-only-5d2a"
@@ -112,7 +117,7 @@ func TestPodMeshTelemetry(t *testing.T) {
 	}
 	mesh := fmt.Sprintf("\"mesh.toml\" = '''\nallow = [\"spiffe://e2e.example/ns/e2e/allowed/client\"]\ninbound_ports = [8080]\n"+
 		"[[outbound]]\ncidr = \"%s/32\"\nports = [%s]\nallow = [\"spiffe://e2e.example/ns/e2e/allowed/web\"]\n'''\n", host, port)
-	podID, sandbox, _ := e.startTelemetryPod(ctx, t, rs, "mesh-telemetry", owner, mesh)
+	podID, sandbox, _ := e.startTelemetryPod(ctx, t, rs, "mesh-telemetry", ownerToml(owner.Endpoint, owner.CA, "")+mesh)
 	stopCapture := captureBridge(t, e.bridge)
 
 	const marker = "mesh-owner-only-71b3"
@@ -150,6 +155,44 @@ func TestPodMeshTelemetry(t *testing.T) {
 	if answer, _ := io.ReadAll(conn); bytes.Contains(answer, []byte(marker)) {
 		t.Fatalf("the host's plain request got the page past the mesh: %q", answer)
 	}
+}
+
+// TestPodTelemetryDropped: with the owner's endpoint down and a 1 MiB
+// buffer, a container writing 3 MB of lines runs to its end, and its CRI
+// log names the endpoint and then the number of lines the guest dropped,
+// as many as the buffer could not hold.
+func TestPodTelemetryDropped(t *testing.T) {
+	e, rs, owner := newTelemetryEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	host, _, err := net.SplitHostPort(owner.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := net.JoinHostPort(host, "1")
+	podID, sandbox, logDir := e.startTelemetryPod(ctx, t, rs, "telemetry-dropped", ownerToml(down, owner.CA, "buffer_mib = 1\n"))
+	const lines = 30000 // of 100 bytes: 3 MB
+	script := fmt.Sprintf(`line=$(printf '%%099d' 0); i=0; while [ $i -lt %d ]; do echo "$line"; i=$((i+1)); done`, lines)
+	cid := e.runContainer(ctx, t, rs, podID, sandbox, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "app"},
+		Image: &cri.ImageSpec{Image: e.image}, LogPath: "app.log", Command: []string{"/bin/sh", "-c", script}})
+	if st := waitExited(ctx, t, rs, cid); st.ExitCode != 0 {
+		t.Fatalf("the workload exited with %d", st.ExitCode)
+	}
+	log := readLog(t, filepath.Join(logDir, "app.log"))
+	head := fmt.Sprintf(shim.ShippedNotice, down)
+	var dropped int
+	if !strings.HasPrefix(log, head) {
+		t.Fatalf("the CRI log %q, want it to start with %q", log, head)
+	}
+	if _, err := fmt.Sscanf(strings.TrimPrefix(log, head), shim.DroppedNotice, &dropped, new(string)); err != nil ||
+		log != head+fmt.Sprintf(shim.DroppedNotice, dropped, down) {
+		t.Fatalf("the CRI log %q: no dropped-lines notice (%v)", log, err)
+	}
+	// 1 MiB holds at most 10486 lines of 100 bytes; all others are dropped.
+	if dropped < lines-10486 || dropped > lines {
+		t.Errorf("%d of %d lines dropped with a 1 MiB buffer", dropped, lines)
+	}
+	t.Logf("%d of %d lines dropped", dropped, lines)
 }
 
 // telemetryScript prints lines lines marked marker on stdout and one on
@@ -214,7 +257,7 @@ func BenchmarkPodLogs(b *testing.B) {
 			var podID, logDir string
 			var sandbox *cri.PodSandboxConfig
 			if mode == "shipped" {
-				podID, sandbox, logDir = e.startTelemetryPod(ctx, b, rs, "logs-shipped", owner, "")
+				podID, sandbox, logDir = e.startTelemetryPod(ctx, b, rs, "logs-shipped", ownerToml(owner.Endpoint, owner.CA, ""))
 			} else {
 				logDir = b.TempDir()
 				podID, sandbox = e.startPodWith(ctx, b, rs, "logs-host", logDir, policy.AllowAll())
