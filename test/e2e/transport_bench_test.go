@@ -47,7 +47,7 @@ func serveEcho() {
 		io.Copy(io.Discard, r.Body)
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(bytes.Repeat([]byte{' '}, n))
+		w.Write(bytes.Repeat([]byte{' '}, max(n, 0)))
 	}))
 }
 
@@ -57,7 +57,8 @@ type exchange struct {
 	req, response int64
 }
 
-// recorder notes the sizes of the exchanges that go through it.
+// recorder notes the sizes of the exchanges that go through it, the
+// answers' as read (a chunked one has no length).
 type recorder struct {
 	next http.RoundTripper
 	mu   sync.Mutex
@@ -66,12 +67,33 @@ type recorder struct {
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := r.next.RoundTrip(req)
-	if err == nil {
-		r.mu.Lock()
-		r.seen = append(r.seen, exchange{req.Method, max(req.ContentLength, 0), resp.ContentLength})
-		r.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
-	return resp, err
+	resp.Body = &counted{ReadCloser: resp.Body, done: func(n int64) {
+		r.mu.Lock()
+		r.seen = append(r.seen, exchange{req.Method, max(req.ContentLength, 0), n})
+		r.mu.Unlock()
+	}}
+	return resp, nil
+}
+
+// counted counts what is read from a body and reports it on Close.
+type counted struct {
+	io.ReadCloser
+	n    int64
+	done func(int64)
+}
+
+func (c *counted) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *counted) Close() error {
+	c.done(c.n)
+	return c.ReadCloser.Close()
 }
 
 // handshakeExchanges records the exchanges of one handshake against url.
