@@ -18,7 +18,8 @@ import (
 // Config says where and how to listen.
 type Config struct {
 	Sockets []string
-	// CertFile and KeyFile enable TLS; Insecure allows plain HTTP instead.
+	// CertFile and KeyFile enable TLS (read again when they change);
+	// Insecure allows plain HTTP instead.
 	CertFile, KeyFile string
 	Insecure          bool
 }
@@ -31,11 +32,11 @@ func Serve(ctx context.Context, c Config, h http.Handler, log *slog.Logger, read
 		MaxHeaderBytes: 64 << 10}
 	var tlsCfg *tls.Config
 	if !c.Insecure {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		certs, err := newCertReloader(c.CertFile, c.KeyFile, log)
 		if err != nil {
 			return fmt.Errorf("TLS: %w", err)
 		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		tlsCfg = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 	} else {
 		log.Warn("serving plain HTTP (insecure_http = true): use only behind a TLS-terminating proxy or for tests")
 	}
