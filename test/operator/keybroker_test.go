@@ -2,8 +2,14 @@ package operator
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,10 +115,15 @@ func waitKB(t testing.TB, c *k8stest.Cluster, name, path, want string) {
 }
 
 // kbsClient runs kbs-client against KeyBroker name's Service (routed to
-// the node from the host), trusting the generated certificate.
+// the node from the host), trusting its TLS Secret's CA (the generated
+// one's, or the Secret its spec names).
 func kbsClient(t *testing.T, c *k8stest.Cluster, name string, args ...string) (string, error) {
 	ca := filepath.Join(t.TempDir(), "ca.crt")
-	b64 := c.Kubectl(t, "get", "secret", name+"-tls", "-o", `jsonpath={.data.ca\.crt}`)
+	secret := kbGet(c, name, "{.spec.tls.secretName}")
+	if secret == "" {
+		secret = name + "-tls"
+	}
+	b64 := c.Kubectl(t, "get", "secret", secret, "-o", `jsonpath={.data.ca\.crt}`)
 	pem, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
 		t.Fatal(err)
@@ -291,6 +302,71 @@ spec:
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) == 0 {
 		t.Error("the KBS wrote nothing on its volume")
+	}
+	testUserKeys(t, c, "kbs-embedded")
+}
+
+// testUserKeys: KeyBroker name switched to the user's own TLS Secret (a
+// CA's certificate for its Service, as cert-manager issues) and admin key:
+// the KBS serves that certificate and takes that key, and the generated
+// key no longer administers it.
+func testUserKeys(t *testing.T, c *k8stest.Cluster, name string) {
+	generated := filepath.Join(t.TempDir(), "generated.key")
+	key, _ := base64.StdEncoding.DecodeString(c.Kubectl(t, "get", "secret", name+"-admin", "-o", `jsonpath={.data.private\.key}`))
+	if err := os.WriteFile(generated, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ip := net.ParseIP(c.Kubectl(t, "get", "service", name, "-o", "jsonpath={.spec.clusterIP}"))
+	ca, cert, tlsKey := testutil.ServerPKI(t, []net.IP{ip}, name+".default.svc")
+	admin, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	adminFile := filepath.Join(t.TempDir(), "admin.key")
+	if err := os.WriteFile(adminFile, adminPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	c.Apply(t, fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: %[1]s-user-tls, namespace: default}
+type: kubernetes.io/tls
+data: {tls.crt: %[2]s, tls.key: %[3]s, ca.crt: %[4]s}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: %[1]s-user-admin, namespace: default}
+data: {private.key: %[5]s}
+`, name, b64(cert), b64(tlsKey), b64(ca), b64(adminPEM)))
+	defer c.TryKubectl("", "delete", "secret", name+"-user-tls", name+"-user-admin")
+	c.Kubectl(t, "patch", "keybroker", name, "--type=merge", "-p",
+		fmt.Sprintf(`{"spec":{"tls":{"secretName":"%[1]s-user-tls"},"adminKeySecret":"%[1]s-user-admin"}}`, name))
+	getRV := func(keyFile string) (string, error) {
+		return kbsClient(t, c, name, "config", "--auth-private-key", keyFile, "--issuer", "cocoon-operator", "get-reference-value", "--id", "svn")
+	}
+	var out string
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Second) {
+		if out, err = getRV(adminFile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the KBS never took the user's certificate and admin key: %v\n%s", err, out)
+		}
+	}
+	if !strings.Contains(out, "1") {
+		t.Errorf("svn through the user's key: %s", out)
+	}
+	waitKB(t, c, name, `{.status.conditions[?(@.type=="Ready")].status}`, "True")
+	if got := fetch(t, c, name, "default/demo/password"); got != "rotated" {
+		t.Errorf("under the user's certificate the KBS serves %q", got)
+	}
+	if out, err := getRV(generated); err == nil {
+		t.Errorf("the generated admin key still administers the KBS: %s", out)
 	}
 }
 

@@ -9,17 +9,10 @@ package otelcoltest
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -79,7 +72,7 @@ func Start(t testing.TB, ip net.IP, clientCA []byte) *Owner {
 func New(t testing.TB, ip net.IP, clientCA []byte) *Owner {
 	t.Helper()
 	dir := t.TempDir()
-	ca, cert, key := serverPKI(t, ip)
+	ca, cert, key := testutil.ServerPKI(t, []net.IP{ip}, "otel.owner.test")
 	files := map[string][]byte{"ca.pem": ca, "cert.pem": cert, "key.pem": key, "client-ca.pem": clientCA}
 	for name, b := range files {
 		testutil.WriteFile(t, filepath.Join(dir, name), b)
@@ -127,35 +120,6 @@ func freePort(t testing.TB, ip net.IP) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// serverPKI makes a CA and the endpoint's certificate for ip.
-func serverPKI(t testing.TB, ip net.IP) (caPEM, certPEM, keyPEM []byte) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "owner test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caCert := testutil.Certificate(t, caTmpl, caTmpl, caKey.Public(), caKey)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "otel.owner.test"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IPAddresses: []net.IP{ip},
-		DNSNames: []string{"otel.owner.test"}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	cert := testutil.Certificate(t, tmpl, caCert, key.Public(), caKey)
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Raw}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 }
 
 // Received is everything the endpoint got so far.
