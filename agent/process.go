@@ -34,10 +34,9 @@ type process struct {
 	status int32
 	mu     sync.Mutex
 
-	// drained is closed once the output was read to its end.
-	drained   chan struct{}
-	ended     map[*os.File]bool
-	isDrained bool
+	// ended: streams read to their end; drained is closed once all are.
+	ended   map[*os.File]bool
+	drained chan struct{}
 	// withheld: the host may not read the output; the guest drains it,
 	// or ships it to the pod's owner.
 	withheld bool
@@ -70,7 +69,8 @@ func newProcess(id string, p *specs.Process, init bool) (*process, error) {
 		}
 		lp.Rlimits = append(lp.Rlimits, configs.Rlimit{Type: rl, Hard: r.Hard, Soft: r.Soft})
 	}
-	pr := &process{id: id, lp: lp, exited: make(chan struct{}), drained: make(chan struct{}), told: make(chan struct{})}
+	pr := &process{id: id, lp: lp, exited: make(chan struct{}), ended: map[*os.File]bool{}, drained: make(chan struct{}),
+		answered: map[*os.File]bool{}, told: make(chan struct{})}
 	var err error
 	if p.Terminal {
 		if p.ConsoleSize != nil {
@@ -221,26 +221,22 @@ func (p *process) withhold(ship Telemetry) bool {
 func (p *process) answer(stream *os.File) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if stream == nil || p.answered[stream] {
-		return stream == nil
-	}
-	if p.answered == nil {
-		p.answered = map[*os.File]bool{}
-	}
-	p.answered[stream] = true
-	if p.allIn(p.answered) {
-		close(p.told)
-	}
-	return true
+	return stream == nil || p.add(p.answered, stream, p.told)
 }
 
-// allIn reports whether every output stream is in set.
-func (p *process) allIn(set map[*os.File]bool) bool {
+// add puts stream in set and closes done once every output stream is in
+// it (p.mu held); false if stream was there already.
+func (p *process) add(set map[*os.File]bool, stream *os.File, done chan struct{}) bool {
+	if set[stream] {
+		return false
+	}
+	set[stream] = true
 	for _, s := range []*os.File{p.stdout, p.stderr} {
 		if s != nil && !set[s] {
-			return false
+			return true
 		}
 	}
+	close(done)
 	return true
 }
 
@@ -255,14 +251,7 @@ func (p *process) isWithheld() bool {
 func (p *process) streamEnded(stream *os.File) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.ended == nil {
-		p.ended = map[*os.File]bool{}
-	}
-	p.ended[stream] = true
-	if p.allIn(p.ended) && !p.isDrained {
-		p.isDrained = true
-		close(p.drained)
-	}
+	p.add(p.ended, stream, p.drained)
 }
 
 // closeStdin ends the process's input (not with a terminal: the pty stays).
