@@ -3,46 +3,30 @@ package httpserve
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cocoon-cc/cocoon/internal/testutil"
 )
 
-// keyPair writes a fresh self-signed certificate for name and its key to
-// dir as cert.pem and key.pem, each by rename (a new inode, as a Secret
-// volume's update gives), and returns the certificate's DER.
+// keyPair writes a fresh certificate for name and its key to dir as
+// cert.pem and key.pem, each by rename (a new inode, as a Secret volume's
+// update gives), and returns the certificate's DER.
 func keyPair(t *testing.T, dir, name string) []byte {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{name}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	replace(t, filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	replace(t, filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	return der
+	_, cert, key := testutil.ServerPKI(t, nil, name)
+	replace(t, filepath.Join(dir, "cert.pem"), cert)
+	replace(t, filepath.Join(dir, "key.pem"), key)
+	block, _ := pem.Decode(cert)
+	return block.Bytes
 }
 
 func replace(t *testing.T, path string, b []byte) {
