@@ -25,11 +25,17 @@ const nonceSize = 16
 // MaxGarbage bounds the bytes either side discards while resynchronising.
 const MaxGarbage = 1 << 20
 
+// yamuxConfig has no timer that ends a session. A session ends when its
+// pipe does: the host sees QEMU's socket close when the VM exits, the guest
+// reads end-of-file when the host goes away. A VM the host does not run for
+// a while (an overloaded host, a pause) is only slow: yamux's keepalive,
+// stream-open and write timeouts would end the session for good (nothing
+// redials it, so the pod would be lost) or cut a ttrpc message in two.
 func yamuxConfig() *yamux.Config {
 	c := yamux.DefaultConfig()
-	c.EnableKeepAlive = true
-	c.KeepAliveInterval = 5 * time.Second
-	c.ConnectionWriteTimeout = 10 * time.Second
+	c.EnableKeepAlive = false
+	c.StreamOpenTimeout = 0
+	c.ConnectionWriteTimeout = 24 * time.Hour
 	c.LogOutput = io.Discard
 	return c
 }

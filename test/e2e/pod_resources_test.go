@@ -112,6 +112,18 @@ func shimPid(t *testing.T, address string) int {
 	return 0
 }
 
+// qemuPid is the pid of a QEMU the coco shim serving the containerd at
+// address runs, 0 if none.
+func qemuPid(address string) int {
+	for _, p := range containerdtest.SandboxProcesses(address) {
+		if strings.Contains(p, ":qemu-system") {
+			pid, _ := strconv.Atoi(strings.Split(p, ":")[0])
+			return pid
+		}
+	}
+	return 0
+}
+
 // checkStats: CRI's ContainerStats, which containerd builds from the
 // shim's Stats, show the container's CPU time and memory.
 func checkStats(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cid string) {
@@ -185,12 +197,7 @@ func TestPodResourcesVM(t *testing.T) {
 	podID, sandbox := e.resourcePod(ctx, t, rs, "res-vm", parent, &cri.LinuxContainerResources{CpuPeriod: 100000,
 		CpuQuota: 200000, MemoryLimitInBytes: 300 << 20})
 	cgroup := parent + "/" + podID
-	var qemu int
-	for _, p := range containerdtest.SandboxProcesses(e.ctrd.Address) {
-		if strings.Contains(p, ":qemu-system") {
-			qemu, _ = strconv.Atoi(strings.Split(p, ":")[0])
-		}
-	}
+	qemu := qemuPid(e.ctrd.Address)
 	if qemu == 0 || !inCgroup(t, qemu, cgroup) || !inCgroup(t, shimPid(t, e.ctrd.Address), cgroup) {
 		t.Errorf("QEMU (%d) and the shim are not in the pod's cgroup %s", qemu, cgroup)
 	}

@@ -245,8 +245,9 @@ func assertNoLeftovers(t *testing.T, c *containerdtest.Containerd) {
 }
 
 // TestPodVM runs a CRI pod in a QEMU VM (TCG): the image is pulled inside
-// the guest, the container's output reaches the log and QEMU is gone once
-// the pod is removed.
+// the guest, the container's output reaches the log, the pod outlives a
+// VM the host did not run for a while (an overloaded host, a pause), and
+// QEMU is gone once the pod is removed.
 func TestPodVM(t *testing.T) {
 	e := newVMPodEnv(t)
 	rs := e.ctrd.RuntimeService(t)
@@ -254,20 +255,33 @@ func TestPodVM(t *testing.T) {
 	defer cancel()
 	logDir := t.TempDir()
 	podID, sandbox := e.startPod(ctx, t, rs, "vmpod", logDir)
-	cid, err := rs.CreateContainer(ctx, podID, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: "c"},
-		Image: &cri.ImageSpec{Image: e.image}, LogPath: "c.log",
-		Command: []string{"/bin/sh", "-c", "echo in-vm $(hostname) kernel $(cat /proc/sys/kernel/osrelease)"}}, sandbox)
-	if err != nil {
-		t.Fatalf("CreateContainer: %v", err)
+	run := func(name string) {
+		t.Helper()
+		cid, err := rs.CreateContainer(ctx, podID, &cri.ContainerConfig{Metadata: &cri.ContainerMetadata{Name: name},
+			Image: &cri.ImageSpec{Image: e.image}, LogPath: name + ".log",
+			Command: []string{"/bin/sh", "-c", "echo in-vm $(hostname) kernel $(cat /proc/sys/kernel/osrelease)"}}, sandbox)
+		if err != nil {
+			t.Fatalf("CreateContainer %s: %v", name, err)
+		}
+		if err := rs.StartContainer(ctx, cid); err != nil {
+			t.Fatalf("StartContainer %s: %v", name, err)
+		}
+		waitExited(ctx, t, rs, cid)
+		log, err := os.ReadFile(filepath.Join(logDir, name+".log"))
+		if err != nil || !strings.Contains(string(log), "in-vm vmpod kernel 6.") {
+			t.Fatalf("container %s log %q %v", name, log, err)
+		}
 	}
-	if err := rs.StartContainer(ctx, cid); err != nil {
-		t.Fatal(err)
+	run("c")
+	// 20 s without a vCPU running: longer than any keepalive of the
+	// host-guest channel could wait.
+	qemu := qemuPid(e.ctrd.Address)
+	if err := syscall.Kill(qemu, syscall.SIGSTOP); err != nil {
+		t.Fatalf("pause QEMU (%d): %v", qemu, err)
 	}
-	waitExited(ctx, t, rs, cid)
-	log, err := os.ReadFile(filepath.Join(logDir, "c.log"))
-	if err != nil || !strings.Contains(string(log), "in-vm vmpod kernel 6.") {
-		t.Fatalf("container log %q %v", log, err)
-	}
+	time.Sleep(20 * time.Second)
+	syscall.Kill(qemu, syscall.SIGCONT)
+	run("after-pause")
 	if err := rs.StopPodSandbox(ctx, podID); err != nil {
 		t.Fatal(err)
 	}
