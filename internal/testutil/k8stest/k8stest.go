@@ -368,7 +368,11 @@ func (c *Cluster) startNode(t testing.TB, bins string) {
 	cfg := filepath.Join(c.dir, "kubelet.yaml")
 	c.writeFile(t, cfg, c.kubeletConfig())
 	restoreKernelTunables(t)
-	args := []string{"--config=" + cfg, "--kubeconfig=" + kubelet,
+	// Two dead instances per container, as README advises for Cocoon
+	// nodes: the kubelet's garbage collector counts a container being
+	// started as dead, and with one it removes the instance a restart
+	// replaces while the VM creates the new one (its lastState lost).
+	args := []string{"--config=" + cfg, "--kubeconfig=" + kubelet, "--maximum-dead-containers-per-container=2",
 		"--root-dir=" + filepath.Join(c.dir, "kubelet"), "--hostname-override=" + NodeName, "--node-ip=" + c.NodeIP}
 	if !opts.Bare {
 		args = append(args, "--node-labels="+strings.Join(NodeLabels, ","))
