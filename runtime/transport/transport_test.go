@@ -55,10 +55,21 @@ func (p *port) replace() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+	// Through SyscallConn, not Fd: Fd would make the master blocking, and
+	// Close could not end a read of it (a host disconnect would then
+	// reach the guest only once the guest wrote something).
+	raw, err := master.SyscallConn()
+	if err != nil {
 		p.t.Fatal(err)
 	}
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	var n int
+	if err := raw.Control(func(fd uintptr) {
+		if err = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); err == nil {
+			n, err = unix.IoctlGetInt(int(fd), unix.TIOCGPTN)
+		}
+	}); err != nil {
+		p.t.Fatal(err)
+	}
 	if err != nil {
 		p.t.Fatal(err)
 	}
