@@ -99,26 +99,15 @@ func inCgroup(t *testing.T, pid int, path string) bool {
 	return false
 }
 
-// shimPid is the pid of the coco shim serving the containerd at address.
-func shimPid(t *testing.T, address string) int {
-	t.Helper()
+// sandboxPid is the pid of a process whose name starts with name among
+// the coco shims serving the containerd at address and their children
+// (containerd-shim, qemu-system), 0 if none.
+func sandboxPid(address, name string) int {
 	for _, p := range containerdtest.SandboxProcesses(address) {
-		if strings.HasSuffix(p, ":containerd-shim") {
-			pid, _ := strconv.Atoi(strings.Split(p, ":")[0])
-			return pid
-		}
-	}
-	t.Fatal("no shim running")
-	return 0
-}
-
-// qemuPid is the pid of a QEMU the coco shim serving the containerd at
-// address runs, 0 if none.
-func qemuPid(address string) int {
-	for _, p := range containerdtest.SandboxProcesses(address) {
-		if strings.Contains(p, ":qemu-system") {
-			pid, _ := strconv.Atoi(strings.Split(p, ":")[0])
-			return pid
+		pid, comm, _ := strings.Cut(p, ":")
+		if strings.HasPrefix(comm, name) {
+			n, _ := strconv.Atoi(pid)
+			return n
 		}
 	}
 	return 0
@@ -197,9 +186,9 @@ func TestPodResourcesVM(t *testing.T) {
 	podID, sandbox := e.resourcePod(ctx, t, rs, "res-vm", parent, &cri.LinuxContainerResources{CpuPeriod: 100000,
 		CpuQuota: 200000, MemoryLimitInBytes: 300 << 20})
 	cgroup := parent + "/" + podID
-	qemu := qemuPid(e.ctrd.Address)
-	if qemu == 0 || !inCgroup(t, qemu, cgroup) || !inCgroup(t, shimPid(t, e.ctrd.Address), cgroup) {
-		t.Errorf("QEMU (%d) and the shim are not in the pod's cgroup %s", qemu, cgroup)
+	qemu, shim := sandboxPid(e.ctrd.Address, "qemu-system"), sandboxPid(e.ctrd.Address, "containerd-shim")
+	if qemu == 0 || shim == 0 || !inCgroup(t, qemu, cgroup) || !inCgroup(t, shim, cgroup) {
+		t.Errorf("QEMU (%d) and the shim (%d) are not in the pod's cgroup %s", qemu, shim, cgroup)
 	}
 
 	// 3 vCPUs and 684 MiB (MemTotal is less: the guest kernel keeps some).

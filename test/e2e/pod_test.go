@@ -275,7 +275,10 @@ func TestPodVM(t *testing.T) {
 	run("c")
 	// 20 s without a vCPU running: longer than any keepalive of the
 	// host-guest channel could wait.
-	qemu := qemuPid(e.ctrd.Address)
+	qemu := sandboxPid(e.ctrd.Address, "qemu-system")
+	if qemu == 0 {
+		t.Fatal("no QEMU running")
+	}
 	if err := syscall.Kill(qemu, syscall.SIGSTOP); err != nil {
 		t.Fatalf("pause QEMU (%d): %v", qemu, err)
 	}
