@@ -23,8 +23,12 @@ type Config struct {
 	AttestationService ASConfig         `toml:"attestation_service"`
 	Admin              AdminConfig      `toml:"admin"`
 	StorageBackend     StorageConfig    `toml:"storage_backend"`
-	// SessionStorageType overrides storage_type for RCAR sessions, as in
-	// Trustee: "Memory" trades sessions surviving a restart for speed.
+	// SessionStorageType is where attested RCAR sessions are kept:
+	// "Cookie" (the default) by their clients, whose session cookie
+	// carries the token, so the KBS writes nothing; or stored, as in
+	// Trustee: in the storage_type's store, "Redis", or "Memory" (lost at
+	// a restart). Stored sessions are counted (max_sessions) and can be
+	// deleted.
 	SessionStorageType string         `toml:"session_storage_type"`
 	Plugins            []PluginConfig `toml:"plugins"`
 	JWE                JWEConfig      `toml:"jwe"`
@@ -219,6 +223,10 @@ type LoggingConfig struct {
 	Format string `toml:"format"`
 }
 
+// SessionsInCookie is the session_storage_type of sessions their clients
+// hold.
+const SessionsInCookie = "Cookie"
+
 // Attestation service types.
 const (
 	ASBuiltin = "coco_as_builtin"
@@ -349,8 +357,8 @@ func (c *Config) normalizeStorage() error {
 	}
 	switch c.SessionStorageType {
 	case "":
-		c.SessionStorageType = s.StorageType
-	case "Memory", s.StorageType:
+		c.SessionStorageType = SessionsInCookie
+	case SessionsInCookie, "Memory", s.StorageType:
 	case "Redis":
 		if u := os.Getenv(RedisURLEnv); u != "" {
 			s.Backends.Redis.URL = u
@@ -359,7 +367,7 @@ func (c *Config) normalizeStorage() error {
 			s.Backends.Redis.URL = DefaultRedisURL
 		}
 	default:
-		return fmt.Errorf("config: session_storage_type %q must be Memory, Redis or the storage_type", c.SessionStorageType)
+		return fmt.Errorf("config: session_storage_type %q must be Cookie, Memory, Redis or the storage_type", c.SessionStorageType)
 	}
 	return nil
 }

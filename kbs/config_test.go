@@ -193,7 +193,8 @@ func TestConfigRefusals(t *testing.T) {
 
 func TestEmbeddedRestart(t *testing.T) {
 	dir := t.TempDir()
-	text := fmt.Sprintf(`[http_server]
+	text := fmt.Sprintf(`session_storage_type = "Embedded"
+[http_server]
 insecure_http = true
 [storage_backend]
 storage_type = "Embedded"
@@ -245,7 +246,7 @@ sealing_key_path = %q
 		t.Errorf("live sessions after restart: %d, want 1", n)
 	}
 	// A challenge issued before the restart can still be answered.
-	if c, err := k2.srv.sessions.challenge(sess.ID); err != nil || c.Nonce != sess.Nonce {
+	if c, err := issued(k2.srv.sessions, sess.ID); err != nil || c.Nonce != sess.Nonce {
 		t.Errorf("session after restart: %v", err)
 	}
 	if v, _ := k2.srv.rvps.Query(bg, "svn"); string(v) != `["1"]` {
@@ -266,7 +267,15 @@ sealing_key_path = %q
 
 // mustAttestDirect runs the handshake through the handler, without a
 // listening server.
-func mustAttestDirect(t *testing.T, k *testKBS) string {
+func mustAttestDirect(t testing.TB, k *testKBS) string {
+	t.Helper()
+	token, _ := attestDirect(t, k)
+	return token
+}
+
+// attestDirect attests a new session with the test TEE key and returns
+// the token and the session cookie the answer set.
+func attestDirect(t testing.TB, k *testKBS) (token, cookie string) {
 	t.Helper()
 	sess, err := k.srv.sessions.create(protocol.TeeSample)
 	if err != nil {
@@ -279,7 +288,47 @@ func mustAttestDirect(t *testing.T, k *testKBS) string {
 	}
 	var at protocol.AttestationToken
 	json.Unmarshal(rec.Body.Bytes(), &at)
-	return at.Token
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == protocol.SessionCookie {
+			cookie = c.Value
+		}
+	}
+	return at.Token, cookie
+}
+
+// TestHeldSessionRestart: a session its client holds outlives a restart
+// of the KBS, which stored nothing for it (the token key is what it
+// keeps).
+func TestHeldSessionRestart(t *testing.T) {
+	text := fmt.Sprintf("data_dir = %q\n[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Embedded\"\n", t.TempDir())
+	start := func() *testKBS {
+		cfg, err := ParseConfig([]byte(text), quietLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := New(bg, cfg, sampleRegistry(), quietLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &testKBS{srv: srv, dataDir: cfg.DataDir}
+	}
+	k1 := start()
+	k1.registerSampleRVs(t)
+	k1.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.Affirming)
+	k1.srv.resources.store.Put(bg, ResourceNamespace, "default/key/x", []byte("kept"))
+	_, cookie := attestDirect(t, k1)
+	k1.srv.Close()
+	if _, err := os.Stat(filepath.Join(k1.dataDir, "sessions")); err == nil {
+		t.Error("a session log was opened for held sessions")
+	}
+	k2 := start()
+	defer k2.srv.Close()
+	rec := serve(k2.srv, "GET", "/kbs/v0/resource/default/key/x", nil, cookie)
+	var resp protocol.Response
+	json.Unmarshal(rec.Body.Bytes(), &resp)
+	if pt, err := testTEEKey(t).Decrypt(&resp); rec.Code != 200 || err != nil || string(pt) != "kept" {
+		t.Errorf("resource after restart: %d %s", rec.Code, rec.Body)
+	}
 }
 
 func TestSignerFromFilesAndTrustedTokens(t *testing.T) {
@@ -372,8 +421,11 @@ func TestSessionStorageType(t *testing.T) {
 	if err != nil || cfg.SessionStorageType != "Memory" {
 		t.Fatalf("Memory sessions: %v %+v", err, cfg)
 	}
-	if cfg, err = ParseConfig([]byte(base), quietLog()); err != nil || cfg.SessionStorageType != "Embedded" {
+	if cfg, err = ParseConfig([]byte(base), quietLog()); err != nil || cfg.SessionStorageType != SessionsInCookie {
 		t.Fatalf("default session storage: %v %q", err, cfg.SessionStorageType)
+	}
+	if cfg, err = ParseConfig([]byte("session_storage_type = \"Embedded\"\n"+base), quietLog()); err != nil || cfg.SessionStorageType != "Embedded" {
+		t.Fatalf("Embedded sessions: %v %q", err, cfg.SessionStorageType)
 	}
 	for _, bad := range []string{"Postgres", "Sqlite"} {
 		if _, err := ParseConfig([]byte("session_storage_type = \""+bad+"\"\n"+base), quietLog()); err == nil {
@@ -405,7 +457,7 @@ func TestPostgresConfig(t *testing.T) {
 	if got := cfg.StorageBackend.Backends.Postgres.URL(); got != "postgres://postgres@localhost:5432/postgres" {
 		t.Fatalf("default URL %q", got)
 	}
-	if cfg.SessionStorageType != "Postgres" {
+	if cfg.SessionStorageType != SessionsInCookie {
 		t.Fatalf("sessions go to %q", cfg.SessionStorageType)
 	}
 	cfg, err = ParseConfig([]byte(base+"sealing_key_path = \"/k\"\nhost = \"db\"\nport = 6543\ndb = \"kbs\"\nusername = \"u\"\npassword = \"p@ss/w\"\n"), quietLog())

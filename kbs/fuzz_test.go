@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/cocoon-cc/cocoon/jose"
+	"github.com/cocoon-cc/cocoon/kbs/respolicy"
 	"github.com/cocoon-cc/cocoon/protocol"
 )
 
@@ -144,6 +145,34 @@ func FuzzAttestRequest(f *testing.F) {
 			}
 			if _, _, err := jose.ParsePublicKey(pub, false); err != nil {
 				t.Fatalf("token vouches for an unusable key: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzSessionCookie: any Cookie header gets a KBS answer, and only the
+// token of the attested session, held in its cookie, releases the
+// resource.
+func FuzzSessionCookie(f *testing.F) {
+	k := fuzzKBS(f)
+	k.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.Affirming)
+	k.srv.resources.store.Put(bg, ResourceNamespace, "default/key/x", []byte("x"))
+	token, held := attestDirect(f, k)
+	name := protocol.SessionCookie + "="
+	for _, s := range []string{name + held, "a=b; " + name + `"` + held + `"`, name + held[:40], name + held + ".x",
+		name + ";" + name + held, name + strings.Replace(held, ".", "..", 1), "", name} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		req := httptest.NewRequest("GET", "/kbs/v0/resource/default/key/x", nil)
+		req.Header.Set("Cookie", header)
+		rec := httptest.NewRecorder()
+		k.srv.Handler().ServeHTTP(rec, req)
+		checkAnswer(t, rec)
+		if rec.Code == http.StatusOK {
+			value, _ := sessionCookie(req.Header)
+			if _, got, _ := strings.Cut(value, "."); got != token {
+				t.Fatalf("released to cookie %q", header)
 			}
 		}
 	})

@@ -240,3 +240,12 @@ func sameState(a, b map[string]map[string]string) bool {
 	}
 	return true
 }
+
+// issued reads a session id with the nonce its challenge was issued with.
+func issued(s *sessions, id string) (*challenge, error) {
+	c, err := s.parse(id)
+	if err == nil {
+		s.withNonce(c)
+	}
+	return c, err
+}

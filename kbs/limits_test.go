@@ -156,7 +156,7 @@ func TestClientLimiterKeys(t *testing.T) {
 // to new handshakes, still answers the attested ones, and takes new ones
 // again once expired sessions are swept.
 func TestSessionCap(t *testing.T) {
-	k := newKBS(t, baseConfig("@DATA@", "[limits]\nmax_sessions = 2\n"))
+	k := newKBS(t, baseConfig("@DATA@", "session_storage_type = \"Memory\"\n[limits]\nmax_sessions = 2\n"))
 	k.registerSampleRVs(t)
 	mustToken(t, k.newClient(t))
 	nonce, cookie := k.challenge(t, "sample")

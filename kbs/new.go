@@ -57,7 +57,7 @@ func New(ctx context.Context, cfg *Config, verifiers verifier.Registry, log *slo
 func newServer(ctx context.Context, cfg *Config, st store.Store, verifiers verifier.Registry, log *slog.Logger) (*Server, error) {
 	srv := &Server{cfg: cfg, store: st, log: log, metrics: newMetrics(), now: time.Now,
 		sessions: &sessions{store: st, timeout: time.Duration(cfg.AttestationService.Timeout) * time.Minute, now: time.Now,
-			max: int64(cfg.Limits.MaxSessions)},
+			max: int64(cfg.Limits.MaxSessions), held: cfg.SessionStorageType == SessionsInCookie},
 		limiter: newClientLimiter(cfg.Limits, time.Now)}
 	if cfg.SessionStorageType == "Memory" && cfg.StorageBackend.StorageType != "Memory" {
 		srv.sessions.store = memory.New()
@@ -193,7 +193,7 @@ func OpenStore(ctx context.Context, cfg *Config) (store.Store, error) {
 		}
 		def, err = postgres.Open(ctx, sb.Backends.Postgres.URL(), postgres.Options{Versioned: SharedNamespaces})
 	default:
-		def, err = openEmbedded(sb.Backends.Embedded, routes, cfg.SessionStorageType != "Redis")
+		def, err = openEmbedded(sb.Backends.Embedded, routes, cfg.SessionStorageType == "Embedded")
 		if err == nil {
 			key, err = sealed.LoadOrCreateKey(embeddedKeyPath(sb.Backends.Embedded))
 		}
@@ -226,8 +226,8 @@ func embeddedKeyPath(emb EmbeddedConfig) string {
 	return filepath.Join(emb.Path, "sealing.key")
 }
 
-// openEmbedded opens bbolt in the data directory and, when sessions stay
-// local, their log beside it.
+// openEmbedded opens bbolt in the data directory and, when the embedded
+// store keeps the sessions, their log beside it.
 func openEmbedded(emb EmbeddedConfig, routes map[string]store.Store, sessions bool) (store.Store, error) {
 	b, err := bolt.Open(emb.Path)
 	if err != nil || !sessions {

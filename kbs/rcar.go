@@ -8,6 +8,8 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/cocoon-cc/cocoon/attestation"
 	"github.com/cocoon-cc/cocoon/jose"
@@ -39,20 +41,27 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) error {
 			return &protocol.Error{Kind: protocol.KindAttestation, Detail: "RCAR auth: " + err.Error(), Err: err}
 		}
 	}
-	s.setCookie(w, c)
+	s.setCookie(w, c.ID, c.Expires)
 	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: json.RawMessage(`""`)})
 	return nil
 }
 
-func (s *Server) setCookie(w http.ResponseWriter, c *challenge) {
-	http.SetCookie(w, &http.Cookie{Name: protocol.SessionCookie, Value: c.ID, Expires: c.Expires,
-		Path: "/", HttpOnly: true, Secure: !s.cfg.HTTPServer.InsecureHTTP, SameSite: http.SameSiteStrictMode})
+// setCookie sets the session cookie, whose value (hex, or hex, a dot and a
+// compact JWS: see session) needs no quoting. It is written as
+// http.SetCookie would, without checking a value of KiBs byte by byte.
+func (s *Server) setCookie(w http.ResponseWriter, value string, expires time.Time) {
+	secure := "; Secure"
+	if s.cfg.HTTPServer.InsecureHTTP {
+		secure = ""
+	}
+	w.Header().Add("Set-Cookie", protocol.SessionCookie+"="+value+"; Path=/; Expires="+
+		expires.UTC().Format(http.TimeFormat)+"; HttpOnly"+secure+"; SameSite=Strict")
 }
 
 // attest verifies the evidence of a challenged session and answers with
 // the attestation token.
 func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
-	c, err := s.challengeOf(r)
+	c, sess, err := s.sessionOf(r)
 	if err != nil {
 		return &protocol.Error{Kind: protocol.KindAttestation, Detail: "RCAR attest: " + err.Error(), Err: err}
 	}
@@ -60,16 +69,17 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, protocol.KindAttestation, &att); err != nil {
 		return err
 	}
-	sess, err := s.sessions.stored(r.Context(), c.ID)
-	if err != nil {
-		return err
-	}
-	if sess != nil {
+	if sess != nil && s.valid(sess) {
 		// Trustee answers an attested session with its token again.
-		s.setCookie(w, c)
+		value := c.ID
+		if sess.held {
+			value += "." + sess.Token
+		}
+		s.setCookie(w, value, c.Expires)
 		writeJSON(w, http.StatusOK, protocol.AttestationToken{Token: sess.Token})
 		return nil
 	}
+	s.sessions.withNonce(c)
 	if err := s.sessionRoom(w); err != nil {
 		return err
 	}
@@ -88,10 +98,11 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.metrics.attestation(s.now(), string(c.Tee), claims)
 	s.tokens.Remember(token, claims)
-	if token, err = s.sessions.attested(r.Context(), c, token); err != nil {
+	cookie, token, err := s.sessions.attested(r.Context(), c, token)
+	if err != nil {
 		return err
 	}
-	s.setCookie(w, c)
+	s.setCookie(w, cookie, c.Expires)
 	writeJSON(w, http.StatusOK, protocol.AttestationToken{Token: token})
 	return nil
 }
@@ -114,13 +125,42 @@ func (s *Server) checkChallenge(c *challenge, nonce string) error {
 	return nil
 }
 
-// challengeOf reads the live session named by the request's cookie.
-func (s *Server) challengeOf(r *http.Request) (*challenge, error) {
-	c, err := r.Cookie(protocol.SessionCookie)
-	if err != nil {
-		return nil, ErrNoSession
+// sessionOf reads the request's session cookie: its live challenge, and
+// the attested session if there is one.
+func (s *Server) sessionOf(r *http.Request) (*challenge, *session, error) {
+	cookie, ok := sessionCookie(r.Header)
+	if !ok {
+		return nil, nil, ErrNoSession
 	}
-	return s.sessions.challenge(c.Value)
+	return s.sessions.get(r.Context(), cookie)
+}
+
+// sessionCookie is the value of the first session cookie in h, found as
+// Request.Cookie finds it but without checking every cookie's value byte
+// by byte: a held session's is KiBs, and sessions.get parses it strictly.
+func sessionCookie(h http.Header) (string, bool) {
+	for _, line := range h["Cookie"] {
+		for pair := range strings.SplitSeq(line, ";") {
+			name, value, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if ok && name == protocol.SessionCookie {
+				if len(value) > 1 && value[0] == '"' && value[len(value)-1] == '"' {
+					value = value[1 : len(value)-1]
+				}
+				return value, true
+			}
+		}
+	}
+	return "", false
+}
+
+// valid reports whether an attested session's token still holds: a stored
+// one does (it is what this KBS stored), a held one if it verifies.
+func (s *Server) valid(sess *session) bool {
+	if !sess.held {
+		return true
+	}
+	_, _, err := s.tokens.Verify(sess.Token)
+	return err == nil
 }
 
 // verificationRequests splits the composite evidence: the primary evidence

@@ -63,6 +63,16 @@ func attestationBody(t testing.TB, nonce, boundNonce string, key *jose.TEEKey) [
 	return b
 }
 
+// setCookie is the session cookie a response sets ("" if none).
+func (r response) setCookie() string {
+	for _, c := range (&http.Response{Header: r.header}).Cookies() {
+		if c.Name == protocol.SessionCookie {
+			return c.Value
+		}
+	}
+	return ""
+}
+
 func cookieHdr(id string) map[string]string {
 	return map[string]string{"Cookie": protocol.SessionCookie + "=" + id}
 }
@@ -196,33 +206,92 @@ func TestChallengeShape(t *testing.T) {
 	}
 }
 
-func TestAttestedSessionReturnsItsToken(t *testing.T) {
+// TestHeldSessions: by default the client holds its attested session (the
+// cookie is the session id, a dot and the token) and the KBS stores
+// nothing; an edited cookie releases nothing and changes nothing.
+func TestHeldSessions(t *testing.T) {
 	k := newKBS(t, "")
 	k.registerSampleRVs(t)
-	nonce, cookie := k.challenge(t, "sample")
-	key, _ := jose.GenerateTEEKey("EC")
-	body := attestationBody(t, nonce, nonce, key)
-	r1 := k.do(t, "POST", "/kbs/v0/attest", body, cookieHdr(cookie))
-	if r1.status != 200 {
-		t.Fatalf("attest: %d %s", r1.status, r1.body)
-	}
-	// Again, even with another (valid) body: the same token.
-	key2, _ := jose.GenerateTEEKey("EC")
-	r2 := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key2), cookieHdr(cookie))
-	if r2.status != 200 || !bytes.Equal(r1.body, r2.body) {
-		t.Errorf("second attest: %d %s", r2.status, r2.body)
-	}
-	// The session's token releases resources with the cookie alone.
 	k.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.Affirming)
 	k.srv.resources.store.Put(bg, ResourceNamespace, "default/key/x", []byte("x"))
-	r := k.do(t, "GET", "/kbs/v0/resource/default/key/x", nil, cookieHdr(cookie))
-	if r.status != 200 {
-		t.Fatalf("resource by cookie: %d %s", r.status, r.body)
+	nonce, id := k.challenge(t, "sample")
+	r := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, testTEEKey(t)), cookieHdr(id))
+	var at protocol.AttestationToken
+	json.Unmarshal(r.body, &at)
+	held := r.setCookie()
+	if r.status != 200 || held != id+"."+at.Token {
+		t.Fatalf("attest: %d, cookie %.60q", r.status, held)
 	}
-	var resp protocol.Response
-	json.Unmarshal(r.body, &resp)
-	if pt, err := key.Decrypt(&resp); err != nil || string(pt) != "x" {
-		t.Errorf("decrypt: %v", err)
+	if ids, _ := k.srv.store.List(bg, SessionNamespace); len(ids) != 0 || k.srv.sessions.live.Load() != 0 {
+		t.Errorf("held session stored: %v", ids)
+	}
+	if r := k.do(t, "GET", "/kbs/v0/resource/default/key/x", nil, cookieHdr(held)); r.status != 200 {
+		t.Fatalf("resource: %d %s", r.status, r.body)
+	}
+	edit := func(i int) string {
+		b := []byte(held)
+		b[i] ^= 'A' ^ 'B'
+		if b[i] == '.' || !cookieSafe(string(b[i:i+1])) {
+			b[i] = 'A'
+		}
+		return string(b)
+	}
+	sig := strings.LastIndexByte(held, '.')
+	for name, cookie := range map[string]string{
+		"signature":  edit(sig + 10),
+		"claims":     edit(len(id) + len(at.Token)/2),
+		"no token":   id + ".",
+		"no id":      "." + at.Token,
+		"not a JWS":  id + ".token",
+		"extra part": held + ".x",
+	} {
+		r := k.do(t, "GET", "/kbs/v0/resource/default/key/x", nil, cookieHdr(cookie))
+		if r.status != 401 {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	// An expired session is refused though its token is still valid.
+	k.srv.sessions.now = func() time.Time { return time.Now().Add(time.Hour) }
+	if r := k.do(t, "GET", "/kbs/v0/resource/default/key/x", nil, cookieHdr(held)); r.status != 401 || r.kind() != protocol.KindTokenNotFound {
+		t.Errorf("expired session: %d %s", r.status, r.body)
+	}
+}
+
+// TestAttestedSessionReturnsItsToken: attesting an attested session again
+// answers with its token, as Trustee does, whether the session is stored
+// or held by the client (whose cookie the attestation set).
+func TestAttestedSessionReturnsItsToken(t *testing.T) {
+	for _, sessions := range []string{"Memory", SessionsInCookie} {
+		t.Run(sessions, func(t *testing.T) {
+			k := newKBS(t, baseConfig("@DATA@", "session_storage_type = \""+sessions+"\""))
+			k.registerSampleRVs(t)
+			nonce, cookie := k.challenge(t, "sample")
+			key, _ := jose.GenerateTEEKey("EC")
+			body := attestationBody(t, nonce, nonce, key)
+			r1 := k.do(t, "POST", "/kbs/v0/attest", body, cookieHdr(cookie))
+			if r1.status != 200 {
+				t.Fatalf("attest: %d %s", r1.status, r1.body)
+			}
+			cookie = r1.setCookie()
+			// Again, even with another (valid) body: the same token.
+			key2, _ := jose.GenerateTEEKey("EC")
+			r2 := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key2), cookieHdr(cookie))
+			if r2.status != 200 || !bytes.Equal(r1.body, r2.body) || r2.setCookie() != cookie {
+				t.Errorf("second attest: %d %s", r2.status, r2.body)
+			}
+			// The session's token releases resources with the cookie alone.
+			k.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.Affirming)
+			k.srv.resources.store.Put(bg, ResourceNamespace, "default/key/x", []byte("x"))
+			r := k.do(t, "GET", "/kbs/v0/resource/default/key/x", nil, cookieHdr(cookie))
+			if r.status != 200 {
+				t.Fatalf("resource by cookie: %d %s", r.status, r.body)
+			}
+			var resp protocol.Response
+			json.Unmarshal(r.body, &resp)
+			if pt, err := key.Decrypt(&resp); err != nil || string(pt) != "x" {
+				t.Errorf("decrypt: %v", err)
+			}
+		})
 	}
 }
 
@@ -374,7 +443,7 @@ func TestAttestRefusals(t *testing.T) {
 }
 
 func TestExpiredSession(t *testing.T) {
-	k := newKBS(t, "")
+	k := newKBS(t, baseConfig("@DATA@", "session_storage_type = \"Memory\""))
 	k.registerSampleRVs(t)
 	key, _ := jose.GenerateTEEKey("EC")
 	late := func() time.Time { return time.Now().Add(time.Hour) }
@@ -391,7 +460,7 @@ func TestExpiredSession(t *testing.T) {
 		t.Fatalf("attest: %d %s", r.status, r.body)
 	}
 	k.srv.sessions.now = late
-	if _, err := k.srv.sessions.get(bg, cookie); !errors.Is(err, ErrSessionExpired) {
+	if _, _, err := k.srv.sessions.get(bg, cookie); !errors.Is(err, ErrSessionExpired) {
 		t.Errorf("expired attested session: %v", err)
 	}
 	if _, err := k.srv.store.Get(bg, SessionNamespace, cookie); err == nil {
@@ -423,30 +492,30 @@ func TestForgedSessionID(t *testing.T) {
 
 func TestSessionClock(t *testing.T) {
 	// The session store's own clock: a session lives for the timeout.
-	k := newKBS(t, baseConfig("@DATA@", "")+"\n[attestation_service]\ntimeout = 1\n")
+	k := newKBS(t, baseConfig("@DATA@", "session_storage_type = \"Memory\"")+"\n[attestation_service]\ntimeout = 1\n")
 	now := time.Now().Truncate(time.Second)
 	k.srv.sessions.now = func() time.Time { return now }
 	_, cookie := k.challenge(t, "sample")
-	if _, err := k.srv.sessions.challenge(cookie); err != nil {
+	if _, err := issued(k.srv.sessions, cookie); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(59 * time.Second)
-	if _, err := k.srv.sessions.challenge(cookie); err != nil {
+	if _, err := issued(k.srv.sessions, cookie); err != nil {
 		t.Errorf("after 59 s: %v", err)
 	}
 	now = now.Add(time.Second)
-	if _, err := k.srv.sessions.challenge(cookie); !errors.Is(err, ErrSessionExpired) {
+	if _, err := issued(k.srv.sessions, cookie); !errors.Is(err, ErrSessionExpired) {
 		t.Errorf("after 60 s: %v, want ErrSessionExpired", err)
 	}
 	// The sweeper deletes expired attested sessions only.
 	start := now
 	attested := func() string {
 		_, id := k.challenge(t, "sample")
-		c, err := k.srv.sessions.challenge(id)
+		c, err := issued(k.srv.sessions, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := k.srv.sessions.attested(bg, c, "token"); err != nil {
+		if _, _, err := k.srv.sessions.attested(bg, c, "token"); err != nil {
 			t.Fatal(err)
 		}
 		return id
@@ -462,7 +531,7 @@ func TestSessionClock(t *testing.T) {
 	if _, err := k.srv.store.Get(bg, SessionNamespace, old); err == nil {
 		t.Error("expired session not swept")
 	}
-	if sess, err := k.srv.sessions.get(bg, live); err != nil || sess == nil {
+	if _, sess, err := k.srv.sessions.get(bg, live); err != nil || sess == nil {
 		t.Errorf("live session swept: %v", err)
 	}
 }
@@ -647,7 +716,7 @@ func TestOversizeBody(t *testing.T) {
 // TestConcurrentAttestSameSession: racing attestations of one session all
 // answer with the one token the session keeps.
 func TestConcurrentAttestSameSession(t *testing.T) {
-	k := newKBS(t, "")
+	k := newKBS(t, baseConfig("@DATA@", "session_storage_type = \"Memory\""))
 	k.registerSampleRVs(t)
 	nonce, cookie := k.challenge(t, "sample")
 	key, _ := jose.GenerateTEEKey("EC")
@@ -674,7 +743,7 @@ func TestConcurrentAttestSameSession(t *testing.T) {
 	if err := json.Unmarshal([]byte(first), &at); err != nil || at.Token == "" {
 		t.Fatalf("answer %s", first)
 	}
-	sess, err := k.srv.sessions.get(bg, cookie)
+	_, sess, err := k.srv.sessions.get(bg, cookie)
 	if err != nil || sess.Token != at.Token {
 		t.Errorf("session keeps another token: %v", err)
 	}
@@ -684,7 +753,7 @@ func TestConcurrentAttestSameSession(t *testing.T) {
 // by an earlier version as {"token": ...} still reads, and a second
 // attestation of a session keeps the first token.
 func TestStoredSessionFormats(t *testing.T) {
-	k := newKBS(t, "")
+	k := newKBS(t, baseConfig("@DATA@", "session_storage_type = \"Memory\""))
 	k.registerSampleRVs(t)
 	tok := mustAttestDirect(t, k)
 	ids, _ := k.srv.store.List(bg, SessionNamespace)
@@ -694,16 +763,16 @@ func TestStoredSessionFormats(t *testing.T) {
 	if b, _ := k.srv.store.Get(bg, SessionNamespace, ids[0]); string(b) != tok {
 		t.Errorf("stored session %.40q, want the token", b)
 	}
-	c, err := k.srv.sessions.challenge(ids[0])
+	c, err := issued(k.srv.sessions, ids[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := k.srv.sessions.attested(bg, c, "another"); err != nil || got != tok {
+	if _, got, err := k.srv.sessions.attested(bg, c, "another"); err != nil || got != tok {
 		t.Errorf("second attestation: %q %v", got, err)
 	}
 	old, _ := json.Marshal(map[string]string{"token": tok})
 	k.srv.store.Put(bg, SessionNamespace, ids[0], old)
-	if sess, err := k.srv.sessions.get(bg, ids[0]); err != nil || sess.Token != tok {
+	if _, sess, err := k.srv.sessions.get(bg, ids[0]); err != nil || sess.Token != tok {
 		t.Errorf("session stored as JSON: %v %v", sess, err)
 	}
 }

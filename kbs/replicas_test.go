@@ -23,7 +23,7 @@ import (
 )
 
 // sharedConfig is a plain-HTTP configuration on a PostgreSQL store, with
-// sessions in sessionStorage (empty: PostgreSQL too).
+// sessions in sessionStorage (empty: the default, held by the clients).
 func sharedConfig(t testing.TB, pgURL, redisURL, sessionStorage, sealingKey string) string {
 	t.Setenv(PostgresURLEnv, pgURL)
 	extra := ""
@@ -62,12 +62,8 @@ func writeSealingKey(t testing.TB) string {
 func TestReplicasShareOneStore(t *testing.T) {
 	pg := dbtest.StartPostgres(t)
 	rd := dbtest.StartRedis(t)
-	for i, sessions := range []string{"", "Redis"} {
-		name := "PostgresSessions"
-		if sessions != "" {
-			name = sessions + "Sessions"
-		}
-		t.Run(name, func(t *testing.T) {
+	for i, sessions := range []string{SessionsInCookie, "Postgres", "Redis"} {
+		t.Run(sessions+"Sessions", func(t *testing.T) {
 			cfg := sharedConfig(t, pg.CreateDB(t, fmt.Sprintf("replicas%d", i)), rd.URL()+fmt.Sprintf("/%d", i), sessions, writeSealingKey(t))
 			a, b := newKBS(t, cfg), newKBS(t, cfg)
 			testReplicas(t, a, b)

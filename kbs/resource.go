@@ -123,10 +123,8 @@ func (s *Server) verifiedToken(r *http.Request) (*ear.Claims, map[string]any, er
 // tokenOf finds the attestation token: the attested session's, or a bearer
 // token.
 func (s *Server) tokenOf(r *http.Request) (string, error) {
-	if c, err := r.Cookie(protocol.SessionCookie); err == nil {
-		if sess, err := s.sessions.get(r.Context(), c.Value); err == nil && sess != nil {
-			return sess.Token, nil
-		}
+	if _, sess, err := s.sessionOf(r); err == nil && sess != nil {
+		return sess.Token, nil
 	}
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
 		return strings.TrimSpace(tok), nil

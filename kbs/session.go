@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,11 +43,17 @@ type challenge struct {
 	Expires time.Time
 }
 
-// session is an attested RCAR session. It is stored under its id (which
-// holds its TEE and expiry) as its token alone; sessions stored by earlier
-// versions are the JSON object {"token": ...}.
+// session is an attested RCAR session. The client holds it (the default,
+// session_storage_type = "Cookie"): its cookie is the session id, a dot
+// and the token, so the KBS writes nothing, and the session survives a
+// restart and reaches every replica. Or it is stored under its id as its
+// token alone; sessions stored by earlier versions are the JSON object
+// {"token": ...}. A held session proves no more than its token does as a
+// bearer token, which the KBS accepts too: the token is verified (or found
+// among those this process signed) on every use.
 type session struct {
 	Token string `json:"token"`
+	held  bool
 }
 
 // decodeSession reads a stored session.
@@ -78,6 +85,9 @@ type sessions struct {
 	live atomic.Int64
 	max  int64
 	macs sync.Pool // of HMAC-SHA256 under key
+	// held: clients hold their attested sessions (see session); nothing
+	// is stored.
+	held bool
 }
 
 // count sets live from the store, at start.
@@ -131,16 +141,10 @@ func (s *sessions) nonce(id []byte) string {
 	return base64.StdEncoding.EncodeToString(m.Sum(sum[:0]))
 }
 
-// challenge reads the session id of a cookie, with the nonce it was
-// issued with.
-func (s *sessions) challenge(id string) (*challenge, error) {
-	c, err := s.parse(id)
-	if err != nil {
-		return nil, err
-	}
-	b, _ := hex.DecodeString(id)
+// withNonce sets the nonce a challenge was issued with.
+func (s *sessions) withNonce(c *challenge) {
+	b, _ := hex.DecodeString(c.ID)
 	c.Nonce = s.nonce(b)
-	return c, nil
 }
 
 // parse reads a session id's TEE and expiry, refusing an expired one.
@@ -160,16 +164,23 @@ func (s *sessions) parse(id string) (*challenge, error) {
 	return &challenge{ID: id, Tee: tee, Expires: exp}, nil
 }
 
-// get loads an attested session; nil if the challenge was not answered
-// yet. An expired one is deleted.
-func (s *sessions) get(ctx context.Context, id string) (*session, error) {
-	if _, err := s.parse(id); err != nil {
-		if errors.Is(err, ErrSessionExpired) {
+// get reads a session cookie: the challenge, and the attested session
+// (nil if the challenge was not answered yet). An expired stored session
+// is deleted.
+func (s *sessions) get(ctx context.Context, cookie string) (*challenge, *session, error) {
+	id, token, held := strings.Cut(cookie, ".")
+	c, err := s.parse(id)
+	if err != nil {
+		if errors.Is(err, ErrSessionExpired) && !held {
 			s.remove(ctx, id)
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return s.stored(ctx, id)
+	if held {
+		return c, &session{Token: token, held: true}, nil
+	}
+	sess, err := s.stored(ctx, id)
+	return c, sess, err
 }
 
 // stored loads the attested session of a live id; nil if there is none.
@@ -188,22 +199,41 @@ func (s *sessions) stored(ctx context.Context, id string) (*session, error) {
 	return &sess, nil
 }
 
-// attested records the token of a challenge answered, unless a concurrent
-// attestation of the same session won; the token stored is returned.
-func (s *sessions) attested(ctx context.Context, c *challenge, token string) (string, error) {
+// attested records the token of a challenge answered and returns the
+// session's cookie and token. A held session is the cookie; a stored one
+// is stored unless a concurrent attestation of the same session won,
+// whose token is returned.
+func (s *sessions) attested(ctx context.Context, c *challenge, token string) (cookie, _ string, _ error) {
+	if s.held && cookieSafe(token) {
+		return c.ID + "." + token, token, nil
+	}
 	stored, added, err := store.Insert(ctx, s.store, SessionNamespace, c.ID, []byte(token))
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if added {
 		s.live.Add(1)
-		return token, nil
+		return c.ID, token, nil
 	}
 	sess, err := decodeSession(stored)
 	if err != nil {
-		return "", fmt.Errorf("session: stored %s: %w", c.ID, err)
+		return "", "", fmt.Errorf("session: stored %s: %w", c.ID, err)
 	}
-	return sess.Token, nil
+	return c.ID, sess.Token, nil
+}
+
+// cookieSafe reports whether a token can be a cookie value as it is: a
+// compact JWS is (base64url and dots), and so needs no quoting or
+// checking when the cookie is written.
+func cookieSafe(token string) bool {
+	for i := range len(token) {
+		switch b := token[i]; {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '-', b == '_', b == '.':
+		default:
+			return false
+		}
+	}
+	return token != ""
 }
 
 // sweep deletes expired sessions.

@@ -377,17 +377,16 @@ func roundTrip(ctx context.Context, hc *http.Client, method, url, bearer, sessio
 }
 
 // sessionCookie is the value of the RCAR session cookie a response sets.
-// Only its name=value pair is parsed: the client keeps no attributes
-// (the session expires at the KBS), and reading the date of Expires was
-// the most of a Set-Cookie's parsing.
+// Only its name=value pair is read: the client keeps no attributes (the
+// session expires at the KBS), and the value, which the KBS parses when
+// it comes back, may be KiBs (a session the client holds).
 func sessionCookie(h http.Header) string {
 	for _, line := range h["Set-Cookie"] {
 		pair, _, _ := strings.Cut(line, ";")
-		if !strings.HasPrefix(pair, protocol.SessionCookie+"=") {
-			continue
-		}
-		if cs, err := http.ParseCookie(pair); err == nil && len(cs) == 1 && cs[0].Value != "" {
-			return cs[0].Value
+		value, ok := strings.CutPrefix(strings.TrimSpace(pair), protocol.SessionCookie+"=")
+		value = strings.Trim(value, `"`)
+		if ok && value != "" && !strings.ContainsAny(value, " \t\",;\\") {
+			return value
 		}
 	}
 	return ""
