@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/cocoon-cc/cocoon/attestation"
 	"github.com/cocoon-cc/cocoon/jose"
@@ -41,21 +40,26 @@ func (s *Server) auth(w http.ResponseWriter, r *http.Request) error {
 			return &protocol.Error{Kind: protocol.KindAttestation, Detail: "RCAR auth: " + err.Error(), Err: err}
 		}
 	}
-	s.setCookie(w, c.ID, c.Expires)
+	s.setCookie(w, c, "")
 	writeJSON(w, http.StatusOK, protocol.Challenge{Nonce: nonce, ExtraParams: json.RawMessage(`""`)})
 	return nil
 }
 
-// setCookie sets the session cookie, whose value (hex, or hex, a dot and a
-// compact JWS: see session) needs no quoting. It is written as
-// http.SetCookie would, without checking a value of KiBs byte by byte.
-func (s *Server) setCookie(w http.ResponseWriter, value string, expires time.Time) {
+// setCookie sets the session cookie: the id, and after a dot the token of
+// a session the client holds (see session). Neither needs quoting, so the
+// cookie is written as http.SetCookie would, without checking a value of
+// KiBs byte by byte.
+func (s *Server) setCookie(w http.ResponseWriter, c *challenge, heldToken string) {
 	secure := "; Secure"
 	if s.cfg.HTTPServer.InsecureHTTP {
 		secure = ""
 	}
-	w.Header().Add("Set-Cookie", protocol.SessionCookie+"="+value+"; Path=/; Expires="+
-		expires.UTC().Format(http.TimeFormat)+"; HttpOnly"+secure+"; SameSite=Strict")
+	dot := ""
+	if heldToken != "" {
+		dot = "."
+	}
+	w.Header().Add("Set-Cookie", protocol.SessionCookie+"="+c.ID+dot+heldToken+"; Path=/; Expires="+
+		c.Expires.UTC().Format(http.TimeFormat)+"; HttpOnly"+secure+"; SameSite=Strict")
 }
 
 // attest verifies the evidence of a challenged session and answers with
@@ -71,11 +75,7 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	}
 	if sess != nil && s.valid(sess) {
 		// Trustee answers an attested session with its token again.
-		value := c.ID
-		if sess.held {
-			value += "." + sess.Token
-		}
-		s.setCookie(w, value, c.Expires)
+		s.setCookie(w, c, sess.heldToken())
 		writeJSON(w, http.StatusOK, protocol.AttestationToken{Token: sess.Token})
 		return nil
 	}
@@ -98,12 +98,12 @@ func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.metrics.attestation(s.now(), string(c.Tee), claims)
 	s.tokens.Remember(token, claims)
-	cookie, token, err := s.sessions.attested(r.Context(), c, token)
+	sess, err = s.sessions.attested(r.Context(), c, token)
 	if err != nil {
 		return err
 	}
-	s.setCookie(w, cookie, c.Expires)
-	writeJSON(w, http.StatusOK, protocol.AttestationToken{Token: token})
+	s.setCookie(w, c, sess.heldToken())
+	writeJSON(w, http.StatusOK, protocol.AttestationToken{Token: sess.Token})
 	return nil
 }
 

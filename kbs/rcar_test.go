@@ -515,7 +515,7 @@ func TestSessionClock(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := k.srv.sessions.attested(bg, c, "token"); err != nil {
+		if _, err := k.srv.sessions.attested(bg, c, "token"); err != nil {
 			t.Fatal(err)
 		}
 		return id
@@ -767,8 +767,8 @@ func TestStoredSessionFormats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, got, err := k.srv.sessions.attested(bg, c, "another"); err != nil || got != tok {
-		t.Errorf("second attestation: %q %v", got, err)
+	if got, err := k.srv.sessions.attested(bg, c, "another"); err != nil || got.Token != tok {
+		t.Errorf("second attestation: %v %v", got, err)
 	}
 	old, _ := json.Marshal(map[string]string{"token": tok})
 	k.srv.store.Put(bg, SessionNamespace, ids[0], old)

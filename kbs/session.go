@@ -56,6 +56,15 @@ type session struct {
 	held  bool
 }
 
+// heldToken is the token of a session the client holds, "" for a stored
+// one.
+func (sess *session) heldToken() string {
+	if sess.held {
+		return sess.Token
+	}
+	return ""
+}
+
 // decodeSession reads a stored session.
 func decodeSession(b []byte) (session, error) {
 	var sess session
@@ -200,26 +209,26 @@ func (s *sessions) stored(ctx context.Context, id string) (*session, error) {
 }
 
 // attested records the token of a challenge answered and returns the
-// session's cookie and token. A held session is the cookie; a stored one
-// is stored unless a concurrent attestation of the same session won,
-// whose token is returned.
-func (s *sessions) attested(ctx context.Context, c *challenge, token string) (cookie, _ string, _ error) {
+// session: held by the client (its cookie is to carry the token), or
+// stored, unless a concurrent attestation of the same session won, whose
+// session is returned.
+func (s *sessions) attested(ctx context.Context, c *challenge, token string) (*session, error) {
 	if s.held && cookieSafe(token) {
-		return c.ID + "." + token, token, nil
+		return &session{Token: token, held: true}, nil
 	}
 	stored, added, err := store.Insert(ctx, s.store, SessionNamespace, c.ID, []byte(token))
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	if added {
 		s.live.Add(1)
-		return c.ID, token, nil
+		return &session{Token: token}, nil
 	}
 	sess, err := decodeSession(stored)
 	if err != nil {
-		return "", "", fmt.Errorf("session: stored %s: %w", c.ID, err)
+		return nil, fmt.Errorf("session: stored %s: %w", c.ID, err)
 	}
-	return c.ID, sess.Token, nil
+	return &sess, nil
 }
 
 // cookieSafe reports whether a token can be a cookie value as it is: a
@@ -227,14 +236,21 @@ func (s *sessions) attested(ctx context.Context, c *challenge, token string) (co
 // checking when the cookie is written.
 func cookieSafe(token string) bool {
 	for i := range len(token) {
-		switch b := token[i]; {
-		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '-', b == '_', b == '.':
-		default:
+		if !jwsByte[token[i]] {
 			return false
 		}
 	}
 	return token != ""
 }
+
+// jwsByte marks the bytes of a compact JWS: a table, since a token is
+// KiBs.
+var jwsByte = func() (t [256]bool) {
+	for _, b := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.") {
+		t[b] = true
+	}
+	return t
+}()
 
 // sweep deletes expired sessions.
 func (s *sessions) sweep(ctx context.Context) (int, error) {

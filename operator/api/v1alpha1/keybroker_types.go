@@ -20,7 +20,7 @@ type KeyBrokerSpec struct {
 	Image string `json:"image,omitempty"`
 
 	// Storage is where the KBS keeps resources, policies, reference values
-	// and sessions.
+	// and keys (its guests hold their attested sessions in their cookies).
 	Storage KeyBrokerStorage `json:"storage"`
 
 	// TLS is the HTTPS certificate. Without a Secret the operator generates
