@@ -2,19 +2,30 @@ package protocol
 
 import (
 	"net/url"
-	"regexp"
 	"strings"
 )
-
-// segmentRE is Trustee's rule for one resource path segment. It cannot be
-// "." or "..", so a path never leaves its repository.
-var segmentRE = regexp.MustCompile(`^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$`)
 
 // maxSegment bounds one segment.
 const maxSegment = 255
 
-// ValidSegment reports whether s may be one segment of a resource path.
-func ValidSegment(s string) bool { return len(s) <= maxSegment && segmentRE.MatchString(s) }
+// ValidSegment reports whether s may be one segment of a resource path:
+// Trustee's rule, ^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$, checked byte by byte
+// (the regexp was a third of the cost of a path on every fetch). A segment
+// starts with no dot, so it is never "." or "..", and a path never leaves
+// its repository.
+func ValidSegment(s string) bool {
+	if s == "" || len(s) > maxSegment || s[0] == '.' {
+		return false
+	}
+	for i := range len(s) {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ResourcePath is repository/type/tag.
 type ResourcePath struct{ Repository, Type, Tag string }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -67,6 +68,19 @@ func FuzzParseResourceRequest(f *testing.F) {
 		}
 		if v, err := url.ParseQuery(q); err != nil || v.Encode() != q {
 			t.Fatalf("query %q is not canonical", q)
+		}
+	})
+}
+
+// FuzzValidSegment: the byte-by-byte check is Trustee's regexp exactly.
+func FuzzValidSegment(f *testing.F) {
+	trustee := regexp.MustCompile(`^[a-zA-Z0-9_-]+[a-zA-Z0-9_.-]*$`)
+	for _, s := range []string{"default", "key-1", "a.b", ".", "..", ".x", "x.", "-_", "", "a/b", "é", strings.Repeat("a", 256), "a\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := ValidSegment(s), len(s) <= maxSegment && trustee.MatchString(s); got != want {
+			t.Fatalf("ValidSegment(%q) = %v, Trustee's rule says %v", s, got, want)
 		}
 	})
 }

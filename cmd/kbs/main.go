@@ -16,7 +16,6 @@ import (
 )
 
 func main() {
-	tuneGC()
 	var path string
 	for _, name := range []string{"c", "config", "config-file"} {
 		flag.StringVar(&path, name, "", "configuration file (TOML, Trustee's keys)")
@@ -37,6 +36,7 @@ func run(path string) error {
 	if err != nil {
 		return err
 	}
+	tuneGC(cfg.SessionStorageType == kbs.SessionsInCookie)
 	log := logging.New(os.Stderr, cfg.Logging.Level, cfg.Logging.Format)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
