@@ -203,21 +203,9 @@ path = %q
 sealing_key_path = %q
 `, filepath.Join(dir, "db"), filepath.Join(dir, "keys", "sealing.key"))
 	os.MkdirAll(filepath.Join(dir, "keys"), 0o700)
-	start := func() *testKBS {
-		cfg, err := ParseConfig([]byte(text), quietLog())
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := New(bg, cfg, sampleRegistry(), quietLog())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &testKBS{srv: srv, dataDir: cfg.DataDir}
-	}
+	start := func() *testKBS { return startFromText(t, text) }
 	k1 := start()
-	k1.registerSampleRVs(t)
-	k1.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.Affirming)
-	k1.srv.resources.store.Put(bg, ResourceNamespace, "default/key/x", []byte("kept"))
+	provisionKept(t, k1)
 	sess, _ := k1.srv.sessions.create(protocol.TeeSample)
 	tok := mustAttestDirect(t, k1)
 	jwks1, _ := json.Marshal(k1.srv.jwks)
@@ -296,26 +284,37 @@ func attestDirect(t testing.TB, k *testKBS) (token, cookie string) {
 	return at.Token, cookie
 }
 
+// startFromText starts a KBS from TOML text without a test server, for
+// tests that restart it on the same data.
+func startFromText(t *testing.T, text string) *testKBS {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(text), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(bg, cfg, sampleRegistry(), quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testKBS{srv: srv, dataDir: cfg.DataDir}
+}
+
+// provisionKept lets the sample TEE attest and be released
+// default/key/x, which holds "kept".
+func provisionKept(t *testing.T, k *testKBS) {
+	k.registerSampleRVs(t)
+	k.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.Affirming)
+	k.srv.resources.store.Put(bg, ResourceNamespace, "default/key/x", []byte("kept"))
+}
+
 // TestHeldSessionRestart: a session its client holds outlives a restart
 // of the KBS, which stored nothing for it (the token key is what it
 // keeps).
 func TestHeldSessionRestart(t *testing.T) {
 	text := fmt.Sprintf("data_dir = %q\n[http_server]\ninsecure_http = true\n[storage_backend]\nstorage_type = \"Embedded\"\n", t.TempDir())
-	start := func() *testKBS {
-		cfg, err := ParseConfig([]byte(text), quietLog())
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv, err := New(bg, cfg, sampleRegistry(), quietLog())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &testKBS{srv: srv, dataDir: cfg.DataDir}
-	}
+	start := func() *testKBS { return startFromText(t, text) }
 	k1 := start()
-	k1.registerSampleRVs(t)
-	k1.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.Affirming)
-	k1.srv.resources.store.Put(bg, ResourceNamespace, "default/key/x", []byte("kept"))
+	provisionKept(t, k1)
 	_, cookie := attestDirect(t, k1)
 	k1.srv.Close()
 	if _, err := os.Stat(filepath.Join(k1.dataDir, "sessions")); err == nil {
