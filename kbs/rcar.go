@@ -66,8 +66,11 @@ func (s *Server) setCookie(w http.ResponseWriter, c *challenge, heldToken string
 // the attestation token.
 func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
 	c, sess, err := s.sessionOf(r)
-	if err != nil {
+	if refused(err) {
 		return &protocol.Error{Kind: protocol.KindAttestation, Detail: "RCAR attest: " + err.Error(), Err: err}
+	}
+	if err != nil {
+		return err
 	}
 	var att protocol.Attestation
 	if err := decodeJSON(r, protocol.KindAttestation, &att); err != nil {

@@ -31,6 +31,12 @@ var (
 	ErrSessionExpired = errors.New("session expired")
 )
 
+// refused reports whether err refuses a session cookie, rather than
+// failing to read a stored session.
+func refused(err error) bool {
+	return errors.Is(err, ErrNoSession) || errors.Is(err, ErrUnknownSession) || errors.Is(err, ErrSessionExpired)
+}
+
 // challenge is an RCAR session before attestation. It is not stored: the
 // session id (the cookie) carries the TEE and the expiry, and the nonce is
 // an HMAC of the id under a key the store keeps. A challenge thus costs no
