@@ -276,12 +276,7 @@ func attestDirect(t testing.TB, k *testKBS) (token, cookie string) {
 	}
 	var at protocol.AttestationToken
 	json.Unmarshal(rec.Body.Bytes(), &at)
-	for _, c := range rec.Result().Cookies() {
-		if c.Name == protocol.SessionCookie {
-			cookie = c.Value
-		}
-	}
-	return at.Token, cookie
+	return at.Token, response{header: rec.Header()}.setCookie()
 }
 
 // startFromText starts a KBS from TOML text without a test server, for

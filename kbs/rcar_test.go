@@ -35,12 +35,7 @@ func (k *testKBS) challenge(t testing.TB, tee string) (nonce, cookie string) {
 	if err := json.Unmarshal(r.body, &ch); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range (&http.Response{Header: r.header}).Cookies() {
-		if c.Name == protocol.SessionCookie {
-			cookie = c.Value
-		}
-	}
-	if cookie == "" {
+	if cookie = r.setCookie(); cookie == "" {
 		t.Fatalf("no session cookie in %v", r.header)
 	}
 	return ch.Nonce, cookie
