@@ -65,7 +65,7 @@ func (s *Server) setCookie(w http.ResponseWriter, c *challenge, heldToken string
 // attest verifies the evidence of a challenged session and answers with
 // the attestation token.
 func (s *Server) attest(w http.ResponseWriter, r *http.Request) error {
-	c, sess, err := s.sessionOf(r)
+	c, sess, err := s.sessionOf(r, s.sessions.toAttest)
 	if refused(err) {
 		return &protocol.Error{Kind: protocol.KindAttestation, Detail: "RCAR attest: " + err.Error(), Err: err}
 	}
@@ -128,14 +128,14 @@ func (s *Server) checkChallenge(c *challenge, nonce string) error {
 	return nil
 }
 
-// sessionOf reads the request's session cookie: its live challenge, and
-// the attested session if there is one.
-func (s *Server) sessionOf(r *http.Request) (*challenge, *session, error) {
+// sessionOf reads the request's session cookie with get (a sessions
+// method): its live challenge, and the attested session if there is one.
+func (s *Server) sessionOf(r *http.Request, get func(context.Context, string) (*challenge, *session, error)) (*challenge, *session, error) {
 	cookie, ok := sessionCookie(r.Header)
 	if !ok {
 		return nil, nil, ErrNoSession
 	}
-	return s.sessions.get(r.Context(), cookie)
+	return get(r.Context(), cookie)
 }
 
 // sessionCookie is the value of the first session cookie in h, found as

@@ -2,6 +2,7 @@ package kbs
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cocoon-cc/cocoon/attestation"
 	"github.com/cocoon-cc/cocoon/attestation/ear"
 	"github.com/cocoon-cc/cocoon/guest/attester/sample"
 	"github.com/cocoon-cc/cocoon/jose"
@@ -287,6 +289,46 @@ func TestAttestedSessionReturnsItsToken(t *testing.T) {
 				t.Errorf("decrypt: %v", err)
 			}
 		})
+	}
+}
+
+// notCookieAS answers with its inner service's tokens made unfit for a
+// cookie's value, as a token that is not a compact JWS would be.
+type notCookieAS struct{ attestationService }
+
+func (a notCookieAS) Evaluate(ctx context.Context, reqs []attestation.Request, policyID string) (string, *ear.Claims, error) {
+	token, claims, err := a.attestationService.Evaluate(ctx, reqs, policyID)
+	return token + "~", claims, err
+}
+
+// TestHeldSessionsStoreOtherTokens: where clients hold their sessions, a
+// token that cannot be a cookie is stored; the cookie stays the session
+// id, re-attesting with it answers with the first token, and it releases.
+func TestHeldSessionsStoreOtherTokens(t *testing.T) {
+	k := newKBS(t, "")
+	k.srv.as = notCookieAS{k.srv.as}
+	k.registerSampleRVs(t)
+	k.srv.resources.policy.Set(bg, ResourcePolicyID, respolicy.Affirming)
+	k.srv.resources.store.Put(bg, ResourceNamespace, "default/key/x", []byte("x"))
+	nonce, cookie := k.challenge(t, "sample")
+	key, _ := jose.GenerateTEEKey("EC")
+	r1 := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key), cookieHdr(cookie))
+	if r1.status != 200 || r1.setCookie() != cookie {
+		t.Fatalf("attest: %d %s, cookie %q", r1.status, r1.body, r1.setCookie())
+	}
+	if _, err := k.srv.store.Get(bg, SessionNamespace, cookie); err != nil {
+		t.Fatalf("the session was not stored: %v", err)
+	}
+	key2, _ := jose.GenerateTEEKey("EC")
+	r2 := k.do(t, "POST", "/kbs/v0/attest", attestationBody(t, nonce, nonce, key2), cookieHdr(cookie))
+	if r2.status != 200 || !bytes.Equal(r1.body, r2.body) {
+		t.Fatalf("second attest: %d %s, want the first token", r2.status, r2.body)
+	}
+	r := k.do(t, "GET", "/kbs/v0/resource/default/key/x", nil, cookieHdr(cookie))
+	var resp protocol.Response
+	json.Unmarshal(r.body, &resp)
+	if pt, err := key.Decrypt(&resp); r.status != 200 || err != nil || string(pt) != "x" {
+		t.Fatalf("resource by the stored session: %d %s, %v", r.status, r.body, err)
 	}
 }
 

@@ -123,7 +123,7 @@ func (s *Server) verifiedToken(r *http.Request) (*ear.Claims, map[string]any, er
 // tokenOf finds the attestation token: the attested session's, or a bearer
 // token.
 func (s *Server) tokenOf(r *http.Request) (string, error) {
-	if _, sess, err := s.sessionOf(r); err == nil && sess != nil {
+	if _, sess, err := s.sessionOf(r, s.sessions.get); err == nil && sess != nil {
 		return sess.Token, nil
 	}
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {

@@ -183,6 +183,30 @@ func (s *sessions) parse(id string) (*challenge, error) {
 // (nil if the challenge was not answered yet). An expired stored session
 // is deleted.
 func (s *sessions) get(ctx context.Context, cookie string) (*challenge, *session, error) {
+	c, sess, err := s.read(ctx, cookie)
+	if err != nil || sess != nil {
+		return c, sess, err
+	}
+	sess, err = s.stored(ctx, c.ID)
+	return c, sess, err
+}
+
+// toAttest reads the session cookie of an attestation request: as get,
+// but where clients hold their sessions, one that holds none is taken as
+// not attested without asking the store (a round trip to a shared one).
+// Such a KBS stores only the tokens that cannot be a cookie, and storing
+// one answers with any stored before (attested), so a re-attestation
+// still gets its first token.
+func (s *sessions) toAttest(ctx context.Context, cookie string) (*challenge, *session, error) {
+	if s.held {
+		return s.read(ctx, cookie)
+	}
+	return s.get(ctx, cookie)
+}
+
+// read parses a session cookie: its challenge, and the session it holds
+// (nil when it holds none).
+func (s *sessions) read(ctx context.Context, cookie string) (*challenge, *session, error) {
 	id, token, held := strings.Cut(cookie, ".")
 	c, err := s.parse(id)
 	if err != nil {
@@ -194,8 +218,7 @@ func (s *sessions) get(ctx context.Context, cookie string) (*challenge, *session
 	if held {
 		return c, &session{Token: token, held: true}, nil
 	}
-	sess, err := s.stored(ctx, id)
-	return c, sess, err
+	return c, nil, nil
 }
 
 // stored loads the attested session of a live id; nil if there is none.
