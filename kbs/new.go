@@ -42,7 +42,7 @@ const (
 
 // New builds a KBS from its configuration and the verifiers to use.
 func New(ctx context.Context, cfg *Config, verifiers verifier.Registry, log *slog.Logger) (*Server, error) {
-	st, err := OpenStore(ctx, cfg)
+	st, err := OpenStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -161,9 +161,9 @@ func checkPlugins(plugins []PluginConfig) error {
 }
 
 // SharedNamespaces are the namespaces whose contents replicas cache (the
-// compiled policies, the reference values): a shared store keeps version
-// counters of them, read before every decision.
-var SharedNamespaces = []string{ResourcePolicyNamespace, attestation.PolicyNamespace, rvps.Namespace, SPIFFEPolicyNamespace}
+// compiled policies, the reference values, the resources): a shared store
+// keeps version counters of them, current before every decision.
+var SharedNamespaces = []string{ResourcePolicyNamespace, attestation.PolicyNamespace, rvps.Namespace, SPIFFEPolicyNamespace, ResourceNamespace}
 
 // sealingCheck is the marker that tells a wrong sealing key at start.
 const sealingCheck = "sealing-check"
@@ -173,9 +173,10 @@ const sealingCheck = "sealing-check"
 // records, in a log of their own (store/wal) and the rest in bbolt, with
 // the sealing key beside them unless sealing_key_path moves it.
 // PostgreSQL holds everything, shared by replicas, with the sealing key
-// every replica reads from sealing_key_path. Sessions may go to Redis
-// instead (session_storage_type).
-func OpenStore(ctx context.Context, cfg *Config) (store.Store, error) {
+// every replica reads from sealing_key_path; log tells when a replica's
+// lease (postgres.Options) is lost and held again. Sessions may go to
+// Redis instead (session_storage_type).
+func OpenStore(ctx context.Context, cfg *Config, log *slog.Logger) (store.Store, error) {
 	sb := cfg.StorageBackend
 	var def store.Store
 	var key []byte
@@ -191,7 +192,7 @@ func OpenStore(ctx context.Context, cfg *Config) (store.Store, error) {
 		if key, err = sealed.LoadKey(sb.Backends.Postgres.SealingKeyPath); err != nil {
 			return nil, fmt.Errorf("kbs: the sealing key of a shared store must exist (every replica reads the same one): %w", err)
 		}
-		def, err = postgres.Open(ctx, sb.Backends.Postgres.URL(), postgres.Options{Versioned: SharedNamespaces})
+		def, err = postgres.Open(ctx, sb.Backends.Postgres.URL(), postgres.Options{Versioned: SharedNamespaces, Log: log})
 	default:
 		def, err = openEmbedded(sb.Backends.Embedded, routes, cfg.SessionStorageType == "Embedded")
 		if err == nil {

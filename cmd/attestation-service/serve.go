@@ -30,7 +30,7 @@ func serveCmd() *cobra.Command {
 			log := logging.New(os.Stderr, cfg.Logging.Level, cfg.Logging.Format)
 			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			st, err := kbs.OpenStore(ctx, cfg)
+			st, err := kbs.OpenStore(ctx, cfg, log)
 			if err != nil {
 				return err
 			}

@@ -2,18 +2,22 @@
 // replicas share. Each namespace is a table, as in Trustee (`key` TEXT
 // primary key, `value` BYTEA). The namespaces named at Open keep a version
 // counter (store.Versioner) in cocoon_versions, bumped by a statement
-// trigger inside every writing transaction, so a replica can tell in one
-// read whether what it caches of them is still current. The schema is
-// versioned: migrations run in order, once, under an advisory lock, so
-// replicas starting together do not race.
+// trigger inside every writing transaction, so a replica can tell whether
+// what it caches of them is still current; while it holds a lease (see
+// lease.go) it is told every bump before the write is acknowledged, and
+// reads the counters and caches those namespaces' values without a round
+// trip. The schema is versioned: migrations run in order, once, under an
+// advisory lock, so replicas starting together do not race.
 package postgres
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"regexp"
 	"slices"
@@ -59,6 +63,16 @@ var migrations = []string{
 		UPDATE cocoon_versions SET version = version + 1 WHERE ns = TG_ARGV[0];
 		RETURN NULL;
 	END $$;`,
+	// 2: the trigger tells listening replicas every bump; the replicas'
+	// leases.
+	`CREATE OR REPLACE FUNCTION cocoon_bump_version() RETURNS trigger LANGUAGE plpgsql AS $$
+	DECLARE v BIGINT;
+	BEGIN
+		UPDATE cocoon_versions SET version = version + 1 WHERE ns = TG_ARGV[0] RETURNING version INTO v;
+		PERFORM pg_notify('` + channelVersions + `', TG_ARGV[0] || ' ' || v);
+		RETURN NULL;
+	END $$;
+	CREATE TABLE cocoon_replicas (id TEXT PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL);`,
 }
 
 // validNS is what a namespace may be named: it is used as a table name
@@ -69,12 +83,18 @@ var validNS = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 type Options struct {
 	// Versioned names the namespaces that keep a version counter.
 	Versioned []string
+	// Lease is how long a replica's lease lasts (DefaultLease when zero).
+	Lease time.Duration
+	// Log tells when the lease is lost and held again (nil: not told).
+	Log *slog.Logger
 }
 
 // Store is a store.Store and store.Versioner over a pgx connection pool.
 type Store struct {
-	pool      *pgxpool.Pool
-	versioned map[string]bool
+	pool       *pgxpool.Pool
+	connConfig *pgx.ConnConfig
+	versioned  map[string]bool
+	leases     *leases // nil without versioned namespaces
 
 	mu     sync.Mutex
 	tables map[string]bool // created (or found) by this process
@@ -97,7 +117,7 @@ func Open(ctx context.Context, connString string, opts Options) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
-	s := &Store{pool: pool, versioned: map[string]bool{}, tables: map[string]bool{}}
+	s := &Store{pool: pool, connConfig: cfg.ConnConfig, versioned: map[string]bool{}, tables: map[string]bool{}}
 	for _, ns := range opts.Versioned {
 		if !validNS.MatchString(ns) {
 			pool.Close()
@@ -114,6 +134,12 @@ func Open(ctx context.Context, connString string, opts Options) (*Store, error) 
 			pool.Close()
 			return nil, err
 		}
+	}
+	if len(opts.Versioned) > 0 {
+		s.leases = newLeases(cmp.Or(opts.Lease, DefaultLease), opts.Log)
+		lctx, stop := context.WithCancel(context.Background())
+		s.leases.stop = stop
+		go s.listen(lctx)
 	}
 	return s, nil
 }
@@ -202,8 +228,24 @@ func missingTable(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "42P01"
 }
 
-// Get implements store.Store.
+// Get implements store.Store. Values of versioned namespaces are cached
+// while the lease holds, under the counter they were read at.
 func (s *Store) Get(ctx context.Context, ns, key string) ([]byte, error) {
+	if s.leases == nil || !s.versioned[ns] {
+		return s.get(ctx, ns, key)
+	}
+	v, version, ok, leased := s.leases.get(ns, key)
+	if ok {
+		return bytes.Clone(v), nil
+	}
+	v, err := s.get(ctx, ns, key)
+	if err == nil && leased {
+		s.leases.keep(ns, key, version, bytes.Clone(v))
+	}
+	return v, err
+}
+
+func (s *Store) get(ctx context.Context, ns, key string) ([]byte, error) {
 	t, err := table(ns)
 	if err != nil {
 		return nil, err
@@ -243,7 +285,7 @@ func (s *Store) exec(ctx context.Context, ns, op, sql string, args ...any) error
 	if err != nil {
 		return fmt.Errorf("store: postgres %s %s: %w", op, ns, err)
 	}
-	return nil
+	return s.settle(ctx, ns)
 }
 
 // List implements store.Store.
@@ -300,7 +342,7 @@ func (s *Store) Update(ctx context.Context, ns, key string, fn func([]byte) ([]b
 	if err != nil {
 		return fmt.Errorf("store: postgres update %s: %w", ns, err)
 	}
-	return nil
+	return s.settle(ctx, ns)
 }
 
 func update(ctx context.Context, tx pgx.Tx, t, key string, fn func([]byte) ([]byte, error)) error {
@@ -347,18 +389,25 @@ func (s *Store) Insert(ctx context.Context, ns, key string, value []byte) ([]byt
 		return nil, false, fmt.Errorf("store: postgres insert %s: %w", ns, err)
 	}
 	if inserted {
-		return value, true, nil
+		return value, true, s.settle(ctx, ns)
 	}
 	// A retried insert that had committed finds its own value here.
 	stored, err := s.Get(ctx, ns, key)
 	return stored, err == nil && bytes.Equal(stored, value), err
 }
 
-// Versions implements store.Versioner for the namespaces named at Open.
+// Versions implements store.Versioner for the namespaces named at Open:
+// from what the store was told while its lease holds, else from the
+// database.
 func (s *Store) Versions(ctx context.Context, ns ...string) ([]uint64, error) {
 	for _, n := range ns {
 		if !s.versioned[n] {
 			return nil, fmt.Errorf("%w: %q", store.ErrUnversioned, n)
+		}
+	}
+	if s.leases != nil {
+		if vs, ok := s.leases.current(ns); ok {
+			return vs, nil
 		}
 	}
 	got := map[string]uint64{}
@@ -381,12 +430,18 @@ func (s *Store) Versions(ctx context.Context, ns ...string) ([]uint64, error) {
 	out := make([]uint64, len(ns))
 	for i, n := range ns {
 		out[i] = got[n]
+		if s.leases != nil {
+			s.leases.apply(n, out[i])
+		}
 	}
 	return out, nil
 }
 
-// Close implements store.Store.
+// Close implements store.Store: the lease is given up first.
 func (s *Store) Close() error {
+	if s.leases != nil {
+		s.release()
+	}
 	s.pool.Close()
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -22,6 +23,32 @@ func open(t *testing.T, url string, versioned ...string) *Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// leased waits until s holds its lease.
+func leased(t *testing.T, s *Store) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, ok := s.leases.current(nil); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no lease after 10 s")
+		}
+	}
+}
+
+// roundTrips counts the connections s took from its pool: one a query.
+func roundTrips(s *Store) int64 { return s.pool.Stat().AcquireCount() }
+
+// timed runs fn and returns how long it took.
+func timed(t *testing.T, fn func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := fn(); err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(start)
 }
 
 // One cluster for the whole package: each conformance run gets its own
@@ -64,6 +91,95 @@ func TestPostgres(t *testing.T) {
 		if _, err := b.Versions(ctx, "sessions"); !errors.Is(err, store.ErrUnversioned) {
 			t.Fatalf("Versions of an unversioned namespace: %v", err)
 		}
+	})
+	t.Run("LeasedReadsSeeEveryAcknowledgedWrite", func(t *testing.T) {
+		url := fresh(t)
+		a, b := open(t, url, "policy"), open(t, url, "policy")
+		leased(t, a)
+		leased(t, b)
+		for i := range 100 {
+			want := fmt.Sprint(i)
+			if err := a.Put(ctx, "policy", "p", []byte(want)); err != nil {
+				t.Fatal(err)
+			}
+			// Acknowledged: b decides by it, whatever it cached.
+			if v, err := b.Get(ctx, "policy", "p"); err != nil || string(v) != want {
+				t.Fatalf("write %d acknowledged, the other replica reads %q, %v", i, v, err)
+			}
+			before := roundTrips(b)
+			v, err := b.Get(ctx, "policy", "p")
+			if _, verr := b.Versions(ctx, "policy"); err != nil || verr != nil || string(v) != want {
+				t.Fatalf("read again: %q, %v, %v", v, err, verr)
+			}
+			if n := roundTrips(b) - before; n != 0 {
+				t.Fatalf("a cached read and the counters took %d round trips", n)
+			}
+		}
+		if err := a.Delete(ctx, "policy", "p"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Get(ctx, "policy", "p"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("deleted, the other replica reads %v", err)
+		}
+	})
+	t.Run("AWriteWaitsForASilentReplicaUntilItsLeaseEnds", func(t *testing.T) {
+		url := fresh(t)
+		a := open(t, url, "policy")
+		leased(t, a)
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		// A replica that took a lease and died without a word.
+		if _, err := c.Exec(ctx, "INSERT INTO cocoon_replicas VALUES ('killed', now() + interval '1 second')"); err != nil {
+			t.Fatal(err)
+		}
+		if d := timed(t, func() error { return a.Put(ctx, "policy", "p", []byte("x")) }); d < 800*time.Millisecond {
+			t.Fatalf("the write was acknowledged after %v, before the silent replica's lease ended", d)
+		}
+		if d := timed(t, func() error { return a.Put(ctx, "policy", "p", []byte("y")) }); d > time.Second {
+			t.Fatalf("a write after the lease ended took %v", d)
+		}
+		// A replica closed gives its lease up: no write waits for it.
+		b, err := Open(ctx, url, Options{Versioned: []string{"policy"}, Lease: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leased(t, b)
+		b.Close()
+		if d := timed(t, func() error { return a.Put(ctx, "policy", "p", []byte("z")) }); d > time.Second {
+			t.Fatalf("a write after the other replica closed took %v", d)
+		}
+	})
+	t.Run("AReplicaCutOffReadsTheDatabase", func(t *testing.T) {
+		url := fresh(t)
+		a, b := open(t, url, "policy"), open(t, url, "policy")
+		leased(t, a)
+		leased(t, b)
+		b.Put(ctx, "policy", "p", []byte("old"))
+		b.Get(ctx, "policy", "p") // cached
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		for i := range 20 {
+			// b's lease connection is cut, then a writes: b, leased or
+			// not, reads what a wrote.
+			if _, err := c.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+				"cocoon-lease-"+b.leases.id); err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprint(i)
+			if err := a.Put(ctx, "policy", "p", []byte(want)); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := b.Get(ctx, "policy", "p"); err != nil || string(v) != want {
+				t.Fatalf("cut off, b reads %q, %v; want %q", v, err, want)
+			}
+		}
+		leased(t, b) // and takes a lease again
 	})
 	t.Run("ConcurrentInsertsFromTwoProcesses", func(t *testing.T) {
 		url := fresh(t)
