@@ -199,6 +199,17 @@ func TestKBSReplicasFailover(t *testing.T) {
 		t.Fatal("the admin had no write acknowledged before the kill")
 	}
 
+	// A write on a survivor, while the killed replica's lease runs out,
+	// is served by the other at once.
+	survivor := client.NewAdminWithKey(rs.urls[1], http.DefaultClient, loadKey(t, rs.key))
+	if err := survivor.SetResource(context.Background(), "default/written/after", []byte("after the kill")); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := client.New(rs.urls[2], sample.Attester{}, client.Options{})
+	if got, err := other.GetResource(context.Background(), "default/written/after"); err != nil || string(got) != "after the kill" {
+		t.Fatalf("a write acknowledged on one survivor, the other serves %q, %v", got, err)
+	}
+
 	// PostgreSQL restarts: the survivors reconnect.
 	pg.Restart(t)
 	for _, url := range rs.urls[1:] {
@@ -250,9 +261,11 @@ func BenchmarkReplicas(b *testing.B) {
 	b.ReportMetric(n/replicated.Seconds(), "3-replicas-handshakes/s")
 	b.ReportMetric(embedded.Seconds()/replicated.Seconds(), "ratio")
 
-	p50, p99 := policyPropagation(b, rs, 50)
+	p50, p99, write, stale := policyPropagation(b, rs, 50)
+	b.ReportMetric(ms(write), "policy-write-p50-ms")
 	b.ReportMetric(ms(p50), "policy-change-p50-ms")
 	b.ReportMetric(ms(p99), "policy-change-p99-ms")
+	b.ReportMetric(float64(stale), "stale-decisions")
 
 	lost, total := killUnderLoad(rs, clients, tr)
 	b.ReportMetric(float64(lost), "failed-ops-after-retry")
@@ -276,8 +289,10 @@ func measureHandshakes(b *testing.B, urls []string, clients int, tr http.RoundTr
 
 // policyPropagation sets the resource policy on replica 0 rounds times,
 // alternately denying and allowing, and measures from each
-// acknowledgement until every other replica decides by the new policy.
-func policyPropagation(b *testing.B, rs *replicaSet, rounds int) (p50, p99 time.Duration) {
+// acknowledgement until every other replica decides by the new policy,
+// counting the requests decided by the old one after the acknowledgement;
+// write is the median time the admin waited for the acknowledgement.
+func policyPropagation(b *testing.B, rs *replicaSet, rounds int) (p50, p99, write time.Duration, stale int) {
 	ctx := context.Background()
 	admin := client.NewAdminWithKey(rs.urls[0], http.DefaultClient, loadKey(&testing.T{}, rs.key))
 	guests := make([]*client.Client, len(rs.urls))
@@ -287,19 +302,22 @@ func policyPropagation(b *testing.B, rs *replicaSet, rounds int) (p50, p99 time.
 			b.Fatal(err)
 		}
 	}
-	var lat []time.Duration
+	var lat, writes []time.Duration
 	for r := range rounds {
 		deny := r%2 == 0
 		text := respolicy.Affirming
 		if deny {
 			text = respolicy.DenyAll
 		}
+		start := time.Now()
 		if err := admin.SetResourcePolicy(ctx, text); err != nil {
 			b.Fatal(err)
 		}
 		acked := time.Now()
+		writes = append(writes, acked.Sub(start))
 		for _, g := range guests[1:] {
 			for !decidedBy(ctx, g, deny) {
+				stale++
 				if time.Since(acked) > 10*time.Second {
 					b.Fatalf("a replica still decided by the old policy 10 s after the change")
 				}
@@ -308,7 +326,8 @@ func policyPropagation(b *testing.B, rs *replicaSet, rounds int) (p50, p99 time.
 		lat = append(lat, time.Since(acked))
 	}
 	slices.Sort(lat)
-	return lat[len(lat)/2], lat[len(lat)*99/100]
+	slices.Sort(writes)
+	return lat[len(lat)/2], lat[len(lat)*99/100], writes[len(writes)/2], stale
 }
 
 // decidedBy tells whether a fetch of g is decided by the policy that denies
