@@ -133,6 +133,9 @@ func (l *leases) keep(ns, key string, version uint64, value []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := l.cache[ns]
+	if c != nil && c.version > version {
+		return // read before a move the cache has seen
+	}
 	if c == nil || c.version != version {
 		if c != nil {
 			for _, v := range c.values {
@@ -266,14 +269,18 @@ func (s *Store) holdLease(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "SELECT pg_notify('"+channelAcks+"', p) FROM unnest($1::text[]) p", all); err != nil {
 		return err
 	}
-	l.hold(renewed.Add(l.lease - l.lease/10))
+	if err := s.extend(ctx, conn, renewed); err != nil {
+		return err
+	}
 	l.log.Info("store: postgres: lease held", "replica", l.id)
 	for {
 		if time.Since(renewed) >= l.lease/4 {
 			if renewed, err = s.renew(ctx, conn); err != nil {
 				return err
 			}
-			l.hold(renewed.Add(l.lease - l.lease/10))
+			if err := s.extend(ctx, conn, renewed); err != nil {
+				return err
+			}
 		}
 		wctx, cancel := context.WithDeadline(ctx, renewed.Add(l.lease/4))
 		n, err := conn.WaitForNotification(wctx)
@@ -299,6 +306,28 @@ func (s *Store) renew(ctx context.Context, conn *pgx.Conn) (time.Time, error) {
 		INSERT INTO cocoon_replicas (id, lease_until) VALUES ($1, now() + make_interval(secs => $2))
 		ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until`, s.leases.id, s.leases.lease.Seconds())
 	return sent, err
+}
+
+// extend applies the counters told before the lease was renewed at sent,
+// then holds the lease until sent plus most of its length. PostgreSQL
+// sends a listener the notifications committed before a transaction of its
+// ends with that transaction's answer, so they are all in hand: a writer
+// that waited for the lease before this renewal to run out may count on
+// them being applied.
+func (s *Store) extend(ctx context.Context, conn *pgx.Conn, sent time.Time) error {
+	inHand, cancel := context.WithCancel(ctx)
+	cancel() // only what was received already
+	for {
+		n, _ := conn.WaitForNotification(inHand)
+		if n == nil {
+			break
+		}
+		if err := s.told(ctx, conn, n); err != nil {
+			return err
+		}
+	}
+	s.leases.hold(sent.Add(s.leases.lease - s.leases.lease/10))
+	return nil
 }
 
 // told applies a notification: a counter, acknowledged once applied, or

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,6 +122,47 @@ func TestPostgres(t *testing.T) {
 		}
 		if _, err := b.Get(ctx, "policy", "p"); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("deleted, the other replica reads %v", err)
+		}
+	})
+	t.Run("ConcurrentReadersNeverGoBack", func(t *testing.T) {
+		url := fresh(t)
+		a, b := open(t, url, "policy"), open(t, url, "policy")
+		leased(t, a)
+		leased(t, b)
+		a.Put(ctx, "policy", "p", []byte("0"))
+		var acked atomic.Int64
+		done := make(chan struct{})
+		errs := make(chan error, 4)
+		for range 4 {
+			go func() {
+				for {
+					select {
+					case <-done:
+						errs <- nil
+						return
+					default:
+					}
+					floor := acked.Load()
+					v, err := b.Get(ctx, "policy", "p")
+					n, _ := strconv.ParseInt(string(v), 10, 64)
+					if err != nil || n < floor {
+						errs <- fmt.Errorf("read %q, %v after %d was acknowledged", v, err, floor)
+						return
+					}
+				}
+			}()
+		}
+		for i := int64(1); i <= 200; i++ {
+			if err := a.Put(ctx, "policy", "p", []byte(strconv.FormatInt(i, 10))); err != nil {
+				t.Fatal(err)
+			}
+			acked.Store(i)
+		}
+		close(done)
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 	t.Run("AWriteWaitsForASilentReplicaUntilItsLeaseEnds", func(t *testing.T) {
