@@ -99,8 +99,8 @@ func (e *Engine) Follow(ns string, changed func()) {
 
 // sync makes the engine current with a store that other processes (KBS
 // replicas) write: it reads the version counters of its namespace and of
-// those it follows in one round trip, and drops what it cached of any that
-// moved. A replica thus never decides on a policy replaced elsewhere: the
+// those it follows (in one round trip at most), and drops what it cached of
+// any that moved. A replica thus never decides on a policy replaced elsewhere: the
 // read happens after every write acknowledged before the request came.
 func (e *Engine) sync(ctx context.Context) error {
 	if e.unshared.Load() {

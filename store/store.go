@@ -32,10 +32,10 @@ type Store interface {
 var ErrUnversioned = errors.New("store: no version counters (not shared)")
 
 // Versioner is a Store that other processes write too (KBS replicas on one
-// database). Versions reads, in one round trip, a counter per namespace
-// that every committed write to it increments, whoever wrote: a cache of
-// a namespace read before the counter moved may be stale. Every write
-// acknowledged before the call is counted.
+// database). Versions reads, in at most one round trip, a counter per
+// namespace that every committed write to it increments, whoever wrote: a
+// cache of a namespace read before the counter moved may be stale. Every
+// write acknowledged before the call is counted.
 type Versioner interface {
 	Versions(ctx context.Context, ns ...string) ([]uint64, error)
 }
