@@ -40,6 +40,17 @@ func leased(t *testing.T, s *Store) {
 	}
 }
 
+// connect opens a connection of the test's own to url.
+func connect(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
 // roundTrips counts the connections s took from its pool: one a query.
 func roundTrips(s *Store) int64 { return s.pool.Stat().AcquireCount() }
 
@@ -62,6 +73,14 @@ func TestPostgres(t *testing.T) {
 	fresh := func(t *testing.T) string {
 		n++
 		return pg.CreateDB(t, fmt.Sprintf("t%d", n))
+	}
+	// leasedPair is two replicas of a fresh database, holding leases.
+	leasedPair := func(t *testing.T) (url string, a, b *Store) {
+		url = fresh(t)
+		a, b = open(t, url, "policy"), open(t, url, "policy")
+		leased(t, a)
+		leased(t, b)
+		return url, a, b
 	}
 	t.Run("Conformance", func(t *testing.T) {
 		storetest.Run(t, func(t *testing.T) store.Store { return open(t, fresh(t), "ns") })
@@ -95,10 +114,7 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 	t.Run("LeasedReadsSeeEveryAcknowledgedWrite", func(t *testing.T) {
-		url := fresh(t)
-		a, b := open(t, url, "policy"), open(t, url, "policy")
-		leased(t, a)
-		leased(t, b)
+		_, a, b := leasedPair(t)
 		for i := range 100 {
 			want := fmt.Sprint(i)
 			if err := a.Put(ctx, "policy", "p", []byte(want)); err != nil {
@@ -125,10 +141,7 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 	t.Run("ConcurrentReadersNeverGoBack", func(t *testing.T) {
-		url := fresh(t)
-		a, b := open(t, url, "policy"), open(t, url, "policy")
-		leased(t, a)
-		leased(t, b)
+		_, a, b := leasedPair(t)
 		a.Put(ctx, "policy", "p", []byte("0"))
 		var acked atomic.Int64
 		done := make(chan struct{})
@@ -169,11 +182,7 @@ func TestPostgres(t *testing.T) {
 		url := fresh(t)
 		a := open(t, url, "policy")
 		leased(t, a)
-		c, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(ctx)
+		c := connect(t, url)
 		// A replica that took a lease and died without a word.
 		if _, err := c.Exec(ctx, "INSERT INTO cocoon_replicas VALUES ('killed', now() + interval '1 second')"); err != nil {
 			t.Fatal(err)
@@ -196,17 +205,10 @@ func TestPostgres(t *testing.T) {
 		}
 	})
 	t.Run("AReplicaCutOffReadsTheDatabase", func(t *testing.T) {
-		url := fresh(t)
-		a, b := open(t, url, "policy"), open(t, url, "policy")
-		leased(t, a)
-		leased(t, b)
+		url, a, b := leasedPair(t)
 		b.Put(ctx, "policy", "p", []byte("old"))
 		b.Get(ctx, "policy", "p") // cached
-		c, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(ctx)
+		c := connect(t, url)
 		for i := range 20 {
 			// b's lease connection is cut, then a writes: b, leased or
 			// not, reads what a wrote.
@@ -232,11 +234,7 @@ func TestPostgres(t *testing.T) {
 		url := fresh(t)
 		open(t, url)
 		open(t, url)
-		c, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(ctx)
+		c := connect(t, url)
 		var rows int
 		c.QueryRow(ctx, "SELECT count(*) FROM cocoon_schema").Scan(&rows)
 		if rows != len(migrations) {
