@@ -223,8 +223,9 @@ func TestKBSReplicasFailover(t *testing.T) {
 // replicas on one PostgreSQL against one kbs with its embedded store, both
 // with 64 clients on this machine (ratio = replicas / embedded); how long
 // a resource policy set on one replica takes to decide on the others
-// (from the admin's acknowledgement to the first request that sees it);
-// and the guest operations lost when a replica is killed under load
+// (from the admin's acknowledgement to the first request that sees it),
+// how many requests decided by the old one after the acknowledgement, and
+// how long the admin waited for it; and the guest operations lost when a replica is killed under load
 // (after a guest's retry at another replica).
 func BenchmarkReplicas(b *testing.B) {
 	const clients = 64
