@@ -245,6 +245,32 @@ func TestPostgres(t *testing.T) {
 			t.Fatalf("Open of a newer schema: %v", err)
 		}
 	})
+	t.Run("MigratesTheFirstSchema", func(t *testing.T) {
+		url := fresh(t)
+		// The database as the first schema left it: a versioned table
+		// whose trigger notifies nobody, and no leases.
+		if _, err := connect(t, url).Exec(ctx, `CREATE TABLE cocoon_schema (version INT NOT NULL);
+			INSERT INTO cocoon_schema VALUES (1);`+migrations[0]+`
+			CREATE TABLE policy (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+			INSERT INTO cocoon_versions (ns) VALUES ('policy');
+			CREATE TRIGGER cocoon_version AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON policy
+				FOR EACH STATEMENT EXECUTE FUNCTION cocoon_bump_version('policy');
+			INSERT INTO policy VALUES ('p', 'old');`); err != nil {
+			t.Fatal(err)
+		}
+		a, b := open(t, url, "policy"), open(t, url, "policy")
+		leased(t, a)
+		leased(t, b)
+		if v, err := b.Get(ctx, "policy", "p"); err != nil || string(v) != "old" {
+			t.Fatalf("migrated, reads %q, %v", v, err)
+		}
+		if err := a.Put(ctx, "policy", "p", []byte("new")); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.Get(ctx, "policy", "p"); err != nil || string(v) != "new" {
+			t.Fatalf("a write after the migration, the other replica reads %q, %v", v, err)
+		}
+	})
 	t.Run("BadInput", func(t *testing.T) {
 		s := open(t, fresh(t))
 		if err := s.Put(ctx, `x"; DROP TABLE cocoon_versions; --`, "k", []byte("v")); !errors.Is(err, ErrNamespace) {
