@@ -329,10 +329,14 @@ func (s *Store) Update(ctx context.Context, ns, key string, fn func([]byte) ([]b
 		return err
 	}
 	t, _ := table(ns)
+	var wrote bool
 	err := s.do(ctx, func(ctx context.Context) error {
 		var err error
 		for range maxRaces {
-			err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return update(ctx, tx, t, key, fn) })
+			err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				wrote, err = update(ctx, tx, t, key, fn)
+				return err
+			})
 			if !errors.Is(err, errRaced) {
 				return err
 			}
@@ -342,24 +346,30 @@ func (s *Store) Update(ctx context.Context, ns, key string, fn func([]byte) ([]b
 	if err != nil {
 		return fmt.Errorf("store: postgres update %s: %w", ns, err)
 	}
+	if !wrote {
+		return nil // no counter moved: no replica has anything to apply
+	}
 	return s.settle(ctx, ns)
 }
 
-func update(ctx context.Context, tx pgx.Tx, t, key string, fn func([]byte) ([]byte, error)) error {
+// update runs fn on key's value in tx and stores its result; it reports
+// whether it wrote.
+func update(ctx context.Context, tx pgx.Tx, t, key string, fn func([]byte) ([]byte, error)) (bool, error) {
 	var old []byte
 	err := tx.QueryRow(ctx, "SELECT value FROM "+t+" WHERE key = $1 FOR UPDATE", key).Scan(&old)
 	found := err == nil
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return err
+		return false, err
 	}
 	v, err := fn(old)
 	if err != nil {
-		return err
+		return false, err
 	}
 	switch {
 	case v == nil && found:
 		_, err = tx.Exec(ctx, "DELETE FROM "+t+" WHERE key = $1", key)
 	case v == nil:
+		return false, nil
 	case found:
 		_, err = tx.Exec(ctx, "UPDATE "+t+" SET value = $2 WHERE key = $1", key, v)
 	default:
@@ -369,7 +379,7 @@ func update(ctx context.Context, tx pgx.Tx, t, key string, fn func([]byte) ([]by
 			err = errRaced
 		}
 	}
-	return err
+	return err == nil, err
 }
 
 // Insert implements store.Inserter: one statement, and a read of the

@@ -204,6 +204,16 @@ func TestPostgres(t *testing.T) {
 			t.Fatalf("a write after the other replica closed took %v", d)
 		}
 	})
+	t.Run("AnUpdateThatWritesNothingWaitsForNoOne", func(t *testing.T) {
+		_, _, b := leasedPair(t)
+		// b never heard the other's acknowledgements of the counters as
+		// they stand: it must not wait for them.
+		if d := timed(t, func() error {
+			return b.Update(ctx, "policy", "missing", func([]byte) ([]byte, error) { return nil, nil })
+		}); d > time.Second {
+			t.Fatalf("an update that wrote nothing took %v", d)
+		}
+	})
 	t.Run("AReplicaCutOffReadsTheDatabase", func(t *testing.T) {
 		url, a, b := leasedPair(t)
 		b.Put(ctx, "policy", "p", []byte("old"))
