@@ -44,6 +44,9 @@ const (
 // answering (killed, cut off) before it is acknowledged.
 const DefaultLease = 3 * time.Second
 
+// firstLease bounds how long Open waits for the first lease.
+const firstLease = 5 * time.Second
+
 // maxCached bounds the bytes of values a store caches.
 const maxCached = 64 << 20
 
@@ -62,8 +65,10 @@ type leases struct {
 	cache map[string]*cached
 	size  int
 
-	stop func()
-	done chan struct{}
+	first     chan struct{} // closed when the first lease is held
+	firstOnce sync.Once
+	stop      func()
+	done      chan struct{}
 }
 
 // acked are the counters a replica acknowledged, and when it last did.
@@ -85,7 +90,7 @@ func newLeases(lease time.Duration, log *slog.Logger) *leases {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &leases{id: hex.EncodeToString(id), lease: lease, log: log, seen: map[string]uint64{},
-		acks: map[string]*acked{}, heard: make(chan struct{}), cache: map[string]*cached{}, done: make(chan struct{})}
+		acks: map[string]*acked{}, heard: make(chan struct{}), cache: map[string]*cached{}, first: make(chan struct{}), done: make(chan struct{})}
 }
 
 // current returns the counters of ns while the lease holds.
@@ -327,6 +332,7 @@ func (s *Store) extend(ctx context.Context, conn *pgx.Conn, sent time.Time) erro
 		}
 	}
 	s.leases.hold(sent.Add(s.leases.lease - s.leases.lease/10))
+	s.leases.firstOnce.Do(func() { close(s.leases.first) })
 	return nil
 }
 

@@ -140,6 +140,13 @@ func Open(ctx context.Context, connString string, opts Options) (*Store, error) 
 		lctx, stop := context.WithCancel(context.Background())
 		s.leases.stop = stop
 		go s.listen(lctx)
+		// Writes hear the other replicas' acknowledgements only once
+		// this one listens; without a lease yet, it reads the database.
+		select {
+		case <-s.leases.first:
+		case <-time.After(firstLease):
+		case <-ctx.Done():
+		}
 	}
 	return s, nil
 }
